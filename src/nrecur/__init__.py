@@ -1,0 +1,1 @@
+"""nrecur: a laboratory for in-context probabilistic inference in small transformers."""

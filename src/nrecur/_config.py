@@ -1,0 +1,33 @@
+"""The base class of every nrecur config: a frozen pydantic model.
+
+Each field carries an attribute docstring; pydantic turns it into the field's
+description, which the CLI uses as help text (see ``nrecur.cli.options``).
+Validation errors name the field and the allowed values; ``format_error``
+turns them into one line for the command line.
+"""
+
+from __future__ import annotations
+
+import pydantic
+from pydantic import BaseModel, ConfigDict
+
+
+class Config(BaseModel):
+    """Frozen, strict-about-names config. ``model_dump(mode="json")`` is enough to rebuild it."""
+
+    model_config = ConfigDict(
+        frozen=True,
+        extra="forbid",
+        use_attribute_docstrings=True,
+        validate_default=True,
+    )
+
+
+def format_error(error: pydantic.ValidationError) -> str:
+    """One line per problem: ``field: message`` (pydantic's prefixes removed)."""
+    parts = []
+    for item in error.errors():
+        where = ".".join(str(part) for part in item["loc"]) or error.title
+        message = item["msg"].removeprefix("Value error, ")
+        parts.append(f"{where}: {message}")
+    return "; ".join(parts)

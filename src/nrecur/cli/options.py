@@ -1,0 +1,112 @@
+"""Command-line options generated from config classes.
+
+Each field of a :class:`nrecur._config.Config` becomes one ``--option``: its
+help is the field's docstring, ``Literal`` fields get ``choices``, booleans get
+``--flag/--no-flag``, tuples take several values. Values are handed to the
+config's own validation, so the CLI and the Python API accept exactly the same
+things and fail with the same messages.
+"""
+
+from __future__ import annotations
+
+import argparse
+import types
+import typing
+from typing import Any, Literal
+
+from pydantic import BaseModel
+
+
+def _flag(prefix: str, name: str) -> str:
+    return "--" + (prefix + name).replace("_", "-")
+
+
+def _dest(prefix: str, name: str) -> str:
+    return (prefix + name).replace("-", "_")
+
+
+def _strip_optional(annotation: Any) -> tuple[Any, bool]:
+    """``X | None`` → ``(X, True)``."""
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        if len(args) < len(typing.get_args(annotation)):
+            return (args[0] if len(args) == 1 else typing.Union[tuple(args)]), True
+    return annotation, False
+
+
+def parse_per_period(text: str) -> float | dict[int, float]:
+    """Parse a probability that may depend on the period.
+
+    ``"0.05"`` → 0.05; ``"2:0.1,3:0.05"`` → ``{2: 0.1, 3: 0.05}``;
+    ``"0.2/n"`` → the marker string ``"0.2/n"`` (resolved by the task, which knows its periods).
+    """
+    text = text.strip()
+    if text.endswith("/n"):
+        return text
+    if ":" in text:
+        mapping = {}
+        for item in text.split(","):
+            key, _, value = item.partition(":")
+            mapping[int(key)] = float(value)
+        return mapping
+    return float(text)
+
+
+def add_config_options(
+    parser: argparse.ArgumentParser,
+    config_cls: type[BaseModel],
+    prefix: str = "",
+    skip: typing.Iterable[str] = (),
+    title: str | None = None,
+) -> None:
+    """Add one option per field of ``config_cls`` (defaults are left to the config)."""
+    group = parser.add_argument_group(title or f"{config_cls.__name__} options")
+    for name, field in config_cls.model_fields.items():
+        if name in skip:
+            continue
+        annotation, optional = _strip_optional(field.annotation)
+        default = field.default
+        help_text = (field.description or "").strip().replace("%", "%%")
+        help_text += f" (default: {_show(default)})"
+        kwargs: dict[str, Any] = {"dest": _dest(prefix, name), "default": argparse.SUPPRESS, "help": help_text}
+        origin = typing.get_origin(annotation)
+        if annotation is bool:
+            kwargs["action"] = argparse.BooleanOptionalAction
+        elif origin is Literal:
+            kwargs["choices"] = list(typing.get_args(annotation))
+            kwargs["metavar"] = "{" + ",".join(map(str, kwargs["choices"])) + "}"
+        elif origin is tuple:
+            item_type = typing.get_args(annotation)[0]
+            kwargs["nargs"] = "+"
+            kwargs["type"] = item_type if item_type in (int, float, str) else str
+            kwargs["metavar"] = item_type.__name__.upper() if isinstance(item_type, type) else "X"
+        elif annotation in (int, float, str):
+            kwargs["type"] = annotation
+            kwargs["metavar"] = annotation.__name__.upper()
+        elif name.startswith("p_"):
+            kwargs["type"] = parse_per_period
+            kwargs["metavar"] = "P"
+        else:
+            kwargs["type"] = str
+        if optional and "nargs" not in kwargs and annotation is not bool:
+            pass  # "none" is not offered: omit the option to keep the default.
+        group.add_argument(_flag(prefix, name), **kwargs)
+
+
+def config_from_args(config_cls: type[BaseModel], args: argparse.Namespace, prefix: str = "", **overrides: Any):
+    """Build ``config_cls`` from the options that were given (others keep their defaults)."""
+    values = {}
+    for name in config_cls.model_fields:
+        dest = _dest(prefix, name)
+        if hasattr(args, dest):
+            value = getattr(args, dest)
+            values[name] = tuple(value) if isinstance(value, list) else value
+    values.update(overrides)
+    return config_cls(**values)
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, tuple):
+        return " ".join(map(str, value))
+    return str(value)
