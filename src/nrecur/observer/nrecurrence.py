@@ -1,0 +1,234 @@
+"""The exact Bayes observer of n-recurrence: a forward filter over ``(n, t, c)``.
+
+The filter keeps, for each sequence, the belief over the hidden state of the
+next position. Two choices make it cost O(V·Σn) per token instead of the dense
+HMM's O((V·Σn)²):
+
+* **Absolute phase.** Instead of the countdown ``c`` we store the residue
+  ``φ = (i + c) mod n`` of the target positions. Without a transition ``φ``
+  never changes, so there is no shift to apply; at position ``i`` the target
+  slot of period ``n`` is simply ``φ = i mod n``. A transition puts uniform
+  mass on every ``φ`` of the new period, just as a fresh offset does.
+* **Transitions in closed form.** The mass leaving each rule ``(n, t)`` is
+  redistributed with the prior conditioned on the change (``either``,
+  ``both``, ``period``, ``target``); each kind is a few sums over the
+  ``[vocab, period]`` table, never a state-by-state matrix.
+
+Emissions of off-target positions depend only on ``t``; only one slot per
+period is a target slot at each position, so the update is one broadcast
+multiply plus a gather/scatter of ``P`` slots. With ``fake_source="recent"``
+the fake-token distribution depends on the observed window ``x[i-3n..i-1]``,
+which the observer sees, so the filter stays exact.
+
+Tensors: ``alpha [batch, vocab, slot]`` with ``slot`` running over
+``(period, φ)`` (``Σn`` slots); ``mass [batch, vocab, period]`` its sum over φ.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Literal
+
+import numpy as np
+import torch
+
+from nrecur.observer._arrays import as_token_tensor, check_impossible
+from nrecur.observer.results import Posterior
+
+if TYPE_CHECKING:  # pragma: no cover
+    from nrecur.tasks.nrecurrence import NRecurrence
+
+#: Sequences filtered together; bounds memory and keeps the working set in cache.
+DEFAULT_CHUNK = 2048
+
+
+class _Tables:
+    """Constants of one task on one device (float64)."""
+
+    def __init__(self, task: "NRecurrence", device: torch.device, length: int):
+        from nrecur.tasks.nrecurrence import RECENT_WINDOW
+
+        f64 = dict(dtype=torch.float64, device=device)
+        self.V, self.P = task.vocab_size, task.n_periods
+        periods = np.asarray(task.periods)
+        self.n_max = int(periods.max())
+        offsets = np.concatenate([[0], np.cumsum(periods)[:-1]])
+        slot_period = np.repeat(np.arange(self.P), periods)
+        self.K = int(periods.sum())
+        self.n = torch.tensor(periods, **f64)
+        self.pi = torch.tensor(task.period_probs, **f64)
+        self.tau = torch.tensor(task.target_probs, **f64)
+        self.p_noise = torch.tensor(task.noise_by_period, **f64)
+        self.p_transition = torch.tensor(task.transition_by_period, **f64)
+        self.has_transitions = bool(np.any(task.transition_by_period > 0))
+        self.keep_slot = (1.0 - self.p_transition)[torch.as_tensor(slot_period, device=device)]  # [slot]
+        spread = np.zeros((self.P, self.K))  # [period, slot]: 1/n on the period's slots
+        spread[slot_period, np.arange(self.K)] = 1.0 / periods[slot_period]
+        self.spread = torch.tensor(spread, **f64)
+        self.alpha0 = self.tau[:, None] * (self.pi / self.n)[torch.as_tensor(slot_period, device=device)][None, :]
+        self.mass0 = self.tau[:, None] * self.pi[None, :]  # [vocab, period]
+        # Target slot of each period at each position j = 0..length: offset + j mod n.
+        j = np.arange(length + 1)[:, None]
+        self.on_slot = torch.as_tensor(offsets[None, :] + j % periods[None, :], device=device)  # [pos+1, period]
+        # Phase output: entry (k, c) of [period, max_period] reads slot offset_k + (j + c) mod n_k.
+        valid = [(k, c) for k in range(self.P) for c in range(periods[k])]
+        self.phase_cells = torch.as_tensor([k * self.n_max + c for k, c in valid], device=device)
+        self.phase_slots = torch.as_tensor(
+            np.array([[offsets[k] + (jj + c) % periods[k] for k, c in valid] for jj in range(length + 1)]),
+            device=device,
+        )  # [pos+1, slot]
+        self.window = (RECENT_WINDOW * periods).tolist()
+
+
+def nrecurrence_posterior(
+    task: "NRecurrence",
+    tokens,
+    *,
+    impossible: Literal["raise", "inf"] = "raise",
+    chunk_size: int = DEFAULT_CHUNK,
+) -> Posterior:
+    """Exact posterior of ``task`` after every prefix of ``tokens`` ``[batch, pos]``.
+
+    Computes in float64 on the tokens' device (CPU for NumPy input) and returns
+    arrays of the input's kind (see :class:`Posterior`). A sequence with
+    probability zero raises :class:`ImpossibleSequenceError`, or with
+    ``impossible="inf"`` gets log-loss ``inf`` and is flagged in ``.impossible``.
+    """
+    if impossible not in ("raise", "inf"):
+        raise ValueError(f"impossible must be 'raise' or 'inf', got {impossible!r}")
+    x, back = as_token_tensor(tokens, task.vocab_size)
+    B, L = x.shape
+    tables = _Tables(task, x.device, L)
+    V, P = tables.V, tables.P
+    f64 = dict(dtype=torch.float64, device=x.device)
+    out = {
+        "predictive": torch.empty(B, L, V, **f64),
+        "period": torch.empty(B, L, P, **f64),
+        "target": torch.empty(B, L, V, **f64),
+        "phase": torch.zeros(B, L, P * tables.n_max, **f64),
+    }
+    log_p = torch.empty(B, L, **f64)
+    for start in range(0, B, chunk_size):
+        rows = slice(start, min(B, start + chunk_size))
+        _filter_chunk(task, tables, x[rows], {k: v[rows] for k, v in out.items()}, log_p[rows])
+    first_impossible = check_impossible(log_p, impossible)
+    result = Posterior(
+        predictive=back(out["predictive"]),
+        period=back(out["period"]),
+        target=back(out["target"]),
+        phase=back(out["phase"].view(B, L, P, tables.n_max)),
+        log_loss=back(-log_p[:, 1:]),
+        log_likelihood=back(log_p.sum(1)),
+        impossible=back(first_impossible),
+    )
+    return result
+
+
+def _filter_chunk(task: "NRecurrence", tb: _Tables, x: torch.Tensor, out: dict, log_p: torch.Tensor) -> None:
+    """Run the filter over one chunk ``x [batch, pos]``, writing into the views ``out`` and ``log_p``."""
+    B, L = x.shape
+    V = tb.V
+    recent = task.fake_source == "recent"
+    counts = _window_counts(x, V) if recent else None  # [batch, pos+1, vocab]
+    alpha = tb.alpha0.expand(B, V, tb.K).clone()  # [batch, vocab, slot]
+    mass = tb.mass0.expand(B, V, tb.P).clone()  # [batch, vocab, period]
+    pred, a_on, fake = _predict(task, tb, 0, alpha, mass, counts)
+    vocab = torch.arange(V, device=x.device)
+    for i in range(L):
+        xi = x[:, i]
+        is_x = (vocab[None, :] == xi[:, None]).to(torch.float64)  # [batch, vocab(t)]: t == x_i
+        # Emission of x_i from every state. Off-target positions depend on t only.
+        if task.target_outside:
+            e_off = torch.full_like(is_x, 1.0 / V)
+        else:
+            e_off = (1.0 - is_x) / (V - 1)  # [batch, vocab]
+        q = _fake_prob_of(xi, fake, V)  # [batch, vocab, period]: P(fake = x_i | t, n)
+        e_on = is_x[:, :, None] * (1.0 - tb.p_noise) + (1.0 - is_x)[:, :, None] * tb.p_noise * q
+        on_new = a_on * e_on  # [batch, vocab, period]
+        mass = (mass - a_on) * e_off[:, :, None] + on_new
+        z = mass.sum(dim=(1, 2))  # [batch] = P(x_i | x_<i)
+        log_p[:, i] = torch.log(z)
+        alpha.mul_(e_off[:, :, None])
+        alpha[:, :, tb.on_slot[i]] = on_new
+        inv_z = (1.0 / z)[:, None, None]
+        alpha.mul_(inv_z)
+        mass = mass * inv_z
+        if tb.has_transitions:
+            inflow = _transition_inflow(task, tb, mass * tb.p_transition)  # [batch, vocab, period]
+            alpha.mul_(tb.keep_slot).add_(inflow @ tb.spread)
+            mass = mass * (1.0 - tb.p_transition) + inflow
+        # Beliefs about position i+1 and the predictive distribution of x_{i+1}.
+        pred, a_on, fake = _predict(task, tb, i + 1, alpha, mass, counts)
+        out["predictive"][:, i] = pred
+        out["period"][:, i] = mass.sum(1)
+        out["target"][:, i] = mass.sum(2)
+        out["phase"][:, i, tb.phase_cells] = alpha.sum(1)[:, tb.phase_slots[i + 1]]
+
+
+def _window_counts(x: torch.Tensor, V: int) -> torch.Tensor:
+    """``[batch, pos+1, vocab]``: counts of each token in ``x[:, :j]`` at index j."""
+    onehot = torch.nn.functional.one_hot(x, V).to(torch.int32)
+    counts = torch.zeros(x.shape[0], x.shape[1] + 1, V, dtype=torch.int32, device=x.device)
+    counts[:, 1:] = onehot.cumsum(1)
+    return counts
+
+
+def _predict(task, tb: _Tables, j: int, alpha, mass, counts):
+    """Predictive distribution of ``x_j`` ``[batch, vocab]``, the target-slot mass ``[batch, vocab, period]``
+    and the fake-token tables for position j (``None`` for uniform fakes)."""
+    V = tb.V
+    a_on = alpha[:, :, tb.on_slot[j]]  # [batch, vocab, period]
+    a_off = mass - a_on
+    off_t = a_off.sum(2)  # [batch, vocab]
+    if task.target_outside:
+        pred = off_t.sum(1, keepdim=True).expand(-1, V) / V
+    else:
+        pred = (off_t.sum(1, keepdim=True) - off_t) / (V - 1)
+    pred = pred + (a_on * (1.0 - tb.p_noise)).sum(2)
+    w = a_on * tb.p_noise  # [batch, vocab(t), period]: mass of "fake at position j"
+    if counts is None:
+        w_t = w.sum(2)
+        return pred + (w_t.sum(1, keepdim=True) - w_t) / (V - 1), a_on, None
+    # Recent fakes: uniform over R = window tokens minus t, if R is not empty.
+    lo = torch.tensor([max(0, j - win) for win in tb.window], device=alpha.device)
+    present = ((counts[:, j, None, :] - counts[:, lo, :]) > 0).to(torch.float64)  # [batch, period, vocab]
+    present_t = present.transpose(1, 2)  # [batch, vocab, period]
+    r = present.sum(2)[:, None, :] - present_t  # [batch, vocab(t), period]: |R|
+    nonempty = r > 0
+    g = torch.where(nonempty, w / r.clamp(min=1), 0.0)
+    h = torch.where(nonempty, 0.0, w / (V - 1))
+    from_window = (present_t * (g.sum(1, keepdim=True) - g)).sum(2)
+    h_t = h.sum(2)
+    pred = pred + from_window + (h_t.sum(1, keepdim=True) - h_t)
+    return pred, a_on, (present_t, r, nonempty)
+
+
+def _fake_prob_of(xi: torch.Tensor, fake, V: int):
+    """P(fake token = x_i | t, n) ``[batch, vocab(t), period]`` (valid where x_i ≠ t)."""
+    if fake is None:
+        return 1.0 / (V - 1)
+    present_t, r, nonempty = fake
+    x_present = present_t.gather(1, xi[:, None, None].expand(-1, 1, present_t.shape[2]))  # [batch, 1, period]
+    return torch.where(nonempty, x_present / r.clamp(min=1), 1.0 / (V - 1))
+
+
+def _transition_inflow(task, tb: _Tables, leave: torch.Tensor) -> torch.Tensor:
+    """Mass arriving at each new rule ``[batch, vocab(t'), period(n')]`` from the mass ``leave``
+    ``[batch, vocab(t), period(n)]`` that transitions, under the prior conditioned on the change."""
+    pi, tau = tb.pi, tb.tau
+    kind = task.transition_changes
+    if kind == "either":  # (n', t') ≠ (n, t): prior / (1 - π(n)τ(t))
+        w = leave / (1.0 - tau[:, None] * pi[None, :])
+        return tau[:, None] * pi[None, :] * (w.sum(dim=(1, 2), keepdim=True) - w)
+    if kind == "both":  # n' ≠ n and t' ≠ t: prior / ((1 - π(n))(1 - τ(t)))
+        w = leave / ((1.0 - tau)[:, None] * (1.0 - pi)[None, :])
+        total = w.sum(dim=(1, 2), keepdim=True)
+        per_t = w.sum(2, keepdim=True)
+        per_n = w.sum(1, keepdim=True)
+        return tau[:, None] * pi[None, :] * (total - per_t - per_n + w)
+    if kind == "period":  # n' ≠ n, t' = t
+        w = leave / (1.0 - pi)
+        return pi * (w.sum(2, keepdim=True) - w)
+    if kind == "target":  # t' ≠ t, n' = n
+        w = leave / (1.0 - tau)[:, None]
+        return tau[:, None] * (w.sum(1, keepdim=True) - w)
+    raise AssertionError(kind)

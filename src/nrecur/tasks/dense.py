@@ -1,0 +1,71 @@
+"""n-recurrence as a dense HMM over ``(n, t, c)``: the cross-check of the fast observer.
+
+Built state by state from the spec (SPEC §2.3), independently of the closed
+forms in ``observer/nrecurrence.py``. Only ``fake_source="uniform"`` is an HMM
+in this sense; with ``"recent"`` the emission depends on the observed window.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from nrecur.tasks.hmm import HMMProcess
+
+if TYPE_CHECKING:  # pragma: no cover
+    from nrecur.tasks.nrecurrence import NRecurrence
+
+
+def state_list(task: "NRecurrence") -> list[tuple[int, int, int]]:
+    """The hidden states ``(period index, target, countdown c)`` in the HMM's order."""
+    return [(k, t, c) for k, n in enumerate(task.periods) for t in range(task.vocab_size) for c in range(n)]
+
+
+def allowed_change(kind: str, old: tuple[int, int], new: tuple[int, int]) -> bool:
+    """May a transition of this ``kind`` go from rule ``old`` to rule ``new`` (period index, target)?"""
+    same_n, same_t = old[0] == new[0], old[1] == new[1]
+    return {
+        "either": not (same_n and same_t),
+        "both": not same_n and not same_t,
+        "period": not same_n and same_t,
+        "target": same_n and not same_t,
+    }[kind]
+
+
+def nrecurrence_to_hmm(task: "NRecurrence") -> HMMProcess:
+    if task.fake_source != "uniform":
+        raise ValueError("the dense HMM form needs fake_source='uniform' ('recent' fakes depend on the observed window)")
+    V = task.vocab_size
+    states = state_list(task)
+    index = {s: i for i, s in enumerate(states)}
+    S = len(states)
+    pi, tau = task.period_probs, task.target_probs
+    p_noise, p_tr = task.noise_by_period, task.transition_by_period
+    rules = [(k, t) for k in range(task.n_periods) for t in range(V)]
+
+    T = np.zeros((V, S, S))
+    for (k, t, c), i in index.items():
+        n = task.periods[k]
+        emit = np.zeros(V)
+        if c == 0:
+            emit[:] = p_noise[k] / (V - 1)
+            emit[t] = 1 - p_noise[k]
+        elif task.target_outside:
+            emit[:] = 1 / V
+        else:
+            emit[:] = 1 / (V - 1)
+            emit[t] = 0.0
+        move = np.zeros(S)
+        move[index[(k, t, (c - 1) % n)]] += 1 - p_tr[k]
+        if p_tr[k] > 0:
+            weights = {r: pi[r[0]] * tau[r[1]] for r in rules if allowed_change(task.transition_changes, (k, t), r)}
+            total = sum(weights.values())
+            for (k2, t2), w in weights.items():
+                n2 = task.periods[k2]
+                for c2 in range(n2):
+                    move[index[(k2, t2, c2)]] += p_tr[k] * w / total / n2
+        T[:, i, :] = emit[:, None] * move[None, :]
+    initial = np.array([pi[k] * tau[t] / task.periods[k] for k, t, c in states])
+    names = [f"n={task.periods[k]},t={t},c={c}" for k, t, c in states]
+    return HMMProcess(T, initial=initial, state_names=names)

@@ -1,0 +1,286 @@
+"""Stochastic n-recurrence (SPEC §2.1–2.3): the task definition and its sampler.
+
+A rule ``(n, t)`` puts the target token ``t`` at every ``n``-th position and
+random tokens elsewhere. The hidden state at each position is ``(n, t, c)``
+with ``c`` the countdown to the next target position (``c = 0``: this position
+is one). On top of that, a target may be replaced by a fake token
+(``p_noise``), and after every position the rule may change (``p_transition``),
+conditioned by ``transition_changes`` to differ from the old one.
+
+``NRecurrence`` is a frozen config: it validates every parameter at
+construction, samples sequences with their hidden truth (vectorized over the
+batch, one loop over positions), and hands out the exact observer
+(``posterior``) and the dense-HMM form (``to_hmm``).
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal, Sequence
+
+import numpy as np
+from pydantic import field_validator, model_validator
+
+from nrecur._config import Config
+
+if TYPE_CHECKING:  # pragma: no cover
+    from nrecur.observer.results import Posterior
+    from nrecur.tasks.hmm import HMMProcess
+
+PerPeriod = float | dict[int, float] | str
+
+#: Fake tokens drawn from the last ``RECENT_WINDOW * n`` positions (SPEC §2.3).
+RECENT_WINDOW = 3
+
+
+@dataclass(frozen=True)
+class Batch:
+    """Sampled sequences and the hidden truth behind each position. All arrays ``[batch, pos]``."""
+
+    tokens: np.ndarray
+    """Observed tokens (int64)."""
+    period: np.ndarray
+    """Period ``n`` of the rule in force at this position (int64, the value, not its index)."""
+    target: np.ndarray
+    """Target token ``t`` of the rule in force (int64)."""
+    phase: np.ndarray
+    """Countdown ``c`` to the next target position; 0 means this position is one (int64)."""
+    is_target_position: np.ndarray
+    """``c == 0`` (bool)."""
+    is_fake: np.ndarray
+    """A fake token replaced the target here (bool)."""
+    transition_after: np.ndarray
+    """The rule changed right after this position (bool)."""
+
+    FIELDS = ("tokens", "period", "target", "phase", "is_target_position", "is_fake", "transition_after")
+
+    def save(self, path) -> None:
+        """Write all fields to a ``.npz`` file (atomically: a temporary file, then a rename)."""
+        import os
+        import tempfile
+
+        path = os.fspath(path)
+        directory = os.path.dirname(os.path.abspath(path))
+        fd, tmp = tempfile.mkstemp(dir=directory, suffix=".npz.tmp")
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                np.savez_compressed(handle, **{name: getattr(self, name) for name in self.FIELDS})
+            os.replace(tmp, path)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
+
+    @classmethod
+    def load(cls, path) -> "Batch":
+        with np.load(path) as data:
+            return cls(**{name: data[name] for name in cls.FIELDS})
+
+
+class NRecurrence(Config):
+    """Stochastic n-recurrence; ``p_noise = p_transition = 0`` gives the deterministic task."""
+
+    vocab_size: int = 8
+    """Number of tokens V; tokens are 0..V-1 (V >= 2)."""
+    periods: tuple[int, ...] = (2, 3, 4, 5)
+    """The possible periods n: distinct integers >= 2."""
+    period_prior: tuple[float, ...] | None = None
+    """Probabilities over `periods` (same length, summing to 1); None for uniform."""
+    target_prior: tuple[float, ...] | None = None
+    """Probabilities over the V tokens as target; None for uniform."""
+    p_noise: PerPeriod = 0.0
+    """Probability that a target position shows a fake token instead of t: a float in [0, 1), a mapping period -> probability, or 'c/n' for c divided by the period (e.g. 0.2/n = 1/(5n))."""
+    p_transition: PerPeriod = 0.0
+    """Probability that the rule changes after a position: a float in [0, 1), a mapping period -> probability, or 'c/n'."""
+    target_outside: bool = False
+    """May the target token also appear at non-target positions?"""
+    fake_source: Literal["uniform", "recent"] = "uniform"
+    """Fake tokens: uniform over V minus t, or uniform over the distinct tokens other than t in the previous 3n positions."""
+    transition_changes: Literal["either", "both", "period", "target"] = "either"
+    """What a transition must change: (n,t) differs ('either'), both differ, only the period, or only the target."""
+
+    # ------------------------------------------------------------------ validation
+
+    @field_validator("vocab_size")
+    @classmethod
+    def _check_vocab(cls, value: int) -> int:
+        if value < 2:
+            raise ValueError(f"vocab_size must be an integer >= 2, got {value}")
+        return value
+
+    @field_validator("periods")
+    @classmethod
+    def _check_periods(cls, value: tuple[int, ...]) -> tuple[int, ...]:
+        if len(value) == 0:
+            raise ValueError("periods must name at least one period (integers >= 2), got none")
+        if any(n < 2 for n in value):
+            raise ValueError(f"periods must be integers >= 2, got {list(value)}")
+        if len(set(value)) != len(value):
+            raise ValueError(f"periods must be distinct, got {list(value)}")
+        return value
+
+    @field_validator("p_noise", "p_transition", mode="before")
+    @classmethod
+    def _normalize_per_period(cls, value, info):
+        if isinstance(value, str):
+            text = value.strip()
+            if not text.endswith("/n"):
+                try:
+                    return float(text)
+                except ValueError:
+                    raise ValueError(
+                        f"{info.field_name} must be a float in [0, 1), a mapping period -> probability, or 'c/n'; got {value!r}"
+                    ) from None
+            try:
+                float(text[:-2])
+            except ValueError:
+                raise ValueError(f"{info.field_name}: cannot read {value!r} as 'c/n' with c a number") from None
+            return text
+        if isinstance(value, dict):
+            return {int(k): float(v) for k, v in value.items()}
+        return value
+
+    @model_validator(mode="after")
+    def _check_all(self) -> "NRecurrence":
+        _check_prior("period_prior", self.period_prior, len(self.periods), "periods")
+        _check_prior("target_prior", self.target_prior, self.vocab_size, "vocab_size tokens")
+        for name in ("p_noise", "p_transition"):
+            value = getattr(self, name)
+            if isinstance(value, dict):
+                missing = sorted(set(self.periods) - set(value))
+                extra = sorted(set(value) - set(self.periods))
+                if missing or extra:
+                    raise ValueError(
+                        f"{name} as a mapping needs exactly one probability per period {list(self.periods)}; "
+                        f"missing {missing}, unknown {extra}"
+                    )
+            for n, p in zip(self.periods, self._per_period(value)):
+                if not (0.0 <= p < 1.0) or math.isnan(p):
+                    raise ValueError(f"{name} must lie in [0, 1) for every period, got {p} for n={n}")
+        self._check_transitions_possible()
+        return self
+
+    def _check_transitions_possible(self) -> None:
+        if not np.any(self.transition_by_period > 0):
+            return
+        live = self.transition_by_period > 0
+        periods_alive = int(np.count_nonzero(self.period_probs > 0))
+        targets_alive = int(np.count_nonzero(self.target_probs > 0))
+        kind = self.transition_changes
+        why = None
+        if kind in ("period", "both") and periods_alive < 2:
+            why = "it needs at least two periods with positive prior"
+        elif kind in ("target", "both") and targets_alive < 2:
+            why = "it needs at least two target tokens with positive prior"
+        elif kind == "either" and periods_alive * targets_alive < 2:
+            why = "it needs at least two (period, target) rules with positive prior"
+        if why is not None:
+            raise ValueError(
+                f"transition_changes={kind!r} cannot happen with this prior: {why} "
+                f"(p_transition > 0 for periods {[n for n, a in zip(self.periods, live) if a]})"
+            )
+
+    # ------------------------------------------------------------------ derived values
+
+    def _per_period(self, value: PerPeriod) -> list[float]:
+        if isinstance(value, dict):
+            return [float(value.get(n, 0.0)) for n in self.periods]
+        if isinstance(value, str):
+            c = float(value.strip()[:-2])
+            return [c / n for n in self.periods]
+        return [float(value)] * len(self.periods)
+
+    @property
+    def n_periods(self) -> int:
+        return len(self.periods)
+
+    @property
+    def max_period(self) -> int:
+        return max(self.periods)
+
+    @property
+    def n_states(self) -> int:
+        """Number of hidden states ``(n, t, c)``: ``V * sum(periods)``."""
+        return self.vocab_size * sum(self.periods)
+
+    @property
+    def period_probs(self) -> np.ndarray:
+        """``[period]`` prior over ``periods`` (float64)."""
+        if self.period_prior is None:
+            return np.full(self.n_periods, 1.0 / self.n_periods)
+        probs = np.asarray(self.period_prior, dtype=np.float64)
+        return probs / probs.sum()
+
+    @property
+    def target_probs(self) -> np.ndarray:
+        """``[vocab]`` prior over target tokens (float64)."""
+        if self.target_prior is None:
+            return np.full(self.vocab_size, 1.0 / self.vocab_size)
+        probs = np.asarray(self.target_prior, dtype=np.float64)
+        return probs / probs.sum()
+
+    @property
+    def noise_by_period(self) -> np.ndarray:
+        """``[period]`` p_noise for each period, in the order of ``periods``."""
+        return np.asarray(self._per_period(self.p_noise), dtype=np.float64)
+
+    @property
+    def transition_by_period(self) -> np.ndarray:
+        """``[period]`` p_transition for each period."""
+        return np.asarray(self._per_period(self.p_transition), dtype=np.float64)
+
+    @property
+    def is_deterministic(self) -> bool:
+        return not (np.any(self.noise_by_period > 0) or np.any(self.transition_by_period > 0))
+
+    def check_length(self, length: int) -> None:
+        """Warn when a context is shorter than three times the largest period (SPEC §2.3)."""
+        if length < RECENT_WINDOW * self.max_period:
+            warnings.warn(
+                f"context length {length} is shorter than 3 x the largest period ({3 * self.max_period}); "
+                "the longest rules may not be identifiable",
+                stacklevel=3,
+            )
+
+    # ------------------------------------------------------------------ the three ways in
+
+    def sample(self, batch_size: int, length: int, seed: int | Sequence[int] = 0) -> Batch:
+        """Sample ``batch_size`` sequences of ``length`` tokens with their hidden truth.
+
+        Vectorized over the batch (one loop over positions); the same seed gives
+        the same batch on every run and machine (NumPy's PCG64).
+        """
+        from nrecur.tasks.sampler import sample_nrecurrence
+
+        return sample_nrecurrence(self, batch_size, length, seed)
+
+    def posterior(self, tokens, *, impossible: Literal["raise", "inf"] = "raise") -> "Posterior":
+        """The exact Bayes observer on ``tokens`` ``[batch, pos]`` (NumPy or torch, any device).
+
+        See :func:`nrecur.observer.nrecurrence.nrecurrence_posterior`.
+        """
+        # The task is defined here, its filter in observer/; importing at call
+        # time keeps the dependency one-way (observer -> tasks).
+        from nrecur.observer.nrecurrence import nrecurrence_posterior
+
+        return nrecurrence_posterior(self, tokens, impossible=impossible)
+
+    def to_hmm(self) -> "HMMProcess":
+        """The same process as a dense HMM over ``(n, t, c)`` (only for ``fake_source='uniform'``)."""
+        from nrecur.tasks.dense import nrecurrence_to_hmm
+
+        return nrecurrence_to_hmm(self)
+
+
+def _check_prior(name: str, prior: tuple[float, ...] | None, size: int, what: str) -> None:
+    if prior is None:
+        return
+    if len(prior) != size:
+        raise ValueError(f"{name} needs one probability per {what} ({size}), got {len(prior)}")
+    values = np.asarray(prior, dtype=np.float64)
+    if np.any(~np.isfinite(values)) or np.any(values < 0):
+        raise ValueError(f"{name} must be probabilities >= 0, got {list(prior)}")
+    if abs(values.sum() - 1.0) > 1e-6:
+        raise ValueError(f"{name} must sum to 1, got sum {values.sum():.6g}")
