@@ -1,0 +1,302 @@
+"""A small decoder-only GPT with every interesting activation behind a named hook point.
+
+Tokens are embedded, a learned positional embedding is added, and ``n_layers``
+pre-norm blocks (causal multi-head attention, then an optional MLP) write into
+the residual stream, which a final norm and an untied unembedding turn into
+logits. Hook names and meanings follow TransformerLens
+(``blocks.0.attn.hook_pattern``, ``blocks.1.hook_resid_post``, …); see
+``GPT(config).hook_names`` and :mod:`nrecur.hooks` for the hook API.
+
+Speed: when nothing watches ``hook_attn_scores`` or ``hook_pattern`` (no hook,
+no cache request), attention runs through the fused
+``scaled_dot_product_attention`` kernel, which never materializes the pattern;
+norms likewise use ``F.layer_norm`` / ``F.rms_norm`` unless ``hook_normalized``
+is watched. Both paths give the same logits up to float rounding.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from pydantic import ValidationInfo, field_validator
+from torch import Tensor, nn
+
+from nrecur._config import Config
+from nrecur.hooks import HookedModule, HookPoint
+
+NORM_EPS = 1e-5
+"""Added to the variance inside every norm (TransformerLens' and torch's default)."""
+
+_INT_MINIMUM = {"vocab_size": 2, "n_ctx": 1, "d_model": 1, "n_layers": 0, "n_heads": 1, "d_head": 1, "d_mlp": 0}
+
+
+class GPTConfig(Config):
+    """Architecture of a :class:`GPT`. Every dimension the research questions vary is here."""
+
+    vocab_size: int = 8
+    """Number of tokens: ids 0 … vocab_size-1 (at least 2)."""
+    n_ctx: int = 32
+    """Context length: the most positions one forward pass accepts."""
+    d_model: int = 64
+    """Width of the residual stream."""
+    n_layers: int = 2
+    """Number of transformer blocks (0 gives the embed → unembed bigram model)."""
+    n_heads: int = 4
+    """Attention heads per block."""
+    d_head: int = 16
+    """Width of each head's queries, keys and values."""
+    d_mlp: int = 256
+    """Hidden width of each block's MLP; 0 means attention-only (no MLP, no ln2)."""
+    act: Literal["relu", "gelu", "silu"] = "gelu"
+    """MLP activation function (gelu is the exact erf form)."""
+    norm: Literal["layernorm", "rmsnorm", "none"] = "layernorm"
+    """Normalization before attention, before the MLP and before the unembedding."""
+    init_std: float = 0.02
+    """Std of the normal init of weights and embeddings; residual output projections get init_std/sqrt(2*n_layers)."""
+
+    @field_validator(*_INT_MINIMUM)
+    @classmethod
+    def _at_least(cls, value: int, info: ValidationInfo) -> int:
+        minimum = _INT_MINIMUM[info.field_name]
+        if value < minimum:
+            raise ValueError(f"{info.field_name} must be an integer >= {minimum}, got {value}")
+        return value
+
+    @field_validator("init_std")
+    @classmethod
+    def _positive_std(cls, value: float) -> float:
+        if not (math.isfinite(value) and value > 0):
+            raise ValueError(f"init_std must be a finite number > 0, got {value}")
+        return value
+
+    @property
+    def d_attn(self) -> int:
+        """Width of all heads together, ``n_heads * d_head``."""
+        return self.n_heads * self.d_head
+
+    @property
+    def attn_only(self) -> bool:
+        """True when the blocks have no MLP (``d_mlp == 0``)."""
+        return self.d_mlp == 0
+
+
+# --- norms and activations: registries keyed by the config's Literal values ---
+
+
+class LayerNorm(nn.Module):
+    """Center and rescale over d_model, then a learned scale and shift."""
+
+    def __init__(self, d_model: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(d_model))
+        self.bias = nn.Parameter(torch.zeros(d_model))
+        self.hook_normalized = HookPoint()  # [batch, pos, d_model], before scale and shift
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not self.hook_normalized.is_active:
+            return F.layer_norm(x, self.weight.shape, self.weight, self.bias, NORM_EPS)
+        x = x - x.mean(dim=-1, keepdim=True)  # [batch, pos, d_model]
+        x = self.hook_normalized(x * torch.rsqrt(x.pow(2).mean(dim=-1, keepdim=True) + NORM_EPS))
+        return x * self.weight + self.bias  # [batch, pos, d_model]
+
+
+class RMSNorm(nn.Module):
+    """Rescale to unit root-mean-square over d_model (no centering), then a learned scale."""
+
+    def __init__(self, d_model: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(d_model))
+        self.hook_normalized = HookPoint()  # [batch, pos, d_model], before scale
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not self.hook_normalized.is_active:
+            return F.rms_norm(x, self.weight.shape, self.weight, NORM_EPS)
+        x = self.hook_normalized(x * torch.rsqrt(x.pow(2).mean(dim=-1, keepdim=True) + NORM_EPS))
+        return x * self.weight  # [batch, pos, d_model]
+
+
+class NoNorm(nn.Module):
+    """No normalization; keeps ``hook_normalized`` so hook names do not depend on the norm."""
+
+    def __init__(self, d_model: int) -> None:
+        super().__init__()
+        self.hook_normalized = HookPoint()  # [batch, pos, d_model]
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.hook_normalized(x)
+
+
+NORMS: dict[str, type[nn.Module]] = {"layernorm": LayerNorm, "rmsnorm": RMSNorm, "none": NoNorm}
+ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {"relu": F.relu, "gelu": F.gelu, "silu": F.silu}
+
+
+# --- the model ---
+
+
+class Attention(nn.Module):
+    """Causal multi-head self-attention with hooks on q, k, v, scores, pattern and z."""
+
+    def __init__(self, config: GPTConfig) -> None:
+        super().__init__()
+        self.n_heads, self.d_head = config.n_heads, config.d_head
+        self.qkv = nn.Linear(config.d_model, 3 * config.d_attn)  # rows: q of all heads, then k, then v
+        self.out = nn.Linear(config.d_attn, config.d_model)
+        causal_mask = torch.ones(config.n_ctx, config.n_ctx, dtype=torch.bool).triu(diagonal=1)
+        self.register_buffer("causal_mask", causal_mask, persistent=False)  # [query_pos, key_pos], True = hidden
+        self.hook_q = HookPoint()  # [batch, pos, head, d_head]
+        self.hook_k = HookPoint()  # [batch, pos, head, d_head]
+        self.hook_v = HookPoint()  # [batch, pos, head, d_head]
+        self.hook_attn_scores = HookPoint()  # [batch, head, query_pos, key_pos], -inf above the diagonal
+        self.hook_pattern = HookPoint()  # [batch, head, query_pos, key_pos]
+        self.hook_z = HookPoint()  # [batch, pos, head, d_head]
+
+    def forward(self, x: Tensor) -> Tensor:
+        batch, pos, _ = x.shape  # x: [batch, pos, d_model]
+        q, k, v = self.qkv(x).view(batch, pos, 3, self.n_heads, self.d_head).unbind(dim=2)
+        q = self.hook_q(q).transpose(1, 2)  # [batch, head, pos, d_head]
+        k = self.hook_k(k).transpose(1, 2)  # [batch, head, pos, d_head]
+        v = self.hook_v(v).transpose(1, 2)  # [batch, head, pos, d_head]
+        if self.hook_attn_scores.is_active or self.hook_pattern.is_active:
+            scores = q @ k.transpose(-1, -2) / math.sqrt(self.d_head)  # [batch, head, query_pos, key_pos]
+            scores = self.hook_attn_scores(scores.masked_fill(self.causal_mask[:pos, :pos], float("-inf")))
+            pattern = self.hook_pattern(scores.softmax(dim=-1))  # [batch, head, query_pos, key_pos]
+            z = pattern @ v  # [batch, head, pos, d_head]
+        else:
+            z = F.scaled_dot_product_attention(q, k, v, is_causal=True)  # [batch, head, pos, d_head]
+        z = self.hook_z(z.transpose(1, 2))  # [batch, pos, head, d_head]
+        return self.out(z.reshape(batch, pos, -1))  # [batch, pos, d_model]
+
+    def _per_head(self, which: int) -> Tensor:
+        weight = self.qkv.weight[which * self.n_heads * self.d_head : (which + 1) * self.n_heads * self.d_head]
+        return weight.T.reshape(-1, self.n_heads, self.d_head).transpose(0, 1)  # [head, d_model, d_head]
+
+    @property
+    def W_Q(self) -> Tensor:
+        """``[head, d_model, d_head]``: head h's queries are ``x @ W_Q[h]`` plus bias."""
+        return self._per_head(0)
+
+    @property
+    def W_K(self) -> Tensor:
+        """``[head, d_model, d_head]``"""
+        return self._per_head(1)
+
+    @property
+    def W_V(self) -> Tensor:
+        """``[head, d_model, d_head]``"""
+        return self._per_head(2)
+
+    @property
+    def W_O(self) -> Tensor:
+        """``[head, d_head, d_model]``: head h writes ``z[h] @ W_O[h]`` to the residual stream."""
+        return self.out.weight.T.reshape(self.n_heads, self.d_head, -1)
+
+
+class MLP(nn.Module):
+    """Two-layer MLP: ``fc_out(act(fc_in(x)))``."""
+
+    def __init__(self, config: GPTConfig) -> None:
+        super().__init__()
+        self.fc_in = nn.Linear(config.d_model, config.d_mlp)
+        self.act = ACTIVATIONS[config.act]
+        self.hook_pre = HookPoint()  # [batch, pos, d_mlp]
+        self.hook_post = HookPoint()  # [batch, pos, d_mlp]
+        self.fc_out = nn.Linear(config.d_mlp, config.d_model)
+
+    def forward(self, x: Tensor) -> Tensor:
+        pre = self.hook_pre(self.fc_in(x))  # [batch, pos, d_mlp]
+        post = self.hook_post(self.act(pre))  # [batch, pos, d_mlp]
+        return self.fc_out(post)  # [batch, pos, d_model]
+
+
+class Block(nn.Module):
+    """Pre-norm block: ``resid + attn(ln1(resid))``, then ``+ mlp(ln2(·))`` unless attention-only."""
+
+    def __init__(self, config: GPTConfig) -> None:
+        super().__init__()
+        # Registration order is forward order, so hook_names lists hooks as they fire.
+        self.hook_resid_pre = HookPoint()  # [batch, pos, d_model]
+        self.ln1 = NORMS[config.norm](config.d_model)
+        self.attn = Attention(config)
+        self.hook_attn_out = HookPoint()  # [batch, pos, d_model]
+        self.mlp: MLP | None = None
+        if not config.attn_only:
+            self.hook_resid_mid = HookPoint()  # [batch, pos, d_model]
+            self.ln2 = NORMS[config.norm](config.d_model)
+            self.mlp = MLP(config)
+            self.hook_mlp_out = HookPoint()  # [batch, pos, d_model]
+        self.hook_resid_post = HookPoint()  # [batch, pos, d_model]
+
+    def forward(self, resid: Tensor) -> Tensor:
+        resid_pre = self.hook_resid_pre(resid)  # [batch, pos, d_model]
+        attn_out = self.hook_attn_out(self.attn(self.ln1(resid_pre)))  # [batch, pos, d_model]
+        if self.mlp is None:
+            return self.hook_resid_post(resid_pre + attn_out)  # [batch, pos, d_model]
+        resid_mid = self.hook_resid_mid(resid_pre + attn_out)  # [batch, pos, d_model]
+        mlp_out = self.hook_mlp_out(self.mlp(self.ln2(resid_mid)))  # [batch, pos, d_model]
+        return self.hook_resid_post(resid_mid + mlp_out)  # [batch, pos, d_model]
+
+
+class GPT(HookedModule):
+    """Decoder-only transformer: ``GPT(config)(tokens [batch, pos]) -> logits [batch, pos, vocab]``.
+
+    Hooks: ``hook_names``, ``hooks([(name, fn), ...])``, ``run_with_cache(tokens, names_filter)``,
+    ``run_with_hooks(tokens, fwd_hooks=...)`` (see :mod:`nrecur.hooks`).
+    """
+
+    def __init__(self, config: GPTConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.embed = nn.Embedding(config.vocab_size, config.d_model)
+        self.hook_embed = HookPoint()  # [batch, pos, d_model]
+        self.pos_embed = nn.Embedding(config.n_ctx, config.d_model)
+        self.hook_pos_embed = HookPoint()  # [batch, pos, d_model]
+        self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layers))
+        self.ln_final = NORMS[config.norm](config.d_model)
+        self.unembed = nn.Linear(config.d_model, config.vocab_size, bias=False)
+        self.reset_parameters()
+        self.setup_hooks()
+
+    def reset_parameters(self) -> None:
+        """Weights ~ N(0, init_std²), residual output projections scaled by 1/sqrt(2·n_layers) (GPT-2); biases 0, norm scales 1."""
+        std = self.config.init_std
+        for module in self.modules():
+            if isinstance(module, (nn.Linear, nn.Embedding)):
+                nn.init.normal_(module.weight, std=std)
+                if getattr(module, "bias", None) is not None:
+                    nn.init.zeros_(module.bias)
+            elif isinstance(module, (LayerNorm, RMSNorm)):
+                nn.init.ones_(module.weight)
+                if isinstance(module, LayerNorm):
+                    nn.init.zeros_(module.bias)
+        # Each block adds to the residual stream twice; keep its variance from growing with depth.
+        residual_std = std / math.sqrt(2 * max(self.config.n_layers, 1))
+        for block in self.blocks:
+            nn.init.normal_(block.attn.out.weight, std=residual_std)
+            if block.mlp is not None:
+                nn.init.normal_(block.mlp.fc_out.weight, std=residual_std)
+
+    @property
+    def num_params(self) -> int:
+        """Number of trainable scalars."""
+        return sum(p.numel() for p in self.parameters())
+
+    def forward(self, tokens: Tensor) -> Tensor:
+        """``tokens [batch, pos]`` (int64 or int32, pos ≤ n_ctx) → ``logits [batch, pos, vocab]``."""
+        if tokens.dim() != 2:
+            raise ValueError(f"tokens must have shape [batch, pos], got shape {tuple(tokens.shape)}")
+        if tokens.dtype not in (torch.long, torch.int):
+            raise ValueError(f"tokens must be an integer tensor (int64 or int32), got {tokens.dtype}")
+        batch, pos = tokens.shape
+        if pos > self.config.n_ctx:
+            raise ValueError(f"tokens have {pos} positions but the model's context length n_ctx is {self.config.n_ctx}")
+        positions = torch.arange(pos, device=tokens.device)  # [pos]
+        embed = self.hook_embed(self.embed(tokens))  # [batch, pos, d_model]
+        pos_embed = self.hook_pos_embed(self.pos_embed(positions).expand(batch, -1, -1))  # [batch, pos, d_model]
+        resid = embed + pos_embed  # [batch, pos, d_model]
+        for block in self.blocks:
+            resid = block(resid)  # [batch, pos, d_model]
+        return self.unembed(self.ln_final(resid))  # [batch, pos, vocab]
