@@ -1,0 +1,355 @@
+"""The GPT against references: plain vs hooked forward, fused vs explicit attention,
+clean-cache patching, causality, and TransformerLens' native model."""
+
+from __future__ import annotations
+
+import itertools
+import typing
+
+import pydantic
+import pytest
+import torch
+import torch.nn.functional as F
+
+from nrecur.hooks import ActivationCache, HookPoint
+from nrecur.model import ACTIVATIONS, GPT, NORMS, GPTConfig
+
+NORM_NAMES = typing.get_args(GPTConfig.model_fields["norm"].annotation)
+ACT_NAMES = typing.get_args(GPTConfig.model_fields["act"].annotation)
+SMALL = dict(vocab_size=7, n_ctx=12, d_model=16, n_layers=2, n_heads=2, d_head=8, d_mlp=24)
+
+
+def make_model(dtype: torch.dtype = torch.float32, seed: int = 0, **overrides) -> GPT:
+    """A small model whose biases and norm scales are not at their init values."""
+    torch.manual_seed(seed)
+    model = GPT(GPTConfig(**{**SMALL, "init_std": 0.3, **overrides})).to(dtype)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.add_(0.1 * torch.randn_like(parameter))
+    return model
+
+
+def make_tokens(model: GPT, batch: int = 3, pos: int | None = None, seed: int = 1) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(seed)
+    pos = model.config.n_ctx if pos is None else pos
+    return torch.randint(0, model.config.vocab_size, (batch, pos), generator=generator)
+
+
+def watch_patterns(name: str) -> bool:
+    return name.endswith("hook_pattern")
+
+
+def noop(activation, hook):
+    return None
+
+
+def attached_hooks(model: GPT) -> int:
+    return sum(len(point._forward_hooks) for point in model.hook_dict.values())
+
+
+# --- config ---
+
+
+def test_registries_cover_the_config_choices():
+    assert set(NORMS) == set(NORM_NAMES)
+    assert set(ACTIVATIONS) == set(ACT_NAMES)
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("vocab_size", 1), ("n_ctx", 0), ("d_model", 0), ("n_layers", -1), ("n_heads", 0), ("d_head", 0),
+     ("d_mlp", -1), ("init_std", 0.0), ("init_std", float("nan")), ("act", "tanh"), ("norm", "batchnorm")],
+)
+def test_invalid_config_names_the_field(field, value):
+    with pytest.raises(pydantic.ValidationError) as error:
+        GPTConfig(**{field: value})
+    assert error.value.errors()[0]["loc"] == (field,)
+    if field not in ("act", "norm"):
+        assert f"{field} must be" in str(error.value)
+
+
+def test_config_json_round_trip_and_derived_values():
+    config = GPTConfig(d_mlp=0, n_heads=3, d_head=5)
+    assert GPTConfig.model_validate_json(config.model_dump_json()) == config
+    assert config.attn_only and config.d_attn == 15
+    with pytest.raises(pydantic.ValidationError):
+        GPTConfig(typo_field=1)
+
+
+def test_num_params_matches_the_architecture():
+    c = GPTConfig()
+    norm = 2 * c.d_model
+    attn = c.d_model * 3 * c.d_attn + 3 * c.d_attn + c.d_attn * c.d_model + c.d_model
+    mlp = c.d_model * c.d_mlp + c.d_mlp + c.d_mlp * c.d_model + c.d_model
+    expected = (c.vocab_size + c.n_ctx) * c.d_model + c.n_layers * (2 * norm + attn + mlp) + norm + c.d_model * c.vocab_size
+    assert GPT(c).num_params == expected
+
+
+def test_residual_projections_get_smaller_init():
+    model = GPT(GPTConfig(d_model=128, d_mlp=512, n_layers=8))
+    assert model.blocks[0].attn.qkv.weight.std().item() == pytest.approx(0.02, rel=0.05)
+    assert model.blocks[0].mlp.fc_out.weight.std().item() == pytest.approx(0.02 / 4, rel=0.05)
+
+
+# --- forward ---
+
+
+def test_forward_shape_and_input_errors():
+    model = make_model()
+    assert model(make_tokens(model, pos=5)).shape == (3, 5, model.config.vocab_size)
+    with pytest.raises(ValueError, match="n_ctx"):
+        model(make_tokens(model, pos=model.config.n_ctx + 1))
+    with pytest.raises(ValueError, match=r"\[batch, pos\]"):
+        model(torch.zeros(4, dtype=torch.long))
+    with pytest.raises(ValueError, match="integer"):
+        model(torch.zeros(2, 3))
+
+
+@pytest.mark.parametrize("explicit", [False, True])
+def test_causality(explicit):
+    model = make_model()
+    tokens = make_tokens(model)
+    changed = tokens.clone()
+    changed[:, 7] = (changed[:, 7] + 1) % model.config.vocab_size
+    with torch.no_grad(), model.hooks([(watch_patterns, noop)] if explicit else []):
+        before, after = model(tokens), model(changed)
+    torch.testing.assert_close(before[:, :7], after[:, :7], rtol=0, atol=1e-6)
+    assert (before[:, 7] - after[:, 7]).abs().max() > 1e-3
+
+
+def test_zero_layer_model_is_a_bigram_table():
+    model = make_model(n_layers=0)
+    tokens = make_tokens(model)
+    logits = model(tokens)
+    assert logits.shape == (3, model.config.n_ctx, model.config.vocab_size)
+
+
+# --- fused vs explicit attention ---
+
+
+@pytest.mark.parametrize(("norm", "act", "d_mlp"), list(itertools.product(NORM_NAMES, ACT_NAMES, [24, 0])))
+def test_fused_attention_matches_explicit(norm, act, d_mlp):
+    for dtype, atol in [(torch.float32, 5e-6), (torch.float64, 1e-12)]:
+        model = make_model(dtype, norm=norm, act=act, d_mlp=d_mlp)
+        tokens = make_tokens(model)
+        with torch.no_grad():
+            fused = model(tokens)
+            with model.hooks([(watch_patterns, noop)]):
+                explicit = model(tokens)
+        torch.testing.assert_close(fused, explicit, rtol=0, atol=atol)
+
+
+def test_fused_and_explicit_gradients_agree():
+    model = make_model(torch.float64)
+    tokens = make_tokens(model)
+
+    def grads():
+        model.zero_grad()
+        F.cross_entropy(model(tokens[:, :-1]).flatten(0, 1), tokens[:, 1:].flatten()).backward()
+        return {name: p.grad.clone() for name, p in model.named_parameters()}
+
+    fused = grads()
+    with model.hooks([(watch_patterns, noop)]):
+        explicit = grads()
+    assert all(g.abs().sum() > 0 for g in fused.values())
+    for name in fused:
+        torch.testing.assert_close(fused[name], explicit[name], rtol=0, atol=1e-10)
+
+
+def test_fused_path_runs_only_when_nothing_watches_the_pattern(monkeypatch):
+    calls = []
+    fused = F.scaled_dot_product_attention
+    monkeypatch.setattr(F, "scaled_dot_product_attention", lambda *a, **k: calls.append(1) or fused(*a, **k))
+    model = make_model()
+    tokens = make_tokens(model)
+    model(tokens)
+    assert len(calls) == model.config.n_layers
+    model.run_with_cache(tokens, names_filter="blocks.0.attn.hook_attn_scores")
+    assert len(calls) == model.config.n_layers + 1  # layer 1 fused, layer 0 explicit
+    model.run_with_cache(tokens, names_filter=["blocks.0.hook_resid_post", "blocks.1.attn.hook_z"])
+    assert len(calls) == 2 * model.config.n_layers + 1
+
+
+# --- hooks ---
+
+
+def test_identity_hooks_everywhere_give_the_plain_logits():
+    model = make_model(torch.float64)
+    tokens = make_tokens(model)
+    with torch.no_grad():
+        plain = model(tokens)
+        hooked = model.run_with_hooks(tokens, fwd_hooks=[(lambda name: True, noop)])
+        # Identity hooks that do not force a different kernel leave the result bit-for-bit equal.
+        residual = model.run_with_hooks(tokens, fwd_hooks=[(lambda name: "resid" in name, lambda a, h: a)])
+    torch.testing.assert_close(hooked, plain, rtol=0, atol=1e-12)
+    assert torch.equal(residual, plain)
+
+
+def test_hook_sees_its_name_and_can_replace_the_activation():
+    model = make_model()
+    tokens = make_tokens(model)
+    seen = []
+    direction = torch.randn(model.config.d_model)  # not constant: a LayerNorm would remove that
+
+    def shift(resid, hook):
+        seen.append(hook.name)
+        return resid + direction
+
+    with torch.no_grad():
+        plain = model(tokens)
+        shifted = model.run_with_hooks(tokens, fwd_hooks=[("blocks.1.hook_resid_mid", shift)])
+    assert seen == ["blocks.1.hook_resid_mid"]
+    assert (shifted - plain).abs().max() > 1e-3
+
+
+def test_zeroing_a_head_via_hook_z_equals_zeroing_its_output_weights():
+    model = make_model()
+    tokens = make_tokens(model)
+    head = 1
+
+    def ablate(z, hook):
+        z = z.clone()
+        z[:, :, head] = 0.0  # [batch, pos, head, d_head]
+        return z
+
+    with torch.no_grad():
+        ablated = model.run_with_hooks(tokens, fwd_hooks=[("blocks.0.attn.hook_z", ablate)])
+        d_head = model.config.d_head
+        model.blocks[0].attn.out.weight[:, head * d_head : (head + 1) * d_head] = 0.0
+        reference = model(tokens)
+    torch.testing.assert_close(ablated, reference, rtol=0, atol=1e-6)
+
+
+def test_replacing_the_pattern_changes_the_output():
+    model = make_model()
+    tokens = make_tokens(model)
+
+    def attend_to_first_token(pattern, hook):
+        first = torch.zeros_like(pattern)  # [batch, head, query_pos, key_pos]
+        first[..., 0] = 1.0
+        return first
+
+    with torch.no_grad():
+        plain = model(tokens)
+        with model.hooks([("blocks.0.attn.hook_pattern", attend_to_first_token)]):
+            edited, cache = model.run_with_cache(tokens, names_filter="blocks.0.attn.hook_pattern")
+    assert (edited - plain).abs().max() > 1e-3
+    assert torch.equal(cache["blocks.0.attn.hook_pattern"][..., 0], torch.ones(3, 2, 12))  # cache sees the edit
+
+
+def test_hooks_are_removed_when_the_body_raises():
+    model = make_model()
+    with pytest.raises(RuntimeError, match="boom"):
+        with model.hooks([(lambda name: True, noop)]):
+            assert attached_hooks(model) == len(model.hook_names)
+            raise RuntimeError("boom")
+    assert attached_hooks(model) == 0
+    # A bad name halfway through the list: what was attached before it is removed too.
+    with pytest.raises(KeyError, match="hook_resid_post"):
+        with model.hooks([("blocks.0.hook_resid_pre", noop), ("blocks.0.hook_resid_postt", noop)]):
+            pass
+    assert attached_hooks(model) == 0
+    model.run_with_cache(make_tokens(model))
+    assert attached_hooks(model) == 0
+
+
+def test_hook_names_are_module_paths():
+    model = make_model()
+    for name in model.hook_names:
+        assert isinstance(model.get_submodule(name), HookPoint)
+        assert model.get_submodule(name).name == name
+    attn_only = make_model(d_mlp=0)
+    assert not any("mlp" in name or "resid_mid" in name or "ln2" in name for name in attn_only.hook_names)
+
+
+# --- cache ---
+
+
+def expected_shape(name: str, c: GPTConfig, batch: int, pos: int) -> tuple[int, ...]:
+    last = name.rsplit(".", 1)[-1]
+    if last in ("hook_q", "hook_k", "hook_v", "hook_z"):
+        return (batch, pos, c.n_heads, c.d_head)
+    if last in ("hook_attn_scores", "hook_pattern"):
+        return (batch, c.n_heads, pos, pos)
+    if last in ("hook_pre", "hook_post"):
+        return (batch, pos, c.d_mlp)
+    return (batch, pos, c.d_model)
+
+
+def test_run_with_cache_returns_exactly_the_requested_names_with_their_shapes():
+    model = make_model()
+    tokens = make_tokens(model, batch=2, pos=9)
+    logits, cache = model.run_with_cache(tokens)
+    assert isinstance(cache, ActivationCache)
+    assert list(cache) == model.hook_names
+    for name, activation in cache.items():
+        assert activation.shape == expected_shape(name, model.config, 2, 9), name
+        assert not activation.requires_grad
+    torch.testing.assert_close(logits, model(tokens), rtol=0, atol=5e-6)
+    assert cache.stack("hook_resid_post").shape == (2, 2, 9, 16)
+    pattern = cache["blocks.1.attn.hook_pattern"]
+    torch.testing.assert_close(pattern.sum(-1), torch.ones(2, 2, 9))
+    assert torch.all(pattern.triu(diagonal=1) == 0)
+
+    assert list(model.run_with_cache(tokens, names_filter="hook_embed").cache) == ["hook_embed"]
+    requested = ["blocks.1.mlp.hook_post", "blocks.0.attn.hook_q"]
+    assert sorted(model.run_with_cache(tokens, names_filter=requested).cache) == sorted(requested)
+    assert list(model.run_with_cache(tokens, names_filter=lambda n: n.endswith("hook_z")).cache) == [
+        "blocks.0.attn.hook_z", "blocks.1.attn.hook_z"
+    ]
+    with pytest.raises(KeyError, match="blocks.0.attn.hook_pattern"):
+        model.run_with_cache(tokens, names_filter="blocks.0.attn.hook_patern")
+    with pytest.raises(KeyError):
+        cache["nope"]
+
+
+def test_patching_in_the_clean_cache_gives_the_clean_logits():
+    model = make_model()
+    clean_tokens = make_tokens(model, seed=1)
+    corrupted_tokens = make_tokens(model, seed=2)
+    with torch.no_grad():
+        clean_logits, clean_cache = model.run_with_cache(clean_tokens, names_filter=lambda n: n.endswith("resid_post"))
+
+        def patch(resid, hook):
+            return clean_cache[hook.name]
+
+        patched = model.run_with_hooks(corrupted_tokens, fwd_hooks=[(name, patch) for name in clean_cache])
+        corrupted = model(corrupted_tokens)
+    assert (corrupted - clean_logits).abs().max() > 1e-2
+    torch.testing.assert_close(patched, clean_logits, rtol=0, atol=1e-6)
+
+
+# --- TransformerLens ---
+
+
+@pytest.mark.parametrize(("norm", "act", "d_mlp"), [(n, a, 24) for n, a in itertools.product(NORM_NAMES, ACT_NAMES)] + [("layernorm", "gelu", 0)])
+def test_transformer_lens_export_matches(norm, act, d_mlp):
+    pytest.importorskip("transformer_lens")
+    from nrecur.export import to_transformer_lens
+
+    model = make_model(norm=norm, act=act, d_mlp=d_mlp)
+    tokens = make_tokens(model)
+    bridge = to_transformer_lens(model)
+    with torch.no_grad():
+        ours, cache = model.run_with_cache(tokens, names_filter="blocks.1.attn.hook_pattern")
+        theirs, tl_cache = bridge.run_with_cache(tokens, names_filter="blocks.1.attn.hook_pattern")
+    torch.testing.assert_close(theirs, ours, rtol=0, atol=1e-5)
+    torch.testing.assert_close(tl_cache["blocks.1.attn.hook_pattern"], cache["blocks.1.attn.hook_pattern"], rtol=0, atol=1e-5)
+
+
+# --- devices ---
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_matches_cpu():
+    model = make_model()
+    tokens = make_tokens(model)
+    with torch.no_grad():
+        cpu = model(tokens)
+        model.to("cuda")
+        fused = model(tokens.cuda())
+        logits, cache = model.run_with_cache(tokens.cuda())
+    assert fused.device.type == "cuda" and cache["blocks.0.attn.hook_pattern"].device.type == "cuda"
+    torch.testing.assert_close(fused.cpu(), cpu, rtol=0, atol=1e-4)
+    torch.testing.assert_close(logits.cpu(), cpu, rtol=0, atol=1e-4)
