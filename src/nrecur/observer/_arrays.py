@@ -40,7 +40,8 @@ def as_token_tensor(tokens, vocab_size: int) -> tuple[torch.Tensor, Callable[[to
 def check_impossible(log_p: torch.Tensor, impossible: str) -> torch.Tensor:
     """``log_p`` ``[batch, pos]`` of each observed token → first impossible position per sequence (or -1).
 
-    Raises :class:`ImpossibleSequenceError` when ``impossible == "raise"`` and any exists.
+    Raises :class:`ImpossibleSequenceError` when ``impossible == "raise"`` and any exists; otherwise
+    sets ``log_p`` to ``-inf`` from that position on (in place), so log-losses read ``inf``.
     """
     bad = ~(log_p > -torch.inf)  # -inf or NaN (NaN follows a zero normalizer)
     first = torch.where(bad.any(1), bad.float().argmax(1), torch.full_like(bad[:, 0], -1, dtype=torch.long))
@@ -52,6 +53,6 @@ def check_impossible(log_p: torch.Tensor, impossible: str) -> torch.Tensor:
             f"probability 0 given the tokens before it ({len(rows)} impossible sequence(s) in the batch; "
             "pass impossible='inf' to get log-loss inf and a flag instead)"
         )
-    if impossible not in ("raise", "inf"):
-        raise ValueError(f"impossible must be 'raise' or 'inf', got {impossible!r}")
+    positions = torch.arange(log_p.shape[1], device=log_p.device)
+    log_p.masked_fill_((first[:, None] >= 0) & (positions[None, :] >= first[:, None]), -torch.inf)
     return first

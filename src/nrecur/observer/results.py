@@ -38,7 +38,8 @@ class Posterior:
     """``[batch]``: log P(x[0..L-1]), the first token included."""
     impossible: Array
     """``[batch]``: position of the first token with probability zero, or -1. Only with
-    ``impossible="inf"``; beliefs of such a sequence from that position on are NaN."""
+    ``impossible="inf"``: such a sequence's log-loss is ``inf`` from that token on, its
+    log-likelihood ``-inf``, and its beliefs from that position on are NaN (undefined)."""
 
     @property
     def p_target_next(self) -> Array:

@@ -61,6 +61,9 @@ def nrecurrence_to_hmm(task: "NRecurrence") -> HMMProcess:
         if p_tr[k] > 0:
             weights = {r: pi[r[0]] * tau[r[1]] for r in rules if allowed_change(task.transition_changes, (k, t), r)}
             total = sum(weights.values())
+            if total == 0:  # a rule with zero prior is never reached; any valid row will do
+                move[index[(k, t, (c - 1) % n)]] += p_tr[k]
+                weights = {}
             for (k2, t2), w in weights.items():
                 n2 = task.periods[k2]
                 for c2 in range(n2):

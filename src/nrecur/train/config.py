@@ -1,0 +1,164 @@
+"""Configs of a training run: how to optimize (``TrainConfig``) and the whole run (``RunConfig``).
+
+``RunConfig`` holds the task, the model and the training config; its JSON dump
+(``config.json`` in every run folder) is enough to reproduce the run.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+from pydantic import field_validator, model_validator
+
+from nrecur._config import Config
+from nrecur.model import GPTConfig
+from nrecur.tasks import NRecurrence
+
+
+class TrainConfig(Config):
+    """Optimization, data regime, evaluation, stopping and checkpointing of one run."""
+
+    # --- data regime
+    mode: Literal["online", "finite"] = "online"
+    """online: fresh sequences every step; finite: a fixed training set of train_size sequences, repeated for many epochs (the grokking setting)."""
+    train_size: int = 2048
+    """finite mode: number of training sequences (ignored in online mode)."""
+    held_out_fraction: float = 0.0
+    """Fraction of the (period, target) rules kept out of training; evaluation then reports in- and out-of-distribution sequences separately."""
+
+    # --- optimization
+    steps: int = 10_000
+    """Maximum number of optimizer steps."""
+    batch_size: int = 64
+    """Sequences per step (finite mode: capped at train_size, i.e. full batch)."""
+    lr: float = 3e-3
+    """Peak learning rate of AdamW."""
+    betas: tuple[float, float] = (0.9, 0.98)
+    """AdamW betas."""
+    weight_decay: float = 0.1
+    """AdamW weight decay, applied to matrices and embeddings (not to biases and norm scales)."""
+    warmup_steps: int = 100
+    """Linear warm-up of the learning rate from lr/warmup_steps to lr."""
+    schedule: Literal["constant", "cosine", "linear"] = "cosine"
+    """Learning rate after warm-up: constant, or decaying to min_lr_ratio*lr at `steps` (cosine or linear)."""
+    min_lr_ratio: float = 0.1
+    """Final learning rate of the cosine and linear schedules, as a fraction of lr."""
+    grad_clip: float = 1.0
+    """Clip the global gradient norm to this value; 0 disables clipping."""
+    grokfast_lambda: float = 0.0
+    """Grokfast amplification: g <- g + lambda*EMA(g) between backward and step; 0 disables Grokfast."""
+    grokfast_alpha: float = 0.98
+    """Grokfast EMA decay: h <- alpha*h + (1-alpha)*g."""
+
+    # --- seeds and device
+    init_seed: int = 0
+    """Seed of the model's initialization."""
+    data_seed: int = 1
+    """Seed of the training data (and of which rules are held out)."""
+    eval_seed: int = 2
+    """Seed of the fixed evaluation set."""
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    """Where to train: auto picks cuda when available, else cpu."""
+
+    # --- evaluation and grokking detection
+    eval_every: int = 250
+    """Evaluate against the exact observer every this many steps (and at the start and the end)."""
+    eval_size: int = 1024
+    """Number of fresh sequences in the fixed evaluation set."""
+    kl_threshold: float = 0.01
+    """Grokking: the first evaluation whose mean KL(observer || model) over all positions is <= this (nats/token)."""
+    memorization_threshold: float = 0.01
+    """Memorization: the first evaluation whose training-data loss is within this of the Bayes loss on the same data (nats/token)."""
+    stop_when_grokked: bool = False
+    """Stop as soon as the evaluation KL reaches kl_threshold."""
+    time_budget: float = 0.0
+    """Stop after this many seconds of training (summed over resumes); 0 means no limit."""
+
+    # --- checkpoints
+    checkpoint_every: int = 500
+    """Save a checkpoint (model, optimizer, RNG state) every this many steps; the previous one is replaced."""
+    log_checkpoints: int = 0
+    """Also keep this many checkpoints at log-spaced steps (plus step 0), for studying training dynamics."""
+
+    @field_validator("steps", "batch_size", "train_size", "eval_every", "eval_size", "checkpoint_every")
+    @classmethod
+    def _positive(cls, value: int, info) -> int:
+        if value < 1:
+            raise ValueError(f"{info.field_name} must be an integer >= 1, got {value}")
+        return value
+
+    @field_validator("warmup_steps", "log_checkpoints")
+    @classmethod
+    def _non_negative_int(cls, value: int, info) -> int:
+        if value < 0:
+            raise ValueError(f"{info.field_name} must be an integer >= 0, got {value}")
+        return value
+
+    @field_validator("lr")
+    @classmethod
+    def _positive_lr(cls, value: float) -> float:
+        if not (math.isfinite(value) and value > 0):
+            raise ValueError(f"lr must be a finite number > 0, got {value}")
+        return value
+
+    @field_validator("weight_decay", "grad_clip", "grokfast_lambda", "time_budget", "kl_threshold", "memorization_threshold")
+    @classmethod
+    def _non_negative(cls, value: float, info) -> float:
+        if not (math.isfinite(value) and value >= 0):
+            raise ValueError(f"{info.field_name} must be a finite number >= 0, got {value}")
+        return value
+
+    @field_validator("betas")
+    @classmethod
+    def _check_betas(cls, value: tuple[float, float]) -> tuple[float, float]:
+        if not all(0.0 <= beta < 1.0 for beta in value):
+            raise ValueError(f"betas must both lie in [0, 1), got {list(value)}")
+        return value
+
+    @field_validator("grokfast_alpha", "min_lr_ratio", "held_out_fraction")
+    @classmethod
+    def _unit_interval(cls, value: float, info) -> float:
+        upper_open = info.field_name in ("grokfast_alpha", "held_out_fraction")
+        if not (0.0 <= value <= 1.0) or (upper_open and value == 1.0):
+            interval = "[0, 1)" if upper_open else "[0, 1]"
+            raise ValueError(f"{info.field_name} must lie in {interval}, got {value}")
+        return value
+
+    def lr_at(self, step: int) -> float:
+        """Learning rate of the update that takes the model from ``step`` to ``step + 1``."""
+        if step < self.warmup_steps:
+            return self.lr * (step + 1) / self.warmup_steps
+        if self.schedule == "constant":
+            return self.lr
+        progress = min(1.0, (step - self.warmup_steps) / max(1, self.steps - self.warmup_steps))
+        shape = 0.5 * (1.0 + math.cos(math.pi * progress)) if self.schedule == "cosine" else 1.0 - progress
+        return self.lr * (self.min_lr_ratio + (1.0 - self.min_lr_ratio) * shape)
+
+
+class RunConfig(Config):
+    """Everything that defines a run; ``config.json`` of a run folder is its JSON dump."""
+
+    task: NRecurrence = NRecurrence()
+    """The task the model is trained on (and evaluated on, against its exact observer)."""
+    model: GPTConfig = GPTConfig()
+    """The architecture; model.vocab_size must equal task.vocab_size and model.n_ctx is the training context length."""
+    train: TrainConfig = TrainConfig()
+    """Optimization, data regime, evaluation and checkpointing."""
+    init_from: str | None = None
+    """Path of a run folder whose latest weights initialize the model (fine-tuning); None trains from scratch."""
+
+    @model_validator(mode="after")
+    def _check_consistent(self) -> "RunConfig":
+        if self.model.vocab_size != self.task.vocab_size:
+            raise ValueError(
+                f"model.vocab_size ({self.model.vocab_size}) must equal task.vocab_size ({self.task.vocab_size})"
+            )
+        if self.model.n_ctx < 2:
+            raise ValueError(f"model.n_ctx must be >= 2 to have a next token to predict, got {self.model.n_ctx}")
+        return self
+
+    @property
+    def length(self) -> int:
+        """Training and evaluation sequence length: the model's context ``n_ctx``."""
+        return self.model.n_ctx

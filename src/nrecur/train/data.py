@@ -1,0 +1,140 @@
+"""Where training sequences come from: fresh every step (online) or a fixed set (finite).
+
+Every batch is a pure function of the data seed and the step, so a resumed run
+sees exactly the batches an uninterrupted one would, with no generator state
+to save. Held-out rules: a fraction of the ``(period, target)`` rules never
+appears in training; training sequences whose hidden rule touches one of them
+at any position are rejected and redrawn.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+from nrecur.tasks import Batch, NRecurrence
+
+Rule = tuple[int, int]
+"""A rule ``(period, target)``."""
+
+_DOMAIN_RULES = 0x52554C45  # separate the random streams of rules, training batches and the training set
+_DOMAIN_BATCH = 0x42415443
+_DOMAIN_SET = 0x53455421
+_DOMAIN_EPOCH = 0x45504F43
+
+
+def held_out_rules(task: NRecurrence, fraction: float, seed: int) -> frozenset[Rule]:
+    """The ``round(fraction * n_rules)`` rules ``(period, target)`` kept out of training, chosen by ``seed``.
+
+    Only rules with positive prior count; at least one rule always stays in training.
+    """
+    rules = [
+        (int(n), int(t))
+        for n, p_n in zip(task.periods, task.period_probs)
+        for t, p_t in enumerate(task.target_probs)
+        if p_n > 0 and p_t > 0
+    ]
+    count = min(int(round(fraction * len(rules))), len(rules) - 1)
+    if count <= 0:
+        return frozenset()
+    chosen = np.random.default_rng((seed, _DOMAIN_RULES)).choice(len(rules), size=count, replace=False)
+    return frozenset(rules[i] for i in sorted(chosen))
+
+
+def touches(batch: Batch, rules: frozenset[Rule]) -> np.ndarray:
+    """``[batch]`` bool: the hidden rule of the sequence is one of ``rules`` at some position."""
+    hit = np.zeros(batch.tokens.shape, dtype=bool)  # [batch, pos]
+    for n, t in rules:
+        hit |= (batch.period == n) & (batch.target == t)
+    return hit.any(axis=1)
+
+
+def select(batch: Batch, index) -> Batch:
+    """The sequences ``index`` (a mask, slice or index array over ``batch``) of every field."""
+    return Batch(**{field: getattr(batch, field)[index] for field in Batch.FIELDS})
+
+
+def sample_avoiding(
+    task: NRecurrence, count: int, length: int, seed: tuple[int, ...], rules: frozenset[Rule], max_rounds: int = 1000
+) -> Batch:
+    """``count`` sequences of ``length`` whose hidden rule never is one of ``rules`` (rejection sampling)."""
+    if not rules:
+        return task.sample(count, length, seed)
+    kept: list[Batch] = []
+    have = 0
+    for attempt in range(max_rounds):
+        batch = task.sample(max(2 * count, 16), length, (*seed, attempt))
+        batch = select(batch, ~touches(batch, rules))
+        kept.append(batch)
+        have += len(batch.tokens)
+        if have >= count:
+            fields = {field: np.concatenate([getattr(b, field) for b in kept])[:count] for field in Batch.FIELDS}
+            return Batch(**fields)
+    raise ValueError(
+        f"could not draw {count} training sequences avoiding the {len(rules)} held-out rules in {max_rounds} rounds; "
+        "lower held_out_fraction"
+    )
+
+
+class DataSource(Protocol):
+    """Training batches as a function of the step."""
+
+    def batch(self, step: int) -> np.ndarray:
+        """``[batch, pos]`` int64 tokens of training step ``step``."""
+        ...
+
+
+@dataclass(frozen=True)
+class OnlineData:
+    """Fresh sequences every step: batch ``step`` is sampled with seed ``(seed, step)``."""
+
+    task: NRecurrence
+    length: int
+    batch_size: int
+    seed: int
+    held_out: frozenset[Rule] = frozenset()
+
+    def batch(self, step: int) -> np.ndarray:
+        seed = (self.seed, _DOMAIN_BATCH, step)
+        if not self.held_out:  # the common case: skip building the hidden-truth bookkeeping twice
+            return self.task.sample(self.batch_size, self.length, seed).tokens
+        return sample_avoiding(self.task, self.batch_size, self.length, seed, self.held_out).tokens
+
+
+class FiniteData:
+    """A fixed training set of ``size`` sequences; each epoch visits it in a fresh order.
+
+    With ``batch_size >= size`` every step is a full-batch step on the whole set.
+    """
+
+    def __init__(
+        self, task: NRecurrence, length: int, size: int, batch_size: int, seed: int, held_out: frozenset[Rule] = frozenset()
+    ) -> None:
+        self.sequences = sample_avoiding(task, size, length, (seed, _DOMAIN_SET), held_out)
+        self.tokens = self.sequences.tokens  # [size, pos]
+        self.batch_size = min(batch_size, size)
+        self.seed = seed
+        self.steps_per_epoch = size // self.batch_size
+
+    def batch(self, step: int) -> np.ndarray:
+        if self.batch_size == len(self.tokens):
+            return self.tokens
+        epoch, index = divmod(step, self.steps_per_epoch)
+        order = np.random.default_rng((self.seed, _DOMAIN_EPOCH, epoch)).permutation(len(self.tokens))
+        return self.tokens[order[index * self.batch_size : (index + 1) * self.batch_size]]
+
+
+DATA_MODES = {
+    "online": lambda task, length, train, held_out: OnlineData(task, length, train.batch_size, train.data_seed, held_out),
+    "finite": lambda task, length, train, held_out: FiniteData(
+        task, length, train.train_size, train.batch_size, train.data_seed, held_out
+    ),
+}
+"""``TrainConfig.mode`` → constructor ``(task, length, train_config, held_out) -> DataSource``."""
+
+
+def make_data(task: NRecurrence, length: int, train, held_out: frozenset[Rule]) -> DataSource:
+    """The data source a :class:`~nrecur.train.config.TrainConfig` asks for."""
+    return DATA_MODES[train.mode](task, length, train, held_out)

@@ -1,0 +1,122 @@
+"""Brute-force references for the tests: every hidden path enumerated, straight from SPEC §2.3.
+
+Nothing here is shared with the package: the emission and transition
+probabilities are written out state by state, the conditional transition prior
+is normalized by summing over the allowed rules, and the posterior comes from
+summing path weights (paths are never merged by state, so this is not a
+forward filter). Exponential in the length: tiny configurations only.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def _priors(task):
+    V, periods = task.vocab_size, list(task.periods)
+    pi = np.ones(len(periods)) / len(periods) if task.period_prior is None else np.array(task.period_prior, float)
+    tau = np.ones(V) / V if task.target_prior is None else np.array(task.target_prior, float)
+    return pi / pi.sum(), tau / tau.sum()
+
+
+def _per_period(value, n):
+    if isinstance(value, dict):
+        return value[n]
+    if isinstance(value, str):
+        return float(value[:-2]) / n
+    return float(value)
+
+
+def states_of(task):
+    return [(n, t, c) for n in task.periods for t in range(task.vocab_size) for c in range(n)]
+
+
+def emission(task, state, history, v):
+    """P(x_i = v | state at i, x_0..x_{i-1} = history)."""
+    n, t, c = state
+    V = task.vocab_size
+    others = [u for u in range(V) if u != t]
+    if c != 0:
+        if task.target_outside:
+            return 1.0 / V
+        return 0.0 if v == t else 1.0 / (V - 1)
+    noise = _per_period(task.p_noise, n)
+    if v == t:
+        return 1.0 - noise
+    if task.fake_source == "uniform":
+        pool = others
+    else:
+        i = len(history)
+        window = history[max(0, i - 3 * n) : i]
+        pool = sorted(set(window) - {t}) or others
+    return noise * (1.0 / len(pool) if v in pool else 0.0)
+
+
+def transition_matrix(task):
+    """``[state, state]`` P(next state | state) by explicit conditioning on the allowed rules."""
+    pi, tau = _priors(task)
+    states = states_of(task)
+    index = {s: k for k, s in enumerate(states)}
+    period_index = {n: k for k, n in enumerate(task.periods)}
+    M = np.zeros((len(states), len(states)))
+    for s in states:
+        n, t, c = s
+        p_tr = _per_period(task.p_transition, n)
+        M[index[s], index[(n, t, (c - 1) % n)]] += 1.0 - p_tr
+        if p_tr == 0:
+            continue
+        allowed = []
+        for n2 in task.periods:
+            for t2 in range(task.vocab_size):
+                ok = {
+                    "either": (n2, t2) != (n, t),
+                    "both": n2 != n and t2 != t,
+                    "period": n2 != n and t2 == t,
+                    "target": n2 == n and t2 != t,
+                }[task.transition_changes]
+                if ok:
+                    allowed.append((n2, t2, pi[period_index[n2]] * tau[t2]))
+        total = sum(w for _, _, w in allowed)
+        if total == 0:  # a rule the prior never reaches
+            continue
+        for n2, t2, w in allowed:
+            for c2 in range(n2):
+                M[index[s], index[(n2, t2, c2)]] += p_tr * w / total / n2
+    return M
+
+
+def brute_force_posterior(task, x):
+    """For one sequence ``x``: predictive ``[pos, vocab]``, next-state posterior ``[pos, state]``,
+    and log P(x[0..k]) ``[pos]``, by enumerating hidden paths."""
+    x = [int(v) for v in x]
+    V, L = task.vocab_size, len(x)
+    states = states_of(task)
+    S = len(states)
+    pi, tau = _priors(task)
+    period_index = {n: k for k, n in enumerate(task.periods)}
+    init = np.array([pi[period_index[n]] * tau[t] / n for n, t, c in states])
+    M = transition_matrix(task)
+
+    def emit_vector(i, v):
+        return np.array([emission(task, s, x[:i], v) for s in states])
+
+    weight = init * emit_vector(0, x[0])  # one path per start state
+    last = np.arange(S)
+    keep = weight > 0
+    weight, last = weight[keep], last[keep]
+    predictive = np.zeros((L, V))
+    next_state = np.zeros((L, S))
+    log_prefix = np.zeros(L)
+    for k in range(L):
+        total = weight.sum()
+        log_prefix[k] = np.log(total)
+        extended = weight[:, None] * M[last]  # [path, next state]: paths of length k+2
+        for s in range(S):
+            next_state[k, s] = extended[:, s].sum() / total
+        for v in range(V):  # P(x_0..x_k, v) / P(x_0..x_k)
+            predictive[k, v] = (extended * emit_vector(k + 1, v)[None, :]).sum() / total
+        if k + 1 < L:
+            w = extended * emit_vector(k + 1, x[k + 1])[None, :]
+            paths, nxt = np.nonzero(w > 0)
+            weight, last = w[paths, nxt], nxt
+    return predictive, next_state, log_prefix
