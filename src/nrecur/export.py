@@ -90,7 +90,7 @@ def native_state_dict(model: GPT) -> dict[str, Tensor]:
     }
     for layer, block in enumerate(model.blocks):
         prefix = f"layers.{layer}"
-        q_weight, v_weight, k_weight = block.attn.qkv.weight.split(config.d_attn, dim=0)
+        q_weight, k_weight, v_weight = block.attn.qkv.weight.split(config.d_attn, dim=0)
         q_bias, k_bias, v_bias = block.attn.qkv.bias.split(config.d_attn, dim=0)
         state |= {
             f"{prefix}.attn.q.weight": q_weight,
