@@ -1,0 +1,44 @@
+"""Training small GPTs on n-recurrence, scored against the exact observer.
+
+``train(RunConfig(...), "runs/name")`` trains into a run folder;
+``resume("runs/name")`` continues an interrupted run exactly. The loop
+(:class:`Trainer`) does one step at a time; evaluation, checkpoints, metrics
+files, the progress bar and stopping rules are callbacks.
+"""
+
+from nrecur.train.callbacks import (
+    Callback,
+    Checkpointer,
+    Evaluator,
+    MetricsWriter,
+    ProgressBar,
+    TensorBoardWriter,
+    TimeBudget,
+)
+from nrecur.train.config import RunConfig, TrainConfig
+from nrecur.train.evaluate import EvalSet, Evaluation, build_eval_sets, evaluate
+from nrecur.train.loop import Grokking, NonFiniteLossError, StepInfo, Trainer, TrainResult
+from nrecur.train.session import resume, train
+
+__all__ = [
+    "Callback",
+    "Checkpointer",
+    "EvalSet",
+    "Evaluation",
+    "Evaluator",
+    "Grokking",
+    "MetricsWriter",
+    "NonFiniteLossError",
+    "ProgressBar",
+    "RunConfig",
+    "StepInfo",
+    "TensorBoardWriter",
+    "TimeBudget",
+    "TrainConfig",
+    "TrainResult",
+    "Trainer",
+    "build_eval_sets",
+    "evaluate",
+    "resume",
+    "train",
+]

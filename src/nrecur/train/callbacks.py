@@ -1,0 +1,330 @@
+"""Callbacks of the training loop: evaluation, metrics files, checkpoints, progress bar, stopping rules.
+
+A callback sees the start, every step, every batch of metrics and the end of
+training. It may ask the trainer to stop (``trainer.stop(reason)``) and may
+keep JSON state (``state_dict``) that checkpoints carry, so that a resumed run
+behaves as if it had never been interrupted. Order matters: the evaluator logs
+before the checkpointer saves, so a checkpoint always follows its metrics.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from nrecur.train.checkpoint import atomic_write_text, checkpoint_path, list_checkpoints
+from nrecur.train.evaluate import EvalSet, build_eval_sets, evaluate
+
+if TYPE_CHECKING:  # pragma: no cover
+    from nrecur.train.loop import NonFiniteLossError, StepInfo, Trainer
+
+
+class Callback:
+    """Base class: every hook does nothing."""
+
+    def on_start(self, trainer: "Trainer") -> None: ...
+
+    def on_step(self, trainer: "Trainer", info: "StepInfo") -> None: ...
+
+    def on_log(self, trainer: "Trainer", step: int, metrics: dict) -> None: ...
+
+    def on_end(self, trainer: "Trainer") -> None: ...
+
+    def on_abort(self, trainer: "Trainer", error: "NonFiniteLossError") -> None: ...
+
+    def state_dict(self) -> dict:
+        """JSON-serializable state saved in checkpoints."""
+        return {}
+
+    def load_state_dict(self, state: dict) -> None: ...
+
+
+class Evaluator(Callback):
+    """Scores the model against the exact observer on fixed sets and detects memorization and grokking.
+
+    Evaluates at step 0, every ``train.eval_every`` steps and at the end. Logs
+    ``train/loss`` (mean over the steps since the last evaluation), ``lr``,
+    ``grad_norm``, ``weight_norm_sq`` and every set's metrics
+    (``eval/kl``, ``eval/kl_per_position``, ``train/excess_ce``, …).
+    """
+
+    def __init__(self, eval_sets: dict[str, EvalSet] | None = None) -> None:
+        self.eval_sets = eval_sets
+        self.memorization_step: int | None = None
+        self.grok_step: int | None = None
+        self.grok_seconds: float | None = None
+        self.last_eval_step = -1
+        self._loss_sum = 0.0
+        self._loss_count = 0
+        self._last: "StepInfo | None" = None
+
+    def on_start(self, trainer: "Trainer") -> None:
+        if self.eval_sets is None:
+            config = trainer.config
+            train_batch = getattr(trainer.data, "sequences", None)
+            self.eval_sets = build_eval_sets(
+                config.task, config.length, config.train.eval_size, config.train.eval_seed, trainer.held_out, train_batch
+            )
+        self._publish(trainer)
+        if trainer.step == 0 and self.last_eval_step < 0:
+            self.run(trainer)
+        elif self.last_eval_step == trainer.step:
+            # Resumed right after an evaluation: recompute it (it is deterministic) without logging it twice.
+            trainer.evaluations = self.evaluate_all(trainer)
+
+    def evaluate_all(self, trainer: "Trainer") -> dict:
+        return {name: evaluate(trainer.model, eval_set) for name, eval_set in self.eval_sets.items()}
+
+    def on_step(self, trainer: "Trainer", info: "StepInfo") -> None:
+        self._loss_sum += info.loss
+        self._loss_count += 1
+        self._last = info
+        if trainer.step % trainer.config.train.eval_every == 0:
+            self.run(trainer)
+
+    def on_end(self, trainer: "Trainer") -> None:
+        if self.last_eval_step != trainer.step:
+            self.run(trainer)
+
+    def run(self, trainer: "Trainer") -> None:
+        """Evaluate now, log, update the grokking record, maybe stop."""
+        train = trainer.config.train
+        evaluations = trainer.evaluations = self.evaluate_all(trainer)
+        seconds = trainer.elapsed()
+        metrics: dict = {"step": trainer.step, "seconds": round(seconds, 3)}
+        if self._loss_count:
+            metrics["train/loss"] = self._loss_sum / self._loss_count
+        if self._last is not None:
+            metrics["lr"] = self._last.lr
+            metrics["grad_norm"] = self._last.grad_norm
+        metrics["weight_norm_sq"] = float(sum(float(p.detach().double().pow(2).sum()) for p in trainer.model.parameters()))
+        for evaluation in evaluations.values():
+            metrics.update(evaluation.metrics())
+        metrics["eval/kl_per_position"] = [round(v, 6) for v in evaluations["eval"].kl_per_position]
+
+        memorized = evaluations.get("train") or evaluations.get("in_dist") or evaluations["eval"]
+        if self.memorization_step is None and memorized.excess_ce <= train.memorization_threshold:
+            self.memorization_step = trainer.step
+        if self.grok_step is None and evaluations["eval"].kl <= train.kl_threshold:
+            self.grok_step, self.grok_seconds = trainer.step, seconds
+        self._publish(trainer)
+        self._loss_sum, self._loss_count = 0.0, 0
+        self.last_eval_step = trainer.step
+        trainer.log(trainer.step, metrics)
+        if train.stop_when_grokked and self.grok_step is not None:
+            trainer.stop("grokked")
+
+    def _publish(self, trainer: "Trainer") -> None:
+        from nrecur.train.loop import Grokking
+
+        trainer.grokking = Grokking(
+            memorization_step=self.memorization_step,
+            grok_step=self.grok_step,
+            grok_seconds=self.grok_seconds,
+            kl_threshold=trainer.config.train.kl_threshold,
+        )
+
+    def state_dict(self) -> dict:
+        return {
+            "memorization_step": self.memorization_step,
+            "grok_step": self.grok_step,
+            "grok_seconds": self.grok_seconds,
+            "last_eval_step": self.last_eval_step,
+            "loss_sum": self._loss_sum,
+            "loss_count": self._loss_count,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.memorization_step = state["memorization_step"]
+        self.grok_step = state["grok_step"]
+        self.grok_seconds = state["grok_seconds"]
+        self.last_eval_step = state["last_eval_step"]
+        self._loss_sum = state["loss_sum"]
+        self._loss_count = state["loss_count"]
+
+
+class MetricsWriter(Callback):
+    """Appends every batch of metrics as one JSON line to ``metrics.jsonl``.
+
+    On resume the file is first cut back to the lines up to the restored step
+    (lines written after the checkpoint, or half-written by a killed process, go).
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._ready = False
+
+    def on_start(self, trainer: "Trainer") -> None:
+        self._prepare(trainer)
+
+    def _prepare(self, trainer: "Trainer") -> None:
+        # Runs at the first of on_start / on_log: the evaluator may log before this callback's on_start.
+        if not self._ready:
+            kept = [line for line in read_metrics_lines(self.path) if trainer.step > 0 and line["step"] <= trainer.step]
+            atomic_write_text(self.path, "".join(json.dumps(line) + "\n" for line in kept))
+            self._ready = True
+
+    def on_log(self, trainer: "Trainer", step: int, metrics: dict) -> None:
+        self._prepare(trainer)
+        with open(self.path, "a") as handle:
+            handle.write(json.dumps(metrics) + "\n")
+
+
+def read_metrics_lines(path: str | Path) -> list[dict]:
+    """The complete JSON lines of a metrics file (a torn last line is skipped)."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    lines = []
+    for text in path.read_text().splitlines():
+        try:
+            lines.append(json.loads(text))
+        except json.JSONDecodeError:
+            continue
+    return lines
+
+
+class TensorBoardWriter(Callback):
+    """Scalar metrics as TensorBoard events in ``log_dir`` (only when tensorboard is installed)."""
+
+    def __init__(self, log_dir: str | Path) -> None:
+        self.log_dir = Path(log_dir)
+        self._writer = None
+
+    @staticmethod
+    def available() -> bool:
+        try:
+            import tensorboard  # noqa: F401
+        except ImportError:
+            return False
+        return True
+
+    def on_start(self, trainer: "Trainer") -> None:
+        self._open(trainer)
+
+    def _open(self, trainer: "Trainer") -> None:
+        if self._writer is None:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._writer = SummaryWriter(str(self.log_dir), purge_step=trainer.step or None)
+
+    def on_log(self, trainer: "Trainer", step: int, metrics: dict) -> None:
+        self._open(trainer)
+        for name, value in metrics.items():
+            if name != "step" and isinstance(value, (int, float)) and math.isfinite(value):
+                self._writer.add_scalar(name, value, step)
+        self._writer.flush()
+
+    def on_end(self, trainer: "Trainer") -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+    def on_abort(self, trainer: "Trainer", error) -> None:
+        self.on_end(trainer)
+
+
+def log_spaced_steps(steps: int, count: int) -> frozenset[int]:
+    """``count`` roughly log-spaced steps in ``[1, steps]``, plus step 0 (empty when ``count`` is 0)."""
+    if count <= 0:
+        return frozenset()
+    return frozenset({0} | {int(round(s)) for s in np.geomspace(1, steps, count)})
+
+
+class Checkpointer(Callback):
+    """Saves ``checkpoints/step_XXXXXXXX.safetensors`` every ``checkpoint_every`` steps, at log-spaced steps and at the end.
+
+    The periodic checkpoint replaces the previous one (once the new one is on
+    disk); log-spaced ones and the final one stay.
+    """
+
+    def __init__(self, run_dir: str | Path, every: int, keep_steps: frozenset[int] = frozenset()) -> None:
+        self.run_dir = Path(run_dir)
+        self.every = every
+        self.keep_steps = keep_steps
+
+    def on_start(self, trainer: "Trainer") -> None:
+        if trainer.step == 0 and 0 in self.keep_steps:
+            self.save(trainer)
+
+    def on_step(self, trainer: "Trainer", info: "StepInfo") -> None:
+        if trainer.step % self.every == 0 or trainer.step in self.keep_steps:
+            self.save(trainer)
+
+    def on_end(self, trainer: "Trainer") -> None:
+        self.save(trainer)
+
+    def save(self, trainer: "Trainer") -> None:
+        path = trainer.save(checkpoint_path(self.run_dir, trainer.step))
+        for step, old in list_checkpoints(self.run_dir):
+            if old != path and step not in self.keep_steps and step < trainer.step:
+                old.unlink(missing_ok=True)
+
+
+class TimeBudget(Callback):
+    """Stops training once ``seconds`` of training time have passed (summed over resumes)."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+
+    def on_step(self, trainer: "Trainer", info: "StepInfo") -> None:
+        if trainer.elapsed() >= self.seconds:
+            trainer.stop("time budget")
+
+
+class ProgressBar(Callback):
+    """A tqdm bar: step, training loss, evaluation KL, time left (by steps or by the time budget)."""
+
+    def __init__(self, description: str = "train", every: int = 10, file=None) -> None:
+        self.description = description
+        self.every = every
+        self.file = file if file is not None else sys.stderr
+        self._bar = None
+        self._kl = float("nan")
+        self._loss = float("nan")
+
+    def on_start(self, trainer: "Trainer") -> None:
+        from tqdm.auto import tqdm
+
+        self._bar = tqdm(
+            total=trainer.config.train.steps, initial=trainer.step, desc=self.description, file=self.file,
+            dynamic_ncols=True, smoothing=0.05,
+        )  # fmt: skip
+        self._start_step, self._start_time = trainer.step, time.perf_counter()
+        evaluation = trainer.evaluations.get("eval")
+        if evaluation is not None:
+            self._kl = evaluation.kl
+
+    def on_step(self, trainer: "Trainer", info: "StepInfo") -> None:
+        self._loss = info.loss if math.isnan(self._loss) else 0.9 * self._loss + 0.1 * info.loss
+        if trainer.step % self.every == 0:
+            self._bar.update(trainer.step - self._bar.n)
+            self._bar.set_postfix_str(self._postfix(trainer), refresh=False)
+
+    def on_log(self, trainer: "Trainer", step: int, metrics: dict) -> None:
+        self._kl = metrics.get("eval/kl", self._kl)
+        if self._bar is not None:
+            self._bar.set_postfix_str(self._postfix(trainer))
+
+    def _postfix(self, trainer: "Trainer") -> str:
+        text = f"loss {self._loss:.4f} KL {self._kl:.4f}"
+        budget = trainer.config.train.time_budget
+        if budget > 0:
+            text += f" budget left {max(0.0, budget - trainer.elapsed()):.0f}s"
+        return text
+
+    def on_end(self, trainer: "Trainer") -> None:
+        if self._bar is not None:
+            self._bar.update(trainer.step - self._bar.n)
+            self._bar.set_postfix_str(self._postfix(trainer))
+            self._bar.close()
+
+    def on_abort(self, trainer: "Trainer", error) -> None:
+        if self._bar is not None:
+            self._bar.close()

@@ -1,0 +1,272 @@
+"""The training loop: one optimizer step at a time, everything else in callbacks.
+
+:class:`Trainer` owns the model, the AdamW optimizer (warm-up and schedule
+from :class:`~nrecur.train.config.TrainConfig`), optional Grokfast, and the
+data source. Evaluation, logging, checkpoints, the progress bar and stopping
+rules are :class:`~nrecur.train.callbacks.Callback` objects: they see every
+step (``on_step``), every batch of metrics (``on_log``) and the end, may ask
+the trainer to stop, and may keep state that goes into checkpoints.
+
+Exact resumption: every batch is a function of ``(data_seed, step)``, the
+learning rate a function of the step, and a checkpoint holds the weights, the
+optimizer and Grokfast state, the RNG state and each callback's state, so a
+restored trainer continues bit for bit (on CPU; CUDA kernels may not be
+deterministic).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from nrecur.model import GPT
+from nrecur.train.checkpoint import (
+    Checkpoint,
+    latest_checkpoint,
+    load_model_tensors,
+    load_optimizer_tensors,
+    load_weights_into,
+    restore_rng,
+    save_checkpoint,
+)
+from nrecur.train.config import RunConfig, TrainConfig
+from nrecur.train.data import held_out_rules, make_data
+from nrecur.train.grokfast import GrokfastEMA
+
+if TYPE_CHECKING:  # pragma: no cover
+    from nrecur.train.callbacks import Callback
+    from nrecur.train.evaluate import Evaluation
+
+
+class NonFiniteLossError(RuntimeError):
+    """The training loss became NaN or infinite; the run stopped without saving the broken state."""
+
+
+@dataclass(frozen=True)
+class StepInfo:
+    """What one optimizer step did."""
+
+    step: int
+    """Steps completed, this one included."""
+    loss: float
+    """Training cross-entropy of this step's batch (nats/token)."""
+    lr: float
+    grad_norm: float
+    """Global gradient norm before clipping (after Grokfast)."""
+
+
+@dataclass(frozen=True)
+class Grokking:
+    """When the model memorized and when it generalized (``None``: not reached)."""
+
+    memorization_step: int | None
+    """First evaluation where the loss on training data came within memorization_threshold of its Bayes loss."""
+    grok_step: int | None
+    """First evaluation where KL(observer || model) on fresh data fell to kl_threshold."""
+    grok_seconds: float | None
+    """Training time (seconds) at grok_step."""
+    kl_threshold: float
+
+    @property
+    def delay(self) -> int | None:
+        """``grok_step - memorization_step`` when both happened."""
+        if self.grok_step is None or self.memorization_step is None:
+            return None
+        return self.grok_step - self.memorization_step
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """How a run ended."""
+
+    steps: int
+    seconds: float
+    """Training time, summed over resumes."""
+    stop_reason: str
+    """``"steps"``, ``"grokked"``, ``"time budget"``, or another callback's reason."""
+    evaluations: dict[str, "Evaluation"]
+    """The last evaluation of each set (``eval``, and ``train`` / ``in_dist`` / ``out_dist`` when they exist)."""
+    grokking: Grokking | None
+    run_dir: Path | None = None
+
+
+def resolve_device(device: str) -> torch.device:
+    """``auto`` → cuda when available else cpu; asking for cuda without one is an error."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' was asked for but torch sees no CUDA device; use --device cpu or auto")
+    return torch.device(device)
+
+
+def build_model(config: RunConfig, device: torch.device | str = "cpu") -> GPT:
+    """A freshly initialized model (seed ``train.init_seed``; the global RNG is left as it was)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.train.init_seed)
+        model = GPT(config.model)
+    return model.to(device)
+
+
+def make_optimizer(model: nn.Module, train: TrainConfig) -> torch.optim.AdamW:
+    """AdamW with weight decay on matrices and embeddings only (biases and norm scales are not decayed)."""
+    decay = [p for p in model.parameters() if p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.dim() < 2]
+    groups = [{"params": decay, "weight_decay": train.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=train.lr, betas=train.betas, foreach=True)
+
+
+def init_weights_from(model: nn.Module, source: str | Path) -> Path:
+    """Load the weights of a run folder's latest checkpoint (or of one checkpoint file) into ``model``."""
+    source = Path(source)
+    path = latest_checkpoint(source) if source.is_dir() else source
+    if path is None or not path.exists():
+        raise FileNotFoundError(f"cannot initialize from {source}: no checkpoint there")
+    load_weights_into(model, load_model_tensors(path), str(source))
+    return path
+
+
+class Trainer:
+    """Trains ``GPT(config.model)`` on ``config.task``; see the module docstring."""
+
+    def __init__(self, config: RunConfig, callbacks: Sequence["Callback"] = (), run_dir: str | Path | None = None) -> None:
+        self.config = config
+        self.run_dir = Path(run_dir) if run_dir is not None else None
+        self.device = resolve_device(config.train.device)
+        config.task.check_length(config.length)
+        self.model = build_model(config, self.device)
+        if config.init_from is not None:
+            init_weights_from(self.model, config.init_from)
+        self.optimizer = make_optimizer(self.model, config.train)
+        train = config.train
+        self.grokfast = GrokfastEMA(self.model, train.grokfast_alpha, train.grokfast_lambda) if train.grokfast_lambda > 0 else None
+        self.held_out = held_out_rules(config.task, train.held_out_fraction, train.data_seed)
+        # One token more than the context: the model sees n_ctx tokens and predicts the next of each,
+        # the last position included (the evaluation scores it too).
+        self.data = make_data(config.task, config.length + 1, train, self.held_out)
+        self.callbacks: list[Callback] = list(callbacks)
+        self.step = 0
+        self.seconds = 0.0
+        self.stop_reason: str | None = None
+        self.last_checkpoint: Path | None = None
+        self.evaluations: dict[str, Evaluation] = {}
+        """Latest evaluation of each set (filled by the Evaluator callback)."""
+        self.grokking: Grokking | None = None
+        """Memorization and grokking steps (filled by the Evaluator callback)."""
+        self._clock: float | None = None
+
+    # --- the loop
+
+    def fit(self) -> TrainResult:
+        """Train until ``steps``, or until a callback asks to stop; returns how it ended."""
+        self._clock = time.perf_counter() - self.seconds
+        for callback in self.callbacks:
+            callback.on_start(self)
+        while self.step < self.config.train.steps and self.stop_reason is None:
+            info = self.train_step()
+            for callback in self.callbacks:
+                callback.on_step(self, info)
+        if self.stop_reason is None:
+            self.stop_reason = "steps"
+        self.seconds = self.elapsed()
+        for callback in self.callbacks:
+            callback.on_end(self)
+        return self.result()
+
+    def train_step(self) -> StepInfo:
+        """One optimizer step on batch ``self.step``; raises :class:`NonFiniteLossError` on a NaN/inf loss."""
+        train = self.config.train
+        tokens = torch.from_numpy(np.ascontiguousarray(self.data.batch(self.step))).to(self.device)  # [batch, pos + 1]
+        logits = self.model(tokens[:, :-1])  # [batch, pos, vocab]
+        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), tokens[:, 1:].reshape(-1))
+        loss_value = float(loss.detach())
+        if not math.isfinite(loss_value):
+            self.fail(loss_value)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.grokfast is not None:
+            self.grokfast.filter_gradients()
+        max_norm = train.grad_clip if train.grad_clip > 0 else math.inf
+        grad_norm = float(nn.utils.clip_grad_norm_(self.model.parameters(), max_norm, foreach=True))
+        lr = train.lr_at(self.step)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        self.optimizer.step()
+        self.step += 1
+        return StepInfo(step=self.step, loss=loss_value, lr=lr, grad_norm=grad_norm)
+
+    def fail(self, loss_value: float) -> None:
+        """Stop on a non-finite loss: tell the callbacks, then raise (no checkpoint of the broken state)."""
+        where = f"last good checkpoint: {self.last_checkpoint}" if self.last_checkpoint else "no checkpoint was written yet"
+        error = NonFiniteLossError(
+            f"training loss became {loss_value} at step {self.step + 1} (lr {self.config.train.lr_at(self.step):.3g}); "
+            f"stopped, {where}. Try a lower --lr, --grad-clip, or a longer --warmup-steps"
+        )
+        self.stop_reason = "non-finite loss"
+        self.seconds = self.elapsed()
+        for callback in self.callbacks:
+            callback.on_abort(self, error)
+        raise error
+
+    def elapsed(self) -> float:
+        """Training seconds so far (summed over resumes)."""
+        return self.seconds if self._clock is None else time.perf_counter() - self._clock
+
+    def stop(self, reason: str) -> None:
+        """Ask the loop to stop after the current step (the first reason wins)."""
+        if self.stop_reason is None:
+            self.stop_reason = reason
+
+    def log(self, step: int, metrics: dict) -> None:
+        """Hand a batch of metrics to every callback (writers, progress bar, …)."""
+        for callback in self.callbacks:
+            callback.on_log(self, step, metrics)
+
+    def result(self) -> TrainResult:
+        return TrainResult(
+            steps=self.step,
+            seconds=self.seconds,
+            stop_reason=self.stop_reason or "running",
+            evaluations=dict(self.evaluations),
+            grokking=self.grokking,
+            run_dir=self.run_dir,
+        )
+
+    # --- checkpoints
+
+    def save(self, path: str | Path) -> Path:
+        """Write a checkpoint of the current state (atomically)."""
+        state = {
+            "seconds": self.elapsed(),
+            "stop_reason": self.stop_reason,
+            "callbacks": {type(cb).__name__: cb.state_dict() for cb in self.callbacks},
+        }
+        grokfast = self.grokfast.state_tensors() if self.grokfast is not None else None
+        self.last_checkpoint = save_checkpoint(
+            path, step=self.step, model=self.model, optimizer=self.optimizer, grokfast=grokfast, state=state
+        )
+        return self.last_checkpoint
+
+    def restore(self, checkpoint: Checkpoint) -> None:
+        """Continue from ``checkpoint`` exactly (weights, optimizer, Grokfast, RNG, callback state)."""
+        self.model.load_state_dict({name: t.to(self.device) for name, t in checkpoint.model.items()})
+        if checkpoint.optimizer:
+            load_optimizer_tensors(self.optimizer, checkpoint.optimizer)
+        if self.grokfast is not None and checkpoint.grokfast:
+            self.grokfast.load_state_tensors(checkpoint.grokfast)
+        restore_rng(checkpoint.rng)
+        self.step = checkpoint.step
+        self.seconds = float(checkpoint.state.get("seconds", 0.0))
+        self.stop_reason = checkpoint.state.get("stop_reason")
+        self.last_checkpoint = checkpoint.path
+        states = checkpoint.state.get("callbacks", {})
+        for callback in self.callbacks:
+            if type(callback).__name__ in states:
+                callback.load_state_dict(states[type(callback).__name__])
