@@ -27,7 +27,9 @@ def format_error(error: pydantic.ValidationError) -> str:
     """One line per problem: ``field: message`` (pydantic's prefixes removed)."""
     parts = []
     for item in error.errors():
-        where = ".".join(str(part) for part in item["loc"]) or error.title
+        where = ".".join(str(part) for part in item["loc"])
         message = item["msg"].removeprefix("Value error, ")
-        parts.append(f"{where}: {message}")
+        # Our validators already name the field; pydantic's own messages do not.
+        name = where.split(".")[-1]
+        parts.append(message if not where or message.startswith(name) else f"{where}: {message}")
     return "; ".join(parts)

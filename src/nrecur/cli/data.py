@@ -1,0 +1,132 @@
+"""``nrecur sample`` and ``nrecur bayes``: look at the data and at the ideal observer."""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+import numpy as np
+
+from nrecur.cli.options import add_config_options, config_from_args
+from nrecur.observer import bayes_cross_entropy
+from nrecur.tasks import NRecurrence
+
+
+def register(subparsers) -> None:
+    sample = subparsers.add_parser(
+        "sample",
+        help="sample sequences with their hidden truth (print them, or write a .npz)",
+        description="Sample n-recurrence sequences. Without --out, print them with target positions "
+        "marked; with --out, write tokens and hidden truth (period, target, phase, is_target_position, "
+        "is_fake, transition_after) to a .npz file.",
+    )
+    add_config_options(sample, NRecurrence, title="task")
+    sample.add_argument("--batch-size", type=int, default=4, help="number of sequences (default: 4)")
+    sample.add_argument("--length", type=int, default=32, help="tokens per sequence (default: 32)")
+    sample.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    sample.add_argument("--out", help="write a .npz file here instead of printing")
+    sample.add_argument("--force", action="store_true", help="overwrite --out if it exists")
+    sample.set_defaults(handler=run_sample, command="sample")
+
+    bayes = subparsers.add_parser(
+        "bayes",
+        help="the exact Bayes observer: optimal loss per position, or the posterior on given tokens",
+        description="Without --tokens: the Bayes-optimal next-token cross-entropy of the task per "
+        "position (the floor no model can beat), with standard errors. With --tokens: the posterior "
+        "over the period and the target after each token.",
+    )
+    add_config_options(bayes, NRecurrence, title="task")
+    bayes.add_argument("--tokens", help='a token sequence, e.g. "3 1 3 0 3"; prints the posterior after each token')
+    bayes.add_argument("--length", type=int, default=32, help="context length for the optimal loss (default: 32)")
+    bayes.add_argument("--batch-size", type=int, default=4096, help="sequences to average over (default: 4096)")
+    bayes.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    bayes.add_argument("--top", type=int, default=3, help="most likely targets shown per position (default: 3)")
+    bayes.set_defaults(handler=run_bayes, command="bayes")
+
+
+# ---------------------------------------------------------------------------- sample
+
+
+def run_sample(args: argparse.Namespace) -> int:
+    task = config_from_args(NRecurrence, args)
+    if args.out and os.path.exists(args.out) and not args.force:
+        raise FileExistsError(f"{args.out} exists; pass --force to overwrite it")
+    if args.out and not os.path.isdir(os.path.dirname(os.path.abspath(args.out))):
+        raise FileNotFoundError(f"the folder of --out {args.out} does not exist")
+    batch = task.sample(args.batch_size, args.length, args.seed)
+    if args.out:
+        batch.save(args.out)
+        print(f"wrote {args.batch_size} sequences of {args.length} tokens to {args.out}")
+        return 0
+    print("[t] target position showing t   {f} fake token at a target position   | rule change after")
+    for b in range(batch.tokens.shape[0]):
+        print(format_sequence(batch, b))
+    return 0
+
+
+def format_sequence(batch, b: int) -> str:
+    """One sequence as text: the rules in force, then the tokens with target positions marked."""
+    rules, cells = [], []
+    for i, token in enumerate(batch.tokens[b]):
+        rule = f"n={batch.period[b, i]} t={batch.target[b, i]}"
+        if not rules or batch.transition_after[b, i - 1]:
+            rules.append(rule)
+        if batch.is_fake[b, i]:
+            cells.append(f"{{{token}}}")
+        elif batch.is_target_position[b, i]:
+            cells.append(f"[{token}]")
+        else:
+            cells.append(f" {token} ")
+        if batch.transition_after[b, i] and i + 1 < batch.tokens.shape[1]:
+            cells.append("|")
+    return f"seq {b}: " + " -> ".join(rules) + "\n  " + "".join(cells)
+
+
+# ---------------------------------------------------------------------------- bayes
+
+
+def parse_tokens(text: str, vocab_size: int) -> np.ndarray:
+    pieces = text.replace(",", " ").split()
+    if not pieces:
+        raise ValueError("--tokens is empty; give tokens like \"3 1 3 0 3\"")
+    try:
+        tokens = np.array([int(p) for p in pieces], dtype=np.int64)
+    except ValueError:
+        raise ValueError(f"--tokens must be integers separated by spaces, got {text!r}") from None
+    if tokens.min() < 0 or tokens.max() >= vocab_size:
+        raise ValueError(f"--tokens must lie in 0..{vocab_size - 1} (vocab_size={vocab_size}), got {text!r}")
+    return tokens
+
+
+def run_bayes(args: argparse.Namespace) -> int:
+    task = config_from_args(NRecurrence, args)
+    if args.tokens is not None:
+        print(posterior_table(task, parse_tokens(args.tokens, task.vocab_size), args.top))
+        return 0
+    ce = bayes_cross_entropy(task, args.length, args.batch_size, args.seed)
+    print(f"Bayes-optimal next-token cross-entropy, {ce.n_sequences} sequences of {ce.length} tokens (nats)")
+    print(f"{'position':>8}  {'loss':>8}  {'stderr':>8}")
+    for i, (loss, se) in enumerate(zip(ce.per_position, ce.per_position_stderr)):
+        print(f"{i:>8}  {loss:8.4f}  {se:8.4f}")
+    print(f"mean over positions: {ce.mean:.4f} ± {ce.stderr:.4f} nats/token (uniform guess: {np.log(task.vocab_size):.4f})")
+    return 0
+
+
+def posterior_table(task: NRecurrence, tokens: np.ndarray, top: int) -> str:
+    """The observer's beliefs after each token, one row per position."""
+    post = task.posterior(tokens[None, :], impossible="inf")
+    impossible = int(post.impossible[0])
+    period_cols = [f"P(n={n})" for n in task.periods]
+    header = f"{'pos':>4} {'token':>5} {'-log p':>7} " + " ".join(f"{c:>8}" for c in period_cols)
+    header += f" {'P(target pos)':>13}  most likely targets"
+    lines = ["posterior over the rule of the NEXT position, after each token", header]
+    for i, token in enumerate(tokens):
+        loss = "-" if i == 0 else f"{post.log_loss[0, i - 1]:7.3f}"
+        if impossible >= 0 and i >= impossible:
+            lines.append(f"{i:>4} {token:>5} {'inf':>7}  impossible under this task (probability 0)")
+            break
+        periods = " ".join(f"{p:8.4f}" for p in post.period[0, i])
+        order = np.argsort(-post.target[0, i], kind="stable")[:top]
+        targets = "  ".join(f"t={t}:{post.target[0, i, t]:.4f}" for t in order)
+        lines.append(f"{i:>4} {token:>5} {loss:>7} {periods} {post.p_target_next[0, i]:13.4f}  {targets}")
+    return "\n".join(lines)
