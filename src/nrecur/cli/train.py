@@ -1,0 +1,199 @@
+"""``nrecur train``, ``nrecur eval`` and ``nrecur run``: thin layers over :mod:`nrecur.train` and :mod:`nrecur.runs`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from nrecur.cli import UsageError
+from nrecur.cli.options import _dest, add_config_options
+from nrecur.model import GPTConfig
+from nrecur.tasks import NRecurrence
+from nrecur.train.config import RunConfig, TrainConfig
+from nrecur.train.presets import PRESETS, get_preset
+
+# Options shared by the three config groups of ``nrecur train``; the model's vocab_size follows the task's.
+MODEL_SKIP = ("vocab_size",)
+
+
+def register(subparsers) -> None:
+    _register_train(subparsers)
+    _register_eval(subparsers)
+    _register_run(subparsers)
+
+
+# --- nrecur train
+
+
+def _register_train(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "train",
+        help="train a model into a run folder (or resume one)",
+        description="Train a GPT on n-recurrence, scored against the exact observer. Options not given keep the "
+        "preset's values (or the defaults). The run folder gets config.json, metrics.jsonl, checkpoints/ and summary.json.",
+    )
+    run = parser.add_argument_group("run")
+    run.add_argument("--out", metavar="DIR", help="run folder to create (default: runs/<preset or train>-<time>)")
+    run.add_argument("--preset", choices=sorted(PRESETS), help="start from a preset's deterministic run config")
+    run.add_argument("--stochastic", action="store_true", help="with --preset: its stochastic run config instead")
+    run.add_argument("--resume", metavar="RUN", help="continue the interrupted run in folder RUN exactly (no other config options)")
+    run.add_argument("--init-from", metavar="RUN", help="initialize the weights from run folder RUN (or a checkpoint file): fine-tuning")
+    run.add_argument("--overwrite", action="store_true", help="replace an existing run in --out")
+    run.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_config_options(parser, NRecurrence, title="task")
+    add_config_options(parser, GPTConfig, skip=MODEL_SKIP, title="model")
+    add_config_options(parser, TrainConfig, title="training")
+    parser.set_defaults(handler=train_command, command="train")
+
+
+def _given(config_cls, args: argparse.Namespace, skip=()) -> dict:
+    values = {}
+    for name in config_cls.model_fields:
+        dest = _dest("", name)
+        if name not in skip and hasattr(args, dest):
+            value = getattr(args, dest)
+            values[name] = tuple(value) if isinstance(value, list) else value
+    return values
+
+
+def config_from_train_args(args: argparse.Namespace) -> RunConfig:
+    """The RunConfig ``nrecur train`` asks for: preset (or defaults), then every option given."""
+    if args.stochastic and not args.preset:
+        raise UsageError("--stochastic needs --preset")
+    if args.preset:
+        preset = get_preset(args.preset)
+        base = preset.stochastic if args.stochastic else preset.deterministic
+    else:
+        base = RunConfig()
+    task = NRecurrence.model_validate({**base.task.model_dump(), **_given(NRecurrence, args)})
+    model_values = {**base.model.model_dump(), **_given(GPTConfig, args, MODEL_SKIP), "vocab_size": task.vocab_size}
+    model = GPTConfig.model_validate(model_values)
+    train = TrainConfig.model_validate({**base.train.model_dump(), **_given(TrainConfig, args)})
+    return RunConfig(task=task, model=model, train=train, init_from=args.init_from)
+
+
+def train_command(args: argparse.Namespace) -> int:
+    from nrecur.train import NonFiniteLossError, resume, train
+
+    progress = not args.no_progress
+    try:
+        if args.resume:
+            given = [name for cls in (NRecurrence, GPTConfig, TrainConfig) for name in _given(cls, args)]
+            given += ["--" + flag for flag, on in (("preset", args.preset), ("init-from", args.init_from), ("out", args.out)) if on]
+            if given:
+                raise UsageError(f"--resume continues a run with its own config; drop {', '.join(given)}")
+            result = resume(args.resume, progress=progress)
+        else:
+            config = config_from_train_args(args)
+            out = args.out or f"runs/{args.preset or 'train'}-{time.strftime('%Y%m%d-%H%M%S')}"
+            result = train(config, out, progress=progress, overwrite=args.overwrite)
+    except NonFiniteLossError as error:
+        print(f"nrecur train: error: {error}", file=sys.stderr)
+        return 1
+    print(format_result(result))
+    return 0
+
+
+def format_result(result) -> str:
+    grok = result.grokking
+    evaluation = result.evaluations.get("eval")
+    lines = [f"{result.run_dir}: {result.stop_reason} after {result.steps} steps, {result.seconds:.0f} s"]
+    if evaluation is not None:
+        lines.append(
+            f"eval: KL {evaluation.kl:.4f} nats/token, model CE {evaluation.model_ce:.4f}, Bayes CE {evaluation.bayes_ce:.4f}, "
+            f"target acc {evaluation.target_accuracy:.3f} (Bayes {evaluation.bayes_target_accuracy:.3f})"
+        )
+    if grok is not None:
+        reached = f"step {grok.grok_step} ({grok.grok_seconds:.0f} s)" if grok.grok_step is not None else "not reached"
+        memorized = grok.memorization_step if grok.memorization_step is not None else "not reached"
+        delay = f", delay {grok.delay} steps" if grok.delay is not None else ""
+        lines.append(f"KL <= {grok.kl_threshold:g}: {reached}; memorization: {memorized}{delay}")
+    return "\n".join(lines)
+
+
+# --- nrecur eval
+
+
+def _register_eval(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "eval",
+        help="evaluate a run against the exact observer (on its task or another)",
+        description="Print the evaluation table of run folder RUN: model and Bayes cross-entropy, KL(observer || model) "
+        "overall, by position and by period, accuracy at target positions. Task options evaluate on another task "
+        "(the options given replace the run's own task's values).",
+    )
+    parser.add_argument("run", metavar="RUN", help="run folder")
+    parser.add_argument("--step", type=int, help="checkpoint step to load (default: the latest)")
+    parser.add_argument("--eval-size", type=int, help="number of fresh sequences (default: the run's eval_size)")
+    parser.add_argument("--eval-seed", type=int, help="seed of the sequences (default: the run's eval_seed)")
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"], help="where to run the model")
+    add_config_options(parser, NRecurrence, title="task (default: the run's own)")
+    parser.set_defaults(handler=eval_command, command="eval")
+
+
+def eval_command(args: argparse.Namespace) -> int:
+    from nrecur.runs import load_run
+    from nrecur.train.loop import resolve_device
+
+    run = load_run(args.run, step=args.step, device=resolve_device(args.device))
+    given = _given(NRecurrence, args)
+    task = NRecurrence.model_validate({**run.task.model_dump(), **given}) if given else None
+    evaluations = run.evaluate(task, size=args.eval_size, seed=args.eval_seed)
+    print(format_evaluation_table(run, task or run.task, evaluations))
+    return 0
+
+
+def format_evaluation_table(run, task: NRecurrence, evaluations: dict) -> str:
+    changed = {k: v for k, v in task.model_dump().items() if v != NRecurrence.model_fields[k].default}
+    lines = [
+        f"{run.path} at step {run.step}; task NRecurrence({', '.join(f'{k}={v}' for k, v in changed.items())})",
+        "",
+        f"{'set':<10}{'seqs':>6}{'model CE':>10}{'Bayes CE':>10}{'KL':>9}{'target acc':>12}{'Bayes acc':>11}",
+    ]
+    for name, e in evaluations.items():
+        lines.append(
+            f"{name:<10}{e.n_sequences:>6}{e.model_ce:>10.4f}{e.bayes_ce:>10.4f}{e.kl:>9.4f}"
+            f"{e.target_accuracy:>12.3f}{e.bayes_target_accuracy:>11.3f}"
+        )
+    main = evaluations["eval"]
+    lines += ["", f"by period ({main.name}):", f"{'n':>4}{'share':>8}{'KL':>9}{'target acc':>12}"]
+    for part in main.by_period:
+        lines.append(f"{part.period:>4}{part.share:>8.3f}{part.kl:>9.4f}{part.target_accuracy:>12.3f}")
+    lines += ["", "KL by position (predicting token i+1 from tokens 0..i):"]
+    per = main.kl_per_position
+    for start in range(0, len(per), 8):
+        chunk = " ".join(f"{v:.4f}" for v in per[start : start + 8])
+        lines.append(f"  {start:>3}-{min(start + 7, len(per) - 1):<3} {chunk}")
+    return "\n".join(lines)
+
+
+# --- nrecur run
+
+
+def _register_run(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "run",
+        help="the main job: deterministic until it groks, then stochastic from scratch and fine-tuned",
+        description="Train the preset's deterministic task until eval KL reaches its threshold, then its stochastic "
+        "task (p_noise = p_transition = 1/(5n)) from scratch and fine-tuned from the first run, and print a summary "
+        "table. Runs go under --out; running again reuses finished runs and resumes interrupted ones.",
+    )
+    parser.add_argument("--preset", default="quick", choices=sorted(PRESETS), help="scale (default: quick, for a 2-core CPU)")
+    parser.add_argument("--out", default="runs", metavar="DIR", help="where the run folders go (default: runs)")
+    parser.add_argument("--jobs", type=int, default=2, help="run the two stochastic trainings side by side in this many processes (1: one after the other)")
+    parser.add_argument("--fresh", action="store_true", help="start every run over instead of reusing or resuming")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.set_defaults(handler=run_command, command="run")
+
+
+def run_command(args: argparse.Namespace) -> int:
+    from nrecur.train.pipeline import run_main_job
+
+    if args.jobs < 1:
+        raise UsageError(f"--jobs must be >= 1, got {args.jobs}")
+    result = run_main_job(get_preset(args.preset), Path(args.out), jobs=args.jobs, fresh=args.fresh, progress=not args.no_progress)
+    print(result.table())
+    print(f"\nmain job '{result.preset}' took {result.seconds:.0f} s; summary in {Path(args.out) / (result.preset + '-summary.md')}")
+    return 0

@@ -1,0 +1,102 @@
+"""Open a trained run: ``load_run("runs/quick-det")`` → model, task, config, metrics.
+
+The model is rebuilt from ``config.json`` and its weights are read from a
+safetensors checkpoint (the latest one unless you ask for a step); nothing is
+unpickled. ``run.evaluate()`` scores it against the exact observer, on its own
+task or on another one with the same vocabulary.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from nrecur.model import GPT
+from nrecur.tasks import NRecurrence
+from nrecur.train.callbacks import read_metrics_lines
+from nrecur.train.checkpoint import checkpoint_path, latest_checkpoint, list_checkpoints, load_model_tensors, read_metadata
+from nrecur.train.config import RunConfig
+from nrecur.train.data import held_out_rules
+from nrecur.train.evaluate import Evaluation, build_eval_sets, evaluate
+from nrecur.train.loop import build_model
+from nrecur.train.session import METRICS_FILE, read_config, read_summary
+
+
+@dataclass(frozen=True)
+class Run:
+    """A run folder, loaded. ``model(tokens [batch, pos]) -> logits [batch, pos, vocab]`` (eval mode)."""
+
+    path: Path
+    config: RunConfig
+    model: GPT
+    step: int
+    """Training step of the loaded weights."""
+    checkpoint: Path
+    metrics: list[dict]
+    """One dict per evaluation, from ``metrics.jsonl`` (``step``, ``eval/kl``, ``train/loss``, …)."""
+    summary: dict | None
+    """``summary.json``: how the run ended (None while it has not)."""
+
+    @property
+    def task(self) -> NRecurrence:
+        """The task the model was trained on."""
+        return self.config.task
+
+    @property
+    def checkpoint_steps(self) -> list[int]:
+        """Steps with a checkpoint on disk (load one with ``load_run(path, step=...)``)."""
+        return [step for step, _ in list_checkpoints(self.path)]
+
+    def metric(self, name: str) -> tuple[list[int], list[float]]:
+        """``(steps, values)`` of one metric over training, e.g. ``run.metric("eval/kl")``."""
+        rows = [(row["step"], row[name]) for row in self.metrics if name in row]
+        return [s for s, _ in rows], [v for _, v in rows]
+
+    def evaluate(self, task: NRecurrence | None = None, size: int | None = None, seed: int | None = None) -> dict[str, Evaluation]:
+        """Score the model against the exact observer of ``task`` (default: its own) on fresh sequences.
+
+        Returns ``{"eval": …}``, plus ``in_dist`` / ``out_dist`` when the run held
+        rules out and ``task`` is its own. Defaults for ``size`` and ``seed``: the run's ``eval_size`` and ``eval_seed``.
+        """
+        train = self.config.train
+        own = task is None or task == self.config.task
+        task = self.config.task if task is None else task
+        if task.vocab_size != self.config.model.vocab_size:
+            raise ValueError(
+                f"the task has vocab_size {task.vocab_size} but the model was trained with {self.config.model.vocab_size}"
+            )
+        held_out = held_out_rules(task, train.held_out_fraction, train.data_seed) if own else frozenset()
+        sets = build_eval_sets(
+            task, self.config.length, size or train.eval_size, train.eval_seed if seed is None else seed, held_out
+        )
+        return {name: evaluate(self.model, eval_set) for name, eval_set in sets.items()}
+
+
+def load_run(path: str | os.PathLike, step: int | None = None, device: str | torch.device = "cpu") -> Run:
+    """Load the run folder ``path`` with the weights of checkpoint ``step`` (default: the latest)."""
+    path = Path(path)
+    config = read_config(path)
+    if step is None:
+        checkpoint = latest_checkpoint(path)
+        if checkpoint is None:
+            raise FileNotFoundError(f"{path} has no checkpoint yet")
+    else:
+        checkpoint = checkpoint_path(path, step)
+        if not checkpoint.exists():
+            steps = [s for s, _ in list_checkpoints(path)]
+            raise FileNotFoundError(f"{path} has no checkpoint at step {step}; it has {steps}")
+    model = build_model(config, device)
+    model.load_state_dict({name: t.to(device) for name, t in load_model_tensors(checkpoint).items()})
+    model.eval()
+    return Run(
+        path=path,
+        config=config,
+        model=model,
+        step=int(read_metadata(checkpoint)["step"]),
+        checkpoint=checkpoint,
+        metrics=read_metrics_lines(path / METRICS_FILE),
+        summary=read_summary(path),
+    )
