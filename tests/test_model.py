@@ -3,6 +3,7 @@ clean-cache patching, causality, and TransformerLens' native model."""
 
 from __future__ import annotations
 
+import copy
 import itertools
 import typing
 
@@ -81,7 +82,8 @@ def test_num_params_matches_the_architecture():
     norm = 2 * c.d_model
     attn = c.d_model * 3 * c.d_attn + 3 * c.d_attn + c.d_attn * c.d_model + c.d_model
     mlp = c.d_model * c.d_mlp + c.d_mlp + c.d_mlp * c.d_model + c.d_model
-    expected = (c.vocab_size + c.n_ctx) * c.d_model + c.n_layers * (2 * norm + attn + mlp) + norm + c.d_model * c.vocab_size
+    embed, unembed = (c.vocab_size + c.n_ctx) * c.d_model, c.d_model * c.vocab_size
+    expected = embed + c.n_layers * (2 * norm + attn + mlp) + norm + unembed
     assert GPT(c).num_params == expected
 
 
@@ -117,11 +119,39 @@ def test_causality(explicit):
     assert (before[:, 7] - after[:, 7]).abs().max() > 1e-3
 
 
-def test_zero_layer_model_is_a_bigram_table():
+def test_zero_layer_model_sees_only_the_current_token():
     model = make_model(n_layers=0)
     tokens = make_tokens(model)
-    logits = model(tokens)
-    assert logits.shape == (3, model.config.n_ctx, model.config.vocab_size)
+    changed = tokens.clone()
+    changed[:, 0] = (changed[:, 0] + 1) % model.config.vocab_size
+    with torch.no_grad():
+        before, after = model(tokens), model(changed)
+    torch.testing.assert_close(before[:, 1:], after[:, 1:], rtol=0, atol=0)
+    assert (before[:, 0] - after[:, 0]).abs().max() > 1e-3
+
+
+def test_per_head_weights_reproduce_the_attention_activations():
+    model = make_model()
+    tokens = make_tokens(model)
+    names = [f"blocks.1.{name}" for name in ("hook_resid_pre", "attn.hook_q", "attn.hook_z", "hook_attn_out")]
+    with torch.no_grad():
+        _, cache = model.run_with_cache(tokens, names_filter=names)
+        attn = model.blocks[1].attn
+        x = model.blocks[1].ln1(cache["blocks.1.hook_resid_pre"])  # [batch, pos, d_model]
+        b_Q = attn.qkv.bias[: model.config.d_attn].view(model.config.n_heads, model.config.d_head)
+        q = torch.einsum("bpm,hmd->bphd", x, attn.W_Q) + b_Q
+        out = torch.einsum("bphd,hdm->bpm", cache["blocks.1.attn.hook_z"], attn.W_O) + attn.out.bias
+    torch.testing.assert_close(q, cache["blocks.1.attn.hook_q"], rtol=0, atol=1e-5)
+    torch.testing.assert_close(out, cache["blocks.1.hook_attn_out"], rtol=0, atol=1e-5)
+    assert attn.W_K.shape == attn.W_V.shape == (2, 16, 8)
+
+
+def test_deepcopy_keeps_hooks_working():
+    model = make_model()
+    twin = copy.deepcopy(model)
+    assert all(twin.get_submodule(name) is point for name, point in twin.hook_dict.items())
+    tokens = make_tokens(model)
+    torch.testing.assert_close(twin.run_with_cache(tokens).logits, model(tokens), rtol=0, atol=5e-6)
 
 
 # --- fused vs explicit attention ---
@@ -234,7 +264,8 @@ def test_replacing_the_pattern_changes_the_output():
         with model.hooks([("blocks.0.attn.hook_pattern", attend_to_first_token)]):
             edited, cache = model.run_with_cache(tokens, names_filter="blocks.0.attn.hook_pattern")
     assert (edited - plain).abs().max() > 1e-3
-    assert torch.equal(cache["blocks.0.attn.hook_pattern"][..., 0], torch.ones(3, 2, 12))  # cache sees the edit
+    # The cache records the activation after the edit.
+    assert torch.equal(cache["blocks.0.attn.hook_pattern"][..., 0], torch.ones(3, 2, 12))
 
 
 def test_hooks_are_removed_when_the_body_raises():
@@ -308,7 +339,9 @@ def test_patching_in_the_clean_cache_gives_the_clean_logits():
     clean_tokens = make_tokens(model, seed=1)
     corrupted_tokens = make_tokens(model, seed=2)
     with torch.no_grad():
-        clean_logits, clean_cache = model.run_with_cache(clean_tokens, names_filter=lambda n: n.endswith("resid_post"))
+        clean_logits, clean_cache = model.run_with_cache(
+            clean_tokens, names_filter=lambda name: name.endswith("hook_resid_post")
+        )
 
         def patch(resid, hook):
             return clean_cache[hook.name]
@@ -322,7 +355,10 @@ def test_patching_in_the_clean_cache_gives_the_clean_logits():
 # --- TransformerLens ---
 
 
-@pytest.mark.parametrize(("norm", "act", "d_mlp"), [(n, a, 24) for n, a in itertools.product(NORM_NAMES, ACT_NAMES)] + [("layernorm", "gelu", 0)])
+@pytest.mark.parametrize(
+    ("norm", "act", "d_mlp"),
+    [(norm, act, 24) for norm, act in itertools.product(NORM_NAMES, ACT_NAMES)] + [("layernorm", "gelu", 0)],
+)
 def test_transformer_lens_export_matches(norm, act, d_mlp):
     pytest.importorskip("transformer_lens")
     from nrecur.export import to_transformer_lens
@@ -332,9 +368,10 @@ def test_transformer_lens_export_matches(norm, act, d_mlp):
     bridge = to_transformer_lens(model)
     with torch.no_grad():
         ours, cache = model.run_with_cache(tokens, names_filter="blocks.1.attn.hook_pattern")
-        theirs, tl_cache = bridge.run_with_cache(tokens, names_filter="blocks.1.attn.hook_pattern")
+        theirs, tl_cache = bridge.run_with_cache(tokens, names_filter=["blocks.1.attn.hook_pattern"])
     torch.testing.assert_close(theirs, ours, rtol=0, atol=1e-5)
-    torch.testing.assert_close(tl_cache["blocks.1.attn.hook_pattern"], cache["blocks.1.attn.hook_pattern"], rtol=0, atol=1e-5)
+    name = "blocks.1.attn.hook_pattern"
+    torch.testing.assert_close(tl_cache[name], cache[name], rtol=0, atol=1e-5)
 
 
 # --- devices ---
@@ -353,3 +390,26 @@ def test_cuda_matches_cpu():
     assert fused.device.type == "cuda" and cache["blocks.0.attn.hook_pattern"].device.type == "cuda"
     torch.testing.assert_close(fused.cpu(), cpu, rtol=0, atol=1e-4)
     torch.testing.assert_close(logits.cpu(), cpu, rtol=0, atol=1e-4)
+
+
+def test_nnsight_can_read_the_pattern_and_ablate_a_head():
+    nnsight = pytest.importorskip("nnsight")
+    model = make_model()
+    tokens = make_tokens(model)
+
+    def ablate(z, hook):
+        z = z.clone()
+        z[:, :, 1] = 0.0
+        return z
+
+    with torch.no_grad():
+        _, cache = model.run_with_cache(tokens, names_filter="blocks.0.attn.hook_pattern")
+        reference = model.run_with_hooks(tokens, fwd_hooks=[("blocks.0.attn.hook_z", ablate)])
+    traced = nnsight.NNsight(model)
+    with torch.no_grad(), traced.trace(tokens):
+        pattern = traced.blocks[0].attn.hook_pattern.output.save()
+        traced.blocks[0].attn.hook_z.output[:, :, 1] = 0.0
+        logits = traced.output.save()
+    torch.testing.assert_close(pattern, cache["blocks.0.attn.hook_pattern"], rtol=0, atol=1e-6)
+    # nnsight replaces each module's forward, which our modules see as "watched": explicit attention.
+    torch.testing.assert_close(logits, reference, rtol=0, atol=5e-6)

@@ -22,6 +22,8 @@ from nrecur.model import GPT
 if TYPE_CHECKING:
     from transformer_lens.model_bridge import TransformerBridge
 
+__all__ = ["TL_NORMS", "native_state_dict", "to_transformer_lens"]
+
 TL_NORMS: dict[str, str | None] = {"layernorm": "LN", "rmsnorm": "RMS", "none": None}
 """Our ``GPTConfig.norm`` → TransformerLens ``normalization_type``."""
 
@@ -70,10 +72,8 @@ def _copy_into(bridge: TransformerBridge, state: dict[str, Tensor]) -> None:
         for name, parameter in bridge.original_model.named_parameters()
     }
     if set(targets) != set(state):
-        raise RuntimeError(
-            "TransformerLens' native model does not have our parameters: "
-            f"missing there {sorted(set(state) - set(targets))}, extra there {sorted(set(targets) - set(state))}"
-        )
+        missing, extra = sorted(set(state) - set(targets)), sorted(set(targets) - set(state))
+        raise RuntimeError(f"TransformerLens' native model lacks {missing} and has extra {extra}")
     with torch.no_grad():
         for name, parameter in targets.items():
             parameter.copy_(state[name])

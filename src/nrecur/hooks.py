@@ -13,8 +13,9 @@ hooks see the same points.
 
 Example::
 
-    def zero_head_2(z, hook):
-        z[:, :, 2] = 0.0  # [batch, pos, head, d_head]
+    def zero_head_2(z, hook):  # z: [batch, pos, head, d_head]
+        z = z.clone()  # edit a copy: autograd may still need the original
+        z[:, :, 2] = 0.0
         return z
 
     with model.hooks([("blocks.0.attn.hook_z", zero_head_2)]):
@@ -37,6 +38,11 @@ HookFn = Callable[[Tensor, "HookPoint"], Union[Tensor, None]]
 
 NameFilter = Union[None, str, Sequence[str], Callable[[str], bool]]
 """Which hook points: ``None`` = all, a name, a list of names, or a predicate on names."""
+
+HookSpec = tuple[Union[str, Callable[[str], bool]], HookFn]
+"""``(name or predicate on names, fn)``: where to attach a hook function."""
+
+__all__ = ["ActivationCache", "HookFn", "HookPoint", "HookSpec", "HookedModule", "LogitsAndCache", "NameFilter"]
 
 
 class HookPoint(nn.Module):
@@ -94,7 +100,7 @@ class ActivationCache(Mapping[str, Tensor]):
 
         ``cache.stack("hook_resid_post")`` → ``[layer, batch, pos, d_model]``.
         """
-        names = [name for name in self._activations if name.startswith("blocks.") and name.endswith("." + suffix)]
+        names = [name for name in self._activations if name.startswith("blocks.") and name.endswith(f".{suffix}")]
         if not names:
             raise KeyError(f"no cached activation ends with {suffix!r}")
         names.sort(key=lambda name: int(name.split(".")[1]))
@@ -144,8 +150,8 @@ class HookedModule(nn.Module):
         return [name for name in self.hook_dict if name in wanted]
 
     @contextlib.contextmanager
-    def hooks(self, fwd_hooks: Iterable[tuple[str | Callable[[str], bool], HookFn]]) -> Iterator[None]:
-        """Attach ``(name or name predicate, fn)`` pairs for the duration of the block.
+    def hooks(self, fwd_hooks: Iterable[HookSpec]) -> Iterator[None]:
+        """Attach ``(name or predicate on names, fn)`` pairs for the duration of the block.
 
         Exactly the hooks added here are removed on exit, also when the block raises.
         """
@@ -159,7 +165,7 @@ class HookedModule(nn.Module):
             for handle in handles:
                 handle.remove()
 
-    def run_with_hooks(self, *args, fwd_hooks: Iterable[tuple[str | Callable[[str], bool], HookFn]] = (), **kwargs):
+    def run_with_hooks(self, *args, fwd_hooks: Iterable[HookSpec] = (), **kwargs):
         """``self(*args, **kwargs)`` with ``fwd_hooks`` attached for this one call."""
         with self.hooks(fwd_hooks):
             return self(*args, **kwargs)

@@ -31,7 +31,12 @@ from nrecur.hooks import HookedModule, HookPoint
 NORM_EPS = 1e-5
 """Added to the variance inside every norm (TransformerLens' and torch's default)."""
 
-_INT_MINIMUM = {"vocab_size": 2, "n_ctx": 1, "d_model": 1, "n_layers": 0, "n_heads": 1, "d_head": 1, "d_mlp": 0}
+__all__ = ["ACTIVATIONS", "GPT", "NORMS", "GPTConfig"]
+
+# The smallest value each integer field of GPTConfig accepts.
+_INT_MINIMUM = {
+    "vocab_size": 2, "n_ctx": 1, "d_model": 1, "n_layers": 0, "n_heads": 1, "d_head": 1, "d_mlp": 0,
+}
 
 
 class GPTConfig(Config):
@@ -48,7 +53,7 @@ class GPTConfig(Config):
     n_heads: int = 4
     """Attention heads per block."""
     d_head: int = 16
-    """Width of each head's queries, keys and values."""
+    """Width of each head's queries, keys and values (n_heads * d_head need not equal d_model)."""
     d_mlp: int = 256
     """Hidden width of each block's MLP; 0 means attention-only (no MLP, no ln2)."""
     act: Literal["relu", "gelu", "silu"] = "gelu"
@@ -56,7 +61,7 @@ class GPTConfig(Config):
     norm: Literal["layernorm", "rmsnorm", "none"] = "layernorm"
     """Normalization before attention, before the MLP and before the unembedding."""
     init_std: float = 0.02
-    """Std of the normal init of weights and embeddings; residual output projections get init_std/sqrt(2*n_layers)."""
+    """Std of the normal init of weights and embeddings (output projections: init_std/sqrt(2*n_layers))."""
 
     @field_validator(*_INT_MINIMUM)
     @classmethod
@@ -146,7 +151,8 @@ class Attention(nn.Module):
         self.qkv = nn.Linear(config.d_model, 3 * config.d_attn)  # rows: q of all heads, then k, then v
         self.out = nn.Linear(config.d_attn, config.d_model)
         causal_mask = torch.ones(config.n_ctx, config.n_ctx, dtype=torch.bool).triu(diagonal=1)
-        self.register_buffer("causal_mask", causal_mask, persistent=False)  # [query_pos, key_pos], True = hidden
+        # [query_pos, key_pos], True where the key is in the future. Not saved: it follows from n_ctx.
+        self.register_buffer("causal_mask", causal_mask, persistent=False)
         self.hook_q = HookPoint()  # [batch, pos, head, d_head]
         self.hook_k = HookPoint()  # [batch, pos, head, d_head]
         self.hook_v = HookPoint()  # [batch, pos, head, d_head]
@@ -171,8 +177,8 @@ class Attention(nn.Module):
         return self.out(z.reshape(batch, pos, -1))  # [batch, pos, d_model]
 
     def _per_head(self, which: int) -> Tensor:
-        weight = self.qkv.weight[which * self.n_heads * self.d_head : (which + 1) * self.n_heads * self.d_head]
-        return weight.T.reshape(-1, self.n_heads, self.d_head).transpose(0, 1)  # [head, d_model, d_head]
+        weight = self.qkv.weight.view(3, self.n_heads, self.d_head, -1)[which]  # [head, d_head, d_model]
+        return weight.transpose(1, 2)  # [head, d_model, d_head]
 
     @property
     def W_Q(self) -> Tensor:
@@ -261,7 +267,7 @@ class GPT(HookedModule):
         self.setup_hooks()
 
     def reset_parameters(self) -> None:
-        """Weights ~ N(0, init_std²), residual output projections scaled by 1/sqrt(2·n_layers) (GPT-2); biases 0, norm scales 1."""
+        """Weights ~ N(0, init_std²), output projections' std / sqrt(2·n_layers) (GPT-2); biases 0, norm scales 1."""
         std = self.config.init_std
         for module in self.modules():
             if isinstance(module, (nn.Linear, nn.Embedding)):
@@ -292,10 +298,10 @@ class GPT(HookedModule):
             raise ValueError(f"tokens must be an integer tensor (int64 or int32), got {tokens.dtype}")
         batch, pos = tokens.shape
         if pos > self.config.n_ctx:
-            raise ValueError(f"tokens have {pos} positions but the model's context length n_ctx is {self.config.n_ctx}")
+            raise ValueError(f"tokens have {pos} positions but the context length n_ctx is {self.config.n_ctx}")
         positions = torch.arange(pos, device=tokens.device)  # [pos]
         embed = self.hook_embed(self.embed(tokens))  # [batch, pos, d_model]
-        pos_embed = self.hook_pos_embed(self.pos_embed(positions).expand(batch, -1, -1))  # [batch, pos, d_model]
+        pos_embed = self.hook_pos_embed(self.pos_embed(positions).expand(batch, pos, -1))  # [batch, pos, d_model]
         resid = embed + pos_embed  # [batch, pos, d_model]
         for block in self.blocks:
             resid = block(resid)  # [batch, pos, d_model]
