@@ -20,8 +20,9 @@ multiply plus a gather/scatter of ``P`` slots. With ``fake_source="recent"``
 the fake-token distribution depends on the observed window ``x[i-3n..i-1]``,
 which the observer sees, so the filter stays exact.
 
-Tensors: ``alpha [batch, vocab, slot]`` with ``slot`` running over
-``(period, φ)`` (``Σn`` slots); ``mass [batch, vocab, period]`` its sum over φ.
+Tensors: ``alpha [batch, slot, vocab]`` with ``slot`` running over
+``(period, φ)`` (``Σn`` slots) and ``vocab`` over the target ``t``;
+``mass [batch, period, vocab]`` its sum over φ.
 """
 
 from __future__ import annotations
@@ -60,12 +61,10 @@ class _Tables:
         self.p_noise = torch.tensor(task.noise_by_period, **f64)
         self.p_transition = torch.tensor(task.transition_by_period, **f64)
         self.has_transitions = bool(np.any(task.transition_by_period > 0))
-        self.keep_slot = (1.0 - self.p_transition)[torch.as_tensor(slot_period, device=device)]  # [slot]
-        spread = np.zeros((self.P, self.K))  # [period, slot]: 1/n on the period's slots
-        spread[slot_period, np.arange(self.K)] = 1.0 / periods[slot_period]
-        self.spread = torch.tensor(spread, **f64)
-        self.alpha0 = self.tau[:, None] * (self.pi / self.n)[torch.as_tensor(slot_period, device=device)][None, :]
-        self.mass0 = self.tau[:, None] * self.pi[None, :]  # [vocab, period]
+        self.slot_period = torch.as_tensor(slot_period, device=device)  # [slot]
+        self.keep_slot = (1.0 - self.p_transition)[self.slot_period]  # [slot]
+        self.alpha0 = (self.pi / self.n)[self.slot_period][:, None] * self.tau[None, :]  # [slot, vocab]
+        self.mass0 = self.pi[:, None] * self.tau[None, :]  # [period, vocab]
         # Target slot of each period at each position j = 0..length: offset + j mod n.
         j = np.arange(length + 1)[:, None]
         self.on_slot = torch.as_tensor(offsets[None, :] + j % periods[None, :], device=device)  # [pos+1, period]
@@ -76,7 +75,8 @@ class _Tables:
             np.array([[offsets[k] + (jj + c) % periods[k] for k, c in valid] for jj in range(length + 1)]),
             device=device,
         )  # [pos+1, slot]
-        self.window = (RECENT_WINDOW * periods).tolist()
+        # Start of the "recent" window of each period at each position j: max(0, j - 3n).
+        self.window_start = torch.as_tensor(np.maximum(0, j - RECENT_WINDOW * periods[None, :]), device=device)
 
 
 def nrecurrence_posterior(
@@ -129,39 +129,42 @@ def _filter_chunk(task: "NRecurrence", tb: _Tables, x: torch.Tensor, out: dict, 
     V = tb.V
     recent = task.fake_source == "recent"
     counts = _window_counts(x, V) if recent else None  # [batch, pos+1, vocab]
-    alpha = tb.alpha0.expand(B, V, tb.K).clone()  # [batch, vocab, slot]
-    mass = tb.mass0.expand(B, V, tb.P).clone()  # [batch, vocab, period]
+    alpha = tb.alpha0.expand(B, tb.K, V).clone()  # [batch, slot, vocab]
+    mass = tb.mass0.expand(B, tb.P, V).clone()  # [batch, period, vocab]
+    # Per-step beliefs kept raw; summed and reordered into the outputs once, after the loop.
+    slot_mass = torch.empty(B, L, tb.K, dtype=torch.float64, device=x.device)  # [batch, pos, slot]
+    rule_mass = torch.empty(B, L, tb.P, V, dtype=torch.float64, device=x.device)  # [batch, pos, period, vocab]
     pred, a_on, fake = _predict(task, tb, 0, alpha, mass, counts)
     vocab = torch.arange(V, device=x.device)
+    p_noise = tb.p_noise[:, None]  # [period, 1]
     for i in range(L):
         xi = x[:, i]
-        is_x = (vocab[None, :] == xi[:, None]).to(torch.float64)  # [batch, vocab(t)]: t == x_i
+        is_x = (vocab[None, :] == xi[:, None]).to(torch.float64)[:, None, :]  # [batch, 1, vocab(t)]: t == x_i
         # Emission of x_i from every state. Off-target positions depend on t only.
-        if task.target_outside:
-            e_off = torch.full_like(is_x, 1.0 / V)
-        else:
-            e_off = (1.0 - is_x) / (V - 1)  # [batch, vocab]
-        q = _fake_prob_of(xi, fake, V)  # [batch, vocab, period]: P(fake = x_i | t, n)
-        e_on = is_x[:, :, None] * (1.0 - tb.p_noise) + (1.0 - is_x)[:, :, None] * tb.p_noise * q
-        on_new = a_on * e_on  # [batch, vocab, period]
-        mass = (mass - a_on) * e_off[:, :, None] + on_new
+        e_off = torch.full_like(is_x, 1.0 / V) if task.target_outside else (1.0 - is_x) / (V - 1)
+        q = _fake_prob_of(xi, fake, V)  # [batch, period, vocab(t)]: P(fake = x_i | t, n)
+        e_on = is_x * (1.0 - p_noise) + (1.0 - is_x) * (p_noise * q)  # [batch, period, vocab]
+        on_new = a_on * e_on
+        mass = (mass - a_on) * e_off + on_new
         z = mass.sum(dim=(1, 2))  # [batch] = P(x_i | x_<i)
         log_p[:, i] = torch.log(z)
-        alpha.mul_(e_off[:, :, None])
-        alpha[:, :, tb.on_slot[i]] = on_new
         inv_z = (1.0 / z)[:, None, None]
-        alpha.mul_(inv_z)
         mass = mass * inv_z
+        alpha.mul_(e_off * inv_z)
+        alpha.index_copy_(1, tb.on_slot[i], on_new * inv_z)
         if tb.has_transitions:
-            inflow = _transition_inflow(task, tb, mass * tb.p_transition)  # [batch, vocab, period]
-            alpha.mul_(tb.keep_slot).add_(inflow @ tb.spread)
-            mass = mass * (1.0 - tb.p_transition) + inflow
+            inflow = _transition_inflow(task, tb, mass * tb.p_transition[:, None])  # [batch, period, vocab]
+            alpha.mul_(tb.keep_slot[:, None]).add_((inflow / tb.n[:, None]).index_select(1, tb.slot_period))
+            mass = mass * (1.0 - tb.p_transition[:, None]) + inflow
         # Beliefs about position i+1 and the predictive distribution of x_{i+1}.
         pred, a_on, fake = _predict(task, tb, i + 1, alpha, mass, counts)
         out["predictive"][:, i] = pred
-        out["period"][:, i] = mass.sum(1)
-        out["target"][:, i] = mass.sum(2)
-        out["phase"][:, i, tb.phase_cells] = alpha.sum(1)[:, tb.phase_slots[i + 1]]
+        rule_mass[:, i] = mass
+        torch.sum(alpha, 2, out=slot_mass[:, i])
+    out["period"].copy_(rule_mass.sum(3))
+    out["target"].copy_(rule_mass.sum(2))
+    # slot (period, φ) at position i+1 has countdown c = (φ - i - 1) mod n: gather into (period, c) order.
+    out["phase"][:, :, tb.phase_cells] = slot_mass.gather(2, tb.phase_slots[1 : L + 1][None].expand(B, L, tb.K))
 
 
 def _window_counts(x: torch.Tensor, V: int) -> torch.Tensor:
@@ -173,62 +176,72 @@ def _window_counts(x: torch.Tensor, V: int) -> torch.Tensor:
 
 
 def _predict(task, tb: _Tables, j: int, alpha, mass, counts):
-    """Predictive distribution of ``x_j`` ``[batch, vocab]``, the target-slot mass ``[batch, vocab, period]``
+    """Predictive distribution of ``x_j`` ``[batch, vocab]``, the target-slot mass ``[batch, period, vocab]``
     and the fake-token tables for position j (``None`` for uniform fakes)."""
     V = tb.V
-    a_on = alpha[:, :, tb.on_slot[j]]  # [batch, vocab, period]
-    a_off = mass - a_on
-    off_t = a_off.sum(2)  # [batch, vocab]
+    a_on = alpha.index_select(1, tb.on_slot[j])  # [batch, period, vocab(t)]
+    off_t = mass.sum(1) - a_on.sum(1)  # [batch, vocab(t)]: off-target mass
     if task.target_outside:
         pred = off_t.sum(1, keepdim=True).expand(-1, V) / V
     else:
         pred = (off_t.sum(1, keepdim=True) - off_t) / (V - 1)
-    pred = pred + (a_on * (1.0 - tb.p_noise)).sum(2)
-    w = a_on * tb.p_noise  # [batch, vocab(t), period]: mass of "fake at position j"
+    w = a_on * tb.p_noise[:, None]  # [batch, period, vocab(t)]: mass of "fake at position j"
+    pred = pred + (a_on.sum(1) - w.sum(1))  # the target itself
     if counts is None:
-        w_t = w.sum(2)
+        w_t = w.sum(1)
         return pred + (w_t.sum(1, keepdim=True) - w_t) / (V - 1), a_on, None
     # Recent fakes: uniform over R = window tokens minus t, if R is not empty.
-    lo = torch.tensor([max(0, j - win) for win in tb.window], device=alpha.device)
+    lo = tb.window_start[j]
     present = ((counts[:, j, None, :] - counts[:, lo, :]) > 0).to(torch.float64)  # [batch, period, vocab]
-    present_t = present.transpose(1, 2)  # [batch, vocab, period]
-    r = present.sum(2)[:, None, :] - present_t  # [batch, vocab(t), period]: |R|
+    r = present.sum(2, keepdim=True) - present  # [batch, period, vocab(t)]: |R|
     nonempty = r > 0
     g = torch.where(nonempty, w / r.clamp(min=1), 0.0)
     h = torch.where(nonempty, 0.0, w / (V - 1))
-    from_window = (present_t * (g.sum(1, keepdim=True) - g)).sum(2)
-    h_t = h.sum(2)
+    from_window = (present * (g.sum(2, keepdim=True) - g)).sum(1)
+    h_t = h.sum(1)
     pred = pred + from_window + (h_t.sum(1, keepdim=True) - h_t)
-    return pred, a_on, (present_t, r, nonempty)
+    return pred, a_on, (present, r, nonempty)
 
 
 def _fake_prob_of(xi: torch.Tensor, fake, V: int):
-    """P(fake token = x_i | t, n) ``[batch, vocab(t), period]`` (valid where x_i ≠ t)."""
+    """P(fake token = x_i | t, n) ``[batch, period, vocab(t)]`` (valid where x_i ≠ t)."""
     if fake is None:
         return 1.0 / (V - 1)
-    present_t, r, nonempty = fake
-    x_present = present_t.gather(1, xi[:, None, None].expand(-1, 1, present_t.shape[2]))  # [batch, 1, period]
+    present, r, nonempty = fake
+    x_present = present.gather(2, xi[:, None, None].expand(-1, present.shape[1], 1))  # [batch, period, 1]
     return torch.where(nonempty, x_present / r.clamp(min=1), 1.0 / (V - 1))
 
 
 def _transition_inflow(task, tb: _Tables, leave: torch.Tensor) -> torch.Tensor:
-    """Mass arriving at each new rule ``[batch, vocab(t'), period(n')]`` from the mass ``leave``
-    ``[batch, vocab(t), period(n)]`` that transitions, under the prior conditioned on the change."""
-    pi, tau = tb.pi, tb.tau
-    kind = task.transition_changes
-    if kind == "either":  # (n', t') ≠ (n, t): prior / (1 - π(n)τ(t))
-        w = leave / (1.0 - tau[:, None] * pi[None, :])
-        return tau[:, None] * pi[None, :] * (w.sum(dim=(1, 2), keepdim=True) - w)
-    if kind == "both":  # n' ≠ n and t' ≠ t: prior / ((1 - π(n))(1 - τ(t)))
-        w = leave / ((1.0 - tau)[:, None] * (1.0 - pi)[None, :])
-        total = w.sum(dim=(1, 2), keepdim=True)
-        per_t = w.sum(2, keepdim=True)
-        per_n = w.sum(1, keepdim=True)
-        return tau[:, None] * pi[None, :] * (total - per_t - per_n + w)
-    if kind == "period":  # n' ≠ n, t' = t
-        w = leave / (1.0 - pi)
-        return pi * (w.sum(2, keepdim=True) - w)
-    if kind == "target":  # t' ≠ t, n' = n
-        w = leave / (1.0 - tau)[:, None]
-        return tau[:, None] * (w.sum(1, keepdim=True) - w)
-    raise AssertionError(kind)
+    """Mass arriving at each new rule ``[batch, period(n'), vocab(t')]`` from the mass ``leave``
+    ``[batch, period(n), vocab(t)]`` that transitions, under the prior conditioned on the change."""
+    return TRANSITION_INFLOW[task.transition_changes](leave, tb.pi[:, None], tb.tau[None, :])
+
+
+def _inflow_either(leave, pi, tau):
+    """(n', t') ≠ (n, t): the prior renormalized by 1 - π(n)τ(t)."""
+    w = leave / (1.0 - pi * tau)
+    return pi * tau * (w.sum(dim=(1, 2), keepdim=True) - w)
+
+
+def _inflow_both(leave, pi, tau):
+    """n' ≠ n and t' ≠ t: the prior renormalized by (1 - π(n))(1 - τ(t))."""
+    w = leave / ((1.0 - pi) * (1.0 - tau))
+    total = w.sum(dim=(1, 2), keepdim=True)
+    return pi * tau * (total - w.sum(2, keepdim=True) - w.sum(1, keepdim=True) + w)
+
+
+def _inflow_period(leave, pi, tau):
+    """n' ≠ n, t' = t."""
+    w = leave / (1.0 - pi)
+    return pi * (w.sum(1, keepdim=True) - w)
+
+
+def _inflow_target(leave, pi, tau):
+    """t' ≠ t, n' = n."""
+    w = leave / (1.0 - tau)
+    return tau * (w.sum(2, keepdim=True) - w)
+
+
+#: One closed form per ``transition_changes``.
+TRANSITION_INFLOW = {"either": _inflow_either, "both": _inflow_both, "period": _inflow_period, "target": _inflow_target}
