@@ -120,3 +120,54 @@ def brute_force_posterior(task, x):
             paths, nxt = np.nonzero(w > 0)
             weight, last = w[paths, nxt], nxt
     return predictive, next_state, log_prefix
+
+
+def loop_sample(task, batch_size, length, seed):
+    """Straightforward per-sequence, per-position sampler of SPEC §2.3 (Python's ``random``).
+
+    The speed reference of ``benchmarks/bench_sampler.py`` and a second
+    implementation for the statistical comparison in the tests. Returns tokens
+    ``[batch, pos]`` and the rule ``(n, t)`` in force at each position.
+    """
+    import random
+
+    rng = random.Random(seed)
+    V, periods = task.vocab_size, list(task.periods)
+    pi, tau = _priors(task)
+    rules = [(n, t) for n in periods for t in range(V)]
+
+    def draw(items, weights):
+        return rng.choices(items, weights=weights)[0]
+
+    tokens = np.empty((batch_size, length), dtype=np.int64)
+    period = np.empty((batch_size, length), dtype=np.int64)
+    target = np.empty((batch_size, length), dtype=np.int64)
+    for b in range(batch_size):
+        n, t = draw(periods, pi), draw(range(V), tau)
+        c = rng.randrange(n)
+        for i in range(length):
+            others = [u for u in range(V) if u != t]
+            if c == 0:
+                if rng.random() < _per_period(task.p_noise, n):
+                    if task.fake_source == "recent":
+                        pool = sorted(set(tokens[b, max(0, i - 3 * n) : i].tolist()) - {t}) or others
+                    else:
+                        pool = others
+                    x = rng.choice(pool)
+                else:
+                    x = t
+            else:
+                x = rng.randrange(V) if task.target_outside else rng.choice(others)
+            tokens[b, i], period[b, i], target[b, i] = x, n, t
+            if rng.random() < _per_period(task.p_transition, n):
+                allowed = [
+                    (n2, t2) for n2, t2 in rules
+                    if {"either": (n2, t2) != (n, t), "both": n2 != n and t2 != t,
+                        "period": n2 != n and t2 == t, "target": n2 == n and t2 != t}[task.transition_changes]
+                ]
+                weights = [pi[periods.index(n2)] * tau[t2] for n2, t2 in allowed]
+                n, t = draw(allowed, weights)
+                c = rng.randrange(n)
+            else:
+                c = (c - 1) % n
+    return tokens, period, target

@@ -70,8 +70,12 @@ def _recent_fake(
     return np.where(count > 0, picked, _uniform_other(u, target, vocab_size))
 
 
+#: Sequences sampled together: small enough for the per-position arrays to stay in cache.
+CHUNK = 4096
+
+
 def sample_nrecurrence(task: "NRecurrence", batch_size: int, length: int, seed: int | Sequence[int]) -> "Batch":
-    from nrecur.tasks.nrecurrence import RECENT_WINDOW, Batch
+    from nrecur.tasks.nrecurrence import Batch
 
     if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
         raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
@@ -79,12 +83,25 @@ def sample_nrecurrence(task: "NRecurrence", batch_size: int, length: int, seed: 
         raise ValueError(f"length must be an integer >= 1, got {length!r}")
     task.check_length(length)
     rng = np.random.default_rng(seed)
-    B, L, V = int(batch_size), int(length), task.vocab_size
+    B, L = int(batch_size), int(length)
+    result = {name: np.empty((B, L), dtype=np.int64) for name in ("tokens", "period", "target", "phase")}
+    result.update({name: np.empty((B, L), dtype=bool) for name in ("is_target_position", "is_fake", "transition_after")})
+    for start in range(0, B, CHUNK):
+        stop = min(B, start + CHUNK)
+        for name, array in _sample_chunk(task, stop - start, L, rng).items():
+            result[name][start:stop] = array.T
+    return Batch(**result)
+
+
+def _sample_chunk(task: "NRecurrence", B: int, L: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """Sample ``B`` sequences; arrays come back position-major ``[pos, batch]``."""
+    from nrecur.tasks.nrecurrence import RECENT_WINDOW
+
+    V = task.vocab_size
     periods = np.asarray(task.periods, dtype=np.int64)
     period_probs, target_probs = task.period_probs, task.target_probs
     p_noise, p_transition = task.noise_by_period, task.transition_by_period
-    joint_probs = np.outer(period_probs, target_probs).ravel()  # for 'either'
-    kind = task.transition_changes
+    new_rule = NEW_RULE[task.transition_changes]
 
     u = rng.random((3, B))
     p_idx = categorical(period_probs, u[0])
@@ -92,7 +109,7 @@ def sample_nrecurrence(task: "NRecurrence", batch_size: int, length: int, seed: 
     phase = (u[2] * periods[p_idx]).astype(np.int64)
 
     out = {name: np.empty((L, B), dtype=np.int64) for name in ("tokens", "period", "target", "phase")}
-    flags = {name: np.empty((L, B), dtype=bool) for name in ("is_target_position", "is_fake", "transition_after")}
+    out.update({name: np.empty((L, B), dtype=bool) for name in ("is_target_position", "is_fake", "transition_after")})
     for i in range(L):
         u = rng.random((6, B))
         n = periods[p_idx]
@@ -110,22 +127,38 @@ def sample_nrecurrence(task: "NRecurrence", batch_size: int, length: int, seed: 
                     out["tokens"], i, rows, target[rows], RECENT_WINDOW * n[rows], u[1, rows], V
                 )
         out["tokens"][i], out["period"][i], out["target"][i], out["phase"][i] = tokens, n, target, phase
-        flags["is_target_position"][i], flags["is_fake"][i] = on, fake
+        out["is_target_position"][i], out["is_fake"][i] = on, fake
 
         change = u[2] < p_transition[p_idx]
-        flags["transition_after"][i] = change
+        out["transition_after"][i] = change
         phase = (phase - 1) % n
         if np.any(change):
             rows = np.flatnonzero(change)
-            old_p, old_t = p_idx[rows], target[rows]
-            if kind == "either":
-                joint = categorical_excluding(joint_probs, old_p * V + old_t, u[3, rows])
-                new_p, new_t = joint // V, joint % V
-            else:
-                new_p = categorical_excluding(period_probs, old_p, u[3, rows]) if kind in ("both", "period") else old_p
-                new_t = categorical_excluding(target_probs, old_t, u[4, rows]) if kind in ("both", "target") else old_t
+            new_p, new_t = new_rule(period_probs, target_probs, p_idx[rows], target[rows], u[3, rows], u[4, rows])
             p_idx[rows], target[rows] = new_p, new_t
             phase[rows] = (u[5, rows] * periods[new_p]).astype(np.int64)
+    return out
 
-    arrays = {name: np.ascontiguousarray(value.T) for name, value in {**out, **flags}.items()}
-    return Batch(**arrays)
+
+def _new_rule_either(period_probs, target_probs, old_p, old_t, u_n, u_t):
+    """(n', t') ≠ (n, t): one draw on the joint (period, target) table."""
+    V = len(target_probs)
+    joint = categorical_excluding(np.outer(period_probs, target_probs).ravel(), old_p * V + old_t, u_n)
+    return joint // V, joint % V
+
+
+def _new_rule_both(period_probs, target_probs, old_p, old_t, u_n, u_t):
+    """n' ≠ n and t' ≠ t: the conditioned prior factorizes."""
+    return categorical_excluding(period_probs, old_p, u_n), categorical_excluding(target_probs, old_t, u_t)
+
+
+def _new_rule_period(period_probs, target_probs, old_p, old_t, u_n, u_t):
+    return categorical_excluding(period_probs, old_p, u_n), old_t
+
+
+def _new_rule_target(period_probs, target_probs, old_p, old_t, u_n, u_t):
+    return old_p, categorical_excluding(target_probs, old_t, u_t)
+
+
+#: How a transition draws the new rule, one function per ``transition_changes``.
+NEW_RULE = {"either": _new_rule_either, "both": _new_rule_both, "period": _new_rule_period, "target": _new_rule_target}
