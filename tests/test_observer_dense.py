@@ -36,13 +36,13 @@ def test_fast_observer_equals_dense_hmm(kwargs):
     tokens = task.sample(64, 40, seed=5).tokens
     fast = task.posterior(tokens)
     dense = task.to_hmm().posterior(tokens)
-    np.testing.assert_allclose(fast.predictive, dense.predictive, atol=1e-12, rtol=0)
+    np.testing.assert_allclose(fast.predictive, dense.predictive, atol=1e-10, rtol=0)
     np.testing.assert_allclose(fast.log_loss, dense.log_loss, atol=1e-10, rtol=0)
     np.testing.assert_allclose(fast.log_likelihood, dense.log_likelihood, atol=1e-9, rtol=0)
     period, target, phase = marginals_from_belief(task, dense.belief)
-    np.testing.assert_allclose(fast.period, period, atol=1e-12, rtol=0)
-    np.testing.assert_allclose(fast.target, target, atol=1e-12, rtol=0)
-    np.testing.assert_allclose(fast.phase, phase, atol=1e-12, rtol=0)
+    np.testing.assert_allclose(fast.period, period, atol=1e-10, rtol=0)
+    np.testing.assert_allclose(fast.target, target, atol=1e-10, rtol=0)
+    np.testing.assert_allclose(fast.phase, phase, atol=1e-10, rtol=0)
 
 
 def test_small_chunks_give_the_same_answer():
@@ -80,7 +80,7 @@ def test_observer_on_cuda_matches_cpu():
     cpu = task.posterior(tokens)
     gpu = task.posterior(tokens.cuda())
     assert gpu.predictive.device.type == "cuda"
-    torch.testing.assert_close(gpu.predictive.cpu(), cpu.predictive, atol=1e-12, rtol=0)
+    torch.testing.assert_close(gpu.predictive.cpu(), cpu.predictive, atol=1e-10, rtol=0)
 
 
 def test_impossible_sequence_raises_with_position():

@@ -27,6 +27,8 @@ Tensors: ``alpha [batch, slot, vocab]`` with ``slot`` running over
 
 from __future__ import annotations
 
+import contextlib
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Literal
 
 import numpy as np
@@ -39,7 +41,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from nrecur.tasks.nrecurrence import NRecurrence
 
 #: Sequences filtered together; bounds memory and keeps the working set in cache.
-DEFAULT_CHUNK = 2048
+DEFAULT_CHUNK = 512
 
 
 class _Tables:
@@ -107,9 +109,20 @@ def nrecurrence_posterior(
         "phase": torch.zeros(B, L, P * tables.n_max, **f64),
     }
     log_p = torch.empty(B, L, **f64)
-    for start in range(0, B, chunk_size):
-        rows = slice(start, min(B, start + chunk_size))
+    chunks = [slice(start, min(B, start + chunk_size)) for start in range(0, B, chunk_size)]
+
+    def run(rows: slice) -> None:
         _filter_chunk(task, tables, x[rows], {k: v[rows] for k, v in out.items()}, log_p[rows])
+
+    workers = torch.get_num_threads() if x.device.type == "cpu" else 1
+    if workers > 1 and len(chunks) > 1:
+        # Small tensors parallelize badly inside an op; chunks side by side on CPU threads do
+        # (torch releases the GIL while it computes). One intra-op thread each, restored after.
+        with _single_intraop_thread(), ThreadPoolExecutor(min(workers, len(chunks))) as pool:
+            list(pool.map(run, chunks))
+    else:
+        for rows in chunks:
+            run(rows)
     first_impossible = check_impossible(log_p, impossible)
     result = Posterior(
         predictive=back(out["predictive"]),
@@ -123,46 +136,65 @@ def nrecurrence_posterior(
     return result
 
 
+@contextlib.contextmanager
+def _single_intraop_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 def _filter_chunk(task: "NRecurrence", tb: _Tables, x: torch.Tensor, out: dict, log_p: torch.Tensor) -> None:
-    """Run the filter over one chunk ``x [batch, pos]``, writing into the views ``out`` and ``log_p``."""
+    """Run the filter over one chunk ``x [batch, pos]``, writing into the views ``out`` and ``log_p``.
+
+    The loop over positions is the hot path: everything that does not depend on
+    the belief (one-hot tokens, emission tables) is computed for the whole chunk
+    first, and the loop body is kept to a few fused tensor operations.
+    """
     B, L = x.shape
-    V = tb.V
-    recent = task.fake_source == "recent"
-    counts = _window_counts(x, V) if recent else None  # [batch, pos+1, vocab]
+    V, P = tb.V, tb.P
+    f64 = dict(dtype=torch.float64, device=x.device)
+    is_x = torch.nn.functional.one_hot(x, V).to(torch.float64)  # [batch, pos, vocab(t)]: t == x_i
+    # Off-target emission of x_i, a function of t only: [batch, pos, vocab(t)].
+    e_off_all = torch.full_like(is_x, 1.0 / V) if task.target_outside else (1.0 - is_x) / (V - 1)
+    counts = _window_counts(x, V) if task.fake_source == "recent" else None  # [batch, pos+1, vocab]
+    if counts is None:  # Target-slot emission: 1 - p_noise if t == x_i, else p_noise / (V - 1).
+        fake = (tb.p_noise / (V - 1))[:, None]  # [period, 1]
+        e_on_all = torch.addcmul(fake, is_x[:, :, None, :], (1.0 - tb.p_noise)[:, None] - fake)  # [batch, pos, period, vocab]
     alpha = tb.alpha0.expand(B, tb.K, V).clone()  # [batch, slot, vocab]
-    mass = tb.mass0.expand(B, tb.P, V).clone()  # [batch, period, vocab]
+    mass = tb.mass0.expand(B, P, V).clone()  # [batch, period, vocab]
+    z_all = torch.empty(B, L, **f64)
     # Per-step beliefs kept raw; summed and reordered into the outputs once, after the loop.
-    slot_mass = torch.empty(B, L, tb.K, dtype=torch.float64, device=x.device)  # [batch, pos, slot]
-    rule_mass = torch.empty(B, L, tb.P, V, dtype=torch.float64, device=x.device)  # [batch, pos, period, vocab]
-    pred, a_on, fake = _predict(task, tb, 0, alpha, mass, counts)
-    vocab = torch.arange(V, device=x.device)
-    p_noise = tb.p_noise[:, None]  # [period, 1]
+    slot_mass = torch.empty(B, L, tb.K, **f64)  # [batch, pos, slot]
+    rule_mass = torch.empty(B, L, P, V, **f64)  # [batch, pos, period, vocab]
+    _, a_on, window = _predict(task, tb, 0, alpha, mass, counts)
     for i in range(L):
-        xi = x[:, i]
-        is_x = (vocab[None, :] == xi[:, None]).to(torch.float64)[:, None, :]  # [batch, 1, vocab(t)]: t == x_i
-        # Emission of x_i from every state. Off-target positions depend on t only.
-        e_off = torch.full_like(is_x, 1.0 / V) if task.target_outside else (1.0 - is_x) / (V - 1)
-        q = _fake_prob_of(xi, fake, V)  # [batch, period, vocab(t)]: P(fake = x_i | t, n)
-        e_on = is_x * (1.0 - p_noise) + (1.0 - is_x) * (p_noise * q)  # [batch, period, vocab]
-        on_new = a_on * e_on
-        mass = (mass - a_on) * e_off + on_new
-        z = mass.sum(dim=(1, 2))  # [batch] = P(x_i | x_<i)
-        log_p[:, i] = torch.log(z)
-        inv_z = (1.0 / z)[:, None, None]
-        mass = mass * inv_z
+        e_off = e_off_all[:, i, None, :]  # [batch, 1, vocab]
+        if counts is None:
+            e_on = e_on_all[:, i]  # [batch, period, vocab]
+        else:
+            e_on = _recent_target_emission(tb, is_x[:, i, None, :], x[:, i], window)
+        on_new = a_on * e_on  # [batch, period, vocab]: target slots after emitting x_i
+        mass = torch.addcmul(on_new, mass - a_on, e_off)
+        z = torch.sum(mass, dim=(1, 2), out=z_all[:, i])  # [batch] = P(x_i | x_<i)
+        inv_z = z.reciprocal()[:, None, None]
+        mass.mul_(inv_z)
         alpha.mul_(e_off * inv_z)
-        alpha.index_copy_(1, tb.on_slot[i], on_new * inv_z)
+        alpha.index_copy_(1, tb.on_slot[i], on_new.mul_(inv_z))
         if tb.has_transitions:
             inflow = _transition_inflow(task, tb, mass * tb.p_transition[:, None])  # [batch, period, vocab]
             alpha.mul_(tb.keep_slot[:, None]).add_((inflow / tb.n[:, None]).index_select(1, tb.slot_period))
-            mass = mass * (1.0 - tb.p_transition[:, None]) + inflow
+            mass = torch.addcmul(inflow, mass, (1.0 - tb.p_transition)[:, None])
         # Beliefs about position i+1 and the predictive distribution of x_{i+1}.
-        pred, a_on, fake = _predict(task, tb, i + 1, alpha, mass, counts)
+        pred, a_on, window = _predict(task, tb, i + 1, alpha, mass, counts)
         out["predictive"][:, i] = pred
         rule_mass[:, i] = mass
         torch.sum(alpha, 2, out=slot_mass[:, i])
-    out["period"].copy_(rule_mass.sum(3))
-    out["target"].copy_(rule_mass.sum(2))
+    torch.log(z_all, out=log_p)
+    torch.sum(rule_mass, 3, out=out["period"])
+    torch.sum(rule_mass, 2, out=out["target"])
     # slot (period, φ) at position i+1 has countdown c = (φ - i - 1) mod n: gather into (period, c) order.
     out["phase"][:, :, tb.phase_cells] = slot_mass.gather(2, tb.phase_slots[1 : L + 1][None].expand(B, L, tb.K))
 
@@ -176,23 +208,27 @@ def _window_counts(x: torch.Tensor, V: int) -> torch.Tensor:
 
 
 def _predict(task, tb: _Tables, j: int, alpha, mass, counts):
-    """Predictive distribution of ``x_j`` ``[batch, vocab]``, the target-slot mass ``[batch, period, vocab]``
-    and the fake-token tables for position j (``None`` for uniform fakes)."""
+    """Predictive distribution of ``x_j`` ``[batch, vocab]``, the target-slot mass ``a_on``
+    ``[batch, period, vocab(t)]``, and the "recent" window tables of position j (or ``None``).
+
+    With ``m_t`` the belief in target t, ``O`` the mass on target slots and ``H_t = Σ_n O(n,t)(1 - p_noise(n))``:
+    ``P(x = v) = H_v`` (the target shows) ``+`` off-target tokens ``+`` fake tokens.
+    """
     V = tb.V
     a_on = alpha.index_select(1, tb.on_slot[j])  # [batch, period, vocab(t)]
-    off_t = mass.sum(1) - a_on.sum(1)  # [batch, vocab(t)]: off-target mass
+    on_t = a_on.sum(1)  # [batch, vocab(t)]
+    hit = torch.matmul(1.0 - tb.p_noise, a_on)  # [batch, vocab(t)]: H
+    off_t = mass.sum(1) - on_t  # [batch, vocab(t)]: off-target mass
     if task.target_outside:
-        pred = off_t.sum(1, keepdim=True).expand(-1, V) / V
+        pred = off_t.sum(1, keepdim=True) / V + hit
     else:
-        pred = (off_t.sum(1, keepdim=True) - off_t) / (V - 1)
-    w = a_on * tb.p_noise[:, None]  # [batch, period, vocab(t)]: mass of "fake at position j"
-    pred = pred + (a_on.sum(1) - w.sum(1))  # the target itself
-    if counts is None:
-        w_t = w.sum(1)
+        pred = (off_t.sum(1, keepdim=True) - off_t) / (V - 1) + hit
+    if counts is None:  # fakes uniform over V minus t
+        w_t = on_t - hit
         return pred + (w_t.sum(1, keepdim=True) - w_t) / (V - 1), a_on, None
     # Recent fakes: uniform over R = window tokens minus t, if R is not empty.
-    lo = tb.window_start[j]
-    present = ((counts[:, j, None, :] - counts[:, lo, :]) > 0).to(torch.float64)  # [batch, period, vocab]
+    w = a_on * tb.p_noise[:, None]  # [batch, period, vocab(t)]: mass of "fake at position j"
+    present = ((counts[:, j, None, :] - counts[:, tb.window_start[j], :]) > 0).to(torch.float64)  # [batch, period, vocab]
     r = present.sum(2, keepdim=True) - present  # [batch, period, vocab(t)]: |R|
     nonempty = r > 0
     g = torch.where(nonempty, w / r.clamp(min=1), 0.0)
@@ -203,13 +239,14 @@ def _predict(task, tb: _Tables, j: int, alpha, mass, counts):
     return pred, a_on, (present, r, nonempty)
 
 
-def _fake_prob_of(xi: torch.Tensor, fake, V: int):
-    """P(fake token = x_i | t, n) ``[batch, period, vocab(t)]`` (valid where x_i ≠ t)."""
-    if fake is None:
-        return 1.0 / (V - 1)
-    present, r, nonempty = fake
+def _recent_target_emission(tb: _Tables, is_x, xi, window):
+    """Target-slot emission ``[batch, period, vocab(t)]`` of ``x_i`` with fakes from the recent window:
+    ``1 - p_noise`` if t == x_i, else ``p_noise`` times P(fake = x_i | t, n)."""
+    present, r, nonempty = window
     x_present = present.gather(2, xi[:, None, None].expand(-1, present.shape[1], 1))  # [batch, period, 1]
-    return torch.where(nonempty, x_present / r.clamp(min=1), 1.0 / (V - 1))
+    q = torch.where(nonempty, x_present / r.clamp(min=1), 1.0 / (tb.V - 1))
+    p_noise = tb.p_noise[:, None]
+    return is_x * (1.0 - p_noise) + (1.0 - is_x) * (p_noise * q)
 
 
 def _transition_inflow(task, tb: _Tables, leave: torch.Tensor) -> torch.Tensor:

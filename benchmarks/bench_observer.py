@@ -1,0 +1,53 @@
+"""Observer throughput: the fast n-recurrence filter vs the dense-HMM forward filter.
+
+Both compute the exact posterior of the same process (fake_source="uniform"),
+side by side in this process, on the same tokens. The fast filter costs
+O(V·Σn) per token, the dense one O((V·Σn)²), so the ratio grows with the
+number of states. Targets: >= 10x at vocab_size=16, periods=2..8 (560 states);
+>= 1 million tokens/s for the quick default (vocab_size=8, periods=2..5).
+
+    python benchmarks/bench_observer.py
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from _common import best_time, machine
+
+from nrecur import NRecurrence
+
+GRID = [(4, 4), (8, 4), (8, 5), (8, 6), (16, 6), (16, 8)]  # (vocab_size, max period), periods 2..max
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batch-size", type=int, default=2048)
+    parser.add_argument("--length", type=int, default=64)
+    parser.add_argument("--dense-batch-size", type=int, default=512)
+    args = parser.parse_args()
+    print(machine())
+    L = args.length
+
+    print(f"\nQuick default task, {args.batch_size} x {L} tokens:")
+    for name, extra in {"deterministic": {}, "stochastic 0.2/n": dict(p_noise="0.2/n", p_transition="0.2/n"),
+                        "stochastic 0.2/n, recent fakes": dict(p_noise="0.2/n", p_transition="0.2/n", fake_source="recent")}.items():
+        task = NRecurrence(**extra)
+        tokens = task.sample(args.batch_size, L, seed=0).tokens
+        rate = args.batch_size * L / best_time(lambda: task.posterior(tokens))
+        print(f"  {name:<32} {rate:12.3e} tokens/s")
+
+    print(f"\nFast vs dense, stochastic 0.2/n, periods 2..max; fast {args.batch_size} x {L}, dense {args.dense_batch_size} x {L} tokens:")
+    print(f"{'V':>4} {'max n':>6} {'states':>7} {'fast tok/s':>12} {'dense tok/s':>12} {'ratio':>8}")
+    for V, n_max in GRID:
+        task = NRecurrence(vocab_size=V, periods=tuple(range(2, n_max + 1)), p_noise="0.2/n", p_transition="0.2/n")
+        tokens = task.sample(args.batch_size, L, seed=0).tokens
+        dense_tokens = tokens[: args.dense_batch_size]
+        hmm = task.to_hmm()
+        fast = args.batch_size * L / best_time(lambda: task.posterior(tokens))
+        dense = args.dense_batch_size * L / best_time(lambda: hmm.posterior(dense_tokens), repeats=1)
+        print(f"{V:>4} {n_max:>6} {task.n_states:>7} {fast:12.3e} {dense:12.3e} {fast / dense:8.1f}x")
+
+
+if __name__ == "__main__":
+    main()
