@@ -28,6 +28,8 @@ class TrainConfig(Config):
     """Fraction of the (period, target) rules kept out of training; evaluation then reports in- and out-of-distribution sequences separately."""
 
     # --- optimization
+    objective: Literal["next_token", "observer"] = "next_token"
+    """next_token: cross-entropy with the observed next token (learning from samples only); observer: cross-entropy with the exact observer's predictive (distillation, much less gradient noise)."""
     steps: int = 10_000
     """Maximum number of optimizer steps."""
     batch_size: int = 64

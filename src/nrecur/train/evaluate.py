@@ -213,5 +213,6 @@ def build_eval_sets(
             if mask.any():
                 sets[name] = sets["eval"].subset(name, mask)
     if train_batch is not None:
-        sets["train"] = EvalSet.build("train", task, select(train_batch, slice(0, size)))
+        # Training sequences carry one token more than the context (the last target); the model sees ``length``.
+        sets["train"] = EvalSet.build("train", task, select(train_batch, (slice(0, size), slice(0, length))))
     return sets

@@ -24,7 +24,6 @@ from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from nrecur.model import GPT
@@ -40,6 +39,7 @@ from nrecur.train.checkpoint import (
 from nrecur.train.config import RunConfig, TrainConfig
 from nrecur.train.data import held_out_rules, make_data
 from nrecur.train.grokfast import GrokfastEMA
+from nrecur.train.objectives import OBJECTIVES
 
 if TYPE_CHECKING:  # pragma: no cover
     from nrecur.train.callbacks import Callback
@@ -57,7 +57,7 @@ class StepInfo:
     step: int
     """Steps completed, this one included."""
     loss: float
-    """Training cross-entropy of this step's batch (nats/token)."""
+    """Training loss of this step's batch (nats/token; see ``TrainConfig.objective``)."""
     lr: float
     grad_norm: float
     """Global gradient norm before clipping (after Grokfast)."""
@@ -184,8 +184,7 @@ class Trainer:
         """One optimizer step on batch ``self.step``; raises :class:`NonFiniteLossError` on a NaN/inf loss."""
         train = self.config.train
         tokens = torch.from_numpy(np.ascontiguousarray(self.data.batch(self.step))).to(self.device)  # [batch, pos + 1]
-        logits = self.model(tokens[:, :-1])  # [batch, pos, vocab]
-        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), tokens[:, 1:].reshape(-1))
+        loss = OBJECTIVES[train.objective](self.model, tokens, self.config.task)
         loss_value = float(loss.detach())
         if not math.isfinite(loss_value):
             self.fail(loss_value)

@@ -1,0 +1,128 @@
+"""Exact resumption: interrupted runs (even SIGKILLed ones) end with bitwise identical weights."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from nrecur.model import GPTConfig
+from nrecur.tasks import NRecurrence
+from nrecur.train import Callback, RunConfig, TrainConfig, resume, train
+from nrecur.train.checkpoint import latest_checkpoint, list_checkpoints, load_checkpoint
+
+MODEL = GPTConfig(vocab_size=8, n_ctx=12, d_model=16, n_layers=1, n_heads=2, d_head=8, d_mlp=32)
+
+
+class Interrupt(Exception):
+    pass
+
+
+class InterruptAt(Callback):
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_step(self, trainer, info) -> None:
+        if trainer.step == self.step:
+            raise Interrupt
+
+
+def final_weights(run_dir: Path) -> dict[str, torch.Tensor]:
+    return load_checkpoint(latest_checkpoint(run_dir)).model
+
+
+def assert_bitwise_equal(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
+    assert a.keys() == b.keys()
+    for name in a:
+        assert torch.equal(a[name], b[name]), f"{name} differs"
+
+
+def metrics_without_time(run_dir: Path) -> list[dict]:
+    lines = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return [{k: v for k, v in line.items() if k != "seconds"} for line in lines]
+
+
+@pytest.mark.parametrize(
+    "task, train_config",
+    [
+        (NRecurrence(), TrainConfig(steps=60, grokfast_lambda=2.0, grad_clip=0.5)),
+        (NRecurrence(p_noise=0.1), TrainConfig(steps=60, mode="finite", train_size=40, batch_size=16, held_out_fraction=0.2)),
+    ],
+    ids=["online-grokfast", "finite-heldout"],
+)
+def test_interrupted_run_resumes_to_identical_weights_and_metrics(tmp_path, task, train_config):
+    train_config = train_config.model_copy(
+        update={"eval_every": 10, "eval_size": 32, "checkpoint_every": 20, "device": "cpu", "batch_size": min(train_config.batch_size, 16)}
+    )
+    config = RunConfig(task=task, model=MODEL, train=train_config)
+    train(config, tmp_path / "whole", progress=False)
+    with pytest.raises(Interrupt):
+        train(config, tmp_path / "cut", progress=False, callbacks=[InterruptAt(47)])
+    assert [step for step, _ in list_checkpoints(tmp_path / "cut")] == [40]
+    result = resume(tmp_path / "cut", progress=False)
+    assert result.steps == 60
+    assert_bitwise_equal(final_weights(tmp_path / "whole"), final_weights(tmp_path / "cut"))
+    whole, cut = load_checkpoint(latest_checkpoint(tmp_path / "whole")), load_checkpoint(latest_checkpoint(tmp_path / "cut"))
+    assert_bitwise_equal(whole.optimizer, cut.optimizer)
+    assert_bitwise_equal(whole.grokfast, cut.grokfast)
+    assert metrics_without_time(tmp_path / "whole") == metrics_without_time(tmp_path / "cut")
+    with pytest.raises(ValueError, match="already finished"):
+        resume(tmp_path / "cut", progress=False)
+
+
+def test_stop_when_grokked_is_kept_across_a_resume(tmp_path):
+    config = RunConfig(
+        model=MODEL,
+        train=TrainConfig(steps=100, eval_every=10, eval_size=32, checkpoint_every=10, kl_threshold=10.0, stop_when_grokked=True, device="cpu"),
+    )
+    result = train(config, tmp_path / "run", progress=False)
+    assert result.stop_reason == "grokked" and result.steps == 0 and result.grokking.grok_step == 0
+
+
+NRECUR = [sys.executable, "-c", "import sys; from nrecur.cli import main; sys.exit(main(sys.argv[1:]))"]
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "OMP_WAIT_POLICY": "PASSIVE"}
+
+
+@pytest.mark.slow
+def test_sigkilled_run_resumes_to_bitwise_identical_weights(tmp_path):
+    """A real process killed with SIGKILL at a random moment, then ``nrecur train --resume``."""
+    options = [
+        "--vocab-size", "8", "--n-ctx", "12", "--d-model", "16", "--n-layers", "1", "--n-heads", "2", "--d-head", "8",
+        "--d-mlp", "32", "--steps", "240", "--batch-size", "16", "--eval-every", "40", "--eval-size", "64",
+        "--checkpoint-every", "20", "--grokfast-lambda", "1.0", "--device", "cpu", "--no-progress",
+    ]  # fmt: skip
+    whole = subprocess.run([*NRECUR, "train", "--out", str(tmp_path / "whole"), *options], env=ENV, capture_output=True, text=True)
+    assert whole.returncode == 0, whole.stderr
+
+    rng = random.Random(os.getpid())
+    cut = tmp_path / "cut"
+    kills = 0
+    for attempt in range(3):  # kill it up to three times, each time at a random moment after some progress
+        command = [*NRECUR, "train", *(["--resume", str(cut), "--no-progress"] if attempt else ["--out", str(cut), *options])]
+        process = subprocess.Popen(command, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + 60
+        before = latest_checkpoint(cut) if cut.exists() else None
+        while time.monotonic() < deadline and process.poll() is None:
+            now = latest_checkpoint(cut) if cut.exists() else None
+            if now is not None and now != before:
+                break
+            time.sleep(0.05)
+        time.sleep(rng.uniform(0.0, 0.5))
+        if process.poll() is None:
+            process.send_signal(signal.SIGKILL)
+            kills += 1
+        process.wait()
+    assert kills >= 1, "the run finished before it could be killed"
+    done = subprocess.run([*NRECUR, "train", "--resume", str(cut), "--no-progress"], env=ENV, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert_bitwise_equal(final_weights(tmp_path / "whole"), final_weights(cut))
+    assert metrics_without_time(tmp_path / "whole") == metrics_without_time(cut)
+    assert not [p for p in (cut / "checkpoints").iterdir() if p.name.endswith(".tmp")]
