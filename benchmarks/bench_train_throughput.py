@@ -29,7 +29,10 @@ from nrecur.export import to_transformer_lens
 from nrecur.model import GPT, GPTConfig
 
 
-def make_step(model: torch.nn.Module, tokens: torch.Tensor, context: Callable = contextlib.nullcontext) -> Callable[[], None]:
+def make_step(
+    model: torch.nn.Module, tokens: torch.Tensor, context: Callable = contextlib.nullcontext
+) -> Callable[[], None]:
+    """One AdamW training step on ``tokens [batch, pos + 1]``, run under ``context()``."""
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, betas=(0.9, 0.98), weight_decay=1.0)
     inputs, targets = tokens[:, :-1], tokens[:, 1:]
 
@@ -86,8 +89,10 @@ def main() -> None:
             seconds[name].append((time.perf_counter() - start) / args.steps)
 
     tokens_per_step = args.batch * args.pos
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
-          f"{torch.get_num_threads()} torch threads, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}")
+    threads = os.environ.get("OMP_NUM_THREADS", "unset")
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs (load {load}), torch {torch.__version__}, "
+          f"{torch.get_num_threads()} torch threads, OMP_NUM_THREADS={threads}")
     print(f"model: {config.n_layers} layers, d_model {config.d_model}, {config.n_heads} heads × {config.d_head}, "
           f"d_mlp {config.d_mlp}, {ours.num_params} params; batch {args.batch} × {args.pos} tokens; "
           f"median of {args.rounds} rounds × {args.steps} steps")
