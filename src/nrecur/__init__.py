@@ -5,6 +5,9 @@ on them, and the tools to open those models up. What users call is re-exported
 here; everything else may change.
 """
 
+from nrecur.export import to_transformer_lens
+from nrecur.hooks import ActivationCache, HookPoint, LogitsAndCache
+from nrecur.model import GPT, GPTConfig
 from nrecur.observer import (
     BayesCrossEntropy,
     HMMPosterior,
@@ -15,6 +18,12 @@ from nrecur.observer import (
 from nrecur.tasks import Batch, HMMBatch, HMMProcess, NRecurrence, mess3, rrxor
 
 __all__ = [
+    "ActivationCache",
+    "GPT",
+    "GPTConfig",
+    "HookPoint",
+    "LogitsAndCache",
+    "to_transformer_lens",
     "Batch",
     "BayesCrossEntropy",
     "HMMBatch",
