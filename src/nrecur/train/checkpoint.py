@@ -213,7 +213,7 @@ def load_weights_into(model: nn.Module, tensors: dict[str, Tensor], source: str)
     """Copy ``tensors`` into ``model``; a clear error listing every name or shape that does not fit."""
     own = model.state_dict()
     problems = []
-    for name in sorted(set(own) | set(tensors)):
+    for name in sorted(set(own) | set(tensors), key=lambda n: (n.startswith("blocks."), n)):
         if name not in tensors:
             problems.append(f"{name} missing there (here {tuple(own[name].shape)})")
         elif name not in own:

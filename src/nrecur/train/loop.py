@@ -124,12 +124,29 @@ def make_optimizer(model: nn.Module, train: TrainConfig) -> torch.optim.AdamW:
 
 
 def init_weights_from(model: nn.Module, source: str | Path) -> Path:
-    """Load the weights of a run folder's latest checkpoint (or of one checkpoint file) into ``model``."""
+    """Load the weights of a run folder's latest checkpoint (or of one checkpoint file) into ``model``.
+
+    Raises ValueError naming the architecture settings and tensors that differ when the shapes do not fit.
+    """
     source = Path(source)
     path = latest_checkpoint(source) if source.is_dir() else source
     if path is None or not path.exists():
         raise FileNotFoundError(f"cannot initialize from {source}: no checkpoint there")
-    load_weights_into(model, load_model_tensors(path), str(source))
+    try:
+        load_weights_into(model, load_model_tensors(path), str(source))
+    except ValueError as error:
+        config_file = (source if source.is_dir() else source.parent.parent) / "config.json"
+        own = getattr(model, "config", None)
+        if config_file.exists() and own is not None:
+            theirs = RunConfig.model_validate_json(config_file.read_text()).model
+            differ = [
+                f"{name} {getattr(theirs, name)} there, {getattr(own, name)} here"
+                for name in type(own).model_fields
+                if getattr(theirs, name) != getattr(own, name)
+            ]
+            if differ:
+                raise ValueError(f"cannot initialize from {source}: the models differ ({'; '.join(differ)}). {error}") from None
+        raise
     return path
 
 

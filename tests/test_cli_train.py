@@ -1,0 +1,99 @@
+"""``nrecur train``, ``nrecur eval`` and ``nrecur run`` through ``nrecur.cli.main``."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from nrecur.cli import main
+from nrecur.runs import load_run
+
+TINY = [
+    "--vocab-size", "6", "--periods", "2", "3", "--n-ctx", "10", "--d-model", "16", "--n-layers", "1",
+    "--n-heads", "2", "--d-head", "8", "--d-mlp", "32", "--steps", "20", "--batch-size", "8",
+    "--eval-every", "10", "--eval-size", "32", "--device", "cpu", "--no-progress",
+]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("cli") / "det"
+    assert main(["train", "--out", str(folder), *TINY]) == 0
+    return folder
+
+
+def test_train_writes_a_complete_run_folder(trained, capsys):
+    config = json.loads((trained / "config.json").read_text())
+    assert config["task"]["vocab_size"] == 6 and config["model"]["vocab_size"] == 6
+    assert config["task"]["periods"] == [2, 3] and config["train"]["steps"] == 20
+    assert (trained / "summary.json").exists() and (trained / "metrics.jsonl").exists()
+    run = load_run(trained)
+    assert run.step == 20 and run.config.model.d_model == 16
+
+
+def test_train_refuses_to_overwrite_and_resume_refuses_new_options(trained, capsys):
+    assert main(["train", "--out", str(trained), *TINY]) == 2
+    assert "already holds a run" in capsys.readouterr().err
+    assert main(["train", "--resume", str(trained), "--lr", "0.1"]) == 2
+    assert "drop lr" in capsys.readouterr().err
+    assert main(["train", "--resume", str(trained), "--no-progress"]) == 2
+    assert "already finished" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        (["--lr", "-1"], "lr must be a finite number > 0"),
+        (["--p-noise", "1.5"], "p_noise must lie in [0, 1)"),
+        (["--d-mlp", "-3"], "d_mlp must be an integer >= 0"),
+        (["--stochastic"], "--stochastic needs --preset"),
+    ],
+)
+def test_invalid_options_fail_with_one_line(tmp_path, capsys, options, message):
+    assert main(["train", "--out", str(tmp_path / "x"), *TINY, *options]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+    assert not (tmp_path / "x" / "config.json").exists()
+
+
+def test_init_from_fine_tunes_and_mismatched_shapes_are_a_clear_error(trained, tmp_path, capsys):
+    stochastic = tmp_path / "stoch"
+    assert main(["train", "--out", str(stochastic), *TINY, "--p-noise", "0.2/n", "--p-transition", "0.2/n", "--init-from", str(trained)]) == 0
+    capsys.readouterr()
+    assert load_run(stochastic).config.init_from == str(trained)
+    assert load_run(stochastic).metrics[0]["eval/kl"] < load_run(trained).metrics[0]["eval/kl"]  # starts from trained weights
+
+    assert main(["train", "--out", str(tmp_path / "wide"), *TINY, "--d-model", "32", "--init-from", str(trained)]) == 2
+    err = capsys.readouterr().err
+    assert "cannot initialize from" in err and "d_model 16 there, 32 here" in err and "embed.weight is (6, 16) there but (6, 32) here" in err
+    assert main(["train", "--out", str(tmp_path / "mlp"), *TINY, "--d-mlp", "0", "--init-from", str(trained)]) == 2
+    assert "blocks.0.mlp.fc_in.weight" in capsys.readouterr().err
+    assert main(["train", "--out", str(tmp_path / "none"), *TINY, "--init-from", str(tmp_path / "missing")]) == 2
+    assert "no checkpoint there" in capsys.readouterr().err
+
+
+def test_eval_prints_the_table_on_its_own_and_on_another_task(trained, capsys):
+    assert main(["eval", str(trained)]) == 0
+    out = capsys.readouterr().out
+    assert "model CE" in out and "Bayes CE" in out and "by period" in out and "KL by position" in out
+    run = load_run(trained)
+    assert f"{run.evaluate()['eval'].kl:.4f}" in out
+    assert main(["eval", str(trained), "--p-noise", "0.2/n", "--eval-size", "16"]) == 0
+    out = capsys.readouterr().out
+    assert "p_noise=0.2/n" in out and "   16" in out
+    assert main(["eval", str(trained), "--vocab-size", "9"]) == 2
+    assert "vocab_size 9" in capsys.readouterr().err
+
+
+def test_run_main_job_tiny_preset_writes_three_runs_and_a_summary(tmp_path, capsys):
+    assert main(["run", "--preset", "tiny", "--out", str(tmp_path), "--jobs", "1", "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "tiny-det" in out and "tiny-stoch-scratch" in out and "tiny-stoch-finetune" in out
+    summary = json.loads((tmp_path / "tiny-summary.json").read_text())
+    assert [row["name"] for row in summary["rows"]] == ["tiny-det", "tiny-stoch-scratch", "tiny-stoch-finetune"]
+    assert summary["rows"][2]["init"] == "tiny-det"
+    assert load_run(tmp_path / "tiny-stoch-finetune").config.init_from == str(tmp_path / "tiny-det")
+    # A second call reuses the finished runs.
+    assert main(["run", "--preset", "tiny", "--out", str(tmp_path), "--jobs", "1", "--no-progress"]) == 0
+    assert json.loads((tmp_path / "tiny-summary.json").read_text())["rows"] == summary["rows"]
