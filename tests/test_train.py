@@ -268,3 +268,23 @@ def test_finite_mode_reports_train_and_memorization(tmp_path):
     lines = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [line["step"] for line in lines] == [0, 50, 100, 150]
     assert "train/excess_ce" in lines[-1] and "eval/kl" in lines[-1]
+
+
+def test_tensorboard_events_are_written_when_tensorboard_is_installed(tmp_path):
+    pytest.importorskip("tensorboard")
+    config = RunConfig(model=SMALL_MODEL, train=TrainConfig(steps=4, batch_size=4, eval_every=2, eval_size=16, device="cpu"))
+    train(config, tmp_path / "run", progress=False)
+    assert list((tmp_path / "run" / "tensorboard").glob("events.out.tfevents.*"))
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_training_on_cuda_matches_the_cpu_evaluation_pipeline(tmp_path):
+    config = RunConfig(model=SMALL_MODEL, train=TrainConfig(steps=20, batch_size=16, eval_every=10, eval_size=64, device="cuda"))
+    result = train(config, tmp_path / "run", progress=False)
+    assert result.steps == 20 and math.isfinite(result.evaluations["eval"].kl)
+    from nrecur.runs import load_run
+
+    run = load_run(tmp_path / "run", device="cuda")
+    assert next(run.model.parameters()).device.type == "cuda"
+    assert run.evaluate()["eval"].kl == pytest.approx(result.evaluations["eval"].kl, abs=1e-4)
