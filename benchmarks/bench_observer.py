@@ -29,13 +29,14 @@ def main() -> None:
     print(machine())
     L = args.length
 
-    print(f"\nQuick default task, {args.batch_size} x {L} tokens:")
+    print(f"\nQuick default task, {args.batch_size} x {L} tokens (compiled kernel; tensor filter for comparison):")
     for name, extra in {"deterministic": {}, "stochastic 0.2/n": dict(p_noise="0.2/n", p_transition="0.2/n"),
                         "stochastic 0.2/n, recent fakes": dict(p_noise="0.2/n", p_transition="0.2/n", fake_source="recent")}.items():
         task = NRecurrence(**extra)
         tokens = task.sample(args.batch_size, L, seed=0).tokens
-        rate = args.batch_size * L / best_time(lambda: task.posterior(tokens))
-        print(f"  {name:<32} {rate:12.3e} tokens/s")
+        rate = args.batch_size * L / best_time(lambda: task.posterior(tokens, backend="kernel"))
+        tensor = args.batch_size * L / best_time(lambda: task.posterior(tokens, backend="torch"))
+        print(f"  {name:<32} {rate:12.3e} tokens/s   (tensor filter {tensor:10.3e})")
 
     print(f"\nFast vs dense, stochastic 0.2/n, periods 2..max; fast {args.batch_size} x {L}, dense {args.dense_batch_size} x {L} tokens:")
     print(f"{'V':>4} {'max n':>6} {'states':>7} {'fast tok/s':>12} {'dense tok/s':>12} {'ratio':>8}")

@@ -60,8 +60,12 @@ def max_length(task, budget=60_000):
 
 
 def check_against_brute_force(task, tokens):
-    post = task.posterior(tokens[None, :])
     predictive, next_state, log_prefix = brute_force_posterior(task, tokens)
+    for backend in ("kernel", "torch"):
+        compare(task.posterior(tokens[None, :], backend=backend), task, tokens, predictive, next_state, log_prefix)
+
+
+def compare(post, task, tokens, predictive, next_state, log_prefix):
     np.testing.assert_allclose(post.predictive[0], predictive, atol=TOL, rtol=0)
     np.testing.assert_allclose(post.log_loss[0], -np.diff(log_prefix), atol=TOL, rtol=0)
     np.testing.assert_allclose(post.log_likelihood[0], log_prefix[-1], atol=TOL, rtol=0)

@@ -30,11 +30,12 @@ def marginals_from_belief(task, belief):
     return period, target, phase
 
 
+@pytest.mark.parametrize("backend", ["kernel", "torch"])
 @pytest.mark.parametrize("kwargs", CONFIGS)
-def test_fast_observer_equals_dense_hmm(kwargs):
+def test_fast_observer_equals_dense_hmm(kwargs, backend):
     task = NRecurrence(**kwargs)
     tokens = task.sample(64, 40, seed=5).tokens
-    fast = task.posterior(tokens)
+    fast = task.posterior(tokens, backend=backend)
     dense = task.to_hmm().posterior(tokens)
     np.testing.assert_allclose(fast.predictive, dense.predictive, atol=1e-10, rtol=0)
     np.testing.assert_allclose(fast.log_loss, dense.log_loss, atol=1e-10, rtol=0)
@@ -45,13 +46,29 @@ def test_fast_observer_equals_dense_hmm(kwargs):
     np.testing.assert_allclose(fast.phase, phase, atol=1e-10, rtol=0)
 
 
+@pytest.mark.parametrize("kwargs", [
+    dict(p_noise=0.1, p_transition=0.1, fake_source="recent"),
+    dict(vocab_size=5, periods=(2, 6, 3), p_noise="0.3/n", p_transition={2: 0.2, 3: 0.0, 6: 0.1}, transition_changes="period",
+         fake_source="recent", target_outside=True),
+    dict(vocab_size=3, periods=(4, 2), target_prior=(0.2, 0.0, 0.8), p_noise=0.2, p_transition=0.1, transition_changes="both"),
+    dict(vocab_size=6, periods=(2, 3, 5), p_noise=0.3, fake_source="recent"),  # no transitions at all
+])
+def test_compiled_kernel_equals_tensor_filter(kwargs):
+    """The two implementations of the fast filter agree on every output (including "recent" fakes)."""
+    task = NRecurrence(**kwargs)
+    tokens = task.sample(200, 50, seed=21).tokens
+    kernel, tensor = task.posterior(tokens, backend="kernel"), task.posterior(tokens, backend="torch")
+    for name in ("predictive", "period", "target", "phase", "log_loss", "log_likelihood"):
+        np.testing.assert_allclose(getattr(kernel, name), getattr(tensor, name), atol=1e-11, rtol=0, err_msg=name)
+
+
 def test_small_chunks_give_the_same_answer():
     from nrecur.observer.nrecurrence import nrecurrence_posterior
 
     task = NRecurrence(p_noise=0.1, p_transition=0.1, fake_source="recent")
     tokens = task.sample(50, 20, seed=1).tokens
-    whole = nrecurrence_posterior(task, tokens)
-    pieces = nrecurrence_posterior(task, tokens, chunk_size=7)
+    whole = nrecurrence_posterior(task, tokens, backend="torch")
+    pieces = nrecurrence_posterior(task, tokens, backend="torch", chunk_size=7)
     for name in ("predictive", "period", "target", "phase", "log_loss"):
         np.testing.assert_array_equal(getattr(whole, name), getattr(pieces, name))
 
@@ -83,21 +100,24 @@ def test_observer_on_cuda_matches_cpu():
     torch.testing.assert_close(gpu.predictive.cpu(), cpu.predictive, atol=1e-10, rtol=0)
 
 
-def test_impossible_sequence_raises_with_position():
+@pytest.mark.parametrize("backend", ["kernel", "torch"])
+def test_impossible_sequence_raises_with_position(backend):
     task = NRecurrence(vocab_size=4, periods=(2,))
     tokens = np.array([[0, 1, 0, 2, 0, 3], [1, 0, 1, 2, 3, 3]])
     with pytest.raises(ImpossibleSequenceError, match="sequence 1 .* position 4"):
-        task.posterior(tokens)
+        task.posterior(tokens, backend=backend)
 
 
-def test_impossible_sequence_inf_mode_flags_it_without_touching_others():
+@pytest.mark.parametrize("backend", ["kernel", "torch"])
+def test_impossible_sequence_inf_mode_flags_it_without_touching_others(backend):
     task = NRecurrence(vocab_size=4, periods=(2,))
     tokens = np.array([[0, 1, 0, 2, 0, 3], [1, 0, 1, 2, 3, 3]])
-    post = task.posterior(tokens, impossible="inf")
+    post = task.posterior(tokens, impossible="inf", backend=backend)
     assert post.impossible.tolist() == [-1, 4]
     assert post.log_loss[1, 3] == np.inf and post.log_likelihood[1] == -np.inf
     assert np.all(np.isfinite(post.predictive[0])) and np.all(np.isfinite(post.log_loss[0]))
     np.testing.assert_allclose(post.predictive[1, :3].sum(-1), 1.0)
+    assert np.all(np.isnan(post.predictive[1, 4:]))  # undefined after the impossible token, and flagged
 
 
 @pytest.mark.parametrize("bad, message", [
@@ -106,9 +126,10 @@ def test_impossible_sequence_inf_mode_flags_it_without_touching_others():
     (np.array([0, 1, 2]), r"\[batch, pos\]"),
     (np.array([[0.5, 1.0]]), "integers"),
 ])
-def test_bad_tokens_are_refused(bad, message):
+@pytest.mark.parametrize("backend", ["kernel", "torch"])
+def test_bad_tokens_are_refused(bad, message, backend):
     with pytest.raises(ValueError, match=message):
-        NRecurrence().posterior(bad)
+        NRecurrence().posterior(bad, backend=backend)
 
 
 def test_hmm_validation():

@@ -86,6 +86,7 @@ def nrecurrence_posterior(
     tokens,
     *,
     impossible: Literal["raise", "inf"] = "raise",
+    backend: Literal["auto", "kernel", "torch"] = "auto",
     chunk_size: int = DEFAULT_CHUNK,
 ) -> Posterior:
     """Exact posterior of ``task`` after every prefix of ``tokens`` ``[batch, pos]``.
@@ -94,11 +95,21 @@ def nrecurrence_posterior(
     arrays of the input's kind (see :class:`Posterior`). A sequence with
     probability zero raises :class:`ImpossibleSequenceError`, or with
     ``impossible="inf"`` gets log-loss ``inf`` and is flagged in ``.impossible``.
+
+    ``backend``: ``"kernel"`` is the compiled CPU loop (``_kernel.py``), ``"torch"``
+    the tensor filter (any device); ``"auto"`` takes the kernel for CPU tokens.
+    Both compute the same numbers (tested against each other and brute force).
     """
+    if backend not in ("auto", "kernel", "torch"):
+        raise ValueError(f"backend must be 'auto', 'kernel' or 'torch', got {backend!r}")
     if impossible not in ("raise", "inf"):
         raise ValueError(f"impossible must be 'raise' or 'inf', got {impossible!r}")
     x, back = as_token_tensor(tokens, task.vocab_size)
     B, L = x.shape
+    if backend == "kernel" or (backend == "auto" and x.device.type == "cpu"):
+        if x.device.type != "cpu":
+            raise ValueError(f"backend='kernel' runs on the CPU; tokens are on {x.device}")
+        return _posterior_from_kernel(task, x, back, impossible)
     tables = _Tables(task, x.device, L)
     V, P = tables.V, tables.P
     f64 = dict(dtype=torch.float64, device=x.device)
@@ -134,6 +145,40 @@ def nrecurrence_posterior(
         impossible=back(first_impossible),
     )
     return result
+
+
+def _posterior_from_kernel(task: "NRecurrence", x: torch.Tensor, back, impossible: str) -> Posterior:
+    from nrecur.observer._kernel import KIND_CODES, filter_kernel
+    from nrecur.tasks.nrecurrence import RECENT_WINDOW
+
+    B, L = x.shape
+    V, P = task.vocab_size, task.n_periods
+    periods = np.asarray(task.periods, dtype=np.int64)
+    out = {
+        "predictive": np.empty((B, L, V)),
+        "period": np.empty((B, L, P)),
+        "target": np.empty((B, L, V)),
+        "phase": np.zeros((B, L, P, task.max_period)),
+    }
+    log_p = np.empty((B, L))
+    filter_kernel(
+        np.ascontiguousarray(x.numpy()), V, periods, np.concatenate([[0], np.cumsum(periods)[:-1]]).astype(np.int64),
+        task.period_probs, task.target_probs, task.noise_by_period, task.transition_by_period,
+        KIND_CODES[task.transition_changes], task.target_outside, task.fake_source == "recent", RECENT_WINDOW,
+        out["predictive"], out["period"], out["target"], out["phase"], log_p,
+    )
+    log_p = torch.from_numpy(log_p)
+    first_impossible = check_impossible(log_p, impossible)
+    to_kind = lambda array: back(torch.from_numpy(array))  # noqa: E731
+    return Posterior(
+        predictive=to_kind(out["predictive"]),
+        period=to_kind(out["period"]),
+        target=to_kind(out["target"]),
+        phase=to_kind(out["phase"]),
+        log_loss=back(-log_p[:, 1:]),
+        log_likelihood=back(log_p.sum(1)),
+        impossible=back(first_impossible),
+    )
 
 
 @contextlib.contextmanager

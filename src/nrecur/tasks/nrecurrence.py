@@ -256,7 +256,9 @@ class NRecurrence(Config):
 
         return sample_nrecurrence(self, batch_size, length, seed)
 
-    def posterior(self, tokens, *, impossible: Literal["raise", "inf"] = "raise") -> "Posterior":
+    def posterior(
+        self, tokens, *, impossible: Literal["raise", "inf"] = "raise", backend: Literal["auto", "kernel", "torch"] = "auto"
+    ) -> "Posterior":
         """The exact Bayes observer on ``tokens`` ``[batch, pos]`` (NumPy or torch, any device).
 
         See :func:`nrecur.observer.nrecurrence.nrecurrence_posterior`.
@@ -265,7 +267,7 @@ class NRecurrence(Config):
         # time keeps the dependency one-way (observer -> tasks).
         from nrecur.observer.nrecurrence import nrecurrence_posterior
 
-        return nrecurrence_posterior(self, tokens, impossible=impossible)
+        return nrecurrence_posterior(self, tokens, impossible=impossible, backend=backend)
 
     def to_hmm(self) -> "HMMProcess":
         """The same process as a dense HMM over ``(n, t, c)`` (only for ``fake_source='uniform'``)."""
