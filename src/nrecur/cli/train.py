@@ -183,6 +183,7 @@ def _register_run(subparsers) -> None:
     parser.add_argument("--preset", default="quick", choices=sorted(PRESETS), help="scale (default: quick, for a 2-core CPU)")
     parser.add_argument("--out", default="runs", metavar="DIR", help="where the run folders go (default: runs)")
     parser.add_argument("--jobs", type=int, default=2, help="run the two stochastic trainings side by side in this many processes (1: one after the other)")
+    parser.add_argument("--threads", type=int, help="CPU threads for the deterministic run, split between side-by-side runs (default: all cores)")
     parser.add_argument("--fresh", action="store_true", help="start every run over instead of reusing or resuming")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.set_defaults(handler=run_command, command="run")
@@ -193,7 +194,12 @@ def run_command(args: argparse.Namespace) -> int:
 
     if args.jobs < 1:
         raise UsageError(f"--jobs must be >= 1, got {args.jobs}")
-    result = run_main_job(get_preset(args.preset), Path(args.out), jobs=args.jobs, fresh=args.fresh, progress=not args.no_progress)
+    if args.threads is not None and args.threads < 1:
+        raise UsageError(f"--threads must be >= 1, got {args.threads}")
+    result = run_main_job(
+        get_preset(args.preset), Path(args.out), jobs=args.jobs, fresh=args.fresh, progress=not args.no_progress,
+        threads=args.threads,
+    )  # fmt: skip
     print(result.table())
     print(f"\nmain job '{result.preset}' took {result.seconds:.0f} s; summary in {Path(args.out) / (result.preset + '-summary.md')}")
     return 0

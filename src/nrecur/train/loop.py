@@ -153,13 +153,20 @@ def init_weights_from(model: nn.Module, source: str | Path) -> Path:
 class Trainer:
     """Trains ``GPT(config.model)`` on ``config.task``; see the module docstring."""
 
-    def __init__(self, config: RunConfig, callbacks: Sequence["Callback"] = (), run_dir: str | Path | None = None) -> None:
+    def __init__(
+        self,
+        config: RunConfig,
+        callbacks: Sequence["Callback"] = (),
+        run_dir: str | Path | None = None,
+        load_init_from: bool = True,
+    ) -> None:
+        """``load_init_from=False`` skips ``config.init_from`` (when a checkpoint will be restored anyway)."""
         self.config = config
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.device = resolve_device(config.train.device)
         config.task.check_length(config.length)
         self.model = build_model(config, self.device)
-        if config.init_from is not None:
+        if config.init_from is not None and load_init_from:
             init_weights_from(self.model, config.init_from)
         self.optimizer = make_optimizer(self.model, config.train)
         train = config.train

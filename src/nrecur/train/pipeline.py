@@ -3,11 +3,13 @@
 1. Train the preset's deterministic run until eval KL reaches its threshold.
 2. Train the stochastic task twice, from scratch and starting from (1)'s
    weights; with ``jobs=2`` both run side by side in two processes with one
-   thread each (``OMP_WAIT_POLICY=PASSIVE``, so idle threads do not spin).
+   thread each.
 3. Summarize: steps and time to reach the KL threshold, final KL and
    cross-entropies against the Bayes floor.
 
-Every run lives in its own folder under ``out``. Running the job again reuses
+Every training runs in a worker process with ``OMP_WAIT_POLICY=PASSIVE``: on
+a busy machine, OpenMP threads that spin while waiting cut throughput several
+fold. Every run lives in its own folder under ``out``. Running the job again reuses
 finished runs and resumes interrupted ones (``fresh=True`` starts over).
 """
 
@@ -24,7 +26,7 @@ from pathlib import Path
 from nrecur.train.checkpoint import atomic_write_text
 from nrecur.train.config import RunConfig
 from nrecur.train.presets import Preset
-from nrecur.train.session import CONFIG_FILE, METRICS_FILE, _clear_run, read_config, read_summary, resume
+from nrecur.train.session import CONFIG_FILE, METRICS_FILE, clear_run, read_config, read_summary, resume
 
 RUN_KINDS = ("det", "stoch-scratch", "stoch-finetune")
 
@@ -100,7 +102,7 @@ class MainJobResult:
 def prepare(config: RunConfig, folder: Path, fresh: bool) -> bool:
     """Make ``folder`` hold ``config``; True when the run still has to (finish) training."""
     if fresh:
-        _clear_run(folder)
+        clear_run(folder)
     if (folder / CONFIG_FILE).exists():
         if read_config(folder) != config:
             raise FileExistsError(f"{folder} holds a run with another config; pass --fresh to start it over")
@@ -112,11 +114,22 @@ def prepare(config: RunConfig, folder: Path, fresh: bool) -> bool:
 
 
 def run_main_job(
-    preset: Preset, out: str | os.PathLike = "runs", jobs: int = 2, fresh: bool = False, progress: bool = True
+    preset: Preset,
+    out: str | os.PathLike = "runs",
+    jobs: int = 2,
+    fresh: bool = False,
+    progress: bool = True,
+    threads: int | None = None,
 ) -> MainJobResult:
-    """Run the three trainings of ``preset`` under ``out`` (see the module docstring)."""
+    """Run the three trainings of ``preset`` under ``out`` (see the module docstring).
+
+    Each training runs in a worker process with ``OMP_WAIT_POLICY=PASSIVE``; the deterministic one with
+    ``threads`` threads (default: all cores), the two stochastic ones ``jobs`` at a time with
+    ``threads // jobs`` threads each (at least one).
+    """
     start = time.perf_counter()
     out = Path(out)
+    threads = threads or os.cpu_count() or 1
     folders = {kind: out / f"{preset.name}-{kind}" for kind in RUN_KINDS}
     configs = {
         "det": preset.deterministic,
@@ -124,13 +137,11 @@ def run_main_job(
         "stoch-finetune": preset.finetune.model_copy(update={"init_from": str(folders["det"])}),
     }
     if prepare(configs["det"], folders["det"], fresh):
-        resume(folders["det"], progress=f"{preset.name}-det" if progress else False)
-    pending = [kind for kind in RUN_KINDS[1:] if prepare(configs[kind], folders[kind], fresh)]
-    if jobs >= 2 and len(pending) > 1:
-        run_in_workers([folders[kind] for kind in pending], progress)
-    else:
-        for kind in pending:
-            resume(folders[kind], progress=f"{preset.name}-{kind}" if progress else False)
+        run_in_workers([folders["det"]], threads, progress)
+    pending = [folders[kind] for kind in RUN_KINDS[1:] if prepare(configs[kind], folders[kind], fresh)]
+    for first in range(0, len(pending), jobs):
+        group = pending[first : first + jobs]
+        run_in_workers(group, max(1, threads // len(group)), progress)
     rows = tuple(RunRow.from_folder(f"{preset.name}-{kind}", folders[kind]) for kind in RUN_KINDS)
     result = MainJobResult(preset=preset.name, rows=rows, seconds=time.perf_counter() - start)
     atomic_write_text(out / f"{preset.name}-summary.md", result.table() + "\n")
@@ -142,20 +153,26 @@ def run_main_job(
     return result
 
 
-def run_in_workers(folders: list[Path], progress: bool) -> None:
-    """Resume each run folder in its own process with one thread; wait for all, showing coarse progress."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OMP_WAIT_POLICY": "PASSIVE"}
+def run_in_workers(folders: list[Path], threads: int, progress: bool) -> None:
+    """Resume each run folder in its own process with ``threads`` threads; wait for all.
+
+    A single worker draws its own progress bar; side-by-side workers write theirs to ``train.log`` and this
+    process shows coarse bars from their ``metrics.jsonl``.
+    """
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads), "OMP_WAIT_POLICY": "PASSIVE"}
+    alone = len(folders) == 1
     workers = []
     for folder in folders:
         log = open(folder / "train.log", "w")
-        command = [sys.executable, "-m", "nrecur.train.pipeline", str(folder)]
-        workers.append((folder, subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env), log))
-    bars = _bars(folders) if progress else None
+        command = [sys.executable, "-m", "nrecur.train.pipeline", str(folder), *([] if progress else ["--no-progress"])]
+        stderr = None if alone and progress else subprocess.STDOUT
+        workers.append((folder, subprocess.Popen(command, stdout=log, stderr=stderr, env=env), log))
+    bars = _bars(folders) if progress and not alone else None
     try:
         while any(process.poll() is None for _, process, _ in workers):
             if bars:
                 _update_bars(bars, folders)
-            time.sleep(2.0)
+            time.sleep(1.0)
         if bars:
             _update_bars(bars, folders)
     except BaseException:
@@ -195,8 +212,7 @@ def _update_bars(bars, folders: list[Path]) -> None:
             bar.set_postfix_str(f"loss {last.get('train/loss', float('nan')):.4f} KL {last['eval/kl']:.4f} t {last['seconds']:.0f}s")
 
 
-if __name__ == "__main__":  # a worker of run_in_workers: python -m nrecur.train.pipeline RUN_DIR
-    import torch
-
-    torch.set_num_threads(1)
-    resume(sys.argv[1], progress=Path(sys.argv[1]).name)
+if __name__ == "__main__":  # a worker of run_in_workers: python -m nrecur.train.pipeline RUN_DIR [--no-progress]
+    folder = Path(sys.argv[1])
+    result = resume(folder, progress=False if "--no-progress" in sys.argv else folder.name)
+    print(f"{folder}: {result.stop_reason} after {result.steps} steps, {result.seconds:.0f} s")

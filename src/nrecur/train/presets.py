@@ -42,9 +42,11 @@ def _stochastic(task: NRecurrence) -> NRecurrence:
 
 def quick() -> Preset:
     task = NRecurrence(vocab_size=8, periods=(2, 3, 4, 5))
-    model = GPTConfig(vocab_size=8, n_ctx=32, d_model=64, n_layers=2, n_heads=4, d_head=16, d_mlp=256)
+    # Tuned on a 2-core CPU: 8 narrow heads learn faster per step than 4 wide ones, and a cosine decay
+    # to 2% of the peak learning rate is what brings KL from ~0.03 down to <= 0.01.
+    model = GPTConfig(vocab_size=8, n_ctx=32, d_model=64, n_layers=2, n_heads=8, d_head=8, d_mlp=256)
     det_train = TrainConfig(
-        steps=8000, batch_size=64, lr=3e-3, weight_decay=0.1, warmup_steps=100, schedule="cosine",
+        steps=5000, batch_size=64, lr=3e-3, weight_decay=0.1, warmup_steps=100, schedule="cosine", min_lr_ratio=0.02,
         eval_every=250, kl_threshold=0.01, stop_when_grokked=True, time_budget=240.0,
     )  # fmt: skip
     stoch_train = det_train.model_copy(update={"steps": 12000, "kl_threshold": 0.02, "time_budget": 600.0})

@@ -107,7 +107,7 @@ def train(
         if (folder / CONFIG_FILE).exists() and not overwrite:
             raise FileExistsError(f"{folder} already holds a run; resume it with --resume {folder} or pick another --out")
         if overwrite and folder.exists():
-            _clear_run(folder)
+            clear_run(folder)
         folder.mkdir(parents=True, exist_ok=True)
         atomic_write_text(folder / CONFIG_FILE, json.dumps(config.model_dump(mode="json"), indent=2) + "\n")
     trainer = Trainer(config, [*default_callbacks(config, folder, progress), *callbacks], run_dir=folder)
@@ -118,8 +118,10 @@ def resume(run_dir: str | os.PathLike, *, progress: bool | str = True, callbacks
     """Continue the run in ``run_dir`` from its latest checkpoint (or from the start if it has none)."""
     folder = Path(run_dir)
     config = read_config(folder)
-    trainer = Trainer(config, [*default_callbacks(config, folder, progress), *callbacks], run_dir=folder)
     path = latest_checkpoint(folder)
+    trainer = Trainer(
+        config, [*default_callbacks(config, folder, progress), *callbacks], run_dir=folder, load_init_from=path is None
+    )
     if path is not None:
         checkpoint = load_checkpoint(path)
         trainer.restore(checkpoint)
@@ -141,7 +143,8 @@ def read_summary(run_dir: str | os.PathLike) -> dict | None:
     return json.loads(path.read_text()) if path.exists() else None
 
 
-def _clear_run(folder: Path) -> None:
+def clear_run(folder: Path) -> None:
+    """Remove what a run wrote in ``folder`` (config, metrics, summary, checkpoints, events)."""
     import shutil
 
     for name in (CONFIG_FILE, METRICS_FILE, SUMMARY_FILE):
