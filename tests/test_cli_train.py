@@ -86,14 +86,17 @@ def test_eval_prints_the_table_on_its_own_and_on_another_task(trained, capsys):
     assert "vocab_size 9" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_run_main_job_tiny_preset_writes_three_runs_and_a_summary(tmp_path, capsys):
-    assert main(["run", "--preset", "tiny", "--out", str(tmp_path), "--jobs", "1", "--no-progress"]) == 0
+    """Three worker processes (the two stochastic ones side by side)."""
+    assert main(["run", "--preset", "tiny", "--out", str(tmp_path), "--jobs", "2", "--no-progress"]) == 0
     out = capsys.readouterr().out
     assert "tiny-det" in out and "tiny-stoch-scratch" in out and "tiny-stoch-finetune" in out
     summary = json.loads((tmp_path / "tiny-summary.json").read_text())
     assert [row["name"] for row in summary["rows"]] == ["tiny-det", "tiny-stoch-scratch", "tiny-stoch-finetune"]
     assert summary["rows"][2]["init"] == "tiny-det"
     assert load_run(tmp_path / "tiny-stoch-finetune").config.init_from == str(tmp_path / "tiny-det")
+    assert "finished" in json.loads((tmp_path / "tiny-det" / "summary.json").read_text())["status"]
     # A second call reuses the finished runs.
     assert main(["run", "--preset", "tiny", "--out", str(tmp_path), "--jobs", "1", "--no-progress"]) == 0
     assert json.loads((tmp_path / "tiny-summary.json").read_text())["rows"] == summary["rows"]
