@@ -47,6 +47,11 @@ def test_sample_refuses_to_overwrite(tmp_path, capsys):
     assert path.read_bytes() == b"precious"
 
 
+def test_sample_refuses_a_folder_as_out(tmp_path, capsys):
+    assert main(["sample", "--out", str(tmp_path), "--force"]) == 2
+    assert "is a folder" in capsys.readouterr().err
+
+
 def test_bayes_posterior_table(capsys):
     assert main(["bayes", "--tokens", "3 1 3 0 3", "--periods", "2", "3"]) == 0
     out = capsys.readouterr().out
@@ -71,7 +76,7 @@ def test_bayes_optimal_loss_per_position(capsys):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["sample", "--vocab-size", "1"], "vocab_size must be an integer >= 2"),
+    (["sample", "--vocab-size", "1"], "vocab_size must be an integer in [2, 65536]"),
     (["sample", "--fake-source", "nearby"], "invalid choice"),
     (["sample", "--p-noise", "1.5"], "p_noise must lie in [0, 1)"),
     (["sample", "--periods", "2", "2"], "periods must be distinct"),
@@ -80,6 +85,12 @@ def test_bayes_optimal_loss_per_position(capsys):
     (["bayes", "--tokens", "1 9"], "--tokens must lie in 0..7"),
     (["bayes", "--periods", "3", "--p-transition", "0.1", "--transition-changes", "period"], "at least two periods"),
     (["bayes", "--length", "1"], "length must be >= 2"),
+    (["bayes", "--top", "0"], "--top must be an integer >= 1"),
+    (["bayes", "--tokens", "99999999999999999999999"], "--tokens must lie in 0..7"),
+    (["sample", "--p-noise", "2:0.1,3:x"], "cannot read '2:0.1,3:x'"),
+    (["sample", "--periods", "99999999999999999999"], "periods must be integers in"),
+    (["sample", "--out", ""], "--out is empty"),
+    (["sample", "--seed", "-1"], "seed must be an integer >= 0"),
     (["frobnicate"], "invalid choice"),
 ])
 def test_bad_input_is_one_line_and_exit_code_2(args, message, capsys):

@@ -22,8 +22,9 @@ def test_same_seed_same_batch_and_different_seed_different_batch():
     assert a.tokens.dtype == np.int64 and a.tokens.shape == (64, 50)
 
 
-def test_hidden_truth_is_consistent_with_the_tokens():
-    task = NRecurrence(vocab_size=6, periods=(2, 3, 5), p_noise=0.2, p_transition=0.05)
+@pytest.mark.parametrize("outside", [False, True])
+def test_hidden_truth_is_consistent_with_the_tokens(outside):
+    task = NRecurrence(vocab_size=6, periods=(2, 3, 5), p_noise=0.2, p_transition=0.05, target_outside=outside)
     batch = task.sample(500, 60, seed=1)
     on = batch.is_target_position
     assert np.array_equal(on, batch.phase == 0)
@@ -142,11 +143,13 @@ def test_recent_fakes_come_from_the_window():
     assert_rate(hits, total, 0.5)
 
 
-def test_uniform_fakes_are_uniform_over_the_other_tokens():
-    task = NRecurrence(vocab_size=4, periods=(2,), p_noise=0.5)
+@pytest.mark.parametrize("outside", [False, True])
+def test_uniform_fakes_are_uniform_over_the_other_tokens(outside):
+    task = NRecurrence(vocab_size=4, periods=(2,), p_noise=0.5, target_outside=outside)
     batch = task.sample(4000, 20, seed=8)
     f = batch.is_fake
     diff = (batch.tokens[f] - batch.target[f]) % 4
+    assert not np.any(diff == 0)
     for d in (1, 2, 3):
         assert_rate(int(np.sum(diff == d)), int(f.sum()), 1 / 3)
 
@@ -198,3 +201,62 @@ def test_distribution_comparison_detects_a_different_task():
     chi2 = (((a - b) ** 2) / (a + b))[keep].sum()
     dof = keep.sum() - 1
     assert chi2 > dof + 5 * np.sqrt(2 * dof)
+
+
+def test_recent_fakes_reach_back_exactly_3n_positions():
+    """Fakes that only the oldest window position i-3n can supply appear at the rate the spec implies
+    (a window of 3n-1 or 2n positions fails this)."""
+    task = NRecurrence(vocab_size=12, periods=(2, 3), p_noise=0.5, fake_source="recent")
+    batch = task.sample(6000, 24, seed=0)
+    observed = expected = variance = 0.0
+    for r, i in zip(*np.nonzero(batch.is_fake)):
+        n, t = batch.period[r, i], batch.target[r, i]
+        if i - 3 * n < 0:
+            continue
+        window = batch.tokens[r, i - 3 * n : i]
+        pool = set(window.tolist()) - {t}
+        if not pool:
+            continue
+        oldest_only = {v for v in pool if v == window[0] and v not in window[1:].tolist()}
+        p = len(oldest_only) / len(pool)
+        expected += p
+        variance += p * (1 - p)
+        observed += batch.tokens[r, i] in oldest_only
+    assert variance > 50
+    assert abs(observed - expected) < 5 * np.sqrt(variance) + 1, (observed, expected, variance)
+
+
+@pytest.mark.parametrize("kwargs", [
+    dict(vocab_size=2, periods=(2,), p_noise=0.3, fake_source="recent", target_outside=True, p_transition=0.2, transition_changes="target"),
+    dict(vocab_size=3, periods=(2, 3), p_noise={3: 0.1, 2: 0.3}, p_transition={3: 0.1, 2: 0.3}, transition_changes="both", target_outside=True),
+    dict(vocab_size=3, periods=(2, 3), period_prior=(0.3, 0.7), p_noise=0.2, p_transition=0.25, fake_source="recent"),
+])
+def test_whole_sequences_follow_their_exact_probabilities(kwargs):
+    """Every sequence of 7 tokens (8 for V = 2) is sampled as often as its exact probability says.
+
+    The probabilities come from the observer, itself checked against brute-force enumeration;
+    7 tokens let the recent window of n = 2 slide, so window and fake-choice bugs show here.
+    """
+    import itertools
+
+    task = NRecurrence(**kwargs)
+    V = task.vocab_size
+    L = 8 if V == 2 else 7
+    N = 200_000
+    counts = np.bincount(task.sample(N, L, seed=1).tokens @ (V ** np.arange(L)[::-1]), minlength=V**L)
+    every = np.array(list(itertools.product(range(V), repeat=L)))
+    p = np.exp(task.posterior(every, impossible="inf").log_likelihood)
+    assert abs(p.sum() - 1) < 1e-9
+    assert counts[p == 0].sum() == 0  # nothing impossible is ever sampled
+    expected = N * p
+    keep = expected > 5
+    chi2 = ((counts[keep] - expected[keep]) ** 2 / expected[keep]).sum()
+    dof = keep.sum() - 1
+    assert chi2 < dof + 5 * np.sqrt(2 * dof), f"chi2={chi2:.1f}, dof={dof}"
+
+
+def test_seeds_are_validated():
+    for seed in (-1, 1.5, "a", (), (1, -2), True):
+        with pytest.raises(ValueError, match="seed must be an integer >= 0"):
+            NRecurrence().sample(2, 4, seed=seed)
+    NRecurrence().sample(2, 4, seed=(3, 4))  # a tuple of ints is a fine seed

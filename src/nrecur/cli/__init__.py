@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.handler(args) or 0)
     except pydantic.ValidationError as error:
         print(f"{parser.prog} {args.command}: error: {format_error(error)}", file=sys.stderr)
-    except (UsageError, ValueError, FileNotFoundError, FileExistsError) as error:
+    except (UsageError, ValueError, OverflowError, OSError) as error:
         print(f"{parser.prog} {args.command}: error: {error}", file=sys.stderr)
     except KeyboardInterrupt:
         print(f"{parser.prog} {args.command}: interrupted", file=sys.stderr)

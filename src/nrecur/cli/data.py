@@ -37,8 +37,8 @@ def register(subparsers) -> None:
     )
     add_config_options(bayes, NRecurrence, title="task")
     bayes.add_argument("--tokens", help='a token sequence, e.g. "3 1 3 0 3"; prints the posterior after each token')
-    bayes.add_argument("--length", type=int, default=32, help="context length for the optimal loss (default: 32)")
-    bayes.add_argument("--batch-size", type=int, default=4096, help="sequences to average over (default: 4096)")
+    bayes.add_argument("--length", type=int, default=32, help="context length for the optimal loss, without --tokens (default: 32)")
+    bayes.add_argument("--batch-size", type=int, default=4096, help="sequences to average over, without --tokens (default: 4096)")
     bayes.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     bayes.add_argument("--top", type=int, default=3, help="most likely targets shown per position (default: 3)")
     bayes.set_defaults(handler=run_bayes, command="bayes")
@@ -49,12 +49,17 @@ def register(subparsers) -> None:
 
 def run_sample(args: argparse.Namespace) -> int:
     task = config_from_args(NRecurrence, args)
-    if args.out and os.path.exists(args.out) and not args.force:
-        raise FileExistsError(f"{args.out} exists; pass --force to overwrite it")
-    if args.out and not os.path.isdir(os.path.dirname(os.path.abspath(args.out))):
-        raise FileNotFoundError(f"the folder of --out {args.out} does not exist")
+    if args.out is not None:
+        if not args.out.strip():
+            raise ValueError("--out is empty; give a file name such as data.npz")
+        if os.path.isdir(args.out):
+            raise IsADirectoryError(f"--out {args.out} is a folder; give a file name such as {os.path.join(args.out, 'data.npz')}")
+        if os.path.exists(args.out) and not args.force:
+            raise FileExistsError(f"{args.out} exists; pass --force to overwrite it")
+        if not os.path.isdir(os.path.dirname(os.path.abspath(args.out))):
+            raise FileNotFoundError(f"the folder of --out {args.out} does not exist")
     batch = task.sample(args.batch_size, args.length, args.seed)
-    if args.out:
+    if args.out is not None:
         batch.save(args.out)
         print(f"wrote {args.batch_size} sequences of {args.length} tokens to {args.out}")
         return 0
@@ -90,16 +95,18 @@ def parse_tokens(text: str, vocab_size: int) -> np.ndarray:
     if not pieces:
         raise ValueError("--tokens is empty; give tokens like \"3 1 3 0 3\"")
     try:
-        tokens = np.array([int(p) for p in pieces], dtype=np.int64)
+        values = [int(p) for p in pieces]
     except ValueError:
         raise ValueError(f"--tokens must be integers separated by spaces, got {text!r}") from None
-    if tokens.min() < 0 or tokens.max() >= vocab_size:
+    if min(values) < 0 or max(values) >= vocab_size:
         raise ValueError(f"--tokens must lie in 0..{vocab_size - 1} (vocab_size={vocab_size}), got {text!r}")
-    return tokens
+    return np.array(values, dtype=np.int64)
 
 
 def run_bayes(args: argparse.Namespace) -> int:
     task = config_from_args(NRecurrence, args)
+    if args.top < 1:
+        raise ValueError(f"--top must be an integer >= 1, got {args.top}")
     if args.tokens is not None:
         print(posterior_table(task, parse_tokens(args.tokens, task.vocab_size), args.top))
         return 0

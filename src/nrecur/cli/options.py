@@ -35,22 +35,29 @@ def _strip_optional(annotation: Any) -> tuple[Any, bool]:
     return annotation, False
 
 
-def parse_per_period(text: str) -> float | dict[int, float]:
+PER_PERIOD_FORMS = "a probability (0.05), one per period (2:0.1,3:0.05), or c/n (0.2/n = 0.2 divided by the period)"
+
+
+def parse_per_period(text: str) -> float | dict[int, float] | str:
     """Parse a probability that may depend on the period.
 
     ``"0.05"`` → 0.05; ``"2:0.1,3:0.05"`` → ``{2: 0.1, 3: 0.05}``;
-    ``"0.2/n"`` → the marker string ``"0.2/n"`` (resolved by the task, which knows its periods).
+    ``"0.2/n"`` → the string ``"0.2/n"`` (resolved by the task, which knows its periods).
     """
     text = text.strip()
-    if text.endswith("/n"):
-        return text
-    if ":" in text:
-        mapping = {}
-        for item in text.split(","):
-            key, _, value = item.partition(":")
-            mapping[int(key)] = float(value)
-        return mapping
-    return float(text)
+    try:
+        if text.endswith("/n"):
+            float(text[:-2])
+            return text
+        if ":" in text:
+            mapping = {}
+            for item in text.split(","):
+                key, _, value = item.partition(":")
+                mapping[int(key)] = float(value)
+            return mapping
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"cannot read {text!r}: give {PER_PERIOD_FORMS}") from None
 
 
 def add_config_options(
@@ -87,6 +94,7 @@ def add_config_options(
         elif name.startswith("p_"):
             kwargs["type"] = parse_per_period
             kwargs["metavar"] = "P"
+            kwargs["help"] = help_text.replace(" (default", f" Written as {PER_PERIOD_FORMS}. (default", 1)
         else:
             kwargs["type"] = str
         if optional and "nargs" not in kwargs and annotation is not bool:

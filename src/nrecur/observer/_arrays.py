@@ -18,16 +18,20 @@ def as_token_tensor(tokens, vocab_size: int) -> tuple[torch.Tensor, Callable[[to
         back = lambda t: t  # noqa: E731
     else:
         array = np.asarray(tokens)
-        if array.dtype == object or not (np.issubdtype(array.dtype, np.integer) or array.size == 0):
+        if array.size and (array.dtype == object or not np.issubdtype(array.dtype, np.integer)):
             raise ValueError(f"tokens must be integers, got dtype {array.dtype}")
+        if array.dtype == np.uint64 and array.size and array.max() > np.iinfo(np.int64).max:
+            raise ValueError(f"tokens must lie in 0..{vocab_size - 1} (vocab_size={vocab_size}), got {array.max()}")
+        if array.size == 0:
+            array = array.astype(np.int64)
         x = torch.from_numpy(np.ascontiguousarray(array))
         back = lambda t: t.cpu().numpy()  # noqa: E731
-    if x.is_floating_point() or x.is_complex() or x.dtype == torch.bool:
-        raise ValueError(f"tokens must be integers, got dtype {x.dtype}")
     if x.dim() == 1:
         raise ValueError("tokens must be a batch [batch, pos]; wrap a single sequence as tokens[None]")
     if x.dim() != 2 or x.shape[1] == 0:
         raise ValueError(f"tokens must have shape [batch, pos] with pos >= 1, got {tuple(x.shape)}")
+    if x.is_floating_point() or x.is_complex() or x.dtype == torch.bool:
+        raise ValueError(f"tokens must be integers, got dtype {x.dtype}")
     x = x.long()
     if x.numel() and (int(x.min()) < 0 or int(x.max()) >= vocab_size):
         raise ValueError(

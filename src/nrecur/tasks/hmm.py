@@ -94,7 +94,7 @@ class HMMProcess:
 
 def _check_initial(initial, n_states: int) -> np.ndarray:
     p = np.asarray(initial, dtype=np.float64)
-    if p.shape != (n_states,) or np.any(p < 0) or abs(p.sum() - 1.0) > 1e-9:
+    if p.shape != (n_states,) or not np.all(np.isfinite(p)) or np.any(p < 0) or abs(p.sum() - 1.0) > 1e-9:
         raise ValueError(f"initial must be {n_states} probabilities summing to 1")
     return p
 
@@ -102,8 +102,8 @@ def _check_initial(initial, n_states: int) -> np.ndarray:
 def mess3(x: float = 0.05, a: float = 0.85) -> HMMProcess:
     """Mess3(x, a): 3 states, 3 tokens; move with ``1-2x`` to stay / ``x`` to each other state,
     then the destination emits its own token with probability ``a`` (SPEC §2.5)."""
-    if not (0 <= x <= 0.5):
-        raise ValueError(f"mess3: x must lie in [0, 0.5], got {x}")
+    if not (0 < x <= 0.5):
+        raise ValueError(f"mess3: x must lie in (0, 0.5] (x = 0 never switches state: no unique start), got {x}")
     if not (0 <= a <= 1):
         raise ValueError(f"mess3: a must lie in [0, 1], got {a}")
     A = np.full((3, 3), x) + np.eye(3) * (1 - 3 * x)

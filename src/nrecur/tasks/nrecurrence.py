@@ -33,6 +33,14 @@ PerPeriod = float | dict[int, float] | str
 
 #: Fake tokens drawn from the last ``RECENT_WINDOW * n`` positions (SPEC §2.3).
 RECENT_WINDOW = 3
+#: Contexts shorter than ``IDENTIFIABLE_CONTEXT * max(periods)`` get a warning (SPEC §2.3).
+IDENTIFIABLE_CONTEXT = 3
+#: Generous sanity bounds: beyond them the observer's tables no longer fit in memory.
+MAX_VOCAB = 65_536
+MAX_PERIOD = 4_096
+#: A rule change conditions the prior on "differs from the old rule"; when that event has prior
+#: mass below this, the closed-form update loses precision, so such priors are refused.
+MIN_ALTERNATIVE_MASS = 1e-6
 
 
 @dataclass(frozen=True)
@@ -67,6 +75,9 @@ class Batch:
         try:
             with os.fdopen(fd, "wb") as handle:
                 np.savez_compressed(handle, **{name: getattr(self, name) for name in self.FIELDS})
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the file the usual mode
             os.replace(tmp, path)
         except BaseException:
             if os.path.exists(tmp):
@@ -106,8 +117,8 @@ class NRecurrence(Config):
     @field_validator("vocab_size")
     @classmethod
     def _check_vocab(cls, value: int) -> int:
-        if value < 2:
-            raise ValueError(f"vocab_size must be an integer >= 2, got {value}")
+        if not 2 <= value <= MAX_VOCAB:
+            raise ValueError(f"vocab_size must be an integer in [2, {MAX_VOCAB}], got {value}")
         return value
 
     @field_validator("periods")
@@ -115,8 +126,8 @@ class NRecurrence(Config):
     def _check_periods(cls, value: tuple[int, ...]) -> tuple[int, ...]:
         if len(value) == 0:
             raise ValueError("periods must name at least one period (integers >= 2), got none")
-        if any(n < 2 for n in value):
-            raise ValueError(f"periods must be integers >= 2, got {list(value)}")
+        if any(not 2 <= n <= MAX_PERIOD for n in value):
+            raise ValueError(f"periods must be integers in [2, {MAX_PERIOD}], got {list(value)}")
         if len(set(value)) != len(value):
             raise ValueError(f"periods must be distinct, got {list(value)}")
         return value
@@ -139,7 +150,14 @@ class NRecurrence(Config):
                 raise ValueError(f"{info.field_name}: cannot read {value!r} as 'c/n' with c a number") from None
             return text
         if isinstance(value, dict):
-            return {int(k): float(v) for k, v in value.items()}
+            clean = {}
+            for key, prob in value.items():
+                if isinstance(key, bool) or not float(key).is_integer():
+                    raise ValueError(f"{info.field_name}: mapping keys must be periods (whole numbers), got {key!r}")
+                if isinstance(prob, bool) or not isinstance(prob, (int, float)):
+                    raise ValueError(f"{info.field_name}: the probability for period {key} must be a number, got {prob!r}")
+                clean[int(key)] = float(prob)
+            return clean
         return value
 
     @model_validator(mode="after")
@@ -176,11 +194,30 @@ class NRecurrence(Config):
             why = "it needs at least two target tokens with positive prior"
         elif kind == "either" and periods_alive * targets_alive < 2:
             why = "it needs at least two (period, target) rules with positive prior"
+        if why is None:
+            why = self._alternatives_too_unlikely()
         if why is not None:
             raise ValueError(
                 f"transition_changes={kind!r} cannot happen with this prior: {why} "
                 f"(p_transition > 0 for periods {[n for n, a in zip(self.periods, live) if a]})"
             )
+
+    def _alternatives_too_unlikely(self) -> str | None:
+        """Why a live rule's alternatives have (almost) no prior mass, or None."""
+        pi, tau = self.period_probs, self.target_probs
+        alternative = {
+            "either": 1.0 - np.outer(pi, tau),
+            "both": np.outer(1.0 - pi, 1.0 - tau),
+            "period": np.outer(1.0 - pi, np.ones_like(tau)),
+            "target": np.outer(np.ones_like(pi), 1.0 - tau),
+        }[self.transition_changes]
+        live = np.outer((pi > 0) & (self.transition_by_period > 0), tau > 0)
+        if np.any(live & (alternative < MIN_ALTERNATIVE_MASS)):
+            return (
+                f"the rules it may change to have prior mass below {MIN_ALTERNATIVE_MASS:g} "
+                "(a prior almost entirely on one period or target)"
+            )
+        return None
 
     # ------------------------------------------------------------------ derived values
 
@@ -237,11 +274,11 @@ class NRecurrence(Config):
 
     def check_length(self, length: int) -> None:
         """Warn when a context is shorter than three times the largest period (SPEC §2.3)."""
-        if length < RECENT_WINDOW * self.max_period:
+        if length < IDENTIFIABLE_CONTEXT * self.max_period:
             warnings.warn(
-                f"context length {length} is shorter than 3 x the largest period ({3 * self.max_period}); "
-                "the longest rules may not be identifiable",
-                stacklevel=3,
+                f"context length {length} is shorter than {IDENTIFIABLE_CONTEXT} x the largest period "
+                f"({IDENTIFIABLE_CONTEXT * self.max_period}); the longest rules may not be identifiable",
+                stacklevel=4,
             )
 
     # ------------------------------------------------------------------ the three ways in
@@ -263,8 +300,8 @@ class NRecurrence(Config):
 
         See :func:`nrecur.observer.nrecurrence.nrecurrence_posterior`.
         """
-        # The task is defined here, its filter in observer/; importing at call
-        # time keeps the dependency one-way (observer -> tasks).
+        # The task is defined here, its filter in observer/ (which imports tasks/); importing at
+        # call time keeps the module graph one-way, tasks -> observer, as the API contract wants.
         from nrecur.observer.nrecurrence import nrecurrence_posterior
 
         return nrecurrence_posterior(self, tokens, impossible=impossible, backend=backend)

@@ -70,6 +70,13 @@ def _recent_fake(
     return np.where(count > 0, picked, _uniform_other(u, target, vocab_size))
 
 
+def _check_seed(seed) -> None:
+    """Seeds are non-negative integers or sequences of them (NumPy's SeedSequence entropy)."""
+    items = seed if isinstance(seed, (tuple, list)) else [seed]
+    if not items or not all(isinstance(s, (int, np.integer)) and not isinstance(s, bool) and s >= 0 for s in items):
+        raise ValueError(f"seed must be an integer >= 0 or a tuple of them, got {seed!r}")
+
+
 #: Sequences sampled together: small enough for the per-position arrays to stay in cache.
 CHUNK = 4096
 
@@ -81,6 +88,7 @@ def sample_nrecurrence(task: "NRecurrence", batch_size: int, length: int, seed: 
         raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
     if not isinstance(length, (int, np.integer)) or length < 1:
         raise ValueError(f"length must be an integer >= 1, got {length!r}")
+    _check_seed(seed)
     task.check_length(length)
     rng = np.random.default_rng(seed)
     B, L = int(batch_size), int(length)
