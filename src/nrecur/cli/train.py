@@ -196,10 +196,14 @@ def run_command(args: argparse.Namespace) -> int:
         raise UsageError(f"--jobs must be >= 1, got {args.jobs}")
     if args.threads is not None and args.threads < 1:
         raise UsageError(f"--threads must be >= 1, got {args.threads}")
-    result = run_main_job(
-        get_preset(args.preset), Path(args.out), jobs=args.jobs, fresh=args.fresh, progress=not args.no_progress,
-        threads=args.threads,
-    )  # fmt: skip
+    try:
+        result = run_main_job(
+            get_preset(args.preset), Path(args.out), jobs=args.jobs, fresh=args.fresh, progress=not args.no_progress,
+            threads=args.threads,
+        )  # fmt: skip
+    except RuntimeError as error:  # a worker failed; its train.log says why
+        print(f"nrecur run: error: {error}", file=sys.stderr)
+        return 1
     print(result.table())
     print(f"\nmain job '{result.preset}' took {result.seconds:.0f} s; summary in {Path(args.out) / (result.preset + '-summary.md')}")
     return 0

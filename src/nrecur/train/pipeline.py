@@ -206,7 +206,7 @@ def _update_bars(bars, folders: list[Path]) -> None:
 
     for bar, folder in zip(bars, folders):
         lines = read_metrics_lines(folder / METRICS_FILE)
-        if lines:
+        if lines and lines[-1]["step"] != bar.n:
             last = lines[-1]
             bar.update(last["step"] - bar.n)
             bar.set_postfix_str(f"loss {last.get('train/loss', float('nan')):.4f} KL {last['eval/kl']:.4f} t {last['seconds']:.0f}s")
