@@ -5,17 +5,34 @@ on them, and the tools to open those models up. What users call is re-exported
 here; everything else may change.
 """
 
-from nrecur.export import to_transformer_lens
-from nrecur.hooks import ActivationCache, HookPoint, LogitsAndCache
-from nrecur.model import GPT, GPTConfig
-from nrecur.observer import (
+import os as _os
+
+# Several torch processes on a small CPU must not spin-wait on each other (OpenMP reads this
+# when torch loads, so it is set before anything imports torch; an explicit setting wins).
+_os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+from nrecur.export import to_transformer_lens  # noqa: E402
+from nrecur.hooks import ActivationCache, HookPoint, LogitsAndCache  # noqa: E402
+from nrecur.model import GPT, GPTConfig  # noqa: E402
+from nrecur.observer import (  # noqa: E402
     BayesCrossEntropy,
     HMMPosterior,
     ImpossibleSequenceError,
     Posterior,
     bayes_cross_entropy,
 )
-from nrecur.tasks import Batch, HMMBatch, HMMProcess, NRecurrence, mess3, rrxor
+from nrecur.runs import Run, load_run  # noqa: E402
+from nrecur.tasks import Batch, HMMBatch, HMMProcess, NRecurrence, mess3, rrxor  # noqa: E402
+from nrecur.train import (  # noqa: E402
+    Evaluation,
+    RunConfig,
+    Trainer,
+    TrainConfig,
+    TrainResult,
+    evaluate,
+    resume,
+    train,
+)
 
 __all__ = [
     "ActivationCache",
@@ -24,6 +41,16 @@ __all__ = [
     "HookPoint",
     "LogitsAndCache",
     "to_transformer_lens",
+    "Evaluation",
+    "Run",
+    "RunConfig",
+    "TrainConfig",
+    "TrainResult",
+    "Trainer",
+    "evaluate",
+    "load_run",
+    "resume",
+    "train",
     "Batch",
     "BayesCrossEntropy",
     "HMMBatch",
