@@ -18,6 +18,7 @@ from nrecur.model import GPTConfig
 from nrecur.tasks import NRecurrence
 from nrecur.train import Callback, RunConfig, TrainConfig, resume, train
 from nrecur.train.checkpoint import latest_checkpoint, list_checkpoints, load_checkpoint
+from nrecur.train.session import read_summary
 
 MODEL = GPTConfig(vocab_size=8, n_ctx=12, d_model=16, n_layers=1, n_heads=2, d_head=8, d_mlp=32)
 
@@ -123,9 +124,20 @@ def test_sigkilled_run_resumes_to_bitwise_identical_weights(tmp_path):
         if process.returncode == 0:  # this attempt ran to the end before the kill came
             break
     assert kills >= 1, "the run finished before it could be killed"
-    if process.returncode != 0:
+    summary = read_summary(cut)
+    if not (summary and summary.get("status") == "finished"):  # a kill can land after the run finished
         done = subprocess.run([*NRECUR, "train", "--resume", str(cut), "--no-progress"], env=ENV, capture_output=True, text=True)
         assert done.returncode == 0, done.stderr
     assert_bitwise_equal(final_weights(tmp_path / "whole"), final_weights(cut))
     assert metrics_without_time(tmp_path / "whole") == metrics_without_time(cut)
     assert not [p for p in (cut / "checkpoints").iterdir() if p.name.endswith(".tmp")]
+
+
+def test_resume_removes_temporaries_of_a_killed_write(tmp_path):
+    config = RunConfig(model=MODEL, train=TrainConfig(steps=20, eval_every=10, eval_size=16, checkpoint_every=10, device="cpu"))
+    with pytest.raises(Interrupt):
+        train(config, tmp_path / "run", progress=False, callbacks=[InterruptAt(15)])
+    stale = tmp_path / "run" / "checkpoints" / ".step_00000020.safetensors.abc123.tmp"
+    stale.write_bytes(b"half a checkpoint")
+    resume(tmp_path / "run", progress=False)
+    assert not stale.exists()

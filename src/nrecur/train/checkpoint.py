@@ -49,6 +49,16 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     _fsync_directory(path.parent)
 
 
+def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
+    """Delete the temporary files an atomic write leaves behind when its process is killed
+    (``.NAME.XXXX.tmp`` in ``folder`` and its subfolders). Returns what was removed."""
+    removed = []
+    for path in Path(folder).rglob(".*.tmp"):
+        path.unlink(missing_ok=True)
+        removed.append(path)
+    return removed
+
+
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     atomic_write_bytes(path, text.encode())
 

@@ -30,7 +30,7 @@ from nrecur.train.callbacks import (
     TimeBudget,
     log_spaced_steps,
 )
-from nrecur.train.checkpoint import atomic_write_text, latest_checkpoint, load_checkpoint
+from nrecur.train.checkpoint import atomic_write_text, latest_checkpoint, load_checkpoint, remove_stale_temporaries
 from nrecur.train.config import RunConfig
 from nrecur.train.loop import NonFiniteLossError, Trainer, TrainResult
 
@@ -118,6 +118,7 @@ def resume(run_dir: str | os.PathLike, *, progress: bool | str = True, callbacks
     """Continue the run in ``run_dir`` from its latest checkpoint (or from the start if it has none)."""
     folder = Path(run_dir)
     config = read_config(folder)
+    remove_stale_temporaries(folder)  # a run killed mid-write leaves its temporary file behind
     path = latest_checkpoint(folder)
     trainer = Trainer(
         config, [*default_callbacks(config, folder, progress), *callbacks], run_dir=folder, load_init_from=path is None
