@@ -141,3 +141,13 @@ def test_resume_removes_temporaries_of_a_killed_write(tmp_path):
     stale.write_bytes(b"half a checkpoint")
     resume(tmp_path / "run", progress=False)
     assert not stale.exists()
+
+
+def test_a_run_that_cannot_start_leaves_no_folder_behind(tmp_path):
+    config = RunConfig(model=MODEL, init_from=str(tmp_path / "no-such-run"), train=TrainConfig(steps=5, device="cpu"))
+    with pytest.raises(FileNotFoundError):
+        train(config, tmp_path / "run", progress=False)
+    assert not (tmp_path / "run").exists()
+    # The same folder can then be used for a run that does start.
+    train(config.model_copy(update={"init_from": None}), tmp_path / "run", progress=False)
+    assert (tmp_path / "run" / "config.json").exists()

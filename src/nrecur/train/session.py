@@ -103,14 +103,24 @@ def train(
     error unless ``overwrite`` (use :func:`resume` to continue one).
     """
     folder = Path(run_dir) if run_dir is not None else None
+    created = False
     if folder is not None:
         if (folder / CONFIG_FILE).exists() and not overwrite:
             raise FileExistsError(f"{folder} already holds a run; resume it with --resume {folder} or pick another --out")
         if overwrite and folder.exists():
             clear_run(folder)
+        created = not folder.exists()
         folder.mkdir(parents=True, exist_ok=True)
         atomic_write_text(folder / CONFIG_FILE, json.dumps(config.model_dump(mode="json"), indent=2) + "\n")
-    trainer = Trainer(config, [*default_callbacks(config, folder, progress), *callbacks], run_dir=folder)
+    try:
+        trainer = Trainer(config, [*default_callbacks(config, folder, progress), *callbacks], run_dir=folder)
+    except BaseException:
+        # A run that could not start (no CUDA, a bad --init-from, …) leaves no half-made folder behind.
+        if folder is not None:
+            clear_run(folder)
+            if created and not any(folder.iterdir()):
+                folder.rmdir()
+        raise
     return trainer.fit()
 
 
