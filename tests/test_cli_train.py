@@ -100,3 +100,10 @@ def test_run_main_job_tiny_preset_writes_three_runs_and_a_summary(tmp_path, caps
     # A second call reuses the finished runs.
     assert main(["run", "--preset", "tiny", "--out", str(tmp_path), "--jobs", "1", "--no-progress"]) == 0
     assert json.loads((tmp_path / "tiny-summary.json").read_text())["rows"] == summary["rows"]
+
+
+def test_eval_refuses_an_empty_evaluation_set(capsys):
+    from nrecur.cli import main
+
+    assert main(["eval", "no-such-run", "--eval-size", "0"]) == 2
+    assert "--eval-size must be an integer >= 1" in capsys.readouterr().err

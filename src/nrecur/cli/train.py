@@ -99,7 +99,8 @@ def train_command(args: argparse.Namespace) -> int:
 def format_result(result) -> str:
     grok = result.grokking
     evaluation = result.evaluations.get("eval")
-    lines = [f"{result.run_dir}: {result.stop_reason} after {result.steps} steps, {result.seconds:.0f} s"]
+    why = {"steps": "ran all its steps", "grokked": "reached the KL threshold"}.get(result.stop_reason, f"stopped ({result.stop_reason})")
+    lines = [f"{result.run_dir}: {why}: {result.steps} steps, {result.seconds:.0f} s"]
     if evaluation is not None:
         lines.append(
             f"eval: KL {evaluation.kl:.4f} nats/token, model CE {evaluation.model_ce:.4f}, Bayes CE {evaluation.bayes_ce:.4f}, "
@@ -137,6 +138,8 @@ def eval_command(args: argparse.Namespace) -> int:
     from nrecur.runs import load_run
     from nrecur.train.loop import resolve_device
 
+    if args.eval_size is not None and args.eval_size < 1:
+        raise ValueError(f"--eval-size must be an integer >= 1, got {args.eval_size}")
     run = load_run(args.run, step=args.step, device=resolve_device(args.device))
     given = _given(NRecurrence, args)
     task = NRecurrence.model_validate({**run.task.model_dump(), **given}) if given else None

@@ -138,7 +138,10 @@ def resume(run_dir: str | os.PathLike, *, progress: bool | str = True, callbacks
         trainer.restore(checkpoint)
         summary = read_summary(folder)
         if summary is not None and summary.get("status") == "finished" and summary.get("steps") == checkpoint.step:
-            raise ValueError(f"{folder} has already finished ({summary.get('stop_reason')} at step {checkpoint.step})")
+            raise ValueError(
+                f"{folder} has already finished at step {checkpoint.step} (stop reason: {summary.get('stop_reason')}); "
+                "--resume continues interrupted runs"
+            )
     return trainer.fit()
 
 
