@@ -35,6 +35,9 @@ def test_sample_writes_npz_matching_the_library(tmp_path):
     assert main(["sample", "--batch-size", "16", "--length", "30", "--p-noise", "0.2/n", "--seed", "4", "--out", str(path)]) == 0
     loaded = Batch.load(path)
     expected = NRecurrence(p_noise="0.2/n").sample(16, 30, seed=4)
+    with np.load(path, allow_pickle=False) as data:  # the task travels with the data
+        assert NRecurrence.model_validate_json(str(data["task"])) == NRecurrence(p_noise="0.2/n")
+        assert str(data["seed"]) == "4"
     for name in Batch.FIELDS:
         np.testing.assert_array_equal(getattr(loaded, name), getattr(expected, name))
 

@@ -18,7 +18,7 @@ def register(subparsers) -> None:
         help="sample sequences with their hidden truth (print them, or write a .npz)",
         description="Sample n-recurrence sequences. Without --out, print them with target positions "
         "marked; with --out, write tokens and hidden truth (period, target, phase, is_target_position, "
-        "is_fake, transition_after) to a .npz file.",
+        "is_fake, transition_after) to a .npz file, with the task's config as JSON under 'task'.",
     )
     add_config_options(sample, NRecurrence, title="task")
     sample.add_argument("--batch-size", type=int, default=4, help="number of sequences (default: 4)")
@@ -60,8 +60,8 @@ def run_sample(args: argparse.Namespace) -> int:
             raise FileNotFoundError(f"the folder of --out {args.out} does not exist")
     batch = task.sample(args.batch_size, args.length, args.seed)
     if args.out is not None:
-        batch.save(args.out)
-        print(f"wrote {args.batch_size} sequences of {args.length} tokens to {args.out}")
+        batch.save(args.out, extra={"task": task.model_dump_json(), "seed": str(args.seed)})
+        print(f"wrote {args.batch_size} sequences of {args.length} tokens to {args.out} (with the task as JSON under 'task')")
         return 0
     print("[t] target position showing t   {f} fake token at a target position   | rule change after")
     for b in range(batch.tokens.shape[0]):

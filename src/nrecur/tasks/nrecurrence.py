@@ -64,8 +64,12 @@ class Batch:
 
     FIELDS = ("tokens", "period", "target", "phase", "is_target_position", "is_fake", "transition_after")
 
-    def save(self, path) -> None:
-        """Write all fields to a ``.npz`` file (atomically: a temporary file, then a rename)."""
+    def save(self, path, extra: dict[str, str] | None = None) -> None:
+        """Write all fields to a ``.npz`` file (atomically: a temporary file, then a rename).
+
+        ``extra`` strings are stored too (plain unicode arrays: loadable with ``allow_pickle=False``),
+        e.g. ``{"task": task.model_dump_json()}``; :meth:`load` ignores them.
+        """
         import os
         import tempfile
 
@@ -74,7 +78,9 @@ class Batch:
         fd, tmp = tempfile.mkstemp(dir=directory, suffix=".npz.tmp")
         try:
             with os.fdopen(fd, "wb") as handle:
-                np.savez_compressed(handle, **{name: getattr(self, name) for name in self.FIELDS})
+                arrays = {name: getattr(self, name) for name in self.FIELDS}
+                arrays.update({key: np.array(value, dtype=np.str_) for key, value in (extra or {}).items()})
+                np.savez_compressed(handle, **arrays)
             umask = os.umask(0)
             os.umask(umask)
             os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the file the usual mode
