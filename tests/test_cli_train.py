@@ -107,3 +107,11 @@ def test_eval_refuses_an_empty_evaluation_set(capsys):
 
     assert main(["eval", "no-such-run", "--eval-size", "0"]) == 2
     assert "--eval-size must be an integer >= 1" in capsys.readouterr().err
+
+
+def test_a_tuple_option_with_too_few_values_names_the_option(capsys, tmp_path):
+    from nrecur.cli import main
+
+    assert main(["train", "--betas", "0.9", "--out", str(tmp_path / "run")]) == 2
+    assert "betas: wrong number of values" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()

@@ -29,6 +29,10 @@ def format_error(error: pydantic.ValidationError) -> str:
     for item in error.errors():
         where = ".".join(str(part) for part in item["loc"])
         message = item["msg"].removeprefix("Value error, ")
+        if item["type"] in ("missing", "too_long") and item["loc"] and isinstance(item["loc"][-1], int):
+            # A tuple field given the wrong number of values: name the field, not the slot.
+            where = ".".join(str(part) for part in item["loc"][:-1])
+            message = f"wrong number of values ({message.lower()} at item {item['loc'][-1] + 1})"
         # Our validators already name the field; pydantic's own messages do not.
         name = where.split(".")[-1]
         parts.append(message if not where or message.startswith(name) else f"{where}: {message}")

@@ -42,6 +42,8 @@ MAX_PERIOD = 4_096
 #: mass below this, the closed-form update loses precision, so such priors are refused.
 MIN_ALTERNATIVE_MASS = 1e-6
 
+_WARNED_SHORT: set[tuple[tuple[int, ...], int]] = set()
+
 
 @dataclass(frozen=True)
 class Batch:
@@ -280,7 +282,8 @@ class NRecurrence(Config):
 
     def check_length(self, length: int) -> None:
         """Warn when a context is shorter than three times the largest period (SPEC §2.3)."""
-        if length < IDENTIFIABLE_CONTEXT * self.max_period:
+        if length < IDENTIFIABLE_CONTEXT * self.max_period and (self.periods, length) not in _WARNED_SHORT:
+            _WARNED_SHORT.add((self.periods, length))  # once per process: training samples many batches
             warnings.warn(
                 f"context length {length} is shorter than {IDENTIFIABLE_CONTEXT} x the largest period "
                 f"({IDENTIFIABLE_CONTEXT * self.max_period}); the longest rules may not be identifiable",
