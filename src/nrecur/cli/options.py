@@ -66,8 +66,13 @@ def add_config_options(
     prefix: str = "",
     skip: typing.Iterable[str] = (),
     title: str | None = None,
+    show_defaults: bool = True,
 ) -> None:
-    """Add one option per field of ``config_cls`` (defaults are left to the config)."""
+    """Add one option per field of ``config_cls`` (defaults are left to the config).
+
+    ``show_defaults=False`` leaves the config's defaults out of the help, for options that
+    override values taken from elsewhere (e.g. a run's own task).
+    """
     group = parser.add_argument_group(title or f"{config_cls.__name__} options")
     for name, field in config_cls.model_fields.items():
         if name in skip:
@@ -75,7 +80,8 @@ def add_config_options(
         annotation, optional = _strip_optional(field.annotation)
         default = field.default
         help_text = (field.description or "").strip().replace("%", "%%")
-        help_text += f" (default: {_show(default)})"
+        if show_defaults:
+            help_text += f" (default: {_show(default)})"
         kwargs: dict[str, Any] = {"dest": _dest(prefix, name), "default": argparse.SUPPRESS, "help": help_text}
         origin = typing.get_origin(annotation)
         if annotation is bool:
@@ -94,7 +100,7 @@ def add_config_options(
         elif name.startswith("p_"):
             kwargs["type"] = parse_per_period
             kwargs["metavar"] = "P"
-            kwargs["help"] = help_text.replace(" (default", f" Written as {PER_PERIOD_FORMS}. (default", 1)
+            kwargs["help"] = help_text + f" Written as {PER_PERIOD_FORMS}."
         else:
             kwargs["type"] = str
         if optional and "nargs" not in kwargs and annotation is not bool:

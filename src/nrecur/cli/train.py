@@ -130,7 +130,7 @@ def _register_eval(subparsers) -> None:
     parser.add_argument("--eval-size", type=int, help="number of fresh sequences (default: the run's eval_size)")
     parser.add_argument("--eval-seed", type=int, help="seed of the sequences (default: the run's eval_seed)")
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"], help="where to run the model")
-    add_config_options(parser, NRecurrence, title="task (default: the run's own)")
+    add_config_options(parser, NRecurrence, title="task (default: the run's own)", show_defaults=False)
     parser.set_defaults(handler=eval_command, command="eval")
 
 
