@@ -25,14 +25,14 @@ def _dest(prefix: str, name: str) -> str:
     return (prefix + name).replace("-", "_")
 
 
-def _strip_optional(annotation: Any) -> tuple[Any, bool]:
-    """``X | None`` → ``(X, True)``."""
+def _strip_optional(annotation: Any) -> Any:
+    """``X | None`` → ``X`` (omitting the option keeps the default; "none" is not offered)."""
     origin = typing.get_origin(annotation)
     if origin in (typing.Union, types.UnionType):
         args = [a for a in typing.get_args(annotation) if a is not type(None)]
         if len(args) < len(typing.get_args(annotation)):
-            return (args[0] if len(args) == 1 else typing.Union[tuple(args)]), True
-    return annotation, False
+            return args[0] if len(args) == 1 else typing.Union[tuple(args)]
+    return annotation
 
 
 PER_PERIOD_FORMS = "a probability (0.05), one per period (2:0.1,3:0.05), or c/n (0.2/n = 0.2 divided by the period)"
@@ -77,7 +77,7 @@ def add_config_options(
     for name, field in config_cls.model_fields.items():
         if name in skip:
             continue
-        annotation, optional = _strip_optional(field.annotation)
+        annotation = _strip_optional(field.annotation)
         default = field.default
         help_text = (field.description or "").strip().replace("%", "%%")
         if show_defaults:
@@ -103,8 +103,6 @@ def add_config_options(
             kwargs["help"] = help_text + f" Written as {PER_PERIOD_FORMS}."
         else:
             kwargs["type"] = str
-        if optional and "nargs" not in kwargs and annotation is not bool:
-            pass  # "none" is not offered: omit the option to keep the default.
         group.add_argument(_flag(prefix, name), **kwargs)
 
 

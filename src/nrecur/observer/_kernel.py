@@ -43,6 +43,7 @@ def filter_kernel(
         inflow = np.zeros((P, V))
         e_on = np.empty((P, V))  # emission of x_i from the target slot of (period, target)
         e_off = np.empty(V)  # emission of x_i from an off-target slot of target t
+        arriving = np.empty(V)  # transition mass arriving in each phase slot of a period, per target
         counts = np.zeros((P, V), dtype=np.int64)  # tokens of the recent window of each period
         distinct = np.zeros(P, dtype=np.int64)
         off_t = np.empty(V)
@@ -106,11 +107,11 @@ def filter_kernel(
                 keep = 1.0 - p_transition[p]
                 scale = inv_z * keep
                 for t in range(V):
-                    e_off[t] = inflow[p, t] / periods[p]  # reused: inflow per phase slot
+                    arriving[t] = inflow[p, t] / periods[p]
                 for phi in range(periods[p]):
                     k = offsets[p] + phi
                     for t in range(V):
-                        alpha[k, t] = alpha[k, t] * scale + e_off[t]
+                        alpha[k, t] = alpha[k, t] * scale + arriving[t]
                 for t in range(V):
                     mass[p, t] = mass[p, t] * keep + inflow[p, t]
             # --- the recent window moves on to position i+1: x_i enters, x_{i-3n} leaves

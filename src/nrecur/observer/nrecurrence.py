@@ -135,7 +135,7 @@ def nrecurrence_posterior(
         for rows in chunks:
             run(rows)
     first_impossible = check_impossible(log_p, impossible)
-    result = Posterior(
+    return Posterior(
         predictive=back(out["predictive"]),
         period=back(out["period"]),
         target=back(out["target"]),
@@ -144,7 +144,6 @@ def nrecurrence_posterior(
         log_likelihood=back(log_p.sum(1)),
         impossible=back(first_impossible),
     )
-    return result
 
 
 def _posterior_from_kernel(task: "NRecurrence", x: torch.Tensor, back, impossible: str) -> Posterior:
