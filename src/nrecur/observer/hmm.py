@@ -13,6 +13,20 @@ import torch
 
 from nrecur.observer._arrays import as_token_tensor, check_impossible
 from nrecur.observer.results import HMMPosterior
+from nrecur.tasks.base import register_observer
+from nrecur.tasks.hmm import HMMProcess, HMMTask
+
+
+@register_observer(HMMProcess)
+def process_posterior(process: HMMProcess, tokens, *, impossible: Literal["raise", "inf"] = "raise") -> HMMPosterior:
+    """The forward filter of ``process`` on ``tokens [batch, pos]``."""
+    return hmm_posterior(process.transitions, process.initial, tokens, impossible=impossible)
+
+
+@register_observer(HMMTask)
+def task_posterior(task: HMMTask, tokens, *, impossible: Literal["raise", "inf"] = "raise") -> HMMPosterior:
+    """The forward filter of an HMM task config (Mess3, RRXOR, HMM) on ``tokens [batch, pos]``."""
+    return process_posterior(task.process, tokens, impossible=impossible)
 
 
 def hmm_posterior(transitions, initial, tokens, *, impossible: Literal["raise", "inf"] = "raise") -> HMMPosterior:

@@ -29,16 +29,17 @@ from __future__ import annotations
 
 import contextlib
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 import numpy as np
 import torch
 
 from nrecur.observer._arrays import as_token_tensor, check_impossible
+from nrecur.observer._kernel import KIND_CODES, filter_kernel
 from nrecur.observer.results import Posterior
-
-if TYPE_CHECKING:  # pragma: no cover
-    from nrecur.tasks.nrecurrence import NRecurrence
+from nrecur.tasks.base import register_observer
+from nrecur.tasks.nrecurrence import NRecurrence
+from nrecur.tasks.variants import RECENT_WINDOW
 
 #: Sequences filtered together; bounds memory and keeps the working set in cache.
 DEFAULT_CHUNK = 512
@@ -48,8 +49,6 @@ class _Tables:
     """Constants of one task on one device (float64)."""
 
     def __init__(self, task: "NRecurrence", device: torch.device, length: int):
-        from nrecur.tasks.nrecurrence import RECENT_WINDOW
-
         f64 = dict(dtype=torch.float64, device=device)
         self.V, self.P = task.vocab_size, task.n_periods
         periods = np.asarray(task.periods)
@@ -81,6 +80,7 @@ class _Tables:
         self.window_start = torch.as_tensor(np.maximum(0, j - RECENT_WINDOW * periods[None, :]), device=device)
 
 
+@register_observer(NRecurrence)
 def nrecurrence_posterior(
     task: "NRecurrence",
     tokens,
@@ -147,9 +147,6 @@ def nrecurrence_posterior(
 
 
 def _posterior_from_kernel(task: "NRecurrence", x: torch.Tensor, back, impossible: str) -> Posterior:
-    from nrecur.observer._kernel import KIND_CODES, filter_kernel
-    from nrecur.tasks.nrecurrence import RECENT_WINDOW
-
     B, L = x.shape
     V, P = task.vocab_size, task.n_periods
     periods = np.asarray(task.periods, dtype=np.int64)

@@ -1,6 +1,25 @@
-"""Generative processes: n-recurrence (SPEC §2.1–2.3) and general HMMs (SPEC §2.5)."""
+"""Generative processes (SPEC §2): every kind implements :class:`~nrecur.tasks.base.Task`.
 
+``NRecurrence`` (SPEC §2.1–2.3), the hidden Markov models ``Mess3``, ``RRXOR``
+and ``HMM`` (SPEC §2.5) and in-context modular arithmetic ``ModularICL``
+(SPEC §2.6). ``AnyTask`` is the union of all kinds, discriminated by ``kind``.
+"""
+
+from nrecur.tasks.base import EvalView, Sequences, Strata, Task, Truth
 from nrecur.tasks.hmm import HMMBatch, HMMProcess, mess3, rrxor
-from nrecur.tasks.nrecurrence import Batch, NRecurrence
+from nrecur.tasks.nrecurrence import NRecurrence
+from nrecur.tasks.sampler import Batch
 
-__all__ = ["Batch", "HMMBatch", "HMMProcess", "NRecurrence", "mess3", "rrxor"]
+__all__ = [
+    "Batch",
+    "EvalView",
+    "HMMBatch",
+    "HMMProcess",
+    "NRecurrence",
+    "Sequences",
+    "Strata",
+    "Task",
+    "Truth",
+    "mess3",
+    "rrxor",
+]

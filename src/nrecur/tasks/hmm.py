@@ -1,25 +1,31 @@
 """Hidden Markov models given by ``T[x, i, j] = P(emit x and move to j | in state i)`` (SPEC §2.5).
 
-``HMMProcess`` samples from any such model and runs its forward filter (the
-dense observer, O(states²) per token). Two processes from the work on
-belief-state geometry in the residual stream are built in: ``mess3`` (its
-beliefs form a fractal in the 2-simplex) and ``rrxor``.
+``HMMProcess`` is the process itself: it samples and hands its tokens to the
+dense forward filter (O(states²) per token, registered by
+``nrecur.observer.hmm``). The task configs ``Mess3(x, a)``, ``RRXOR(p1, p2)``
+and ``HMM(T)`` build one; Mess3's beliefs form a fractal in the 2-simplex,
+the picture of the work on belief-state geometry in the residual stream.
+``mess3()`` and ``rrxor()`` return the processes directly.
 """
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Literal, Sequence
 
 import numpy as np
+from pydantic import model_validator
+
+from nrecur.tasks.base import Sequences, Strata, Task, Truth, check_seed, check_sizes, observer_of
 
 
 @dataclass(frozen=True)
-class HMMBatch:
-    """Sampled sequences ``[batch, pos]``: the tokens and the state that emitted each."""
+class HMMBatch(Sequences):
+    """Sampled sequences ``[batch, pos]``: the tokens and the hidden state at each position."""
 
-    tokens: np.ndarray
     states: np.ndarray
+    """``[batch, pos]`` the state the process is in at position i (the one that emits ``tokens[:, i]``)."""
 
 
 class HMMProcess:
@@ -68,8 +74,8 @@ class HMMProcess:
 
     def sample(self, batch_size: int, length: int, seed: int | Sequence[int] = 0) -> HMMBatch:
         """Sample ``[batch, pos]`` tokens and states, vectorized over the batch."""
-        if batch_size < 1 or length < 1:
-            raise ValueError(f"batch_size and length must be >= 1, got {batch_size}, {length}")
+        check_sizes(batch_size, length)
+        check_seed(seed)
         rng = np.random.default_rng(seed)
         V, S = self.vocab_size, self.n_states
         # Joint CDF over (token, next state) for each state: [state, vocab*state].
@@ -87,9 +93,7 @@ class HMMProcess:
 
     def posterior(self, tokens, *, impossible: Literal["raise", "inf"] = "raise"):
         """Forward filter: ``.predictive [batch, pos, vocab]``, ``.belief [batch, pos, state]`` (see HMMPosterior)."""
-        from nrecur.observer.hmm import hmm_posterior
-
-        return hmm_posterior(self.transitions, self.initial, tokens, impossible=impossible)
+        return observer_of(self)(self, tokens, impossible=impossible)
 
 
 def _check_initial(initial, n_states: int) -> np.ndarray:
@@ -126,3 +130,112 @@ def rrxor(p1: float = 0.5, p2: float = 0.5) -> HMMProcess:
     T[1, TT, S] = 1.0
     T[0, FF, S] = 1.0
     return HMMProcess(T, state_names=("S", "0", "1", "T", "F"))
+
+
+# ---------------------------------------------------------------------------- task configs
+
+
+class HMMTask(Task):
+    """Base of the HMM task kinds: each builds an :class:`HMMProcess` (``.process``)."""
+
+    def build(self) -> HMMProcess:
+        raise NotImplementedError
+
+    @functools.cached_property
+    def process(self) -> HMMProcess:
+        """The process this config describes (built once)."""
+        return self.build()
+
+    @property
+    def vocab_size(self) -> int:
+        return self.process.vocab_size
+
+    @property
+    def n_states(self) -> int:
+        return self.process.n_states
+
+    def sample(self, batch_size: int, length: int, seed: int | Sequence[int] = 0) -> HMMBatch:
+        """Sample ``[batch, pos]`` tokens and the hidden state of each position."""
+        return self.process.sample(batch_size, length, seed)
+
+    def truth(self, sample: HMMBatch) -> Truth:
+        """Accuracy at every position; strata by the hidden state at the prediction position."""
+        return Truth(
+            accuracy_name="next_acc",
+            accuracy_mask=np.ones((len(sample.tokens), sample.tokens.shape[1] - 1), dtype=bool),
+            accuracy_title="at every position",
+            strata=Strata(
+                labels=np.asarray(sample.states),
+                values=tuple(range(self.n_states)),
+                names=tuple(f"s{name}" for name in self.process.state_names),
+                title="state",
+            ),
+        )
+
+
+class Mess3(HMMTask):
+    """Mess3(x, a) (SPEC §2.5): 3 states, 3 tokens; beliefs form a fractal in the 2-simplex."""
+
+    kind: Literal["mess3"] = "mess3"
+    """Task kind (the discriminator in a run's config.json)."""
+    x: float = 0.05
+    """Probability of moving to each other state (staying: 1 - 2x); in (0, 0.5]."""
+    a: float = 0.85
+    """Probability that a state emits its own token (each other token: (1 - a)/2); in [0, 1]."""
+
+    @model_validator(mode="after")
+    def _check(self) -> "Mess3":
+        if not (0 < self.x <= 0.5):
+            raise ValueError(f"x must lie in (0, 0.5] (x = 0 never switches state: no unique start), got {self.x}")
+        if not (0 <= self.a <= 1):
+            raise ValueError(f"a must lie in [0, 1], got {self.a}")
+        return self
+
+    def build(self) -> HMMProcess:
+        return mess3(self.x, self.a)
+
+
+class RRXOR(HMMTask):
+    """RRXOR(p1, p2) (SPEC §2.5): two random bits, then their XOR; 5 states, tokens {0, 1}."""
+
+    kind: Literal["rrxor"] = "rrxor"
+    """Task kind (the discriminator in a run's config.json)."""
+    p1: float = 0.5
+    """Probability that the first random bit is 0; in [0, 1]."""
+    p2: float = 0.5
+    """Probability that the second random bit is 0; in [0, 1]."""
+
+    @model_validator(mode="after")
+    def _check(self) -> "RRXOR":
+        for name in ("p1", "p2"):
+            if not (0 <= getattr(self, name) <= 1):
+                raise ValueError(f"{name} must lie in [0, 1], got {getattr(self, name)}")
+        self.process  # noqa: B018 - a unique stationary distribution is part of validity
+        return self
+
+    def build(self) -> HMMProcess:
+        return rrxor(self.p1, self.p2)
+
+
+class HMM(HMMTask):
+    """Any hidden Markov model ``T[x, i, j] = P(emit x and move to j | in state i)``, given in the config."""
+
+    kind: Literal["hmm"] = "hmm"
+    """Task kind (the discriminator in a run's config.json)."""
+    T: tuple[tuple[tuple[float, ...], ...], ...]
+    """Transition tensor [vocab][state][state]: non-negative, each state's row sums to 1 over (token, next state)."""
+    initial: tuple[float, ...] | None = None
+    """Distribution of the first state; None for the stationary one (which must then be unique)."""
+    state_names: tuple[str, ...] | None = None
+    """Names of the states (default 0, 1, ...)."""
+
+    @model_validator(mode="after")
+    def _check(self) -> "HMM":
+        self.process  # noqa: B018 - building the process validates T and initial with messages naming them
+        return self
+
+    def build(self) -> HMMProcess:
+        try:
+            return HMMProcess(self.T, initial=self.initial, state_names=self.state_names)
+        except ValueError as error:
+            raise ValueError(str(error).replace("transitions", "T")) from None

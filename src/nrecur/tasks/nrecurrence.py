@@ -17,24 +17,19 @@ from __future__ import annotations
 
 import math
 import warnings
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal, Sequence
+from typing import Literal, Sequence
 
 import numpy as np
 from pydantic import field_validator, model_validator
 
-from nrecur._config import Config
-
-if TYPE_CHECKING:  # pragma: no cover
-    from nrecur.observer.results import Posterior
-    from nrecur.tasks.hmm import HMMProcess
+from nrecur.tasks.base import Strata, Task, Truth
+from nrecur.tasks.dense import nrecurrence_to_hmm
+from nrecur.tasks.hmm import HMMProcess
+from nrecur.tasks.sampler import Batch, sample_nrecurrence
+from nrecur.tasks.variants import IDENTIFIABLE_CONTEXT
 
 PerPeriod = float | dict[int, float] | str
 
-#: Fake tokens drawn from the last ``RECENT_WINDOW * n`` positions (SPEC §2.3).
-RECENT_WINDOW = 3
-#: Contexts shorter than ``IDENTIFIABLE_CONTEXT * max(periods)`` get a warning (SPEC §2.3).
-IDENTIFIABLE_CONTEXT = 3
 #: Generous sanity bounds: beyond them the observer's tables no longer fit in memory.
 MAX_VOCAB = 65_536
 MAX_PERIOD = 4_096
@@ -45,62 +40,11 @@ MIN_ALTERNATIVE_MASS = 1e-6
 _WARNED_SHORT: set[tuple[tuple[int, ...], int]] = set()
 
 
-@dataclass(frozen=True)
-class Batch:
-    """Sampled sequences and the hidden truth behind each position. All arrays ``[batch, pos]``."""
-
-    tokens: np.ndarray
-    """Observed tokens (int64)."""
-    period: np.ndarray
-    """Period ``n`` of the rule in force at this position (int64, the value, not its index)."""
-    target: np.ndarray
-    """Target token ``t`` of the rule in force (int64)."""
-    phase: np.ndarray
-    """Countdown ``c`` to the next target position; 0 means this position is one (int64)."""
-    is_target_position: np.ndarray
-    """``c == 0`` (bool)."""
-    is_fake: np.ndarray
-    """A fake token replaced the target here (bool)."""
-    transition_after: np.ndarray
-    """The rule changed right after this position (bool)."""
-
-    FIELDS = ("tokens", "period", "target", "phase", "is_target_position", "is_fake", "transition_after")
-
-    def save(self, path, extra: dict[str, str] | None = None) -> None:
-        """Write all fields to a ``.npz`` file (atomically: a temporary file, then a rename).
-
-        ``extra`` strings are stored too (plain unicode arrays: loadable with ``allow_pickle=False``),
-        e.g. ``{"task": task.model_dump_json()}``; :meth:`load` ignores them.
-        """
-        import os
-        import tempfile
-
-        path = os.fspath(path)
-        directory = os.path.dirname(os.path.abspath(path))
-        fd, tmp = tempfile.mkstemp(dir=directory, suffix=".npz.tmp")
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                arrays = {name: getattr(self, name) for name in self.FIELDS}
-                arrays.update({key: np.array(value, dtype=np.str_) for key, value in (extra or {}).items()})
-                np.savez_compressed(handle, **arrays)
-            umask = os.umask(0)
-            os.umask(umask)
-            os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the file the usual mode
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
-
-    @classmethod
-    def load(cls, path) -> "Batch":
-        with np.load(path) as data:
-            return cls(**{name: data[name] for name in cls.FIELDS})
-
-
-class NRecurrence(Config):
+class NRecurrence(Task):
     """Stochastic n-recurrence; ``p_noise = p_transition = 0`` gives the deterministic task."""
 
+    kind: Literal["nrecurrence"] = "nrecurrence"
+    """Task kind (the discriminator in a run's config.json)."""
     vocab_size: int = 8
     """Number of tokens V; tokens are 0..V-1 (V >= 2)."""
     periods: tuple[int, ...] = (2, 3, 4, 5)
@@ -282,6 +226,7 @@ class NRecurrence(Config):
 
     def check_length(self, length: int) -> None:
         """Warn when a context is shorter than three times the largest period (SPEC §2.3)."""
+        super().check_length(length)
         if length < IDENTIFIABLE_CONTEXT * self.max_period and (self.periods, length) not in _WARNED_SHORT:
             _WARNED_SHORT.add((self.periods, length))  # once per process: training samples many batches
             warnings.warn(
@@ -290,7 +235,7 @@ class NRecurrence(Config):
                 stacklevel=4,
             )
 
-    # ------------------------------------------------------------------ the three ways in
+    # ------------------------------------------------------------------ the Task interface
 
     def sample(self, batch_size: int, length: int, seed: int | Sequence[int] = 0) -> Batch:
         """Sample ``batch_size`` sequences of ``length`` tokens with their hidden truth.
@@ -298,27 +243,43 @@ class NRecurrence(Config):
         Vectorized over the batch (one loop over positions); the same seed gives
         the same batch on every run and machine (NumPy's PCG64).
         """
-        from nrecur.tasks.sampler import sample_nrecurrence
-
         return sample_nrecurrence(self, batch_size, length, seed)
 
-    def posterior(
-        self, tokens, *, impossible: Literal["raise", "inf"] = "raise", backend: Literal["auto", "kernel", "torch"] = "auto"
-    ) -> "Posterior":
-        """The exact Bayes observer on ``tokens`` ``[batch, pos]`` (NumPy or torch, any device).
+    # posterior(tokens, *, impossible="raise"|"inf", backend="auto"|"kernel"|"torch") -> Posterior comes from
+    # the Task base: the filter lives in nrecur.observer.nrecurrence, which registers itself for this class.
 
-        See :func:`nrecur.observer.nrecurrence.nrecurrence_posterior`.
-        """
-        # The task is defined here, its filter in observer/ (which imports tasks/); importing at
-        # call time keeps the module graph one-way, tasks -> observer, as the API contract wants.
-        from nrecur.observer.nrecurrence import nrecurrence_posterior
+    def truth(self, sample: Batch) -> Truth:
+        """Accuracy where the next position is a target position; strata by the period in force."""
+        return Truth(
+            accuracy_name="target_acc",
+            accuracy_mask=np.asarray(sample.is_target_position)[:, 1:],
+            accuracy_title="when the next position is a target position",
+            strata=Strata(
+                labels=np.asarray(sample.period),
+                values=tuple(int(n) for n in self.periods),
+                names=tuple(f"n{n}" for n in self.periods),
+                title="period",
+            ),
+        )
 
-        return nrecurrence_posterior(self, tokens, impossible=impossible, backend=backend)
+    def rules(self) -> tuple[tuple[int, int], ...]:
+        """The rules ``(period, target)`` with positive prior."""
+        return tuple(
+            (int(n), int(t))
+            for n, p_n in zip(self.periods, self.period_probs)
+            for t, p_t in enumerate(self.target_probs)
+            if p_n > 0 and p_t > 0
+        )
 
-    def to_hmm(self) -> "HMMProcess":
+    def rule_index(self, sample: Batch) -> np.ndarray:
+        """``[batch, pos]`` index into :meth:`rules` of the rule ``(period, target)`` in force."""
+        lookup = np.full((self.max_period + 1, self.vocab_size), -1, dtype=np.int64)
+        for index, (n, t) in enumerate(self.rules()):
+            lookup[n, t] = index
+        return lookup[np.asarray(sample.period), np.asarray(sample.target)]
+
+    def to_hmm(self) -> HMMProcess:
         """The same process as a dense HMM over ``(n, t, c)`` (only for ``fake_source='uniform'``)."""
-        from nrecur.tasks.dense import nrecurrence_to_hmm
-
         return nrecurrence_to_hmm(self)
 
 

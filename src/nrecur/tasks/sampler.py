@@ -9,12 +9,43 @@ check them.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, ClassVar, Sequence
 
 import numpy as np
 
+from nrecur.tasks.base import Sequences, check_seed, check_sizes
+from nrecur.tasks.variants import RECENT_WINDOW
+
 if TYPE_CHECKING:  # pragma: no cover
-    from nrecur.tasks.nrecurrence import Batch, NRecurrence
+    from nrecur.tasks.nrecurrence import NRecurrence
+
+
+@dataclass(frozen=True)
+class Batch(Sequences):
+    """Sampled n-recurrence sequences and the hidden truth behind each position. All arrays ``[batch, pos]``."""
+
+    period: np.ndarray
+    """Period ``n`` of the rule in force at this position (int64, the value, not its index)."""
+    target: np.ndarray
+    """Target token ``t`` of the rule in force (int64)."""
+    countdown: np.ndarray
+    """Countdown ``c`` to the next target position; 0 means this position is one (int64)."""
+    is_target_position: np.ndarray
+    """``c == 0`` (bool)."""
+    is_fake: np.ndarray
+    """A fake token replaced the target here (bool)."""
+    transition_after: np.ndarray
+    """The rule changed right after this position (bool)."""
+
+    FIELDS: ClassVar[tuple[str, ...]] = (
+        "tokens", "period", "target", "countdown", "is_target_position", "is_fake", "transition_after",
+    )  # fmt: skip
+
+    @property
+    def phase(self) -> np.ndarray:
+        """Old name of :attr:`countdown` (kept so existing code keeps working)."""
+        return self.countdown
 
 
 def categorical(probs: np.ndarray, u: np.ndarray) -> np.ndarray:
@@ -70,29 +101,17 @@ def _recent_fake(
     return np.where(count > 0, picked, _uniform_other(u, target, vocab_size))
 
 
-def _check_seed(seed) -> None:
-    """Seeds are non-negative integers or sequences of them (NumPy's SeedSequence entropy)."""
-    items = seed if isinstance(seed, (tuple, list)) else [seed]
-    if not items or not all(isinstance(s, (int, np.integer)) and not isinstance(s, bool) and s >= 0 for s in items):
-        raise ValueError(f"seed must be an integer >= 0 or a tuple of them, got {seed!r}")
-
-
 #: Sequences sampled together: small enough for the per-position arrays to stay in cache.
 CHUNK = 4096
 
 
-def sample_nrecurrence(task: "NRecurrence", batch_size: int, length: int, seed: int | Sequence[int]) -> "Batch":
-    from nrecur.tasks.nrecurrence import Batch
-
-    if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-        raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
-    if not isinstance(length, (int, np.integer)) or length < 1:
-        raise ValueError(f"length must be an integer >= 1, got {length!r}")
-    _check_seed(seed)
+def sample_nrecurrence(task: "NRecurrence", batch_size: int, length: int, seed: int | Sequence[int]) -> Batch:
+    check_sizes(batch_size, length)
+    check_seed(seed)
     task.check_length(length)
     rng = np.random.default_rng(seed)
     B, L = int(batch_size), int(length)
-    result = {name: np.empty((B, L), dtype=np.int64) for name in ("tokens", "period", "target", "phase")}
+    result = {name: np.empty((B, L), dtype=np.int64) for name in ("tokens", "period", "target", "countdown")}
     result.update({name: np.empty((B, L), dtype=bool) for name in ("is_target_position", "is_fake", "transition_after")})
     for start in range(0, B, CHUNK):
         stop = min(B, start + CHUNK)
@@ -103,8 +122,6 @@ def sample_nrecurrence(task: "NRecurrence", batch_size: int, length: int, seed: 
 
 def _sample_chunk(task: "NRecurrence", B: int, L: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
     """Sample ``B`` sequences; arrays come back position-major ``[pos, batch]``."""
-    from nrecur.tasks.nrecurrence import RECENT_WINDOW
-
     V = task.vocab_size
     periods = np.asarray(task.periods, dtype=np.int64)
     period_probs, target_probs = task.period_probs, task.target_probs
@@ -114,14 +131,14 @@ def _sample_chunk(task: "NRecurrence", B: int, L: int, rng: np.random.Generator)
     u = rng.random((3, B))
     p_idx = categorical(period_probs, u[0])
     target = categorical(target_probs, u[1])
-    phase = (u[2] * periods[p_idx]).astype(np.int64)
+    countdown = (u[2] * periods[p_idx]).astype(np.int64)
 
-    out = {name: np.empty((L, B), dtype=np.int64) for name in ("tokens", "period", "target", "phase")}
+    out = {name: np.empty((L, B), dtype=np.int64) for name in ("tokens", "period", "target", "countdown")}
     out.update({name: np.empty((L, B), dtype=bool) for name in ("is_target_position", "is_fake", "transition_after")})
     for i in range(L):
         u = rng.random((6, B))
         n = periods[p_idx]
-        on = phase == 0
+        on = countdown == 0
         fake = on & (u[0] < p_noise[p_idx])
         other = _uniform_other(u[1], target, V)
         off = (u[1] * V).astype(np.int64) if task.target_outside else other
@@ -134,17 +151,17 @@ def _sample_chunk(task: "NRecurrence", B: int, L: int, rng: np.random.Generator)
                 tokens[rows] = _recent_fake(
                     out["tokens"], i, rows, target[rows], RECENT_WINDOW * n[rows], u[1, rows], V
                 )
-        out["tokens"][i], out["period"][i], out["target"][i], out["phase"][i] = tokens, n, target, phase
+        out["tokens"][i], out["period"][i], out["target"][i], out["countdown"][i] = tokens, n, target, countdown
         out["is_target_position"][i], out["is_fake"][i] = on, fake
 
         change = u[2] < p_transition[p_idx]
         out["transition_after"][i] = change
-        phase = (phase - 1) % n
+        countdown = (countdown - 1) % n
         if np.any(change):
             rows = np.flatnonzero(change)
             new_p, new_t = new_rule(period_probs, target_probs, p_idx[rows], target[rows], u[3, rows], u[4, rows])
             p_idx[rows], target[rows] = new_p, new_t
-            phase[rows] = (u[5, rows] * periods[new_p]).astype(np.int64)
+            countdown[rows] = (u[5, rows] * periods[new_p]).astype(np.int64)
     return out
 
 
