@@ -171,3 +171,93 @@ def loop_sample(task, batch_size, length, seed):
             else:
                 c = (c - 1) % n
     return tokens, period, target
+
+
+# ---------------------------------------------------------------------------- in-context modular arithmetic
+
+
+def modular_prior(task, prior):
+    """The prior over task vectors ``(a, b)`` as a dict, straight from SPEC §2.6 (uniform over a set)."""
+    p = task.p
+    if prior == "universal":
+        vectors = [(a, b) for a in range(p) for b in range(p)]
+    else:
+        vectors = [(int(a), int(b)) for a, b in task.train_tasks]
+    return {v: 1.0 / len(vectors) for v in vectors}
+
+
+def modular_likelihood(p, vector, tokens):
+    """P(tokens | task vector): 1/p for each x and y, 1 or 0 for each z."""
+    a, b = vector
+    likelihood = 1.0
+    for i, token in enumerate(tokens):
+        if i % 3 < 2:
+            likelihood /= p
+        elif token != (a * tokens[i - 2] + b * tokens[i - 1]) % p:
+            return 0.0
+    return likelihood
+
+
+def modular_brute_force(task, x, prior):
+    """For one sequence ``x``: predictive ``[pos, vocab]``, marginals of a and b ``[pos, p]``, the number
+    of vectors with positive posterior ``[pos]`` and log P(x[0..i]) ``[pos]``, each from the joint
+    probability summed over all p² task vectors (no filtering; NaN where the prefix is impossible)."""
+    x = [int(v) for v in x]
+    p, L = task.p, len(x)
+    pi = modular_prior(task, prior)
+    vectors = [(a, b) for a in range(p) for b in range(p)]
+
+    def joint(tokens):
+        return {v: pi.get(v, 0.0) * modular_likelihood(p, v, tokens) for v in vectors}
+
+    predictive = np.full((L, p), np.nan)
+    marginal_a = np.full((L, p), np.nan)
+    marginal_b = np.full((L, p), np.nan)
+    n_consistent = np.zeros(L, dtype=np.int64)
+    log_prefix = np.zeros(L)
+    for i in range(L):
+        weights = joint(x[: i + 1])
+        total = sum(weights.values())
+        log_prefix[i] = np.log(total) if total > 0 else -np.inf
+        n_consistent[i] = sum(w > 0 for w in weights.values())
+        if total == 0:
+            continue
+        for (a, b), w in weights.items():
+            marginal_a[i, a] = np.nan_to_num(marginal_a[i, a]) + w / total
+            marginal_b[i, b] = np.nan_to_num(marginal_b[i, b]) + w / total
+        for t in range(p):  # P(x_0..x_i, t) / P(x_0..x_i)
+            predictive[i, t] = sum(joint(x[: i + 1] + [t]).values()) / total
+    return predictive, marginal_a, marginal_b, n_consistent, log_prefix
+
+
+def modular_loop_posterior(task, tokens, prior):
+    """The observer written plainly: for each sequence and each example, loop over the consistent
+    vectors. Returns predictive, marginals of a and b (``[batch, pos, p]`` each) and ``n_consistent
+    [batch, pos]``. The speed reference of ``benchmarks/bench_modular_observer.py``."""
+    p = task.p
+    tokens = np.asarray(tokens)
+    B, L = tokens.shape
+    start = list(modular_prior(task, prior))
+    predictive = np.zeros((B, L, p))
+    marginal_a = np.zeros((B, L, p))
+    marginal_b = np.zeros((B, L, p))
+    n_consistent = np.zeros((B, L), dtype=np.int64)
+    for s, x in enumerate(tokens.tolist()):
+        consistent = start
+        for i in range(L):
+            if i % 3 == 2:
+                consistent = [(a, b) for a, b in consistent if (a * x[i - 2] + b * x[i - 1]) % p == x[i]]
+            n = len(consistent)
+            n_consistent[s, i] = n
+            if i == 0 or i % 3 == 2:  # the posterior changed (or starts): count the marginals
+                for a, b in consistent:
+                    marginal_a[s, i, a] += 1 / n
+                    marginal_b[s, i, b] += 1 / n
+            else:
+                marginal_a[s, i], marginal_b[s, i] = marginal_a[s, i - 1], marginal_b[s, i - 1]
+            if i % 3 == 1:
+                for a, b in consistent:
+                    predictive[s, i, (a * x[i - 1] + b * x[i]) % p] += 1 / n
+            else:
+                predictive[s, i] = 1 / p
+    return predictive, marginal_a, marginal_b, n_consistent
