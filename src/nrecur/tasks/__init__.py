@@ -7,6 +7,7 @@ and ``HMM`` (SPEC §2.5) and in-context modular arithmetic ``ModularICL``
 
 from nrecur.tasks.base import EvalView, Sequences, Strata, Task, Truth
 from nrecur.tasks.hmm import HMMBatch, HMMProcess, mess3, rrxor
+from nrecur.tasks.modular import ModularBatch, ModularICL
 from nrecur.tasks.nrecurrence import NRecurrence
 from nrecur.tasks.sampler import Batch
 
@@ -15,6 +16,8 @@ __all__ = [
     "EvalView",
     "HMMBatch",
     "HMMProcess",
+    "ModularBatch",
+    "ModularICL",
     "NRecurrence",
     "Sequences",
     "Strata",
