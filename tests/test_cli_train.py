@@ -47,7 +47,7 @@ def test_train_refuses_to_overwrite_and_resume_refuses_new_options(trained, caps
         (["--lr", "-1"], "lr must be a finite number > 0"),
         (["--p-noise", "1.5"], "p_noise must lie in [0, 1)"),
         (["--d-mlp", "-3"], "d_mlp must be an integer >= 0"),
-        (["--stochastic"], "--stochastic needs --preset"),
+        (["--stochastic"], "--stochastic needs an n-recurrence --preset"),
     ],
 )
 def test_invalid_options_fail_with_one_line(tmp_path, capsys, options, message):
@@ -87,13 +87,13 @@ def test_eval_prints_the_table_on_its_own_and_on_another_task(trained, capsys):
 
 
 @pytest.mark.slow
-def test_run_main_job_tiny_preset_writes_three_runs_and_a_summary(tmp_path, capsys):
-    """Three worker processes (the two stochastic ones side by side)."""
+def test_run_main_job_tiny_preset_writes_four_runs_and_a_summary(tmp_path, capsys):
+    """Four worker processes (after the deterministic one, two at a time)."""
     assert main(["run", "--preset", "tiny", "--out", str(tmp_path), "--jobs", "2", "--no-progress"]) == 0
     out = capsys.readouterr().out
     assert "tiny-det" in out and "tiny-stoch-scratch" in out and "tiny-stoch-finetune" in out
     summary = json.loads((tmp_path / "tiny-summary.json").read_text())
-    assert [row["name"] for row in summary["rows"]] == ["tiny-det", "tiny-stoch-scratch", "tiny-stoch-finetune"]
+    assert [row["name"] for row in summary["rows"]] == ["tiny-det", "tiny-stoch-scratch", "tiny-stoch-finetune", "tiny-mess3"]
     assert summary["rows"][2]["init"] == "tiny-det"
     assert load_run(tmp_path / "tiny-stoch-finetune").config.init_from == str(tmp_path / "tiny-det")
     assert "finished" in json.loads((tmp_path / "tiny-det" / "summary.json").read_text())["status"]

@@ -26,7 +26,8 @@ from nrecur.train import (
     evaluate,
     train,
 )
-from nrecur.train.checkpoint import latest_checkpoint, load_checkpoint
+from nrecur.train.checkpoint import load_checkpoint
+from nrecur.train.folder import RunFolder
 from nrecur.train.data import FiniteData, OnlineData, held_out_rules, touches
 from nrecur.train.grokfast import GrokfastEMA
 from nrecur.train.loop import resolve_device
@@ -142,7 +143,7 @@ def test_held_out_rules_never_reach_training_and_split_evaluation():
     assert len(rules) == 8 and rules == held_out_rules(task, 0.25, seed=0)
     assert rules != held_out_rules(task, 0.25, seed=1)
     data = FiniteData(task, length=20, size=300, batch_size=300, seed=0, held_out=rules)
-    assert not touches(data.sequences, rules).any()
+    assert not touches(task, data.sequences, rules).any()
     online = OnlineData(task, length=20, batch_size=64, seed=0, held_out=rules)
     batch = online.batch(3)
     assert batch.shape == (64, 20)
@@ -226,7 +227,7 @@ def test_nan_loss_stops_with_a_clear_message_and_keeps_the_last_good_checkpoint(
         train(config, tmp_path / "run", progress=False, callbacks=[PoisonAt(25)])
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["status"] == "diverged" and "nan" in summary["error"]
-    checkpoint = load_checkpoint(latest_checkpoint(tmp_path / "run"))
+    checkpoint = load_checkpoint(RunFolder(tmp_path / "run").latest_checkpoint())
     assert checkpoint.step == 20
     assert all(torch.isfinite(t).all() for t in checkpoint.model.values())
 

@@ -17,8 +17,13 @@ import torch
 from nrecur.model import GPTConfig
 from nrecur.tasks import NRecurrence
 from nrecur.train import Callback, RunConfig, TrainConfig, resume, train
-from nrecur.train.checkpoint import latest_checkpoint, list_checkpoints, load_checkpoint
+from nrecur.train.checkpoint import load_checkpoint
+from nrecur.train.folder import RunFolder
 from nrecur.train.session import read_summary
+
+
+def latest_checkpoint(run_dir):
+    return RunFolder(run_dir).latest_checkpoint()
 
 MODEL = GPTConfig(vocab_size=8, n_ctx=12, d_model=16, n_layers=1, n_heads=2, d_head=8, d_mlp=32)
 
@@ -67,7 +72,7 @@ def test_interrupted_run_resumes_to_identical_weights_and_metrics(tmp_path, task
     train(config, tmp_path / "whole", progress=False)
     with pytest.raises(Interrupt):
         train(config, tmp_path / "cut", progress=False, callbacks=[InterruptAt(47)])
-    assert [step for step, _ in list_checkpoints(tmp_path / "cut")] == [40]
+    assert [step for step, _ in RunFolder(tmp_path / "cut").checkpoints()] == [40]
     result = resume(tmp_path / "cut", progress=False)
     assert result.steps == 60
     assert_bitwise_equal(final_weights(tmp_path / "whole"), final_weights(tmp_path / "cut"))

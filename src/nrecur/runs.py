@@ -15,14 +15,13 @@ from pathlib import Path
 import torch
 
 from nrecur.model import GPT
-from nrecur.tasks import NRecurrence
-from nrecur.train.callbacks import read_metrics_lines
-from nrecur.train.checkpoint import checkpoint_path, latest_checkpoint, list_checkpoints, load_model_tensors, read_metadata
+from nrecur.tasks import Task
+from nrecur.train.checkpoint import load_model_tensors, read_metadata
 from nrecur.train.config import RunConfig
 from nrecur.train.data import held_out_rules
 from nrecur.train.evaluate import Evaluation, build_eval_sets, evaluate
+from nrecur.train.folder import RunFolder
 from nrecur.train.loop import build_model
-from nrecur.train.session import METRICS_FILE, read_config, read_summary
 
 
 @dataclass(frozen=True)
@@ -41,25 +40,30 @@ class Run:
     """``summary.json``: how the run ended (None while it has not)."""
 
     @property
-    def task(self) -> NRecurrence:
-        """The task the model was trained on."""
+    def folder(self) -> RunFolder:
+        return RunFolder(self.path)
+
+    @property
+    def task(self) -> Task:
+        """The task the model was trained on (its config; any kind)."""
         return self.config.task
 
     @property
     def checkpoint_steps(self) -> list[int]:
         """Steps with a checkpoint on disk (load one with ``load_run(path, step=...)``)."""
-        return [step for step, _ in list_checkpoints(self.path)]
+        return [step for step, _ in self.folder.checkpoints()]
 
     def metric(self, name: str) -> tuple[list[int], list[float]]:
         """``(steps, values)`` of one metric over training, e.g. ``run.metric("eval/kl")``."""
         rows = [(row["step"], row[name]) for row in self.metrics if name in row]
         return [s for s, _ in rows], [v for _, v in rows]
 
-    def evaluate(self, task: NRecurrence | None = None, size: int | None = None, seed: int | None = None) -> dict[str, Evaluation]:
+    def evaluate(self, task: Task | None = None, size: int | None = None, seed: int | None = None) -> dict[str, Evaluation]:
         """Score the model against the exact observer of ``task`` (default: its own) on fresh sequences.
 
-        Returns ``{"eval": …}``, plus ``in_dist`` / ``out_dist`` when the run held
-        rules out and ``task`` is its own. Defaults for ``size`` and ``seed``: the run's ``eval_size`` and ``eval_seed``.
+        Returns one evaluation per set of the task's evaluation views (``eval`` first), plus
+        ``in_dist`` / ``out_dist`` when the run held rules out and ``task`` is its own.
+        Defaults for ``size`` and ``seed``: the run's ``eval_size`` and ``eval_seed``.
         """
         train = self.config.train
         own = task is None or task == self.config.task
@@ -68,6 +72,7 @@ class Run:
             raise ValueError(
                 f"the task has vocab_size {task.vocab_size} but the model was trained with {self.config.model.vocab_size}"
             )
+        task.check_length(self.config.length)
         held_out = held_out_rules(task, train.held_out_fraction, train.data_seed) if own else frozenset()
         sets = build_eval_sets(
             task, self.config.length, size or train.eval_size, train.eval_seed if seed is None else seed, held_out
@@ -77,26 +82,26 @@ class Run:
 
 def load_run(path: str | os.PathLike, step: int | None = None, device: str | torch.device = "cpu") -> Run:
     """Load the run folder ``path`` with the weights of checkpoint ``step`` (default: the latest)."""
-    path = Path(path)
-    config = read_config(path)
+    folder = RunFolder(path)
+    config = folder.read_config()
     if step is None:
-        checkpoint = latest_checkpoint(path)
+        checkpoint = folder.latest_checkpoint()
         if checkpoint is None:
-            raise FileNotFoundError(f"{path} has no checkpoint yet")
+            raise FileNotFoundError(f"{folder.path} has no checkpoint yet")
     else:
-        checkpoint = checkpoint_path(path, step)
+        checkpoint = folder.checkpoint_path(step)
         if not checkpoint.exists():
-            steps = [s for s, _ in list_checkpoints(path)]
-            raise FileNotFoundError(f"{path} has no checkpoint at step {step}; it has {steps}")
+            steps = [s for s, _ in folder.checkpoints()]
+            raise FileNotFoundError(f"{folder.path} has no checkpoint at step {step}; it has {steps}")
     model = build_model(config, device)
     model.load_state_dict({name: t.to(device) for name, t in load_model_tensors(checkpoint).items()})
     model.eval()
     return Run(
-        path=path,
+        path=folder.path,
         config=config,
         model=model,
         step=int(read_metadata(checkpoint)["step"]),
         checkpoint=checkpoint,
-        metrics=read_metrics_lines(path / METRICS_FILE),
-        summary=read_summary(path),
+        metrics=folder.read_metrics(),
+        summary=folder.read_summary(),
     )

@@ -26,7 +26,14 @@ class UsageError(Exception):
 
 
 class OneLineParser(argparse.ArgumentParser):
-    """argparse with a one-line error message (no usage block) and exit code 2."""
+    """argparse with a one-line error message (no usage block) and exit code 2.
+
+    Abbreviated options are refused (``--d-mod`` is not taken for ``--d-model``).
+    """
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str):  # type: ignore[override]
         self.exit(2, f"{self.prog}: error: {message}\n")
@@ -53,10 +60,32 @@ def _one_line_warning(message, category, filename, lineno, line=None) -> str:
     return f"nrecur: warning: {message}\n"
 
 
+def _glue_dash_values(parser: argparse.ArgumentParser, argv: list[str]) -> list[str]:
+    """``--p-noise -0.2/n`` → ``--p-noise=-0.2/n``: argparse would take ``-0.2/n`` for an option and say
+    "expected one argument"; glued, the value reaches the config's validation and its clear message."""
+    actions = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    sub = actions[0].choices.get(argv[0]) if actions and argv else None
+    if sub is None:
+        return argv
+    known = {s for a in sub._actions for s in a.option_strings}
+    takes_value = {s for a in sub._actions if a.option_strings and a.nargs is None and isinstance(a, argparse._StoreAction) for s in a.option_strings}
+    out: list[str] = []
+    i = 0
+    while i < len(argv):
+        if argv[i] in takes_value and i + 1 < len(argv) and argv[i + 1].startswith("-") and argv[i + 1] not in known:
+            out.append(f"{argv[i]}={argv[i + 1]}")
+            i += 2
+        else:
+            out.append(argv[i])
+            i += 1
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     warnings.formatwarning = _one_line_warning
     parser = build_parser()
-    args = parser.parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parser.parse_args(_glue_dash_values(parser, argv))
     if not hasattr(args, "handler"):
         parser.print_help()
         return 2

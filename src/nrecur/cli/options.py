@@ -16,6 +16,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel
 
+from nrecur.tasks import Task
+
 
 def _flag(prefix: str, name: str) -> str:
     return "--" + (prefix + name).replace("_", "-")
@@ -75,7 +77,7 @@ def add_config_options(
     """
     group = parser.add_argument_group(title or f"{config_cls.__name__} options")
     for name, field in config_cls.model_fields.items():
-        if name in skip:
+        if name in skip or name == "kind":
             continue
         annotation = _strip_optional(field.annotation)
         default = field.default
@@ -89,6 +91,10 @@ def add_config_options(
         elif origin is Literal:
             kwargs["choices"] = list(typing.get_args(annotation))
             kwargs["metavar"] = "{" + ",".join(map(str, kwargs["choices"])) + "}"
+        elif origin is tuple and typing.get_origin(typing.get_args(annotation)[0]) is tuple:
+            kwargs["type"] = parse_nested
+            kwargs["metavar"] = "JSON|FILE"
+            kwargs["help"] = help_text + " Given as JSON (nested lists) or the path of a .json or .npy file."
         elif origin is tuple:
             item_type = typing.get_args(annotation)[0]
             kwargs["nargs"] = "+"
@@ -122,3 +128,85 @@ def _show(value: Any) -> str:
     if isinstance(value, tuple):
         return " ".join(map(str, value))
     return str(value)
+
+
+def parse_nested(text: str) -> list:
+    """A nested list of numbers from JSON text or from a ``.json`` / ``.npy`` file."""
+    import json
+    import os
+
+    import numpy as np
+
+    try:
+        if text.endswith(".npy") and os.path.isfile(text):
+            return np.load(text, allow_pickle=False).tolist()
+        if text.endswith(".json") and os.path.isfile(text):
+            with open(text) as handle:
+                return json.load(handle)
+        return json.loads(text)
+    except (ValueError, OSError) as error:
+        raise argparse.ArgumentTypeError(f"cannot read {text!r} as nested lists of numbers (JSON or a .json/.npy file): {error}") from None
+
+
+# ---------------------------------------------------------------------------- task kinds
+
+TASK_OPTION_PREFIX = ""
+"""Task options keep their plain names (``--periods``, ``--x``, ``--p``): one option serves every kind
+that has a field of that name."""
+
+
+def task_fields() -> dict[str, list[str]]:
+    """Field name → the task kinds that have it (``kind`` itself excluded)."""
+    owners: dict[str, list[str]] = {}
+    for kind, cls in Task.KINDS.items():
+        for name in cls.model_fields:
+            if name != "kind":
+                owners.setdefault(name, []).append(kind)
+    return owners
+
+
+def add_task_options(parser: argparse.ArgumentParser, show_defaults: bool = True, kind_help: str | None = None) -> None:
+    """``--task KIND`` and the options of every task kind, one group per kind (shared names once)."""
+    kinds = list(Task.KINDS)
+    parser.add_argument(
+        "--task", choices=kinds, metavar="{" + ",".join(kinds) + "}",
+        help=kind_help or "task kind (default: nrecurrence); each kind takes only its own options below",
+    )  # fmt: skip
+    seen: set[str] = {"kind"}
+    for kind, cls in Task.KINDS.items():
+        fields = [name for name in cls.model_fields if name not in seen]
+        seen.update(fields)
+        others = [name for name in cls.model_fields if name not in fields and name != "kind"]
+        title = f"task options (--task {kind})"
+        if others:
+            title += "; also " + ", ".join(_flag("", name) for name in others)
+        add_config_options(parser, cls, skip=[n for n in cls.model_fields if n not in fields], title=title, show_defaults=show_defaults)
+
+
+def given_task_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The task options given on the command line, by field name."""
+    values = {}
+    for name in task_fields():
+        dest = _dest("", name)
+        if hasattr(args, dest):
+            value = getattr(args, dest)
+            values[name] = tuple(value) if isinstance(value, list) else value
+    return values
+
+
+def task_from_args(args: argparse.Namespace, base: Task | None = None) -> Task:
+    """The task the options ask for: ``--task`` (default: the kind of ``base``, else n-recurrence), its
+    options over ``base``'s values when ``base`` is of the same kind, else over the kind's defaults.
+
+    Options of another kind are an error that names them and the chosen kind's options.
+    """
+    kind = getattr(args, "task", None) or (base.kind if base is not None else "nrecurrence")
+    cls = Task.KINDS[kind]
+    given = given_task_options(args)
+    foreign = [name for name in given if name not in cls.model_fields]
+    if foreign:
+        own = ", ".join(_flag("", n) for n in cls.model_fields if n != "kind") or "no options"
+        wrong = ", ".join(f"{_flag('', n)} (an option of {'/'.join(task_fields()[n])})" for n in foreign)
+        raise ValueError(f"task kind {kind!r} does not take {wrong}; it takes {own}")
+    start = base.model_dump() if base is not None and base.kind == kind else {}
+    return cls.model_validate({**start, **given, "kind": kind})

@@ -8,11 +8,11 @@ import time
 from pathlib import Path
 
 from nrecur.cli import UsageError
-from nrecur.cli.options import _dest, add_config_options
+from nrecur.cli.options import _dest, add_config_options, add_task_options, given_task_options, task_from_args
 from nrecur.model import GPTConfig
-from nrecur.tasks import NRecurrence
+from nrecur.tasks import Task
 from nrecur.train.config import RunConfig, TrainConfig
-from nrecur.train.presets import PRESETS, get_preset
+from nrecur.train.presets import DEFAULT_PRESET_OF_KIND, PRESETS, get_preset
 
 # Options shared by the three config groups of ``nrecur train``; the model's vocab_size follows the task's.
 MODEL_SKIP = ("vocab_size",)
@@ -31,18 +31,21 @@ def _register_train(subparsers) -> None:
     parser = subparsers.add_parser(
         "train",
         help="train a model into a run folder (or resume one)",
-        description="Train a GPT on n-recurrence, scored against the exact observer. Options not given keep the "
-        "preset's values (or the defaults). The run folder gets config.json, metrics.jsonl, checkpoints/ and summary.json.",
+        description="Train a GPT on any task kind (--task), scored against its exact observer. Options not given keep "
+        "the preset's values (or the defaults); --task mess3, rrxor and modular start from their presets "
+        "(mess3, rrxor, modular-quick). The run folder gets config.json, metrics.jsonl, checkpoints/ and summary.json.",
     )
     run = parser.add_argument_group("run")
     run.add_argument("--out", metavar="DIR", help="run folder to create (default: runs/<preset or train>-<time>)")
-    run.add_argument("--preset", choices=sorted(PRESETS), help="start from a preset's deterministic run config")
-    run.add_argument("--stochastic", action="store_true", help="with --preset: its stochastic run config instead")
+    run.add_argument("--preset", choices=list(PRESETS), help="start from a preset's run config (n-recurrence presets: the deterministic run)")
+    variant = run.add_mutually_exclusive_group()
+    variant.add_argument("--stochastic", action="store_true", help="with an n-recurrence --preset: its stochastic run config instead")
+    variant.add_argument("--finetune", action="store_true", help="with an n-recurrence --preset: its fine-tuning config (stochastic task, lower lr; give --init-from)")
     run.add_argument("--resume", metavar="RUN", help="continue the interrupted run in folder RUN exactly (no other config options)")
     run.add_argument("--init-from", metavar="RUN", help="initialize the weights from run folder RUN (or a checkpoint file): fine-tuning")
     run.add_argument("--overwrite", action="store_true", help="replace an existing run in --out")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
-    add_config_options(parser, NRecurrence, title="task")
+    add_task_options(parser)
     add_config_options(parser, GPTConfig, skip=MODEL_SKIP, title="model")
     add_config_options(parser, TrainConfig, title="training")
     parser.set_defaults(handler=train_command, command="train")
@@ -58,16 +61,30 @@ def _given(config_cls, args: argparse.Namespace, skip=()) -> dict:
     return values
 
 
-def config_from_train_args(args: argparse.Namespace) -> RunConfig:
-    """The RunConfig ``nrecur train`` asks for: preset (or defaults), then every option given."""
-    if args.stochastic and not args.preset:
-        raise UsageError("--stochastic needs --preset")
+def base_config(args: argparse.Namespace) -> RunConfig:
+    """The config options are applied to: the preset's (variant), the default preset of ``--task``, or the defaults."""
+    variant = "stochastic" if args.stochastic else "finetune" if args.finetune else "run"
+    if variant != "run" and not args.preset:
+        raise UsageError(f"--{variant} needs an n-recurrence --preset (quick, proposal, tiny)")
     if args.preset:
         preset = get_preset(args.preset)
-        base = preset.stochastic if args.stochastic else preset.deterministic
-    else:
-        base = RunConfig()
-    task = NRecurrence.model_validate({**base.task.model_dump(), **_given(NRecurrence, args)})
+        if args.task is not None and args.task != preset.kind:
+            raise UsageError(f"--preset {args.preset} is a {preset.kind} preset; it cannot train --task {args.task}")
+        return preset.variant(variant)
+    kind = args.task or "nrecurrence"
+    if kind in DEFAULT_PRESET_OF_KIND:
+        return get_preset(DEFAULT_PRESET_OF_KIND[kind]).run
+    if kind == "nrecurrence":
+        return RunConfig()
+    # A kind without a preset (hmm): its task comes from the options alone, the model follows its vocabulary.
+    task = task_from_args(args)
+    return RunConfig(task=task, model=GPTConfig(vocab_size=task.vocab_size))
+
+
+def config_from_train_args(args: argparse.Namespace) -> RunConfig:
+    """The RunConfig ``nrecur train`` asks for: preset (or defaults), then every option given."""
+    base = base_config(args)
+    task = task_from_args(args, base.task)
     model_values = {**base.model.model_dump(), **_given(GPTConfig, args, MODEL_SKIP), "vocab_size": task.vocab_size}
     model = GPTConfig.model_validate(model_values)
     train = TrainConfig.model_validate({**base.train.model_dump(), **_given(TrainConfig, args)})
@@ -80,8 +97,9 @@ def train_command(args: argparse.Namespace) -> int:
     progress = not args.no_progress
     try:
         if args.resume:
-            given = [name for cls in (NRecurrence, GPTConfig, TrainConfig) for name in _given(cls, args)]
-            given += ["--" + flag for flag, on in (("preset", args.preset), ("init-from", args.init_from), ("out", args.out)) if on]
+            given = [*given_task_options(args), *(name for cls in (GPTConfig, TrainConfig) for name in _given(cls, args))]
+            flags = (("task", args.task), ("preset", args.preset), ("init-from", args.init_from), ("out", args.out))
+            given += ["--" + flag for flag, on in flags if on]
             if given:
                 raise UsageError(f"--resume continues a run with its own config; drop {', '.join(given)}")
             result = resume(args.resume, progress=progress)
@@ -104,8 +122,11 @@ def format_result(result) -> str:
     if evaluation is not None:
         lines.append(
             f"eval: KL {evaluation.kl:.4f} nats/token, model CE {evaluation.model_ce:.4f}, Bayes CE {evaluation.bayes_ce:.4f}, "
-            f"target acc {evaluation.target_accuracy:.3f} (Bayes {evaluation.bayes_target_accuracy:.3f})"
+            f"{evaluation.accuracy_name} {evaluation.accuracy:.3f} (Bayes {evaluation.bayes_accuracy:.3f})"
         )
+        for name, other in result.evaluations.items():
+            if name != "eval":
+                lines.append(f"{name}: KL {other.kl:.4f}, {other.accuracy_name} {other.accuracy:.3f} (Bayes {other.bayes_accuracy:.3f})")
     if grok is not None:
         reached = f"step {grok.grok_step} ({grok.grok_seconds:.0f} s)" if grok.grok_step is not None else "not reached"
         memorized = grok.memorization_step if grok.memorization_step is not None else "not reached"
@@ -122,15 +143,16 @@ def _register_eval(subparsers) -> None:
         "eval",
         help="evaluate a run against the exact observer (on its task or another)",
         description="Print the evaluation table of run folder RUN: model and Bayes cross-entropy, KL(observer || model) "
-        "overall, by position and by period, accuracy at target positions. Task options evaluate on another task "
-        "(the options given replace the run's own task's values).",
+        "overall, by position and by stratum (period, state, slot), accuracy where the task scores it. Task options "
+        "evaluate on another task: options of the run's own kind replace its values; --task KIND evaluates on "
+        "another kind with the same vocabulary.",
     )
     parser.add_argument("run", metavar="RUN", help="run folder")
     parser.add_argument("--step", type=int, help="checkpoint step to load (default: the latest)")
     parser.add_argument("--eval-size", type=int, help="number of fresh sequences (default: the run's eval_size)")
     parser.add_argument("--eval-seed", type=int, help="seed of the sequences (default: the run's eval_seed)")
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"], help="where to run the model")
-    add_config_options(parser, NRecurrence, title="task (default: the run's own)", show_defaults=False)
+    add_task_options(parser, show_defaults=False, kind_help="evaluate on another task kind (default: the run's own)")
     parser.set_defaults(handler=eval_command, command="eval")
 
 
@@ -141,29 +163,30 @@ def eval_command(args: argparse.Namespace) -> int:
     if args.eval_size is not None and args.eval_size < 1:
         raise ValueError(f"--eval-size must be an integer >= 1, got {args.eval_size}")
     run = load_run(args.run, step=args.step, device=resolve_device(args.device))
-    given = _given(NRecurrence, args)
-    task = NRecurrence.model_validate({**run.task.model_dump(), **given}) if given else None
+    other = args.task is not None or given_task_options(args)
+    task = task_from_args(args, run.task) if other else None
     evaluations = run.evaluate(task, size=args.eval_size, seed=args.eval_seed)
     print(format_evaluation_table(run, task or run.task, evaluations))
     return 0
 
 
-def format_evaluation_table(run, task: NRecurrence, evaluations: dict) -> str:
-    changed = {k: v for k, v in task.model_dump().items() if v != NRecurrence.model_fields[k].default}
+def format_evaluation_table(run, task: Task, evaluations: dict) -> str:
+    main = evaluations["eval"]
+    acc = main.accuracy_name.replace("_", " ")
     lines = [
-        f"{run.path} at step {run.step}; task NRecurrence({', '.join(f'{k}={v}' for k, v in changed.items())})",
+        f"{run.path} at step {run.step}; task {task.describe()}",
         "",
-        f"{'set':<10}{'seqs':>6}{'model CE':>10}{'Bayes CE':>10}{'KL':>9}{'target acc':>12}{'Bayes acc':>11}",
+        f"{'set':<10}{'seqs':>6}{'model CE':>10}{'Bayes CE':>10}{'KL':>9}{acc:>12}{'Bayes acc':>11}",
     ]
     for name, e in evaluations.items():
         lines.append(
             f"{name:<10}{e.n_sequences:>6}{e.model_ce:>10.4f}{e.bayes_ce:>10.4f}{e.kl:>9.4f}"
-            f"{e.target_accuracy:>12.3f}{e.bayes_target_accuracy:>11.3f}"
+            f"{e.accuracy:>12.3f}{e.bayes_accuracy:>11.3f}"
         )
-    main = evaluations["eval"]
-    lines += ["", f"by period ({main.name}):", f"{'n':>4}{'share':>8}{'KL':>9}{'target acc':>12}"]
-    for part in main.by_period:
-        lines.append(f"{part.period:>4}{part.share:>8.3f}{part.kl:>9.4f}{part.target_accuracy:>12.3f}")
+    if main.by_stratum:
+        lines += ["", f"by {main.stratum_title or 'stratum'} ({main.name}):", f"{'':>8}{'share':>8}{'KL':>9}{acc:>12}"]
+        for part in main.by_stratum:
+            lines.append(f"{part.name:>8}{part.share:>8.3f}{part.kl:>9.4f}{part.accuracy:>12.3f}")
     lines += ["", "KL by position (predicting token i+1 from tokens 0..i):"]
     per = main.kl_per_position
     for start in range(0, len(per), 8):
@@ -178,14 +201,15 @@ def format_evaluation_table(run, task: NRecurrence, evaluations: dict) -> str:
 def _register_run(subparsers) -> None:
     parser = subparsers.add_parser(
         "run",
-        help="the main job: deterministic until it groks, then stochastic from scratch and fine-tuned",
+        help="the main job: deterministic until it groks, then stochastic from scratch and fine-tuned, and Mess3",
         description="Train the preset's deterministic task until eval KL reaches its threshold, then its stochastic "
-        "task (p_noise = p_transition = 1/(5n)) from scratch and fine-tuned from the first run, and print a summary "
-        "table. Runs go under --out; running again reuses finished runs and resumes interrupted ones.",
+        "task (p_noise = p_transition = 1/(5n)) from scratch and fine-tuned from the first run, and the Mess3 "
+        "belief-geometry model, and print a summary table. Runs go under --out; running again reuses finished runs "
+        "and resumes interrupted ones.",
     )
-    parser.add_argument("--preset", default="quick", choices=sorted(PRESETS), help="scale (default: quick, for a 2-core CPU)")
+    parser.add_argument("--preset", default="quick", choices=["quick", "proposal", "tiny"], help="scale (default: quick, for a 2-core CPU)")
     parser.add_argument("--out", default="runs", metavar="DIR", help="where the run folders go (default: runs)")
-    parser.add_argument("--jobs", type=int, default=2, help="run the two stochastic trainings side by side in this many processes (1: one after the other)")
+    parser.add_argument("--jobs", type=int, default=2, help="run the trainings after the first side by side in this many processes (1: one after the other)")
     parser.add_argument("--threads", type=int, help="CPU threads for the deterministic run, split between side-by-side runs (default: all cores)")
     parser.add_argument("--fresh", action="store_true", help="start every run over instead of reusing or resuming")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -193,7 +217,7 @@ def _register_run(subparsers) -> None:
 
 
 def run_command(args: argparse.Namespace) -> int:
-    from nrecur.train.pipeline import run_main_job
+    from nrecur.jobs.main import run_main_job
 
     if args.jobs < 1:
         raise UsageError(f"--jobs must be >= 1, got {args.jobs}")

@@ -5,6 +5,13 @@ Same algorithm and state layout as the tensor filter in ``nrecurrence.py``
 token costs one pass over the ``V·Σn`` states with everything in cache. The
 tensor filter stays the reference and the CUDA path; the tests run both
 against brute-force enumeration and against each other.
+
+The kernel knows no variant by name. A transition kind arrives as the arrays
+of ``TransitionKind`` (``tasks/variants.py``): ``leave_rate [period, vocab]``
+(a rule's mass times it is its ``w``), ``arrival [period, vocab]`` (the prior
+factor of an arriving rule) and ``spread [4]`` (coefficients on the sums
+``W, W_n, W_t, w``); a fake source as its ``window`` (a multiplier of n; 0: no
+window, fakes uniform over the other tokens).
 """
 
 from __future__ import annotations
@@ -14,13 +21,10 @@ import math
 import numba
 import numpy as np
 
-#: ``transition_changes`` → the integer the kernel branches on.
-KIND_CODES = {"either": 0, "both": 1, "period": 2, "target": 3}
-
 
 @numba.njit(cache=True, parallel=True, fastmath=False)
 def filter_kernel(
-    x, V, periods, offsets, pi, tau, p_noise, p_transition, kind, target_outside, recent, window_factor,
+    x, V, periods, offsets, pi, tau, p_noise, p_transition, leave_rate, arrival, spread, target_outside, window_factor,
     pred_out, period_out, target_out, phase_out, log_p_out,
 ):  # pragma: no cover - compiled; covered through nrecurrence_posterior
     """Fill the outputs for tokens ``x [batch, pos]``; see ``nrecurrence_posterior`` for their meaning.
@@ -37,18 +41,21 @@ def filter_kernel(
     for p in range(P):
         if p_transition[p] > 0.0:
             has_transitions = True
+    windowed = window_factor > 0  # fakes come from a window of observed tokens
     for b in numba.prange(B):
         alpha = np.empty((K, V))  # [slot, target]
         mass = np.empty((P, V))  # [period, target]
         inflow = np.zeros((P, V))
+        per_period = np.empty(P)  # W_n of the leaving mass
+        per_target = np.empty(V)  # W_t
         e_on = np.empty((P, V))  # emission of x_i from the target slot of (period, target)
         e_off = np.empty(V)  # emission of x_i from an off-target slot of target t
         arriving = np.empty(V)  # transition mass arriving in each phase slot of a period, per target
-        counts = np.zeros((P, V), dtype=np.int64)  # tokens of the recent window of each period
+        counts = np.zeros((P, V), dtype=np.int64)  # tokens of the fakes' window of each period
         distinct = np.zeros(P, dtype=np.int64)
         off_t = np.empty(V)
         fake_t = np.empty(V)
-        fake_per_token = np.empty(V)  # recent fakes: mass of each target's fake per window token
+        fake_per_token = np.empty(V)  # window fakes: mass of each target's fake per window token
         for p in range(P):
             for t in range(V):
                 mass[p, t] = pi[p] * tau[t]
@@ -65,7 +72,7 @@ def filter_kernel(
                         e_on[p, t] = 1.0 - p_noise[p]
                     else:
                         q = 1.0 / (V - 1)
-                        if recent:
+                        if windowed:
                             r = distinct[p] - (1 if counts[p, t] > 0 else 0)
                             if r > 0:
                                 q = (1.0 if counts[p, xi] > 0 else 0.0) / r
@@ -102,7 +109,7 @@ def filter_kernel(
                     mass[p, t] *= inv_z
             # --- normalization and the rule changes after position i, in one pass
             if has_transitions:
-                _inflow(mass, p_transition, pi, tau, kind, inflow)
+                _inflow(mass, leave_rate, arrival, spread, inflow, per_period, per_target)
             for p in range(P):
                 keep = 1.0 - p_transition[p]
                 scale = inv_z * keep
@@ -114,8 +121,8 @@ def filter_kernel(
                         alpha[k, t] = alpha[k, t] * scale + arriving[t]
                 for t in range(V):
                     mass[p, t] = mass[p, t] * keep + inflow[p, t]
-            # --- the recent window moves on to position i+1: x_i enters, x_{i-3n} leaves
-            if recent:
+            # --- the window moves on to position i+1: x_i enters, x_{i-window_factor·n} leaves
+            if windowed:
                 for p in range(P):
                     if counts[p, xi] == 0:
                         distinct[p] += 1
@@ -136,13 +143,13 @@ def filter_kernel(
                 n = periods[p]
                 on = offsets[p] + (i + 1) % n
                 period_mass = 0.0
-                fake_sum = 0.0  # Σ_t of the recent-window fake mass per candidate (see below)
+                fake_sum = 0.0  # Σ_t of the window fake mass per candidate (see below)
                 for t in range(V):
                     a_on = alpha[on, t]
                     off_t[t] += mass[p, t] - a_on
                     pred_out[b, i, t] += a_on * (1.0 - p_noise[p])
                     w = a_on * p_noise[p]
-                    if recent:
+                    if windowed:
                         r = distinct[p] - (1 if counts[p, t] > 0 else 0)
                         if r > 0:
                             fake_per_token[t] = w / r
@@ -154,7 +161,7 @@ def filter_kernel(
                         fake_t[t] += w
                     period_mass += mass[p, t]
                     target_out[b, i, t] += mass[p, t]
-                if recent:  # token v gets g(p, t) from every t != v whose window holds v
+                if windowed:  # token v gets g(p, t) from every t != v whose window holds v
                     for v in range(V):
                         if counts[p, v] > 0:
                             pred_out[b, i, v] += fake_sum - fake_per_token[v]
@@ -179,50 +186,24 @@ def filter_kernel(
 
 
 @numba.njit(cache=True)
-def _inflow(mass, p_transition, pi, tau, kind, inflow):  # pragma: no cover - compiled
-    """Mass arriving at each rule ``[period, target]`` after a change, from ``mass * p_transition``
-    redistributed with the prior conditioned on the change (same closed forms as the tensor filter)."""
+def _inflow(mass, leave_rate, arrival, spread, inflow, per_period, per_target):  # pragma: no cover - compiled
+    """Mass arriving at each rule ``[period, target]`` after a change: ``w = mass · leave_rate``, then
+    ``arrival · (spread · (W, W_n, W_t, w))`` (the closed form of ``TransitionKind.inflow``)."""
     P, V = mass.shape
     total = 0.0
+    for t in range(V):
+        per_target[t] = 0.0
     for p in range(P):
+        s = 0.0
         for t in range(V):
-            if kind == 0:
-                w = mass[p, t] * p_transition[p] / (1.0 - pi[p] * tau[t])
-            elif kind == 1:
-                w = mass[p, t] * p_transition[p] / ((1.0 - pi[p]) * (1.0 - tau[t]))
-            elif kind == 2:
-                w = mass[p, t] * p_transition[p] / (1.0 - pi[p])
-            else:
-                w = mass[p, t] * p_transition[p] / (1.0 - tau[t])
+            w = mass[p, t] * leave_rate[p, t]
             inflow[p, t] = w
-            total += w
-    if kind == 0:  # (n', t') != (n, t)
-        for p in range(P):
-            for t in range(V):
-                inflow[p, t] = pi[p] * tau[t] * (total - inflow[p, t])
-    elif kind == 1:  # n' != n and t' != t
-        per_p = np.zeros(P)
-        per_t = np.zeros(V)
-        for p in range(P):
-            for t in range(V):
-                per_p[p] += inflow[p, t]
-                per_t[t] += inflow[p, t]
-        for p in range(P):
-            for t in range(V):
-                inflow[p, t] = pi[p] * tau[t] * (total - per_p[p] - per_t[t] + inflow[p, t])
-    elif kind == 2:  # n' != n, t' = t
-        per_t = np.zeros(V)
-        for p in range(P):
-            for t in range(V):
-                per_t[t] += inflow[p, t]
-        for p in range(P):
-            for t in range(V):
-                inflow[p, t] = pi[p] * (per_t[t] - inflow[p, t])
-    else:  # t' != t, n' = n
-        per_p = np.zeros(P)
-        for p in range(P):
-            for t in range(V):
-                per_p[p] += inflow[p, t]
-        for p in range(P):
-            for t in range(V):
-                inflow[p, t] = tau[t] * (per_p[p] - inflow[p, t])
+            s += w
+            per_target[t] += w
+        per_period[p] = s
+        total += s
+    c_total, c_period, c_target, c_self = spread[0], spread[1], spread[2], spread[3]
+    for p in range(P):
+        base = c_total * total + c_period * per_period[p]
+        for t in range(V):
+            inflow[p, t] = arrival[p, t] * (base + c_target * per_target[t] + c_self * inflow[p, t])

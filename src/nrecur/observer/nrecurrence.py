@@ -10,15 +10,18 @@ HMM's O((V·Σn)²):
   slot of period ``n`` is simply ``φ = i mod n``. A transition puts uniform
   mass on every ``φ`` of the new period, just as a fresh offset does.
 * **Transitions in closed form.** The mass leaving each rule ``(n, t)`` is
-  redistributed with the prior conditioned on the change (``either``,
-  ``both``, ``period``, ``target``); each kind is a few sums over the
-  ``[vocab, period]`` table, never a state-by-state matrix.
+  redistributed with the prior conditioned on the change: a few sums over the
+  ``[period, vocab]`` table, never a state-by-state matrix. Which sums is the
+  transition kind's business (``TransitionKind.inflow`` in
+  ``tasks/variants.py``); the filter only asks it.
 
 Emissions of off-target positions depend only on ``t``; only one slot per
 period is a target slot at each position, so the update is one broadcast
-multiply plus a gather/scatter of ``P`` slots. With ``fake_source="recent"``
-the fake-token distribution depends on the observed window ``x[i-3n..i-1]``,
-which the observer sees, so the filter stays exact.
+multiply plus a gather/scatter of ``P`` slots. A fake token is uniform over the
+distinct tokens ``≠ t`` of the observed window ``x[i-w·n..i-1]`` (``w`` the fake
+source's ``window``, 3 for ``"recent"``), else uniform over ``V \\ {t}``; the
+observer sees the window, so the filter stays exact. ``"uniform"`` fakes have
+``w = 0`` and skip the window tables.
 
 Tensors: ``alpha [batch, slot, vocab]`` with ``slot`` running over
 ``(period, φ)`` (``Σn`` slots) and ``vocab`` over the target ``t``;
@@ -35,11 +38,11 @@ import numpy as np
 import torch
 
 from nrecur.observer._arrays import as_token_tensor, check_impossible
-from nrecur.observer._kernel import KIND_CODES, filter_kernel
+from nrecur.observer._kernel import filter_kernel
 from nrecur.observer.results import Posterior
 from nrecur.tasks.base import register_observer
 from nrecur.tasks.nrecurrence import NRecurrence
-from nrecur.tasks.variants import RECENT_WINDOW
+from nrecur.tasks.variants import FAKE_SOURCES, TRANSITIONS
 
 #: Sequences filtered together; bounds memory and keeps the working set in cache.
 DEFAULT_CHUNK = 512
@@ -51,6 +54,8 @@ class _Tables:
     def __init__(self, task: "NRecurrence", device: torch.device, length: int):
         f64 = dict(dtype=torch.float64, device=device)
         self.V, self.P = task.vocab_size, task.n_periods
+        self.transitions = TRANSITIONS[task.transition_changes]
+        self.window = FAKE_SOURCES[task.fake_source].window
         periods = np.asarray(task.periods)
         self.n_max = int(periods.max())
         offsets = np.concatenate([[0], np.cumsum(periods)[:-1]])
@@ -64,6 +69,9 @@ class _Tables:
         self.has_transitions = bool(np.any(task.transition_by_period > 0))
         self.slot_period = torch.as_tensor(slot_period, device=device)  # [slot]
         self.keep_slot = (1.0 - self.p_transition)[self.slot_period]  # [slot]
+        rate = self.transitions.leave_rate(task.period_probs, task.target_probs, task.transition_by_period)
+        self.leave_rate = torch.tensor(rate, **f64)  # [period, vocab]
+        self.arrival = torch.tensor(self.transitions.arrival(task.period_probs, task.target_probs), **f64)  # [period, vocab]
         self.alpha0 = (self.pi / self.n)[self.slot_period][:, None] * self.tau[None, :]  # [slot, vocab]
         self.mass0 = self.pi[:, None] * self.tau[None, :]  # [period, vocab]
         # Target slot of each period at each position j = 0..length: offset + j mod n.
@@ -76,8 +84,8 @@ class _Tables:
             np.array([[offsets[k] + (jj + c) % periods[k] for k, c in valid] for jj in range(length + 1)]),
             device=device,
         )  # [pos+1, slot]
-        # Start of the "recent" window of each period at each position j: max(0, j - 3n).
-        self.window_start = torch.as_tensor(np.maximum(0, j - RECENT_WINDOW * periods[None, :]), device=device)
+        # Start of the fakes' window of each period at each position j: max(0, j - window·n).
+        self.window_start = torch.as_tensor(np.maximum(0, j - self.window * periods[None, :]), device=device)
 
 
 @register_observer(NRecurrence)
@@ -157,10 +165,13 @@ def _posterior_from_kernel(task: "NRecurrence", x: torch.Tensor, back, impossibl
         "phase": np.zeros((B, L, P, task.max_period)),
     }
     log_p = np.empty((B, L))
+    transitions = TRANSITIONS[task.transition_changes]
     filter_kernel(
         np.ascontiguousarray(x.numpy()), V, periods, np.concatenate([[0], np.cumsum(periods)[:-1]]).astype(np.int64),
         task.period_probs, task.target_probs, task.noise_by_period, task.transition_by_period,
-        KIND_CODES[task.transition_changes], task.target_outside, task.fake_source == "recent", RECENT_WINDOW,
+        transitions.leave_rate(task.period_probs, task.target_probs, task.transition_by_period),
+        transitions.arrival(task.period_probs, task.target_probs), np.asarray(transitions.spread, dtype=np.float64),
+        task.target_outside, FAKE_SOURCES[task.fake_source].window,
         out["predictive"], out["period"], out["target"], out["phase"], log_p,
     )
     log_p = torch.from_numpy(log_p)
@@ -200,7 +211,7 @@ def _filter_chunk(task: "NRecurrence", tb: _Tables, x: torch.Tensor, out: dict, 
     is_x = torch.nn.functional.one_hot(x, V).to(torch.float64)  # [batch, pos, vocab(t)]: t == x_i
     # Off-target emission of x_i, a function of t only: [batch, pos, vocab(t)].
     e_off_all = torch.full_like(is_x, 1.0 / V) if task.target_outside else (1.0 - is_x) / (V - 1)
-    counts = _window_counts(x, V) if task.fake_source == "recent" else None  # [batch, pos+1, vocab]
+    counts = _window_counts(x, V) if tb.window else None  # [batch, pos+1, vocab]
     if counts is None:  # Target-slot emission: 1 - p_noise if t == x_i, else p_noise / (V - 1).
         fake = (tb.p_noise / (V - 1))[:, None]  # [period, 1]
         e_on_all = torch.addcmul(fake, is_x[:, :, None, :], (1.0 - tb.p_noise)[:, None] - fake)  # [batch, pos, period, vocab]
@@ -216,7 +227,7 @@ def _filter_chunk(task: "NRecurrence", tb: _Tables, x: torch.Tensor, out: dict, 
         if counts is None:
             e_on = e_on_all[:, i]  # [batch, period, vocab]
         else:
-            e_on = _recent_target_emission(tb, is_x[:, i, None, :], x[:, i], window)
+            e_on = _window_target_emission(tb, is_x[:, i, None, :], x[:, i], window)
         on_new = a_on * e_on  # [batch, period, vocab]: target slots after emitting x_i
         mass = torch.addcmul(on_new, mass - a_on, e_off)
         z = torch.sum(mass, dim=(1, 2), out=z_all[:, i])  # [batch] = P(x_i | x_<i)
@@ -225,7 +236,7 @@ def _filter_chunk(task: "NRecurrence", tb: _Tables, x: torch.Tensor, out: dict, 
         alpha.mul_(e_off * inv_z)
         alpha.index_copy_(1, tb.on_slot[i], on_new.mul_(inv_z))
         if tb.has_transitions:
-            inflow = _transition_inflow(task, tb, mass * tb.p_transition[:, None])  # [batch, period, vocab]
+            inflow = tb.transitions.inflow(mass * tb.leave_rate, tb.arrival)  # [batch, period, vocab]
             alpha.mul_(tb.keep_slot[:, None]).add_((inflow / tb.n[:, None]).index_select(1, tb.slot_period))
             mass = torch.addcmul(inflow, mass, (1.0 - tb.p_transition)[:, None])
         # Beliefs about position i+1 and the predictive distribution of x_{i+1}.
@@ -250,7 +261,7 @@ def _window_counts(x: torch.Tensor, V: int) -> torch.Tensor:
 
 def _predict(task, tb: _Tables, j: int, alpha, mass, counts):
     """Predictive distribution of ``x_j`` ``[batch, vocab]``, the target-slot mass ``a_on``
-    ``[batch, period, vocab(t)]``, and the "recent" window tables of position j (or ``None``).
+    ``[batch, period, vocab(t)]``, and the fakes' window tables of position j (``None`` without a window).
 
     With ``m_t`` the belief in target t, ``O`` the mass on target slots and ``H_t = Σ_n O(n,t)(1 - p_noise(n))``:
     ``P(x = v) = H_v`` (the target shows) ``+`` off-target tokens ``+`` fake tokens.
@@ -264,10 +275,10 @@ def _predict(task, tb: _Tables, j: int, alpha, mass, counts):
         pred = off_t.sum(1, keepdim=True) / V + hit
     else:
         pred = (off_t.sum(1, keepdim=True) - off_t) / (V - 1) + hit
-    if counts is None:  # fakes uniform over V minus t
+    if counts is None:  # no window: fakes uniform over V minus t
         w_t = on_t - hit
         return pred + (w_t.sum(1, keepdim=True) - w_t) / (V - 1), a_on, None
-    # Recent fakes: uniform over R = window tokens minus t, if R is not empty.
+    # Window fakes: uniform over R = window tokens minus t, if R is not empty.
     w = a_on * tb.p_noise[:, None]  # [batch, period, vocab(t)]: mass of "fake at position j"
     present = ((counts[:, j, None, :] - counts[:, tb.window_start[j], :]) > 0).to(torch.float64)  # [batch, period, vocab]
     r = present.sum(2, keepdim=True) - present  # [batch, period, vocab(t)]: |R|
@@ -280,46 +291,11 @@ def _predict(task, tb: _Tables, j: int, alpha, mass, counts):
     return pred, a_on, (present, r, nonempty)
 
 
-def _recent_target_emission(tb: _Tables, is_x, xi, window):
-    """Target-slot emission ``[batch, period, vocab(t)]`` of ``x_i`` with fakes from the recent window:
+def _window_target_emission(tb: _Tables, is_x, xi, window):
+    """Target-slot emission ``[batch, period, vocab(t)]`` of ``x_i`` with fakes from the window:
     ``1 - p_noise`` if t == x_i, else ``p_noise`` times P(fake = x_i | t, n)."""
     present, r, nonempty = window
     x_present = present.gather(2, xi[:, None, None].expand(-1, present.shape[1], 1))  # [batch, period, 1]
     q = torch.where(nonempty, x_present / r.clamp(min=1), 1.0 / (tb.V - 1))
     p_noise = tb.p_noise[:, None]
     return is_x * (1.0 - p_noise) + (1.0 - is_x) * (p_noise * q)
-
-
-def _transition_inflow(task, tb: _Tables, leave: torch.Tensor) -> torch.Tensor:
-    """Mass arriving at each new rule ``[batch, period(n'), vocab(t')]`` from the mass ``leave``
-    ``[batch, period(n), vocab(t)]`` that transitions, under the prior conditioned on the change."""
-    return TRANSITION_INFLOW[task.transition_changes](leave, tb.pi[:, None], tb.tau[None, :])
-
-
-def _inflow_either(leave, pi, tau):
-    """(n', t') ≠ (n, t): the prior renormalized by 1 - π(n)τ(t)."""
-    w = leave / (1.0 - pi * tau)
-    return pi * tau * (w.sum(dim=(1, 2), keepdim=True) - w)
-
-
-def _inflow_both(leave, pi, tau):
-    """n' ≠ n and t' ≠ t: the prior renormalized by (1 - π(n))(1 - τ(t))."""
-    w = leave / ((1.0 - pi) * (1.0 - tau))
-    total = w.sum(dim=(1, 2), keepdim=True)
-    return pi * tau * (total - w.sum(2, keepdim=True) - w.sum(1, keepdim=True) + w)
-
-
-def _inflow_period(leave, pi, tau):
-    """n' ≠ n, t' = t."""
-    w = leave / (1.0 - pi)
-    return pi * (w.sum(1, keepdim=True) - w)
-
-
-def _inflow_target(leave, pi, tau):
-    """t' ≠ t, n' = n."""
-    w = leave / (1.0 - tau)
-    return tau * (w.sum(2, keepdim=True) - w)
-
-
-#: One closed form per ``transition_changes``.
-TRANSITION_INFLOW = {"either": _inflow_either, "both": _inflow_both, "period": _inflow_period, "target": _inflow_target}

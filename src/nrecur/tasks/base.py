@@ -28,13 +28,15 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import tempfile
 from dataclasses import dataclass
-from typing import Any, Callable, ClassVar, Hashable, Sequence, TypeVar
+from pathlib import Path
+from typing import Annotated, Any, Callable, ClassVar, Hashable, Sequence, TypeVar, Union
 
 import numpy as np
+from pydantic import Discriminator, Tag
 
 from nrecur._config import Config
+from nrecur._io import atomic_write, remove_stale_temporaries
 
 __all__ = [
     "EvalView",
@@ -86,22 +88,12 @@ class Sequences:
         ``extra`` strings are stored too (plain unicode arrays: loadable with ``allow_pickle=False``),
         e.g. ``{"task": task.model_dump_json()}``; :meth:`load` ignores them.
         """
-        path = os.fspath(path)
-        directory = os.path.dirname(os.path.abspath(path))
-        fd, tmp = tempfile.mkstemp(dir=directory, suffix=".npz.tmp")
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                arrays = {name: getattr(self, name) for name in self.field_names()}
-                arrays.update({key: np.array(value, dtype=np.str_) for key, value in (extra or {}).items()})
-                np.savez_compressed(handle, **arrays)
-            umask = os.umask(0)
-            os.umask(umask)
-            os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the file the usual mode
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        arrays = {name: getattr(self, name) for name in self.field_names()}
+        arrays.update({key: np.array(value, dtype=np.str_) for key, value in (extra or {}).items()})
+        # A write killed halfway leaves a temporary; the next write to this folder removes those.
+        # Only files of this kind (``.NAME.npz.XXXX.tmp``, and ``tmpXXXX.npz.tmp`` of older versions).
+        remove_stale_temporaries(Path(path).absolute().parent, recursive=False, patterns=(".*.npz.*.tmp", "tmp*.npz.tmp"))
+        atomic_write(path, lambda handle: np.savez_compressed(handle, **arrays))
 
     @classmethod
     def load(cls: type[S], path: str | os.PathLike) -> S:
@@ -178,15 +170,14 @@ class Task(Config):
     KINDS: ClassVar[dict[str, type["Task"]]] = {}
     """Every task kind, by name (filled by subclasses that set ``kind``)."""
 
-    def __init_subclass__(cls, **kwargs: Any) -> None:
-        super().__init_subclass__(**kwargs)
-
     @classmethod
     def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
         super().__pydantic_init_subclass__(**kwargs)
         field = cls.model_fields.get("kind")
         if field is not None and isinstance(field.default, str):
             Task.KINDS[field.default] = cls
+            # n-recurrence, the project's main task, first; the others in the order they are defined.
+            Task.KINDS = dict(sorted(Task.KINDS.items(), key=lambda item: item[0] != "nrecurrence"))
 
     # --- what every kind provides
 
@@ -229,6 +220,19 @@ class Task(Config):
         """The task in words, for tables and reports."""
         changed = {k: v for k, v in self.model_dump().items() if k != "kind" and v != type(self).model_fields[k].default}
         return f"{type(self).__name__}({', '.join(f'{k}={v}' for k, v in changed.items())})"
+
+
+def _kind_of(value: Any) -> str | None:
+    # Run folders written before task kinds existed hold an n-recurrence task without "kind".
+    if isinstance(value, dict):
+        return value.get("kind", "nrecurrence")
+    return getattr(value, "kind", None)
+
+
+def task_union() -> Any:
+    """The type "any task kind", discriminated by ``kind`` (for fields such as ``RunConfig.task``)."""
+    kinds = tuple(Annotated[cls, Tag(kind)] for kind, cls in Task.KINDS.items())
+    return Annotated[Union[kinds], Discriminator(_kind_of)]  # noqa: UP007 - built at run time
 
 
 def check_seed(seed: Any) -> None:

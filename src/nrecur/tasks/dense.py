@@ -1,8 +1,10 @@
 """n-recurrence as a dense HMM over ``(n, t, c)``: the cross-check of the fast observer.
 
 Built state by state from the spec (SPEC §2.3), independently of the closed
-forms in ``observer/nrecurrence.py``. Only ``fake_source="uniform"`` is an HMM
-in this sense; with ``"recent"`` the emission depends on the observed window.
+forms of the observers: a change from a rule goes to every rule its
+transition kind allows (``TransitionKind.allows``), weighted by the prior.
+Only fake sources without a window (``"uniform"``) make an HMM in this sense;
+with ``"recent"`` the emission depends on the observed window.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from nrecur.tasks.hmm import HMMProcess
+from nrecur.tasks.variants import FAKE_SOURCES, TRANSITIONS
 
 if TYPE_CHECKING:  # pragma: no cover
     from nrecur.tasks.nrecurrence import NRecurrence
@@ -22,20 +25,13 @@ def state_list(task: "NRecurrence") -> list[tuple[int, int, int]]:
     return [(k, t, c) for k, n in enumerate(task.periods) for t in range(task.vocab_size) for c in range(n)]
 
 
-def allowed_change(kind: str, old: tuple[int, int], new: tuple[int, int]) -> bool:
-    """May a transition of this ``kind`` go from rule ``old`` to rule ``new`` (period index, target)?"""
-    same_n, same_t = old[0] == new[0], old[1] == new[1]
-    return {
-        "either": not (same_n and same_t),
-        "both": not same_n and not same_t,
-        "period": not same_n and same_t,
-        "target": same_n and not same_t,
-    }[kind]
-
-
 def nrecurrence_to_hmm(task: "NRecurrence") -> HMMProcess:
-    if task.fake_source != "uniform":
-        raise ValueError("the dense HMM form needs fake_source='uniform' ('recent' fakes depend on the observed window)")
+    if FAKE_SOURCES[task.fake_source].window:
+        raise ValueError(
+            "the dense HMM form needs fakes that do not depend on the observed tokens (fake_source='uniform'); "
+            f"fake_source={task.fake_source!r} draws them from a window of recent tokens"
+        )
+    kind = TRANSITIONS[task.transition_changes]
     V = task.vocab_size
     states = state_list(task)
     index = {s: i for i, s in enumerate(states)}
@@ -59,7 +55,7 @@ def nrecurrence_to_hmm(task: "NRecurrence") -> HMMProcess:
         move = np.zeros(S)
         move[index[(k, t, (c - 1) % n)]] += 1 - p_tr[k]
         if p_tr[k] > 0:
-            weights = {r: pi[r[0]] * tau[r[1]] for r in rules if allowed_change(task.transition_changes, (k, t), r)}
+            weights = {r: pi[r[0]] * tau[r[1]] for r in rules if kind.allows(r[0] == k, r[1] == t)}
             total = sum(weights.values())
             if total == 0:  # a rule with zero prior is never reached; any valid row will do
                 move[index[(k, t, (c - 1) % n)]] += p_tr[k]

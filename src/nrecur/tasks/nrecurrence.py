@@ -26,16 +26,18 @@ from nrecur.tasks.base import Strata, Task, Truth
 from nrecur.tasks.dense import nrecurrence_to_hmm
 from nrecur.tasks.hmm import HMMProcess
 from nrecur.tasks.sampler import Batch, sample_nrecurrence
-from nrecur.tasks.variants import IDENTIFIABLE_CONTEXT
-
-PerPeriod = float | dict[int, float] | str
+from nrecur.tasks.variants import (
+    IDENTIFIABLE_CONTEXT,
+    TRANSITIONS,
+    FakeSourceName,
+    PerPeriod,
+    TransitionName,
+    parse_per_period,
+)
 
 #: Generous sanity bounds: beyond them the observer's tables no longer fit in memory.
 MAX_VOCAB = 65_536
 MAX_PERIOD = 4_096
-#: A rule change conditions the prior on "differs from the old rule"; when that event has prior
-#: mass below this, the closed-form update loses precision, so such priors are refused.
-MIN_ALTERNATIVE_MASS = 1e-6
 
 _WARNED_SHORT: set[tuple[tuple[int, ...], int]] = set()
 
@@ -59,9 +61,9 @@ class NRecurrence(Task):
     """Probability that the rule changes after a position: a float in [0, 1), a mapping period -> probability, or 'c/n'."""
     target_outside: bool = False
     """May the target token also appear at non-target positions?"""
-    fake_source: Literal["uniform", "recent"] = "uniform"
+    fake_source: FakeSourceName = "uniform"
     """Fake tokens: uniform over V minus t, or uniform over the distinct tokens other than t in the previous 3n positions."""
-    transition_changes: Literal["either", "both", "period", "target"] = "either"
+    transition_changes: TransitionName = "either"
     """What a transition must change: (n,t) differs ('either'), both differ, only the period, or only the target."""
 
     # ------------------------------------------------------------------ validation
@@ -87,29 +89,14 @@ class NRecurrence(Task):
     @field_validator("p_noise", "p_transition", mode="before")
     @classmethod
     def _normalize_per_period(cls, value, info):
-        if isinstance(value, str):
-            text = value.strip()
-            if not text.endswith("/n"):
-                try:
-                    return float(text)
-                except ValueError:
-                    raise ValueError(
-                        f"{info.field_name} must be a float in [0, 1), a mapping period -> probability, or 'c/n'; got {value!r}"
-                    ) from None
-            try:
-                float(text[:-2])
-            except ValueError:
-                raise ValueError(f"{info.field_name}: cannot read {value!r} as 'c/n' with c a number") from None
-            return text
-        if isinstance(value, dict):
-            clean = {}
-            for key, prob in value.items():
-                if isinstance(key, bool) or not float(key).is_integer():
-                    raise ValueError(f"{info.field_name}: mapping keys must be periods (whole numbers), got {key!r}")
-                if isinstance(prob, bool) or not isinstance(prob, (int, float)):
-                    raise ValueError(f"{info.field_name}: the probability for period {key} must be a number, got {prob!r}")
-                clean[int(key)] = float(prob)
-            return clean
+        """Text goes through :func:`parse_per_period`; a mapping gets integer periods as keys."""
+        try:
+            if isinstance(value, str):
+                return parse_per_period(value)
+            if isinstance(value, dict):
+                return _mapping_by_period(value)
+        except ValueError as error:
+            raise ValueError(f"{info.field_name}: {error}") from None
         return value
 
     @model_validator(mode="after")
@@ -133,43 +120,16 @@ class NRecurrence(Task):
         return self
 
     def _check_transitions_possible(self) -> None:
-        if not np.any(self.transition_by_period > 0):
+        """A rule change must be able to happen as ``transition_changes`` says (its kind knows how)."""
+        p_transition = self.transition_by_period
+        if not np.any(p_transition > 0):
             return
-        live = self.transition_by_period > 0
-        periods_alive = int(np.count_nonzero(self.period_probs > 0))
-        targets_alive = int(np.count_nonzero(self.target_probs > 0))
-        kind = self.transition_changes
-        why = None
-        if kind in ("period", "both") and periods_alive < 2:
-            why = "it needs at least two periods with positive prior"
-        elif kind in ("target", "both") and targets_alive < 2:
-            why = "it needs at least two target tokens with positive prior"
-        elif kind == "either" and periods_alive * targets_alive < 2:
-            why = "it needs at least two (period, target) rules with positive prior"
-        if why is None:
-            why = self._alternatives_too_unlikely()
+        why = TRANSITIONS[self.transition_changes].impossible_because(self.period_probs, self.target_probs, p_transition)
         if why is not None:
             raise ValueError(
-                f"transition_changes={kind!r} cannot happen with this prior: {why} "
-                f"(p_transition > 0 for periods {[n for n, a in zip(self.periods, live) if a]})"
+                f"transition_changes={self.transition_changes!r} cannot happen with this prior: {why} "
+                f"(p_transition > 0 for periods {[n for n, p in zip(self.periods, p_transition) if p > 0]})"
             )
-
-    def _alternatives_too_unlikely(self) -> str | None:
-        """Why a live rule's alternatives have (almost) no prior mass, or None."""
-        pi, tau = self.period_probs, self.target_probs
-        alternative = {
-            "either": 1.0 - np.outer(pi, tau),
-            "both": np.outer(1.0 - pi, 1.0 - tau),
-            "period": np.outer(1.0 - pi, np.ones_like(tau)),
-            "target": np.outer(np.ones_like(pi), 1.0 - tau),
-        }[self.transition_changes]
-        live = np.outer((pi > 0) & (self.transition_by_period > 0), tau > 0)
-        if np.any(live & (alternative < MIN_ALTERNATIVE_MASS)):
-            return (
-                f"the rules it may change to have prior mass below {MIN_ALTERNATIVE_MASS:g} "
-                "(a prior almost entirely on one period or target)"
-            )
-        return None
 
     # ------------------------------------------------------------------ derived values
 
@@ -293,3 +253,17 @@ def _check_prior(name: str, prior: tuple[float, ...] | None, size: int, what: st
         raise ValueError(f"{name} must be probabilities >= 0, got {list(prior)}")
     if abs(values.sum() - 1.0) > 1e-6:
         raise ValueError(f"{name} must sum to 1, got sum {values.sum():.6g}")
+
+
+def _mapping_by_period(value: dict) -> dict[int, float]:
+    """A mapping period → probability with integer keys; a period given twice (2 and "2") is an error."""
+    clean: dict[int, float] = {}
+    for key, prob in value.items():
+        if isinstance(key, bool) or not float(key).is_integer():
+            raise ValueError(f"mapping keys must be periods (whole numbers), got {key!r}")
+        if isinstance(prob, bool) or not isinstance(prob, (int, float)):
+            raise ValueError(f"the probability for period {key} must be a number, got {prob!r}")
+        if int(float(key)) in clean:
+            raise ValueError(f"period {int(float(key))} is given twice")
+        clean[int(float(key))] = float(prob)
+    return clean

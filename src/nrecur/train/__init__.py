@@ -1,4 +1,4 @@
-"""Training small GPTs on n-recurrence, scored against the exact observer.
+"""Training small GPTs on any task, scored against its exact observer.
 
 ``train(RunConfig(...), "runs/name")`` trains into a run folder;
 ``resume("runs/name")`` continues an interrupted run exactly. The loop
@@ -16,8 +16,9 @@ from nrecur.train.callbacks import (
     TimeBudget,
 )
 from nrecur.train.config import RunConfig, TrainConfig
-from nrecur.train.evaluate import EvalSet, Evaluation, build_eval_sets, evaluate
-from nrecur.train.loop import Grokking, NonFiniteLossError, StepInfo, Trainer, TrainResult
+from nrecur.train.evaluate import EvalSet, Evaluation, Grokking, build_eval_sets, evaluate
+from nrecur.train.folder import RunFolder
+from nrecur.train.loop import NonFiniteLossError, StepInfo, Trainer, TrainResult
 from nrecur.train.session import resume, train
 
 __all__ = [
@@ -31,6 +32,7 @@ __all__ = [
     "NonFiniteLossError",
     "ProgressBar",
     "RunConfig",
+    "RunFolder",
     "StepInfo",
     "TensorBoardWriter",
     "TimeBudget",

@@ -9,7 +9,6 @@ before the checkpointer saves, so a checkpoint always follows its metrics.
 
 from __future__ import annotations
 
-import json
 import math
 import sys
 import time
@@ -18,8 +17,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from nrecur.train.checkpoint import atomic_write_text, checkpoint_path, list_checkpoints
-from nrecur.train.evaluate import EvalSet, build_eval_sets, evaluate
+from nrecur.train.evaluate import EvalSet, Grokking, build_eval_sets, evaluate
+from nrecur.train.folder import RunFolder
 
 if TYPE_CHECKING:  # pragma: no cover
     from nrecur.train.loop import NonFiniteLossError, StepInfo, Trainer
@@ -121,8 +120,6 @@ class Evaluator(Callback):
             trainer.stop("grokked")
 
     def _publish(self, trainer: "Trainer") -> None:
-        from nrecur.train.loop import Grokking
-
         trainer.grokking = Grokking(
             memorization_step=self.memorization_step,
             grok_step=self.grok_step,
@@ -150,14 +147,14 @@ class Evaluator(Callback):
 
 
 class MetricsWriter(Callback):
-    """Appends every batch of metrics as one JSON line to ``metrics.jsonl``.
+    """Appends every batch of metrics as one JSON line to the run folder's ``metrics.jsonl``.
 
     On resume the file is first cut back to the lines up to the restored step
     (lines written after the checkpoint, or half-written by a killed process, go).
     """
 
-    def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
+    def __init__(self, folder: RunFolder) -> None:
+        self.folder = folder
         self._ready = False
 
     def on_start(self, trainer: "Trainer") -> None:
@@ -166,28 +163,13 @@ class MetricsWriter(Callback):
     def _prepare(self, trainer: "Trainer") -> None:
         # Runs at the first of on_start / on_log: the evaluator may log before this callback's on_start.
         if not self._ready:
-            kept = [line for line in read_metrics_lines(self.path) if trainer.step > 0 and line["step"] <= trainer.step]
-            atomic_write_text(self.path, "".join(json.dumps(line) + "\n" for line in kept))
+            kept = [line for line in self.folder.read_metrics() if trainer.step > 0 and line["step"] <= trainer.step]
+            self.folder.write_metrics(kept)
             self._ready = True
 
     def on_log(self, trainer: "Trainer", step: int, metrics: dict) -> None:
         self._prepare(trainer)
-        with open(self.path, "a") as handle:
-            handle.write(json.dumps(metrics) + "\n")
-
-
-def read_metrics_lines(path: str | Path) -> list[dict]:
-    """The complete JSON lines of a metrics file (a torn last line is skipped)."""
-    path = Path(path)
-    if not path.exists():
-        return []
-    lines = []
-    for text in path.read_text().splitlines():
-        try:
-            lines.append(json.loads(text))
-        except json.JSONDecodeError:
-            continue
-    return lines
+        self.folder.append_metrics(metrics)
 
 
 class TensorBoardWriter(Callback):
@@ -244,8 +226,8 @@ class Checkpointer(Callback):
     disk); log-spaced ones and the final one stay.
     """
 
-    def __init__(self, run_dir: str | Path, every: int, keep_steps: frozenset[int] = frozenset()) -> None:
-        self.run_dir = Path(run_dir)
+    def __init__(self, folder: RunFolder, every: int, keep_steps: frozenset[int] = frozenset()) -> None:
+        self.folder = folder
         self.every = every
         self.keep_steps = keep_steps
 
@@ -261,8 +243,8 @@ class Checkpointer(Callback):
         self.save(trainer)
 
     def save(self, trainer: "Trainer") -> None:
-        path = trainer.save(checkpoint_path(self.run_dir, trainer.step))
-        for step, old in list_checkpoints(self.run_dir):
+        path = trainer.save(self.folder.checkpoint_path(trainer.step))
+        for step, old in self.folder.checkpoints():
             if old != path and step not in self.keep_steps and step < trainer.step:
                 old.unlink(missing_ok=True)
 

@@ -1,7 +1,7 @@
 """Checkpoints: model, optimizer, Grokfast and RNG state in one safetensors file, written atomically.
 
-A checkpoint is ``checkpoints/step_XXXXXXXX.safetensors`` in the run folder.
-Its tensors are named ``model.<param>``, ``optim.<index>.<key>``,
+Where checkpoints live in a run folder is :class:`~nrecur.train.folder.RunFolder`'s
+business; this module is the file format. Its tensors are named ``model.<param>``, ``optim.<index>.<key>``,
 ``grokfast.<param>`` and ``rng.<generator>``; its metadata holds the step and a
 JSON blob with the trainer's own state (elapsed time, callback state). Nothing
 is ever unpickled: safetensors stores raw tensors and strings only.
@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,77 +24,9 @@ from safetensors.torch import load_file
 from safetensors.torch import save as safetensors_bytes
 from torch import Tensor, nn
 
+from nrecur._io import atomic_write_bytes
+
 FORMAT = "nrecur-checkpoint-1"
-CHECKPOINT_DIR = "checkpoints"
-_NAME = re.compile(r"^step_(\d{8,})\.safetensors$")
-
-
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that readers see the old file or the whole new one, never a part."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    _fsync_directory(path.parent)
-
-
-def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
-    """Delete the temporary files an atomic write leaves behind when its process is killed
-    (``.NAME.XXXX.tmp`` in ``folder`` and its subfolders). Returns what was removed."""
-    removed = []
-    for path in Path(folder).rglob(".*.tmp"):
-        path.unlink(missing_ok=True)
-        removed.append(path)
-    return removed
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    atomic_write_bytes(path, text.encode())
-
-
-def _fsync_directory(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:  # pragma: no cover - platforms without directory fds
-        return
-    try:
-        os.fsync(fd)
-    except OSError:  # pragma: no cover
-        pass
-    finally:
-        os.close(fd)
-
-
-def checkpoint_path(run_dir: str | os.PathLike, step: int) -> Path:
-    return Path(run_dir) / CHECKPOINT_DIR / f"step_{step:08d}.safetensors"
-
-
-def list_checkpoints(run_dir: str | os.PathLike) -> list[tuple[int, Path]]:
-    """``[(step, path)]`` of the run's checkpoints, by step."""
-    directory = Path(run_dir) / CHECKPOINT_DIR
-    if not directory.is_dir():
-        return []
-    found = []
-    for path in directory.iterdir():
-        match = _NAME.match(path.name)
-        if match:
-            found.append((int(match.group(1)), path))
-    return sorted(found)
-
-
-def latest_checkpoint(run_dir: str | os.PathLike) -> Path | None:
-    """The checkpoint with the highest step, or None."""
-    found = list_checkpoints(run_dir)
-    return found[-1][1] if found else None
 
 
 # --- what goes in ---

@@ -13,7 +13,7 @@ from pydantic import field_validator, model_validator
 
 from nrecur._config import Config
 from nrecur.model import GPTConfig
-from nrecur.tasks import NRecurrence
+from nrecur.tasks import AnyTask, NRecurrence
 
 
 class TrainConfig(Config):
@@ -25,7 +25,7 @@ class TrainConfig(Config):
     train_size: int = 2048
     """finite mode: number of training sequences (ignored in online mode)."""
     held_out_fraction: float = 0.0
-    """Fraction of the (period, target) rules kept out of training; evaluation then reports in- and out-of-distribution sequences separately."""
+    """Fraction of the task's hidden rules (n-recurrence: (period, target)) kept out of training; evaluation then reports in- and out-of-distribution sequences separately."""
 
     # --- optimization
     objective: Literal["next_token", "observer"] = "next_token"
@@ -141,8 +141,8 @@ class TrainConfig(Config):
 class RunConfig(Config):
     """Everything that defines a run; ``config.json`` of a run folder is its JSON dump."""
 
-    task: NRecurrence = NRecurrence()
-    """The task the model is trained on (and evaluated on, against its exact observer)."""
+    task: AnyTask = NRecurrence()
+    """The task the model is trained on (and evaluated on, against its exact observer): any task kind, named by its `kind`."""
     model: GPTConfig = GPTConfig()
     """The architecture; model.vocab_size must equal task.vocab_size and model.n_ctx is the training context length."""
     train: TrainConfig = TrainConfig()
@@ -158,6 +158,16 @@ class RunConfig(Config):
             )
         if self.model.n_ctx < 2:
             raise ValueError(f"model.n_ctx must be >= 2 to have a next token to predict, got {self.model.n_ctx}")
+        longest = self.task.max_length
+        if longest is not None and self.model.n_ctx + 1 > longest:
+            raise ValueError(
+                f"model.n_ctx ({self.model.n_ctx}) is too long for {self.task.kind} sequences of {longest} tokens: "
+                f"training predicts n_ctx + 1 tokens, so n_ctx must be <= {longest - 1}"
+            )
+        if self.train.held_out_fraction > 0 and self.task.rules() is None:
+            raise ValueError(
+                f"train.held_out_fraction must be 0 for task kind {self.task.kind!r}: it has no hidden rules to hold out"
+            )
         return self
 
     @property

@@ -2,22 +2,23 @@
 
 Every batch is a pure function of the data seed and the step, so a resumed run
 sees exactly the batches an uninterrupted one would, with no generator state
-to save. Held-out rules: a fraction of the ``(period, target)`` rules never
-appears in training; training sequences whose hidden rule touches one of them
-at any position are rejected and redrawn.
+to save. Held-out rules: for a task with a finite set of hidden rules
+(``task.rules()``, e.g. n-recurrence's ``(period, target)``), a fraction of
+them never appears in training; training sequences whose hidden rule is one of
+them at any position are rejected and redrawn.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Hashable, Protocol
 
 import numpy as np
 
-from nrecur.tasks import Batch, NRecurrence
+from nrecur.tasks import Sequences, Task
 
-Rule = tuple[int, int]
-"""A rule ``(period, target)``."""
+Rule = Hashable
+"""A hidden rule of a task, e.g. ``(period, target)`` for n-recurrence."""
 
 _DOMAIN_RULES = 0x52554C45  # separate the random streams of rules, training batches and the training set
 _DOMAIN_BATCH = 0x42415443
@@ -25,17 +26,15 @@ _DOMAIN_SET = 0x53455421
 _DOMAIN_EPOCH = 0x45504F43
 
 
-def held_out_rules(task: NRecurrence, fraction: float, seed: int) -> frozenset[Rule]:
-    """The ``round(fraction * n_rules)`` rules ``(period, target)`` kept out of training, chosen by ``seed``.
+def held_out_rules(task: Task, fraction: float, seed: int) -> frozenset[Rule]:
+    """The ``round(fraction * n_rules)`` rules of ``task.rules()`` kept out of training, chosen by ``seed``.
 
-    Only rules with positive prior count; at least one rule always stays in training.
+    At least one rule always stays in training. A task without rules holds nothing out
+    (``RunConfig`` refuses a positive fraction for one).
     """
-    rules = [
-        (int(n), int(t))
-        for n, p_n in zip(task.periods, task.period_probs)
-        for t, p_t in enumerate(task.target_probs)
-        if p_n > 0 and p_t > 0
-    ]
+    rules = task.rules()
+    if not rules or fraction <= 0:
+        return frozenset()
     count = min(int(round(fraction * len(rules))), len(rules) - 1)
     if count <= 0:
         return frozenset()
@@ -43,35 +42,29 @@ def held_out_rules(task: NRecurrence, fraction: float, seed: int) -> frozenset[R
     return frozenset(rules[i] for i in sorted(chosen))
 
 
-def touches(batch: Batch, rules: frozenset[Rule]) -> np.ndarray:
+def touches(task: Task, sample: Sequences, rules: frozenset[Rule]) -> np.ndarray:
     """``[batch]`` bool: the hidden rule of the sequence is one of ``rules`` at some position."""
-    hit = np.zeros(batch.tokens.shape, dtype=bool)  # [batch, pos]
-    for n, t in rules:
-        hit |= (batch.period == n) & (batch.target == t)
-    return hit.any(axis=1)
-
-
-def select(batch: Batch, index) -> Batch:
-    """The sequences ``index`` (a mask, slice or index array over ``batch``) of every field."""
-    return Batch(**{field: getattr(batch, field)[index] for field in Batch.FIELDS})
+    if not rules:
+        return np.zeros(len(sample), dtype=bool)
+    held = np.array([rule in rules for rule in task.rules()])  # [rule]
+    return held[task.rule_index(sample)].any(axis=1)
 
 
 def sample_avoiding(
-    task: NRecurrence, count: int, length: int, seed: tuple[int, ...], rules: frozenset[Rule], max_rounds: int = 1000
-) -> Batch:
+    task: Task, count: int, length: int, seed: tuple[int, ...], rules: frozenset[Rule], max_rounds: int = 1000
+) -> Sequences:
     """``count`` sequences of ``length`` whose hidden rule never is one of ``rules`` (rejection sampling)."""
     if not rules:
         return task.sample(count, length, seed)
-    kept: list[Batch] = []
+    kept: list[Sequences] = []
     have = 0
     for attempt in range(max_rounds):
         batch = task.sample(max(2 * count, 16), length, (*seed, attempt))
-        batch = select(batch, ~touches(batch, rules))
+        batch = batch.select(~touches(task, batch, rules))
         kept.append(batch)
-        have += len(batch.tokens)
+        have += len(batch)
         if have >= count:
-            fields = {field: np.concatenate([getattr(b, field) for b in kept])[:count] for field in Batch.FIELDS}
-            return Batch(**fields)
+            return type(batch).concatenate(kept).select(slice(0, count))
     raise ValueError(
         f"could not draw {count} training sequences avoiding the {len(rules)} held-out rules in {max_rounds} rounds; "
         "lower held_out_fraction"
@@ -90,7 +83,7 @@ class DataSource(Protocol):
 class OnlineData:
     """Fresh sequences every step: batch ``step`` is sampled with seed ``(seed, step)``."""
 
-    task: NRecurrence
+    task: Task
     length: int
     batch_size: int
     seed: int
@@ -98,8 +91,6 @@ class OnlineData:
 
     def batch(self, step: int) -> np.ndarray:
         seed = (self.seed, _DOMAIN_BATCH, step)
-        if not self.held_out:  # the common case: skip building the hidden-truth bookkeeping twice
-            return self.task.sample(self.batch_size, self.length, seed).tokens
         return sample_avoiding(self.task, self.batch_size, self.length, seed, self.held_out).tokens
 
 
@@ -110,7 +101,7 @@ class FiniteData:
     """
 
     def __init__(
-        self, task: NRecurrence, length: int, size: int, batch_size: int, seed: int, held_out: frozenset[Rule] = frozenset()
+        self, task: Task, length: int, size: int, batch_size: int, seed: int, held_out: frozenset[Rule] = frozenset()
     ) -> None:
         self.sequences = sample_avoiding(task, size, length, (seed, _DOMAIN_SET), held_out)
         self.tokens = self.sequences.tokens  # [size, pos]
@@ -135,6 +126,6 @@ DATA_MODES = {
 """``TrainConfig.mode`` → constructor ``(task, length, train_config, held_out) -> DataSource``."""
 
 
-def make_data(task: NRecurrence, length: int, train, held_out: frozenset[Rule]) -> DataSource:
+def make_data(task: Task, length: int, train, held_out: frozenset[Rule]) -> DataSource:
     """The data source a :class:`~nrecur.train.config.TrainConfig` asks for."""
     return DATA_MODES[train.mode](task, length, train, held_out)

@@ -8,9 +8,14 @@ Averaged over sequences drawn from the task it also equals the model's excess
 cross-entropy over the Bayes cross-entropy, with far less noise.
 
 Reported per set: model and Bayes cross-entropy (next observed token), mean KL
-and KL per position, accuracy of the argmax prediction at target positions
-(next token is a target position) for the model and the observer, and KL and
-accuracy by the period in force.
+and KL per position, accuracy of the argmax prediction for the model and the
+observer at the positions the task scores (n-recurrence: when the next
+position is a target position; HMMs: everywhere; modular arithmetic: when the
+next token is a ``z``), and KL and accuracy by the task's hidden-truth stratum
+(period, state, slot). Which sets exist is the task's choice
+(``task.evaluation_views()``), plus in/out-of-distribution subsets when rules
+are held out and the training set in finite mode. :class:`Grokking` records
+when a run memorized and when it generalized.
 """
 
 from __future__ import annotations
@@ -22,8 +27,28 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from nrecur.tasks import Batch, NRecurrence
-from nrecur.train.data import select, touches
+from nrecur.tasks import Sequences, Task
+from nrecur.train.data import touches
+
+
+@dataclass(frozen=True)
+class Grokking:
+    """When the model memorized and when it generalized (``None``: not reached)."""
+
+    memorization_step: int | None
+    """First evaluation where the loss on training data came within memorization_threshold of its Bayes loss."""
+    grok_step: int | None
+    """First evaluation where KL(observer || model) on fresh data fell to kl_threshold."""
+    grok_seconds: float | None
+    """Training time (seconds) at grok_step."""
+    kl_threshold: float
+
+    @property
+    def delay(self) -> int | None:
+        """``grok_step - memorization_step`` when both happened."""
+        if self.grok_step is None or self.memorization_step is None:
+            return None
+        return self.grok_step - self.memorization_step
 
 
 @dataclass(frozen=True)
@@ -39,28 +64,38 @@ class EvalSet:
     """``[batch, pos]`` float64: sum_v p log p of the predictive (0 log 0 = 0)."""
     bayes_log_loss: Tensor
     """``[batch, pos - 1]`` float64: -log P(x[i+1] | x[0..i]) under the observer."""
-    next_is_target: Tensor
-    """``[batch, pos - 1]`` bool: position i+1 is a target position."""
-    period: Tensor
-    """``[batch, pos]`` int64: period of the rule in force at position i."""
-    periods: tuple[int, ...]
+    accuracy_mask: Tensor
+    """``[batch, pos - 1]`` bool: positions whose next token is scored for accuracy."""
+    accuracy_name: str
+    """Metric name of the accuracy (``target_acc``, ``next_acc``, ``z_acc``)."""
+    strata: Tensor | None
+    """``[batch, pos]`` int64: the hidden-truth stratum of each prediction position (or None)."""
+    stratum_values: tuple[int, ...] = ()
+    stratum_names: tuple[str, ...] = ()
+    stratum_title: str = ""
+    """What the strata are, in words (``period``, ``state``, …)."""
 
     @classmethod
-    def build(cls, name: str, task: NRecurrence, batch: Batch) -> "EvalSet":
-        """Run the observer of ``task`` on ``batch`` (sampled from any n-recurrence task of the same vocabulary)."""
-        tokens = torch.as_tensor(np.asarray(batch.tokens), dtype=torch.long)
-        posterior = task.posterior(np.asarray(batch.tokens))
+    def build(cls, name: str, task: Task, sample: Sequences, **observer) -> "EvalSet":
+        """Run the observer of ``task`` (with keyword arguments ``observer``) on ``sample``."""
+        tokens = np.asarray(sample.tokens)
+        posterior = task.posterior(tokens, **observer)
         predictive = torch.as_tensor(np.asarray(posterior.predictive), dtype=torch.float64)
         log_p = torch.where(predictive > 0, predictive.log(), torch.zeros((), dtype=torch.float64))
+        truth = task.truth(sample)
+        strata = truth.strata
         return cls(
             name=name,
-            tokens=tokens,
+            tokens=torch.as_tensor(tokens, dtype=torch.long),
             predictive=predictive,
             neg_entropy=(predictive * log_p).sum(-1),
             bayes_log_loss=torch.as_tensor(np.asarray(posterior.log_loss), dtype=torch.float64),
-            next_is_target=torch.as_tensor(np.asarray(batch.is_target_position)[:, 1:], dtype=torch.bool),
-            period=torch.as_tensor(np.asarray(batch.period), dtype=torch.long),
-            periods=tuple(int(n) for n in task.periods),
+            accuracy_mask=torch.as_tensor(np.asarray(truth.accuracy_mask), dtype=torch.bool),
+            accuracy_name=truth.accuracy_name,
+            strata=torch.as_tensor(np.asarray(strata.labels), dtype=torch.long) if strata else None,
+            stratum_values=strata.values if strata else (),
+            stratum_names=strata.names if strata else (),
+            stratum_title=strata.title if strata else "",
         )
 
     def subset(self, name: str, mask: np.ndarray | Tensor) -> "EvalSet":
@@ -72,9 +107,12 @@ class EvalSet:
             predictive=self.predictive[index],
             neg_entropy=self.neg_entropy[index],
             bayes_log_loss=self.bayes_log_loss[index],
-            next_is_target=self.next_is_target[index],
-            period=self.period[index],
-            periods=self.periods,
+            accuracy_mask=self.accuracy_mask[index],
+            accuracy_name=self.accuracy_name,
+            strata=self.strata[index] if self.strata is not None else None,
+            stratum_values=self.stratum_values,
+            stratum_names=self.stratum_names,
+            stratum_title=self.stratum_title,
         )
 
     def __len__(self) -> int:
@@ -82,15 +120,27 @@ class EvalSet:
 
 
 @dataclass(frozen=True)
-class PeriodEvaluation:
-    """Scores restricted to positions where the rule in force has period ``period``."""
+class StratumEvaluation:
+    """Scores restricted to prediction positions of one hidden-truth stratum (a period, a state, …)."""
 
-    period: int
+    name: str
+    """Short name, e.g. ``n2`` (metrics ``kl_n2``, ``target_acc_n2``)."""
+    value: int
+    """The label value (n-recurrence: the period)."""
     share: float
-    """Fraction of all positions with this period."""
+    """Fraction of all positions in this stratum."""
     kl: float
-    target_accuracy: float
-    """Model's argmax accuracy at target positions of this period (NaN if none)."""
+    accuracy: float
+    """Model's argmax accuracy at the scored positions of this stratum (NaN if none)."""
+
+    @property
+    def period(self) -> int:
+        """n-recurrence: the period (the label value)."""
+        return self.value
+
+    @property
+    def target_accuracy(self) -> float:
+        return self.accuracy
 
 
 @dataclass(frozen=True)
@@ -107,16 +157,33 @@ class Evaluation:
     """Mean KL(observer || model) over all sequences and all positions."""
     kl_per_position: tuple[float, ...]
     """``[pos]``: mean KL at each position i (predicting token i+1)."""
-    target_accuracy: float
-    """How often the model's most likely next token is the observed one when the next position is a target position."""
-    bayes_target_accuracy: float
+    accuracy_name: str
+    """What the accuracy is called (``target_acc`` for n-recurrence)."""
+    accuracy: float
+    """How often the model's most likely next token is the observed one, at the positions the task scores."""
+    bayes_accuracy: float
     """The same for the observer."""
-    by_period: tuple[PeriodEvaluation, ...]
+    by_stratum: tuple[StratumEvaluation, ...]
+    stratum_title: str = ""
+    """What the strata of ``by_stratum`` are (``period``, ``state``, …)."""
 
     @property
     def excess_ce(self) -> float:
         """``model_ce - bayes_ce``; negative on training data means memorization."""
         return self.model_ce - self.bayes_ce
+
+    # n-recurrence names of the same numbers
+    @property
+    def target_accuracy(self) -> float:
+        return self.accuracy
+
+    @property
+    def bayes_target_accuracy(self) -> float:
+        return self.bayes_accuracy
+
+    @property
+    def by_period(self) -> tuple[StratumEvaluation, ...]:
+        return self.by_stratum
 
     def metrics(self) -> dict[str, float]:
         """Flat scalar metrics named ``{set}/{quantity}`` (per-position KL not included)."""
@@ -125,12 +192,12 @@ class Evaluation:
             "model_ce": self.model_ce,
             "bayes_ce": self.bayes_ce,
             "excess_ce": self.excess_ce,
-            "target_acc": self.target_accuracy,
-            "bayes_target_acc": self.bayes_target_accuracy,
+            self.accuracy_name: self.accuracy,
+            f"bayes_{self.accuracy_name}": self.bayes_accuracy,
         }
-        for part in self.by_period:
-            values[f"kl_n{part.period}"] = part.kl
-            values[f"target_acc_n{part.period}"] = part.target_accuracy
+        for part in self.by_stratum:
+            values[f"kl_{part.name}"] = part.kl
+            values[f"{self.accuracy_name}_{part.name}"] = part.accuracy
         return {f"{self.name}/{key}": float(value) for key, value in values.items()}
 
 
@@ -157,21 +224,22 @@ def evaluate(model: nn.Module, eval_set: EvalSet, chunk: int = 1024) -> Evaluati
     kl = eval_set.neg_entropy - (p * log_q).sum(-1)  # [batch, pos]
     next_tokens = eval_set.tokens[:, 1:]  # [batch, pos - 1]
     model_ce = -log_q[:, :-1].gather(-1, next_tokens[..., None]).squeeze(-1)  # [batch, pos - 1]
-    targets = eval_set.next_is_target
+    scored = eval_set.accuracy_mask
     model_hit = log_q[:, :-1].argmax(-1) == next_tokens  # [batch, pos - 1]
     bayes_hit = p[:, :-1].argmax(-1) == next_tokens
-    by_period = []
-    for n in eval_set.periods:
-        here = eval_set.period == n  # [batch, pos]
-        at_target = targets & here[:, :-1]
-        by_period.append(
-            PeriodEvaluation(
-                period=n,
-                share=float(here.double().mean()),
-                kl=_masked_mean(kl, here),
-                target_accuracy=_masked_mean(model_hit.double(), at_target),
+    by_stratum = []
+    if eval_set.strata is not None:
+        for value, name in zip(eval_set.stratum_values, eval_set.stratum_names):
+            here = eval_set.strata == value  # [batch, pos]
+            by_stratum.append(
+                StratumEvaluation(
+                    name=name,
+                    value=value,
+                    share=float(here.double().mean()),
+                    kl=_masked_mean(kl, here),
+                    accuracy=_masked_mean(model_hit.double(), scored & here[:, :-1]),
+                )
             )
-        )
     return Evaluation(
         name=eval_set.name,
         n_sequences=len(eval_set),
@@ -179,9 +247,11 @@ def evaluate(model: nn.Module, eval_set: EvalSet, chunk: int = 1024) -> Evaluati
         bayes_ce=float(eval_set.bayes_log_loss.mean()),
         kl=float(kl.mean()),
         kl_per_position=tuple(float(v) for v in kl.mean(0)),
-        target_accuracy=_masked_mean(model_hit.double(), targets),
-        bayes_target_accuracy=_masked_mean(bayes_hit.double(), targets),
-        by_period=tuple(by_period),
+        accuracy_name=eval_set.accuracy_name,
+        accuracy=_masked_mean(model_hit.double(), scored),
+        bayes_accuracy=_masked_mean(bayes_hit.double(), scored),
+        by_stratum=tuple(by_stratum),
+        stratum_title=eval_set.stratum_title,
     )
 
 
@@ -191,28 +261,35 @@ def _masked_mean(values: Tensor, mask: Tensor) -> float:
 
 
 def build_eval_sets(
-    task: NRecurrence,
+    task: Task,
     length: int,
     size: int,
     seed: int,
     held_out: frozenset = frozenset(),
-    train_batch: Batch | None = None,
+    train_batch: Sequences | None = None,
 ) -> dict[str, EvalSet]:
     """The fixed evaluation sets of a run.
 
-    ``eval``: ``size`` fresh sequences (seed ``seed``); with held-out rules also
-    ``in_dist`` / ``out_dist``, the ones whose hidden rule never / at some
+    One set per view of ``task.evaluation_views()`` (``eval`` first: ``size``
+    fresh sequences, seed ``seed``); with held-out rules also ``in_dist`` /
+    ``out_dist``, the ``eval`` sequences whose hidden rule never / at some
     position is held out; with a finite training set also ``train``, its first
     ``size`` sequences.
     """
-    fresh = task.sample(size, length, (seed,))
-    sets = {"eval": EvalSet.build("eval", task, fresh)}
+    sets: dict[str, EvalSet] = {}
+    samples: dict[str, Sequences] = {}
+    for index, view in enumerate(task.evaluation_views()):
+        split = {} if view.split is None else {"split": view.split}
+        # The first view keeps the seed of runs made before views existed, so their numbers stay the same.
+        sample = task.sample(size, length, (seed,) if index == 0 else (seed, index), **split)
+        samples[view.name] = sample
+        sets[view.name] = EvalSet.build(view.name, task, sample, **dict(view.observer))
     if held_out:
-        outside = touches(fresh, held_out)
+        outside = touches(task, samples["eval"], held_out)
         for name, mask in (("in_dist", ~outside), ("out_dist", outside)):
             if mask.any():
                 sets[name] = sets["eval"].subset(name, mask)
     if train_batch is not None:
         # Training sequences carry one token more than the context (the last target); the model sees ``length``.
-        sets["train"] = EvalSet.build("train", task, select(train_batch, (slice(0, size), slice(0, length))))
+        sets["train"] = EvalSet.build("train", task, train_batch.select(slice(0, size), positions=slice(0, length)))
     return sets

@@ -29,7 +29,6 @@ from torch import nn
 from nrecur.model import GPT
 from nrecur.train.checkpoint import (
     Checkpoint,
-    latest_checkpoint,
     load_model_tensors,
     load_optimizer_tensors,
     load_weights_into,
@@ -38,12 +37,13 @@ from nrecur.train.checkpoint import (
 )
 from nrecur.train.config import RunConfig, TrainConfig
 from nrecur.train.data import held_out_rules, make_data
+from nrecur.train.evaluate import Evaluation, Grokking
+from nrecur.train.folder import RunFolder
 from nrecur.train.grokfast import GrokfastEMA
 from nrecur.train.objectives import OBJECTIVES
 
 if TYPE_CHECKING:  # pragma: no cover
     from nrecur.train.callbacks import Callback
-    from nrecur.train.evaluate import Evaluation
 
 
 class NonFiniteLossError(RuntimeError):
@@ -64,26 +64,6 @@ class StepInfo:
 
 
 @dataclass(frozen=True)
-class Grokking:
-    """When the model memorized and when it generalized (``None``: not reached)."""
-
-    memorization_step: int | None
-    """First evaluation where the loss on training data came within memorization_threshold of its Bayes loss."""
-    grok_step: int | None
-    """First evaluation where KL(observer || model) on fresh data fell to kl_threshold."""
-    grok_seconds: float | None
-    """Training time (seconds) at grok_step."""
-    kl_threshold: float
-
-    @property
-    def delay(self) -> int | None:
-        """``grok_step - memorization_step`` when both happened."""
-        if self.grok_step is None or self.memorization_step is None:
-            return None
-        return self.grok_step - self.memorization_step
-
-
-@dataclass(frozen=True)
 class TrainResult:
     """How a run ended."""
 
@@ -92,7 +72,7 @@ class TrainResult:
     """Training time, summed over resumes."""
     stop_reason: str
     """``"steps"``, ``"grokked"``, ``"time budget"``, or another callback's reason."""
-    evaluations: dict[str, "Evaluation"]
+    evaluations: dict[str, Evaluation]
     """The last evaluation of each set (``eval``, and ``train`` / ``in_dist`` / ``out_dist`` when they exist)."""
     grokking: Grokking | None
     run_dir: Path | None = None
@@ -129,16 +109,16 @@ def init_weights_from(model: nn.Module, source: str | Path) -> Path:
     Raises ValueError naming the architecture settings and tensors that differ when the shapes do not fit.
     """
     source = Path(source)
-    path = latest_checkpoint(source) if source.is_dir() else source
+    path = RunFolder(source).latest_checkpoint() if source.is_dir() else source
     if path is None or not path.exists():
         raise FileNotFoundError(f"cannot initialize from {source}: no checkpoint there")
     try:
         load_weights_into(model, load_model_tensors(path), str(source))
     except ValueError as error:
-        config_file = (source if source.is_dir() else source.parent.parent) / "config.json"
+        folder = RunFolder(source if source.is_dir() else source.parent.parent)
         own = getattr(model, "config", None)
-        if config_file.exists() and own is not None:
-            theirs = RunConfig.model_validate_json(config_file.read_text()).model
+        if folder.is_run() and own is not None:
+            theirs = folder.read_config().model
             differ = [
                 f"{name} {getattr(theirs, name)} there, {getattr(own, name)} here"
                 for name in type(own).model_fields

@@ -21,16 +21,16 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from nrecur.tasks import NRecurrence
+from nrecur.tasks import Task
 
 
-def next_token_loss(model: nn.Module, tokens: Tensor, task: NRecurrence) -> Tensor:
+def next_token_loss(model: nn.Module, tokens: Tensor, task: Task) -> Tensor:
     """Mean -log q(x[i+1] | x[0..i]) over ``tokens [batch, pos + 1]``: inputs ``[:, :-1]``, targets ``[:, 1:]``."""
     logits = model(tokens[:, :-1])  # [batch, pos, vocab]
     return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), tokens[:, 1:].reshape(-1))
 
 
-def observer_loss(model: nn.Module, tokens: Tensor, task: NRecurrence) -> Tensor:
+def observer_loss(model: nn.Module, tokens: Tensor, task: Task) -> Tensor:
     """Mean cross-entropy between the observer's predictive and the model's, over all ``pos`` positions.
 
     Equals KL(observer || model) plus the observer's entropy (a constant for the model).
@@ -42,7 +42,7 @@ def observer_loss(model: nn.Module, tokens: Tensor, task: NRecurrence) -> Tensor
     return -(target * log_q).sum(-1).mean()
 
 
-OBJECTIVES: dict[str, Callable[[nn.Module, Tensor, NRecurrence], Tensor]] = {
+OBJECTIVES: dict[str, Callable[[nn.Module, Tensor, Task], Tensor]] = {
     "next_token": next_token_loss,
     "observer": observer_loss,
 }

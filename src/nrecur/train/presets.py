@@ -1,12 +1,21 @@
 """Named setups for ``nrecur train --preset`` and ``nrecur run``.
 
-A preset is the main job at one scale: a deterministic run trained until it
-groks, then the stochastic task (``p_noise = p_transition = 0.2/n``, i.e.
-``1/(5n)``) trained from scratch and fine-tuned from the deterministic model.
+An n-recurrence preset is the main job at one scale: a deterministic run
+trained until it groks, then the stochastic task (``p_noise = p_transition =
+0.2/n``, i.e. ``1/(5n)``) trained from scratch and fine-tuned from the
+deterministic model (``--stochastic``, ``--finetune``).
 
 * ``quick``: vocab 8, periods 2–5, context 32; sized for a 2-core CPU.
 * ``proposal``: the proposal's scale, vocab 16, periods 2–8, context 64; for a GPU.
 * ``tiny``: a few seconds end to end; for tests and smoke checks (it does not grok).
+
+The other task kinds have one run each:
+
+* ``mess3``: Mess3(0.05, 0.85), 4 layers, d_model 64, context 10 — the
+  belief-geometry model of SPEC §2.5 (``nrecur train --task mess3``).
+* ``rrxor``: RRXOR(0.5, 0.5) with the same model.
+* ``modular-quick``: in-context modular arithmetic sized for a 2-core CPU.
+* ``modular-paper``: p = 29, 32 examples per sequence (He et al.'s scale); for a GPU.
 """
 
 from __future__ import annotations
@@ -15,7 +24,8 @@ from dataclasses import dataclass
 from typing import Callable
 
 from nrecur.model import GPTConfig
-from nrecur.tasks import NRecurrence
+from nrecur.tasks import Mess3, NRecurrence, RRXOR
+from nrecur.tasks.modular import ModularICL
 from nrecur.train.config import RunConfig, TrainConfig
 
 STOCHASTIC = "0.2/n"
@@ -24,16 +34,36 @@ STOCHASTIC = "0.2/n"
 
 @dataclass(frozen=True)
 class Preset:
-    """The three runs of the main job at one scale (``finetune.init_from`` is filled in by ``nrecur run``)."""
+    """A named run config; n-recurrence presets add the stochastic and fine-tuning runs of the main job."""
 
     name: str
     description: str
-    deterministic: RunConfig
-    """Trained until eval KL <= its kl_threshold (or its step / time limit)."""
-    stochastic: RunConfig
-    """The stochastic task from scratch."""
-    finetune: RunConfig
-    """The stochastic task starting from the deterministic run's weights."""
+    run: RunConfig
+    """The preset's run (n-recurrence: the deterministic task, trained until eval KL <= its kl_threshold)."""
+    stochastic: RunConfig | None = None
+    """n-recurrence: the stochastic task from scratch."""
+    finetune: RunConfig | None = None
+    """n-recurrence: the stochastic task starting from the deterministic run's weights (``init_from`` is
+    filled in by ``nrecur run``, or by ``--init-from`` of ``nrecur train``)."""
+    mess3: RunConfig | None = None
+    """n-recurrence presets: the Mess3 belief-geometry model the main job trains alongside, at this scale."""
+
+    @property
+    def deterministic(self) -> RunConfig:
+        """n-recurrence presets: the deterministic run (same as :attr:`run`)."""
+        return self.run
+
+    @property
+    def kind(self) -> str:
+        """The task kind of the preset's run."""
+        return self.run.task.kind
+
+    def variant(self, which: str) -> RunConfig:
+        """``"run"``, ``"stochastic"`` or ``"finetune"``; an error naming the preset when it has no such variant."""
+        config = getattr(self, which)
+        if config is None:
+            raise ValueError(f"preset {self.name!r} has no {which} variant (only the n-recurrence presets do)")
+        return config
 
 
 def _stochastic(task: NRecurrence) -> NRecurrence:
@@ -54,10 +84,11 @@ def quick() -> Preset:
     return Preset(
         name="quick",
         description="vocab 8, periods 2-5, context 32, 2 layers d_model 64: minutes on a 2-core CPU",
-        deterministic=RunConfig(task=task, model=model, train=det_train),
+        run=RunConfig(task=task, model=model, train=det_train),
         stochastic=stochastic,
         # A lower peak learning rate keeps what the deterministic model knows (3e-3 first undoes much of it).
         finetune=stochastic.model_copy(update={"train": stoch_train.model_copy(update={"lr": 1e-3, "warmup_steps": 20})}),
+        mess3=mess3_preset().run,
     )
 
 
@@ -73,9 +104,10 @@ def proposal() -> Preset:
     return Preset(
         name="proposal",
         description="vocab 16, periods 2-8, context 64, 4 layers d_model 128: for a GPU",
-        deterministic=RunConfig(task=task, model=model, train=det_train),
+        run=RunConfig(task=task, model=model, train=det_train),
         stochastic=stochastic,
         finetune=stochastic.model_copy(update={"train": stoch_train.model_copy(update={"warmup_steps": 50})}),
+        mess3=mess3_preset().run,
     )
 
 
@@ -91,14 +123,84 @@ def tiny() -> Preset:
     return Preset(
         name="tiny",
         description="a few seconds end to end; for tests (does not grok)",
-        deterministic=RunConfig(task=task, model=model, train=det_train),
+        run=RunConfig(task=task, model=model, train=det_train),
         stochastic=stochastic,
         finetune=stochastic,
+        mess3=RunConfig(task=Mess3(), model=_hmm_model(3).model_copy(update={"n_layers": 1, "d_model": 16, "d_mlp": 32, "d_head": 4}), train=det_train),
     )
 
 
-PRESETS: dict[str, Callable[[], Preset]] = {"quick": quick, "proposal": proposal, "tiny": tiny}
+def _hmm_model(vocab_size: int) -> GPTConfig:
+    return GPTConfig(vocab_size=vocab_size, n_ctx=10, d_model=64, n_layers=4, n_heads=4, d_head=16, d_mlp=256)
+
+
+def mess3_preset() -> Preset:
+    task = Mess3(x=0.05, a=0.85)
+    train = TrainConfig(
+        steps=3000, batch_size=128, lr=3e-3, weight_decay=0.1, warmup_steps=50, schedule="cosine", min_lr_ratio=0.02,
+        eval_every=100, kl_threshold=0.005, stop_when_grokked=True, time_budget=180.0,
+    )  # fmt: skip
+    return Preset(
+        name="mess3",
+        description="Mess3(0.05, 0.85), 4 layers d_model 64, context 10: the belief-geometry model (SPEC 2.5)",
+        run=RunConfig(task=task, model=_hmm_model(task.vocab_size), train=train),
+    )
+
+
+def rrxor_preset() -> Preset:
+    task = RRXOR(p1=0.5, p2=0.5)
+    train = TrainConfig(
+        steps=6000, batch_size=128, lr=3e-3, weight_decay=0.1, warmup_steps=50, schedule="cosine", min_lr_ratio=0.02,
+        eval_every=200, kl_threshold=0.005, stop_when_grokked=True, time_budget=300.0,
+    )  # fmt: skip
+    return Preset(
+        name="rrxor",
+        description="RRXOR(0.5, 0.5), 4 layers d_model 64, context 10",
+        run=RunConfig(task=task, model=_hmm_model(task.vocab_size), train=train),
+    )
+
+
+def modular_quick() -> Preset:
+    task = ModularICL(p=7, n_examples=8, n_tasks=16, task_seed=0)
+    model = GPTConfig(vocab_size=7, n_ctx=3 * 8 - 1, d_model=64, n_layers=2, n_heads=8, d_head=8, d_mlp=256)
+    train = TrainConfig(
+        steps=20000, batch_size=128, lr=1e-3, weight_decay=0.1, warmup_steps=200, schedule="cosine", min_lr_ratio=0.05,
+        eval_every=250, kl_threshold=0.01, time_budget=600.0,
+    )  # fmt: skip
+    return Preset(
+        name="modular-quick",
+        description="in-context modular arithmetic p=7, 8 examples, 16 training tasks, 2 layers d_model 64: a 2-core CPU",
+        run=RunConfig(task=task, model=model, train=train),
+    )
+
+
+def modular_paper() -> Preset:
+    task = ModularICL(p=29, n_examples=32, n_tasks=256, task_seed=0)
+    model = GPTConfig(vocab_size=29, n_ctx=3 * 32 - 1, d_model=256, n_layers=6, n_heads=8, d_head=32, d_mlp=1024)
+    train = TrainConfig(
+        steps=100_000, batch_size=256, lr=3e-4, weight_decay=0.1, warmup_steps=1000, schedule="cosine",
+        eval_every=1000, checkpoint_every=2000, kl_threshold=0.01,
+    )  # fmt: skip
+    return Preset(
+        name="modular-paper",
+        description="in-context modular arithmetic at He et al.'s scale (p=29, 32 examples), 6 layers d_model 256: for a GPU",
+        run=RunConfig(task=task, model=model, train=train),
+    )
+
+
+PRESETS: dict[str, Callable[[], Preset]] = {
+    "quick": quick,
+    "proposal": proposal,
+    "tiny": tiny,
+    "mess3": mess3_preset,
+    "rrxor": rrxor_preset,
+    "modular-quick": modular_quick,
+    "modular-paper": modular_paper,
+}
 """Preset name → factory."""
+
+DEFAULT_PRESET_OF_KIND = {"mess3": "mess3", "rrxor": "rrxor", "modular": "modular-quick"}
+"""The preset ``nrecur train --task KIND`` starts from when no --preset is given (n-recurrence and hmm: the defaults)."""
 
 
 def get_preset(name: str) -> Preset:

@@ -1,0 +1,234 @@
+"""The main job (``nrecur run``): n-recurrence from deterministic to stochastic, and the Mess3 model.
+
+1. Train the preset's deterministic run until eval KL reaches its threshold.
+2. Train the stochastic task twice, from scratch and starting from (1)'s
+   weights, and the Mess3 belief-geometry model (SPEC §2.5); ``jobs`` of them
+   side by side, each in its own process with an equal share of the threads.
+3. Summarize: steps and time to reach the KL threshold, final KL and
+   cross-entropies against the Bayes floor.
+
+Every training runs in a worker process (:mod:`nrecur.jobs.worker`) with
+``OMP_WAIT_POLICY=PASSIVE``: on a busy machine, OpenMP threads that spin while
+waiting cut throughput several fold. Every run lives in its own folder under
+``out``. Running the job again reuses finished runs and resumes interrupted
+ones (``fresh=True`` starts over).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from nrecur._io import atomic_write_text
+from nrecur.train.config import RunConfig
+from nrecur.train.folder import RunFolder
+from nrecur.train.presets import Preset
+
+#: The runs of the main job, in the order they start (the first one before all others).
+RUN_KINDS = ("det", "stoch-scratch", "stoch-finetune", "mess3")
+
+
+@dataclass(frozen=True)
+class RunRow:
+    """One line of the main job's summary."""
+
+    name: str
+    path: str
+    task: str
+    init: str
+    steps: int
+    seconds: float
+    stop_reason: str
+    kl_threshold: float
+    grok_step: int | None
+    grok_seconds: float | None
+    kl: float
+    model_ce: float
+    bayes_ce: float
+    accuracy_name: str
+    accuracy: float
+
+    @classmethod
+    def from_folder(cls, name: str, folder: RunFolder) -> "RunRow":
+        config = folder.read_config()
+        summary = folder.read_summary()
+        if summary is None or summary.get("status") != "finished":
+            raise RuntimeError(f"{folder.path} did not finish (see {folder.train_log} if it ran in a worker)")
+        final = summary["final"]["eval"]
+        accuracy_name = summary.get("accuracy_name", "target_acc")  # runs of older versions were n-recurrence
+        return cls(
+            name=name,
+            path=str(folder.path),
+            task=_task_label(config),
+            init=Path(config.init_from).name if config.init_from else "scratch",
+            steps=summary["steps"],
+            seconds=summary["seconds"],
+            stop_reason=summary["stop_reason"],
+            kl_threshold=summary["kl_threshold"],
+            grok_step=summary["grok_step"],
+            grok_seconds=summary["grok_seconds"],
+            kl=final["eval/kl"],
+            model_ce=final["eval/model_ce"],
+            bayes_ce=final["eval/bayes_ce"],
+            accuracy_name=accuracy_name,
+            accuracy=final.get(f"eval/{accuracy_name}", float("nan")),
+        )
+
+
+def _task_label(config: RunConfig) -> str:
+    task = config.task
+    if task.kind == "nrecurrence":
+        return "deterministic" if task.is_deterministic else "stochastic"
+    return task.describe()
+
+
+@dataclass(frozen=True)
+class MainJobResult:
+    preset: str
+    rows: tuple[RunRow, ...]
+    seconds: float
+    """Wall-clock time of the whole job."""
+
+    def table(self) -> str:
+        """The summary as a Markdown table."""
+        head = "| run | task | init | steps | time | KL ≤ threshold reached | final KL | model CE | Bayes CE | accuracy |"
+        lines = [head, "|" + "---|" * 10]
+        for row in self.rows:
+            reached = (
+                f"step {row.grok_step} ({row.grok_seconds:.0f} s) for ≤ {row.kl_threshold:g}"
+                if row.grok_step is not None
+                else f"not reached (≤ {row.kl_threshold:g})"
+            )
+            lines.append(
+                f"| {row.name} | {row.task} | {row.init} | {row.steps} | {row.seconds:.0f} s | {reached} | "
+                f"{row.kl:.4f} | {row.model_ce:.4f} | {row.bayes_ce:.4f} | {row.accuracy:.3f} ({row.accuracy_name}) |"
+            )
+        return "\n".join(lines)
+
+
+def prepare(config: RunConfig, folder: RunFolder, fresh: bool) -> bool:
+    """Make ``folder`` hold ``config``; True when the run still has to (finish) training."""
+    if fresh:
+        folder.clear()
+    if folder.is_run():
+        if folder.read_config() != config:
+            raise FileExistsError(f"{folder.path} holds a run with another config; pass --fresh to start it over")
+        summary = folder.read_summary()
+        return not (summary is not None and summary.get("status") == "finished")
+    folder.path.mkdir(parents=True, exist_ok=True)
+    folder.write_config(config)
+    return True
+
+
+def main_job_configs(preset: Preset, out: Path) -> dict[str, RunConfig]:
+    """The run config of each of :data:`RUN_KINDS` (the fine-tune starts from the deterministic run's folder)."""
+    return {
+        "det": preset.variant("run"),
+        "stoch-scratch": preset.variant("stochastic"),
+        "stoch-finetune": preset.variant("finetune").model_copy(update={"init_from": str(out / f"{preset.name}-det")}),
+        "mess3": preset.variant("mess3"),
+    }
+
+
+def run_main_job(
+    preset: Preset,
+    out: str | os.PathLike = "runs",
+    jobs: int = 2,
+    fresh: bool = False,
+    progress: bool = True,
+    threads: int | None = None,
+) -> MainJobResult:
+    """Run the trainings of ``preset`` and the Mess3 model under ``out`` (see the module docstring).
+
+    Each training runs in a worker process with ``OMP_WAIT_POLICY=PASSIVE``; the deterministic one alone
+    with ``threads`` threads (default: all cores), then the others ``jobs`` at a time with
+    ``threads // jobs`` threads each (at least one); a new one starts as soon as one ends.
+    """
+    start = time.perf_counter()
+    out = Path(out)
+    threads = threads or os.cpu_count() or 1
+    names = {kind: f"{preset.name}-{kind}" for kind in RUN_KINDS}
+    folders = {kind: RunFolder(out / names[kind]) for kind in RUN_KINDS}
+    configs = main_job_configs(preset, out)
+    if prepare(configs["det"], folders["det"], fresh):
+        run_in_workers([folders["det"]], 1, threads, progress)
+    pending = [folders[kind] for kind in RUN_KINDS[1:] if prepare(configs[kind], folders[kind], fresh)]
+    if pending:
+        slots = min(jobs, len(pending))
+        run_in_workers(pending, slots, max(1, threads // slots), progress)
+    rows = tuple(RunRow.from_folder(names[kind], folders[kind]) for kind in RUN_KINDS)
+    result = MainJobResult(preset=preset.name, rows=rows, seconds=time.perf_counter() - start)
+    atomic_write_text(out / f"{preset.name}-summary.md", result.table() + "\n")
+    summary = {"preset": preset.name, "seconds": result.seconds, "rows": [asdict(row) for row in rows]}
+    atomic_write_text(out / f"{preset.name}-summary.json", json.dumps(summary, indent=2) + "\n")
+    return result
+
+
+def run_in_workers(folders: list[RunFolder], slots: int, threads: int, progress: bool) -> None:
+    """Resume each run folder in its own process with ``threads`` threads, ``slots`` at a time; wait for all.
+
+    A single worker draws its own progress bar; side-by-side workers write theirs to ``train.log`` and this
+    process shows coarse bars from their ``metrics.jsonl``.
+    """
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads), "OMP_WAIT_POLICY": "PASSIVE"}
+    alone = len(folders) == 1
+    waiting = list(folders)
+    running: list[tuple[RunFolder, subprocess.Popen, object]] = []
+    finished: list[tuple[RunFolder, int]] = []
+    bars = _bars(folders) if progress and not alone else None
+    try:
+        while waiting or running:
+            while waiting and len(running) < slots:
+                folder = waiting.pop(0)
+                log = open(folder.train_log, "w")
+                command = [sys.executable, "-m", "nrecur.jobs.worker", str(folder.path), *([] if progress else ["--no-progress"])]
+                stderr = None if alone and progress else subprocess.STDOUT
+                running.append((folder, subprocess.Popen(command, stdout=log, stderr=stderr, env=env), log))
+            for item in list(running):
+                folder, process, log = item
+                if process.poll() is not None:
+                    log.close()
+                    running.remove(item)
+                    finished.append((folder, process.returncode))
+            if bars:
+                _update_bars(bars, folders)
+            if running:
+                time.sleep(0.5)
+    except BaseException:
+        for _, process, _ in running:
+            process.terminate()
+        raise
+    finally:
+        for _, process, log in running:
+            process.wait()
+            log.close()
+        if bars:
+            for bar in bars:
+                bar.close()
+    failed = [(folder, code) for folder, code in finished if code != 0]
+    if failed:
+        details = "; ".join(f"{folder.path} exited with {code} (see {folder.train_log})" for folder, code in failed)
+        raise RuntimeError(f"a training worker failed: {details}")
+
+
+def _bars(folders: list[RunFolder]):
+    from tqdm.auto import tqdm
+
+    return [
+        tqdm(total=folder.read_config().train.steps, desc=folder.path.name, position=i, dynamic_ncols=True, leave=True)
+        for i, folder in enumerate(folders)
+    ]
+
+
+def _update_bars(bars, folders: list[RunFolder]) -> None:
+    for bar, folder in zip(bars, folders):
+        lines = folder.read_metrics()
+        if lines and lines[-1]["step"] != bar.n:
+            last = lines[-1]
+            bar.update(last["step"] - bar.n)
+            bar.set_postfix_str(f"loss {last.get('train/loss', float('nan')):.4f} KL {last['eval/kl']:.4f} t {last['seconds']:.0f}s")

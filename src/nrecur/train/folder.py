@@ -1,0 +1,190 @@
+"""The run folder: the one place that knows its layout.
+
+A run folder holds::
+
+    config.json          the full RunConfig (task, model, training: enough to reproduce the run)
+    metrics.jsonl        one JSON line per evaluation
+    summary.json         how the run ended (written at the end)
+    checkpoints/         step_XXXXXXXX.safetensors (model, optimizer, RNG state)
+    tensorboard/         TensorBoard events (when tensorboard is installed)
+    train.log            output of a worker process that trained it (jobs)
+    analysis/            one JSON (and figures) per analysis
+    report.html          the run's report
+
+Everything else (training, ``load_run``, the jobs, the CLI) asks a
+:class:`RunFolder` for paths and for reading and writing these files; every
+write is atomic.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import pydantic
+
+from nrecur._config import format_error
+from nrecur._io import atomic_write_text, remove_stale_temporaries
+from nrecur.train.config import RunConfig
+
+_CHECKPOINT_NAME = re.compile(r"^step_(\d{8,})\.safetensors$")
+
+
+@dataclass(frozen=True)
+class RunFolder:
+    """Paths and files of the run folder ``path``."""
+
+    path: Path
+
+    CONFIG_FILE = "config.json"
+    METRICS_FILE = "metrics.jsonl"
+    SUMMARY_FILE = "summary.json"
+    CHECKPOINT_DIR = "checkpoints"
+    TENSORBOARD_DIR = "tensorboard"
+    TRAIN_LOG = "train.log"
+    ANALYSIS_DIR = "analysis"
+    REPORT_FILE = "report.html"
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        object.__setattr__(self, "path", Path(path))
+
+    # --- paths
+
+    @property
+    def config_file(self) -> Path:
+        return self.path / self.CONFIG_FILE
+
+    @property
+    def metrics_file(self) -> Path:
+        return self.path / self.METRICS_FILE
+
+    @property
+    def summary_file(self) -> Path:
+        return self.path / self.SUMMARY_FILE
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        return self.path / self.CHECKPOINT_DIR
+
+    @property
+    def tensorboard_dir(self) -> Path:
+        return self.path / self.TENSORBOARD_DIR
+
+    @property
+    def train_log(self) -> Path:
+        return self.path / self.TRAIN_LOG
+
+    @property
+    def analysis_dir(self) -> Path:
+        return self.path / self.ANALYSIS_DIR
+
+    @property
+    def report_file(self) -> Path:
+        return self.path / self.REPORT_FILE
+
+    def checkpoint_path(self, step: int) -> Path:
+        return self.checkpoint_dir / f"step_{step:08d}.safetensors"
+
+    # --- what is there
+
+    def is_run(self) -> bool:
+        """The folder holds a run (it has a config)."""
+        return self.config_file.exists()
+
+    def checkpoints(self) -> list[tuple[int, Path]]:
+        """``[(step, path)]`` of the run's checkpoints, by step."""
+        if not self.checkpoint_dir.is_dir():
+            return []
+        found = []
+        for path in self.checkpoint_dir.iterdir():
+            match = _CHECKPOINT_NAME.match(path.name)
+            if match:
+                found.append((int(match.group(1)), path))
+        return sorted(found)
+
+    def latest_checkpoint(self) -> Path | None:
+        """The checkpoint with the highest step, or None."""
+        found = self.checkpoints()
+        return found[-1][1] if found else None
+
+    # --- reading and writing
+
+    def read_config(self) -> RunConfig:
+        if not self.config_file.exists():
+            raise FileNotFoundError(f"{self.path} is not a run folder (no {self.CONFIG_FILE})")
+        try:
+            return RunConfig.model_validate_json(self.config_file.read_text())
+        except pydantic.ValidationError as error:
+            raise ValueError(f"{self.config_file} does not hold a valid run config: {format_error(error)}") from None
+        except UnicodeDecodeError:
+            raise ValueError(f"{self.config_file} is not a text file") from None
+
+    def write_config(self, config: RunConfig) -> None:
+        atomic_write_text(self.config_file, json.dumps(config.model_dump(mode="json"), indent=2) + "\n")
+
+    def read_summary(self) -> dict | None:
+        """``summary.json`` (None when the run has not ended)."""
+        if not self.summary_file.exists():
+            return None
+        try:
+            summary = json.loads(self.summary_file.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+            raise ValueError(f"{self.summary_file} is not valid JSON ({error})") from None
+        if not isinstance(summary, dict):
+            raise ValueError(f"{self.summary_file} does not hold a JSON object")
+        return summary
+
+    def write_summary(self, summary: dict) -> None:
+        atomic_write_text(self.summary_file, json.dumps(summary, indent=2) + "\n")
+
+    def read_metrics(self) -> list[dict]:
+        """The JSON lines of ``metrics.jsonl``: a torn last line (a killed write) is skipped silently,
+        a corrupt line elsewhere with a warning naming it."""
+        return read_metrics_lines(self.metrics_file)
+
+    def write_metrics(self, lines: list[dict]) -> None:
+        atomic_write_text(self.metrics_file, "".join(json.dumps(line) + "\n" for line in lines))
+
+    def append_metrics(self, line: dict) -> None:
+        with open(self.metrics_file, "a") as handle:
+            handle.write(json.dumps(line) + "\n")
+
+    # --- housekeeping
+
+    def remove_stale_temporaries(self) -> list[Path]:
+        """Temporaries of writes that a killed process left in the folder."""
+        return remove_stale_temporaries(self.path)
+
+    def clear(self) -> None:
+        """Remove what a run wrote here (config, metrics, summary, log, checkpoints, events, analyses, report)."""
+        for path in (self.config_file, self.metrics_file, self.summary_file, self.train_log, self.report_file):
+            path.unlink(missing_ok=True)
+        for directory in (self.checkpoint_dir, self.tensorboard_dir, self.analysis_dir):
+            shutil.rmtree(directory, ignore_errors=True)
+        if self.path.is_dir():
+            self.remove_stale_temporaries()
+
+
+def read_metrics_lines(path: str | os.PathLike) -> list[dict]:
+    """The JSON lines of a metrics file; see :meth:`RunFolder.read_metrics`."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    texts = path.read_text(errors="replace").splitlines()
+    lines = []
+    for number, text in enumerate(texts, start=1):
+        try:
+            line = json.loads(text)
+        except json.JSONDecodeError:
+            line = None
+        if not isinstance(line, dict) or "step" not in line:
+            if number < len(texts):
+                warnings.warn(f"{path}: line {number} is not a metrics record; skipped", stacklevel=2)
+            continue
+        lines.append(line)
+    return lines
