@@ -160,7 +160,7 @@ class ModularICL(Task):
             )
         entropy = list(seed) if isinstance(seed, (tuple, list)) else int(seed)
         rng = np.random.default_rng(np.random.SeedSequence(entropy, spawn_key=(SPLITS.index(split),)))
-        p, examples = self.p, -(-length // 3)
+        p, examples = self.p, -(-length // 3)  # examples begun within `length` tokens (ceil)
         a, b = vectors[rng.integers(len(vectors), size=batch_size)].T  # [batch] each
         xy = rng.integers(p, size=(batch_size, examples, 2))  # [batch, example, 2]
         z = (a[:, None] * xy[..., 0] + b[:, None] * xy[..., 1]) % p  # [batch, example]
