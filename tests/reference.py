@@ -11,6 +11,17 @@ from __future__ import annotations
 
 import numpy as np
 
+#: ``transition_changes`` → may a change keep the period (``same_n``) and the target (``same_t``) as given?
+#: Written out from SPEC §2.3; a test of a new kind adds its own entry.
+ALLOWED = {
+    "either": lambda same_n, same_t: not (same_n and same_t),
+    "both": lambda same_n, same_t: not same_n and not same_t,
+    "period": lambda same_n, same_t: not same_n and same_t,
+    "target": lambda same_n, same_t: same_n and not same_t,
+}
+#: ``fake_source`` → fakes come from the last ``FAKE_WINDOW * n`` tokens; 0: none, uniform over V minus t.
+FAKE_WINDOW = {"uniform": 0, "recent": 3}
+
 
 def _priors(task):
     V, periods = task.vocab_size, list(task.periods)
@@ -43,13 +54,15 @@ def emission(task, state, history, v):
     noise = _per_period(task.p_noise, n)
     if v == t:
         return 1.0 - noise
-    if task.fake_source == "uniform":
-        pool = others
-    else:
-        i = len(history)
-        window = history[max(0, i - 3 * n) : i]
-        pool = sorted(set(window) - {t}) or others
+    pool = _fake_pool(task, history, n, t)
     return noise * (1.0 / len(pool) if v in pool else 0.0)
+
+
+def _fake_pool(task, history, n, t):
+    """The tokens a fake is uniform over: the window's distinct tokens other than t, else all but t."""
+    i, window = len(history), FAKE_WINDOW[task.fake_source] * n
+    recent = set(map(int, history[max(0, i - window) : i])) if window else set()
+    return sorted(recent - {t}) or [u for u in range(task.vocab_size) if u != t]
 
 
 def transition_matrix(task):
@@ -68,13 +81,7 @@ def transition_matrix(task):
         allowed = []
         for n2 in task.periods:
             for t2 in range(task.vocab_size):
-                ok = {
-                    "either": (n2, t2) != (n, t),
-                    "both": n2 != n and t2 != t,
-                    "period": n2 != n and t2 == t,
-                    "target": n2 == n and t2 != t,
-                }[task.transition_changes]
-                if ok:
+                if ALLOWED[task.transition_changes](n2 == n, t2 == t):
                     allowed.append((n2, t2, pi[period_index[n2]] * tau[t2]))
         total = sum(w for _, _, w in allowed)
         if total == 0:  # a rule the prior never reaches
@@ -149,22 +156,14 @@ def loop_sample(task, batch_size, length, seed):
             others = [u for u in range(V) if u != t]
             if c == 0:
                 if rng.random() < _per_period(task.p_noise, n):
-                    if task.fake_source == "recent":
-                        pool = sorted(set(tokens[b, max(0, i - 3 * n) : i].tolist()) - {t}) or others
-                    else:
-                        pool = others
-                    x = rng.choice(pool)
+                    x = rng.choice(_fake_pool(task, tokens[b, :i], n, t))
                 else:
                     x = t
             else:
                 x = rng.randrange(V) if task.target_outside else rng.choice(others)
             tokens[b, i], period[b, i], target[b, i] = x, n, t
             if rng.random() < _per_period(task.p_transition, n):
-                allowed = [
-                    (n2, t2) for n2, t2 in rules
-                    if {"either": (n2, t2) != (n, t), "both": n2 != n and t2 != t,
-                        "period": n2 != n and t2 == t, "target": n2 == n and t2 != t}[task.transition_changes]
-                ]
+                allowed = [(n2, t2) for n2, t2 in rules if ALLOWED[task.transition_changes](n2 == n, t2 == t)]
                 weights = [pi[periods.index(n2)] * tau[t2] for n2, t2 in allowed]
                 n, t = draw(allowed, weights)
                 c = rng.randrange(n)
