@@ -139,6 +139,7 @@ class TransitionKind:
 
     @property
     def keeps_target(self) -> bool:
+        """Every allowed move keeps the target: a change never draws one."""
         return all(same_t for _, same_t in self.moves)
 
     # --- what the prior must allow
@@ -202,7 +203,7 @@ class TransitionKind:
             lambda: w.sum(axis=-2, keepdims=True),  # W_t            [batch, 1, vocab]
             lambda: w,  # w                                          [batch, period, vocab]
         )
-        total = None
+        total = None  # Σ coefficient · part, only the parts the kind uses, ±1 as plain additions/subtractions
         for coefficient, part in zip(self.spread, parts):
             if coefficient == 0:
                 continue
@@ -237,7 +238,7 @@ class TransitionKind:
             allowed |= (same_n == move_n) & (same_t == move_t)
         weights = (np.outer(period_probs, target_probs)[None] * allowed).reshape(len(old_period), P * V)
         cdf = np.cumsum(weights, axis=1)  # [rows, rule]
-        index = np.sum(cdf <= (u_period * cdf[:, -1])[:, None], axis=1)
+        index = np.sum(cdf <= (u_period * cdf[:, -1])[:, None], axis=1)  # the first rule whose CDF passes u·total
         last = P * V - 1 - np.argmax(weights[:, ::-1] > 0, axis=1)  # rounding never lands on a zero weight
         index = np.minimum(index, last)
         return index // V, index % V
