@@ -33,6 +33,7 @@ SERIES = [
 ACCURACY = [
     ("eval/z_acc", "model, ID", "#0072B2", "-"),
     ("out_dist/z_acc", "model, OOD", "#D55E00", ":"),
+    ("eval/bayes_z_acc", "in-distribution observer, ID", "#000000", "--"),
     ("universal/bayes_z_acc", "universal observer, ID", "#999999", "-"),
     ("out_dist/bayes_z_acc", "universal observer, OOD", "#999999", ":"),
 ]
