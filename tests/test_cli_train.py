@@ -115,3 +115,26 @@ def test_a_tuple_option_with_too_few_values_names_the_option(capsys, tmp_path):
     assert main(["train", "--betas", "0.9", "--out", str(tmp_path / "run")]) == 2
     assert "betas: wrong number of values" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
+
+
+def test_train_help_says_which_preset_values_apply():
+    """Each option's help lists the values the presets give it (generated from the presets), and the epilog
+    the --stochastic / --finetune variants."""
+    from nrecur.cli import build_parser
+    from nrecur.model import GPTConfig
+    from nrecur.train.config import TrainConfig
+    from nrecur.train.presets import PRESETS, get_preset
+
+    parser = build_parser()
+    sub = parser._subparsers._group_actions[0].choices["train"]
+    helps = {action.dest: action.help for action in sub._actions}
+    assert "(default: 10000; presets: quick 5000, proposal 30000, tiny 40," in helps["steps"]
+    assert "(default: 4; presets: quick 8, proposal 8, tiny 2," in helps["n_heads"]
+    for name in PRESETS:
+        run = get_preset(name).run
+        for section, default in (("model", GPTConfig()), ("train", TrainConfig())):
+            for field in type(default).model_fields:
+                value = getattr(getattr(run, section), field)
+                if field != "vocab_size" and value != getattr(default, field) and not isinstance(value, tuple):
+                    assert f"{name} {value}" in helps[field], (name, field)
+    assert "--preset quick --finetune: p_noise 0.2/n, p_transition 0.2/n, steps 12000, lr 0.001, warmup_steps 20" in sub.epilog

@@ -19,7 +19,8 @@ TEMPORARY_GLOB = ".*.tmp"
 def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None], mode: int | None = None) -> Path:
     """Write ``path`` with ``write(handle)`` through a temporary file and a rename; returns the path.
 
-    ``mode``: the file's permission bits (default: 0o666 less the umask, like ``open``).
+    ``mode``: the file's permission bits (default: 0o666 less the umask, like ``open``). On any
+    failure (disk full, no permission) the old ``path`` is untouched and the temporary is removed.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -35,9 +36,12 @@ def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None], mod
             mode = 0o666 & ~umask
         os.chmod(tmp, mode)  # mkstemp makes 0600
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as error:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(error, OSError) and error.errno is not None and error.filename is None:
+            # A failed write or flush (disk full) does not say which file; name the one being written.
+            raise OSError(error.errno, error.strerror or str(error), str(path)) from error
         raise
     _fsync_directory(path.parent)
     return path

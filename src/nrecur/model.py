@@ -291,7 +291,7 @@ class GPT(HookedModule):
         return sum(p.numel() for p in self.parameters())
 
     def forward(self, tokens: Tensor) -> Tensor:
-        """``tokens [batch, pos]`` (int64 or int32, pos ≤ n_ctx) → ``logits [batch, pos, vocab]``."""
+        """``tokens [batch, pos]`` (int64 or int32 in 0..vocab_size-1, pos ≤ n_ctx) → ``logits [batch, pos, vocab]``."""
         if tokens.dim() != 2:
             raise ValueError(f"tokens must have shape [batch, pos], got shape {tuple(tokens.shape)}")
         if tokens.dtype not in (torch.long, torch.int):
@@ -299,6 +299,13 @@ class GPT(HookedModule):
         batch, pos = tokens.shape
         if pos > self.config.n_ctx:
             raise ValueError(f"tokens have {pos} positions but the context length n_ctx is {self.config.n_ctx}")
+        if tokens.numel():
+            low, high = (int(v) for v in torch.aminmax(tokens))  # one reduction; an embedding lookup out of range is an obscure IndexError
+            if low < 0 or high >= self.config.vocab_size:
+                raise ValueError(
+                    f"tokens must lie in 0..{self.config.vocab_size - 1} (vocab_size={self.config.vocab_size}), "
+                    f"got values from {low} to {high}"
+                )
         positions = torch.arange(pos, device=tokens.device)  # [pos]
         embed = self.hook_embed(self.embed(tokens))  # [batch, pos, d_model]
         pos_embed = self.hook_pos_embed(self.pos_embed(positions).expand(batch, pos, -1))  # [batch, pos, d_model]

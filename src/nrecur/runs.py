@@ -1,14 +1,17 @@
 """Open a trained run: ``load_run("runs/quick-det")`` → model, task, config, metrics.
 
 The model is rebuilt from ``config.json`` and its weights are read from a
-safetensors checkpoint (the latest one unless you ask for a step); nothing is
-unpickled. ``run.evaluate()`` scores it against the exact observer, on its own
+safetensors checkpoint (the latest intact one unless you ask for a step, with a
+warning naming a damaged newer one); nothing is unpickled, and the checkpoint's
+checksums are verified. ``summary.json`` is not needed to use a run: a
+corrupt one is reported with a warning and left out. ``run.evaluate()`` scores it against the exact observer, on its own
 task or on another one with the same vocabulary.
 """
 
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,7 +19,7 @@ import torch
 
 from nrecur.model import GPT
 from nrecur.tasks import Task
-from nrecur.train.checkpoint import load_model_tensors, read_metadata
+from nrecur.train.checkpoint import checkpoint_step, load_model_tensors, load_newest, load_weights_into
 from nrecur.train.config import RunConfig
 from nrecur.train.data import held_out_rules
 from nrecur.train.evaluate import Evaluation, build_eval_sets, evaluate
@@ -85,23 +88,30 @@ def load_run(path: str | os.PathLike, step: int | None = None, device: str | tor
     folder = RunFolder(path)
     config = folder.read_config()
     if step is None:
-        checkpoint = folder.latest_checkpoint()
-        if checkpoint is None:
+        found = [path for _, path in folder.checkpoints()]
+        if not found:
             raise FileNotFoundError(f"{folder.path} has no checkpoint yet")
+        checkpoint, tensors = load_newest(found, load_model_tensors)
     else:
         checkpoint = folder.checkpoint_path(step)
         if not checkpoint.exists():
             steps = [s for s, _ in folder.checkpoints()]
             raise FileNotFoundError(f"{folder.path} has no checkpoint at step {step}; it has {steps}")
+        tensors = load_model_tensors(checkpoint)
     model = build_model(config, device)
-    model.load_state_dict({name: t.to(device) for name, t in load_model_tensors(checkpoint).items()})
+    load_weights_into(model, tensors, f"{checkpoint} does not fit the model of {folder.config_file}")
     model.eval()
+    try:
+        summary = folder.read_summary()
+    except ValueError as error:  # how the run ended is not needed to use its weights
+        warnings.warn(f"{error}; ignored", stacklevel=2)
+        summary = None
     return Run(
         path=folder.path,
         config=config,
         model=model,
-        step=int(read_metadata(checkpoint)["step"]),
+        step=checkpoint_step(checkpoint),
         checkpoint=checkpoint,
         metrics=folder.read_metrics(),
-        summary=folder.read_summary(),
+        summary=summary,
     )

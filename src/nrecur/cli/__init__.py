@@ -93,8 +93,14 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.handler(args) or 0)
     except pydantic.ValidationError as error:
         print(f"{parser.prog} {args.command}: error: {format_error(error)}", file=sys.stderr)
-    except (UsageError, ValueError, OverflowError, OSError) as error:
+    except OSError as error:
+        # "[Errno 28] No space left on device: 'runs/x/config.json'" → "No space left on device: runs/x/config.json"
+        text = f"{error.strerror}: {error.filename}" if error.strerror and error.filename else str(error)
+        print(f"{parser.prog} {args.command}: error: {text}", file=sys.stderr)
+    except (UsageError, ValueError, OverflowError) as error:
         print(f"{parser.prog} {args.command}: error: {error}", file=sys.stderr)
+    except MemoryError as error:  # the estimates before large allocations should make this rare
+        print(f"{parser.prog} {args.command}: error: out of memory{f' ({error})' if str(error) else ''}; ask for less", file=sys.stderr)
     except KeyboardInterrupt:
         print(f"{parser.prog} {args.command}: interrupted", file=sys.stderr)
         return 130

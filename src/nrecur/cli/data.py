@@ -30,7 +30,10 @@ def register(subparsers) -> None:
     sample.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     sample.add_argument("--split", choices=["in_distribution", "out_of_distribution"], help="modular tasks: training task vectors (default) or the others")
     sample.add_argument("--out", help="write a .npz file here instead of printing")
-    sample.add_argument("--force", action="store_true", help="overwrite --out if it exists")
+    sample.add_argument(
+        "--overwrite", "--force", dest="overwrite", action="store_true",
+        help="replace --out if it exists (--force is the same option, as in nrecur train)",
+    )  # fmt: skip
     sample.set_defaults(handler=run_sample, command="sample")
 
     bayes = subparsers.add_parser(
@@ -64,8 +67,8 @@ def run_sample(args: argparse.Namespace) -> int:
             raise ValueError("--out is empty; give a file name such as data.npz")
         if os.path.isdir(args.out):
             raise IsADirectoryError(f"--out {args.out} is a folder; give a file name such as {os.path.join(args.out, 'data.npz')}")
-        if os.path.exists(args.out) and not args.force:
-            raise FileExistsError(f"{args.out} exists; pass --force to overwrite it")
+        if os.path.exists(args.out) and not args.overwrite:
+            raise FileExistsError(f"{args.out} exists; pass --overwrite to replace it")
         if not os.path.isdir(os.path.dirname(os.path.abspath(args.out))):
             raise FileNotFoundError(f"the folder of --out {args.out} does not exist")
     batch = task.sample(args.batch_size, args.length, args.seed, **split)

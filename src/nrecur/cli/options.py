@@ -69,11 +69,13 @@ def add_config_options(
     skip: typing.Iterable[str] = (),
     title: str | None = None,
     show_defaults: bool = True,
+    notes: dict[str, str] | None = None,
 ) -> None:
     """Add one option per field of ``config_cls`` (defaults are left to the config).
 
     ``show_defaults=False`` leaves the config's defaults out of the help, for options that
-    override values taken from elsewhere (e.g. a run's own task).
+    override values taken from elsewhere (e.g. a run's own task). ``notes``: text added to the
+    help of a field (e.g. the values presets give it).
     """
     group = parser.add_argument_group(title or f"{config_cls.__name__} options")
     for name, field in config_cls.model_fields.items():
@@ -83,7 +85,8 @@ def add_config_options(
         default = field.default
         help_text = (field.description or "").strip().replace("%", "%%")
         if show_defaults:
-            help_text += f" (default: {_show(default)})"
+            note = (notes or {}).get(name)
+            help_text += f" (default: {_show(default)}" + (f"; {note}" if note else "") + ")"
         kwargs: dict[str, Any] = {"dest": _dest(prefix, name), "default": argparse.SUPPRESS, "help": help_text}
         origin = typing.get_origin(annotation)
         if annotation is bool:
@@ -165,7 +168,9 @@ def task_fields() -> dict[str, list[str]]:
     return owners
 
 
-def add_task_options(parser: argparse.ArgumentParser, show_defaults: bool = True, kind_help: str | None = None) -> None:
+def add_task_options(
+    parser: argparse.ArgumentParser, show_defaults: bool = True, kind_help: str | None = None, notes: dict[str, str] | None = None
+) -> None:
     """``--task KIND`` and the options of every task kind, one group per kind (shared names once)."""
     kinds = list(Task.KINDS)
     parser.add_argument(
@@ -180,7 +185,9 @@ def add_task_options(parser: argparse.ArgumentParser, show_defaults: bool = True
         title = f"task options (--task {kind})"
         if others:
             title += "; also " + ", ".join(_flag("", name) for name in others)
-        add_config_options(parser, cls, skip=[n for n in cls.model_fields if n not in fields], title=title, show_defaults=show_defaults)
+        add_config_options(
+            parser, cls, skip=[n for n in cls.model_fields if n not in fields], title=title, show_defaults=show_defaults, notes=notes
+        )
 
 
 def given_task_options(args: argparse.Namespace) -> dict[str, Any]:

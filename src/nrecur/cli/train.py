@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
+import textwrap
 import time
 from pathlib import Path
 
@@ -16,6 +18,8 @@ from nrecur.train.presets import DEFAULT_PRESET_OF_KIND, PRESETS, get_preset
 
 # Options shared by the three config groups of ``nrecur train``; the model's vocab_size follows the task's.
 MODEL_SKIP = ("vocab_size",)
+# The config options ``--resume`` takes: they extend (or shorten) a run without changing what it has done.
+RESUME_OPTIONS = ("steps", "time_budget")
 
 
 def register(subparsers) -> None:
@@ -31,9 +35,14 @@ def _register_train(subparsers) -> None:
     parser = subparsers.add_parser(
         "train",
         help="train a model into a run folder (or resume one)",
-        description="Train a GPT on any task kind (--task), scored against its exact observer. Options not given keep "
-        "the preset's values (or the defaults); --task mess3, rrxor and modular start from their presets "
-        "(mess3, rrxor, modular-quick). The run folder gets config.json, metrics.jsonl, checkpoints/ and summary.json.",
+        description=textwrap.fill(
+            "Train a GPT on any task kind (--task), scored against its exact observer. Options not given keep "
+            "the preset's values (each option's help lists the values the presets give it) or the defaults; "
+            "--task mess3, rrxor and modular start from their presets (mess3, rrxor, modular-quick). The run "
+            "folder gets config.json, metrics.jsonl, checkpoints/ and summary.json.",
+            width=min(100, shutil.get_terminal_size().columns - 2),
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     run = parser.add_argument_group("run")
     run.add_argument("--out", metavar="DIR", help="run folder to create (default: runs/<preset or train>-<time>)")
@@ -41,14 +50,78 @@ def _register_train(subparsers) -> None:
     variant = run.add_mutually_exclusive_group()
     variant.add_argument("--stochastic", action="store_true", help="with an n-recurrence --preset: its stochastic run config instead")
     variant.add_argument("--finetune", action="store_true", help="with an n-recurrence --preset: its fine-tuning config (stochastic task, lower lr; give --init-from)")
-    run.add_argument("--resume", metavar="RUN", help="continue the interrupted run in folder RUN exactly (no other config options)")
-    run.add_argument("--init-from", metavar="RUN", help="initialize the weights from run folder RUN (or a checkpoint file): fine-tuning")
-    run.add_argument("--overwrite", action="store_true", help="replace an existing run in --out")
+    run.add_argument(
+        "--resume", metavar="RUN",
+        help="continue the run in folder RUN exactly where it stopped (killed, or out of time). The only options "
+        "it takes are --steps and --time-budget, which also continue a run that has ended: a new --time-budget "
+        "only moves the stop; a new --steps keeps the learning-rate schedule of the old steps (decay_steps is set "
+        "to them, the rate then stays at min_lr_ratio*lr), so the run ends exactly as one trained with --steps N "
+        "--decay-steps OLD from the start",
+    )  # fmt: skip
+    run.add_argument("--init-from", metavar="RUN", help="initialize the weights from run folder RUN (or a checkpoint file): fine-tuning. Stored as an absolute path, with a fingerprint of the weights used")
+    run.add_argument(
+        "--overwrite", "--force", dest="overwrite", action="store_true",
+        help="write into --out even if it is not empty, replacing a run there (--force is the same option); "
+        "without it only a new or empty folder is used",
+    )  # fmt: skip
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
-    add_task_options(parser)
-    add_config_options(parser, GPTConfig, skip=MODEL_SKIP, title="model")
-    add_config_options(parser, TrainConfig, title="training")
+    notes = preset_notes()
+    add_task_options(parser, notes=notes)
+    add_config_options(parser, GPTConfig, skip=MODEL_SKIP, title="model", notes=notes)
+    add_config_options(parser, TrainConfig, title="training", notes=notes)
+    parser.epilog = variant_notes()
     parser.set_defaults(handler=train_command, command="train")
+
+
+def _differences(config: RunConfig, base: RunConfig | None = None) -> dict[str, object]:
+    """Field name → value where ``config`` differs from ``base`` (task, model and training fields);
+    without ``base``, from the defaults (the task's: those of its own kind)."""
+    found: dict[str, object] = {}
+    for section in ("task", "model", "train"):
+        mine = getattr(config, section)
+        if base is not None:
+            theirs = getattr(base, section)
+        else:
+            try:
+                theirs = type(mine)()
+            except ValueError:  # a kind without defaults for everything
+                theirs = None
+        for name in type(mine).model_fields:
+            if name == "kind" or (section == "model" and name in MODEL_SKIP):
+                continue
+            value = getattr(mine, name)
+            if type(mine) is not type(theirs) or value != getattr(theirs, name):
+                found[name] = value
+    return found
+
+
+def preset_notes() -> dict[str, str]:
+    """``--help`` text per option: the value each preset gives it where that differs from the default
+    (generated from the presets' run configs)."""
+    by_field: dict[str, list[str]] = {}
+    for name in PRESETS:
+        for field, value in _differences(get_preset(name).run).items():
+            by_field.setdefault(field, []).append(f"{name} {_show_value(value)}")
+    return {field: "presets: " + ", ".join(values) for field, values in by_field.items()}
+
+
+def variant_notes() -> str:
+    """The ``--stochastic`` and ``--finetune`` variants of each n-recurrence preset, as differences from its run."""
+    lines = ["The --stochastic and --finetune variants change these values of their preset's run:"]
+    for name in PRESETS:
+        preset = get_preset(name)
+        for variant in ("stochastic", "finetune"):
+            config = getattr(preset, variant)
+            if config is not None:
+                changes = ", ".join(f"{field} {_show_value(value)}" for field, value in _differences(config, preset.run).items())
+                lines.append(f"  --preset {name} --{variant}: {changes}")
+    return "\n".join(lines)
+
+
+def _show_value(value: object) -> str:
+    if isinstance(value, (tuple, list)):
+        return ",".join(map(str, value))
+    return str(value)
 
 
 def _given(config_cls, args: argparse.Namespace, skip=()) -> dict:
@@ -97,12 +170,20 @@ def train_command(args: argparse.Namespace) -> int:
     progress = not args.no_progress
     try:
         if args.resume:
+            extend = {name: value for name, value in _given(TrainConfig, args).items() if name in RESUME_OPTIONS}
             given = [*given_task_options(args), *(name for cls in (GPTConfig, TrainConfig) for name in _given(cls, args))]
-            flags = (("task", args.task), ("preset", args.preset), ("init-from", args.init_from), ("out", args.out))
+            given = [name for name in given if name not in extend]
+            flags = (
+                ("task", args.task), ("preset", args.preset), ("init-from", args.init_from), ("out", args.out),
+                ("overwrite", args.overwrite), ("stochastic", args.stochastic), ("finetune", args.finetune),
+            )  # fmt: skip
             given += ["--" + flag for flag, on in flags if on]
             if given:
-                raise UsageError(f"--resume continues a run with its own config; drop {', '.join(given)}")
-            result = resume(args.resume, progress=progress)
+                raise UsageError(
+                    f"--resume continues a run with its own config (only --steps and --time-budget may change); "
+                    f"drop {', '.join(given)}"
+                )
+            result = resume(args.resume, progress=progress, **extend)
         else:
             config = config_from_train_args(args)
             out = args.out or f"runs/{args.preset or 'train'}-{time.strftime('%Y%m%d-%H%M%S')}"

@@ -120,6 +120,8 @@ def prepare(config: RunConfig, folder: RunFolder, fresh: bool) -> bool:
             raise FileExistsError(f"{folder.path} holds a run with another config; pass --fresh to start it over")
         summary = folder.read_summary()
         return not (summary is not None and summary.get("status") == "finished")
+    if folder.contents() and not fresh:
+        raise FileExistsError(f"{folder.path} is not empty and holds no run; move it away, or pass --fresh to write the run there anyway")
     folder.path.mkdir(parents=True, exist_ok=True)
     folder.write_config(config)
     return True
@@ -130,7 +132,8 @@ def main_job_configs(preset: Preset, out: Path) -> dict[str, RunConfig]:
     return {
         "det": preset.variant("run"),
         "stoch-scratch": preset.variant("stochastic"),
-        "stoch-finetune": preset.variant("finetune").model_copy(update={"init_from": str(out / f"{preset.name}-det")}),
+        # model_copy does not validate: resolve the path here as RunConfig would (absolute, see RunConfig.init_from).
+        "stoch-finetune": preset.variant("finetune").model_copy(update={"init_from": os.path.abspath(out / f"{preset.name}-det")}),
         "mess3": preset.variant("mess3"),
     }
 

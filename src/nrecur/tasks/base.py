@@ -37,6 +37,7 @@ from pydantic import Discriminator, Tag
 
 from nrecur._config import Config
 from nrecur._io import atomic_write, remove_stale_temporaries
+from nrecur._memory import available_memory, format_bytes
 
 __all__ = [
     "EvalView",
@@ -242,18 +243,30 @@ def check_seed(seed: Any) -> None:
         raise ValueError(f"seed must be an integer >= 0 or a tuple of them, got {seed!r}")
 
 
-#: Refuse to allocate sampled arrays beyond this many tokens per call (about 10 GB of int64 fields).
+#: Refuse to allocate sampled arrays beyond this many tokens per call (tens of GB with the hidden truth).
 MAX_SAMPLE_TOKENS = 1_000_000_000
+#: Peak bytes per sampled token, hidden truth and the sampler's temporaries included (n-recurrence
+#: measures about 42, the HMM and modular kinds about 33).
+SAMPLE_BYTES_PER_TOKEN = 48
 
 
 def check_sizes(batch_size: Any, length: Any) -> None:
-    """``batch_size`` and ``length`` are integers >= 1 whose product fits in memory."""
+    """``batch_size`` and ``length`` are integers >= 1 whose product fits in memory (estimated
+    before anything is allocated, against the memory available now)."""
     if not isinstance(batch_size, (int, np.integer)) or isinstance(batch_size, bool) or batch_size < 1:
         raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
     if not isinstance(length, (int, np.integer)) or isinstance(length, bool) or length < 1:
         raise ValueError(f"length must be an integer >= 1, got {length!r}")
-    if int(batch_size) * int(length) > MAX_SAMPLE_TOKENS:
+    tokens = int(batch_size) * int(length)
+    needed = tokens * SAMPLE_BYTES_PER_TOKEN
+    available = available_memory()
+    if tokens > MAX_SAMPLE_TOKENS or (available is not None and needed > available):
+        limit = (
+            f"more than one call may sample ({MAX_SAMPLE_TOKENS:,} tokens)"
+            if tokens > MAX_SAMPLE_TOKENS
+            else f"more than the {format_bytes(available)} of memory available"
+        )
         raise ValueError(
-            f"batch_size x length = {int(batch_size) * int(length):,} tokens is more than one call may sample "
-            f"({MAX_SAMPLE_TOKENS:,}); sample in smaller batches"
+            f"batch_size x length = {tokens:,} tokens would need about {format_bytes(needed)} of memory "
+            f"({SAMPLE_BYTES_PER_TOKEN} bytes per token with the hidden truth), {limit}; sample in smaller batches"
         )

@@ -39,7 +39,7 @@ from nrecur.tasks.variants import (
 MAX_VOCAB = 65_536
 MAX_PERIOD = 4_096
 
-_WARNED_SHORT: set[tuple[tuple[int, ...], int]] = set()
+_WARNED_SHORT: set[tuple[int, ...]] = set()
 
 
 class NRecurrence(Task):
@@ -187,8 +187,10 @@ class NRecurrence(Task):
     def check_length(self, length: int) -> None:
         """Warn when a context is shorter than three times the largest period (SPEC §2.3)."""
         super().check_length(length)
-        if length < IDENTIFIABLE_CONTEXT * self.max_period and (self.periods, length) not in _WARNED_SHORT:
-            _WARNED_SHORT.add((self.periods, length))  # once per process: training samples many batches
+        if length < IDENTIFIABLE_CONTEXT * self.max_period and self.periods not in _WARNED_SHORT:
+            # Once per process and set of periods: training checks its context, then samples one token more
+            # (and evaluates): one message, naming the first length, not several that disagree.
+            _WARNED_SHORT.add(self.periods)
             warnings.warn(
                 f"context length {length} is shorter than {IDENTIFIABLE_CONTEXT} x the largest period "
                 f"({IDENTIFIABLE_CONTEXT * self.max_period}); the longest rules may not be identifiable",

@@ -2,21 +2,30 @@
 
 Where checkpoints live in a run folder is :class:`~nrecur.train.folder.RunFolder`'s
 business; this module is the file format. Its tensors are named ``model.<param>``, ``optim.<index>.<key>``,
-``grokfast.<param>`` and ``rng.<generator>``; its metadata holds the step and a
-JSON blob with the trainer's own state (elapsed time, callback state). Nothing
-is ever unpickled: safetensors stores raw tensors and strings only.
+``grokfast.<param>`` and ``rng.<generator>``; its metadata holds the step, a
+JSON blob with the trainer's own state (elapsed time, callback state) and a
+SHA-256 checksum of each group of tensors and of the metadata. Nothing is ever
+unpickled: safetensors stores raw tensors and strings only.
 
 Files are written to a temporary name, flushed to disk and renamed, so a
 checkpoint on disk is always complete, even if the process is killed while
-writing.
+writing; the new file is read back and checked before :func:`save_checkpoint`
+returns, so a caller can delete the previous checkpoint only once the new one is
+known to be good. Every load verifies the checksums: a damaged file (truncated,
+bit-flipped, not a checkpoint at all) raises :class:`CheckpointError`, never
+loads wrong numbers. The model checksum doubles as the fingerprint of a
+checkpoint's weights (a fine-tune records its source's).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable, Sequence, TypeVar
 
 import torch
 from safetensors import safe_open
@@ -26,7 +35,38 @@ from torch import Tensor, nn
 
 from nrecur._io import atomic_write_bytes
 
-FORMAT = "nrecur-checkpoint-1"
+FORMAT = "nrecur-checkpoint-2"
+"""Checkpoints with checksums. Files of the first format (no checksums) still load, unverified."""
+_UNCHECKED_FORMATS = ("nrecur-checkpoint-1",)
+_GROUPS = ("model", "optim", "grokfast", "rng")
+
+T = TypeVar("T")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be used: not a checkpoint, truncated, damaged, or not fitting the model.
+
+    The message is ``f"{path} {problem}"`` (only ``problem`` without a path).
+    """
+
+    def __init__(self, path: str | os.PathLike | None, problem: str) -> None:
+        self.path = Path(path) if path is not None else None
+        self.problem = problem
+        super().__init__(problem if path is None else f"{path} {problem}")
+
+
+def tensor_digest(tensors: dict[str, Tensor]) -> str:
+    """``"sha256:<hex>"`` of the tensors' names, dtypes, shapes and bytes, in name order."""
+    hasher = hashlib.sha256()
+    for name in sorted(tensors):
+        tensor = tensors[name].detach().to("cpu").contiguous()
+        hasher.update(f"{name}\0{tensor.dtype}\0{tuple(tensor.shape)}\0".encode())
+        hasher.update(tensor.reshape(-1).view(torch.uint8).numpy())
+    return "sha256:" + hasher.hexdigest()
+
+
+def _metadata_digest(step: str, state: str) -> str:
+    return "sha256:" + hashlib.sha256(f"{step}\0{state}".encode()).hexdigest()
 
 
 # --- what goes in ---
@@ -105,8 +145,16 @@ def save_checkpoint(
         for name, tensor in members.items()
     }
     metadata = {"format": FORMAT, "step": str(step), "state": json.dumps(state or {})}
+    checksums = {group: tensor_digest(_split(tensors, group)) for group in _GROUPS}
+    checksums["metadata"] = _metadata_digest(metadata["step"], metadata["state"])
+    metadata["checksums"] = json.dumps(checksums)
     path = Path(path)
     atomic_write_bytes(path, safetensors_bytes(tensors, metadata=metadata))
+    # Read it back before anyone relies on it (the caller deletes the previous checkpoint next).
+    try:
+        load_checkpoint(path)
+    except CheckpointError as error:
+        raise CheckpointError(path, f"did not read back intact just after it was written: {error.problem}") from None
     return path
 
 
@@ -115,42 +163,114 @@ def _split(tensors: dict[str, Tensor], group: str) -> dict[str, Tensor]:
     return {name[len(prefix) :]: t for name, t in tensors.items() if name.startswith(prefix)}
 
 
+def _safetensors(path: str | os.PathLike, action: Callable[[], T]) -> T:
+    """Run a safetensors read; a file it cannot parse becomes a one-line :class:`CheckpointError`."""
+    try:
+        return action()
+    except OSError:
+        raise
+    except Exception as error:  # safetensors raises its own SafetensorError (and others on odd input)
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise CheckpointError(path, f"is not a readable nrecur checkpoint (safetensors: {reason})") from None
+
+
 def read_metadata(path: str | os.PathLike) -> dict[str, str]:
-    with safe_open(str(path), framework="pt") as handle:
-        metadata = handle.metadata() or {}
-    if metadata.get("format") != FORMAT:
-        raise ValueError(f"{path} is not an nrecur checkpoint (format {metadata.get('format')!r}, expected {FORMAT!r})")
+    """The checkpoint's metadata (format, step, state, checksums), checked for form (not yet against the tensors)."""
+    if Path(path).is_dir():
+        raise CheckpointError(path, "is a folder, not a checkpoint file")
+
+    def read() -> dict[str, str]:
+        with safe_open(str(path), framework="pt") as handle:
+            return handle.metadata() or {}
+
+    metadata = _safetensors(path, read)
+    form = metadata.get("format")
+    if form != FORMAT and form not in _UNCHECKED_FORMATS:
+        raise CheckpointError(path, f"is not an nrecur checkpoint (format {form!r}, expected {FORMAT!r})")
+    try:
+        int(metadata["step"])
+        json.loads(metadata.get("state", "{}"))
+        checksums = json.loads(metadata["checksums"]) if form == FORMAT else {}
+        expected = checksums.get("metadata") if form == FORMAT else None
+    except (KeyError, ValueError, AttributeError):
+        raise CheckpointError(path, "is damaged: its metadata is incomplete or unreadable") from None
+    if form == FORMAT and expected != _metadata_digest(metadata["step"], metadata["state"]):
+        raise CheckpointError(path, "is damaged: its step or trainer state does not match the checksum stored with it")
     return metadata
 
 
+def _verify(path: str | os.PathLike, metadata: dict[str, str], group: str, tensors: dict[str, Tensor]) -> None:
+    if metadata.get("format") != FORMAT:
+        return  # written before checksums existed
+    expected = json.loads(metadata["checksums"]).get(group)
+    if expected != tensor_digest(tensors):
+        raise CheckpointError(
+            path, f"is damaged: its {group} tensors do not match the checksum stored with them (flipped bits or a broken copy)"
+        )
+
+
 def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
-    """Read a whole checkpoint (no pickle involved)."""
+    """Read a whole checkpoint (no pickle involved) and verify every checksum."""
     metadata = read_metadata(path)
-    tensors = load_file(str(path))
+    tensors = _safetensors(path, lambda: load_file(str(path)))
+    groups = {group: _split(tensors, group) for group in _GROUPS}
+    for group, members in groups.items():
+        _verify(path, metadata, group, members)
     return Checkpoint(
         path=Path(path),
         step=int(metadata["step"]),
-        model=_split(tensors, "model"),
-        optimizer=_split(tensors, "optim"),
-        grokfast=_split(tensors, "grokfast"),
-        rng=_split(tensors, "rng"),
+        model=groups["model"],
+        optimizer=groups["optim"],
+        grokfast=groups["grokfast"],
+        rng=groups["rng"],
         state=json.loads(metadata.get("state", "{}")),
     )
 
 
 def load_model_tensors(path: str | os.PathLike) -> dict[str, Tensor]:
-    """Only the model weights of a checkpoint, ``{param name: tensor}``."""
-    read_metadata(path)
-    tensors = {}
-    with safe_open(str(path), framework="pt") as handle:
-        for name in handle.keys():
-            if name.startswith("model."):
-                tensors[name[len("model.") :]] = handle.get_tensor(name)
+    """Only the model weights of a checkpoint, ``{param name: tensor}``, checked against their checksum."""
+    metadata = read_metadata(path)
+
+    def read() -> dict[str, Tensor]:
+        with safe_open(str(path), framework="pt") as handle:
+            return {name[len("model.") :]: handle.get_tensor(name) for name in handle.keys() if name.startswith("model.")}
+
+    tensors = _safetensors(path, read)
+    _verify(path, metadata, "model", tensors)
     return tensors
 
 
-def load_weights_into(model: nn.Module, tensors: dict[str, Tensor], source: str) -> None:
-    """Copy ``tensors`` into ``model``; a clear error listing every name or shape that does not fit."""
+def checkpoint_step(path: str | os.PathLike) -> int:
+    """The step a checkpoint was written at (from its metadata)."""
+    return int(read_metadata(path)["step"])
+
+
+def load_newest(paths: Sequence[Path], load: Callable[[Path], T], then: str = "") -> tuple[Path, T]:
+    """``load`` the newest of ``paths`` (oldest first) that reads intact; returns ``(path, loaded)``.
+
+    Each damaged file passed over gets a warning naming it (``then`` is added to it: what the caller
+    does with the file); when none reads, the error of the newest is raised.
+    """
+    if not paths:
+        raise FileNotFoundError("no checkpoint")
+    errors: list[CheckpointError] = []
+    for path in reversed(paths):
+        try:
+            loaded = load(path)
+        except CheckpointError as error:
+            errors.append(error)
+            continue
+        for error in errors:
+            warnings.warn(f"{error}{then}; using the previous checkpoint {path.name} instead", stacklevel=2)
+        return path, loaded
+    raise errors[0]
+
+
+def load_weights_into(model: nn.Module, tensors: dict[str, Tensor], problem: str) -> None:
+    """Copy ``tensors`` into ``model``; a clear one-line error listing every name or shape that does not fit.
+
+    ``problem`` opens that error, e.g. ``"cannot initialize from runs/det"``.
+    """
     own = model.state_dict()
     problems = []
     for name in sorted(set(own) | set(tensors), key=lambda n: (n.startswith("blocks."), n)):
@@ -162,5 +282,6 @@ def load_weights_into(model: nn.Module, tensors: dict[str, Tensor], source: str)
             problems.append(f"{name} is {tuple(tensors[name].shape)} there but {tuple(own[name].shape)} here")
     if problems:
         shown = "; ".join(problems[:6]) + (f"; … ({len(problems) - 6} more)" if len(problems) > 6 else "")
-        raise ValueError(f"cannot initialize from {source}: the architectures differ: {shown}")
-    model.load_state_dict(tensors)
+        raise CheckpointError(None, f"{problem}: the architectures differ: {shown}")
+    device = next(iter(own.values())).device if own else torch.device("cpu")
+    model.load_state_dict({name: tensor.to(device) for name, tensor in tensors.items()})

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import math
+import os
 from typing import Literal
 
 from pydantic import field_validator, model_validator
@@ -43,9 +44,11 @@ class TrainConfig(Config):
     warmup_steps: int = 100
     """Linear warm-up of the learning rate from lr/warmup_steps to lr."""
     schedule: Literal["constant", "cosine", "linear"] = "cosine"
-    """Learning rate after warm-up: constant, or decaying to min_lr_ratio*lr at `steps` (cosine or linear)."""
+    """Learning rate after warm-up: constant, or decaying to min_lr_ratio*lr at `steps` (cosine or linear; see decay_steps)."""
     min_lr_ratio: float = 0.1
     """Final learning rate of the cosine and linear schedules, as a fraction of lr."""
+    decay_steps: int | None = None
+    """Step at which the cosine or linear decay ends (the learning rate then stays at min_lr_ratio*lr); None: steps. Extending a run with --resume RUN --steps N sets it to the run's old steps, so the schedule it has followed does not change."""
     grad_clip: float = 1.0
     """Clip the global gradient norm to this value; 0 disables clipping."""
     grokfast_lambda: float = 0.0
@@ -88,6 +91,13 @@ class TrainConfig(Config):
     def _positive(cls, value: int, info) -> int:
         if value < 1:
             raise ValueError(f"{info.field_name} must be an integer >= 1, got {value}")
+        return value
+
+    @field_validator("decay_steps")
+    @classmethod
+    def _positive_or_none(cls, value: int | None, info) -> int | None:
+        if value is not None and value < 1:
+            raise ValueError(f"{info.field_name} must be an integer >= 1 (or None for steps), got {value}")
         return value
 
     @field_validator("warmup_steps", "log_checkpoints")
@@ -133,7 +143,8 @@ class TrainConfig(Config):
             return self.lr * (step + 1) / self.warmup_steps
         if self.schedule == "constant":
             return self.lr
-        progress = min(1.0, (step - self.warmup_steps) / max(1, self.steps - self.warmup_steps))
+        horizon = self.steps if self.decay_steps is None else self.decay_steps
+        progress = min(1.0, (step - self.warmup_steps) / max(1, horizon - self.warmup_steps))
         shape = 0.5 * (1.0 + math.cos(math.pi * progress)) if self.schedule == "cosine" else 1.0 - progress
         return self.lr * (self.min_lr_ratio + (1.0 - self.min_lr_ratio) * shape)
 
@@ -148,7 +159,17 @@ class RunConfig(Config):
     train: TrainConfig = TrainConfig()
     """Optimization, data regime, evaluation and checkpointing."""
     init_from: str | None = None
-    """Path of a run folder whose latest weights initialize the model (fine-tuning); None trains from scratch."""
+    """Path of a run folder whose latest weights initialize the model (or of one checkpoint file): fine-tuning; None trains from scratch. Stored as an absolute path; the run folder records which checkpoint was used and a fingerprint of its weights (init_from.json)."""
+
+    @field_validator("init_from")
+    @classmethod
+    def _absolute(cls, value: str | None) -> str | None:
+        # Resolved once, when the config is made: a resume from another directory must find the same weights.
+        if value is None:
+            return None
+        if not value.strip():
+            raise ValueError("init_from is empty; give a run folder or a checkpoint file")
+        return os.path.abspath(os.path.expanduser(value))
 
     @model_validator(mode="after")
     def _check_consistent(self) -> "RunConfig":

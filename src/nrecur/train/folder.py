@@ -3,6 +3,7 @@
 A run folder holds::
 
     config.json          the full RunConfig (task, model, training: enough to reproduce the run)
+    init_from.json       a fine-tune's source: the checkpoint its weights came from and their fingerprint
     metrics.jsonl        one JSON line per evaluation
     summary.json         how the run ended (written at the end)
     checkpoints/         step_XXXXXXXX.safetensors (model, optimizer, RNG state)
@@ -13,11 +14,13 @@ A run folder holds::
 
 Everything else (training, ``load_run``, the jobs, the CLI) asks a
 :class:`RunFolder` for paths and for reading and writing these files; every
-write is atomic.
+write is atomic. A checkpoint found damaged on resume is renamed
+``step_XXXXXXXX.safetensors.damaged`` (kept for inspection, no longer a checkpoint).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -36,12 +39,30 @@ _CHECKPOINT_NAME = re.compile(r"^step_(\d{8,})\.safetensors$")
 
 
 @dataclass(frozen=True)
+class InitSource:
+    """Where a fine-tune's initial weights came from (``init_from.json``)."""
+
+    source: str
+    """``init_from`` as configured: an absolute path of a run folder or a checkpoint file."""
+    checkpoint: str
+    """The checkpoint file the weights were read from (absolute)."""
+    step: int
+    """Its training step."""
+    fingerprint: str
+    """SHA-256 of its model tensors (``"sha256:…"``); a resume that would load other weights refuses."""
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), indent=2) + "\n"
+
+
+@dataclass(frozen=True)
 class RunFolder:
     """Paths and files of the run folder ``path``."""
 
     path: Path
 
     CONFIG_FILE = "config.json"
+    INIT_FILE = "init_from.json"
     METRICS_FILE = "metrics.jsonl"
     SUMMARY_FILE = "summary.json"
     CHECKPOINT_DIR = "checkpoints"
@@ -58,6 +79,10 @@ class RunFolder:
     @property
     def config_file(self) -> Path:
         return self.path / self.CONFIG_FILE
+
+    @property
+    def init_file(self) -> Path:
+        return self.path / self.INIT_FILE
 
     @property
     def metrics_file(self) -> Path:
@@ -96,6 +121,32 @@ class RunFolder:
         """The folder holds a run (it has a config)."""
         return self.config_file.exists()
 
+    def contents(self) -> list[str]:
+        """Names of what the folder holds (empty when it does not exist)."""
+        return sorted(p.name for p in self.path.iterdir()) if self.path.is_dir() else []
+
+    def check_new(self, overwrite: bool = False) -> None:
+        """Refuse to start a run here unless the folder is missing or empty, or ``overwrite``.
+
+        A folder with files but no run is refused too: a run would overwrite or mix with them.
+        """
+        if self.path.exists() and not self.path.is_dir():
+            raise FileExistsError(f"{self.path} is a file, not a folder; pick another --out")
+        if overwrite:
+            return
+        if self.is_run():
+            raise FileExistsError(
+                f"{self.path} already holds a run; resume it with --resume {self.path}, replace it with --overwrite, "
+                "or pick another --out"
+            )
+        names = self.contents()
+        if names:
+            shown = ", ".join(names[:4]) + (f", … ({len(names)} entries)" if len(names) > 4 else "")
+            raise FileExistsError(
+                f"{self.path} is not empty ({shown}) and holds no run; pick a new or empty --out, "
+                "or pass --overwrite to write the run there anyway"
+            )
+
     def checkpoints(self) -> list[tuple[int, Path]]:
         """``[(step, path)]`` of the run's checkpoints, by step."""
         if not self.checkpoint_dir.is_dir():
@@ -127,6 +178,18 @@ class RunFolder:
     def write_config(self, config: RunConfig) -> None:
         atomic_write_text(self.config_file, json.dumps(config.model_dump(mode="json"), indent=2) + "\n")
 
+    def read_init_source(self) -> InitSource | None:
+        """``init_from.json`` (None when the run is not a fine-tune, or was made by an older version)."""
+        if not self.init_file.exists():
+            return None
+        try:
+            return InitSource(**json.loads(self.init_file.read_text()))
+        except (json.JSONDecodeError, UnicodeDecodeError, TypeError) as error:
+            raise ValueError(f"{self.init_file} does not hold a valid record of the initial weights ({error})") from None
+
+    def write_init_source(self, source: InitSource) -> None:
+        atomic_write_text(self.init_file, source.to_json())
+
     def read_summary(self) -> dict | None:
         """``summary.json`` (None when the run has not ended)."""
         if not self.summary_file.exists():
@@ -156,13 +219,19 @@ class RunFolder:
 
     # --- housekeeping
 
+    def set_aside(self, checkpoint: Path) -> Path:
+        """Rename a damaged checkpoint to ``NAME.damaged``: kept for inspection, no longer a checkpoint."""
+        target = checkpoint.with_name(checkpoint.name + ".damaged")
+        os.replace(checkpoint, target)
+        return target
+
     def remove_stale_temporaries(self) -> list[Path]:
         """Temporaries of writes that a killed process left in the folder."""
         return remove_stale_temporaries(self.path)
 
     def clear(self) -> None:
-        """Remove what a run wrote here (config, metrics, summary, log, checkpoints, events, analyses, report)."""
-        for path in (self.config_file, self.metrics_file, self.summary_file, self.train_log, self.report_file):
+        """Remove what a run wrote here (config, init record, metrics, summary, log, checkpoints, events, analyses, report)."""
+        for path in (self.config_file, self.init_file, self.metrics_file, self.summary_file, self.train_log, self.report_file):
             path.unlink(missing_ok=True)
         for directory in (self.checkpoint_dir, self.tensorboard_dir, self.analysis_dir):
             shutil.rmtree(directory, ignore_errors=True)

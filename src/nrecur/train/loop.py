@@ -29,17 +29,21 @@ from torch import nn
 from nrecur.model import GPT
 from nrecur.train.checkpoint import (
     Checkpoint,
+    CheckpointError,
+    checkpoint_step,
     load_model_tensors,
     load_optimizer_tensors,
     load_weights_into,
     restore_rng,
     save_checkpoint,
+    tensor_digest,
 )
 from nrecur.train.config import RunConfig, TrainConfig
 from nrecur.train.data import held_out_rules, make_data
 from nrecur.train.evaluate import Evaluation, Grokking
-from nrecur.train.folder import RunFolder
+from nrecur.train.folder import InitSource, RunFolder
 from nrecur.train.grokfast import GrokfastEMA
+from nrecur.train.memory import check_training_memory
 from nrecur.train.objectives import OBJECTIVES
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -103,18 +107,36 @@ def make_optimizer(model: nn.Module, train: TrainConfig) -> torch.optim.AdamW:
     return torch.optim.AdamW(groups, lr=train.lr, betas=train.betas, foreach=True)
 
 
-def init_weights_from(model: nn.Module, source: str | Path) -> Path:
+def init_weights_from(model: nn.Module, source: str | Path, expected: InitSource | None = None) -> InitSource:
     """Load the weights of a run folder's latest checkpoint (or of one checkpoint file) into ``model``.
 
+    Returns where they came from and their fingerprint. ``expected``: the source recorded when the run
+    first started; its checkpoint file is read while it exists, and other weights are refused.
     Raises ValueError naming the architecture settings and tensors that differ when the shapes do not fit.
     """
     source = Path(source)
-    path = RunFolder(source).latest_checkpoint() if source.is_dir() else source
+    if expected is not None and Path(expected.checkpoint).is_file():
+        path: Path | None = Path(expected.checkpoint)
+    else:
+        path = RunFolder(source).latest_checkpoint() if source.is_dir() else source
     if path is None or not path.exists():
         raise FileNotFoundError(f"cannot initialize from {source}: no checkpoint there")
     try:
-        load_weights_into(model, load_model_tensors(path), str(source))
-    except ValueError as error:
+        tensors = load_model_tensors(path)
+        step = checkpoint_step(path)
+    except CheckpointError as error:
+        raise CheckpointError(None, f"cannot initialize from {source}: {'it' if path == source else error.path} {error.problem}") from None
+    fingerprint = tensor_digest(tensors)
+    if expected is not None and fingerprint != expected.fingerprint:
+        raise CheckpointError(
+            None,
+            f"cannot initialize from {source}: this run started from {expected.checkpoint} (step {expected.step}, "
+            f"weights {expected.fingerprint[:19]}), but {path} (step {step}) now holds other weights "
+            f"({fingerprint[:19]}); put the original weights back, or start this run over with --overwrite"
+        )
+    try:
+        load_weights_into(model, tensors, f"cannot initialize from {source}")
+    except CheckpointError as error:
         folder = RunFolder(source if source.is_dir() else source.parent.parent)
         own = getattr(model, "config", None)
         if folder.is_run() and own is not None:
@@ -125,9 +147,9 @@ def init_weights_from(model: nn.Module, source: str | Path) -> Path:
                 if getattr(theirs, name) != getattr(own, name)
             ]
             if differ:
-                raise ValueError(f"cannot initialize from {source}: the models differ ({'; '.join(differ)}). {error}") from None
+                raise CheckpointError(None, f"cannot initialize from {source}: the models differ ({'; '.join(differ)}). {error}") from None
         raise
-    return path
+    return InitSource(source=str(source), checkpoint=str(path.absolute()), step=step, fingerprint=fingerprint)
 
 
 class Trainer:
@@ -139,15 +161,23 @@ class Trainer:
         callbacks: Sequence["Callback"] = (),
         run_dir: str | Path | None = None,
         load_init_from: bool = True,
+        expected_init: InitSource | None = None,
     ) -> None:
-        """``load_init_from=False`` skips ``config.init_from`` (when a checkpoint will be restored anyway)."""
+        """``load_init_from=False`` skips ``config.init_from`` (when a checkpoint will be restored anyway);
+        ``expected_init``: the weights a resumed fine-tune started from (others are refused).
+
+        Nothing is allocated before the memory the run needs has been estimated and found available.
+        """
         self.config = config
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.device = resolve_device(config.train.device)
         config.task.check_length(config.length)
+        check_training_memory(config, self.device)
         self.model = build_model(config, self.device)
+        self.init_source: InitSource | None = None
+        """Where the initial weights came from (``config.init_from`` loaded), else None."""
         if config.init_from is not None and load_init_from:
-            init_weights_from(self.model, config.init_from)
+            self.init_source = init_weights_from(self.model, config.init_from, expected_init)
         self.optimizer = make_optimizer(self.model, config.train)
         train = config.train
         self.grokfast = GrokfastEMA(self.model, train.grokfast_alpha, train.grokfast_lambda) if train.grokfast_lambda > 0 else None
@@ -259,7 +289,7 @@ class Trainer:
 
     def restore(self, checkpoint: Checkpoint) -> None:
         """Continue from ``checkpoint`` exactly (weights, optimizer, Grokfast, RNG, callback state)."""
-        self.model.load_state_dict({name: t.to(self.device) for name, t in checkpoint.model.items()})
+        load_weights_into(self.model, checkpoint.model, f"{checkpoint.path} does not fit the run's config")
         if checkpoint.optimizer:
             load_optimizer_tensors(self.optimizer, checkpoint.optimizer)
         if self.grokfast is not None and checkpoint.grokfast:

@@ -1,9 +1,21 @@
-"""Runs on disk: train into a run folder, resume one exactly.
+"""Runs on disk: train into a run folder, resume one exactly, extend a finished one.
 
 ``train(config, run_dir)`` starts a run in a folder (see
-:class:`~nrecur.train.folder.RunFolder` for what it holds), ``resume(run_dir)``
-continues an interrupted one from its latest checkpoint and ends with the same
-weights an uninterrupted run would have (on CPU).
+:class:`~nrecur.train.folder.RunFolder` for what it holds): only a missing or
+empty folder unless ``overwrite``, and nothing is written before the run has
+started (memory checked, weights loaded), so a failed start leaves no folder.
+``resume(run_dir)`` continues an interrupted run from its latest intact
+checkpoint and ends with the same weights an uninterrupted run would have (on
+CPU). ``resume(run_dir, steps=N)`` or ``time_budget=S`` also continues a run
+that has ended, or stops an unfinished one elsewhere:
+
+* a new ``time_budget`` changes only when the run stops;
+* a new ``steps`` keeps the learning-rate schedule's horizon where it was
+  (``decay_steps`` is set to the old ``steps``): the cosine or linear decay
+  ends where it ended, and the learning rate stays at ``min_lr_ratio * lr``
+  after it. The extended run therefore ends with the same weights as a run
+  trained with ``steps=N, decay_steps=OLD`` in one go (on CPU), and its
+  ``config.json`` says exactly that.
 """
 
 from __future__ import annotations
@@ -22,7 +34,7 @@ from nrecur.train.callbacks import (
     TimeBudget,
     log_spaced_steps,
 )
-from nrecur.train.checkpoint import load_checkpoint
+from nrecur.train.checkpoint import Checkpoint, load_checkpoint, load_newest
 from nrecur.train.config import RunConfig
 from nrecur.train.folder import RunFolder
 from nrecur.train.loop import NonFiniteLossError, Trainer, TrainResult
@@ -73,7 +85,10 @@ def default_callbacks(config: RunConfig, folder: RunFolder | None, progress: boo
         callbacks.append(MetricsWriter(folder))
         if TensorBoardWriter.available():
             callbacks.append(TensorBoardWriter(folder.tensorboard_dir))
-        callbacks.append(Checkpointer(folder, train.checkpoint_every, log_spaced_steps(train.steps, train.log_checkpoints)))
+        keep = log_spaced_steps(train.steps, train.log_checkpoints)
+        if train.decay_steps is not None:  # an extended run keeps the log-spaced checkpoints of its first horizon
+            keep |= log_spaced_steps(train.decay_steps, train.log_checkpoints)
+        callbacks.append(Checkpointer(folder, train.checkpoint_every, keep))
         callbacks.append(RunSummary(folder))
     if progress:
         callbacks.append(ProgressBar(progress if isinstance(progress, str) else (folder.path.name if folder else "train")))
@@ -90,50 +105,116 @@ def train(
 ) -> TrainResult:
     """Train a model as ``config`` says; with ``run_dir``, write a run folder there.
 
-    ``callbacks`` run after the built-in ones. An existing run folder is an
-    error unless ``overwrite`` (use :func:`resume` to continue one).
+    ``callbacks`` run after the built-in ones. ``run_dir`` must be missing or empty unless
+    ``overwrite`` (use :func:`resume` to continue a run). Nothing is written until the run has
+    started: a run that cannot start (too big, no CUDA, a bad ``init_from``) leaves the folder as it was.
     """
+    if config.init_from is not None and not os.path.isabs(config.init_from):  # made with model_copy, unvalidated
+        config = config.model_copy(update={"init_from": os.path.abspath(config.init_from)})
     folder = RunFolder(run_dir) if run_dir is not None else None
-    created = False
     if folder is not None:
-        if folder.is_run() and not overwrite:
-            raise FileExistsError(f"{folder.path} already holds a run; resume it with --resume {folder.path} or pick another --out")
-        if overwrite and folder.path.exists():
-            folder.clear()
+        folder.check_new(overwrite)
+    trainer = Trainer(config, [*default_callbacks(config, folder, progress), *callbacks], run_dir=run_dir)
+    if folder is not None:
         created = not folder.path.exists()
-        folder.path.mkdir(parents=True, exist_ok=True)
-        folder.write_config(config)
-    try:
-        trainer = Trainer(config, [*default_callbacks(config, folder, progress), *callbacks], run_dir=run_dir)
-    except BaseException:
-        # A run that could not start (no CUDA, a bad --init-from, …) leaves no half-made folder behind.
-        if folder is not None:
+        try:
+            if overwrite:
+                folder.clear()
+            folder.path.mkdir(parents=True, exist_ok=True)
+            folder.write_config(config)
+            if trainer.init_source is not None:
+                folder.write_init_source(trainer.init_source)
+        except BaseException:
+            # A start that failed halfway (disk full, read-only folder) leaves nothing half-made behind.
             folder.clear()
-            if created and not any(folder.path.iterdir()):
+            if created and folder.path.is_dir() and not any(folder.path.iterdir()):
                 folder.path.rmdir()
-        raise
+            raise
     return trainer.fit()
 
 
-def resume(run_dir: str | os.PathLike, *, progress: bool | str = True, callbacks: Sequence[Callback] = ()) -> TrainResult:
-    """Continue the run in ``run_dir`` from its latest checkpoint (or from the start if it has none)."""
+def extended_config(config: RunConfig, steps: int | None = None, time_budget: float | None = None) -> RunConfig:
+    """``config`` with a new ``steps`` and/or ``time_budget``; a new ``steps`` keeps the schedule's horizon
+    (``decay_steps``), see the module docstring."""
+    update: dict = {}
+    if steps is not None and steps != config.train.steps:
+        update["steps"] = steps
+        if config.train.decay_steps is None:
+            update["decay_steps"] = config.train.steps
+    if time_budget is not None and time_budget != config.train.time_budget:
+        update["time_budget"] = time_budget
+    if not update:
+        return config
+    train = type(config.train).model_validate({**config.train.model_dump(), **update})
+    return config.model_copy(update={"train": train})
+
+
+def resume(
+    run_dir: str | os.PathLike,
+    *,
+    steps: int | None = None,
+    time_budget: float | None = None,
+    progress: bool | str = True,
+    callbacks: Sequence[Callback] = (),
+) -> TrainResult:
+    """Continue the run in ``run_dir`` from its latest intact checkpoint (or from the start if it has none).
+
+    ``steps`` / ``time_budget``: train to a new length or time budget (also a run that has ended); see the
+    module docstring for what a new ``steps`` does to the learning-rate schedule. A damaged latest
+    checkpoint is renamed ``*.damaged`` with a warning and the previous one is used; a fine-tune killed
+    before its first checkpoint restarts from the weights it started from, or refuses if they changed.
+    """
     folder = RunFolder(run_dir)
-    config = folder.read_config()
-    folder.remove_stale_temporaries()  # a run killed mid-write leaves its temporary file behind
-    path = folder.latest_checkpoint()
+    stored = folder.read_config()
+    config = extended_config(stored, steps, time_budget)
+    checkpoint: Checkpoint | None = None
+    found = [path for _, path in folder.checkpoints()]
+    if found:
+        _, checkpoint = load_newest(found, load_checkpoint, then=" (renamed to *.damaged)")
+    init_source = folder.read_init_source() if config.init_from is not None else None
     trainer = Trainer(
-        config, [*default_callbacks(config, folder, progress), *callbacks], run_dir=run_dir, load_init_from=path is None
-    )
-    if path is not None:
-        checkpoint = load_checkpoint(path)
+        config, [*default_callbacks(config, folder, progress), *callbacks], run_dir=run_dir,
+        load_init_from=checkpoint is None, expected_init=init_source,
+    )  # fmt: skip
+    if checkpoint is not None:
         trainer.restore(checkpoint)
-        summary = folder.read_summary()
-        if summary is not None and summary.get("status") == "finished" and summary.get("steps") == checkpoint.step:
-            raise ValueError(
-                f"{folder.path} has already finished at step {checkpoint.step} (stop reason: {summary.get('stop_reason')}); "
-                "--resume continues interrupted runs"
-            )
+        _continue_or_refuse(trainer, folder, steps, time_budget)
+    # From here on the folder changes: the run is going ahead.
+    folder.remove_stale_temporaries()  # a run killed mid-write leaves its temporary file behind
+    for step, path in folder.checkpoints():
+        if checkpoint is not None and step > checkpoint.step:
+            folder.set_aside(path)
+    if config != stored:
+        folder.write_config(config)
+    if trainer.init_source is not None and init_source is None:
+        folder.write_init_source(trainer.init_source)  # the first start (the main job), or an older run
     return trainer.fit()
+
+
+def _continue_or_refuse(trainer: Trainer, folder: RunFolder, steps: int | None, time_budget: float | None) -> None:
+    """A restored run that had stopped continues only if its (possibly extended) config lets it."""
+    train, step, elapsed = trainer.config.train, trainer.step, trainer.seconds
+    if steps is not None and steps <= step:
+        raise ValueError(f"{folder.path} is at step {step} already; --steps must be larger to continue it (got {steps})")
+    if time_budget is not None and 0 < time_budget <= elapsed:
+        raise ValueError(
+            f"{folder.path} has trained for {elapsed:.1f} s already; --time-budget must be larger to continue it "
+            f"(or 0 for no limit), got {time_budget:g}"
+        )
+    reason = trainer.stop_reason
+    if reason == "steps" and step < train.steps:
+        reason = None
+    elif reason == "time budget" and (train.time_budget == 0 or elapsed < train.time_budget):
+        reason = None
+    trainer.stop_reason = reason
+    if reason is None:
+        return
+    how = {
+        "steps": f"continue it with --steps N (N > {step})",
+        "time budget": f"continue it with --time-budget S (S > {elapsed:.0f}, or 0 for no limit)",
+        "grokked": "it reached its KL threshold with stop_when_grokked, so a longer run would stop again at once",
+    }.get(reason, "it cannot be continued")
+    raise ValueError(f"{folder.path} has already finished at step {step} (stop reason: {reason}); {how}")
 
 
 def read_config(run_dir: str | os.PathLike) -> RunConfig:

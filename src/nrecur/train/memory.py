@@ -1,0 +1,106 @@
+"""The memory a training run needs, estimated from its config before anything is allocated.
+
+A run whose model, optimizer state, activations and evaluation sets cannot fit
+is refused at once with the estimate, instead of being killed by the kernel
+halfway through allocating (and leaving a run folder that can never finish).
+The estimate counts float32 weights, gradients, AdamW's two moments and
+Grokfast's average; the activations one training step keeps for the backward
+pass (attention patterns included, as the non-fused path stores them); the
+evaluation sets with the observer's float64 answers; a finite training set; and
+the transient copies a checkpoint save makes. It is a lower bound in spirit
+(allocator overheads are not counted), so a refused run would not have fit.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from nrecur._memory import available_memory, format_bytes
+from nrecur.model import GPTConfig
+from nrecur.train.config import RunConfig
+
+FLOAT32 = 4
+FLOAT64 = 8
+
+
+def parameter_count(model: GPTConfig) -> int:
+    """Number of scalars of ``GPT(model)`` (without building it)."""
+    d, a, m, v = model.d_model, model.d_attn, model.d_mlp, model.vocab_size
+    norm = {"layernorm": 2 * d, "rmsnorm": d, "none": 0}[model.norm]
+    attention = norm + d * 3 * a + 3 * a + a * d + d
+    mlp = norm + d * m + m + m * d + d if m > 0 else 0
+    return v * d + model.n_ctx * d + model.n_layers * (attention + mlp) + norm + d * v
+
+
+@dataclass(frozen=True)
+class MemoryEstimate:
+    """Bytes a training run needs, by what holds them."""
+
+    parameters: int
+    """Number of model scalars."""
+    weights: int
+    optimizer: int
+    """Gradients, AdamW moments and the Grokfast average."""
+    activations: int
+    """One training step's forward and backward pass."""
+    evaluation: int
+    """Evaluation sets with the observer's answers, and a finite training set."""
+    checkpoint: int
+    """Transient copies while a checkpoint is written and read back (host memory)."""
+
+    @property
+    def device_bytes(self) -> int:
+        """On the training device: weights, optimizer state and activations."""
+        return self.weights + self.optimizer + self.activations
+
+    @property
+    def host_bytes(self) -> int:
+        """On the CPU when training on a GPU: evaluation, checkpoint copies and the weights at initialization."""
+        return self.evaluation + self.checkpoint + self.weights
+
+    @property
+    def total(self) -> int:
+        return self.weights + self.optimizer + self.activations + self.evaluation + self.checkpoint
+
+    def describe(self) -> str:
+        return (
+            f"weights {format_bytes(self.weights)}, gradients and optimizer state {format_bytes(self.optimizer)}, "
+            f"activations {format_bytes(self.activations)}, evaluation and data {format_bytes(self.evaluation)}, "
+            f"checkpoint copies {format_bytes(self.checkpoint)}"
+        )
+
+
+def estimate_training_memory(config: RunConfig) -> MemoryEstimate:
+    """Estimate the memory ``config`` needs (see the module docstring)."""
+    model, train = config.model, config.train
+    params = parameter_count(model)
+    weights = FLOAT32 * params
+    optimizer = FLOAT32 * params * (3 + (1 if train.grokfast_lambda > 0 else 0))
+    batch = min(train.batch_size, train.train_size) if train.mode == "finite" else train.batch_size
+    pos, d, a, m, v, heads = model.n_ctx, model.d_model, model.d_attn, model.d_mlp, model.vocab_size, model.n_heads
+    per_layer = batch * pos * (6 * d + 4 * a + 2 * m) + batch * heads * pos * pos
+    activations = FLOAT32 * (model.n_layers * per_layer + batch * pos * (2 * d + 3 * v))
+    views = len(config.task.evaluation_views())
+    rows = train.eval_size * views + (train.train_size if train.mode == "finite" else 0)
+    evaluation = rows * (pos + 1) * (FLOAT64 * 4 * v + 64)
+    checkpoint = 2 * (weights + FLOAT32 * params * (2 + (1 if train.grokfast_lambda > 0 else 0)))
+    return MemoryEstimate(params, weights, optimizer, activations, evaluation, checkpoint)
+
+
+def check_training_memory(config: RunConfig, device: torch.device) -> MemoryEstimate:
+    """Refuse (ValueError) a run whose estimate exceeds the memory available; returns the estimate."""
+    estimate = estimate_training_memory(config)
+    needs = [(estimate.total if device.type == "cpu" else estimate.host_bytes, available_memory(), "memory")]
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        needs.append((estimate.device_bytes, free, f"GPU memory on {device}"))
+    for need, available, where in needs:
+        if available is not None and need > available:
+            raise ValueError(
+                f"this run needs about {format_bytes(need)} of {where} ({estimate.parameters:,} parameters: "
+                f"{estimate.describe()}) but only {format_bytes(available)} is available; make it smaller "
+                "(--d-model, --n-layers, --d-mlp, --n-heads, --d-head, --batch-size, --n-ctx, --eval-size)"
+            )
+    return estimate
