@@ -138,3 +138,16 @@ def test_train_help_says_which_preset_values_apply():
                 if field != "vocab_size" and value != getattr(default, field) and not isinstance(value, tuple):
                     assert f"{name} {value}" in helps[field], (name, field)
     assert "--preset quick --finetune: p_noise 0.2/n, p_transition 0.2/n, steps 12000, lr 0.001, warmup_steps 20" in sub.epilog
+
+
+def test_the_finetune_preset_form_matches_the_main_jobs_fine_tune(tmp_path):
+    """``--preset quick --finetune --init-from RUN`` is the main job's fine-tuning run: lr 1e-3, 20 warm-up steps."""
+    from nrecur.cli import build_parser
+    from nrecur.cli.train import config_from_train_args
+    from nrecur.jobs.main import main_job_configs
+    from nrecur.train.presets import get_preset
+
+    args = build_parser().parse_args(["train", "--preset", "quick", "--finetune", "--init-from", str(tmp_path / "quick-det")])
+    config = config_from_train_args(args)
+    assert config.train.lr == 1e-3 and config.train.warmup_steps == 20 and not config.task.is_deterministic
+    assert config == main_job_configs(get_preset("quick"), tmp_path)["stoch-finetune"]
