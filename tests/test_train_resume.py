@@ -278,3 +278,16 @@ def test_the_main_job_stores_an_absolute_init_from(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     configs = main_job_configs(get_preset("tiny"), Path("runs"))
     assert configs["stoch-finetune"].init_from == str(tmp_path / "runs" / "tiny-det")
+
+
+def test_a_run_killed_after_its_last_checkpoint_but_before_its_summary_finishes_on_resume(tmp_path):
+    config = RunConfig(model=MODEL, train=TrainConfig(steps=20, eval_every=10, eval_size=16, checkpoint_every=10, batch_size=8, device="cpu"))
+    train(config, tmp_path / "run", progress=False)
+    weights = final_weights(tmp_path / "run")
+    (tmp_path / "run" / "summary.json").unlink()
+    result = resume(tmp_path / "run", progress=False)
+    assert result.steps == 20 and result.stop_reason == "steps"
+    assert read_summary(tmp_path / "run")["status"] == "finished"
+    assert_bitwise_equal(weights, final_weights(tmp_path / "run"))
+    with pytest.raises(ValueError, match="already finished"):
+        resume(tmp_path / "run", progress=False)

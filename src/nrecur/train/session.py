@@ -207,14 +207,22 @@ def _continue_or_refuse(trainer: Trainer, folder: RunFolder, steps: int | None, 
     elif reason == "time budget" and (train.time_budget == 0 or elapsed < train.time_budget):
         reason = None
     trainer.stop_reason = reason
-    if reason is None:
-        return
+    if reason is None or not _summary_says_finished(folder, step):
+        return  # (with a reason: killed while ending; fit() runs no step and writes the evaluation and summary)
     how = {
         "steps": f"continue it with --steps N (N > {step})",
         "time budget": f"continue it with --time-budget S (S > {elapsed:.0f}, or 0 for no limit)",
         "grokked": "it reached its KL threshold with stop_when_grokked, so a longer run would stop again at once",
     }.get(reason, "it cannot be continued")
     raise ValueError(f"{folder.path} has already finished at step {step} (stop reason: {reason}); {how}")
+
+
+def _summary_says_finished(folder: RunFolder, step: int) -> bool:
+    try:
+        summary = folder.read_summary()
+    except ValueError:  # a corrupt summary is rewritten by finishing the run again
+        return False
+    return summary is not None and summary.get("status") == "finished" and summary.get("steps") == step
 
 
 def read_config(run_dir: str | os.PathLike) -> RunConfig:
