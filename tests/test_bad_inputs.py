@@ -605,9 +605,9 @@ def test_a_read_only_run_folder_simulated(run, tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(nrecur._io.tempfile, "mkstemp", refuse)
     assert cli(capsys, "eval", run).code == 0  # evaluating writes nothing
     outcome = cli(capsys, "train", "--resume", run, "--no-progress")
-    assert outcome.code == 2 and outcome.line == f"nrecur train: error: Permission denied: {run}"
+    assert outcome.code == 2 and outcome.line == f"nrecur train: error: Permission denied: {run / 'metrics.jsonl'}"
     outcome = cli(capsys, "sample", "--out", tmp_path / "data.npz")
-    assert outcome.code == 2 and "Permission denied" in outcome.line
+    assert outcome.code == 2 and outcome.line == f"nrecur sample: error: Permission denied: {tmp_path / 'data.npz'}"
     assert snapshot(run) == before
 
 

@@ -23,8 +23,11 @@ def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None], mod
     failure (disk full, no permission) the old ``path`` is untouched and the temporary is removed.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as error:  # a read-only folder: name the file that could not be written, not a temporary
+        raise OSError(error.errno, error.strerror or str(error), str(path)) from error
     try:
         with os.fdopen(fd, "wb") as handle:
             write(handle)
