@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel
 
-from nrecur.tasks import Task
+from nrecur.tasks import Task, variants
 
 
 def _flag(prefix: str, name: str) -> str:
@@ -37,29 +37,13 @@ def _strip_optional(annotation: Any) -> Any:
     return annotation
 
 
-PER_PERIOD_FORMS = "a probability (0.05), one per period (2:0.1,3:0.05), or c/n (0.2/n = 0.2 divided by the period)"
-
-
 def parse_per_period(text: str) -> float | dict[int, float] | str:
-    """Parse a probability that may depend on the period.
-
-    ``"0.05"`` → 0.05; ``"2:0.1,3:0.05"`` → ``{2: 0.1, 3: 0.05}``;
-    ``"0.2/n"`` → the string ``"0.2/n"`` (resolved by the task, which knows its periods).
-    """
-    text = text.strip()
+    """A probability that may depend on the period, read by the task's own parser
+    (:func:`nrecur.tasks.variants.parse_per_period`), its message kept for argparse."""
     try:
-        if text.endswith("/n"):
-            float(text[:-2])
-            return text
-        if ":" in text:
-            mapping = {}
-            for item in text.split(","):
-                key, _, value = item.partition(":")
-                mapping[int(key)] = float(value)
-            return mapping
-        return float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"cannot read {text!r}: give {PER_PERIOD_FORMS}") from None
+        return variants.parse_per_period(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def add_config_options(
@@ -109,7 +93,7 @@ def add_config_options(
         elif name.startswith("p_"):
             kwargs["type"] = parse_per_period
             kwargs["metavar"] = "P"
-            kwargs["help"] = help_text + f" Written as {PER_PERIOD_FORMS}."
+            kwargs["help"] = help_text + f" Written as {variants.PER_PERIOD_FORMS}."
         else:
             kwargs["type"] = str
         group.add_argument(_flag(prefix, name), **kwargs)

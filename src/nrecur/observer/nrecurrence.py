@@ -125,7 +125,7 @@ def nrecurrence_posterior(
         "predictive": torch.empty(B, L, V, **f64),
         "period": torch.empty(B, L, P, **f64),
         "target": torch.empty(B, L, V, **f64),
-        "phase": torch.zeros(B, L, P * tables.n_max, **f64),
+        "countdown": torch.zeros(B, L, P * tables.n_max, **f64),
     }
     log_p = torch.empty(B, L, **f64)
     chunks = [slice(start, min(B, start + chunk_size)) for start in range(0, B, chunk_size)]
@@ -147,7 +147,7 @@ def nrecurrence_posterior(
         predictive=back(out["predictive"]),
         period=back(out["period"]),
         target=back(out["target"]),
-        phase=back(out["phase"].view(B, L, P, tables.n_max)),
+        countdown=back(out["countdown"].view(B, L, P, tables.n_max)),
         log_loss=back(-log_p[:, 1:]),
         log_likelihood=back(log_p.sum(1)),
         impossible=back(first_impossible),
@@ -162,7 +162,7 @@ def _posterior_from_kernel(task: "NRecurrence", x: torch.Tensor, back, impossibl
         "predictive": np.empty((B, L, V)),
         "period": np.empty((B, L, P)),
         "target": np.empty((B, L, V)),
-        "phase": np.zeros((B, L, P, task.max_period)),
+        "countdown": np.zeros((B, L, P, task.max_period)),
     }
     log_p = np.empty((B, L))
     transitions = TRANSITIONS[task.transition_changes]
@@ -172,7 +172,7 @@ def _posterior_from_kernel(task: "NRecurrence", x: torch.Tensor, back, impossibl
         transitions.leave_rate(task.period_probs, task.target_probs, task.transition_by_period),
         transitions.arrival(task.period_probs, task.target_probs), np.asarray(transitions.spread, dtype=np.float64),
         task.target_outside, FAKE_SOURCES[task.fake_source].window,
-        out["predictive"], out["period"], out["target"], out["phase"], log_p,
+        out["predictive"], out["period"], out["target"], out["countdown"], log_p,
     )
     log_p = torch.from_numpy(log_p)
     first_impossible = check_impossible(log_p, impossible)
@@ -181,7 +181,7 @@ def _posterior_from_kernel(task: "NRecurrence", x: torch.Tensor, back, impossibl
         predictive=to_kind(out["predictive"]),
         period=to_kind(out["period"]),
         target=to_kind(out["target"]),
-        phase=to_kind(out["phase"]),
+        countdown=to_kind(out["countdown"]),
         log_loss=back(-log_p[:, 1:]),
         log_likelihood=back(log_p.sum(1)),
         impossible=back(first_impossible),
@@ -248,7 +248,7 @@ def _filter_chunk(task: "NRecurrence", tb: _Tables, x: torch.Tensor, out: dict, 
     torch.sum(rule_mass, 3, out=out["period"])
     torch.sum(rule_mass, 2, out=out["target"])
     # slot (period, φ) at position i+1 has countdown c = (φ - i - 1) mod n: gather into (period, c) order.
-    out["phase"][:, :, tb.phase_cells] = slot_mass.gather(2, tb.phase_slots[1 : L + 1][None].expand(B, L, tb.K))
+    out["countdown"][:, :, tb.phase_cells] = slot_mass.gather(2, tb.phase_slots[1 : L + 1][None].expand(B, L, tb.K))
 
 
 def _window_counts(x: torch.Tensor, V: int) -> torch.Tensor:

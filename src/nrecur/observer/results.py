@@ -29,7 +29,7 @@ class Posterior:
     """``[batch, pos, period]``: P(period of position i+1 = periods[k] | x[0..i])."""
     target: Array
     """``[batch, pos, vocab]``: P(target of position i+1 = v | x[0..i])."""
-    phase: Array
+    countdown: Array
     """``[batch, pos, period, max_period]``: P(period = periods[k], countdown c = j at position i+1 | x[0..i]);
     zero for ``j >= periods[k]``. ``c = 0`` means position i+1 is a target position."""
     log_loss: Array
@@ -44,7 +44,12 @@ class Posterior:
     @property
     def p_target_next(self) -> Array:
         """``[batch, pos]``: probability that position i+1 is a target position."""
-        return self.phase[..., 0].sum(-1)
+        return self.countdown[..., 0].sum(-1)
+
+    @property
+    def phase(self) -> Array:
+        """Old name of :attr:`countdown` (kept so existing code keeps working)."""
+        return self.countdown
 
 
 @dataclass(frozen=True)
