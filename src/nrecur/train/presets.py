@@ -126,38 +126,32 @@ def tiny() -> Preset:
         run=RunConfig(task=task, model=model, train=det_train),
         stochastic=stochastic,
         finetune=stochastic,
-        mess3=RunConfig(task=Mess3(), model=_hmm_model(3).model_copy(update={"n_layers": 1, "d_model": 16, "d_mlp": 32, "d_head": 4}), train=det_train),
+        mess3=RunConfig(task=Mess3(), model=model.model_copy(update={"vocab_size": 3, "n_ctx": 10}), train=det_train),
     )
 
 
-def _hmm_model(vocab_size: int) -> GPTConfig:
-    return GPTConfig(vocab_size=vocab_size, n_ctx=10, d_model=64, n_layers=4, n_heads=4, d_head=16, d_mlp=256)
+def _hmm_preset(name: str, description: str, task, steps: int, eval_every: int, time_budget: float) -> Preset:
+    """4 layers, d_model 64, context 10 (the belief-geometry model), trained until KL <= 0.005."""
+    model = GPTConfig(vocab_size=task.vocab_size, n_ctx=10, d_model=64, n_layers=4, n_heads=4, d_head=16, d_mlp=256)
+    train = TrainConfig(
+        steps=steps, batch_size=128, lr=3e-3, weight_decay=0.1, warmup_steps=50, schedule="cosine", min_lr_ratio=0.02,
+        eval_every=eval_every, kl_threshold=0.005, stop_when_grokked=True, time_budget=time_budget,
+    )  # fmt: skip
+    return Preset(name=name, description=description, run=RunConfig(task=task, model=model, train=train))
 
 
 def mess3_preset() -> Preset:
-    task = Mess3(x=0.05, a=0.85)
-    train = TrainConfig(
-        steps=3000, batch_size=128, lr=3e-3, weight_decay=0.1, warmup_steps=50, schedule="cosine", min_lr_ratio=0.02,
-        eval_every=100, kl_threshold=0.005, stop_when_grokked=True, time_budget=180.0,
+    return _hmm_preset(
+        "mess3", "Mess3(0.05, 0.85), 4 layers d_model 64, context 10: the belief-geometry model (SPEC 2.5)",
+        Mess3(x=0.05, a=0.85), steps=3000, eval_every=100, time_budget=180.0,
     )  # fmt: skip
-    return Preset(
-        name="mess3",
-        description="Mess3(0.05, 0.85), 4 layers d_model 64, context 10: the belief-geometry model (SPEC 2.5)",
-        run=RunConfig(task=task, model=_hmm_model(task.vocab_size), train=train),
-    )
 
 
 def rrxor_preset() -> Preset:
-    task = RRXOR(p1=0.5, p2=0.5)
-    train = TrainConfig(
-        steps=6000, batch_size=128, lr=3e-3, weight_decay=0.1, warmup_steps=50, schedule="cosine", min_lr_ratio=0.02,
-        eval_every=200, kl_threshold=0.005, stop_when_grokked=True, time_budget=300.0,
+    return _hmm_preset(
+        "rrxor", "RRXOR(0.5, 0.5), 4 layers d_model 64, context 10",
+        RRXOR(p1=0.5, p2=0.5), steps=6000, eval_every=200, time_budget=300.0,
     )  # fmt: skip
-    return Preset(
-        name="rrxor",
-        description="RRXOR(0.5, 0.5), 4 layers d_model 64, context 10",
-        run=RunConfig(task=task, model=_hmm_model(task.vocab_size), train=train),
-    )
 
 
 def modular_quick() -> Preset:
