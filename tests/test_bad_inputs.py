@@ -123,6 +123,8 @@ BAD_OPTIONS = [
     (["sample", "--periods", "2", "3", "--p-noise", "2:0.1"], "missing [3]"),
     (["sample", "--periods", "2", "3", "--p-noise", "2:0.1,3:0.1,9:0.1"], "unknown [9]"),
     (["sample", "--p-noise", "2:0.1,3:x"], "cannot read '2:0.1,3:x'"),
+    (["sample", "--periods", "2", "3", "--p-noise", "2:0.1,2:0.4,3:0.1"], "period 2 is given twice"),
+    (["train", "--p-transition", "2:0.1,2:0.4,3:0.1,4:0.1,5:0.1"], "period 2 is given twice"),
     # options: abbreviations are refused, not guessed
     (["train", *TINY, "--d-mod", "32"], "unrecognized arguments: --d-mod 32"),
     (["sample", "--batch", "3"], "unrecognized arguments: --batch 3"),
