@@ -158,6 +158,13 @@ class HMMTask(Task):
         """Sample ``[batch, pos]`` tokens and the hidden state of each position."""
         return self.process.sample(batch_size, length, seed)
 
+    def describe(self) -> str:
+        """The kind with every parameter (a given ``T`` as its size)."""
+        values = {k: v for k, v in self.model_dump().items() if k not in ("kind", "T") and v is not None}
+        if "T" in type(self).model_fields:
+            values = {"states": self.n_states, "tokens": self.vocab_size, **values}
+        return f"{type(self).__name__}({', '.join(f'{k}={v}' for k, v in values.items())})"
+
     def truth(self, sample: HMMBatch) -> Truth:
         """Accuracy at every position; strata by the hidden state at the prediction position."""
         return Truth(
