@@ -9,10 +9,8 @@ import os
 import numpy as np
 
 from nrecur.cli.options import add_task_options, task_from_args
+from nrecur.cli.views import format_batch, posterior_table
 from nrecur.observer import bayes_cross_entropy
-from nrecur.tasks import Batch, HMMBatch, NRecurrence, Task
-from nrecur.tasks.hmm import HMMTask
-from nrecur.tasks.modular import ModularBatch, ModularICL
 
 
 def register(subparsers) -> None:
@@ -48,7 +46,8 @@ def register(subparsers) -> None:
     bayes.add_argument("--length", type=int, default=32, help="context length for the optimal loss, without --tokens (default: 32)")
     bayes.add_argument("--batch-size", type=int, default=4096, help="sequences to average over, without --tokens (default: 4096)")
     bayes.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
-    bayes.add_argument("--top", type=int, default=3, help="most likely targets shown per position (default: 3)")
+    bayes.add_argument("--top", type=int, default=3, help="with --tokens: most likely values shown per position (n-recurrence: targets; modular: a and b) (default: 3)")
+    bayes.add_argument("--prior", choices=["in_distribution", "universal"], help="modular tasks: the observer's prior over task vectors (default: in_distribution)")
     bayes.set_defaults(handler=run_bayes, command="bayes")
 
 
@@ -57,11 +56,7 @@ def register(subparsers) -> None:
 
 def run_sample(args: argparse.Namespace) -> int:
     task = task_from_args(args)
-    split = {}
-    if args.split is not None:
-        if "split" not in inspect.signature(task.sample).parameters:
-            raise ValueError(f"--split is for modular tasks; task kind {task.kind!r} has no splits")
-        split = {"split": args.split}
+    split = keyword_option(task.sample, "split", args.split, task.kind)
     if args.out is not None:
         if not args.out.strip():
             raise ValueError("--out is empty; give a file name such as data.npz")
@@ -80,51 +75,6 @@ def run_sample(args: argparse.Namespace) -> int:
     return 0
 
 
-def format_batch(task: Task, batch) -> str:
-    """Sequences as text, with the hidden truth the way each kind reads best."""
-    if isinstance(batch, Batch):
-        lines = ["[t] target position showing t   {f} fake token at a target position   | rule change after"]
-        lines += [format_sequence(batch, b) for b in range(len(batch))]
-    elif isinstance(batch, HMMBatch):
-        names = task.process.state_names
-        lines = ["token(state) at each position"]
-        lines += [
-            f"seq {b}: " + " ".join(f"{t}({names[s]})" for t, s in zip(batch.tokens[b], batch.states[b]))
-            for b in range(len(batch))
-        ]
-    elif isinstance(batch, ModularBatch):
-        lines = [f"examples 'x y z' with z = a*x + b*y mod {task.p}"]
-        for b in range(len(batch)):
-            where = "in-distribution" if batch.in_distribution[b] else "out-of-distribution"
-            tokens = batch.tokens[b]
-            examples = " | ".join(" ".join(str(t) for t in tokens[i : i + 3]) for i in range(0, len(tokens), 3))
-            lines.append(f"seq {b}: (a, b) = ({batch.a[b]}, {batch.b[b]}), {where}\n  {examples}")
-    else:  # a kind without its own layout: tokens, then each hidden-truth field
-        lines = []
-        for b in range(len(batch)):
-            lines.append(f"seq {b}: " + " ".join(map(str, batch.tokens[b])))
-            lines += [f"  {name}: {getattr(batch, name)[b]}" for name in batch.field_names() if name != "tokens"]
-    return "\n".join(lines)
-
-
-def format_sequence(batch: Batch, b: int) -> str:
-    """One sequence as text: the rules in force, then the tokens with target positions marked."""
-    rules, cells = [], []
-    for i, token in enumerate(batch.tokens[b]):
-        rule = f"n={batch.period[b, i]} t={batch.target[b, i]}"
-        if not rules or batch.transition_after[b, i - 1]:
-            rules.append(rule)
-        if batch.is_fake[b, i]:
-            cells.append(f"{{{token}}}")
-        elif batch.is_target_position[b, i]:
-            cells.append(f"[{token}]")
-        else:
-            cells.append(f" {token} ")
-        if batch.transition_after[b, i] and i + 1 < batch.tokens.shape[1]:
-            cells.append("|")
-    return f"seq {b}: " + " -> ".join(rules) + "\n  " + "".join(cells)
-
-
 # ---------------------------------------------------------------------------- bayes
 
 
@@ -141,66 +91,27 @@ def parse_tokens(text: str, vocab_size: int) -> np.ndarray:
     return np.array(values, dtype=np.int64)
 
 
+def keyword_option(method, name: str, value, kind: str) -> dict:
+    """``{name: value}`` when the task's ``method`` takes ``name`` (modular: ``split``, ``prior``); {} when not given."""
+    if value is None:
+        return {}
+    if name not in inspect.signature(method).parameters:
+        raise ValueError(f"--{name} is for modular tasks; task kind {kind!r} has no {name}")
+    return {name: value}
+
+
 def run_bayes(args: argparse.Namespace) -> int:
     task = task_from_args(args)
+    observer = keyword_option(task.posterior, "prior", args.prior, task.kind)
     if args.top < 1:
         raise ValueError(f"--top must be an integer >= 1, got {args.top}")
     if args.tokens is not None:
-        print(posterior_table(task, parse_tokens(args.tokens, task.vocab_size), args.top))
+        print(posterior_table(task, parse_tokens(args.tokens, task.vocab_size), args.top, **observer))
         return 0
-    ce = bayes_cross_entropy(task, args.length, args.batch_size, args.seed)
+    ce = bayes_cross_entropy(task, args.length, args.batch_size, args.seed, **observer)
     print(f"Bayes-optimal next-token cross-entropy, {ce.n_sequences} sequences of {ce.length} tokens (nats)")
     print(f"{'position':>8}  {'loss':>8}  {'stderr':>8}")
     for i, (loss, se) in enumerate(zip(ce.per_position, ce.per_position_stderr)):
         print(f"{i:>8}  {loss:8.4f}  {se:8.4f}")
     print(f"mean over positions: {ce.mean:.4f} ± {ce.stderr:.4f} nats/token (uniform guess: {np.log(task.vocab_size):.4f})")
     return 0
-
-
-def posterior_table(task: Task, tokens: np.ndarray, top: int) -> str:
-    """The observer's beliefs after each token, one row per position."""
-    if isinstance(task, NRecurrence):
-        return _nrecurrence_table(task, tokens, top)
-    post = task.posterior(tokens[None, :], impossible="inf")
-    if isinstance(task, HMMTask):
-        columns = [f"P({name})" for name in task.process.state_names]
-        beliefs = lambda i: post.belief[0, i]  # noqa: E731
-        what = "belief over the state of the NEXT position, after each token"
-    elif isinstance(task, ModularICL):
-        columns = ["consistent"] + [f"P(a={v})" for v in range(task.p)][:top] + [f"P(b={v})" for v in range(task.p)][:top]
-        beliefs = lambda i: np.concatenate([[post.n_consistent[0, i]], post.a[0, i, :top], post.b[0, i, :top]])  # noqa: E731
-        what = f"posterior over the task vector (a, b) after each token ({task.n_tasks} training vectors as prior)"
-    else:
-        raise ValueError(f"no posterior table for task kind {task.kind!r}")
-    return _table(what, columns, tokens, post, beliefs)
-
-
-def _table(what: str, columns: list[str], tokens: np.ndarray, post, beliefs) -> str:
-    impossible = int(post.impossible[0])
-    lines = [what, f"{'pos':>4} {'token':>5} {'-log p':>7} " + " ".join(f"{c:>10}" for c in columns)]
-    for i, token in enumerate(tokens):
-        loss = "-" if i == 0 else f"{post.log_loss[0, i - 1]:7.3f}"
-        if impossible >= 0 and i >= impossible:
-            lines.append(f"{i:>4} {token:>5} {'inf':>7}  impossible under this task (probability 0)")
-            break
-        lines.append(f"{i:>4} {token:>5} {loss:>7} " + " ".join(f"{v:10.4f}" for v in beliefs(i)))
-    return "\n".join(lines)
-
-
-def _nrecurrence_table(task: NRecurrence, tokens: np.ndarray, top: int) -> str:
-    post = task.posterior(tokens[None, :], impossible="inf")
-    impossible = int(post.impossible[0])
-    period_cols = [f"P(n={n})" for n in task.periods]
-    header = f"{'pos':>4} {'token':>5} {'-log p':>7} " + " ".join(f"{c:>8}" for c in period_cols)
-    header += f" {'P(target pos)':>13}  most likely targets"
-    lines = ["posterior over the rule of the NEXT position, after each token", header]
-    for i, token in enumerate(tokens):
-        loss = "-" if i == 0 else f"{post.log_loss[0, i - 1]:7.3f}"
-        if impossible >= 0 and i >= impossible:
-            lines.append(f"{i:>4} {token:>5} {'inf':>7}  impossible under this task (probability 0)")
-            break
-        periods = " ".join(f"{p:8.4f}" for p in post.period[0, i])
-        order = np.argsort(-post.target[0, i], kind="stable")[:top]
-        targets = "  ".join(f"t={t}:{post.target[0, i, t]:.4f}" for t in order)
-        lines.append(f"{i:>4} {token:>5} {loss:>7} {periods} {post.p_target_next[0, i]:13.4f}  {targets}")
-    return "\n".join(lines)

@@ -29,14 +29,17 @@ class BayesCrossEntropy:
     length: int
 
 
-def bayes_cross_entropy(task, length: int, batch_size: int = 4096, seed: int | Sequence[int] = 0) -> BayesCrossEntropy:
-    """Estimate the optimal cross-entropy of ``task`` on ``batch_size`` sequences of ``length`` tokens."""
+def bayes_cross_entropy(
+    task, length: int, batch_size: int = 4096, seed: int | Sequence[int] = 0, **observer
+) -> BayesCrossEntropy:
+    """Estimate the optimal cross-entropy of ``task`` on ``batch_size`` sequences of ``length`` tokens
+    (``observer``: keyword arguments of ``task.posterior``, e.g. ``prior="universal"`` for modular tasks)."""
     if length < 2:
         raise ValueError(f"length must be >= 2 (there is nothing to predict otherwise), got {length}")
     if batch_size < 2:
         raise ValueError(f"batch_size must be >= 2 for a standard error, got {batch_size}")
     tokens = task.sample(batch_size, length, seed).tokens
-    return summarize_log_loss(np.asarray(task.posterior(tokens).log_loss), length)
+    return summarize_log_loss(np.asarray(task.posterior(tokens, **observer).log_loss), length)
 
 
 def summarize_log_loss(log_loss: np.ndarray, length: int) -> BayesCrossEntropy:

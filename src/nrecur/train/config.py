@@ -10,11 +10,12 @@ import math
 import os
 from typing import Literal
 
-from pydantic import field_validator, model_validator
+import pydantic
+from pydantic import SerializeAsAny, field_validator, model_validator
 
-from nrecur._config import Config
+from nrecur._config import Config, format_error
 from nrecur.model import GPTConfig
-from nrecur.tasks import AnyTask, NRecurrence
+from nrecur.tasks import NRecurrence, Task, task_from_data
 
 
 class TrainConfig(Config):
@@ -152,7 +153,7 @@ class TrainConfig(Config):
 class RunConfig(Config):
     """Everything that defines a run; ``config.json`` of a run folder is its JSON dump."""
 
-    task: AnyTask = NRecurrence()
+    task: SerializeAsAny[Task] = NRecurrence()
     """The task the model is trained on (and evaluated on, against its exact observer): any task kind, named by its `kind`."""
     model: GPTConfig = GPTConfig()
     """The architecture; model.vocab_size must equal task.vocab_size and model.n_ctx is the training context length."""
@@ -170,6 +171,14 @@ class RunConfig(Config):
         if not value.strip():
             raise ValueError("init_from is empty; give a run folder or a checkpoint file")
         return os.path.abspath(os.path.expanduser(value))
+
+    @field_validator("task", mode="before")
+    @classmethod
+    def _task_of_its_kind(cls, value):
+        try:
+            return task_from_data(value)
+        except pydantic.ValidationError as error:
+            raise ValueError(format_error(error)) from None
 
     @model_validator(mode="after")
     def _check_consistent(self) -> "RunConfig":
