@@ -82,7 +82,7 @@ def test_hmm_sampler_follows_its_transition_tensor(task):
         stderr = np.sqrt(expected * (1 - expected) / total)
         assert np.all(np.abs(counts[s] / total - expected) <= 5 * stderr + 1e-9), s
     first = np.bincount(data.states[:, 0], minlength=S) / len(data.states)
-    assert np.all(np.abs(first - task.initial) <= 5 * np.sqrt(task.initial * (1 - task.initial) / len(first) / 1) / 10 + 0.02)
+    assert np.all(np.abs(first - task.initial) <= 5 * np.sqrt(task.initial * (1 - task.initial) / len(data.states)) + 1e-9)
 
 
 def test_hmm_config_observer_equals_brute_force_path_sums():
@@ -100,6 +100,14 @@ def test_hmm_config_observer_equals_brute_force_path_sums():
                 joint[path[-1]] += w
             np.testing.assert_allclose(post.belief[b, k], joint / joint.sum(), atol=1e-12)
             np.testing.assert_allclose(post.predictive[b, k], (joint / joint.sum()) @ T.sum(2).T, atol=1e-12)
+
+
+def test_describe_names_the_kind_and_its_parameters():
+    assert Mess3(x=0.1, a=0.7).describe() == "Mess3(x=0.1, a=0.7)"
+    assert RRXOR().describe() == "RRXOR(p1=0.5, p2=0.5)"
+    assert HMM(T=RANDOM_T.tolist()).describe() == "HMM(states=3, tokens=2)"
+    assert NRecurrence(p_noise="0.2/n").describe() == "NRecurrence(p_noise=0.2/n)"
+    assert "3 of 9 task vectors" in ModularICL(p=3, n_tasks=3).describe()
 
 
 def test_mess3_and_rrxor_configs_are_the_processes():
@@ -172,9 +180,12 @@ def test_modular_evaluation_sets_and_observers():
     # The in-distribution observer is not the universal one on in-distribution data, and not 0 KL there.
     assert evaluate(ObserverModel(task, prior="in_distribution"), sets["universal"]).kl > 1e-3
     assert evaluate(ObserverModel(task, prior="universal"), sets["out_dist"]).kl == pytest.approx(0.0, abs=1e-9)
-    # x and y are never predictable: KL there is exactly 0 for any model that predicts uniform.
+    # x and y are never predictable: the observer predicts them uniformly, and KL there is 0 for it.
     kinds = {part.name: part for part in in_dist.by_stratum}
     assert set(kinds) == {"next_x", "next_y", "next_z"}
+    assert kinds["next_x"].kl == pytest.approx(0.0, abs=1e-12) and kinds["next_y"].kl == pytest.approx(0.0, abs=1e-12)
+    predicting_x = sets["eval"].strata == 0  # [batch, pos]: the next token is an x
+    assert torch.allclose(sets["eval"].predictive[predicting_x], torch.full((5,), 0.2, dtype=torch.float64))
     every = ModularICL(p=3, n_examples=2, n_tasks=9)
     assert list(build_eval_sets(every, 5, 20, seed=0)) == ["eval", "universal"]
 

@@ -42,7 +42,8 @@ class OneLineParser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(
         prog="nrecur",
-        description="nrecur: n-recurrence tasks, the exact Bayes observer, and small transformers trained on them.",
+        description="nrecur: hidden-rule processes (n-recurrence, HMMs such as Mess3 and RRXOR, in-context modular "
+        "arithmetic), their exact Bayes observers, and small transformers trained on them.",
     )
     subparsers = parser.add_subparsers(title="commands", metavar="COMMAND", parser_class=OneLineParser)
     for module_name in COMMAND_MODULES:
@@ -82,7 +83,15 @@ def _glue_dash_values(parser: argparse.ArgumentParser, argv: list[str]) -> list[
 
 
 def main(argv: list[str] | None = None) -> int:
-    warnings.formatwarning = _one_line_warning
+    formatwarning = warnings.formatwarning
+    warnings.formatwarning = _one_line_warning  # restored on the way out: callers in the same process keep theirs
+    try:
+        return _main(argv)
+    finally:
+        warnings.formatwarning = formatwarning
+
+
+def _main(argv: list[str] | None) -> int:
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(_glue_dash_values(parser, argv))

@@ -90,7 +90,7 @@ def add_config_options(
         elif annotation in (int, float, str):
             kwargs["type"] = annotation
             kwargs["metavar"] = annotation.__name__.upper()
-        elif name.startswith("p_"):
+        elif annotation == variants.PerPeriod:
             kwargs["type"] = parse_per_period
             kwargs["metavar"] = "P"
             kwargs["help"] = help_text + f" Written as {variants.PER_PERIOD_FORMS}."
@@ -99,16 +99,15 @@ def add_config_options(
         group.add_argument(_flag(prefix, name), **kwargs)
 
 
-def config_from_args(config_cls: type[BaseModel], args: argparse.Namespace, prefix: str = "", **overrides: Any):
-    """Build ``config_cls`` from the options that were given (others keep their defaults)."""
+def given_options(config_cls: type[BaseModel], args: argparse.Namespace, skip: typing.Iterable[str] = ()) -> dict[str, Any]:
+    """The fields of ``config_cls`` whose options were given on the command line, by field name."""
     values = {}
     for name in config_cls.model_fields:
-        dest = _dest(prefix, name)
-        if hasattr(args, dest):
+        dest = _dest("", name)
+        if name not in skip and hasattr(args, dest):
             value = getattr(args, dest)
             values[name] = tuple(value) if isinstance(value, list) else value
-    values.update(overrides)
-    return config_cls(**values)
+    return values
 
 
 def _show(value: Any) -> str:
@@ -137,9 +136,7 @@ def parse_nested(text: str) -> list:
 
 # ---------------------------------------------------------------------------- task kinds
 
-TASK_OPTION_PREFIX = ""
-"""Task options keep their plain names (``--periods``, ``--x``, ``--p``): one option serves every kind
-that has a field of that name."""
+# Task options keep their plain names (--periods, --x, --p): one option serves every kind with a field of that name.
 
 
 def task_fields() -> dict[str, list[str]]:
@@ -176,13 +173,7 @@ def add_task_options(
 
 def given_task_options(args: argparse.Namespace) -> dict[str, Any]:
     """The task options given on the command line, by field name."""
-    values = {}
-    for name in task_fields():
-        dest = _dest("", name)
-        if hasattr(args, dest):
-            value = getattr(args, dest)
-            values[name] = tuple(value) if isinstance(value, list) else value
-    return values
+    return {name: value for cls in Task.KINDS.values() for name, value in given_options(cls, args, skip=("kind",)).items()}
 
 
 def task_from_args(args: argparse.Namespace, base: Task | None = None) -> Task:

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 from nrecur.cli import UsageError
-from nrecur.cli.options import _dest, add_config_options, add_task_options, given_task_options, task_from_args
+from nrecur.cli.options import add_config_options, add_task_options, given_options, given_task_options, task_from_args
 from nrecur.model import GPTConfig
 from nrecur.tasks import Task
 from nrecur.train.config import RunConfig, TrainConfig
@@ -124,16 +124,6 @@ def _show_value(value: object) -> str:
     return str(value)
 
 
-def _given(config_cls, args: argparse.Namespace, skip=()) -> dict:
-    values = {}
-    for name in config_cls.model_fields:
-        dest = _dest("", name)
-        if name not in skip and hasattr(args, dest):
-            value = getattr(args, dest)
-            values[name] = tuple(value) if isinstance(value, list) else value
-    return values
-
-
 def base_config(args: argparse.Namespace) -> RunConfig:
     """The config options are applied to: the preset's (variant), the default preset of ``--task``, or the defaults."""
     variant = "stochastic" if args.stochastic else "finetune" if args.finetune else "run"
@@ -144,12 +134,10 @@ def base_config(args: argparse.Namespace) -> RunConfig:
         if args.task is not None and args.task != preset.kind:
             raise UsageError(f"--preset {args.preset} is a {preset.kind} preset; it cannot train --task {args.task}")
         return preset.variant(variant)
-    kind = args.task or "nrecurrence"
-    if kind in DEFAULT_PRESET_OF_KIND:
-        return get_preset(DEFAULT_PRESET_OF_KIND[kind]).run
-    if kind == "nrecurrence":
-        return RunConfig()
-    # A kind without a preset (hmm): its task comes from the options alone, the model follows its vocabulary.
+    if args.task in DEFAULT_PRESET_OF_KIND:
+        return get_preset(DEFAULT_PRESET_OF_KIND[args.task]).run
+    # A kind without a preset (n-recurrence: the defaults; hmm): the task from its options, the default model
+    # with the task's vocabulary.
     task = task_from_args(args)
     return RunConfig(task=task, model=GPTConfig(vocab_size=task.vocab_size))
 
@@ -158,9 +146,9 @@ def config_from_train_args(args: argparse.Namespace) -> RunConfig:
     """The RunConfig ``nrecur train`` asks for: preset (or defaults), then every option given."""
     base = base_config(args)
     task = task_from_args(args, base.task)
-    model_values = {**base.model.model_dump(), **_given(GPTConfig, args, MODEL_SKIP), "vocab_size": task.vocab_size}
+    model_values = {**base.model.model_dump(), **given_options(GPTConfig, args, MODEL_SKIP), "vocab_size": task.vocab_size}
     model = GPTConfig.model_validate(model_values)
-    train = TrainConfig.model_validate({**base.train.model_dump(), **_given(TrainConfig, args)})
+    train = TrainConfig.model_validate({**base.train.model_dump(), **given_options(TrainConfig, args)})
     return RunConfig(task=task, model=model, train=train, init_from=args.init_from)
 
 
@@ -170,8 +158,8 @@ def train_command(args: argparse.Namespace) -> int:
     progress = not args.no_progress
     try:
         if args.resume:
-            extend = {name: value for name, value in _given(TrainConfig, args).items() if name in RESUME_OPTIONS}
-            given = [*given_task_options(args), *(name for cls in (GPTConfig, TrainConfig) for name in _given(cls, args))]
+            extend = {name: value for name, value in given_options(TrainConfig, args).items() if name in RESUME_OPTIONS}
+            given = [*given_task_options(args), *(name for cls in (GPTConfig, TrainConfig) for name in given_options(cls, args))]
             given = [name for name in given if name not in extend]
             flags = (
                 ("task", args.task), ("preset", args.preset), ("init-from", args.init_from), ("out", args.out),

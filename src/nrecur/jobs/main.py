@@ -25,12 +25,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from nrecur._io import atomic_write_text
+from nrecur.tasks import NRecurrence
 from nrecur.train.config import RunConfig
 from nrecur.train.folder import RunFolder
 from nrecur.train.presets import Preset
 
 #: The runs of the main job, in the order they start (the first one before all others).
-RUN_KINDS = ("det", "stoch-scratch", "stoch-finetune", "mess3")
+MAIN_JOB_RUNS = ("det", "stoch-scratch", "stoch-finetune", "mess3")
 
 
 @dataclass(frozen=True)
@@ -82,7 +83,7 @@ class RunRow:
 
 def _task_label(config: RunConfig) -> str:
     task = config.task
-    if task.kind == "nrecurrence":
+    if isinstance(task, NRecurrence):
         return "deterministic" if task.is_deterministic else "stochastic"
     return task.describe()
 
@@ -128,7 +129,7 @@ def prepare(config: RunConfig, folder: RunFolder, fresh: bool) -> bool:
 
 
 def main_job_configs(preset: Preset, out: Path) -> dict[str, RunConfig]:
-    """The run config of each of :data:`RUN_KINDS` (the fine-tune starts from the deterministic run's folder)."""
+    """The run config of each of :data:`MAIN_JOB_RUNS` (the fine-tune starts from the deterministic run's folder)."""
     return {
         "det": preset.variant("run"),
         "stoch-scratch": preset.variant("stochastic"),
@@ -155,16 +156,16 @@ def run_main_job(
     start = time.perf_counter()
     out = Path(out)
     threads = threads or os.cpu_count() or 1
-    names = {kind: f"{preset.name}-{kind}" for kind in RUN_KINDS}
-    folders = {kind: RunFolder(out / names[kind]) for kind in RUN_KINDS}
+    names = {kind: f"{preset.name}-{kind}" for kind in MAIN_JOB_RUNS}
+    folders = {kind: RunFolder(out / names[kind]) for kind in MAIN_JOB_RUNS}
     configs = main_job_configs(preset, out)
     if prepare(configs["det"], folders["det"], fresh):
         run_in_workers([folders["det"]], 1, threads, progress)
-    pending = [folders[kind] for kind in RUN_KINDS[1:] if prepare(configs[kind], folders[kind], fresh)]
+    pending = [folders[kind] for kind in MAIN_JOB_RUNS[1:] if prepare(configs[kind], folders[kind], fresh)]
     if pending:
         slots = min(jobs, len(pending))
         run_in_workers(pending, slots, max(1, threads // slots), progress)
-    rows = tuple(RunRow.from_folder(names[kind], folders[kind]) for kind in RUN_KINDS)
+    rows = tuple(RunRow.from_folder(names[kind], folders[kind]) for kind in MAIN_JOB_RUNS)
     result = MainJobResult(preset=preset.name, rows=rows, seconds=time.perf_counter() - start)
     atomic_write_text(out / f"{preset.name}-summary.md", result.table() + "\n")
     summary = {"preset": preset.name, "seconds": result.seconds, "rows": [asdict(row) for row in rows]}

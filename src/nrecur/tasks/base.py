@@ -107,7 +107,8 @@ class Strata:
     """A hidden-truth label per prediction position, for KL and accuracy by stratum."""
 
     labels: np.ndarray
-    """``[batch, pos]`` int: the stratum of prediction position i (hidden truth at position i)."""
+    """``[batch, pos]`` int: the stratum of prediction position i (the hidden truth the kind groups by: the
+    rule in force at position i for n-recurrence, the state at i for HMMs, the slot of token i+1 for modular)."""
     values: tuple[int, ...]
     """The label values, in reporting order."""
     names: tuple[str, ...]

@@ -291,5 +291,7 @@ def build_eval_sets(
                 sets[name] = sets["eval"].subset(name, mask)
     if train_batch is not None:
         # Training sequences carry one token more than the context (the last target); the model sees ``length``.
-        sets["train"] = EvalSet.build("train", task, train_batch.select(slice(0, size), positions=slice(0, length)))
+        first = task.evaluation_views()[0]  # the training data's own observer, as for ``eval``
+        train = train_batch.select(slice(0, size), positions=slice(0, length))
+        sets["train"] = EvalSet.build("train", task, train, **dict(first.observer))
     return sets

@@ -14,7 +14,8 @@ A run folder holds::
 
 Everything else (training, ``load_run``, the jobs, the CLI) asks a
 :class:`RunFolder` for paths and for reading and writing these files; every
-write is atomic. A checkpoint found damaged on resume is renamed
+write is atomic except the one-line appends to ``metrics.jsonl``, whose torn
+last line (a killed write) readers skip. A checkpoint found damaged on resume is renamed
 ``step_XXXXXXXX.safetensors.damaged`` (kept for inspection, no longer a checkpoint).
 """
 

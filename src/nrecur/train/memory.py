@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import torch
 
 from nrecur._memory import available_memory, format_bytes
-from nrecur.model import GPTConfig
+from nrecur.model import GPT, GPTConfig
 from nrecur.train.config import RunConfig
 
 FLOAT32 = 4
@@ -26,12 +26,9 @@ FLOAT64 = 8
 
 
 def parameter_count(model: GPTConfig) -> int:
-    """Number of scalars of ``GPT(model)`` (without building it)."""
-    d, a, m, v = model.d_model, model.d_attn, model.d_mlp, model.vocab_size
-    norm = {"layernorm": 2 * d, "rmsnorm": d, "none": 0}[model.norm]
-    attention = norm + d * 3 * a + 3 * a + a * d + d
-    mlp = norm + d * m + m + m * d + d if m > 0 else 0
-    return v * d + model.n_ctx * d + model.n_layers * (attention + mlp) + norm + d * v
+    """Number of scalars of ``GPT(model)``, counted on the meta device (shapes only, nothing allocated)."""
+    with torch.device("meta"):
+        return GPT(model).num_params
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ The other task kinds have one run each:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Literal
 
 from nrecur.model import GPTConfig
 from nrecur.tasks import Mess3, NRecurrence, RRXOR
@@ -58,8 +58,9 @@ class Preset:
         """The task kind of the preset's run."""
         return self.run.task.kind
 
-    def variant(self, which: str) -> RunConfig:
-        """``"run"``, ``"stochastic"`` or ``"finetune"``; an error naming the preset when it has no such variant."""
+    def variant(self, which: Literal["run", "stochastic", "finetune", "mess3"]) -> RunConfig:
+        """The preset's run or one of its main-job companions (``stochastic``, ``finetune``, ``mess3``); an error
+        naming the preset when it has no such variant."""
         config = getattr(self, which)
         if config is None:
             raise ValueError(f"preset {self.name!r} has no {which} variant (only the n-recurrence presets do)")
