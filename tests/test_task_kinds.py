@@ -279,3 +279,55 @@ def test_cli_sample_and_bayes_for_other_kinds(kind, capsys, tmp_path):
     assert main(["sample", "--task", kind, "--length", "9", "--out", str(tmp_path / "d.npz")]) == 0
     with np.load(tmp_path / "d.npz") as data:
         assert json.loads(str(data["task"]))["kind"] == kind
+
+
+# --- a kind defined outside nrecur trains like the built-in ones
+
+
+def test_a_user_defined_kind_trains_and_round_trips(tmp_path):
+    """A ``Task`` subclass with its own ``kind`` and a registered observer is a task like any other."""
+    from dataclasses import dataclass
+    from typing import Literal
+
+    from nrecur import Sequences, Strata, Truth, register_observer
+    from nrecur.observer.results import HMMPosterior
+    from nrecur.tasks.base import OBSERVERS
+
+    @dataclass(frozen=True)
+    class Flips(Sequences):
+        pass
+
+    class Coin(Task):
+        kind: Literal["coin"] = "coin"
+        q: float = 0.8
+        """Probability of token 1."""
+
+        @property
+        def vocab_size(self) -> int:
+            return 2
+
+        def sample(self, batch_size, length, seed=0):
+            rng = np.random.default_rng(seed)
+            return Flips(tokens=(rng.random((batch_size, length)) < self.q).astype(np.int64))
+
+        def truth(self, sample):
+            every = np.ones((len(sample), sample.tokens.shape[1] - 1), dtype=bool)
+            return Truth("next_acc", every, "everywhere", Strata(np.zeros_like(sample.tokens), (0,), ("all",), "all"))
+
+    @register_observer(Coin)
+    def coin_posterior(task, tokens, impossible="raise"):
+        tokens = np.asarray(tokens)
+        predictive = np.broadcast_to(np.array([1 - task.q, task.q]), (*tokens.shape, 2)).copy()
+        log_p = np.log(np.where(tokens == 1, task.q, 1 - task.q))
+        return HMMPosterior(predictive, predictive[..., :1], -log_p[:, 1:], log_p.sum(1), np.full(len(tokens), -1))
+
+    try:
+        config = tiny_config(Coin(q=0.9), steps=60)
+        assert RunConfig.model_validate_json(config.model_dump_json()).task == Coin(q=0.9)
+        train(config, tmp_path / "coin", progress=False)
+        run = load_run(tmp_path / "coin")
+        assert isinstance(run.task, Coin) and run.task.q == 0.9
+        assert run.evaluate()["eval"].kl < 0.05  # a constant is easy to learn
+    finally:
+        Task.KINDS.pop("coin", None)
+        OBSERVERS.pop(Coin, None)
