@@ -25,7 +25,7 @@ import numpy as np
 @numba.njit(cache=True, parallel=True, fastmath=False)
 def filter_kernel(
     x, V, periods, offsets, pi, tau, p_noise, p_transition, leave_rate, arrival, spread, target_outside, window_factor,
-    pred_out, period_out, target_out, phase_out, log_p_out,
+    pred_out, period_out, target_out, countdown_out, log_p_out,
 ):  # pragma: no cover - compiled; covered through nrecurrence_posterior
     """Fill the outputs for tokens ``x [batch, pos]``; see ``nrecurrence_posterior`` for their meaning.
 
@@ -100,7 +100,7 @@ def filter_kernel(
                     pred_out[b, j, :] = np.nan
                     period_out[b, j, :] = np.nan
                     target_out[b, j, :] = np.nan
-                    phase_out[b, j, :, :] = np.nan
+                    countdown_out[b, j, :, :] = np.nan
                 break
             log_p_out[b, i] = math.log(z)
             inv_z = 1.0 / z
@@ -171,7 +171,7 @@ def filter_kernel(
                     s = 0.0
                     for t in range(V):
                         s += alpha[k, t]
-                    phase_out[b, i, p, c] = s
+                    countdown_out[b, i, p, c] = s
             total_off = 0.0
             total_fake = 0.0
             for t in range(V):

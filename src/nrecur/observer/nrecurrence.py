@@ -59,7 +59,7 @@ class _Tables:
         periods = np.asarray(task.periods)
         self.n_max = int(periods.max())
         offsets = np.concatenate([[0], np.cumsum(periods)[:-1]])
-        slot_period = np.repeat(np.arange(self.P), periods)
+        slot_period_index = np.repeat(np.arange(self.P), periods)
         self.K = int(periods.sum())
         self.n = torch.tensor(periods, **f64)
         self.pi = torch.tensor(task.period_probs, **f64)
@@ -67,20 +67,20 @@ class _Tables:
         self.p_noise = torch.tensor(task.noise_by_period, **f64)
         self.p_transition = torch.tensor(task.transition_by_period, **f64)
         self.has_transitions = bool(np.any(task.transition_by_period > 0))
-        self.slot_period = torch.as_tensor(slot_period, device=device)  # [slot]
-        self.keep_slot = (1.0 - self.p_transition)[self.slot_period]  # [slot]
+        self.slot_period_index = torch.as_tensor(slot_period_index, device=device)  # [slot]
+        self.keep_slot = (1.0 - self.p_transition)[self.slot_period_index]  # [slot]
         rate = self.transitions.leave_rate(task.period_probs, task.target_probs, task.transition_by_period)
         self.leave_rate = torch.tensor(rate, **f64)  # [period, vocab]
         self.arrival = torch.tensor(self.transitions.arrival(task.period_probs, task.target_probs), **f64)  # [period, vocab]
-        self.alpha0 = (self.pi / self.n)[self.slot_period][:, None] * self.tau[None, :]  # [slot, vocab]
+        self.alpha0 = (self.pi / self.n)[self.slot_period_index][:, None] * self.tau[None, :]  # [slot, vocab]
         self.mass0 = self.pi[:, None] * self.tau[None, :]  # [period, vocab]
         # Target slot of each period at each position j = 0..length: offset + j mod n.
         j = np.arange(length + 1)[:, None]
         self.on_slot = torch.as_tensor(offsets[None, :] + j % periods[None, :], device=device)  # [pos+1, period]
-        # Phase output: entry (k, c) of [period, max_period] reads slot offset_k + (j + c) mod n_k.
+        # Countdown output: entry (k, c) of [period, max_period] reads slot offset_k + (j + c) mod n_k.
         valid = [(k, c) for k in range(self.P) for c in range(periods[k])]
-        self.phase_cells = torch.as_tensor([k * self.n_max + c for k, c in valid], device=device)
-        self.phase_slots = torch.as_tensor(
+        self.countdown_cells = torch.as_tensor([k * self.n_max + c for k, c in valid], device=device)
+        self.countdown_slots = torch.as_tensor(
             np.array([[offsets[k] + (jj + c) % periods[k] for k, c in valid] for jj in range(length + 1)]),
             device=device,
         )  # [pos+1, slot]
@@ -237,7 +237,7 @@ def _filter_chunk(task: "NRecurrence", tb: _Tables, x: torch.Tensor, out: dict, 
         alpha.index_copy_(1, tb.on_slot[i], on_new.mul_(inv_z))
         if tb.has_transitions:
             inflow = tb.transitions.inflow(mass * tb.leave_rate, tb.arrival)  # [batch, period, vocab]
-            alpha.mul_(tb.keep_slot[:, None]).add_((inflow / tb.n[:, None]).index_select(1, tb.slot_period))
+            alpha.mul_(tb.keep_slot[:, None]).add_((inflow / tb.n[:, None]).index_select(1, tb.slot_period_index))
             mass = torch.addcmul(inflow, mass, (1.0 - tb.p_transition)[:, None])
         # Beliefs about position i+1 and the predictive distribution of x_{i+1}.
         pred, a_on, window = _predict(task, tb, i + 1, alpha, mass, counts)
@@ -248,7 +248,7 @@ def _filter_chunk(task: "NRecurrence", tb: _Tables, x: torch.Tensor, out: dict, 
     torch.sum(rule_mass, 3, out=out["period"])
     torch.sum(rule_mass, 2, out=out["target"])
     # slot (period, φ) at position i+1 has countdown c = (φ - i - 1) mod n: gather into (period, c) order.
-    out["countdown"][:, :, tb.phase_cells] = slot_mass.gather(2, tb.phase_slots[1 : L + 1][None].expand(B, L, tb.K))
+    out["countdown"][:, :, tb.countdown_cells] = slot_mass.gather(2, tb.countdown_slots[1 : L + 1][None].expand(B, L, tb.K))
 
 
 def _window_counts(x: torch.Tensor, V: int) -> torch.Tensor:

@@ -78,17 +78,17 @@ def _sample_chunk(task: "NRecurrence", B: int, L: int, rng: np.random.Generator)
     transitions, fakes = TRANSITIONS[task.transition_changes], FAKE_SOURCES[task.fake_source]
 
     u = rng.random((3, B))
-    p_idx = categorical(period_probs, u[0])
+    period_index = categorical(period_probs, u[0])
     target = categorical(target_probs, u[1])
-    countdown = (u[2] * periods[p_idx]).astype(np.int64)
+    countdown = (u[2] * periods[period_index]).astype(np.int64)
 
     out = {name: np.empty((L, B), dtype=np.int64) for name in ("tokens", "period", "target", "countdown")}
     out.update({name: np.empty((L, B), dtype=bool) for name in ("is_target_position", "is_fake", "transition_after")})
     for i in range(L):
         u = rng.random((6, B))
-        n = periods[p_idx]
+        n = periods[period_index]
         on = countdown == 0
-        fake = on & (u[0] < p_noise[p_idx])
+        fake = on & (u[0] < p_noise[period_index])
         off = (u[1] * V).astype(np.int64) if task.target_outside else uniform_other(u[1], target, V)
         tokens = np.where(on, target, off)
         if np.any(fake):
@@ -97,12 +97,14 @@ def _sample_chunk(task: "NRecurrence", B: int, L: int, rng: np.random.Generator)
         out["tokens"][i], out["period"][i], out["target"][i], out["countdown"][i] = tokens, n, target, countdown
         out["is_target_position"][i], out["is_fake"][i] = on, fake
 
-        change = u[2] < p_transition[p_idx]
+        change = u[2] < p_transition[period_index]
         out["transition_after"][i] = change
         countdown = (countdown - 1) % n
         if np.any(change):
             rows = np.flatnonzero(change)
-            new_p, new_t = transitions.draw(period_probs, target_probs, p_idx[rows], target[rows], u[3, rows], u[4, rows])
-            p_idx[rows], target[rows] = new_p, new_t
-            countdown[rows] = (u[5, rows] * periods[new_p]).astype(np.int64)
+            new_period_index, new_target = transitions.draw(
+                period_probs, target_probs, period_index[rows], target[rows], u[3, rows], u[4, rows]
+            )
+            period_index[rows], target[rows] = new_period_index, new_target
+            countdown[rows] = (u[5, rows] * periods[new_period_index]).astype(np.int64)
     return out

@@ -220,7 +220,7 @@ class TransitionKind:
         self,
         period_probs: np.ndarray,
         target_probs: np.ndarray,
-        old_period: np.ndarray,
+        old_period_index: np.ndarray,
         old_target: np.ndarray,
         u_period: np.ndarray,
         u_target: np.ndarray,
@@ -231,12 +231,12 @@ class TransitionKind:
         moves, with ``u_period``; the kinds of the spec override it with their own (seeds stay as they were).
         """
         P, V = len(period_probs), len(target_probs)
-        same_n = np.arange(P)[None, :, None] == old_period[:, None, None]  # [rows, period, 1]
+        same_n = np.arange(P)[None, :, None] == old_period_index[:, None, None]  # [rows, period, 1]
         same_t = np.arange(V)[None, None, :] == old_target[:, None, None]  # [rows, 1, vocab]
-        allowed = np.zeros((len(old_period), P, V), dtype=bool)
+        allowed = np.zeros((len(old_period_index), P, V), dtype=bool)
         for move_n, move_t in self.moves:
             allowed |= (same_n == move_n) & (same_t == move_t)
-        weights = (np.outer(period_probs, target_probs)[None] * allowed).reshape(len(old_period), P * V)
+        weights = (np.outer(period_probs, target_probs)[None] * allowed).reshape(len(old_period_index), P * V)
         cdf = np.cumsum(weights, axis=1)  # [rows, rule]
         index = np.sum(cdf <= (u_period * cdf[:, -1])[:, None], axis=1)  # the first rule whose CDF passes u·total
         last = P * V - 1 - np.argmax(weights[:, ::-1] > 0, axis=1)  # rounding never lands on a zero weight
@@ -250,10 +250,10 @@ class Either(TransitionKind):
     name = "either"
     moves = frozenset({(True, False), (False, True), (False, False)})
 
-    def draw(self, period_probs, target_probs, old_period, old_target, u_period, u_target):
+    def draw(self, period_probs, target_probs, old_period_index, old_target, u_period, u_target):
         """One draw on the joint (period, target) table, the old rule's cell cut out."""
         V = len(target_probs)
-        joint = categorical_excluding(np.outer(period_probs, target_probs).ravel(), old_period * V + old_target, u_period)
+        joint = categorical_excluding(np.outer(period_probs, target_probs).ravel(), old_period_index * V + old_target, u_period)
         return joint // V, joint % V
 
 
@@ -263,10 +263,10 @@ class Both(TransitionKind):
     name = "both"
     moves = frozenset({(False, False)})
 
-    def draw(self, period_probs, target_probs, old_period, old_target, u_period, u_target):
+    def draw(self, period_probs, target_probs, old_period_index, old_target, u_period, u_target):
         """The conditioned prior factorizes: one draw each."""
         return (
-            categorical_excluding(period_probs, old_period, u_period),
+            categorical_excluding(period_probs, old_period_index, u_period),
             categorical_excluding(target_probs, old_target, u_target),
         )
 
@@ -277,8 +277,8 @@ class PeriodOnly(TransitionKind):
     name = "period"
     moves = frozenset({(False, True)})
 
-    def draw(self, period_probs, target_probs, old_period, old_target, u_period, u_target):
-        return categorical_excluding(period_probs, old_period, u_period), old_target
+    def draw(self, period_probs, target_probs, old_period_index, old_target, u_period, u_target):
+        return categorical_excluding(period_probs, old_period_index, u_period), old_target
 
 
 class TargetOnly(TransitionKind):
@@ -287,8 +287,8 @@ class TargetOnly(TransitionKind):
     name = "target"
     moves = frozenset({(True, False)})
 
-    def draw(self, period_probs, target_probs, old_period, old_target, u_period, u_target):
-        return old_period, categorical_excluding(target_probs, old_target, u_target)
+    def draw(self, period_probs, target_probs, old_period_index, old_target, u_period, u_target):
+        return old_period_index, categorical_excluding(target_probs, old_target, u_target)
 
 
 TransitionName = Literal["either", "both", "period", "target"]
