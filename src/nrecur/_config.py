@@ -33,6 +33,8 @@ def format_error(error: pydantic.ValidationError) -> str:
             # A tuple field given the wrong number of values: name the field, not the slot.
             where = ".".join(str(part) for part in item["loc"][:-1])
             message = f"wrong number of values ({message.lower()} at item {item['loc'][-1] + 1})"
+        if item["type"] == "missing" and item["loc"] and not isinstance(item["loc"][-1], int):
+            message = f"{item['loc'][-1]} is required (option --{str(item['loc'][-1]).replace('_', '-')})"
         # Our validators already name the field; pydantic's own messages do not.
         name = where.split(".")[-1]
         parts.append(message if not where or message.startswith(name) else f"{where}: {message}")

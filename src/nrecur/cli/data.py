@@ -24,7 +24,7 @@ def register(subparsers) -> None:
     )
     add_task_options(sample)
     sample.add_argument("--batch-size", type=int, default=4, help="number of sequences (default: 4)")
-    sample.add_argument("--length", type=int, default=32, help="tokens per sequence (default: 32)")
+    sample.add_argument("--length", type=int, help="tokens per sequence (default: 32, or the task's whole sequence when shorter: 3 x n_examples for modular)")
     sample.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     sample.add_argument("--split", choices=["in_distribution", "out_of_distribution"], help="modular tasks: training task vectors (default) or the others")
     sample.add_argument("--out", help="write a .npz file here instead of printing")
@@ -43,7 +43,7 @@ def register(subparsers) -> None:
     )
     add_task_options(bayes)
     bayes.add_argument("--tokens", help='a token sequence, e.g. "3 1 3 0 3"; prints the posterior after each token')
-    bayes.add_argument("--length", type=int, default=32, help="context length for the optimal loss, without --tokens (default: 32)")
+    bayes.add_argument("--length", type=int, help="context length for the optimal loss, without --tokens (default: 32, or the task's whole sequence when shorter)")
     bayes.add_argument("--batch-size", type=int, default=4096, help="sequences to average over, without --tokens (default: 4096)")
     bayes.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     bayes.add_argument("--top", type=int, default=3, help="with --tokens: most likely values shown per position (n-recurrence: targets; modular: a and b) (default: 3)")
@@ -66,10 +66,11 @@ def run_sample(args: argparse.Namespace) -> int:
             raise FileExistsError(f"{args.out} exists; pass --overwrite to replace it")
         if not os.path.isdir(os.path.dirname(os.path.abspath(args.out))):
             raise FileNotFoundError(f"the folder of --out {args.out} does not exist")
-    batch = task.sample(args.batch_size, args.length, args.seed, **split)
+    length = default_length(task, args.length)
+    batch = task.sample(args.batch_size, length, args.seed, **split)
     if args.out is not None:
         batch.save(args.out, extra={"task": task.model_dump_json(), "seed": str(args.seed)})
-        print(f"wrote {args.batch_size} sequences of {args.length} tokens to {args.out} (with the task as JSON under 'task')")
+        print(f"wrote {args.batch_size} sequences of {length} tokens to {args.out} (with the task as JSON under 'task')")
         return 0
     print(format_batch(task, batch))
     return 0
@@ -91,6 +92,13 @@ def parse_tokens(text: str, vocab_size: int) -> np.ndarray:
     return np.array(values, dtype=np.int64)
 
 
+def default_length(task, length: int | None) -> int:
+    """``--length`` as given, else 32 tokens or the task's whole sequence when that is shorter."""
+    if length is not None:
+        return length
+    return min(32, task.max_length) if task.max_length is not None else 32
+
+
 def keyword_option(method, name: str, value, kind: str) -> dict:
     """``{name: value}`` when the task's ``method`` takes ``name`` (modular: ``split``, ``prior``); {} when not given."""
     if value is None:
@@ -108,7 +116,7 @@ def run_bayes(args: argparse.Namespace) -> int:
     if args.tokens is not None:
         print(posterior_table(task, parse_tokens(args.tokens, task.vocab_size), args.top, **observer))
         return 0
-    ce = bayes_cross_entropy(task, args.length, args.batch_size, args.seed, **observer)
+    ce = bayes_cross_entropy(task, default_length(task, args.length), args.batch_size, args.seed, **observer)
     print(f"Bayes-optimal next-token cross-entropy, {ce.n_sequences} sequences of {ce.length} tokens (nats)")
     print(f"{'position':>8}  {'loss':>8}  {'stderr':>8}")
     for i, (loss, se) in enumerate(zip(ce.per_position, ce.per_position_stderr)):

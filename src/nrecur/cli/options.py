@@ -68,7 +68,9 @@ def add_config_options(
         annotation = _strip_optional(field.annotation)
         default = field.default
         help_text = (field.description or "").strip().replace("%", "%%")
-        if show_defaults:
+        if field.is_required():
+            help_text += " (required)"
+        elif show_defaults:
             note = (notes or {}).get(name)
             help_text += f" (default: {_show(default)}" + (f"; {note}" if note else "") + ")"
         kwargs: dict[str, Any] = {"dest": _dest(prefix, name), "default": argparse.SUPPRESS, "help": help_text}
@@ -123,15 +125,18 @@ def parse_nested(text: str) -> list:
 
     import numpy as np
 
+    if text.endswith((".npy", ".json")) and not os.path.isfile(text):
+        raise argparse.ArgumentTypeError(f"{text} is not a file (give JSON text, or the path of a .json or .npy file)")
     try:
-        if text.endswith(".npy") and os.path.isfile(text):
+        if text.endswith(".npy"):
             return np.load(text, allow_pickle=False).tolist()
-        if text.endswith(".json") and os.path.isfile(text):
+        if text.endswith(".json"):
             with open(text) as handle:
                 return json.load(handle)
         return json.loads(text)
-    except (ValueError, OSError) as error:
-        raise argparse.ArgumentTypeError(f"cannot read {text!r} as nested lists of numbers (JSON or a .json/.npy file): {error}") from None
+    except (ValueError, OSError):
+        what = "a .npy file of numbers" if text.endswith(".npy") else "JSON (nested lists of numbers)"
+        raise argparse.ArgumentTypeError(f"cannot read {text!r} as {what}") from None
 
 
 # ---------------------------------------------------------------------------- task kinds

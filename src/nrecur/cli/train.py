@@ -144,9 +144,15 @@ def base_config(args: argparse.Namespace) -> RunConfig:
 
 def config_from_train_args(args: argparse.Namespace) -> RunConfig:
     """The RunConfig ``nrecur train`` asks for: preset (or defaults), then every option given."""
+    if args.finetune and not args.init_from:
+        raise UsageError("--finetune starts from another run's weights: give --init-from RUN")
     base = base_config(args)
     task = task_from_args(args, base.task)
-    model_values = {**base.model.model_dump(), **given_options(GPTConfig, args, MODEL_SKIP), "vocab_size": task.vocab_size}
+    model_given = given_options(GPTConfig, args, MODEL_SKIP)
+    model_values = {**base.model.model_dump(), **model_given, "vocab_size": task.vocab_size}
+    if task.max_length is not None and "n_ctx" not in model_given and task != base.task:
+        # Sequences of a fixed length (modular: 3 x n_examples): the context follows them, whole.
+        model_values["n_ctx"] = task.max_length - 1
     model = GPTConfig.model_validate(model_values)
     train = TrainConfig.model_validate({**base.train.model_dump(), **given_options(TrainConfig, args)})
     return RunConfig(task=task, model=model, train=train, init_from=args.init_from)

@@ -40,7 +40,7 @@ def format_sequence(batch: Batch, b: int) -> str:
 
 def _hmm_sequences(task: HMMTask, batch: HMMBatch) -> list[str]:
     names = task.process.state_names
-    return ["token(state) at each position"] + [
+    return ["token(state before it) at each position"] + [
         f"seq {b}: " + " ".join(f"{t}({names[s]})" for t, s in zip(batch.tokens[b], batch.states[b]))
         for b in range(len(batch))
     ]

@@ -192,7 +192,8 @@ class Task(Config):
         """Complain about a context length: an error past ``max_length``; a kind may also warn."""
         if self.max_length is not None and length > self.max_length:
             raise ValueError(
-                f"{self.kind} sequences have at most {self.max_length} tokens; a length of {length} was asked for"
+                f"{self.kind} sequences have at most {self.max_length} tokens; a length of {length} was asked for "
+                "(ask for a shorter length or context, or give the task longer sequences)"
             )
 
     def sample(self, batch_size: int, length: int, seed: int | Sequence[int] = 0) -> Sequences:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Literal, Sequence
 
 import numpy as np
-from pydantic import model_validator
+from pydantic import field_validator, model_validator
 
 from nrecur.tasks.base import Sequences, Strata, Task, Truth, check_seed, check_sizes, observer_of
 
@@ -25,7 +25,9 @@ class HMMBatch(Sequences):
     """Sampled sequences ``[batch, pos]``: the tokens and the hidden state at each position."""
 
     states: np.ndarray
-    """``[batch, pos]`` the state the process is in at position i (the one that emits ``tokens[:, i]``)."""
+    """``[batch, pos]`` the state the process is in before emitting ``tokens[:, i]``: with
+    ``T[x, i, j]`` it emits ``x`` while moving to ``states[:, i+1]`` (for Mess3 the token comes from that
+    destination state). The observer's belief after ``tokens[:, :i+1]`` is about ``states[:, i+1]``."""
 
 
 class HMMProcess:
@@ -229,6 +231,17 @@ class HMM(HMMTask):
     """Distribution of the first state; None for the stationary one (which must then be unique)."""
     state_names: tuple[str, ...] | None = None
     """Names of the states (default 0, 1, ...)."""
+
+    @field_validator("T", mode="before")
+    @classmethod
+    def _three_axes(cls, value):
+        try:
+            array = np.asarray(value, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise ValueError("T must be nested lists of numbers of shape [vocab, state, state]") from None
+        if array.ndim != 3:
+            raise ValueError(f"T must have shape [vocab, state, state], got shape {list(array.shape)}")
+        return array.tolist()
 
     @model_validator(mode="after")
     def _check(self) -> "HMM":

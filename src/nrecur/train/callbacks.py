@@ -107,8 +107,9 @@ class Evaluator(Callback):
             metrics.update(evaluation.metrics())
         metrics["eval/kl_per_position"] = [round(v, 6) for v in evaluations["eval"].kl_per_position]
 
-        memorized = evaluations.get("train") or evaluations.get("in_dist") or evaluations["eval"]
-        if self.memorization_step is None and memorized.excess_ce <= train.memorization_threshold:
+        # Memorization is about a fixed training set (finite mode); online runs never see a sequence twice.
+        memorized = evaluations.get("train")
+        if self.memorization_step is None and memorized is not None and memorized.excess_ce <= train.memorization_threshold:
             self.memorization_step = trainer.step
         if self.grok_step is None and evaluations["eval"].kl <= train.kl_threshold:
             self.grok_step, self.grok_seconds = trainer.step, seconds
@@ -274,7 +275,8 @@ class ProgressBar(Callback):
     def on_start(self, trainer: "Trainer") -> None:
         from tqdm.auto import tqdm
 
-        self._bar = tqdm(
+        self._bar = tqdm(  # disable=None: no bar when the stream is not a terminal (logs stay readable)
+            disable=None,
             total=trainer.config.train.steps, initial=trainer.step, desc=self.description, file=self.file,
             dynamic_ncols=True, smoothing=0.05,
         )  # fmt: skip

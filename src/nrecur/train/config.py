@@ -172,6 +172,18 @@ class RunConfig(Config):
             raise ValueError("init_from is empty; give a run folder or a checkpoint file")
         return os.path.abspath(os.path.expanduser(value))
 
+    @model_validator(mode="before")
+    @classmethod
+    def _model_follows_the_task(cls, data):
+        # RunConfig(task=Mess3()) without a model: the default model with the task's vocabulary.
+        if isinstance(data, dict) and "model" not in data and data.get("task") is not None:
+            try:
+                vocab_size = task_from_data(data["task"]).vocab_size
+            except (ValueError, pydantic.ValidationError):
+                return data  # the task's own validation reports it
+            return {**data, "model": GPTConfig(vocab_size=vocab_size)}
+        return data
+
     @field_validator("task", mode="before")
     @classmethod
     def _task_of_its_kind(cls, value):
