@@ -204,9 +204,12 @@ def format_result(result) -> str:
                 lines.append(f"{name}: KL {other.kl:.4f}, {other.accuracy_name} {other.accuracy:.3f} (Bayes {other.bayes_accuracy:.3f})")
     if grok is not None:
         reached = f"step {grok.grok_step} ({grok.grok_seconds:.0f} s)" if grok.grok_step is not None else "not reached"
-        memorized = grok.memorization_step if grok.memorization_step is not None else "not reached"
-        delay = f", delay {grok.delay} steps" if grok.delay is not None else ""
-        lines.append(f"KL <= {grok.kl_threshold:g}: {reached}; memorization: {memorized}{delay}")
+        line = f"KL <= {grok.kl_threshold:g}: {reached}"
+        if "train" in result.evaluations:  # memorization is about a fixed training set (finite mode)
+            memorized = grok.memorization_step if grok.memorization_step is not None else "not reached"
+            delay = f", delay {grok.delay} steps" if grok.delay is not None else ""
+            line += f"; memorization: {memorized}{delay}"
+        lines.append(line)
     return "\n".join(lines)
 
 
