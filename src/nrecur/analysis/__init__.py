@@ -1,0 +1,9 @@
+"""Analyses that open a trained model up and compare it with the exact observer (SPEC §5).
+
+One module per method; each registers itself in :data:`ANALYSES` (``nrecur analyze --what NAME``).
+"""
+
+from nrecur.analysis.base import ANALYSES, write_analysis
+from nrecur.analysis.probes import ProbeResult, probes
+
+__all__ = ["ANALYSES", "ProbeResult", "probes", "write_analysis"]

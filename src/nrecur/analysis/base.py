@@ -1,0 +1,131 @@
+"""What every analysis shares: its result's shape, writing it next to the run, and activations.
+
+An analysis is one module of this package (``analysis/<name>.py``) that opens
+with a paragraph on the technique, and one public function that takes a loaded
+run (:class:`nrecur.runs.Run`) and options and returns a frozen result. Every
+result has a flat ``headline`` of named figures (what heads its report
+section), ``to_json()`` with the data behind every figure, and ``plot(folder)``
+that draws its figures there (PNG and SVG) and returns their paths.
+:func:`write_analysis` puts ``analysis/NAME.json`` and the figures in the run
+folder, atomically. Analyses register in :data:`ANALYSES`, which ``nrecur
+analyze --what`` offers.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Protocol
+
+import numpy as np
+import torch
+
+from nrecur._io import atomic_write, atomic_write_text
+from nrecur.model import GPT
+
+__all__ = ["ANALYSES", "Analysis", "AnalysisResult", "register_analysis", "residual_activations", "save_figure", "write_analysis"]
+
+
+class AnalysisResult(Protocol):
+    """What an analysis returns."""
+
+    name: str
+    headline: dict[str, float]
+
+    def to_json(self) -> dict: ...
+
+    def plot(self, folder: Path) -> list[Path]: ...
+
+
+@dataclass(frozen=True)
+class Analysis:
+    """A registered analysis: ``run(run, **options) -> AnalysisResult`` and when it applies."""
+
+    name: str
+    run: Callable[..., AnalysisResult]
+    applies: Callable[[Any], str | None]
+    """``applies(run) -> None`` when the analysis applies to the run, else why not (one line)."""
+    description: str
+
+
+ANALYSES: dict[str, Analysis] = {}
+"""Analyses by name, in the order they were registered (``--what all`` runs those that apply)."""
+
+
+def register_analysis(name: str, applies: Callable[[Any], str | None], description: str):
+    def decorate(fn: Callable[..., AnalysisResult]) -> Callable[..., AnalysisResult]:
+        ANALYSES[name] = Analysis(name=name, run=fn, applies=applies, description=description)
+        return fn
+
+    return decorate
+
+
+def _clean(value: Any) -> Any:
+    """JSON-ready: arrays to lists, NaN and inf to None."""
+    if isinstance(value, dict):
+        return {str(k): _clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return _clean(value.tolist())
+    if isinstance(value, (np.floating, float)):
+        value = float(value)
+        return value if math.isfinite(value) else None
+    if isinstance(value, np.integer):
+        return int(value)
+    return value
+
+
+def write_analysis(result: AnalysisResult, analysis_dir: Path) -> list[Path]:
+    """``analysis_dir/NAME.json`` (headline first, then the data) and the figures; returns the paths written."""
+    analysis_dir.mkdir(parents=True, exist_ok=True)
+    figures = result.plot(analysis_dir)
+    data = {"name": result.name, "headline": result.headline, **result.to_json()}
+    data["figures"] = [path.name for path in figures]
+    path = analysis_dir / f"{result.name}.json"
+    atomic_write_text(path, json.dumps(_clean(data), indent=1) + "\n")
+    return [path, *figures]
+
+
+def save_figure(fig, folder: Path, stem: str) -> list[Path]:
+    """Save a matplotlib figure as ``stem.png`` and ``stem.svg`` in ``folder`` (atomically); close it."""
+    import matplotlib.pyplot as plt
+
+    paths = []
+    for suffix, kwargs in ((".png", {"dpi": 120}), (".svg", {})):
+        path = folder / f"{stem}{suffix}"
+        atomic_write(path, lambda handle, fmt=suffix[1:], kw=kwargs: fig.savefig(handle, format=fmt, bbox_inches="tight", **kw))
+        paths.append(path)
+    plt.close(fig)
+    return paths
+
+
+#: The residual hook points probes read, in the order of the forward pass (``embed`` = hook_embed + hook_pos_embed).
+def residual_hooks(model: GPT) -> list[str]:
+    names = ["embed"]
+    for layer in range(model.config.n_layers):
+        names += [f"blocks.{layer}.hook_resid_mid", f"blocks.{layer}.hook_resid_post"]
+    return names + ["ln_final.hook_normalized"]
+
+
+@torch.no_grad()
+def residual_activations(model: GPT, tokens: np.ndarray, chunk: int = 512) -> dict[str, np.ndarray]:
+    """``{hook: [batch, pos, d_model]}`` float32 activations at every residual hook point (eval mode)."""
+    hooks = residual_hooks(model)
+    wanted = {"hook_embed", "hook_pos_embed", *hooks[1:]}
+    device = next(model.parameters()).device
+    parts: dict[str, list[np.ndarray]] = {name: [] for name in hooks}
+    was_training = model.training
+    model.eval()
+    try:
+        for start in range(0, len(tokens), chunk):
+            batch = torch.as_tensor(tokens[start : start + chunk], device=device)
+            _, cache = model.run_with_cache(batch, names_filter=lambda name: name in wanted)
+            parts["embed"].append((cache["hook_embed"] + cache["hook_pos_embed"]).float().cpu().numpy())
+            for name in hooks[1:]:
+                parts[name].append(cache[name].float().cpu().numpy())
+    finally:
+        model.train(was_training)
+    return {name: np.concatenate(chunks) for name, chunks in parts.items()}

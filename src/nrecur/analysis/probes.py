@@ -1,0 +1,318 @@
+"""Probes: can the observer's posterior be read from the model's activations?
+
+A probe is a small model fitted from the residual stream at one hook point (or
+all of them concatenated) to a quantity the exact observer computes for the
+same prefix: for n-recurrence the marginals over period and target, the
+probability that the next position is a target position, the joint over
+(period, countdown) and the predictive; for an HMM the belief over states; for
+modular arithmetic the posterior marginals over ``a`` and ``b``. The linear
+probe is ridge regression in closed form; the non-linear one a one-hidden-layer
+MLP with a softmax output for distributions (scored by R² and by KL). Sequences,
+not positions, are split into training and held-out sets, so a probe never sees
+any position of a sequence it is scored on.
+
+How to read it: held-out R² near 1 means the quantity is linearly present at
+that hook. Two baselines keep the number honest: the same probe on a freshly
+initialized model of the same shape (what the architecture gives for free) and
+on shuffled targets (≈ 0). A gap between the MLP and the linear probe says the
+quantity is there but not linearly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from nrecur.analysis.base import register_analysis, residual_activations, save_figure
+from nrecur.model import GPT
+from nrecur.tasks import HMMTask, NRecurrence, Task
+from nrecur.tasks.modular import ModularICL
+
+CONCAT = "concat"
+"""Name of the probe input that concatenates every residual hook point."""
+
+
+# ---------------------------------------------------------------------------- what to probe for
+
+
+def _nrecurrence_targets(task: NRecurrence, post) -> dict[str, np.ndarray]:
+    B, L = post.period.shape[:2]
+    cells = [k * task.max_period + c for k, n in enumerate(task.periods) for c in range(n)]
+    return {
+        "period": post.period,
+        "target": post.target,
+        "next_is_target": post.p_target_next[..., None],
+        "countdown": post.countdown.reshape(B, L, -1)[..., cells],
+        "predictive": post.predictive,
+    }
+
+
+PROBE_TARGETS: dict[type, Callable[[Task, object], dict[str, np.ndarray]]] = {
+    NRecurrence: _nrecurrence_targets,
+    HMMTask: lambda task, post: {"belief": post.belief, "predictive": post.predictive},
+    ModularICL: lambda task, post: {"a": post.a, "b": post.b, "predictive": post.predictive},
+}
+"""Task class → ``fn(task, posterior) -> {quantity: [batch, pos, k]}`` (distributions over k, or k = 1)."""
+
+
+def probe_targets(task: Task, post) -> dict[str, np.ndarray]:
+    for cls in type(task).__mro__:
+        if cls in PROBE_TARGETS:
+            return {name: np.asarray(value, dtype=np.float64) for name, value in PROBE_TARGETS[cls](task, post).items()}
+    raise ValueError(f"probes do not know the posterior quantities of task kind {task.kind!r}")
+
+
+# ---------------------------------------------------------------------------- the probes
+
+
+def split_sequences(n_sequences: int, held_out: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Indices of training and held-out *sequences* (a sequence is wholly on one side)."""
+    order = np.random.default_rng(seed).permutation(n_sequences)
+    cut = max(1, int(round(n_sequences * (1 - held_out))))
+    return np.sort(order[:cut]), np.sort(order[cut:])
+
+
+def r2_score(truth: np.ndarray, predicted: np.ndarray) -> float:
+    """Variance-weighted R² over all output dimensions: ``1 - SSE / SST`` (rows ``[n, k]``)."""
+    sst = float(((truth - truth.mean(0)) ** 2).sum())
+    return float(1.0 - ((truth - predicted) ** 2).sum() / sst) if sst > 0 else float("nan")
+
+
+@dataclass(frozen=True)
+class RidgeProbe:
+    """``y ≈ (x - mean) @ weight + bias``, fitted in closed form."""
+
+    mean: np.ndarray
+    weight: np.ndarray
+    bias: np.ndarray
+
+    @classmethod
+    def fit(cls, x: np.ndarray, y: np.ndarray, alpha: float = 1e-3) -> "RidgeProbe":
+        """``x [n, d_model]``, ``y [n, k]``; ``alpha`` scales the penalty with the mean feature variance."""
+        x = x.astype(np.float64)
+        mean = x.mean(0)
+        xc = x - mean
+        gram = xc.T @ xc
+        penalty = alpha * np.trace(gram) / max(1, gram.shape[0])
+        weight = np.linalg.solve(gram + penalty * np.eye(gram.shape[0]), xc.T @ (y - y.mean(0)))
+        return cls(mean=mean, weight=weight, bias=y.mean(0))
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        return (x.astype(np.float64) - self.mean) @ self.weight + self.bias
+
+
+def fit_mlp_probe(
+    x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, distribution: bool, steps: int = 300, seed: int = 0
+) -> np.ndarray:
+    """A one-hidden-layer MLP (64 GELU units) trained with Adam, full batch; returns held-out predictions.
+
+    Distributions get a softmax output trained by cross-entropy against the target distribution (KL up
+    to a constant); single values a linear output trained by squared error.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    mean, std = x_train.mean(0), x_train.std(0) + 1e-6
+    xt = torch.as_tensor((x_train - mean) / std, dtype=torch.float32)
+    yt = torch.as_tensor(y_train, dtype=torch.float32)
+    hidden = 64
+    net = torch.nn.Sequential(torch.nn.Linear(xt.shape[1], hidden), torch.nn.GELU(), torch.nn.Linear(hidden, yt.shape[1]))
+    with torch.no_grad():
+        for layer in (net[0], net[2]):
+            layer.weight.copy_(torch.randn(layer.weight.shape, generator=generator) / layer.weight.shape[1] ** 0.5)
+            layer.bias.zero_()
+    optimizer = torch.optim.Adam(net.parameters(), lr=3e-3)
+    for _ in range(steps):
+        out = net(xt)
+        if distribution:
+            loss = -(yt * torch.log_softmax(out, -1)).sum(-1).mean()
+        else:
+            loss = ((out - yt) ** 2).mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    with torch.no_grad():
+        out = net(torch.as_tensor((x_test - mean) / std, dtype=torch.float32))
+        return (torch.softmax(out, -1) if distribution else out).double().numpy()
+
+
+def kl_rows(p: np.ndarray, q: np.ndarray) -> float:
+    """Mean KL(p ‖ q) over rows of distributions ``[n, k]`` (q clipped away from 0)."""
+    q = np.clip(q, 1e-12, None)
+    q = q / q.sum(-1, keepdims=True)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        terms = np.where(p > 0, p * (np.log(p) - np.log(q)), 0.0)
+    return float(terms.sum(-1).mean())
+
+
+# ---------------------------------------------------------------------------- the analysis
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    """Held-out R² (and KL for distributions) of probes from every residual hook point to every quantity."""
+
+    name: str
+    hooks: tuple[str, ...]
+    """Probe inputs: each residual hook point, then ``concat``."""
+    quantities: tuple[str, ...]
+    r2_linear: dict[str, dict[str, float]]
+    """quantity → hook → held-out R² of the ridge probe."""
+    r2_random_init: dict[str, dict[str, float]]
+    """The same on a freshly initialized model of the same shape."""
+    r2_shuffled: dict[str, float]
+    """quantity → R² of the ridge probe at the best hook fitted to shuffled targets (≈ 0)."""
+    r2_mlp: dict[str, float]
+    """quantity → held-out R² of the MLP probe at the best linear hook."""
+    kl_mlp: dict[str, float]
+    """distribution quantity → mean KL(observer ‖ MLP probe) on held-out positions (nats)."""
+    best_hook: dict[str, str]
+    r2_by_position: dict[str, list[float]]
+    """quantity → held-out R² of the ridge probe at the best hook, per position."""
+    scatter: dict[str, dict[str, list[float]]]
+    """quantity → {"truth", "linear"}: a sample of held-out values (the first component) for the figure."""
+    step: int
+    n_sequences: int
+    headline: dict[str, float] = field(default_factory=dict)
+
+    def to_json(self) -> dict:
+        return {
+            "step": self.step,
+            "n_sequences": self.n_sequences,
+            "hooks": list(self.hooks),
+            "quantities": list(self.quantities),
+            "best_hook": self.best_hook,
+            "r2_linear": self.r2_linear,
+            "r2_random_init": self.r2_random_init,
+            "r2_shuffled": self.r2_shuffled,
+            "r2_mlp": self.r2_mlp,
+            "kl_mlp": self.kl_mlp,
+            "r2_by_position": self.r2_by_position,
+            "scatter": self.scatter,
+        }
+
+    def plot(self, folder: Path) -> list[Path]:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        paths = []
+        fig, axes = plt.subplots(1, 2, figsize=(11, 0.45 * len(self.hooks) + 2), sharey=True)
+        for ax, (title, table) in zip(axes, (("trained model", self.r2_linear), ("random init", self.r2_random_init))):
+            grid = np.array([[table[q][h] for q in self.quantities] for h in self.hooks])
+            image = ax.imshow(grid, vmin=0, vmax=1, cmap="viridis", aspect="auto")
+            ax.set_xticks(range(len(self.quantities)), self.quantities, rotation=30, ha="right")
+            ax.set_yticks(range(len(self.hooks)), self.hooks)
+            ax.set_title(f"held-out R² of linear probes: {title}")
+            for (i, j), value in np.ndenumerate(grid):
+                ax.text(j, i, f"{value:.2f}", ha="center", va="center", color="white" if value < 0.6 else "black", fontsize=8)
+        fig.colorbar(image, ax=axes, shrink=0.8, label="R²")
+        paths += save_figure(fig, folder, "probes_r2")
+
+        fig, axes = plt.subplots(1, len(self.quantities), figsize=(3.2 * len(self.quantities), 3.2), squeeze=False)
+        for ax, quantity in zip(axes[0], self.quantities):
+            data = self.scatter[quantity]
+            ax.scatter(data["truth"], data["linear"], s=3, alpha=0.3, color="#0072B2")
+            ax.plot([0, 1], [0, 1], color="#999999", lw=1)
+            ax.set_xlabel("observer (probability)")
+            ax.set_ylabel("linear probe")
+            ax.set_title(f"{quantity} @ {self.best_hook[quantity]}\nR² {self.r2_linear[quantity][self.best_hook[quantity]]:.3f}", fontsize=9)
+        fig.tight_layout()
+        paths += save_figure(fig, folder, "probes_scatter")
+
+        fig, ax = plt.subplots(figsize=(6, 3.5))
+        for quantity in self.quantities:
+            ax.plot(self.r2_by_position[quantity], label=quantity)
+        ax.set_xlabel("position (having seen tokens 0..i)")
+        ax.set_ylabel("held-out R² (best hook)")
+        ax.set_ylim(-0.1, 1.02)
+        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3)
+        paths += save_figure(fig, folder, "probes_by_position")
+        return paths
+
+
+def _applies(run) -> str | None:
+    if not any(cls in PROBE_TARGETS for cls in type(run.task).__mro__):
+        return f"probes do not know the posterior quantities of task kind {run.task.kind!r}"
+    return None
+
+
+@register_analysis("probes", applies=_applies, description="linear and MLP probes from the residual stream to the observer's posterior")
+def probes(run, n_sequences: int = 2048, seed: int = 0, held_out: float = 0.2, mlp: bool = True) -> ProbeResult:
+    """Probe every residual hook point of ``run.model`` (and all of them concatenated) for every posterior
+    quantity of ``run.task`` on ``n_sequences`` fresh sequences; see the module docstring."""
+    task, length = run.task, run.config.length
+    sample = task.sample(n_sequences, length, seed)
+    post = task.posterior(sample.tokens)
+    targets = probe_targets(task, post)  # {quantity: [batch, pos, k]}
+    train_seq, test_seq = split_sequences(n_sequences, held_out, seed)
+
+    def fit_all(model: GPT) -> tuple[dict[str, dict[str, float]], dict[str, np.ndarray]]:
+        acts = residual_activations(model, sample.tokens)
+        acts[CONCAT] = np.concatenate(list(acts.values()), axis=-1)
+        table: dict[str, dict[str, float]] = {q: {} for q in targets}
+        for hook, x in acts.items():
+            x_train, x_test = x[train_seq].reshape(-1, x.shape[-1]), x[test_seq].reshape(-1, x.shape[-1])
+            for quantity, y in targets.items():
+                probe = RidgeProbe.fit(x_train, y[train_seq].reshape(-1, y.shape[-1]))
+                table[quantity][hook] = r2_score(y[test_seq].reshape(-1, y.shape[-1]), probe.predict(x_test))
+        return table, acts
+
+    r2_linear, acts = fit_all(run.model)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed + 1)
+        fresh = GPT(run.model.config).to(next(run.model.parameters()).device)
+    r2_random, _ = fit_all(fresh)
+    hooks = tuple(acts)
+    rng = np.random.default_rng(seed)
+    best_hook, r2_shuffled, r2_mlp, kl_mlp, by_position, scatter = {}, {}, {}, {}, {}, {}
+    for quantity, y in targets.items():
+        hook = max((h for h in hooks if h != CONCAT), key=lambda h: r2_linear[quantity][h])
+        best_hook[quantity] = hook
+        x = acts[hook]
+        x_train, x_test = x[train_seq].reshape(-1, x.shape[-1]), x[test_seq].reshape(-1, x.shape[-1])
+        y_train, y_test = y[train_seq].reshape(-1, y.shape[-1]), y[test_seq].reshape(-1, y.shape[-1])
+        probe = RidgeProbe.fit(x_train, y_train)
+        predicted = probe.predict(x_test)
+        shuffled = RidgeProbe.fit(x_train, y_train[rng.permutation(len(y_train))])
+        r2_shuffled[quantity] = r2_score(y_test, shuffled.predict(x_test))
+        per_position = predicted.reshape(len(test_seq), length, -1)
+        truth = y[test_seq]
+        by_position[quantity] = [r2_score(truth[:, i], per_position[:, i]) for i in range(length)]
+        shown = rng.choice(len(y_test), size=min(2000, len(y_test)), replace=False)
+        scatter[quantity] = {"truth": y_test[shown, 0].tolist(), "linear": predicted[shown, 0].tolist()}
+        if mlp:
+            distribution = y.shape[-1] > 1
+            rows = rng.choice(len(x_train), size=min(20000, len(x_train)), replace=False)
+            mlp_predicted = fit_mlp_probe(x_train[rows], y_train[rows], x_test, distribution, seed=seed)
+            r2_mlp[quantity] = r2_score(y_test, mlp_predicted)
+            if distribution:
+                kl_mlp[quantity] = kl_rows(y_test, mlp_predicted)
+    headline = {}
+    for quantity in targets:
+        headline[f"r2_linear/{quantity}"] = r2_linear[quantity][best_hook[quantity]]
+        headline[f"r2_linear_concat/{quantity}"] = r2_linear[quantity][CONCAT]
+        if quantity in r2_mlp:
+            headline[f"r2_mlp/{quantity}"] = r2_mlp[quantity]
+        headline[f"r2_random_init/{quantity}"] = max(r2_random[quantity][h] for h in hooks if h != CONCAT)
+        headline[f"r2_shuffled/{quantity}"] = r2_shuffled[quantity]
+    return ProbeResult(
+        name="probes",
+        hooks=hooks,
+        quantities=tuple(targets),
+        r2_linear=r2_linear,
+        r2_random_init=r2_random,
+        r2_shuffled=r2_shuffled,
+        r2_mlp=r2_mlp,
+        kl_mlp=kl_mlp,
+        best_hook=best_hook,
+        r2_by_position=by_position,
+        scatter=scatter,
+        step=run.step,
+        n_sequences=n_sequences,
+        headline=headline,
+    )

@@ -1,0 +1,70 @@
+"""Probes (SPEC §5): the ridge probe against known answers, splits by sequence, a trained model vs its baselines."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from nrecur import NRecurrence, load_run, train
+from nrecur.analysis import ANALYSES, probes, write_analysis
+from nrecur.analysis.probes import RidgeProbe, kl_rows, r2_score, split_sequences
+from nrecur.model import GPTConfig
+from nrecur.train import RunConfig, TrainConfig
+
+
+def test_a_probe_recovers_beliefs_from_an_exact_linear_map_of_them():
+    rng = np.random.default_rng(0)
+    beliefs = rng.dirichlet(np.ones(3), size=5000)  # [n, state]
+    residual = beliefs @ rng.normal(size=(3, 32)) + rng.normal(size=32)  # [n, d_model]
+    probe = RidgeProbe.fit(residual[:4000], beliefs[:4000])
+    assert r2_score(beliefs[4000:], probe.predict(residual[4000:])) > 0.999
+
+
+def test_shuffled_targets_give_r2_near_zero():
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(6000, 16))
+    y = x[:, :2] @ np.array([[1.0], [-2.0]])
+    shuffled = RidgeProbe.fit(x[:5000], y[:5000][rng.permutation(5000)])
+    assert abs(r2_score(y[5000:], shuffled.predict(x[5000:]))) < 0.02
+    assert r2_score(y[5000:], RidgeProbe.fit(x[:5000], y[:5000]).predict(x[5000:])) > 0.999
+
+
+def test_held_out_split_never_shares_a_sequence():
+    train_seq, test_seq = split_sequences(100, 0.2, seed=3)
+    assert len(train_seq) == 80 and len(test_seq) == 20
+    assert set(train_seq).isdisjoint(test_seq) and set(train_seq) | set(test_seq) == set(range(100))
+    assert np.array_equal(split_sequences(100, 0.2, seed=3)[1], test_seq)
+
+
+def test_kl_of_a_distribution_with_itself_is_zero():
+    p = np.random.default_rng(2).dirichlet(np.ones(4), size=10)
+    assert kl_rows(p, p) == pytest.approx(0.0, abs=1e-12) and kl_rows(p, np.full_like(p, 0.25)) > 0
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("probes") / "run"
+    task = NRecurrence(vocab_size=4, periods=(2, 3))
+    model = GPTConfig(vocab_size=4, n_ctx=10, d_model=32, n_layers=2, n_heads=4, d_head=8, d_mlp=64)
+    config = RunConfig(task=task, model=model, train=TrainConfig(steps=600, batch_size=64, eval_every=600, eval_size=128, device="cpu"))
+    train(config, folder, progress=False)
+    return load_run(folder)
+
+
+@pytest.mark.slow
+def test_probes_on_a_trained_model_beat_a_fresh_model_and_shuffled_targets(trained, tmp_path):
+    result = probes(trained, n_sequences=512, seed=0)
+    head = result.headline
+    # A short run (KL ~0.1): far from perfect probes, but far above what a fresh model of the same shape gives.
+    assert head["r2_linear/predictive"] > head["r2_random_init/predictive"] + 0.3
+    assert head["r2_linear/next_is_target"] > head["r2_random_init/next_is_target"] + 0.3
+    for quantity in result.quantities:
+        assert abs(head[f"r2_shuffled/{quantity}"]) < 0.05
+    assert set(result.hooks) >= {"embed", "blocks.1.hook_resid_post", "ln_final.hook_normalized", "concat"}
+    paths = write_analysis(result, tmp_path / "analysis")
+    data = json.loads((tmp_path / "analysis" / "probes.json").read_text())
+    assert data["headline"]["r2_linear/target"] == pytest.approx(head["r2_linear/target"])
+    assert all(path.exists() for path in paths) and {p.suffix for p in paths} == {".json", ".png", ".svg"}
+    assert ANALYSES["probes"].applies(trained) is None
