@@ -5,5 +5,6 @@ One module per method; each registers itself in :data:`ANALYSES` (``nrecur analy
 
 from nrecur.analysis.base import ANALYSES, write_analysis
 from nrecur.analysis.probes import ProbeResult, probes
+from nrecur.analysis.geometry import GeometryResult, geometry  # noqa: E402 - registration order: probes first
 
-__all__ = ["ANALYSES", "ProbeResult", "probes", "write_analysis"]
+__all__ = ["ANALYSES", "GeometryResult", "ProbeResult", "geometry", "probes", "write_analysis"]

@@ -1,0 +1,60 @@
+"""``nrecur analyze RUN --what NAME``: run analyses on a trained run and write them into its folder."""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import time
+
+from nrecur.analysis import ANALYSES, write_analysis
+from nrecur.cli import UsageError
+
+
+def register(subparsers) -> None:
+    names = list(ANALYSES)
+    parser = subparsers.add_parser(
+        "analyze",
+        help="open a trained model up: probes, belief geometry, updates after events, failure modes",
+        description="Run analyses on run folder RUN (its latest checkpoint, or --step) and write "
+        "RUN/analysis/NAME.json (a 'headline' of named figures, then the data behind every figure) with its "
+        "figures (PNG and SVG) beside it. --what all runs every analysis that applies to the run's task. "
+        + " ".join(f"{a.name}: {a.description}." for a in ANALYSES.values()),
+    )
+    parser.add_argument("run", metavar="RUN", help="run folder")
+    parser.add_argument("--what", nargs="+", required=True, choices=[*names, "all"], metavar="NAME", help=f"analyses to run: {', '.join(names)}, or all")
+    parser.add_argument("--step", type=int, help="checkpoint step to analyze (default: the latest)")
+    parser.add_argument("--sequences", type=int, help="fresh sequences to analyze (default: each analysis's own)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the sequences (default: 0)")
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"], help="where to run the model (default: cpu)")
+    parser.set_defaults(handler=analyze_command, command="analyze")
+
+
+def analyze_command(args: argparse.Namespace) -> int:
+    from nrecur.runs import load_run
+    from nrecur.train.loop import resolve_device
+
+    if args.sequences is not None and args.sequences < 8:
+        raise UsageError(f"--sequences must be an integer >= 8, got {args.sequences}")
+    run = load_run(args.run, step=args.step, device=resolve_device(args.device))
+    if "all" in args.what:
+        chosen = [a for a in ANALYSES.values() if a.applies(run) is None]
+    else:
+        chosen = [ANALYSES[name] for name in dict.fromkeys(args.what)]
+        for analysis in chosen:
+            why = analysis.applies(run)
+            if why is not None:
+                raise UsageError(f"--what {analysis.name} does not apply to {run.path}: {why}")
+    # Every analysis runs before anything is written: a failure leaves the folder as it was.
+    results = []
+    for analysis in chosen:
+        options = {"seed": args.seed}
+        if args.sequences is not None and "n_sequences" in inspect.signature(analysis.run).parameters:
+            options["n_sequences"] = args.sequences
+        start = time.perf_counter()
+        results.append((analysis.run(run, **options), time.perf_counter() - start))
+    for result, seconds in results:
+        paths = write_analysis(result, run.folder.analysis_dir)
+        head = ", ".join(f"{k} {v:.3f}" for k, v in list(result.headline.items())[:6])
+        print(f"{result.name} ({seconds:.0f} s): {head}{' …' if len(result.headline) > 6 else ''}")
+        print(f"  wrote {paths[0]} and {len(paths) - 1} figure files")
+    return 0

@@ -1,0 +1,75 @@
+"""Belief geometry and the ``nrecur analyze`` command: known answers, a trained Mess3 model, bad input."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from nrecur import Mess3, ModularICL, load_run, train
+from nrecur.analysis import ANALYSES, geometry
+from nrecur.analysis.geometry import components_for, simplex_xy
+from nrecur.cli import main
+from nrecur.model import GPTConfig
+from nrecur.train import RunConfig, TrainConfig
+
+
+def test_principal_components_of_low_rank_data():
+    rng = np.random.default_rng(0)
+    data = rng.normal(size=(2000, 2)) @ rng.normal(size=(2, 16))  # rank 2 in 16 dimensions
+    assert max(components_for(data)) <= 2 and components_for(rng.normal(size=(2000, 16)))[-1] > 8
+
+
+def test_simplex_corners_are_distinct_and_the_centre_is_the_origin():
+    corners = simplex_xy(np.eye(3))
+    assert len({tuple(np.round(c, 6)) for c in corners}) == 3
+    np.testing.assert_allclose(simplex_xy(np.full((1, 3), 1 / 3)), 0.0, atol=1e-12)
+
+
+def tiny(task, folder, steps):
+    model = GPTConfig(vocab_size=task.vocab_size, n_ctx=10, d_model=32, n_layers=2, n_heads=4, d_head=8, d_mlp=64)
+    settings = TrainConfig(steps=steps, batch_size=64, eval_every=steps, eval_size=128, device="cpu")
+    config = RunConfig(task=task, model=model.model_copy(update={"n_ctx": min(10, task.max_length - 1 if task.max_length else 10)}), train=settings)
+    train(config, folder, progress=False)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def mess3_run(tmp_path_factory):
+    return tiny(Mess3(), tmp_path_factory.mktemp("geometry") / "mess3", steps=300)
+
+
+@pytest.mark.slow
+def test_a_trained_mess3_model_holds_the_belief_simplex_linearly(mess3_run):
+    run = load_run(mess3_run)
+    result = geometry(run, n_sequences=512)
+    assert result.headline["r2"] > 0.9 and result.r2["embed"] < result.headline["r2"]
+    assert result.headline["mean_distance"] < 0.15
+    assert len(result.points_true) == len(result.points_mapped[result.best_hook])
+
+
+@pytest.mark.slow
+def test_analyze_writes_json_and_figures_and_refuses_bad_input(mess3_run, tmp_path, capsys):
+    assert main(["analyze", str(mess3_run), "--what", "geometry", "--sequences", "256"]) == 0
+    data = json.loads((mess3_run / "analysis" / "geometry.json").read_text())
+    assert set(data["headline"]) >= {"r2", "mean_distance"} and "geometry.png" in data["figures"]
+    assert (mess3_run / "analysis" / "geometry.svg").exists()
+    capsys.readouterr()
+    before = sorted(p.name for p in (mess3_run / "analysis").iterdir())
+    assert main(["analyze", str(mess3_run), "--what", "geometry", "--step", "7"]) == 2
+    err = capsys.readouterr().err
+    assert "no checkpoint at step 7" in err and err.count("\n") == 1
+    with pytest.raises(SystemExit) as exit:
+        main(["analyze", str(mess3_run), "--what", "telepathy"])
+    assert exit.value.code == 2
+    assert sorted(p.name for p in (mess3_run / "analysis").iterdir()) == before
+
+
+def test_an_analysis_that_does_not_apply_is_one_line_and_writes_nothing(tmp_path, capsys):
+    folder = tiny(ModularICL(p=3, n_examples=4, n_tasks=4), tmp_path / "modular", steps=2)
+    assert ANALYSES["geometry"].applies(load_run(folder)) is not None
+    assert main(["analyze", str(folder), "--what", "geometry"]) == 2
+    err = capsys.readouterr().err
+    assert "does not apply" in err and "no belief simplex" in err and err.count("\n") == 1
+    assert not (folder / "analysis").exists()
