@@ -10,8 +10,8 @@ import pytest
 
 import nrecur
 from nrecur.analysis.base import ANALYSES, write_analysis
-from nrecur.analysis.failure import failure, failure_from_probs, overreaction, perseveration, scoring_task
-from nrecur.analysis.updates import discreteness, event_updates, find_events, learning_rate, updates
+from nrecur.analysis.failure import compare_failure, failure, failure_from_probs, overreaction, perseveration, scoring_task
+from nrecur.analysis.updates import discreteness, event_updates, find_events, learning_rate, updates, updates_across_runs
 from nrecur.tasks import NRecurrence
 from nrecur.tasks.sampler import Batch
 from nrecur.train.presets import get_preset
@@ -189,3 +189,13 @@ def test_updates_and_failure_end_to_end(trained_run, tmp_path):
     assert {"perseveration_model", "perseveration_observer", "overreaction_model", "overreaction_observer"} <= set(scored.headline)
     written = write_analysis(scored, tmp_path / "analysis")
     assert {"failure.json", "failure.png", "failure.svg"} <= {path.name for path in written}
+
+    # Side by side on the same events: the same model under two names scores the same, and the observer once.
+    both = compare_failure({"a": run, "b": det_run}, n_sequences=256, seed=1, window=4, settle=2)
+    assert both.headline["perseveration/a"] == both.headline["perseveration/b"] == scored.headline["perseveration_model"]
+    assert both.headline["overreaction/observer"] == scored.headline["overreaction_observer"]
+    assert {"failure_comparison.json", "failure_comparison.png"} <= {p.name for p in write_analysis(both, tmp_path / "cmp")}
+    across = updates_across_runs({"a": run}, x="p_noise", n_sequences=256, seed=1, window=4, settle=2)
+    assert across.runs["a"]["x"] == pytest.approx(float(np.mean(run.task.noise_by_period)))
+    assert across.headline["learning_rate_observer/transition@a"] == result.headline["learning_rate_observer/transition"]
+    assert {"updates_by_p_noise.json", "updates_by_p_noise.png"} <= {p.name for p in write_analysis(across, tmp_path / "x")}

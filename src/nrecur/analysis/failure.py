@@ -19,7 +19,9 @@ measure two failures, each against the exact observer of the scoring task:
 
 Headline: ``perseveration_model`` / ``perseveration_observer`` are medians over
 transitions; ``overreaction_model`` / ``overreaction_observer`` are means over
-noise events; plus never-shares, event counts and the mean KL(observer ‖ model)
+noise events; ``overreaction_gap`` is the mean over noise events of
+|model − observer| (a mean alone can hide a model that is usually unmoved and
+sometimes thrown off entirely); plus never-shares, event counts and the mean KL(observer ‖ model)
 after each kind of event. How to read it: a deterministic model that has never
 seen a transition tends to keep predicting the old target (perseveration far
 above the observer's, many "never"), and one noise token may throw it off more
@@ -50,7 +52,7 @@ from nrecur.analysis.updates import (
 from nrecur.tasks import NRecurrence
 from nrecur.tasks.sampler import Batch
 
-__all__ = ["FailureResult", "failure", "failure_from_probs", "overreaction", "perseveration", "scoring_task"]
+__all__ = ["FailureComparison", "FailureResult", "compare_failure", "failure", "failure_from_probs", "overreaction", "perseveration", "scoring_task"]
 
 STOCHASTIC = "0.2/n"
 
@@ -113,6 +115,9 @@ def failure_from_probs(
         values = overreaction(getattr(noise, who).p_new)
         data[f"overreaction_{who}"] = values
         headline[f"overreaction_{who}"] = float(np.nanmean(values)) if np.any(~np.isnan(values)) else float("nan")
+    # A mean can hide a bimodal model (often unmoved, sometimes thrown off entirely): the per-event gap cannot.
+    gap = np.abs(data["overreaction_model"] - data["overreaction_observer"])
+    headline["overreaction_gap"] = float(np.nanmean(gap)) if np.any(~np.isnan(gap)) else float("nan")
     for kind in EVENT_KINDS:
         mean, half, count = _mean_band(by_kind[kind].kl)
         data[f"kl/{kind}"] = {"mean": mean, "ci95": half, "count": count}
@@ -207,3 +212,96 @@ def failure(
         "length": length,
     }
     return FailureResult(name="failure", headline=headline, options=options, data=data)
+
+
+# ---------------------------------------------------------------------------------------------------------- side by side
+
+
+@dataclass(frozen=True)
+class FailureComparison:
+    """Several runs' models scored on the same events (e.g. deterministic, fine-tuned, from scratch)."""
+
+    name: str
+    headline: dict[str, float]
+    """``<measure>/<run name>`` for every headline figure of :func:`failure`, observer once as ``<measure>/observer``."""
+    options: dict
+    data: dict = field(repr=False)
+    """Per run name: the data of :func:`failure_from_probs`."""
+
+    def to_json(self) -> dict:
+        return {"options": self.options, "runs": self.data}
+
+    def plot(self, folder: Path) -> list[Path]:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        colours = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#56B4E9", "#F0E442")
+        names = list(self.data)
+        fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+        for ax, kind in zip(axes[:2], EVENT_KINDS):
+            for index, name in enumerate(names):
+                curve = self.data[name][f"kl/{kind}"]
+                mean, half = np.asarray(curve["mean"], float), np.asarray(curve["ci95"], float)
+                offsets = np.asarray(self.data[name]["offsets"])
+                colour = colours[index % len(colours)]
+                ax.plot(offsets, mean, color=colour, marker="o", markersize=3, label=name)
+                ax.fill_between(offsets, mean - half, mean + half, color=colour, alpha=0.2)
+            ax.set_xlabel("offset from the event (tokens)")
+            ax.set_ylabel("KL(observer ‖ model) (nats)")
+            ax.set_title(f"KL after a {kind}")
+            ax.legend(fontsize=8)
+        ax = axes[2]
+        labels = [*names, "observer"]
+        persev = [self.headline[f"perseveration/{name}"] for name in labels]
+        over = [self.headline[f"overreaction/{name}"] for name in labels]
+        x = np.arange(len(labels))
+        window = self.options["window"]
+        ax.bar(x - 0.2, np.minimum(persev, window) / window, width=0.4, color="#0072B2", label="perseveration / window")
+        ax.bar(x + 0.2, over, width=0.4, color="#E69F00", label="over-reaction (P moved off t)")
+        ax.set_xticks(x, labels, rotation=20)
+        ax.set_ylabel("share of the window / probability")
+        ax.set_title("medians of perseveration, means of over-reaction")
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        return save_figure(fig, folder, self.name)
+
+
+def compare_failure(
+    runs: dict,
+    task: NRecurrence | None = None,
+    n_sequences: int = 2048,
+    seed: int = 0,
+    window: int | None = None,
+    settle: int | None = None,
+) -> FailureComparison:
+    """Score every run of ``{name: Run}`` on the same sequences of ``task`` (default :func:`scoring_task` of the
+    first run's task); the shortest context of the runs is the sequence length."""
+    if not runs:
+        raise ValueError("compare_failure needs at least one run")
+    first = next(iter(runs.values()))
+    task = scoring_task(first.task) if task is None else task
+    if task.is_deterministic:
+        raise ValueError("the scoring task is deterministic: there are no transitions or noise tokens to score")
+    for name, run in runs.items():
+        if run.config.model.vocab_size != task.vocab_size:
+            raise ValueError(f"run {name!r} has vocab_size {run.config.model.vocab_size}, the task {task.vocab_size}")
+    length = min(run.config.length for run in runs.values())
+    window = default_window(task, length) if window is None else window
+    settle = 2 * task.max_period if settle is None else settle
+    batch, observer = sample_events(task, n_sequences, length, seed)
+    headline: dict[str, float] = {}
+    data = {}
+    for name, run in runs.items():
+        run_headline, data[name] = failure_from_probs(model_probs(run.model, batch.tokens), observer, batch, window, settle)
+        for key, value in run_headline.items():
+            if key.endswith("_observer"):
+                headline[f"{key.removesuffix('_observer')}/observer"] = value
+            elif key.endswith("_model"):
+                headline[f"{key.removesuffix('_model')}/{name}"] = value
+            else:
+                headline[f"{key}/{name}"] = value
+    options = {"task": task.model_dump(mode="json"), "n_sequences": n_sequences, "seed": seed, "window": window,
+               "settle": settle, "length": length, "runs": {name: str(run.path) for name, run in runs.items()}}  # fmt: skip
+    return FailureComparison(name="failure_comparison", headline=headline, options=options, data=data)

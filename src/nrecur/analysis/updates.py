@@ -56,6 +56,8 @@ from nrecur.train.evaluate import model_log_probs
 
 __all__ = [
     "EVENT_KINDS",
+    "RUN_DESCRIPTORS",
+    "UpdatesAcross",
     "Curves",
     "EventUpdates",
     "Events",
@@ -68,6 +70,7 @@ __all__ = [
     "learning_rate",
     "never_last_median",
     "updates",
+    "updates_across_runs",
 ]
 
 EventKind = Literal["transition", "noise"]
@@ -434,8 +437,7 @@ def plot_updates(by_kind: dict[str, dict], folder: Path, stem: str) -> list[Path
                     values = np.clip(values[~np.isnan(values)], 0, 1.5)
                 ax.hist(values, bins=bins, color=colour, alpha=0.5, label=who)
             label = f"{'learning rate' if metric == 'learning_rate' else 'discreteness'} ({unit})"
-            if metric == "learning_rate":
-                label += f"; bin {window} = never"
+            label += f"; bin {window} = never" if metric == "learning_rate" else "; clipped at 1.5"
             ax.set_xlabel(label)
             ax.set_ylabel("events")
             ax.set_title(f"{kind}: {metric.replace('_', ' ')}")
@@ -485,3 +487,70 @@ def updates(
         options=options,
         by_kind={kind: _summary(value) for kind, value in by_kind.items()},
     )
+
+
+# ---------------------------------------------------------------------------------------------------------- across runs
+
+#: What :func:`updates_across_runs` can put on the x axis, read off a run.
+RUN_DESCRIPTORS = {
+    "length": lambda run: float(run.config.length),
+    "n_params": lambda run: float(sum(p.numel() for p in run.model.parameters())),
+    "n_layers": lambda run: float(run.config.model.n_layers),
+    "d_model": lambda run: float(run.config.model.d_model),
+    "p_noise": lambda run: float(np.mean(run.task.noise_by_period)),
+    "p_transition": lambda run: float(np.mean(run.task.transition_by_period)),
+}
+
+
+@dataclass(frozen=True)
+class UpdatesAcross:
+    """:func:`updates` over several runs, against one run property (``x``)."""
+
+    name: str
+    headline: dict[str, float]
+    """``<updates headline name>@<run name>`` for every run."""
+    x: str
+    runs: dict[str, dict] = field(repr=False)
+    """Per run name: ``x`` (its value), ``path``, ``headline`` (of :func:`updates`)."""
+
+    def to_json(self) -> dict:
+        return {"x": self.x, "runs": self.runs}
+
+    def plot(self, folder: Path) -> list[Path]:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        names = sorted(self.runs, key=lambda name: self.runs[name]["x"])
+        xs = np.array([self.runs[name]["x"] for name in names])
+        fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+        for ax, kind in zip(axes, EVENT_KINDS):
+            for who, colour, marker in (("observer", OBSERVER_COLOUR, "s"), ("model", MODEL_COLOUR, "o")):
+                ys = np.array([self.runs[name]["headline"][f"learning_rate_{who}/{kind}"] for name in names], float)
+                ys[np.isinf(ys)] = np.nan  # more than half "never": no median to draw
+                ax.plot(xs, ys, marker=marker, color=colour, label=who)
+            for x, name in zip(xs, names):
+                ax.annotate(name, (x, 0), textcoords="offset points", xytext=(0, 4), fontsize=7, rotation=30)
+            ax.set_xlabel(self.x)
+            ax.set_ylabel("median learning rate (tokens after the event)")
+            ax.set_title(f"after a {kind}")
+            ax.set_ylim(bottom=0)
+            ax.legend(fontsize=8)
+        fig.tight_layout()
+        return save_figure(fig, folder, self.name)
+
+
+def updates_across_runs(runs: dict, x: str = "length", **options) -> UpdatesAcross:
+    """:func:`updates` on every run of ``{name: Run}`` (same ``options``), with each run's ``x`` (one of
+    :data:`RUN_DESCRIPTORS`: context length, model size, noise and transition rates) for the plot of the
+    median learning rate against it — how context length and model size change it."""
+    if x not in RUN_DESCRIPTORS:
+        raise ValueError(f"unknown x {x!r}; choose one of {sorted(RUN_DESCRIPTORS)}")
+    headline: dict[str, float] = {}
+    data = {}
+    for name, run in runs.items():
+        result = updates(run, **options)
+        data[name] = {"x": RUN_DESCRIPTORS[x](run), "path": str(run.path), "headline": result.headline}
+        headline.update({f"{key}@{name}": value for key, value in result.headline.items()})
+    return UpdatesAcross(name=f"updates_by_{x}", headline=headline, x=x, runs=data)
