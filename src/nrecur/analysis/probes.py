@@ -316,3 +316,85 @@ def probes(run, n_sequences: int = 2048, seed: int = 0, held_out: float = 0.2, m
         n_sequences=n_sequences,
         headline=headline,
     )
+
+
+# ---------------------------------------------------------------------------- over training
+
+
+@dataclass(frozen=True)
+class ProbeTrainingResult:
+    """Held-out R² of ridge probes at every saved checkpoint (``--checkpoints all``)."""
+
+    name: str
+    steps: tuple[int, ...]
+    quantities: tuple[str, ...]
+    r2_best: dict[str, list[float]]
+    """quantity → per checkpoint, the best single hook's held-out R²."""
+    r2_concat: dict[str, list[float]]
+    """quantity → per checkpoint, the held-out R² from all hooks concatenated."""
+    n_sequences: int
+    headline: dict[str, float] = field(default_factory=dict)
+
+    def to_json(self) -> dict:
+        return {
+            "steps": list(self.steps),
+            "quantities": list(self.quantities),
+            "r2_best": self.r2_best,
+            "r2_concat": self.r2_concat,
+            "n_sequences": self.n_sequences,
+        }
+
+    def plot(self, folder: Path) -> list[Path]:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(6.5, 3.8))
+        steps = np.maximum(np.asarray(self.steps), 1)  # step 0 drawn at 1 on the log axis
+        for quantity in self.quantities:
+            (line,) = ax.plot(steps, self.r2_best[quantity], marker="o", ms=3, label=f"{quantity} (best hook)")
+            ax.plot(steps, self.r2_concat[quantity], ls="--", color=line.get_color(), lw=1)
+        ax.set_xscale("log")
+        ax.set_xlabel("training step (log)")
+        ax.set_ylabel("held-out R² (dashed: all hooks)")
+        ax.set_ylim(-0.05, 1.02)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+        return save_figure(fig, folder, "probes_over_training")
+
+
+def probes_over_training(run, steps, load, n_sequences: int = 1024, seed: int = 0, held_out: float = 0.2) -> ProbeTrainingResult:
+    """Ridge probes (every hook, and concatenated) at each checkpoint step; ``load(step)`` gives that step's run.
+
+    The same sequences and split at every step, so the curves differ only by the weights.
+    """
+    task, length = run.task, run.config.length
+    sample = task.sample(n_sequences, length, seed)
+    targets = probe_targets(task, task.posterior(sample.tokens))
+    train_seq, test_seq = split_sequences(n_sequences, held_out, seed)
+    best = {q: [] for q in targets}
+    concat = {q: [] for q in targets}
+    for step in steps:
+        acts = residual_activations(load(step).model, sample.tokens)
+        acts[CONCAT] = np.concatenate(list(acts.values()), axis=-1)
+        scores: dict[str, dict[str, float]] = {q: {} for q in targets}
+        for hook, x in acts.items():
+            x_train, x_test = x[train_seq].reshape(-1, x.shape[-1]), x[test_seq].reshape(-1, x.shape[-1])
+            for quantity, y in targets.items():
+                probe = RidgeProbe.fit(x_train, y[train_seq].reshape(-1, y.shape[-1]))
+                scores[quantity][hook] = r2_score(y[test_seq].reshape(-1, y.shape[-1]), probe.predict(x_test))
+        for quantity in targets:
+            best[quantity].append(max(v for h, v in scores[quantity].items() if h != CONCAT))
+            concat[quantity].append(scores[quantity][CONCAT])
+    headline = {f"r2_final/{q}": best[q][-1] for q in targets}
+    headline["checkpoints"] = float(len(steps))
+    return ProbeTrainingResult(
+        name="probes_over_training",
+        steps=tuple(steps),
+        quantities=tuple(targets),
+        r2_best=best,
+        r2_concat=concat,
+        n_sequences=n_sequences,
+        headline=headline,
+    )

@@ -23,6 +23,11 @@ def register(subparsers) -> None:
     parser.add_argument("run", metavar="RUN", help="run folder")
     parser.add_argument("--what", nargs="+", required=True, choices=[*names, "all"], metavar="NAME", help=f"analyses to run: {', '.join(names)}, or all")
     parser.add_argument("--step", type=int, help="checkpoint step to analyze (default: the latest)")
+    parser.add_argument(
+        "--checkpoints", choices=["latest", "all"], default="latest",
+        help="all: also probe every saved checkpoint (R² against training step, analysis/probes_over_training.json); "
+        "runs with log-spaced checkpoints (--log-checkpoints) give the curve its points (default: latest)",
+    )  # fmt: skip
     parser.add_argument("--sequences", type=int, help="fresh sequences to analyze (default: each analysis's own)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the sequences (default: 0)")
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"], help="where to run the model (default: cpu)")
@@ -52,6 +57,16 @@ def analyze_command(args: argparse.Namespace) -> int:
             options["n_sequences"] = args.sequences
         start = time.perf_counter()
         results.append((analysis.run(run, **options), time.perf_counter() - start))
+    if args.checkpoints == "all":
+        from nrecur.analysis.probes import probes_over_training
+
+        if ANALYSES["probes"].applies(run) is not None:
+            raise UsageError(f"--checkpoints all probes the run, but {ANALYSES['probes'].applies(run)}")
+        steps = run.checkpoint_steps
+        options = {"n_sequences": args.sequences} if args.sequences is not None else {}
+        start = time.perf_counter()
+        over = probes_over_training(run, steps, lambda step: load_run(args.run, step=step, device=resolve_device(args.device)), seed=args.seed, **options)
+        results.append((over, time.perf_counter() - start))
     for result, seconds in results:
         paths = write_analysis(result, run.folder.analysis_dir)
         head = ", ".join(f"{k} {v:.3f}" for k, v in list(result.headline.items())[:6])

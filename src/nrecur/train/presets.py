@@ -78,7 +78,7 @@ def quick() -> Preset:
     model = GPTConfig(vocab_size=8, n_ctx=32, d_model=64, n_layers=2, n_heads=8, d_head=8, d_mlp=256)
     det_train = TrainConfig(
         steps=5000, batch_size=64, lr=3e-3, weight_decay=0.1, warmup_steps=100, schedule="cosine", min_lr_ratio=0.02,
-        eval_every=250, kl_threshold=0.01, stop_when_grokked=True, time_budget=240.0,
+        eval_every=250, kl_threshold=0.01, stop_when_grokked=True, time_budget=240.0, log_checkpoints=8,
     )  # fmt: skip
     stoch_train = det_train.model_copy(update={"steps": 12000, "kl_threshold": 0.02, "time_budget": 600.0})
     stochastic = RunConfig(task=_stochastic(task), model=model, train=stoch_train)
