@@ -6,5 +6,7 @@ One module per method; each registers itself in :data:`ANALYSES` (``nrecur analy
 from nrecur.analysis.base import ANALYSES, write_analysis
 from nrecur.analysis.probes import ProbeResult, probes
 from nrecur.analysis.geometry import GeometryResult, geometry  # noqa: E402 - registration order: probes first
+from nrecur.analysis.updates import updates  # noqa: E402
+from nrecur.analysis.failure import failure  # noqa: E402
 
-__all__ = ["ANALYSES", "GeometryResult", "ProbeResult", "geometry", "probes", "write_analysis"]
+__all__ = ["ANALYSES", "GeometryResult", "ProbeResult", "failure", "geometry", "probes", "updates", "write_analysis"]
