@@ -25,7 +25,7 @@ import torch
 from nrecur._io import atomic_write, atomic_write_text
 from nrecur.model import GPT
 
-__all__ = ["ANALYSES", "Analysis", "AnalysisResult", "register_analysis", "residual_activations", "save_figure", "write_analysis"]
+__all__ = ["ANALYSES", "Analysis", "AnalysisResult", "pyplot", "register_analysis", "residual_activations", "save_figure", "write_analysis"]
 
 
 class AnalysisResult(Protocol):
@@ -87,6 +87,16 @@ def write_analysis(result: AnalysisResult, analysis_dir: Path) -> list[Path]:
     path = analysis_dir / f"{result.name}.json"
     atomic_write_text(path, json.dumps(_clean(data), indent=1) + "\n")
     return [path, *figures]
+
+
+def pyplot():
+    """``matplotlib.pyplot`` on the non-interactive Agg backend (figures are only ever written to files)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
 
 
 def save_figure(fig, folder: Path, stem: str) -> list[Path]:

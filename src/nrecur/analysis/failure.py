@@ -35,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
-from nrecur.analysis.base import register_analysis, save_figure
+from nrecur.analysis.base import pyplot, register_analysis, save_figure
 from nrecur.analysis.updates import (
     EVENT_KINDS,
     MODEL_COLOUR,
@@ -128,10 +128,7 @@ def failure_from_probs(
 
 
 def plot_failure(data: dict, folder: Path, stem: str) -> list[Path]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     window = len(data["offsets"])
     fig, axes = plt.subplots(1, 3, figsize=(15, 4))
@@ -232,10 +229,7 @@ class FailureComparison:
         return {"options": self.options, "runs": self.data}
 
     def plot(self, folder: Path) -> list[Path]:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        plt = pyplot()
 
         colours = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#56B4E9", "#F0E442")
         names = list(self.data)

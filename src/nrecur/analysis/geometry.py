@@ -23,8 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-from nrecur.analysis.base import register_analysis, residual_activations, save_figure
-from nrecur.analysis.probes import CONCAT, RidgeProbe, r2_score, split_sequences
+from nrecur.analysis.base import pyplot, register_analysis, save_figure
+from nrecur.analysis.probes import CONCAT, RidgeProbe, best_single_hook, probe_inputs, r2_score, split_sequences
 from nrecur.tasks import HMMTask, NRecurrence, Task
 
 VARIANCE_LEVELS = (0.90, 0.95, 0.99)
@@ -96,10 +96,7 @@ class GeometryResult:
         }
 
     def plot(self, folder: Path) -> list[Path]:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        plt = pyplot()
 
         truth = np.asarray(self.points_true)
         colours = np.clip(truth[:, :3] if truth.shape[1] >= 3 else np.pad(truth, ((0, 0), (0, 3 - truth.shape[1]))), 0, 1)
@@ -140,8 +137,7 @@ def geometry(run, n_sequences: int = 2048, seed: int = 0, held_out: float = 0.2,
     task, length = run.task, run.config.length
     sample = task.sample(n_sequences, length, seed)
     beliefs, vertices = beliefs_of(task, task.posterior(sample.tokens))  # [batch, pos, vertex]
-    acts = residual_activations(run.model, sample.tokens)
-    acts[CONCAT] = np.concatenate(list(acts.values()), axis=-1)
+    acts = probe_inputs(run.model, sample.tokens)
     train_seq, test_seq = split_sequences(n_sequences, held_out, seed)
     y_train = beliefs[train_seq].reshape(-1, beliefs.shape[-1])
     y_test = beliefs[test_seq].reshape(-1, beliefs.shape[-1])
@@ -154,7 +150,7 @@ def geometry(run, n_sequences: int = 2048, seed: int = 0, held_out: float = 0.2,
         distance[hook] = float(np.linalg.norm(predicted - y_test, axis=-1).mean())
         components[hook] = components_for(x.reshape(-1, x.shape[-1]))
         mapped[hook] = predicted[shown].tolist()
-    best = max((h for h in acts if h != CONCAT), key=lambda h: r2[h])
+    best = best_single_hook(r2)
     headline = {
         "r2": r2[best],
         "mean_distance": distance[best],

@@ -27,7 +27,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from nrecur.analysis.base import register_analysis, residual_activations, save_figure
+from nrecur.analysis.base import pyplot, register_analysis, residual_activations, save_figure
 from nrecur.model import GPT
 from nrecur.tasks import HMMTask, NRecurrence, Task
 from nrecur.tasks.modular import ModularICL
@@ -147,6 +147,31 @@ def kl_rows(p: np.ndarray, q: np.ndarray) -> float:
     return float(terms.sum(-1).mean())
 
 
+def probe_inputs(model: GPT, tokens: np.ndarray) -> dict[str, np.ndarray]:
+    """``{hook: [batch, pos, d_model]}`` at every residual hook point, plus ``concat`` (all of them side by side)."""
+    acts = residual_activations(model, tokens)
+    acts[CONCAT] = np.concatenate(list(acts.values()), axis=-1)
+    return acts
+
+
+def ridge_r2_table(
+    acts: dict[str, np.ndarray], targets: dict[str, np.ndarray], train_seq: np.ndarray, test_seq: np.ndarray
+) -> dict[str, dict[str, float]]:
+    """quantity → hook → held-out R² of a ridge probe fitted on the ``train_seq`` sequences."""
+    table: dict[str, dict[str, float]] = {q: {} for q in targets}
+    for hook, x in acts.items():
+        x_train, x_test = x[train_seq].reshape(-1, x.shape[-1]), x[test_seq].reshape(-1, x.shape[-1])
+        for quantity, y in targets.items():
+            probe = RidgeProbe.fit(x_train, y[train_seq].reshape(-1, y.shape[-1]))
+            table[quantity][hook] = r2_score(y[test_seq].reshape(-1, y.shape[-1]), probe.predict(x_test))
+    return table
+
+
+def best_single_hook(scores: dict[str, float]) -> str:
+    """The hook point (not ``concat``) with the highest score."""
+    return max((h for h in scores if h != CONCAT), key=lambda h: scores[h])
+
+
 # ---------------------------------------------------------------------------- the analysis
 
 
@@ -194,10 +219,7 @@ class ProbeResult:
         }
 
     def plot(self, folder: Path) -> list[Path]:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        plt = pyplot()
 
         paths = []
         fig, axes = plt.subplots(1, 2, figsize=(11, 0.45 * len(self.hooks) + 2), sharey=True)
@@ -251,28 +273,17 @@ def probes(run, n_sequences: int = 2048, seed: int = 0, held_out: float = 0.2, m
     targets = probe_targets(task, post)  # {quantity: [batch, pos, k]}
     train_seq, test_seq = split_sequences(n_sequences, held_out, seed)
 
-    def fit_all(model: GPT) -> tuple[dict[str, dict[str, float]], dict[str, np.ndarray]]:
-        acts = residual_activations(model, sample.tokens)
-        acts[CONCAT] = np.concatenate(list(acts.values()), axis=-1)
-        table: dict[str, dict[str, float]] = {q: {} for q in targets}
-        for hook, x in acts.items():
-            x_train, x_test = x[train_seq].reshape(-1, x.shape[-1]), x[test_seq].reshape(-1, x.shape[-1])
-            for quantity, y in targets.items():
-                probe = RidgeProbe.fit(x_train, y[train_seq].reshape(-1, y.shape[-1]))
-                table[quantity][hook] = r2_score(y[test_seq].reshape(-1, y.shape[-1]), probe.predict(x_test))
-        return table, acts
-
-    r2_linear, acts = fit_all(run.model)
+    acts = probe_inputs(run.model, sample.tokens)
+    r2_linear = ridge_r2_table(acts, targets, train_seq, test_seq)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed + 1)
         fresh = GPT(run.model.config).to(next(run.model.parameters()).device)
-    r2_random, _ = fit_all(fresh)
+    r2_random = ridge_r2_table(probe_inputs(fresh, sample.tokens), targets, train_seq, test_seq)
     hooks = tuple(acts)
     rng = np.random.default_rng(seed)
     best_hook, r2_shuffled, r2_mlp, kl_mlp, by_position, scatter = {}, {}, {}, {}, {}, {}
     for quantity, y in targets.items():
-        hook = max((h for h in hooks if h != CONCAT), key=lambda h: r2_linear[quantity][h])
-        best_hook[quantity] = hook
+        hook = best_hook[quantity] = best_single_hook(r2_linear[quantity])
         x = acts[hook]
         x_train, x_test = x[train_seq].reshape(-1, x.shape[-1]), x[test_seq].reshape(-1, x.shape[-1])
         y_train, y_test = y[train_seq].reshape(-1, y.shape[-1]), y[test_seq].reshape(-1, y.shape[-1])
@@ -298,7 +309,7 @@ def probes(run, n_sequences: int = 2048, seed: int = 0, held_out: float = 0.2, m
         headline[f"r2_linear_concat/{quantity}"] = r2_linear[quantity][CONCAT]
         if quantity in r2_mlp:
             headline[f"r2_mlp/{quantity}"] = r2_mlp[quantity]
-        headline[f"r2_random_init/{quantity}"] = max(r2_random[quantity][h] for h in hooks if h != CONCAT)
+        headline[f"r2_random_init/{quantity}"] = r2_random[quantity][best_single_hook(r2_random[quantity])]
         headline[f"r2_shuffled/{quantity}"] = r2_shuffled[quantity]
     return ProbeResult(
         name="probes",
@@ -345,10 +356,7 @@ class ProbeTrainingResult:
         }
 
     def plot(self, folder: Path) -> list[Path]:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        plt = pyplot()
 
         fig, ax = plt.subplots(figsize=(6.5, 3.8))
         steps = np.maximum(np.asarray(self.steps), 1)  # step 0 drawn at 1 on the log axis
@@ -376,16 +384,9 @@ def probes_over_training(run, steps, load, n_sequences: int = 1024, seed: int = 
     best = {q: [] for q in targets}
     concat = {q: [] for q in targets}
     for step in steps:
-        acts = residual_activations(load(step).model, sample.tokens)
-        acts[CONCAT] = np.concatenate(list(acts.values()), axis=-1)
-        scores: dict[str, dict[str, float]] = {q: {} for q in targets}
-        for hook, x in acts.items():
-            x_train, x_test = x[train_seq].reshape(-1, x.shape[-1]), x[test_seq].reshape(-1, x.shape[-1])
-            for quantity, y in targets.items():
-                probe = RidgeProbe.fit(x_train, y[train_seq].reshape(-1, y.shape[-1]))
-                scores[quantity][hook] = r2_score(y[test_seq].reshape(-1, y.shape[-1]), probe.predict(x_test))
+        scores = ridge_r2_table(probe_inputs(load(step).model, sample.tokens), targets, train_seq, test_seq)
         for quantity in targets:
-            best[quantity].append(max(v for h, v in scores[quantity].items() if h != CONCAT))
+            best[quantity].append(scores[quantity][best_single_hook(scores[quantity])])
             concat[quantity].append(scores[quantity][CONCAT])
     headline = {f"r2_final/{q}": best[q][-1] for q in targets}
     headline["checkpoints"] = float(len(steps))

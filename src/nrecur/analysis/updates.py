@@ -49,7 +49,7 @@ from typing import Literal
 import numpy as np
 import torch
 
-from nrecur.analysis.base import register_analysis, save_figure
+from nrecur.analysis.base import pyplot, register_analysis, save_figure
 from nrecur.tasks import NRecurrence
 from nrecur.tasks.sampler import Batch
 from nrecur.train.evaluate import model_log_probs
@@ -380,10 +380,7 @@ class UpdatesResult:
 
 def plot_updates(by_kind: dict[str, dict], folder: Path, stem: str) -> list[Path]:
     """Event-aligned curves, KL by offset, and histograms of learning rate and discreteness."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     paths = []
     fig, axes = plt.subplots(1, 3, figsize=(15, 4))
@@ -517,10 +514,7 @@ class UpdatesAcross:
         return {"x": self.x, "runs": self.runs}
 
     def plot(self, folder: Path) -> list[Path]:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        plt = pyplot()
 
         names = sorted(self.runs, key=lambda name: self.runs[name]["x"])
         xs = np.array([self.runs[name]["x"] for name in names])
