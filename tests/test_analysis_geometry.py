@@ -73,3 +73,11 @@ def test_an_analysis_that_does_not_apply_is_one_line_and_writes_nothing(tmp_path
     err = capsys.readouterr().err
     assert "does not apply" in err and "no belief simplex" in err and err.count("\n") == 1
     assert not (folder / "analysis").exists()
+
+
+def test_too_few_sequences_is_one_line(tmp_path, capsys):
+    folder = tiny(Mess3(), tmp_path / "m", steps=2)
+    assert main(["analyze", str(folder), "--what", "geometry", "--sequences", "3"]) == 2
+    err = capsys.readouterr().err
+    assert "--sequences must be an integer >= 8" in err and err.count("\n") == 1
+    assert not (folder / "analysis").exists()
