@@ -27,9 +27,9 @@ def test_simplex_corners_are_distinct_and_the_centre_is_the_origin():
     np.testing.assert_allclose(simplex_xy(np.full((1, 3), 1 / 3)), 0.0, atol=1e-12)
 
 
-def tiny(task, folder, steps):
+def tiny(task, folder, steps, log_checkpoints=0):
     model = GPTConfig(vocab_size=task.vocab_size, n_ctx=10, d_model=32, n_layers=2, n_heads=4, d_head=8, d_mlp=64)
-    settings = TrainConfig(steps=steps, batch_size=64, eval_every=steps, eval_size=128, device="cpu")
+    settings = TrainConfig(steps=steps, batch_size=64, eval_every=steps, eval_size=128, device="cpu", log_checkpoints=log_checkpoints)
     config = RunConfig(task=task, model=model.model_copy(update={"n_ctx": min(10, task.max_length - 1 if task.max_length else 10)}), train=settings)
     train(config, folder, progress=False)
     return folder
@@ -37,7 +37,7 @@ def tiny(task, folder, steps):
 
 @pytest.fixture(scope="module")
 def mess3_run(tmp_path_factory):
-    return tiny(Mess3(), tmp_path_factory.mktemp("geometry") / "mess3", steps=300)
+    return tiny(Mess3(), tmp_path_factory.mktemp("geometry") / "mess3", steps=300, log_checkpoints=3)
 
 
 @pytest.mark.slow
@@ -64,6 +64,25 @@ def test_analyze_writes_json_and_figures_and_refuses_bad_input(mess3_run, tmp_pa
         main(["analyze", str(mess3_run), "--what", "telepathy"])
     assert exit.value.code == 2
     assert sorted(p.name for p in (mess3_run / "analysis").iterdir()) == before
+
+
+@pytest.mark.slow
+def test_geometry_over_training_sharpens_and_draws_a_strip(mess3_run, capsys):
+    steps = load_run(mess3_run).checkpoint_steps
+    assert len(steps) >= 4  # log-spaced checkpoints and the last
+    assert main(["analyze", str(mess3_run), "--what", "geometry", "--checkpoints", "all", "--sequences", "256"]) == 0
+    data = json.loads((mess3_run / "analysis" / "geometry_over_training.json").read_text())
+    assert data["steps"] == list(steps) and len(data["points_mapped"]) == len(steps)
+    # A fresh model already holds much of Mess3's geometry linearly (R² ~0.9 from 10 random-feature tokens);
+    # training sharpens it: the decoded beliefs come more than 1.5 times closer to the true ones.
+    assert data["r2_best"][-1] > data["r2_best"][0]
+    assert data["mean_distance"][-1] < data["mean_distance"][0] / 1.5
+    assert data["headline"]["r2_final"] == pytest.approx(data["r2_best"][-1])
+    assert (mess3_run / "analysis" / "geometry_over_training.png").exists()
+    capsys.readouterr()
+    assert main(["analyze", str(mess3_run), "--what", "failure", "--checkpoints", "all"]) == 2  # nothing to do over training
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--checkpoints all applies to probes, geometry" in err
 
 
 def test_an_analysis_that_does_not_apply_is_one_line_and_writes_nothing(tmp_path, capsys):

@@ -48,15 +48,18 @@ class Analysis:
     applies: Callable[[Any], str | None]
     """``applies(run) -> None`` when the analysis applies to the run, else why not (one line)."""
     description: str
+    over_training: Callable[..., AnalysisResult] | None = None
+    """``over_training(run, steps, load, seed=..., n_sequences=...)``: the analysis at every saved checkpoint
+    (``--checkpoints all``), where it makes sense over training."""
 
 
 ANALYSES: dict[str, Analysis] = {}
 """Analyses by name, in the order they were registered (``--what all`` runs those that apply)."""
 
 
-def register_analysis(name: str, applies: Callable[[Any], str | None], description: str):
+def register_analysis(name: str, applies: Callable[[Any], str | None], description: str, over_training: Callable[..., AnalysisResult] | None = None):
     def decorate(fn: Callable[..., AnalysisResult]) -> Callable[..., AnalysisResult]:
-        ANALYSES[name] = Analysis(name=name, run=fn, applies=applies, description=description)
+        ANALYSES[name] = Analysis(name=name, run=fn, applies=applies, description=description, over_training=over_training)
         return fn
 
     return decorate

@@ -59,6 +59,34 @@ def simplex_xy(beliefs: np.ndarray) -> np.ndarray:
     return beliefs @ corners
 
 
+VERTEX_COLOURS = np.array([[0.0, 0.447, 0.698], [0.941, 0.894, 0.259], [0.835, 0.369, 0.0]])
+"""Colours of the first three vertices (Okabe–Ito blue, yellow, vermillion): distinct in lightness and on
+the blue–yellow axis, so the colouring survives the common colour-vision deficiencies."""
+
+
+def belief_colours(beliefs: np.ndarray) -> np.ndarray:
+    """``[n, vertex]`` → ``[n, 3]`` RGB: each point the belief-weighted mix of its vertices' colours."""
+    weights = np.clip(beliefs[:, :3], 0, None)
+    weights = weights / np.maximum(weights.sum(1, keepdims=True), 1e-12)
+    return np.clip(weights @ VERTEX_COLOURS[: weights.shape[1]], 0, 1)
+
+
+def draw_simplex(ax, points: np.ndarray, colours: np.ndarray, title: str, size: float = 1.5) -> None:
+    """Scatter belief-simplex ``points [n, vertex]`` inside the simplex's outline on ``ax``."""
+    corners = simplex_xy(np.eye(points.shape[1]))
+    xy = simplex_xy(points)
+    ax.fill(corners[:, 0], corners[:, 1], facecolor="none", edgecolor="#999999", lw=0.8)
+    ax.scatter(xy[:, 0], xy[:, 1], s=size, c=colours, alpha=0.7, linewidths=0)
+    ax.set_title(title, fontsize=8)
+    ax.set_aspect("equal")
+    ax.axis("off")
+
+
+def label_vertices(ax, names) -> None:
+    for (x, y), name in zip(simplex_xy(np.eye(len(names))), names):
+        ax.annotate(name, (x, y), fontsize=8, ha="center", va="bottom" if y > 0 else "top")
+
+
 @dataclass(frozen=True)
 class GeometryResult:
     """Linear maps from the residual stream to the belief simplex, per hook point."""
@@ -99,7 +127,7 @@ class GeometryResult:
         plt = pyplot()
 
         truth = np.asarray(self.points_true)
-        colours = np.clip(truth[:, :3] if truth.shape[1] >= 3 else np.pad(truth, ((0, 0), (0, 3 - truth.shape[1]))), 0, 1)
+        colours = belief_colours(truth)
         panels = [("observer's beliefs", truth)] + [
             (f"{hook}\nR² {self.r2[hook]:.3f}", np.asarray(self.points_mapped[hook])) for hook in self.hooks
         ]
@@ -109,16 +137,9 @@ class GeometryResult:
         axes = axes.ravel()
         for ax in axes[len(panels) :]:
             ax.axis("off")
-        corners = simplex_xy(np.eye(len(self.vertices)))
         for ax, (title, points) in zip(axes, panels):
-            xy = simplex_xy(points)
-            ax.fill(corners[:, 0], corners[:, 1], facecolor="none", edgecolor="#999999", lw=0.8)
-            ax.scatter(xy[:, 0], xy[:, 1], s=1.5, c=colours, alpha=0.7, linewidths=0)
-            ax.set_title(title, fontsize=8)
-            ax.set_aspect("equal")
-            ax.axis("off")
-        for (x, y), name in zip(corners, self.vertices):
-            axes[0].annotate(name, (x, y), fontsize=8, ha="center", va="bottom" if y > 0 else "top")
+            draw_simplex(ax, points, colours, title)
+        label_vertices(axes[0], self.vertices)
         fig.suptitle("belief simplex: true (first panel) and linearly decoded from the residual stream at each hook,\n"
                      "each point coloured by its true belief", fontsize=9)
         fig.tight_layout()
@@ -131,25 +152,37 @@ def _applies(run) -> str | None:
     return f"task kind {run.task.kind!r} has no belief simplex to draw (HMM kinds and n-recurrence do)"
 
 
-@register_analysis("geometry", applies=_applies, description="the residual stream mapped linearly onto the belief simplex")
-def geometry(run, n_sequences: int = 2048, seed: int = 0, held_out: float = 0.2, points: int = 3000) -> GeometryResult:
-    """Fit the residual stream at every hook point (and concatenated) to the observer's belief; see the module docstring."""
-    task, length = run.task, run.config.length
+def _sample_beliefs(task: Task, n_sequences: int, length: int, seed: int):
+    """Fresh sequences and their beliefs ``[batch, pos, vertex]``, with the vertex names."""
     sample = task.sample(n_sequences, length, seed)
-    beliefs, vertices = beliefs_of(task, task.posterior(sample.tokens))  # [batch, pos, vertex]
-    acts = probe_inputs(run.model, sample.tokens)
-    train_seq, test_seq = split_sequences(n_sequences, held_out, seed)
+    beliefs, vertices = beliefs_of(task, task.posterior(sample.tokens))
+    return sample.tokens, beliefs, vertices
+
+
+def map_to_simplex(acts: dict[str, np.ndarray], beliefs: np.ndarray, train_seq, test_seq, shown):
+    """Ridge maps from each hook's activations to ``beliefs``, fitted on ``train_seq`` and scored on
+    ``test_seq``: (hook → R², hook → mean distance, hook → mapped ``shown`` held-out points)."""
     y_train = beliefs[train_seq].reshape(-1, beliefs.shape[-1])
     y_test = beliefs[test_seq].reshape(-1, beliefs.shape[-1])
-    shown = np.random.default_rng(seed).choice(len(y_test), size=min(points, len(y_test)), replace=False)
-    r2, distance, components, mapped = {}, {}, {}, {}
+    r2, distance, mapped = {}, {}, {}
     for hook, x in acts.items():
         probe = RidgeProbe.fit(x[train_seq].reshape(-1, x.shape[-1]), y_train)
         predicted = probe.predict(x[test_seq].reshape(-1, x.shape[-1]))
         r2[hook] = r2_score(y_test, predicted)
         distance[hook] = float(np.linalg.norm(predicted - y_test, axis=-1).mean())
-        components[hook] = components_for(x.reshape(-1, x.shape[-1]))
         mapped[hook] = predicted[shown].tolist()
+    return r2, distance, mapped
+
+
+def geometry(run, n_sequences: int = 2048, seed: int = 0, held_out: float = 0.2, points: int = 3000) -> GeometryResult:
+    """Fit the residual stream at every hook point (and concatenated) to the observer's belief; see the module docstring."""
+    tokens, beliefs, vertices = _sample_beliefs(run.task, n_sequences, run.config.length, seed)
+    acts = probe_inputs(run.model, tokens)
+    train_seq, test_seq = split_sequences(n_sequences, held_out, seed)
+    y_test = beliefs[test_seq].reshape(-1, beliefs.shape[-1])
+    shown = np.random.default_rng(seed).choice(len(y_test), size=min(points, len(y_test)), replace=False)
+    r2, distance, mapped = map_to_simplex(acts, beliefs, train_seq, test_seq, shown)
+    components = {hook: components_for(x.reshape(-1, x.shape[-1])) for hook, x in acts.items()}
     best = best_single_hook(r2)
     headline = {
         "r2": r2[best],
@@ -172,3 +205,100 @@ def geometry(run, n_sequences: int = 2048, seed: int = 0, held_out: float = 0.2,
         n_sequences=n_sequences,
         headline=headline,
     )
+
+
+# ---------------------------------------------------------------------------- over training
+
+
+@dataclass(frozen=True)
+class GeometryTrainingResult:
+    """The belief simplex decoded from the best hook at every saved checkpoint (``--checkpoints all``)."""
+
+    name: str
+    steps: tuple[int, ...]
+    vertices: tuple[str, ...]
+    best_hook: list[str]
+    """Per checkpoint, the hook point whose linear map fits best."""
+    r2_best: list[float]
+    r2_concat: list[float]
+    mean_distance: list[float]
+    """Per checkpoint, at the best hook."""
+    points_true: list[list[float]]
+    points_mapped: list[list[list[float]]]
+    """Per checkpoint, the held-out points as the best hook's linear map gives them."""
+    n_sequences: int
+    headline: dict[str, float] = field(default_factory=dict)
+
+    def to_json(self) -> dict:
+        return {
+            "steps": list(self.steps),
+            "n_sequences": self.n_sequences,
+            "vertices": list(self.vertices),
+            "best_hook": self.best_hook,
+            "r2_best": self.r2_best,
+            "r2_concat": self.r2_concat,
+            "mean_distance": self.mean_distance,
+            "points_true": self.points_true,
+            "points_mapped": self.points_mapped,
+        }
+
+    def plot(self, folder: Path) -> list[Path]:
+        plt = pyplot()
+
+        truth = np.asarray(self.points_true)
+        colours = belief_colours(truth)
+        panels = [("observer", truth)] + [
+            (f"step {step}\nR² {r2:.3f}", np.asarray(points)) for step, r2, points in zip(self.steps, self.r2_best, self.points_mapped)
+        ]
+        columns = min(10, len(panels))
+        rows = -(-len(panels) // columns)
+        fig, axes = plt.subplots(rows, columns, figsize=(1.7 * columns, 1.95 * rows), squeeze=False)
+        axes = axes.ravel()
+        for ax in axes[len(panels) :]:
+            ax.axis("off")
+        for ax, (title, points) in zip(axes, panels):
+            draw_simplex(ax, points, colours, title, size=0.8)
+        fig.suptitle("belief simplex decoded from the best hook at each checkpoint (coloured by the true belief)", fontsize=9)
+        fig.tight_layout()
+        return save_figure(fig, folder, "geometry_over_training")
+
+
+def geometry_over_training(run, steps, load, n_sequences: int = 1024, seed: int = 0, held_out: float = 0.2, points: int = 1500) -> GeometryTrainingResult:
+    """:func:`geometry`'s linear maps at each checkpoint step; ``load(step)`` gives that step's run.
+
+    The same sequences, split and shown points at every step, so the panels differ only by the weights.
+    """
+    tokens, beliefs, vertices = _sample_beliefs(run.task, n_sequences, run.config.length, seed)
+    train_seq, test_seq = split_sequences(n_sequences, held_out, seed)
+    y_test = beliefs[test_seq].reshape(-1, beliefs.shape[-1])
+    shown = np.random.default_rng(seed).choice(len(y_test), size=min(points, len(y_test)), replace=False)
+    best_hooks, r2_best, r2_concat, distances, mapped_points = [], [], [], [], []
+    for step in steps:
+        r2, distance, mapped = map_to_simplex(probe_inputs(load(step).model, tokens), beliefs, train_seq, test_seq, shown)
+        best = best_single_hook(r2)
+        best_hooks.append(best)
+        r2_best.append(r2[best])
+        r2_concat.append(r2[CONCAT])
+        distances.append(distance[best])
+        mapped_points.append(mapped[best])
+    return GeometryTrainingResult(
+        name="geometry_over_training",
+        steps=tuple(steps),
+        vertices=tuple(vertices),
+        best_hook=best_hooks,
+        r2_best=r2_best,
+        r2_concat=r2_concat,
+        mean_distance=distances,
+        points_true=y_test[shown].tolist(),
+        points_mapped=mapped_points,
+        n_sequences=n_sequences,
+        headline={"r2_final": r2_best[-1], "mean_distance_final": distances[-1], "checkpoints": float(len(steps))},
+    )
+
+
+register_analysis(
+    "geometry",
+    applies=_applies,
+    description="the residual stream mapped linearly onto the belief simplex",
+    over_training=geometry_over_training,
+)(geometry)

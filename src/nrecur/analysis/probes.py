@@ -263,7 +263,6 @@ def _applies(run) -> str | None:
     return None
 
 
-@register_analysis("probes", applies=_applies, description="linear and MLP probes from the residual stream to the observer's posterior")
 def probes(run, n_sequences: int = 2048, seed: int = 0, held_out: float = 0.2, mlp: bool = True) -> ProbeResult:
     """Probe every residual hook point of ``run.model`` (and all of them concatenated) for every posterior
     quantity of ``run.task`` on ``n_sequences`` fresh sequences; see the module docstring."""
@@ -399,3 +398,11 @@ def probes_over_training(run, steps, load, n_sequences: int = 1024, seed: int = 
         n_sequences=n_sequences,
         headline=headline,
     )
+
+
+register_analysis(
+    "probes",
+    applies=_applies,
+    description="linear and MLP probes from the residual stream to the observer's posterior",
+    over_training=probes_over_training,
+)(probes)

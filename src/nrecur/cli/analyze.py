@@ -25,8 +25,9 @@ def register(subparsers) -> None:
     parser.add_argument("--step", type=int, help="checkpoint step to analyze (default: the latest)")
     parser.add_argument(
         "--checkpoints", choices=["latest", "all"], default="latest",
-        help="all: also probe every saved checkpoint (R² against training step, analysis/probes_over_training.json); "
-        "runs with log-spaced checkpoints (--log-checkpoints) give the curve its points (default: latest)",
+        help="all: also run the analyses that make sense over training (probes, geometry) at every saved checkpoint "
+        "(analysis/NAME_over_training.json); runs with log-spaced checkpoints (--log-checkpoints) give the curves "
+        "their points (default: latest)",
     )  # fmt: skip
     parser.add_argument("--sequences", type=int, help="fresh sequences to analyze (default: each analysis's own)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the sequences (default: 0)")
@@ -40,6 +41,9 @@ def analyze_command(args: argparse.Namespace) -> int:
 
     if args.sequences is not None and args.sequences < 8:
         raise UsageError(f"--sequences must be an integer >= 8, got {args.sequences}")
+    over_training = [name for name, a in ANALYSES.items() if a.over_training is not None]
+    if args.checkpoints == "all" and "all" not in args.what and not set(args.what) & set(over_training):
+        raise UsageError(f"--checkpoints all applies to {', '.join(over_training)}; none of them is in --what")
     run = load_run(args.run, step=args.step, device=resolve_device(args.device))
     if "all" in args.what:
         chosen = [a for a in ANALYSES.values() if a.applies(run) is None]
@@ -58,15 +62,17 @@ def analyze_command(args: argparse.Namespace) -> int:
         start = time.perf_counter()
         results.append((analysis.run(run, **options), time.perf_counter() - start))
     if args.checkpoints == "all":
-        from nrecur.analysis.probes import probes_over_training
-
-        if ANALYSES["probes"].applies(run) is not None:
-            raise UsageError(f"--checkpoints all probes the run, but {ANALYSES['probes'].applies(run)}")
+        over = [a for a in chosen if a.over_training is not None]
         steps = run.checkpoint_steps
-        options = {"n_sequences": args.sequences} if args.sequences is not None else {}
-        start = time.perf_counter()
-        over = probes_over_training(run, steps, lambda step: load_run(args.run, step=step, device=resolve_device(args.device)), seed=args.seed, **options)
-        results.append((over, time.perf_counter() - start))
+        device = resolve_device(args.device)
+
+        def load(step):
+            return load_run(args.run, step=step, device=device)
+
+        options = {"seed": args.seed, **({"n_sequences": args.sequences} if args.sequences is not None else {})}
+        for analysis in over:
+            start = time.perf_counter()
+            results.append((analysis.over_training(run, steps, load, **options), time.perf_counter() - start))
     for result, seconds in results:
         paths = write_analysis(result, run.folder.analysis_dir)
         head = ", ".join(f"{k} {v:.3f}" for k, v in list(result.headline.items())[:6])
