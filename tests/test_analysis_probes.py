@@ -9,7 +9,7 @@ import pytest
 
 from nrecur import NRecurrence, load_run, train
 from nrecur.analysis import ANALYSES, probes, write_analysis
-from nrecur.analysis.probes import RidgeProbe, kl_rows, r2_score, split_sequences
+from nrecur.analysis.probes import RidgeProbe, choose_probe, kl_rows, r2_score, split_sequences
 from nrecur.model import GPTConfig
 from nrecur.train import RunConfig, TrainConfig
 
@@ -36,6 +36,26 @@ def test_held_out_split_never_shares_a_sequence():
     assert len(train_seq) == 80 and len(test_seq) == 20
     assert set(train_seq).isdisjoint(test_seq) and set(train_seq) | set(test_seq) == set(range(100))
     assert np.array_equal(split_sequences(100, 0.2, seed=3)[1], test_seq)
+
+
+def test_the_best_probe_is_chosen_by_held_out_r2_and_an_mlp_reads_a_nonlinear_code():
+    rng = np.random.default_rng(4)
+    beliefs = rng.dirichlet(np.ones(3) * 0.5, size=(200, 12))  # [batch, pos, state]
+    mixing = rng.normal(size=(3, 16))
+    acts = {
+        "noise": rng.normal(size=(200, 12, 16)),
+        "linear": beliefs @ mixing,
+        "folded": ((beliefs - 1 / 3) @ mixing) ** 2,  # the beliefs are (mostly) there, but not linearly
+    }
+    train_seq, test_seq = split_sequences(200, 0.2, seed=0)
+    chosen = choose_probe(acts, beliefs, train_seq, test_seq, mlp=False)
+    assert chosen.hook == "linear" and chosen.kind == "linear" and chosen.r2 > 0.999
+    np.testing.assert_allclose(chosen.predict(acts)[test_seq], beliefs[test_seq], atol=1e-3)
+    del acts["linear"]
+    folded = choose_probe(acts, beliefs, train_seq, test_seq, mlp=True)
+    assert folded.hook == "folded" and folded.kind == "mlp"
+    linear_only = choose_probe(acts, beliefs, train_seq, test_seq, mlp=False)
+    assert folded.r2 > linear_only.r2 + 0.1
 
 
 def test_kl_of_a_distribution_with_itself_is_zero():

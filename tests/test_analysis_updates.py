@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 import nrecur
-from nrecur.analysis.base import ANALYSES, write_analysis
+from nrecur.analysis.base import ANALYSES, residual_hooks, write_analysis
 from nrecur.analysis.failure import compare_failure, failure, failure_from_probs, overreaction, perseveration, scoring_task
-from nrecur.analysis.updates import discreteness, event_updates, find_events, learning_rate, updates, updates_across_runs
+from nrecur.analysis.updates import aligned_beliefs, discreteness, event_updates, find_events, learning_rate, updates, updates_across_runs
 from nrecur.tasks import NRecurrence
 from nrecur.tasks.sampler import Batch
 from nrecur.train.presets import get_preset
@@ -88,6 +88,16 @@ def test_aligned_curves_read_target_positions_of_the_new_rule():
     assert np.isnan(curves.p_new[0, [0, 2, 3]]).all()
     assert curves.p_new[0, 1] == probs[0, 6, 2]
     assert curves.p_old[0, 1] == probs[0, 6, 1]
+
+
+def test_aligned_beliefs_read_the_belief_before_each_position_of_the_window():
+    batch = _hand_batch()
+    events = find_events(batch, "transition", window=4, settle=3)
+    belief = np.random.default_rng(0).dirichlet(np.ones(5), size=(3, 12))  # [batch, pos, value]
+    index = np.arange(len(events)) % 5
+    aligned = aligned_beliefs(belief, events, index)
+    for e, (row, position) in enumerate(zip(events.sequence, events.position)):
+        np.testing.assert_array_equal(aligned[e], belief[row, position - 1 : position + 3, index[e]])
 
 
 def test_learning_rate_and_discreteness_on_hand_made_curves():
@@ -175,6 +185,12 @@ def test_updates_and_failure_end_to_end(trained_run, tmp_path):
     data = json.loads((tmp_path / "analysis" / "updates.json").read_text())
     assert data["headline"]["n_events/transition"] == result.headline["n_events/transition"]
     assert len(data["by_kind"]["transition"]["p_new_model"]["mean"]) == 4
+    # The beliefs decoded by probes sit beside the observer's marginals around the same events.
+    decoded = data["by_kind"]["transition"]["decoded"]
+    assert {"target_new_probe", "target_new_observer", "target_old_observer", "period_new_probe"} <= set(decoded)
+    assert len(decoded["period_new_observer"]["mean"]) == 4 and "updates_decoded.png" in names
+    assert 0 < result.headline["decoded_r2/target"] <= 1 and set(data["options"]["decoders"]) == {"period", "target"}
+    assert data["options"]["decoders"]["target"]["hook"] in [*residual_hooks(run.model), "concat"]
 
     # The same model as if it had been trained on the deterministic task: failure scores it on the
     # stochastic version; updates refuses it with one line.

@@ -105,37 +105,42 @@ class RidgeProbe:
         return (x.astype(np.float64) - self.mean) @ self.weight + self.bias
 
 
-def fit_mlp_probe(
-    x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, distribution: bool, steps: int = 300, seed: int = 0
-) -> np.ndarray:
-    """A one-hidden-layer MLP (64 GELU units) trained with Adam, full batch; returns held-out predictions.
+@dataclass(frozen=True)
+class MLPProbe:
+    """A one-hidden-layer MLP (64 GELU units) on standardized inputs; softmax output for distributions."""
 
-    Distributions get a softmax output trained by cross-entropy against the target distribution (KL up
-    to a constant); single values a linear output trained by squared error.
-    """
-    generator = torch.Generator().manual_seed(seed)
-    mean, std = x_train.mean(0), x_train.std(0) + 1e-6
-    xt = torch.as_tensor((x_train - mean) / std, dtype=torch.float32)
-    yt = torch.as_tensor(y_train, dtype=torch.float32)
-    hidden = 64
-    net = torch.nn.Sequential(torch.nn.Linear(xt.shape[1], hidden), torch.nn.GELU(), torch.nn.Linear(hidden, yt.shape[1]))
-    with torch.no_grad():
-        for layer in (net[0], net[2]):
-            layer.weight.copy_(torch.randn(layer.weight.shape, generator=generator) / layer.weight.shape[1] ** 0.5)
-            layer.bias.zero_()
-    optimizer = torch.optim.Adam(net.parameters(), lr=3e-3)
-    for _ in range(steps):
-        out = net(xt)
-        if distribution:
-            loss = -(yt * torch.log_softmax(out, -1)).sum(-1).mean()
-        else:
-            loss = ((out - yt) ** 2).mean()
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    with torch.no_grad():
-        out = net(torch.as_tensor((x_test - mean) / std, dtype=torch.float32))
-        return (torch.softmax(out, -1) if distribution else out).double().numpy()
+    mean: np.ndarray
+    std: np.ndarray
+    net: torch.nn.Module
+    distribution: bool
+
+    @classmethod
+    def fit(cls, x: np.ndarray, y: np.ndarray, distribution: bool, steps: int = 300, seed: int = 0) -> "MLPProbe":
+        """Adam, full batch. Distributions are trained by cross-entropy against the target distribution (KL
+        up to a constant), single values by squared error."""
+        generator = torch.Generator().manual_seed(seed)
+        mean, std = x.mean(0), x.std(0) + 1e-6
+        xt = torch.as_tensor((x - mean) / std, dtype=torch.float32)
+        yt = torch.as_tensor(y, dtype=torch.float32)
+        hidden = 64
+        net = torch.nn.Sequential(torch.nn.Linear(xt.shape[1], hidden), torch.nn.GELU(), torch.nn.Linear(hidden, yt.shape[1]))
+        with torch.no_grad():
+            for layer in (net[0], net[2]):
+                layer.weight.copy_(torch.randn(layer.weight.shape, generator=generator) / layer.weight.shape[1] ** 0.5)
+                layer.bias.zero_()
+        optimizer = torch.optim.Adam(net.parameters(), lr=3e-3)
+        for _ in range(steps):
+            out = net(xt)
+            loss = -(yt * torch.log_softmax(out, -1)).sum(-1).mean() if distribution else ((out - yt) ** 2).mean()
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        return cls(mean=mean, std=std, net=net.eval(), distribution=distribution)
+
+    @torch.no_grad()
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        out = self.net(torch.as_tensor((x - self.mean) / self.std, dtype=torch.float32))
+        return (torch.softmax(out, -1) if self.distribution else out).double().numpy()
 
 
 def kl_rows(p: np.ndarray, q: np.ndarray) -> float:
@@ -170,6 +175,45 @@ def ridge_r2_table(
 def best_single_hook(scores: dict[str, float]) -> str:
     """The hook point (not ``concat``) with the highest score."""
     return max((h for h in scores if h != CONCAT), key=lambda h: scores[h])
+
+
+@dataclass(frozen=True)
+class ChosenProbe:
+    """The probe that reads a quantity best: where, which kind, its held-out R², and the fitted probe."""
+
+    hook: str
+    kind: str
+    """``linear`` or ``mlp``."""
+    r2: float
+    probe: RidgeProbe | MLPProbe
+
+    def predict(self, acts: dict[str, np.ndarray]) -> np.ndarray:
+        """``acts`` as :func:`probe_inputs` gives them → ``[batch, pos, k]``."""
+        x = acts[self.hook]
+        return self.probe.predict(x.reshape(-1, x.shape[-1])).reshape(*x.shape[:2], -1)
+
+
+def choose_probe(
+    acts: dict[str, np.ndarray], y: np.ndarray, train_seq: np.ndarray, test_seq: np.ndarray, mlp: bool = True, seed: int = 0
+) -> ChosenProbe:
+    """The best probe for ``y [batch, pos, k]`` by held-out R²: ridge at every hook (``concat`` included) and,
+    with ``mlp``, the MLP at the best ridge hook. Fitted on the ``train_seq`` sequences only."""
+    y_train, y_test = y[train_seq].reshape(-1, y.shape[-1]), y[test_seq].reshape(-1, y.shape[-1])
+    best = None
+    for hook, x in acts.items():
+        probe = RidgeProbe.fit(x[train_seq].reshape(-1, x.shape[-1]), y_train)
+        score = r2_score(y_test, probe.predict(x[test_seq].reshape(-1, x.shape[-1])))
+        if best is None or score > best.r2:
+            best = ChosenProbe(hook=hook, kind="linear", r2=score, probe=probe)
+    if mlp:
+        x = acts[best.hook]
+        x_train = x[train_seq].reshape(-1, x.shape[-1])
+        rows = np.random.default_rng(seed).choice(len(x_train), size=min(20000, len(x_train)), replace=False)
+        probe = MLPProbe.fit(x_train[rows], y_train[rows], distribution=y.shape[-1] > 1, seed=seed)
+        score = r2_score(y_test, probe.predict(x[test_seq].reshape(-1, x.shape[-1])))
+        if score > best.r2:
+            best = ChosenProbe(hook=best.hook, kind="mlp", r2=score, probe=probe)
+    return best
 
 
 # ---------------------------------------------------------------------------- the analysis
@@ -298,7 +342,7 @@ def probes(run, n_sequences: int = 2048, seed: int = 0, held_out: float = 0.2, m
         if mlp:
             distribution = y.shape[-1] > 1
             rows = rng.choice(len(x_train), size=min(20000, len(x_train)), replace=False)
-            mlp_predicted = fit_mlp_probe(x_train[rows], y_train[rows], x_test, distribution, seed=seed)
+            mlp_predicted = MLPProbe.fit(x_train[rows], y_train[rows], distribution, seed=seed).predict(x_test)
             r2_mlp[quantity] = r2_score(y_test, mlp_predicted)
             if distribution:
                 kl_mlp[quantity] = kl_rows(y_test, mlp_predicted)

@@ -32,6 +32,13 @@ series starts at the first target position *after* the noise token (offset
 when the belief never dropped below 0.5), and the discreteness is that of the
 rise from the first target position after the noise to the end of the window.
 
+The model's own belief over the rule is read from its activations too: the
+best probe of the probes analysis (ridge at every hook, concatenated included,
+or the MLP at the best hook; chosen by held-out R²) for the period and the
+target marginals is fitted on separate sequences and decoded around the same
+events, beside the observer's marginals: P(new target), P(old target) and
+P(new period) having seen ``k`` tokens from the event on.
+
 How to read it: the model matches the normative learner when its curves lie on
 the observer's and its learning rates and discreteness indices have the same
 distribution; a model that learns too slowly has larger learning rates
@@ -50,6 +57,7 @@ import numpy as np
 import torch
 
 from nrecur.analysis.base import pyplot, register_analysis, save_figure
+from nrecur.analysis.probes import ChosenProbe, choose_probe, probe_inputs, split_sequences
 from nrecur.tasks import NRecurrence
 from nrecur.tasks.sampler import Batch
 from nrecur.train.evaluate import model_log_probs
@@ -62,7 +70,9 @@ __all__ = [
     "EventUpdates",
     "Events",
     "UpdatesResult",
+    "aligned_beliefs",
     "aligned_curves",
+    "decode_rule_beliefs",
     "discreteness",
     "event_updates",
     "find_events",
@@ -291,6 +301,52 @@ def event_updates(
     return out
 
 
+def aligned_beliefs(belief: np.ndarray, events: Events, index: np.ndarray) -> np.ndarray:
+    """``belief [batch, pos, k]`` (index i: having seen tokens 0..i) → ``[event, offset]``: the belief in
+    value ``index[event]`` having seen the tokens before position ``event + offset``."""
+    rows, columns = _window_index(events)
+    return belief[rows, columns - 1, np.asarray(index)[:, None]]
+
+
+def decode_rule_beliefs(model, task: NRecurrence, length: int, tokens: np.ndarray, n_fit: int, seed: int, mlp: bool = True):
+    """The model's beliefs over period and target on ``tokens``, read by the best probe for each.
+
+    The probes are chosen and fitted on ``n_fit`` other sequences of ``task`` (seed ``seed + 1``), so every
+    decoded value is held out. Returns ``({"period": [batch, pos, period], "target": [batch, pos, vocab]},
+    {quantity: ChosenProbe})``.
+    """
+    fit = task.sample(n_fit, length, seed + 1)
+    post = task.posterior(fit.tokens)
+    train_seq, test_seq = split_sequences(n_fit, 0.2, seed)
+    acts = probe_inputs(model, fit.tokens)
+    chosen = {
+        quantity: choose_probe(acts, np.asarray(values, dtype=np.float64), train_seq, test_seq, mlp=mlp, seed=seed)
+        for quantity, values in (("period", post.period), ("target", post.target))
+    }
+    acts = probe_inputs(model, tokens)
+    return {quantity: probe.predict(acts) for quantity, probe in chosen.items()}, chosen
+
+
+def _decoded_summary(task: NRecurrence, decoded: dict[str, np.ndarray], post, events: Events) -> dict:
+    """Probe-decoded and observer marginals around ``events``: mean and 95 % interval by offset."""
+    period_index = np.full(task.max_period + 1, -1)
+    period_index[list(task.periods)] = np.arange(len(task.periods))
+    reads = {
+        "target_new": ("target", events.new_target),
+        "target_old": ("target", events.old_target),
+        "period_new": ("period", period_index[events.period]),
+    }
+    observer = {"period": np.asarray(post.period, dtype=np.float64), "target": np.asarray(post.target, dtype=np.float64)}
+    out = {}
+    for name, (quantity, index) in reads.items():
+        for who, belief in (("probe", decoded[quantity]), ("observer", observer[quantity])):
+            mean, half, count = _mean_band(aligned_beliefs(belief, events, index))
+            out[f"{name}_{who}"] = {"mean": mean, "ci95": half, "count": count}
+    difference = aligned_beliefs(decoded["target"], events, events.new_target) - aligned_beliefs(observer["target"], events, events.new_target)
+    out["error_target_new"] = float(np.abs(difference).mean()) if difference.size else float("nan")
+    return out
+
+
 # ---------------------------------------------------------------------------------------------------------- the analysis
 
 
@@ -441,7 +497,39 @@ def plot_updates(by_kind: dict[str, dict], folder: Path, stem: str) -> list[Path
             ax.legend(fontsize=8)
     fig.tight_layout()
     paths += save_figure(fig, folder, f"{stem}_histograms")
+    if all("decoded" in by_kind[kind] for kind in EVENT_KINDS):
+        paths += _plot_decoded(by_kind, folder, f"{stem}_decoded")
     return paths
+
+
+DECODED_COLOURS = {"target_new": MODEL_COLOUR, "target_old": "#D55E00", "period_new": NOISE_COLOUR}
+
+
+def _plot_decoded(by_kind: dict[str, dict], folder: Path, stem: str) -> list[Path]:
+    """The probe-decoded beliefs over target and period around events (dashed) beside the observer's (solid)."""
+    plt = pyplot()
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for ax, kind in zip(axes, EVENT_KINDS):
+        data = by_kind[kind]
+        offsets = np.asarray(data["offsets"])
+        names = ("target_new", "target_old", "period_new") if kind == "transition" else ("target_new", "period_new")
+        for name in names:
+            label = {"target_new": "new target", "target_old": "old target", "period_new": "new period"}[name]
+            if kind == "noise":
+                label = {"target_new": "true target", "period_new": "true period"}[name]
+            for who, style in (("observer", "-"), ("probe", "--")):
+                curve = data["decoded"][f"{name}_{who}"]
+                mean, half = np.asarray(curve["mean"], float), np.asarray(curve["ci95"], float)
+                ax.plot(offsets, mean, style, color=DECODED_COLOURS[name], label=f"{who}: P({label})")
+                ax.fill_between(offsets, mean - half, mean + half, color=DECODED_COLOURS[name], alpha=0.15)
+        ax.set_title(f"beliefs over the rule after a {kind}: observer (solid), decoded from the model (dashed)", fontsize=9)
+        ax.set_xlabel("tokens seen from the event on")
+        ax.set_ylabel("posterior marginal")
+        ax.set_ylim(-0.1, 1.1)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    return save_figure(fig, folder, stem)
 
 
 def sample_events(task: NRecurrence, n_sequences: int, length: int, seed: int) -> tuple[Batch, np.ndarray]:
@@ -462,11 +550,14 @@ def updates(
     window: int | None = None,
     settle: int | None = None,
     min_change: float = 0.1,
+    decode: bool = True,
+    decode_sequences: int = 1024,
 ) -> UpdatesResult:
     """Event-aligned updates of ``run.model`` against the exact observer on fresh sequences of its task.
 
     ``window`` defaults to ``min(4 × largest period, length // 2)``, ``settle`` (positions the rule before
-    the event must have held) to twice the largest period.
+    the event must have held) to twice the largest period. With ``decode``, the model's beliefs over period
+    and target are also read by probes (fitted on ``decode_sequences`` other sequences) around the events.
     """
     reason = _stochastic_reason(run)
     if reason is not None:
@@ -475,15 +566,19 @@ def updates(
     length = run.config.length
     window = default_window(task, length) if window is None else window
     settle = 2 * task.max_period if settle is None else settle
-    batch, observer = sample_events(task, n_sequences, length, seed)
-    by_kind = event_updates(model_probs(run.model, batch.tokens), observer, batch, window, settle, min_change)
+    batch = task.sample(n_sequences, length, seed)
+    post = task.posterior(batch.tokens)
+    by_kind = event_updates(model_probs(run.model, batch.tokens), post.predictive, batch, window, settle, min_change)
     options = {"n_sequences": n_sequences, "seed": seed, "window": window, "settle": settle, "min_change": min_change, "length": length}
-    return UpdatesResult(
-        name="updates",
-        headline=_headline(by_kind),
-        options=options,
-        by_kind={kind: _summary(value) for kind, value in by_kind.items()},
-    )
+    headline, summaries = _headline(by_kind), {kind: _summary(value) for kind, value in by_kind.items()}
+    if decode:
+        decoded, chosen = decode_rule_beliefs(run.model, task, length, batch.tokens, decode_sequences, seed)
+        for kind, kind_updates in by_kind.items():
+            summaries[kind]["decoded"] = _decoded_summary(task, decoded, post, kind_updates.events)
+            headline[f"decoded_error/{kind}"] = summaries[kind]["decoded"]["error_target_new"]
+        options["decoders"] = {quantity: {"hook": c.hook, "kind": c.kind, "r2": c.r2} for quantity, c in chosen.items()}
+        headline.update({f"decoded_r2/{quantity}": c.r2 for quantity, c in chosen.items()})
+    return UpdatesResult(name="updates", headline=headline, options=options, by_kind=summaries)
 
 
 # ---------------------------------------------------------------------------------------------------------- across runs
