@@ -46,7 +46,6 @@ def emission(task, state, history, v):
     """P(x_i = v | state at i, x_0..x_{i-1} = history)."""
     n, t, c = state
     V = task.vocab_size
-    others = [u for u in range(V) if u != t]
     if c != 0:
         if task.target_outside:
             return 1.0 / V

@@ -9,7 +9,7 @@ import pytest
 
 from nrecur import NRecurrence, load_run, train
 from nrecur.analysis import ANALYSES, probes, write_analysis
-from nrecur.analysis.probes import RidgeProbe, choose_probe, kl_rows, r2_score, split_sequences
+from nrecur.analysis.probes import RidgeProbe, choose_probe, kl_rows, r2_score, ridge_r2_table, split_sequences
 from nrecur.model import GPTConfig
 from nrecur.train import RunConfig, TrainConfig
 
@@ -56,6 +56,21 @@ def test_the_best_probe_is_chosen_by_held_out_r2_and_an_mlp_reads_a_nonlinear_co
     assert folded.hook == "folded" and folded.kind == "mlp"
     linear_only = choose_probe(acts, beliefs, train_seq, test_seq, mlp=False)
     assert folded.r2 > linear_only.r2 + 0.1
+
+
+def test_the_ridge_table_equals_one_probe_per_quantity_and_hook():
+    rng = np.random.default_rng(5)
+    acts = {"a": rng.normal(size=(50, 6, 8)), "b": rng.normal(size=(50, 6, 5))}
+    targets = {"one": rng.normal(size=(50, 6, 1)), "three": rng.dirichlet(np.ones(3), size=(50, 6))}
+    targets["one"] += acts["a"][..., :1]
+    train_seq, test_seq = split_sequences(50, 0.2, seed=1)
+    table = ridge_r2_table(acts, targets, train_seq, test_seq)
+    for quantity, y in targets.items():
+        for hook, x in acts.items():
+            probe = RidgeProbe.fit(x[train_seq].reshape(-1, x.shape[-1]), y[train_seq].reshape(-1, y.shape[-1]))
+            expected = r2_score(y[test_seq].reshape(-1, y.shape[-1]), probe.predict(x[test_seq].reshape(-1, x.shape[-1])))
+            assert table[quantity][hook] == pytest.approx(expected, abs=1e-10)
+    assert table["one"]["a"] > 0.3
 
 
 def test_kl_of_a_distribution_with_itself_is_zero():

@@ -162,13 +162,21 @@ def probe_inputs(model: GPT, tokens: np.ndarray) -> dict[str, np.ndarray]:
 def ridge_r2_table(
     acts: dict[str, np.ndarray], targets: dict[str, np.ndarray], train_seq: np.ndarray, test_seq: np.ndarray
 ) -> dict[str, dict[str, float]]:
-    """quantity → hook → held-out R² of a ridge probe fitted on the ``train_seq`` sequences."""
-    table: dict[str, dict[str, float]] = {q: {} for q in targets}
+    """quantity → hook → held-out R² of a ridge probe fitted on the ``train_seq`` sequences.
+
+    The same as a :class:`RidgeProbe` per quantity and hook (the penalty does not depend on the target), but
+    with one Gram matrix and one solve per hook for all quantities side by side.
+    """
+    names = list(targets)
+    widths = [targets[q].shape[-1] for q in names]
+    y = np.concatenate([targets[q] for q in names], axis=-1)
+    y_train, y_test = y[train_seq].reshape(-1, y.shape[-1]), y[test_seq].reshape(-1, y.shape[-1])
+    columns = np.split(np.arange(y.shape[-1]), np.cumsum(widths)[:-1])
+    table: dict[str, dict[str, float]] = {q: {} for q in names}
     for hook, x in acts.items():
-        x_train, x_test = x[train_seq].reshape(-1, x.shape[-1]), x[test_seq].reshape(-1, x.shape[-1])
-        for quantity, y in targets.items():
-            probe = RidgeProbe.fit(x_train, y[train_seq].reshape(-1, y.shape[-1]))
-            table[quantity][hook] = r2_score(y[test_seq].reshape(-1, y.shape[-1]), probe.predict(x_test))
+        predicted = RidgeProbe.fit(x[train_seq].reshape(-1, x.shape[-1]), y_train).predict(x[test_seq].reshape(-1, x.shape[-1]))
+        for quantity, cols in zip(names, columns):
+            table[quantity][hook] = r2_score(y_test[:, cols], predicted[:, cols])
     return table
 
 

@@ -57,7 +57,7 @@ import numpy as np
 import torch
 
 from nrecur.analysis.base import pyplot, register_analysis, save_figure
-from nrecur.analysis.probes import ChosenProbe, choose_probe, probe_inputs, split_sequences
+from nrecur.analysis.probes import choose_probe, probe_inputs, split_sequences
 from nrecur.tasks import NRecurrence
 from nrecur.tasks.sampler import Batch
 from nrecur.train.evaluate import model_log_probs

@@ -1,0 +1,106 @@
+"""How long the analyses take on the main job's models, and the ridge table against one probe per quantity.
+
+For each run of the main job that is there (``nrecur run`` writes them under
+``runs/``): the wall-clock time of ``nrecur analyze RUN --what all`` as a user
+types it (a fresh process, default sizes, latest checkpoint; target ≤ 2
+minutes on 2 cores), the time of each analysis inside it, and the analyses
+over every saved checkpoint (``--checkpoints all``: probes and geometry over
+training; target ≤ 1 minute). Side by side in this process: the table of
+held-out ridge R² for every hook × quantity with one Gram matrix and one solve
+per hook (ours) against a :class:`RidgeProbe` fitted per hook and quantity
+(the reference), on the same activations; they agree to 1e-9.
+
+    python benchmarks/bench_analysis.py [--runs runs] [--preset quick]
+
+Analyses write into each run's ``analysis/`` folder, as ``nrecur analyze`` does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from _common import machine
+
+from nrecur import load_run
+from nrecur.analysis import ANALYSES
+from nrecur.analysis.probes import RidgeProbe, probe_inputs, probe_targets, r2_score, ridge_r2_table, split_sequences
+
+RUNS = ("det", "stoch-finetune", "stoch-scratch", "mess3")
+
+
+def per_quantity_table(acts, targets, train_seq, test_seq):
+    """The reference: one ridge probe per hook and quantity."""
+    table = {q: {} for q in targets}
+    for hook, x in acts.items():
+        x_train, x_test = x[train_seq].reshape(-1, x.shape[-1]), x[test_seq].reshape(-1, x.shape[-1])
+        for quantity, y in targets.items():
+            probe = RidgeProbe.fit(x_train, y[train_seq].reshape(-1, y.shape[-1]))
+            table[quantity][hook] = r2_score(y[test_seq].reshape(-1, y.shape[-1]), probe.predict(x_test))
+    return table
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", default="runs", help="folder of the main job's runs (default: runs)")
+    parser.add_argument("--preset", default="quick")
+    parser.add_argument("--sequences", type=int, default=2048, help="sequences for the ridge-table comparison")
+    args = parser.parse_args()
+    print(machine())
+    nrecur = Path(sys.executable).with_name("nrecur")
+    folders = [Path(args.runs) / f"{args.preset}-{name}" for name in RUNS]
+    folders = [f for f in folders if (f / "checkpoints").is_dir()]
+    if not folders:
+        sys.exit(f"no runs of the main job under {args.runs}; run `nrecur run --out {args.runs}` first")
+
+    print(f"\n{'run':<22} {'what':<34} {'seconds':>8} {'target':>7}")
+    for folder in folders:
+        env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE"}
+        start = time.perf_counter()
+        out = subprocess.run([str(nrecur), "analyze", str(folder), "--what", "all"], capture_output=True, text=True, env=env)
+        seconds = time.perf_counter() - start
+        if out.returncode != 0:
+            sys.exit(out.stderr)
+        print(f"{folder.name:<22} {'nrecur analyze --what all':<34} {seconds:>8.1f} {120:>7}")
+        for line in out.stdout.splitlines():
+            if " s): " in line:  # "NAME (SECONDS s): headline"
+                name, took = line.split(" (", 1)
+                print(f"{'':<22} {'  ' + name:<34} {float(took.split(' s)')[0]):>8.0f}")
+        over = [name for name, a in ANALYSES.items() if a.over_training is not None and a.applies(load_run(folder)) is None]
+        start = time.perf_counter()
+        out = subprocess.run([str(nrecur), "analyze", str(folder), "--what", *over, "--checkpoints", "all"], capture_output=True, text=True, env=env)
+        if out.returncode != 0:
+            sys.exit(out.stderr)
+        for line in out.stdout.splitlines():
+            if "_over_training (" in line:
+                name, took = line.split(" (", 1)
+                steps = len(load_run(folder).checkpoint_steps)
+                print(f"{'':<22} {f'  {name} ({steps} ckpts)':<34} {float(took.split(' s)')[0]):>8.0f} {60:>7}")
+
+    run = load_run(folders[0])
+    sample = run.task.sample(args.sequences, run.config.length, 0)
+    targets = probe_targets(run.task, run.task.posterior(sample.tokens))
+    acts = probe_inputs(run.model, sample.tokens)
+    train_seq, test_seq = split_sequences(args.sequences, 0.2, 0)
+    start = time.perf_counter()
+    ours = ridge_r2_table(acts, targets, train_seq, test_seq)
+    ours_s = time.perf_counter() - start
+    start = time.perf_counter()
+    reference = per_quantity_table(acts, targets, train_seq, test_seq)
+    reference_s = time.perf_counter() - start
+    worst = max(abs(ours[q][h] - reference[q][h]) for q in ours for h in ours[q])
+    assert worst < 1e-9, worst
+    print(
+        f"\nridge R² table, {folders[0].name}, {args.sequences} sequences x {run.config.length} positions, "
+        f"{len(acts)} inputs x {len(targets)} quantities ({sum(y.shape[-1] for y in targets.values())} outputs):\n"
+        f"  one solve per hook {ours_s:.2f} s, one probe per hook and quantity {reference_s:.2f} s, "
+        f"ratio {reference_s / ours_s:.1f}x; largest difference {worst:.1e}"
+    )
+
+
+if __name__ == "__main__":
+    main()
