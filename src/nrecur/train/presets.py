@@ -131,12 +131,12 @@ def tiny() -> Preset:
     )
 
 
-def _hmm_preset(name: str, description: str, task, steps: int, eval_every: int, time_budget: float) -> Preset:
-    """4 layers, d_model 64, context 10 (the belief-geometry model), trained until KL <= 0.005."""
+def _hmm_preset(name: str, description: str, task, steps: int, eval_every: int, time_budget: float, kl_threshold: float = 0.005) -> Preset:
+    """4 layers, d_model 64, context 10 (the belief-geometry model), trained until KL <= ``kl_threshold``."""
     model = GPTConfig(vocab_size=task.vocab_size, n_ctx=10, d_model=64, n_layers=4, n_heads=4, d_head=16, d_mlp=256)
     train = TrainConfig(
         steps=steps, batch_size=128, lr=3e-3, weight_decay=0.1, warmup_steps=50, schedule="cosine", min_lr_ratio=0.02,
-        eval_every=eval_every, kl_threshold=0.005, stop_when_grokked=True, time_budget=time_budget,
+        eval_every=eval_every, kl_threshold=kl_threshold, stop_when_grokked=True, time_budget=time_budget, log_checkpoints=8,
     )  # fmt: skip
     return Preset(name=name, description=description, run=RunConfig(task=task, model=model, train=train))
 
@@ -144,8 +144,10 @@ def _hmm_preset(name: str, description: str, task, steps: int, eval_every: int, 
 def mess3_preset() -> Preset:
     return _hmm_preset(
         "mess3", "Mess3(0.05, 0.85), 4 layers d_model 64, context 10: the belief-geometry model (SPEC 2.5)",
-        Mess3(x=0.05, a=0.85), steps=3000, eval_every=100, time_budget=180.0,
+        Mess3(x=0.05, a=0.85), steps=1000, eval_every=100, time_budget=180.0, kl_threshold=0.001,
     )  # fmt: skip
+    # The cosine schedule over 1,000 steps takes KL to ~0.0006 (at 300 steps, KL 0.004, the belief simplex is
+    # decoded with R² 0.990; at 1,000 steps 0.996).
 
 
 def rrxor_preset() -> Preset:
