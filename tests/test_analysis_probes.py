@@ -98,6 +98,11 @@ def test_probes_on_a_trained_model_beat_a_fresh_model_and_shuffled_targets(train
     for quantity in result.quantities:
         assert abs(head[f"r2_shuffled/{quantity}"]) < 0.05
     assert set(result.hooks) >= {"embed", "blocks.1.hook_resid_post", "ln_final.hook_normalized", "concat"}
+    # MLP probes at every layer output: the embedding alone cannot know whether the next position is a target.
+    assert set(result.r2_mlp_by_layer) == set(result.quantities) - {"predictive"}
+    by_layer = result.r2_mlp_by_layer["next_is_target"]
+    assert set(by_layer) == {"embed", "blocks.0.hook_resid_post", "blocks.1.hook_resid_post"}
+    assert by_layer["blocks.1.hook_resid_post"] > by_layer["embed"] + 0.3
     paths = write_analysis(result, tmp_path / "analysis")
     data = json.loads((tmp_path / "analysis" / "probes.json").read_text())
     assert data["headline"]["r2_linear/target"] == pytest.approx(head["r2_linear/target"])

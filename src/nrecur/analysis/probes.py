@@ -143,6 +143,19 @@ class MLPProbe:
         return (torch.softmax(out, -1) if self.distribution else out).double().numpy()
 
 
+def mlp_probe_on(x: np.ndarray, y: np.ndarray, train_seq: np.ndarray, seed: int = 0, max_rows: int = 20000) -> MLPProbe:
+    """An :class:`MLPProbe` from ``x [batch, pos, d]`` to ``y [batch, pos, k]`` fitted on (at most ``max_rows``
+    random) positions of the ``train_seq`` sequences."""
+    x_train = x[train_seq].reshape(-1, x.shape[-1])
+    rows = np.random.default_rng(seed).choice(len(x_train), size=min(max_rows, len(x_train)), replace=False)
+    return MLPProbe.fit(x_train[rows], y[train_seq].reshape(-1, y.shape[-1])[rows], distribution=y.shape[-1] > 1, seed=seed)
+
+
+def _mlp_predictions(x: np.ndarray, y: np.ndarray, train_seq: np.ndarray, test_seq: np.ndarray, seed: int) -> np.ndarray:
+    """Held-out predictions ``[n, k]`` of :func:`mlp_probe_on`."""
+    return mlp_probe_on(x, y, train_seq, seed).predict(x[test_seq].reshape(-1, x.shape[-1]))
+
+
 def kl_rows(p: np.ndarray, q: np.ndarray) -> float:
     """Mean KL(p ‖ q) over rows of distributions ``[n, k]`` (q clipped away from 0)."""
     q = np.clip(q, 1e-12, None)
@@ -215,9 +228,7 @@ def choose_probe(
             best = ChosenProbe(hook=hook, kind="linear", r2=score, probe=probe)
     if mlp:
         x = acts[best.hook]
-        x_train = x[train_seq].reshape(-1, x.shape[-1])
-        rows = np.random.default_rng(seed).choice(len(x_train), size=min(20000, len(x_train)), replace=False)
-        probe = MLPProbe.fit(x_train[rows], y_train[rows], distribution=y.shape[-1] > 1, seed=seed)
+        probe = mlp_probe_on(x, y, train_seq, seed)
         score = r2_score(y_test, probe.predict(x[test_seq].reshape(-1, x.shape[-1])))
         if score > best.r2:
             best = ChosenProbe(hook=best.hook, kind="mlp", r2=score, probe=probe)
@@ -245,6 +256,9 @@ class ProbeResult:
     """quantity → held-out R² of the MLP probe at the best linear hook."""
     kl_mlp: dict[str, float]
     """distribution quantity → mean KL(observer ‖ MLP probe) on held-out positions (nats)."""
+    r2_mlp_by_layer: dict[str, dict[str, float]]
+    """quantity (all but the predictive) → layer output (``embed`` and each block's ``hook_resid_post``) →
+    held-out R² of the MLP probe there: which layer holds it, linearly or not."""
     best_hook: dict[str, str]
     r2_by_position: dict[str, list[float]]
     """quantity → held-out R² of the ridge probe at the best hook, per position."""
@@ -266,6 +280,7 @@ class ProbeResult:
             "r2_shuffled": self.r2_shuffled,
             "r2_mlp": self.r2_mlp,
             "kl_mlp": self.kl_mlp,
+            "r2_mlp_by_layer": self.r2_mlp_by_layer,
             "r2_by_position": self.r2_by_position,
             "scatter": self.scatter,
         }
@@ -274,15 +289,20 @@ class ProbeResult:
         plt = pyplot()
 
         paths = []
-        fig, axes = plt.subplots(1, 2, figsize=(11, 0.45 * len(self.hooks) + 2), sharey=True)
-        for ax, (title, table) in zip(axes, (("trained model", self.r2_linear), ("random init", self.r2_random_init))):
-            grid = np.array([[table[q][h] for q in self.quantities] for h in self.hooks])
+        panels = [("linear, trained model", self.r2_linear), ("linear, random init", self.r2_random_init)]
+        if self.r2_mlp:
+            mlp = {q: {**self.r2_mlp_by_layer.get(q, {}), self.best_hook[q]: r2} for q, r2 in self.r2_mlp.items()}
+            panels.append(("MLP, trained model\n(layer outputs and the best linear hook)", mlp))
+        fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 0.45 * len(self.hooks) + 2), sharey=True)
+        for ax, (title, table) in zip(axes, panels):
+            grid = np.array([[table.get(q, {}).get(h, np.nan) for q in self.quantities] for h in self.hooks], dtype=float)
             image = ax.imshow(grid, vmin=0, vmax=1, cmap="viridis", aspect="auto")
             ax.set_xticks(range(len(self.quantities)), self.quantities, rotation=30, ha="right")
             ax.set_yticks(range(len(self.hooks)), self.hooks)
-            ax.set_title(f"held-out R² of linear probes: {title}")
+            ax.set_title(f"held-out R²: {title}", fontsize=10)
             for (i, j), value in np.ndenumerate(grid):
-                ax.text(j, i, f"{value:.2f}", ha="center", va="center", color="white" if value < 0.6 else "black", fontsize=8)
+                if not np.isnan(value):
+                    ax.text(j, i, f"{value:.2f}", ha="center", va="center", color="white" if value < 0.6 else "black", fontsize=8)
         fig.colorbar(image, ax=axes, shrink=0.8, label="R²")
         paths += save_figure(fig, folder, "probes_r2")
 
@@ -332,7 +352,8 @@ def probes(run, n_sequences: int = 2048, seed: int = 0, held_out: float = 0.2, m
     r2_random = ridge_r2_table(probe_inputs(fresh, sample.tokens), targets, train_seq, test_seq)
     hooks = tuple(acts)
     rng = np.random.default_rng(seed)
-    best_hook, r2_shuffled, r2_mlp, kl_mlp, by_position, scatter = {}, {}, {}, {}, {}, {}
+    best_hook, r2_shuffled, r2_mlp, kl_mlp, by_position, scatter, r2_mlp_by_layer = {}, {}, {}, {}, {}, {}, {}
+    layer_outputs = ["embed", *(f"blocks.{layer}.hook_resid_post" for layer in range(run.model.config.n_layers))]
     for quantity, y in targets.items():
         hook = best_hook[quantity] = best_single_hook(r2_linear[quantity])
         x = acts[hook]
@@ -348,12 +369,15 @@ def probes(run, n_sequences: int = 2048, seed: int = 0, held_out: float = 0.2, m
         shown = rng.choice(len(y_test), size=min(2000, len(y_test)), replace=False)
         scatter[quantity] = {"truth": y_test[shown, 0].tolist(), "linear": predicted[shown, 0].tolist()}
         if mlp:
-            distribution = y.shape[-1] > 1
-            rows = rng.choice(len(x_train), size=min(20000, len(x_train)), replace=False)
-            mlp_predicted = MLPProbe.fit(x_train[rows], y_train[rows], distribution, seed=seed).predict(x_test)
-            r2_mlp[quantity] = r2_score(y_test, mlp_predicted)
-            if distribution:
-                kl_mlp[quantity] = kl_rows(y_test, mlp_predicted)
+            predictions = {hook: _mlp_predictions(x, y, train_seq, test_seq, seed)}
+            if quantity != "predictive":
+                for layer in layer_outputs:
+                    if layer not in predictions:
+                        predictions[layer] = _mlp_predictions(acts[layer], y, train_seq, test_seq, seed)
+                r2_mlp_by_layer[quantity] = {layer: r2_score(y_test, predictions[layer]) for layer in layer_outputs}
+            r2_mlp[quantity] = r2_score(y_test, predictions[hook])
+            if y.shape[-1] > 1:
+                kl_mlp[quantity] = kl_rows(y_test, predictions[hook])
     headline = {}
     for quantity in targets:
         headline[f"r2_linear/{quantity}"] = r2_linear[quantity][best_hook[quantity]]
@@ -371,6 +395,7 @@ def probes(run, n_sequences: int = 2048, seed: int = 0, held_out: float = 0.2, m
         r2_shuffled=r2_shuffled,
         r2_mlp=r2_mlp,
         kl_mlp=kl_mlp,
+        r2_mlp_by_layer=r2_mlp_by_layer,
         best_hook=best_hook,
         r2_by_position=by_position,
         scatter=scatter,

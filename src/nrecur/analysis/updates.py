@@ -431,10 +431,10 @@ class UpdatesResult:
         return {"options": self.options, "by_kind": self.by_kind}
 
     def plot(self, folder: Path) -> list[Path]:
-        return plot_updates(self.by_kind, folder, self.name)
+        return plot_updates(self.by_kind, folder, self.name, self.options.get("decoders"))
 
 
-def plot_updates(by_kind: dict[str, dict], folder: Path, stem: str) -> list[Path]:
+def plot_updates(by_kind: dict[str, dict], folder: Path, stem: str, decoders: dict[str, dict] | None = None) -> list[Path]:
     """Event-aligned curves, KL by offset, and histograms of learning rate and discreteness."""
     plt = pyplot()
 
@@ -497,15 +497,15 @@ def plot_updates(by_kind: dict[str, dict], folder: Path, stem: str) -> list[Path
             ax.legend(fontsize=8)
     fig.tight_layout()
     paths += save_figure(fig, folder, f"{stem}_histograms")
-    if all("decoded" in by_kind[kind] for kind in EVENT_KINDS):
-        paths += _plot_decoded(by_kind, folder, f"{stem}_decoded")
+    if decoders and all("decoded" in by_kind[kind] for kind in EVENT_KINDS):
+        paths += _plot_decoded(by_kind, decoders, folder, f"{stem}_decoded")
     return paths
 
 
 DECODED_COLOURS = {"target_new": MODEL_COLOUR, "target_old": "#D55E00", "period_new": NOISE_COLOUR}
 
 
-def _plot_decoded(by_kind: dict[str, dict], folder: Path, stem: str) -> list[Path]:
+def _plot_decoded(by_kind: dict[str, dict], decoders: dict[str, dict], folder: Path, stem: str) -> list[Path]:
     """The probe-decoded beliefs over target and period around events (dashed) beside the observer's (solid)."""
     plt = pyplot()
 
@@ -523,11 +523,13 @@ def _plot_decoded(by_kind: dict[str, dict], folder: Path, stem: str) -> list[Pat
                 mean, half = np.asarray(curve["mean"], float), np.asarray(curve["ci95"], float)
                 ax.plot(offsets, mean, style, color=DECODED_COLOURS[name], label=f"{who}: P({label})")
                 ax.fill_between(offsets, mean - half, mean + half, color=DECODED_COLOURS[name], alpha=0.15)
-        ax.set_title(f"beliefs over the rule after a {kind}: observer (solid), decoded from the model (dashed)", fontsize=9)
+        ax.set_title(f"after a {kind} ({data['n_events']} events)")
         ax.set_xlabel("tokens seen from the event on")
         ax.set_ylabel("posterior marginal")
         ax.set_ylim(-0.1, 1.1)
         ax.legend(fontsize=7)
+    decoders = ", ".join(f"{q}: {d['kind']} probe at {d['hook']}, R² {d['r2']:.2f}" for q, d in decoders.items())
+    fig.suptitle(f"beliefs over the rule: the observer's (solid) and decoded from the model (dashed; {decoders})", fontsize=9)
     fig.tight_layout()
     return save_figure(fig, folder, stem)
 
