@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -85,12 +87,41 @@ def test_geometry_over_training_sharpens_and_draws_a_strip(mess3_run, capsys):
     assert err.count("\n") == 1 and "--checkpoints all applies to probes, geometry" in err
 
 
+@pytest.mark.slow
+def test_an_analysis_interrupted_while_writing_leaves_the_old_json_whole(mess3_run, monkeypatch, capsys):
+    assert main(["analyze", str(mess3_run), "--what", "geometry", "--sequences", "64", "--seed", "1"]) == 0
+    path = mess3_run / "analysis" / "geometry.json"
+    before = path.read_bytes()
+    real_replace = os.replace
+
+    def interrupted(source, target):  # the process dies between writing the new JSON and renaming it
+        if Path(target).name == "geometry.json":
+            raise KeyboardInterrupt
+        real_replace(source, target)
+
+    monkeypatch.setattr("nrecur._io.os.replace", interrupted)
+    assert main(["analyze", str(mess3_run), "--what", "geometry", "--sequences", "64", "--seed", "2"]) == 130
+    assert "interrupted" in capsys.readouterr().err
+    assert path.read_bytes() == before and json.loads(before)["n_sequences"] == 64
+    assert not list(path.parent.glob(".*.tmp"))
+
+
 def test_an_analysis_that_does_not_apply_is_one_line_and_writes_nothing(tmp_path, capsys):
     folder = tiny(ModularICL(p=3, n_examples=4, n_tasks=4), tmp_path / "modular", steps=2)
     assert ANALYSES["geometry"].applies(load_run(folder)) is not None
     assert main(["analyze", str(folder), "--what", "geometry"]) == 2
     err = capsys.readouterr().err
     assert "does not apply" in err and "no belief simplex" in err and err.count("\n") == 1
+    assert not (folder / "analysis").exists()
+
+
+def test_a_run_without_checkpoints_is_one_line_and_writes_nothing(tmp_path, capsys):
+    folder = tiny(Mess3(), tmp_path / "m", steps=2)
+    for checkpoint in (folder / "checkpoints").iterdir():
+        checkpoint.unlink()
+    assert main(["analyze", str(folder), "--what", "all"]) == 2
+    err = capsys.readouterr().err
+    assert "no checkpoint" in err and err.count("\n") == 1
     assert not (folder / "analysis").exists()
 
 

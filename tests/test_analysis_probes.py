@@ -108,3 +108,15 @@ def test_probes_on_a_trained_model_beat_a_fresh_model_and_shuffled_targets(train
     assert data["headline"]["r2_linear/target"] == pytest.approx(head["r2_linear/target"])
     assert all(path.exists() for path in paths) and {p.suffix for p in paths} == {".json", ".png", ".svg"}
     assert ANALYSES["probes"].applies(trained) is None
+
+
+@pytest.mark.slow
+def test_updates_on_a_deterministic_run_is_one_line_and_writes_nothing(trained, capsys):
+    from nrecur.cli import main
+
+    folder = trained.path
+    before = sorted(p.name for p in folder.rglob("*"))
+    assert main(["analyze", str(folder), "--what", "updates"]) == 2
+    err = capsys.readouterr().err
+    assert "does not apply" in err and "deterministic" in err and err.count("\n") == 1
+    assert sorted(p.name for p in folder.rglob("*")) == before

@@ -25,7 +25,7 @@ import torch
 from nrecur._io import atomic_write, atomic_write_text
 from nrecur.model import GPT
 
-__all__ = ["ANALYSES", "Analysis", "AnalysisResult", "pyplot", "register_analysis", "residual_activations", "save_figure", "write_analysis"]
+__all__ = ["ANALYSES", "Analysis", "AnalysisResult", "progress_bar", "pyplot", "register_analysis", "residual_activations", "save_figure", "write_analysis"]
 
 
 class AnalysisResult(Protocol):
@@ -90,6 +90,13 @@ def write_analysis(result: AnalysisResult, analysis_dir: Path) -> list[Path]:
     path = analysis_dir / f"{result.name}.json"
     atomic_write_text(path, json.dumps(_clean(data), indent=1) + "\n")
     return [path, *figures]
+
+
+def progress_bar(iterable, description: str, enabled: bool, total: int | None = None):
+    """``iterable`` behind a tqdm bar on stderr when ``enabled`` and stderr is a terminal; else as it is."""
+    from tqdm.auto import tqdm
+
+    return tqdm(iterable, desc=description, total=total, leave=False, disable=None if enabled else True, dynamic_ncols=True)
 
 
 def pyplot():

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from nrecur.analysis.base import pyplot, register_analysis, save_figure
+from nrecur.analysis.base import progress_bar, pyplot, register_analysis, save_figure
 from nrecur.analysis.probes import CONCAT, RidgeProbe, best_single_hook, probe_inputs, r2_score, split_sequences
 from nrecur.tasks import HMMTask, NRecurrence, Task
 
@@ -263,7 +263,9 @@ class GeometryTrainingResult:
         return save_figure(fig, folder, "geometry_over_training")
 
 
-def geometry_over_training(run, steps, load, n_sequences: int = 1024, seed: int = 0, held_out: float = 0.2, points: int = 1500) -> GeometryTrainingResult:
+def geometry_over_training(
+    run, steps, load, n_sequences: int = 1024, seed: int = 0, held_out: float = 0.2, points: int = 1500, progress: bool = False
+) -> GeometryTrainingResult:
     """:func:`geometry`'s linear maps at each checkpoint step; ``load(step)`` gives that step's run.
 
     The same sequences, split and shown points at every step, so the panels differ only by the weights.
@@ -273,7 +275,7 @@ def geometry_over_training(run, steps, load, n_sequences: int = 1024, seed: int 
     y_test = beliefs[test_seq].reshape(-1, beliefs.shape[-1])
     shown = np.random.default_rng(seed).choice(len(y_test), size=min(points, len(y_test)), replace=False)
     best_hooks, r2_best, r2_concat, distances, mapped_points = [], [], [], [], []
-    for step in steps:
+    for step in progress_bar(steps, "geometry over training", progress):
         r2, distance, mapped = map_to_simplex(probe_inputs(load(step).model, tokens), beliefs, train_seq, test_seq, shown)
         best = best_single_hook(r2)
         best_hooks.append(best)

@@ -27,7 +27,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from nrecur.analysis.base import pyplot, register_analysis, residual_activations, save_figure
+from nrecur.analysis.base import progress_bar, pyplot, register_analysis, residual_activations, save_figure
 from nrecur.model import GPT
 from nrecur.tasks import HMMTask, NRecurrence, Task
 from nrecur.tasks.modular import ModularICL
@@ -335,7 +335,7 @@ def _applies(run) -> str | None:
     return None
 
 
-def probes(run, n_sequences: int = 2048, seed: int = 0, held_out: float = 0.2, mlp: bool = True) -> ProbeResult:
+def probes(run, n_sequences: int = 2048, seed: int = 0, held_out: float = 0.2, mlp: bool = True, progress: bool = False) -> ProbeResult:
     """Probe every residual hook point of ``run.model`` (and all of them concatenated) for every posterior
     quantity of ``run.task`` on ``n_sequences`` fresh sequences; see the module docstring."""
     task, length = run.task, run.config.length
@@ -354,7 +354,7 @@ def probes(run, n_sequences: int = 2048, seed: int = 0, held_out: float = 0.2, m
     rng = np.random.default_rng(seed)
     best_hook, r2_shuffled, r2_mlp, kl_mlp, by_position, scatter, r2_mlp_by_layer = {}, {}, {}, {}, {}, {}, {}
     layer_outputs = ["embed", *(f"blocks.{layer}.hook_resid_post" for layer in range(run.model.config.n_layers))]
-    for quantity, y in targets.items():
+    for quantity, y in progress_bar(targets.items(), "probes: MLP per quantity", progress, total=len(targets)):
         hook = best_hook[quantity] = best_single_hook(r2_linear[quantity])
         x = acts[hook]
         x_train, x_test = x[train_seq].reshape(-1, x.shape[-1]), x[test_seq].reshape(-1, x.shape[-1])
@@ -448,7 +448,9 @@ class ProbeTrainingResult:
         return save_figure(fig, folder, "probes_over_training")
 
 
-def probes_over_training(run, steps, load, n_sequences: int = 1024, seed: int = 0, held_out: float = 0.2) -> ProbeTrainingResult:
+def probes_over_training(
+    run, steps, load, n_sequences: int = 1024, seed: int = 0, held_out: float = 0.2, progress: bool = False
+) -> ProbeTrainingResult:
     """Ridge probes (every hook, and concatenated) at each checkpoint step; ``load(step)`` gives that step's run.
 
     The same sequences and split at every step, so the curves differ only by the weights.
@@ -459,7 +461,7 @@ def probes_over_training(run, steps, load, n_sequences: int = 1024, seed: int = 
     train_seq, test_seq = split_sequences(n_sequences, held_out, seed)
     best = {q: [] for q in targets}
     concat = {q: [] for q in targets}
-    for step in steps:
+    for step in progress_bar(steps, "probes over training", progress):
         scores = ridge_r2_table(probe_inputs(load(step).model, sample.tokens), targets, train_seq, test_seq)
         for quantity in targets:
             best[quantity].append(scores[quantity][best_single_hook(scores[quantity])])

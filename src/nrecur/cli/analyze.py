@@ -32,6 +32,7 @@ def register(subparsers) -> None:
     parser.add_argument("--sequences", type=int, help="fresh sequences to analyze (default: each analysis's own)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the sequences (default: 0)")
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"], help="where to run the model (default: cpu)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.set_defaults(handler=analyze_command, command="analyze")
 
 
@@ -56,11 +57,8 @@ def analyze_command(args: argparse.Namespace) -> int:
     # Every analysis runs before anything is written: a failure leaves the folder as it was.
     results = []
     for analysis in chosen:
-        options = {"seed": args.seed}
-        if args.sequences is not None and "n_sequences" in inspect.signature(analysis.run).parameters:
-            options["n_sequences"] = args.sequences
         start = time.perf_counter()
-        results.append((analysis.run(run, **options), time.perf_counter() - start))
+        results.append((analysis.run(run, **_options(analysis.run, args)), time.perf_counter() - start))
     if args.checkpoints == "all":
         over = [a for a in chosen if a.over_training is not None]
         steps = run.checkpoint_steps
@@ -69,13 +67,23 @@ def analyze_command(args: argparse.Namespace) -> int:
         def load(step):
             return load_run(args.run, step=step, device=device)
 
-        options = {"seed": args.seed, **({"n_sequences": args.sequences} if args.sequences is not None else {})}
         for analysis in over:
             start = time.perf_counter()
-            results.append((analysis.over_training(run, steps, load, **options), time.perf_counter() - start))
+            results.append((analysis.over_training(run, steps, load, **_options(analysis.over_training, args)), time.perf_counter() - start))
     for result, seconds in results:
         paths = write_analysis(result, run.folder.analysis_dir)
         head = ", ".join(f"{k} {v:.3f}" for k, v in list(result.headline.items())[:6])
         print(f"{result.name} ({seconds:.0f} s): {head}{' …' if len(result.headline) > 6 else ''}")
         print(f"  wrote {paths[0]} and {len(paths) - 1} figure files")
     return 0
+
+
+def _options(fn, args: argparse.Namespace) -> dict:
+    """The command's options that ``fn`` takes: seed, and sequences and progress where it has them."""
+    parameters = inspect.signature(fn).parameters
+    options = {"seed": args.seed}
+    if args.sequences is not None and "n_sequences" in parameters:
+        options["n_sequences"] = args.sequences
+    if "progress" in parameters:
+        options["progress"] = not args.no_progress
+    return options
