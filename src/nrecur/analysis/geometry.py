@@ -13,7 +13,9 @@ How to read it: held-out R² and the mean Euclidean distance in the simplex
 between mapped and true beliefs say how much of the geometry is linearly there
 (the fractal should reappear point for point when R² ≈ 1). The number of
 principal components that explain 90/95/99 % of the residual stream's variance
-says how low-dimensional the representation is.
+says how low-dimensional the representation is. Over training
+(``--checkpoints all``) a strip of small panels shows the decoded simplex at
+every saved checkpoint, from the freshly initialized model on.
 """
 
 from __future__ import annotations

@@ -7,7 +7,8 @@ probability that the next position is a target position, the joint over
 (period, countdown) and the predictive; for an HMM the belief over states; for
 modular arithmetic the posterior marginals over ``a`` and ``b``. The linear
 probe is ridge regression in closed form; the non-linear one a one-hidden-layer
-MLP with a softmax output for distributions (scored by R² and by KL). Sequences,
+MLP with a softmax output for distributions (scored by R² and by KL), fitted at
+the best linear hook and at every layer output. Sequences,
 not positions, are split into training and held-out sets, so a probe never sees
 any position of a sequence it is scored on.
 
