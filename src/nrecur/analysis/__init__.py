@@ -8,5 +8,6 @@ from nrecur.analysis.probes import ProbeResult, probes
 from nrecur.analysis.geometry import GeometryResult, geometry  # noqa: E402 - registration order: probes first
 from nrecur.analysis.updates import updates  # noqa: E402
 from nrecur.analysis.failure import failure  # noqa: E402
+from nrecur.analysis.heads import heads  # noqa: E402
 
-__all__ = ["ANALYSES", "GeometryResult", "ProbeResult", "failure", "geometry", "probes", "updates", "write_analysis"]
+__all__ = ["ANALYSES", "GeometryResult", "ProbeResult", "failure", "geometry", "heads", "probes", "updates", "write_analysis"]

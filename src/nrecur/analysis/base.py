@@ -25,7 +25,7 @@ import torch
 from nrecur._io import atomic_write, atomic_write_text
 from nrecur.model import GPT
 
-__all__ = ["ANALYSES", "Analysis", "AnalysisResult", "progress_bar", "pyplot", "register_analysis", "residual_activations", "save_figure", "write_analysis"]
+__all__ = ["ANALYSES", "OKABE_ITO", "Analysis", "AnalysisResult", "progress_bar", "pyplot", "register_analysis", "residual_activations", "save_figure", "write_analysis"]
 
 
 class AnalysisResult(Protocol):
@@ -90,6 +90,10 @@ def write_analysis(result: AnalysisResult, analysis_dir: Path) -> list[Path]:
     path = analysis_dir / f"{result.name}.json"
     atomic_write_text(path, json.dumps(_clean(data), indent=1) + "\n")
     return [path, *figures]
+
+
+OKABE_ITO = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000")
+"""The Okabe–Ito colours, distinguishable with the common colour-vision deficiencies: lines of one figure."""
 
 
 def progress_bar(iterable, description: str, enabled: bool, total: int | None = None):

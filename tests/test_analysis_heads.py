@@ -1,0 +1,109 @@
+"""Head scores (SPEC §5) on hand-made patterns and on a hand-built model whose heads attend exactly
+where a score looks; and the analysis end to end on a trained run."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from nrecur import NRecurrence, load_run
+from nrecur.analysis.heads import (
+    attention_patterns,
+    induction_score,
+    period_baseline,
+    period_mask,
+    period_score,
+    previous_token_score,
+    score_heads,
+)
+from nrecur.cli import main
+from nrecur.model import GPT, GPTConfig
+
+
+def causal_uniform(length: int) -> np.ndarray:
+    """``[query, key]``: uniform attention over the keys ``0..i``."""
+    return np.tril(np.ones((length, length))) / np.arange(1, length + 1)[:, None]
+
+
+def shifted(length: int, shift: int) -> np.ndarray:
+    """``[query, key]``: all mass on key ``i - shift`` (on key 0 while ``i < shift``)."""
+    pattern = np.zeros((length, length))
+    for i in range(length):
+        pattern[i, max(i - shift, 0)] = 1.0
+    return pattern
+
+
+def test_scores_of_exact_and_uniform_patterns():
+    length, n = 12, 3
+    patterns = np.stack([shifted(length, 1), shifted(length, n - 1), causal_uniform(length)])[None]  # [1, head, q, k]
+    assert previous_token_score(patterns)[0] == pytest.approx(1.0)
+    np.testing.assert_allclose(period_score(patterns, n)[1:], [1.0, period_baseline(length, n)])
+    # On r_1..r_k r_1..r_k an induction head attends from i to i - k + 1: a shift of k - 1.
+    k = length // 2
+    assert induction_score(shifted(length, k - 1)[None, None], k)[0] == pytest.approx(1.0)
+    assert induction_score(causal_uniform(length)[None, None], k)[0] == pytest.approx(np.mean([1 / (i + 1) for i in range(k, 2 * k)]))
+
+
+def test_period_mask_marks_the_keys_that_share_the_phase_of_the_next_position():
+    mask = period_mask(8, 3)
+    assert np.flatnonzero(mask[6]).tolist() == [1, 4]  # predicting position 7 ≡ 1 (mod 3)
+    assert not mask[np.triu_indices(8, 1)].any()  # never a future key
+    assert period_baseline(8, 3) == pytest.approx(np.mean([mask[i].sum() / (i + 1) for i in range(3, 8)]))
+
+
+def hand_built(length: int, shifts: list[int | None]) -> GPT:
+    """One attention-only layer, no norms; position p is the one-hot e_p and tokens add nothing. Head h's
+    query for position p is 1000·e_(p - shifts[h]) against keys e_j, so it attends exactly to ``i - shift``;
+    a ``None`` shift gives a zero query: uniform causal attention."""
+    n_heads = len(shifts)
+    config = GPTConfig(vocab_size=4, n_ctx=length, d_model=length, n_layers=1, n_heads=n_heads, d_head=length, d_mlp=0, norm="none")
+    model = GPT(config)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.zero_()
+        model.pos_embed.weight.copy_(torch.eye(length))
+        qkv = model.blocks[0].attn.qkv.weight.view(3, n_heads, length, length)  # [q/k/v, head, d_head, d_model]
+        for head, shift in enumerate(shifts):
+            qkv[1, head] = torch.eye(length)
+            if shift is not None:
+                for p in range(shift, length):
+                    qkv[0, head, p - shift, p] = 1000.0
+    return model.eval()
+
+
+def test_a_hand_built_model_scores_one_where_its_heads_attend_and_uniform_heads_score_the_baseline():
+    length = 12
+    task = NRecurrence(vocab_size=4, periods=(2, 3))
+    model = hand_built(length, [1, 2, None])  # previous token; i - 2 (the period-3 keys); uniform
+    patterns = attention_patterns(model, np.random.default_rng(0).integers(0, 4, size=(4, length)))
+    np.testing.assert_allclose(patterns[0, 0, 0, 5], shifted(length, 1)[5], atol=1e-6)
+    scores, material = score_heads(model, task, length, n_sequences=64, seed=0)
+    np.testing.assert_allclose(scores.previous_token[0, 0], 1.0, atol=1e-5)
+    np.testing.assert_allclose(scores.period[3][0, 1], 1.0, atol=1e-5)
+    np.testing.assert_allclose(scores.period[3][0, 2], scores.baseline[3], atol=1e-5)
+    np.testing.assert_allclose(scores.period[2][0, 2], scores.baseline[2], atol=1e-5)
+    # The previous-token head is also the period-2 head (i - 1 ≡ i + 1 mod 2).
+    np.testing.assert_allclose(scores.period[2][0, 0], 1.0, atol=1e-5)
+    assert material["offsets"][3].shape == (1, 3, length)
+    np.testing.assert_allclose(material["offsets"][3][0, 1, 2], 1.0, atol=1e-5)  # offset 2 from every query i ≥ 2
+    assert scores.baseline[3] == pytest.approx(period_baseline(length, 3))
+
+
+@pytest.mark.slow
+def test_heads_end_to_end_over_training(tmp_path, capsys):
+    folder = tmp_path / "run"
+    args = ["train", "--out", str(folder), "--vocab-size", "4", "--periods", "2", "3", "--n-ctx", "12", "--steps", "300",
+            "--n-layers", "1", "--d-model", "32", "--n-heads", "4", "--d-head", "8", "--d-mlp", "64", "--batch-size", "64",
+            "--eval-every", "300", "--eval-size", "128", "--log-checkpoints", "3", "--no-progress"]  # fmt: skip
+    assert main(args) == 0
+    assert main(["analyze", str(folder), "--what", "heads", "--checkpoints", "all", "--sequences", "128"]) == 0
+    data = json.loads((folder / "analysis" / "heads.json").read_text())
+    head = data["headline"]
+    assert head["period_score_best/n=2"] > head["period_score_baseline/n=2"]
+    assert len(data["heads"]) == 4 and set(data["period_score"]) == {"2", "3"}
+    assert {"heads_scores.png", "heads_offsets.png", "heads_patterns.png"} <= set(data["figures"])
+    over = json.loads((folder / "analysis" / "heads_over_training.json").read_text())
+    assert over["steps"] == list(load_run(folder).checkpoint_steps) and len(over["period_score_best"]["3"]) == len(over["steps"])
