@@ -1,0 +1,58 @@
+"""Progress measures over checkpoints: mean ablation through the hooks, and the analysis end to end."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from nrecur import load_run
+from nrecur.analysis.progress import ablation_hooks, cross_entropy
+from nrecur.cli import main
+from nrecur.model import GPT, GPTConfig
+
+TINY_RUN = ["--vocab-size", "4", "--periods", "2", "3", "--n-ctx", "12", "--n-layers", "1", "--d-model", "32", "--n-heads", "4",
+            "--d-head", "8", "--d-mlp", "64", "--batch-size", "64", "--eval-size", "128", "--no-progress"]  # fmt: skip
+
+
+def test_mean_ablation_replaces_exactly_the_chosen_heads_by_their_mean():
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=4, n_ctx=8, d_model=16, n_layers=2, n_heads=2, d_head=8, d_mlp=32)).eval()
+    tokens = np.random.default_rng(0).integers(0, 4, size=(32, 8))
+    names = ["blocks.0.attn.hook_z", "blocks.1.attn.hook_z"]
+    _, clean = model.run_with_cache(torch.as_tensor(tokens), names_filter=lambda n: n in names)
+    with model.hooks(ablation_hooks(model, tokens, [(0, 1)])):
+        _, ablated = model.run_with_cache(torch.as_tensor(tokens), names_filter=lambda n: n in names)
+    z0, z0_clean = ablated[names[0]], clean[names[0]]  # [batch, pos, head, d_head]
+    torch.testing.assert_close(z0[:, :, 1], z0_clean[:, :, 1].mean(0).expand_as(z0[:, :, 1]))
+    torch.testing.assert_close(z0[:, :, 0], z0_clean[:, :, 0])
+    assert not torch.allclose(ablated[names[1]], clean[names[1]])  # layer 1 sees the ablated layer 0
+    assert ablation_hooks(model, tokens, []) == []
+    clean_ce = cross_entropy(model, tokens)
+    with model.hooks(ablation_hooks(model, tokens, [(0, 0), (0, 1), (1, 0), (1, 1)])):
+        assert cross_entropy(model, tokens) != clean_ce  # every head mean-ablated: a different model
+
+
+@pytest.mark.slow
+def test_progress_end_to_end_and_refused_without_checkpoints_to_follow(tmp_path, capsys):
+    folder = tmp_path / "run"
+    assert main(["train", "--out", str(folder), *TINY_RUN, "--steps", "300", "--eval-every", "100", "--log-checkpoints", "3"]) == 0
+    assert main(["analyze", str(folder), "--what", "progress", "--sequences", "128"]) == 0
+    data = json.loads((folder / "analysis" / "progress.json").read_text())
+    steps = load_run(folder).checkpoint_steps
+    assert data["steps"] == steps and all(len(data["loss"][k]) == len(steps) for k in ("clean", "restricted", "excluded"))
+    assert data["period_heads"] and set(data["period_score_best"]) == {"2", "3"}
+    assert data["loss"]["clean"][-1] < data["loss"]["clean"][0]  # it learned something
+    assert data["loss"]["clean"][-1] >= data["headline"]["loss_bayes"] - 0.05  # nobody beats the observer (up to sampling)
+    assert len(data["weight_norm_sq"]) == len(steps) and "eval/kl" in data["logged"]
+    assert "progress.png" in data["figures"]
+
+    single = tmp_path / "single"
+    assert main(["train", "--out", str(single), *TINY_RUN, "--steps", "5", "--eval-every", "5"]) == 0
+    capsys.readouterr()
+    assert main(["analyze", str(single), "--what", "progress"]) == 2
+    err = capsys.readouterr().err
+    assert "one checkpoint" in err and "--log-checkpoints" in err and err.count("\n") == 1
+    assert not (single / "analysis").exists()
