@@ -1,0 +1,443 @@
+"""Activation patching: which activation carries the rule, where, and how much of it?
+
+We take pairs of sequences of the same length from the run's task made
+deterministic (one rule per sequence): a *destination* that follows ``(n, t)``
+and a *source* that follows ``(n', t')`` with ``t' ≠ t`` (the period may differ
+too; pairs where it does are reported apart). For one site — the residual
+stream entering each block (``hook_resid_pre``) and leaving the last one
+(``hook_resid_post``), each block's attention output and MLP output, and each
+head's ``z`` — and one position (and head), we run the destination with the
+source's activation copied in there, and measure at the destination's last
+position how far the prediction *moves* toward the source's rule (SPEC §5)::
+
+    moved = 1 - KL(O_src ‖ M_patched) / KL(O_src ‖ M_clean)
+
+with ``O_src`` the exact observer's predictive (of the run's task) for the
+source sequence at its last position: the source has the same length, so the
+phase asserted is the source's. 0 is no effect, 1 is the source's belief
+exactly, below 0 a move away from it. Every (site, layer[, head], position) is
+averaged over pairs.
+
+How to read it: a layer × position heatmap per site. The residual stream at
+the last position of the last block always moves close to 1 (it *is* the
+prediction, up to the model's own error on the source); what matters is how
+early (layer) and where (which earlier positions, which heads) the rule is
+already carried. A patch at an earlier position of a late site after the last
+attention cannot reach the last position at all and moves exactly nothing.
+
+The batched path patches one site for every position (and head) at once:
+the batch is expanded to pairs × cells, each row patching one cell, and runs
+from the destination's cached residual stream entering the site's block (the
+blocks before it are unchanged). ``patch_cell`` is the plain one-forward-per-
+cell reference it is tested against. Steering along probe directions is
+:mod:`nrecur.analysis.steering`; its result is part of this one.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from nrecur.analysis.base import progress_bar, pyplot, register_analysis, save_figure
+from nrecur.analysis.steering import SteeringScan, plot_steering, steering_scan
+from nrecur.model import GPT
+from nrecur.tasks import NRecurrence
+from nrecur.tasks.sampler import Batch
+
+__all__ = [
+    "PatchPairs",
+    "PatchingResult",
+    "deterministic_task",
+    "kl_to",
+    "moved_toward",
+    "patch_cell",
+    "patch_positions",
+    "patchable_hooks",
+    "patching",
+    "sample_pairs",
+    "site_hooks",
+]
+
+PER_HEAD = ("attn.hook_q", "attn.hook_k", "attn.hook_v", "attn.hook_z")
+"""Hook suffixes with a head axis ``[batch, pos, head, d_head]``: patched one (position, head) at a time."""
+
+
+# ---------------------------------------------------------------------------- pairs
+
+
+def deterministic_task(task: NRecurrence) -> NRecurrence:
+    """``task`` with ``p_noise = p_transition = 0``: every sequence follows one rule from start to end."""
+    return type(task).model_validate({**task.model_dump(), "p_noise": 0.0, "p_transition": 0.0})
+
+
+@dataclass(frozen=True)
+class PatchPairs:
+    """Destination and source sequences side by side (pair ``i`` is row ``i`` of both)."""
+
+    destination: Batch
+    source: Batch
+    observer_source: np.ndarray
+    """``[batch, vocab]`` the observer's predictive for the source at its last position (``O_src``)."""
+
+    @property
+    def period_differs(self) -> np.ndarray:
+        """``[batch]`` bool: the source's period is not the destination's."""
+        return self.destination.period[:, 0] != self.source.period[:, 0]
+
+
+def sample_pairs(task: NRecurrence, n_pairs: int, length: int, seed: int = 0) -> PatchPairs:
+    """``n_pairs`` destinations from ``task`` made deterministic, each paired with the next unused sequence
+    of a second sample whose target differs; ``O_src`` comes from ``task``'s own observer."""
+    rules = deterministic_task(task)
+    destination = rules.sample(n_pairs, length, seed)
+    pool = rules.sample(4 * n_pairs, length, seed + 1)
+    used = np.zeros(len(pool), dtype=bool)
+    chosen = np.empty(n_pairs, dtype=np.int64)
+    for i, target in enumerate(destination.target[:, 0]):
+        candidates = np.flatnonzero(~used & (pool.target[:, 0] != target))
+        if not len(candidates):
+            raise ValueError(f"could not find {n_pairs} source sequences with a different target; is there more than one target?")
+        chosen[i] = candidates[0]
+        used[chosen[i]] = True
+    source = pool.select(chosen)
+    observer = np.asarray(task.posterior(source.tokens).predictive, dtype=np.float64)[:, -1]
+    return PatchPairs(destination=destination, source=source, observer_source=observer)
+
+
+# ---------------------------------------------------------------------------- how far a prediction moved
+
+
+def kl_to(target: Tensor, log_probs: Tensor) -> Tensor:
+    """``KL(target ‖ exp(log_probs))`` over the last axis; ``target [batch, vocab]`` broadcast against
+    ``log_probs [batch, ..., vocab]`` → ``[batch, ...]`` (float64)."""
+    target = target.double().reshape(target.shape[0], *([1] * (log_probs.dim() - 2)), target.shape[-1])
+    log_target = torch.where(target > 0, target.log(), torch.zeros_like(target))
+    return (target * (log_target - log_probs.double())).sum(-1)
+
+
+def moved_toward(target: Tensor, clean: Tensor, patched: Tensor) -> Tensor:
+    """``1 - KL(target ‖ patched) / KL(target ‖ clean)``: ``target [batch, vocab]`` probabilities, ``clean
+    [batch, vocab]`` and ``patched [batch, ..., vocab]`` log-probabilities → ``[batch, ...]``."""
+    before = kl_to(target, clean[:, None, :]).reshape(-1, *([1] * (patched.dim() - 2)))
+    return 1.0 - kl_to(target, patched) / before
+
+
+# ---------------------------------------------------------------------------- where to patch
+
+
+def patchable_hooks(model: GPT) -> list[str]:
+    """Every hook point with a position axis second (``[batch, pos, ...]``): all but scores and patterns."""
+    return [name for name in model.hook_names if not name.endswith(("hook_attn_scores", "hook_pattern"))]
+
+
+def _check_hook(model: GPT, hook: str) -> None:
+    known = patchable_hooks(model)
+    if hook not in known:
+        close = difflib.get_close_matches(hook, known, n=3, cutoff=0.5)
+        hint = f"; did you mean {', '.join(close)}?" if close else f"; patchable hooks: {', '.join(known)}"
+        why = " (attention scores and patterns have no position axis to patch; patch attn.hook_z)" if hook in model.hook_names else ""
+        raise KeyError(f"cannot patch {hook!r}{why}{hint}")
+
+
+def site_hooks(model: GPT) -> dict[str, list[str]]:
+    """Site kind → its hook in each layer: ``resid`` (each block's ``hook_resid_pre``, then the last block's
+    ``hook_resid_post``), ``attn_out``, ``mlp_out`` (unless attention-only) and ``head`` (``attn.hook_z``)."""
+    layers = range(model.config.n_layers)
+    final = f"blocks.{model.config.n_layers - 1}.hook_resid_post" if model.config.n_layers else "ln_final.hook_normalized"
+    sites = {"resid": [f"blocks.{l}.hook_resid_pre" for l in layers] + [final]}
+    sites["attn_out"] = [f"blocks.{l}.hook_attn_out" for l in layers]
+    if not model.config.attn_only:
+        sites["mlp_out"] = [f"blocks.{l}.hook_mlp_out" for l in layers]
+    sites["head"] = [f"blocks.{l}.attn.hook_z" for l in layers]
+    return sites
+
+
+def _start_layer(model: GPT, hook: str) -> int | None:
+    """The block whose residual input a run patched at ``hook`` can start from (n_layers: the final norm;
+    None: from the tokens)."""
+    match = re.match(r"blocks\.(\d+)\.", hook)
+    if match:
+        return int(match.group(1))
+    return model.config.n_layers if hook.startswith("ln_final.") and model.config.n_layers else None
+
+
+def _start_name(model: GPT, layer: int) -> str:
+    """The hook holding the residual stream that enters block ``layer`` (n_layers: the final norm)."""
+    return f"blocks.{layer}.hook_resid_pre" if layer < model.config.n_layers else f"blocks.{layer - 1}.hook_resid_post"
+
+
+def _reaches_last_from_last_only(model: GPT, hook: str) -> bool:
+    """Whether ``hook`` fires after the last attention has mixed positions: then only its last position can
+    change the last prediction (everything after it is position-wise), and earlier positions are not run."""
+    if model.config.n_layers == 0:
+        return True
+    names = model.hook_names
+    return names.index(hook) >= names.index(f"blocks.{model.config.n_layers - 1}.attn.hook_z")
+
+
+def _run_from(model: GPT, layer: int | None, start: Tensor) -> Tensor:
+    """Logits ``[batch, vocab]`` at the last position from ``start``: the tokens ``[batch, pos]`` (``layer``
+    None) or the residual stream ``[batch, pos, d_model]`` entering block ``layer`` (n_layers: ln_final)."""
+    if layer is None:
+        return model(start)[:, -1]
+    resid = start
+    for block in model.blocks[layer:]:
+        resid = block(resid)  # [batch, pos, d_model]
+    return model.unembed(model.ln_final(resid)[:, -1])  # [batch, vocab]
+
+
+# ---------------------------------------------------------------------------- patching
+
+
+@dataclass(frozen=True)
+class _Clean:
+    """What the patched runs of one set of pairs start from: the destination's clean run and the source's cache."""
+
+    destination_tokens: Tensor  # [batch, pos]
+    log_probs: Tensor  # [batch, vocab] the destination's clean prediction at the last position
+    starts: dict[str, Tensor]  # residual hook → the destination's activation [batch, pos, d_model]
+    source: dict[str, Tensor]  # hook → the source's activation [batch, pos, ...]
+
+
+@torch.no_grad()
+def _clean_runs(model: GPT, destination: Tensor, source: Tensor, hooks: list[str]) -> _Clean:
+    for hook in hooks:
+        _check_hook(model, hook)
+    layers = {_start_layer(model, hook) for hook in hooks} - {None}
+    logits, cache = model.run_with_cache(destination, names_filter=[_start_name(model, layer) for layer in sorted(layers)])
+    _, source_cache = model.run_with_cache(source, names_filter=hooks)
+    return _Clean(destination, F.log_softmax(logits[:, -1].double(), -1), dict(cache), dict(source_cache))
+
+
+@torch.no_grad()
+def _patch_from(model: GPT, clean: _Clean, hook: str, max_rows: int) -> Tensor:
+    """Log-probs ``[batch, pos, vocab]`` (``[batch, pos, head, vocab]`` per head) at the last position with
+    ``hook`` patched from the source at one position (and head) per row of an expanded batch."""
+    source = clean.source[hook]  # [batch, pos, ...]
+    batch, pos = source.shape[:2]
+    heads = source.shape[2] if hook.endswith(PER_HEAD) else 1
+    out = clean.log_probs[:, None, None, :].expand(batch, pos, heads, -1).clone()  # unpatched cells stay clean
+    positions = [pos - 1] if _reaches_last_from_last_only(model, hook) else list(range(pos))
+    cells = torch.tensor([(p, h) for p in positions for h in range(heads)], dtype=torch.long)  # [cell, 2]
+    layer = _start_layer(model, hook)
+    start = clean.destination_tokens if layer is None else clean.starts[_start_name(model, layer)]
+    per_chunk = max(1, max_rows // len(cells))
+    for first in range(0, batch, per_chunk):
+        pairs = torch.arange(first, min(batch, first + per_chunk))
+        row_pair = pairs.repeat_interleave(len(cells))  # [row]
+        row_pos, row_head = cells[:, 0].repeat(len(pairs)), cells[:, 1].repeat(len(pairs))
+        rows = torch.arange(len(row_pair))
+
+        def patch(activation: Tensor, _hook, row_pair=row_pair, row_pos=row_pos, row_head=row_head, rows=rows) -> Tensor:
+            activation = activation.clone()
+            if hook.endswith(PER_HEAD):
+                activation[rows, row_pos, row_head] = source[row_pair, row_pos, row_head]
+            else:
+                activation[rows, row_pos] = source[row_pair, row_pos]
+            return activation
+
+        with model.hooks([(hook, patch)]):
+            logits = _run_from(model, layer, start[row_pair])  # [row, vocab]
+        log_probs = F.log_softmax(logits.double(), -1).view(len(pairs), len(positions), heads, -1)
+        out[first : first + len(pairs), positions] = log_probs
+    return out if hook.endswith(PER_HEAD) else out[:, :, 0]
+
+
+def _as_tokens(model: GPT, tokens) -> Tensor:
+    return torch.as_tensor(np.asarray(tokens), dtype=torch.long, device=next(model.parameters()).device)
+
+
+def patch_positions(model: GPT, destination, source, hook: str, max_rows: int = 4096) -> Tensor:
+    """``destination``, ``source`` tokens ``[batch, pos]`` → the destination's log-probs at its last position
+    with ``hook`` patched from the source at one position (and head) at a time: ``[batch, pos, vocab]``, or
+    ``[batch, pos, head, vocab]`` for per-head hooks (q, k, v, z). Batched over positions and heads, at most
+    ``max_rows`` sequences per forward pass. An unknown hook is a KeyError naming the closest ones."""
+    was_training = model.training
+    model.eval()
+    try:
+        clean = _clean_runs(model, _as_tokens(model, destination), _as_tokens(model, source), [hook])
+        return _patch_from(model, clean, hook, max_rows)
+    finally:
+        model.train(was_training)
+
+
+@torch.no_grad()
+def patch_cell(model: GPT, destination, source, hook: str, position: int, head: int | None = None) -> Tensor:
+    """The reference: one plain forward pass of the destination with ``hook`` patched from the source at
+    ``position`` (and ``head``) → log-probs ``[batch, vocab]`` at the last position."""
+    _check_hook(model, hook)
+    destination, source = _as_tokens(model, destination), _as_tokens(model, source)
+    _, cache = model.run_with_cache(source, names_filter=hook)
+
+    def patch(activation: Tensor, _hook) -> Tensor:
+        activation = activation.clone()
+        where = (slice(None), position) if head is None else (slice(None), position, head)
+        activation[where] = cache[hook][where]
+        return activation
+
+    with model.hooks([(hook, patch)]):
+        return F.log_softmax(model(destination)[:, -1].double(), -1)
+
+
+# ---------------------------------------------------------------------------- the analysis
+
+
+@dataclass(frozen=True)
+class PatchingResult:
+    """Mean moved toward the source's rule for every (site, layer[, head], position), and steering."""
+
+    name: str
+    headline: dict[str, float]
+    sites: dict[str, list[str]]
+    """Site kind → its hook per row of ``moved[kind]`` (``resid`` has one row more: the final residual stream)."""
+    moved: dict[str, np.ndarray]
+    """Site kind → ``[layer, pos]`` (``head``: ``[layer, head, pos]``) mean moved over all pairs."""
+    moved_by_period: dict[str, dict[str, np.ndarray]]
+    """``"period differs"`` / ``"same period"`` → the same arrays over those pairs only."""
+    best_site: dict
+    """The cell with the largest mean moved: kind, hook, layer, position (and head), moved."""
+    best_by_kind: dict[str, dict]
+    steering: SteeringScan | None
+    options: dict
+
+    def to_json(self) -> dict:
+        return {
+            "options": self.options,
+            "best_site": self.best_site,
+            "best_by_kind": self.best_by_kind,
+            "sites": self.sites,
+            "moved": self.moved,
+            "moved_by_period": self.moved_by_period,
+            "steering": None if self.steering is None else self.steering.to_json(),
+        }
+
+    def plot(self, folder: Path) -> list[Path]:
+        paths = plot_sites(self.moved, self.sites, self.options, folder, f"{self.name}_sites")
+        paths += plot_heads(self.moved["head"], self.options, folder, f"{self.name}_heads")
+        if self.steering is not None:
+            paths += plot_steering(self.steering, folder, f"{self.name}_steering")
+        return paths
+
+
+def _row_label(hook: str) -> str:
+    return hook.replace("blocks.", "L").replace(".hook_", " ").replace(".attn", "")
+
+
+def plot_sites(moved: dict[str, np.ndarray], sites: dict[str, list[str]], options: dict, folder: Path, stem: str) -> list[Path]:
+    """One layer × position heatmap per site kind (heads summed out: their own figure)."""
+    plt = pyplot()
+    kinds = [kind for kind in moved if kind != "head"]
+    limit = max(1.0, *(float(np.nanmax(np.abs(moved[k]))) for k in kinds))
+    fig, axes = plt.subplots(len(kinds), 1, figsize=(0.28 * moved["resid"].shape[1] + 3, 1.1 * sum(len(sites[k]) for k in kinds) + 2), squeeze=False)
+    for ax, kind in zip(axes[:, 0], kinds):
+        image = ax.imshow(moved[kind], cmap="cividis", vmin=min(0.0, float(np.nanmin(moved[kind]))), vmax=limit, aspect="auto")
+        ax.set_yticks(range(len(sites[kind])), [_row_label(h) for h in sites[kind]], fontsize=8)
+        ax.set_xticks(range(0, moved[kind].shape[1], 2))
+        ax.set_title(f"{kind}: mean moved toward the source's rule, patching one position", fontsize=9)
+        fig.colorbar(image, ax=ax, label="moved", shrink=0.9)
+    axes[-1, 0].set_xlabel("patched position (the prediction is read at the last one)")
+    fig.suptitle(f"activation patching, {options['n_pairs']} pairs (source target differs)", fontsize=10)
+    fig.tight_layout()
+    return save_figure(fig, folder, stem)
+
+
+def plot_heads(moved: np.ndarray, options: dict, folder: Path, stem: str) -> list[Path]:
+    """Per layer, a head × position heatmap of patching that head's ``z``."""
+    plt = pyplot()
+    layers, heads, pos = moved.shape
+    fig, axes = plt.subplots(layers, 1, figsize=(0.28 * pos + 3, 0.35 * heads * layers + 1.8), squeeze=False)
+    for layer, ax in enumerate(axes[:, 0]):
+        image = ax.imshow(moved[layer], cmap="cividis", vmin=min(0.0, float(np.nanmin(moved))), vmax=max(1e-6, float(np.nanmax(moved))), aspect="auto")
+        ax.set_yticks(range(heads), [f"head {h}" for h in range(heads)], fontsize=7)
+        ax.set_xticks(range(0, pos, 2))
+        ax.set_title(f"layer {layer}: mean moved patching one head's z at one position", fontsize=9)
+        fig.colorbar(image, ax=ax, label="moved", shrink=0.9)
+    axes[-1, 0].set_xlabel("patched position (the prediction is read at the last one)")
+    fig.suptitle(f"per-head activation patching, {options['n_pairs']} pairs", fontsize=10)
+    fig.tight_layout()
+    return save_figure(fig, folder, stem)
+
+
+def _best(kind: str, hooks: list[str], values: np.ndarray) -> dict:
+    index = np.unravel_index(int(np.nanargmax(values)), values.shape)
+    best = {"kind": kind, "hook": hooks[index[0]], "row": int(index[0]), "position": int(index[-1]), "moved": float(values[index])}
+    if values.ndim == 3:
+        best["head"] = int(index[1])
+    best["name"] = f"{best['hook']}" + (f"[head {best['head']}]" if "head" in best else "") + f"@{best['position']}"
+    return best
+
+
+def _applies(run) -> str | None:
+    if not isinstance(run.task, NRecurrence):
+        return f"patching pairs sequences by n-recurrence rule; task kind {run.task.kind!r} has none"
+    if run.task.vocab_size < 2 or len(run.task.rules()) < 2:
+        return "needs at least two rules with different targets"
+    return None
+
+
+@register_analysis("patching", applies=_applies, description="activation patching between rules (resid, attn, MLP, heads) and steering along probe directions")
+def patching(run, n_sequences: int = 256, seed: int = 0, max_rows: int = 4096, steer: bool = True, progress: bool = False) -> PatchingResult:
+    """Patch every site, layer, head and position of ``run.model`` from a source sequence of another rule
+    into ``n_sequences`` destination sequences; see the module docstring. With ``steer``, also the steering
+    scan of :func:`nrecur.analysis.steering.steering_scan` on the same destinations."""
+    why = _applies(run)
+    if why is not None:
+        raise ValueError(f"patching does not apply: {why}")
+    model, length = run.model, run.config.length
+    pairs = sample_pairs(run.task, n_sequences, length, seed)
+    sites = site_hooks(model)
+    hooks = [hook for kind_hooks in sites.values() for hook in kind_hooks]
+    target = torch.as_tensor(pairs.observer_source)
+    was_training = model.training
+    model.eval()
+    try:
+        clean = _clean_runs(model, _as_tokens(model, pairs.destination.tokens), _as_tokens(model, pairs.source.tokens), hooks)
+        per_pair = {}  # kind → [batch, layer, pos] or [batch, layer, head, pos]
+        for kind, kind_hooks in progress_bar(sites.items(), "patching: sites", progress, total=len(sites)):
+            rows = [moved_toward(target, clean.log_probs.cpu(), _patch_from(model, clean, hook, max_rows).cpu()) for hook in kind_hooks]
+            per_pair[kind] = torch.stack(rows, 1).numpy()
+            if kind == "head":
+                per_pair[kind] = per_pair[kind].transpose(0, 1, 3, 2)  # [batch, layer, head, pos]
+    finally:
+        model.train(was_training)
+    differs = pairs.period_differs
+    moved = {kind: values.mean(0) for kind, values in per_pair.items()}
+    by_period = {
+        label: {kind: values[mask].mean(0) if mask.any() else np.full(values.shape[1:], np.nan) for kind, values in per_pair.items()}
+        for label, mask in (("period differs", differs), ("same period", ~differs))
+    }
+    best_by_kind = {kind: _best(kind, sites[kind], values) for kind, values in moved.items()}
+    best = max(best_by_kind.values(), key=lambda b: b["moved"])
+    before_last = {kind: values[..., :-1] for kind, values in moved.items()}
+    best_before_last = max((_best(k, sites[k], v) for k, v in before_last.items()), key=lambda b: b["moved"])
+    headline = {"moved_best": best["moved"]}
+    headline.update({f"moved_best/{kind}": b["moved"] for kind, b in best_by_kind.items()})
+    headline["moved_best_before_last"] = best_before_last["moved"]
+    for label, key in (("period differs", "period_differs"), ("same period", "same_period")):
+        cell = by_period[label][best["kind"]][(best["row"], best["head"], best["position"]) if "head" in best else (best["row"], best["position"])]
+        headline[f"moved_best/{key}"] = float(cell)
+    headline["share_period_differs"] = float(differs.mean())
+    headline["kl_clean"] = float(kl_to(target, clean.log_probs.cpu()[:, None]).mean())
+    options = {"n_pairs": n_sequences, "seed": seed, "length": length, "best_before_last": best_before_last}
+    steering = None
+    if steer:
+        steering = steering_scan(run, pairs.destination, seed=seed)
+        headline.update(steering.headline)
+    return PatchingResult(
+        name="patching",
+        headline=headline,
+        sites=sites,
+        moved=moved,
+        moved_by_period=by_period,
+        best_site=best,
+        best_by_kind=best_by_kind,
+        steering=steering,
+        options=options,
+    )

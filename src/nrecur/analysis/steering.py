@@ -1,0 +1,209 @@
+"""Steering: add a probe direction to the residual stream — does the model then believe its rule?
+
+A ridge probe (:class:`~nrecur.analysis.probes.RidgeProbe`) is fitted from the
+residual stream at one hook point to the observer's marginal over the target
+(on fresh sequences of the run's task, held out by sequence). Its weight column
+for target ``t*`` is a direction in the residual stream; we scale it to
+``w / ‖w‖²``, so adding ``α`` times it raises the probe's reading of
+``P(target = t*)`` by exactly ``α``. The scan adds ``α · direction`` at every
+position of the hook for a range of ``α`` and measures, at the last position,
+how far the prediction *moves* toward the rule ``(n, t*)`` (SPEC §5): the
+desired predictive ``O*`` is the observer's for the destination sequence with
+its target and ``t*`` swapped everywhere, which follows ``(n, t*)`` with the
+destination's own period and phase. An edit *succeeds* when, on a sequence
+whose next position is a target position, the model's most likely token is
+``t*``.
+
+How to read it: moved against ``α`` per hook, beside the same scan along a
+random direction of the same norm (the baseline: any large push disturbs the
+prediction). A direction that carries the belief moves the prediction toward
+1 well before the random one does; moved falling again at large ``α`` means
+the push overshoots into activations the model never saw.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from nrecur.analysis.base import pyplot, save_figure
+from nrecur.analysis.probes import RidgeProbe, r2_score, split_sequences
+from nrecur.model import GPT
+from nrecur.tasks import NRecurrence
+from nrecur.tasks.sampler import Batch
+
+__all__ = ["ALPHAS", "SteeringScan", "plot_steering", "steering_hooks", "steering_scan", "swap_target", "target_directions"]
+
+ALPHAS = (0.0, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0)
+"""Default strengths: how much the probe's reading of P(t*) is raised."""
+
+
+def steering_hooks(model: GPT) -> list[str]:
+    """The residual stream entering every block, and leaving the last one."""
+    layers = model.config.n_layers
+    return [f"blocks.{l}.hook_resid_pre" for l in range(layers)] + ([f"blocks.{layers - 1}.hook_resid_post"] if layers else [])
+
+
+def swap_target(tokens: np.ndarray, target: np.ndarray, new_target: np.ndarray) -> np.ndarray:
+    """``tokens [batch, pos]`` with each row's ``target`` and ``new_target [batch]`` exchanged everywhere: a
+    sequence of rule ``(n, new_target)`` with the same period and phase."""
+    tokens = np.asarray(tokens)
+    t, s = np.asarray(target)[:, None], np.asarray(new_target)[:, None]
+    return np.where(tokens == t, s, np.where(tokens == s, t, tokens))
+
+
+def target_directions(probe: RidgeProbe) -> np.ndarray:
+    """``[vocab, d_model]``: for each target, the probe's weight column scaled to ``w / ‖w‖²`` (one unit of
+    α raises the probe's reading of that target's probability by 1)."""
+    weight = probe.weight.T  # [vocab, d_model]
+    return weight / np.maximum((weight**2).sum(-1, keepdims=True), 1e-12)
+
+
+@dataclass(frozen=True)
+class SteeringScan:
+    """Moved toward ``(n, t*)`` for each hook × α, along the probe direction and a random one."""
+
+    hooks: tuple[str, ...]
+    alphas: tuple[float, ...]
+    moved: np.ndarray
+    """``[hook, alpha]`` mean moved toward the rule with the target swapped to ``t*``."""
+    moved_random: np.ndarray
+    """``[hook, alpha]`` the same along a random direction of the same norm."""
+    success: np.ndarray
+    """``[hook, alpha]`` share of sequences whose next position is a target position where the model's most
+    likely token is ``t*``."""
+    probe_r2: dict[str, float]
+    """hook → held-out R² of the ridge probe to the target marginal."""
+    best: dict
+    headline: dict[str, float]
+
+    def to_json(self) -> dict:
+        return {
+            "hooks": list(self.hooks),
+            "alphas": list(self.alphas),
+            "moved": self.moved,
+            "moved_random": self.moved_random,
+            "success": self.success,
+            "probe_r2": self.probe_r2,
+            "best": self.best,
+        }
+
+
+def _kl(target: Tensor, log_probs: Tensor) -> Tensor:
+    """``KL(target ‖ exp(log_probs))`` per row (float64)."""
+    log_target = torch.where(target > 0, target.log(), torch.zeros_like(target))
+    return (target * (log_target - log_probs)).sum(-1)
+
+
+@torch.no_grad()
+def _last_log_probs(model: GPT, tokens: Tensor, hook: str | None = None, add: Tensor | None = None) -> Tensor:
+    """``[batch, vocab]`` float64 log-probs at the last position, with ``add [batch, d_model]`` added at every
+    position of ``hook`` when given."""
+    if hook is None:
+        return F.log_softmax(model(tokens)[:, -1].double(), -1)
+    with model.hooks([(hook, lambda activation, _hook: activation + add[:, None, :].to(activation.dtype))]):
+        return F.log_softmax(model(tokens)[:, -1].double(), -1)
+
+
+@torch.no_grad()
+def steering_scan(run, destination: Batch, seed: int = 0, alphas=ALPHAS, probe_sequences: int = 1024) -> SteeringScan:
+    """Steer ``run.model`` on the ``destination`` sequences (each following one rule) toward a random other
+    target ``t*`` along ridge-probe directions at every :func:`steering_hooks` point; see the module docstring."""
+    model, task = run.model, run.task
+    if not isinstance(task, NRecurrence):
+        raise ValueError(f"steering needs an n-recurrence task, not {task.kind!r}")
+    device = next(model.parameters()).device
+    hooks = steering_hooks(model)
+    vocab = task.vocab_size
+
+    # Probes from each hook to the observer's target marginal, on sequences of the run's own task.
+    fit = task.sample(probe_sequences, run.config.length, seed + 2)
+    y = np.asarray(task.posterior(fit.tokens).target, dtype=np.float64)  # [batch, pos, vocab]
+    train_seq, test_seq = split_sequences(probe_sequences, 0.2, seed)
+    was_training = model.training
+    model.eval()
+    try:
+        _, cache = model.run_with_cache(torch.as_tensor(fit.tokens, device=device), names_filter=hooks)
+        directions, probe_r2 = {}, {}
+        for hook in hooks:
+            x = cache[hook].double().cpu().numpy()  # [batch, pos, d_model]
+            probe = RidgeProbe.fit(x[train_seq].reshape(-1, x.shape[-1]), y[train_seq].reshape(-1, vocab))
+            probe_r2[hook] = r2_score(y[test_seq].reshape(-1, vocab), probe.predict(x[test_seq].reshape(-1, x.shape[-1])))
+            directions[hook] = torch.as_tensor(target_directions(probe))  # [vocab, d_model]
+
+        rng = np.random.default_rng(seed)
+        target = destination.target[:, -1]
+        new_target = (target + rng.integers(1, vocab, size=len(target))) % vocab  # t* ≠ t
+        swapped = swap_target(destination.tokens, target, new_target)
+        desired = torch.as_tensor(np.asarray(task.posterior(swapped).predictive, dtype=np.float64)[:, -1])  # [batch, vocab]
+        next_is_target = destination.countdown[:, -1] == 1
+        tokens = torch.as_tensor(destination.tokens, device=device)
+        kl_clean = _kl(desired, _last_log_probs(model, tokens).cpu())
+        index = torch.as_tensor(new_target)
+        generator = torch.Generator().manual_seed(seed)
+        moved, moved_random, success = (np.zeros((len(hooks), len(alphas))) for _ in range(3))
+        for i, hook in enumerate(hooks):
+            direction = directions[hook][index]  # [batch, d_model]
+            random = torch.randn(vocab, direction.shape[-1], generator=generator, dtype=torch.float64)
+            random = random * (directions[hook].norm(dim=-1) / random.norm(dim=-1))[:, None]
+            random = random[index]
+            for j, alpha in enumerate(alphas):
+                log_probs = _last_log_probs(model, tokens, hook, (alpha * direction).to(device)).cpu()
+                moved[i, j] = float((1 - _kl(desired, log_probs) / kl_clean).mean())
+                hits = log_probs.argmax(-1).numpy() == new_target
+                success[i, j] = float(hits[next_is_target].mean()) if next_is_target.any() else float("nan")
+                log_probs = _last_log_probs(model, tokens, hook, (alpha * random).to(device)).cpu()
+                moved_random[i, j] = float((1 - _kl(desired, log_probs) / kl_clean).mean())
+    finally:
+        model.train(was_training)
+    i, j = np.unravel_index(int(np.argmax(moved)), moved.shape)
+    best = {"hook": hooks[i], "alpha": float(alphas[j]), "moved": float(moved[i, j]), "success": float(success[i, j])}
+    headline = {
+        "steer_moved_best": float(moved[i, j]),
+        "steer_alpha_best": float(alphas[j]),
+        "steer_success_best": float(success[i, j]),
+        "steer_moved_random": float(moved_random[i, j]),
+        "steer_success_clean": float(success[i, 0]) if alphas[0] == 0 else float("nan"),
+        "steer_probe_r2": probe_r2[hooks[i]],
+    }
+    return SteeringScan(
+        hooks=tuple(hooks),
+        alphas=tuple(float(a) for a in alphas),
+        moved=moved,
+        moved_random=moved_random,
+        success=success,
+        probe_r2=probe_r2,
+        best=best,
+        headline=headline,
+    )
+
+
+def plot_steering(scan: SteeringScan, folder: Path, stem: str) -> list[Path]:
+    """Moved and success against α per hook; dashed: a random direction of the same norm."""
+    plt = pyplot()
+    colours = plt.get_cmap("viridis")(np.linspace(0, 0.85, len(scan.hooks)))
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for colour, hook, moved, random, success in zip(colours, scan.hooks, scan.moved, scan.moved_random, scan.success):
+        label = f"{hook} (probe R² {scan.probe_r2[hook]:.2f})"
+        axes[0].plot(scan.alphas, moved, marker="o", color=colour, label=label)
+        axes[0].plot(scan.alphas, random, ls="--", color=colour, lw=1)
+        axes[1].plot(scan.alphas, success, marker="o", color=colour, label=hook)
+    axes[0].axhline(0, color="grey", lw=0.8)
+    axes[0].axhline(1, color="grey", lw=0.8, ls=":")
+    axes[0].set_ylabel("moved toward (n, t*)")
+    axes[0].set_title("steering along the target probe direction (dashed: random direction)", fontsize=9)
+    axes[1].set_ylabel("share with t* most likely (next position a target)")
+    axes[1].set_ylim(-0.02, 1.02)
+    axes[1].set_title("edit success", fontsize=9)
+    for ax in axes:
+        ax.set_xscale("symlog", linthresh=0.5)
+        ax.set_xlabel("α (raise of the probe's P(t*))")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7)
+    fig.tight_layout()
+    return save_figure(fig, folder, stem)

@@ -1,0 +1,145 @@
+"""Activation patching and steering (SPEC §5): exact identities of patching, batched against one forward per cell."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from nrecur import NRecurrence, load_run, train
+from nrecur.analysis import ANALYSES, write_analysis
+from nrecur.analysis.patching import moved_toward, patch_cell, patch_positions, patching, sample_pairs, site_hooks
+from nrecur.analysis.steering import swap_target
+from nrecur.model import GPT, GPTConfig
+from nrecur.train import RunConfig, TrainConfig
+
+TASK = NRecurrence(vocab_size=4, periods=(2, 3))
+
+
+@pytest.fixture(scope="module")
+def untrained() -> GPT:
+    """A random model with large weights, so that every site changes the prediction."""
+    torch.manual_seed(0)
+    config = GPTConfig(vocab_size=4, n_ctx=10, d_model=16, n_layers=2, n_heads=2, d_head=8, d_mlp=32, init_std=0.4)
+    return GPT(config).eval()
+
+
+@pytest.fixture(scope="module")
+def pairs():
+    return sample_pairs(TASK, 12, 10, seed=3)
+
+
+def _log_probs(model, tokens) -> torch.Tensor:
+    with torch.no_grad():
+        return F.log_softmax(model(torch.as_tensor(tokens))[:, -1].double(), -1)
+
+
+def test_pairs_follow_one_rule_each_and_differ_in_target(pairs):
+    for batch in (pairs.destination, pairs.source):
+        assert (batch.target == batch.target[:, :1]).all() and (batch.period == batch.period[:, :1]).all()
+        assert not batch.is_fake.any() and not batch.transition_after.any()
+    assert (pairs.destination.target[:, 0] != pairs.source.target[:, 0]).all()
+    np.testing.assert_array_equal(pairs.period_differs, pairs.destination.period[:, 0] != pairs.source.period[:, 0])
+    np.testing.assert_allclose(pairs.observer_source.sum(-1), 1.0)
+
+
+def test_patching_the_clean_activations_changes_nothing(untrained, pairs):
+    tokens = pairs.destination.tokens
+    clean = _log_probs(untrained, tokens)
+    for hook in [h for hooks in site_hooks(untrained).values() for h in hooks] + ["hook_embed", "ln_final.hook_normalized"]:
+        patched = patch_positions(untrained, tokens, tokens, hook)
+        expanded = clean[:, None, None] if patched.dim() == 4 else clean[:, None]
+        torch.testing.assert_close(patched, expanded.expand_as(patched), atol=1e-6, rtol=0, msg=hook)
+        target = torch.as_tensor(pairs.observer_source)
+        assert moved_toward(target, clean, patched).abs().max() < 1e-5, hook
+
+
+def test_patching_the_final_residual_stream_reproduces_the_source(untrained, pairs):
+    destination, source = pairs.destination.tokens, pairs.source.tokens
+    clean, wanted = _log_probs(untrained, destination), _log_probs(untrained, source)
+    patched = patch_positions(untrained, destination, source, "blocks.1.hook_resid_post")  # [batch, pos, vocab]
+    torch.testing.assert_close(patched[:, -1], wanted, atol=1e-6, rtol=0)
+    moved = moved_toward(wanted.exp(), clean, patched)  # toward the model's own prediction for the source
+    torch.testing.assert_close(moved[:, -1], torch.ones(len(moved), dtype=moved.dtype), atol=1e-5, rtol=0)
+    assert moved[:, :-1].abs().max() < 1e-6  # the last block's output at earlier positions reaches nothing
+    # Every position of the residual stream entering the last block carries the whole source: the same.
+    every = untrained.run_with_cache(torch.as_tensor(source), names_filter="blocks.1.hook_resid_pre").cache["blocks.1.hook_resid_pre"]
+    with untrained.hooks([("blocks.1.hook_resid_pre", lambda act, hook: every)]), torch.no_grad():
+        torch.testing.assert_close(F.log_softmax(untrained(torch.as_tensor(destination))[:, -1].double(), -1), wanted, atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize(
+    "hook, head",
+    [
+        ("blocks.0.hook_resid_pre", None),
+        ("blocks.0.hook_attn_out", None),
+        ("blocks.1.hook_resid_pre", None),
+        ("blocks.1.hook_mlp_out", None),  # after the last attention: only the last position is run
+        ("blocks.0.attn.hook_z", 1),
+        ("blocks.1.attn.hook_z", 0),
+        ("blocks.0.attn.hook_k", 1),
+        ("hook_embed", None),  # runs from the tokens
+        ("ln_final.hook_normalized", None),
+    ],
+)
+def test_batched_patching_equals_one_forward_per_cell(untrained, pairs, hook, head):
+    destination, source = pairs.destination.tokens, pairs.source.tokens
+    batched = patch_positions(untrained, destination, source, hook, max_rows=7)  # several chunks, one split pair
+    for position in (0, 4, 9):
+        cell = patch_cell(untrained, destination, source, hook, position, head)
+        got = batched[:, position] if head is None else batched[:, position, head]
+        torch.testing.assert_close(got, cell, atol=1e-5, rtol=0, msg=f"{hook} @ {position}")
+    clean = _log_probs(untrained, destination)
+    assert (batched - (clean[:, None] if head is None else clean[:, None, None])).abs().max() > 1e-3  # the patch does something
+
+
+def test_an_unknown_hook_names_the_closest_ones(untrained, pairs):
+    tokens = pairs.destination.tokens
+    with pytest.raises(KeyError, match=r"did you mean blocks\.0\.hook_attn_out"):
+        patch_positions(untrained, tokens, tokens, "blocks.0.hook_atn_out")
+    with pytest.raises(KeyError, match="no position axis"):
+        patch_positions(untrained, tokens, tokens, "blocks.0.attn.hook_pattern")
+    with pytest.raises(KeyError, match="did you mean"):
+        patch_cell(untrained, tokens, tokens, "blocks.1.hook_mlp_ot", 0)
+
+
+def test_swapping_target_gives_a_sequence_of_the_new_rule(pairs):
+    batch = pairs.destination
+    new = (batch.target[:, 0] + 1) % TASK.vocab_size
+    swapped = swap_target(batch.tokens, batch.target[:, 0], new)
+    at_targets = np.where(batch.is_target_position, swapped, -1)
+    assert ((at_targets == new[:, None]) | ~batch.is_target_position).all()
+    assert not ((swapped == new[:, None]) & ~batch.is_target_position).any()
+    np.testing.assert_array_equal(swap_target(swapped, new, batch.target[:, 0]), batch.tokens)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("patching") / "run"
+    model = GPTConfig(vocab_size=4, n_ctx=10, d_model=32, n_layers=2, n_heads=4, d_head=8, d_mlp=64)
+    config = RunConfig(task=TASK, model=model, train=TrainConfig(steps=600, batch_size=64, eval_every=600, eval_size=128, device="cpu"))
+    train(config, folder, progress=False)
+    return load_run(folder)
+
+
+@pytest.mark.slow
+def test_patching_a_trained_model(trained, tmp_path):
+    result = patching(trained, n_sequences=48, seed=1)
+    head = result.headline
+    assert all(isinstance(v, float) for v in head.values())
+    # The final residual stream at the last position is the model's prediction for the source: a model that
+    # has learned something is closer to the source's observer there than its prediction for the destination.
+    final = result.moved["resid"][-1]
+    assert final[-1] > 0.5 and np.abs(final[:-1]).max() < 1e-6
+    assert result.moved["head"].shape == (2, 4, 10) and result.moved["attn_out"].shape == (2, 10)
+    assert head["moved_best"] == pytest.approx(max(head[f"moved_best/{k}"] for k in result.moved))
+    assert result.best_site["name"].startswith(result.best_site["hook"])
+    assert result.steering.moved[:, 0] == pytest.approx(0.0, abs=1e-9)  # α = 0 is no edit
+    paths = write_analysis(result, tmp_path / "analysis")
+    data = json.loads((tmp_path / "analysis" / "patching.json").read_text())
+    assert data["best_site"]["name"] == result.best_site["name"] and data["headline"]["moved_best"] == pytest.approx(head["moved_best"])
+    assert {p.suffix for p in paths} == {".json", ".png", ".svg"}
+    assert ANALYSES["patching"].applies(trained) is None
