@@ -11,6 +11,5 @@ from nrecur.analysis.failure import failure  # noqa: E402
 from nrecur.analysis.heads import heads  # noqa: E402
 from nrecur.analysis.progress import progress  # noqa: E402
 from nrecur.analysis.patching import PatchingResult, patching  # noqa: E402
-from nrecur.analysis.patching import PatchingResult, patching  # noqa: E402
 
 __all__ = ["ANALYSES", "GeometryResult", "ProbeResult", "failure", "geometry", "heads", "probes", "progress", "updates", "write_analysis"]
