@@ -38,7 +38,8 @@ def test_mean_ablation_replaces_exactly_the_chosen_heads_by_their_mean():
 @pytest.mark.slow
 def test_progress_end_to_end_and_refused_without_checkpoints_to_follow(tmp_path, capsys):
     folder = tmp_path / "run"
-    assert main(["train", "--out", str(folder), *TINY_RUN, "--steps", "300", "--eval-every", "100", "--log-checkpoints", "3"]) == 0
+    finite = ["--mode", "finite", "--train-size", "256"]  # the grokking setting: a fixed training set
+    assert main(["train", "--out", str(folder), *TINY_RUN, *finite, "--steps", "300", "--eval-every", "100", "--log-checkpoints", "3"]) == 0
     assert main(["analyze", str(folder), "--what", "progress", "--sequences", "128"]) == 0
     data = json.loads((folder / "analysis" / "progress.json").read_text())
     steps = load_run(folder).checkpoint_steps
@@ -46,7 +47,7 @@ def test_progress_end_to_end_and_refused_without_checkpoints_to_follow(tmp_path,
     assert data["period_heads"] and set(data["period_score_best"]) == {"2", "3"}
     assert data["loss"]["clean"][-1] < data["loss"]["clean"][0]  # it learned something
     assert data["loss"]["clean"][-1] >= data["headline"]["loss_bayes"] - 0.05  # nobody beats the observer (up to sampling)
-    assert len(data["weight_norm_sq"]) == len(steps) and "eval/kl" in data["logged"]
+    assert len(data["weight_norm_sq"]) == len(steps) and {"eval/kl", "train/loss", "train/model_ce"} <= set(data["logged"])
     assert "progress.png" in data["figures"]
 
     single = tmp_path / "single"
