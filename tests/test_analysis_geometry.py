@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from nrecur import Mess3, ModularICL, load_run, train
+from nrecur import Mess3, ModularICL, NRecurrence, load_run, train
 from nrecur.analysis import ANALYSES, geometry
-from nrecur.analysis.geometry import components_for, simplex_xy
+from nrecur.analysis.geometry import beliefs_of, components_for, simplex_xy
 from nrecur.cli import main
 from nrecur.model import GPTConfig
 from nrecur.train import RunConfig, TrainConfig
@@ -27,6 +27,17 @@ def test_simplex_corners_are_distinct_and_the_centre_is_the_origin():
     corners = simplex_xy(np.eye(3))
     assert len({tuple(np.round(c, 6)) for c in corners}) == 3
     np.testing.assert_allclose(simplex_xy(np.full((1, 3), 1 / 3)), 0.0, atol=1e-12)
+
+
+def test_the_n_recurrence_simplex_is_the_posterior_over_three_chosen_periods_renormalized():
+    task = NRecurrence(vocab_size=4, periods=(2, 3, 4, 5))
+    post = task.posterior(task.sample(8, 12, seed=0).tokens)
+    beliefs, vertices = beliefs_of(task, post, periods=(5, 2, 4))
+    assert vertices == ("n=5", "n=2", "n=4")
+    chosen = np.asarray(post.period)[..., [3, 0, 2]]
+    np.testing.assert_allclose(beliefs, chosen / chosen.sum(-1, keepdims=True))
+    with pytest.raises(ValueError, match="three different periods of the task"):
+        beliefs_of(task, post, periods=(2, 2, 3))
 
 
 def tiny(task, folder, steps, log_checkpoints=0):

@@ -32,16 +32,22 @@ from nrecur.tasks import HMMTask, NRecurrence, Task
 VARIANCE_LEVELS = (0.90, 0.95, 0.99)
 
 
-def beliefs_of(task: Task, post) -> tuple[np.ndarray, tuple[str, ...]]:
-    """``[batch, pos, vertex]`` beliefs on a simplex and the vertex names."""
+def beliefs_of(task: Task, post, periods: tuple[int, ...] | None = None) -> tuple[np.ndarray, tuple[str, ...]]:
+    """``[batch, pos, vertex]`` beliefs on a simplex and the vertex names.
+
+    For n-recurrence the vertices are three ``periods`` of the task (default: its first three), the
+    posterior over them renormalized.
+    """
     if isinstance(task, HMMTask):
         return np.asarray(post.belief), task.process.state_names
     if isinstance(task, NRecurrence):
-        chosen = np.asarray(post.period)[..., :3]  # [batch, pos, period]: the first three periods
+        periods = tuple(task.periods[:3]) if periods is None else tuple(periods)
+        if len(periods) != 3 or len(set(periods)) != 3 or not set(periods) <= set(task.periods):
+            raise ValueError(f"periods must be three different periods of the task ({', '.join(map(str, task.periods))}), got {periods}")
+        index = [task.periods.index(n) for n in periods]
+        chosen = np.asarray(post.period)[..., index]  # [batch, pos, period]
         total = chosen.sum(-1, keepdims=True)
-        return np.divide(chosen, total, out=np.full_like(chosen, 1 / chosen.shape[-1]), where=total > 0), tuple(
-            f"n={n}" for n in task.periods[:3]
-        )
+        return np.divide(chosen, total, out=np.full_like(chosen, 1 / 3), where=total > 0), tuple(f"n={n}" for n in periods)
     raise ValueError(f"task kind {task.kind!r} has no belief simplex to draw (HMM kinds and n-recurrence do)")
 
 
@@ -154,10 +160,10 @@ def _applies(run) -> str | None:
     return f"task kind {run.task.kind!r} has no belief simplex to draw (HMM kinds and n-recurrence do)"
 
 
-def _sample_beliefs(task: Task, n_sequences: int, length: int, seed: int):
+def _sample_beliefs(task: Task, n_sequences: int, length: int, seed: int, periods: tuple[int, ...] | None = None):
     """Fresh sequences and their beliefs ``[batch, pos, vertex]``, with the vertex names."""
     sample = task.sample(n_sequences, length, seed)
-    beliefs, vertices = beliefs_of(task, task.posterior(sample.tokens))
+    beliefs, vertices = beliefs_of(task, task.posterior(sample.tokens), periods)
     return sample.tokens, beliefs, vertices
 
 
@@ -176,9 +182,12 @@ def map_to_simplex(acts: dict[str, np.ndarray], beliefs: np.ndarray, train_seq, 
     return r2, distance, mapped
 
 
-def geometry(run, n_sequences: int = 2048, seed: int = 0, held_out: float = 0.2, points: int = 3000) -> GeometryResult:
-    """Fit the residual stream at every hook point (and concatenated) to the observer's belief; see the module docstring."""
-    tokens, beliefs, vertices = _sample_beliefs(run.task, n_sequences, run.config.length, seed)
+def geometry(
+    run, n_sequences: int = 2048, seed: int = 0, held_out: float = 0.2, points: int = 3000, periods: tuple[int, ...] | None = None
+) -> GeometryResult:
+    """Fit the residual stream at every hook point (and concatenated) to the observer's belief; see the module
+    docstring. ``periods``: for n-recurrence, the three periods whose posterior is the simplex (default: the first three)."""
+    tokens, beliefs, vertices = _sample_beliefs(run.task, n_sequences, run.config.length, seed, periods)
     acts = probe_inputs(run.model, tokens)
     train_seq, test_seq = split_sequences(n_sequences, held_out, seed)
     y_test = beliefs[test_seq].reshape(-1, beliefs.shape[-1])
