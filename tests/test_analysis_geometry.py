@@ -37,7 +37,7 @@ def test_the_n_recurrence_simplex_is_the_posterior_over_three_chosen_periods_ren
     chosen = np.asarray(post.period)[..., [3, 0, 2]]
     total = chosen.sum(-1)
     assert (total == 0).any() and (total > 0).any()  # the data rule out all three periods somewhere
-    np.testing.assert_allclose(beliefs[total > 0], (chosen / total[..., None])[total > 0])
+    np.testing.assert_allclose(beliefs[total > 0], chosen[total > 0] / total[total > 0][:, None])
     np.testing.assert_allclose(beliefs[total == 0], 1 / 3)  # nothing left to tell them apart: the centre
     with pytest.raises(ValueError, match="three different periods of the task"):
         beliefs_of(task, post, periods=(2, 2, 3))
