@@ -269,17 +269,19 @@ def patch_positions(model: GPT, destination, source, hook: str, max_rows: int = 
 
 
 @torch.no_grad()
-def patch_cell(model: GPT, destination, source, hook: str, position: int, head: int | None = None) -> Tensor:
+def patch_cell(model: GPT, destination, source, hook: str, position: int, head: int | None = None, source_activation: Tensor | None = None) -> Tensor:
     """The reference: one plain forward pass of the destination with ``hook`` patched from the source at
-    ``position`` (and ``head``) → log-probs ``[batch, vocab]`` at the last position."""
+    ``position`` (and ``head``) → log-probs ``[batch, vocab]`` at the last position. ``source_activation``
+    (the source's activation at ``hook``, ``[batch, pos, ...]``) saves the source's forward pass."""
     _check_hook(model, hook)
-    destination, source = _as_tokens(model, destination), _as_tokens(model, source)
-    _, cache = model.run_with_cache(source, names_filter=hook)
+    destination = _as_tokens(model, destination)
+    if source_activation is None:
+        source_activation = model.run_with_cache(_as_tokens(model, source), names_filter=hook).cache[hook]
 
     def patch(activation: Tensor, _hook) -> Tensor:
         activation = activation.clone()
         where = (slice(None), position) if head is None else (slice(None), position, head)
-        activation[where] = cache[hook][where]
+        activation[where] = source_activation[where]
         return activation
 
     with model.hooks([(hook, patch)]):
@@ -331,20 +333,26 @@ def _row_label(hook: str) -> str:
 
 
 def plot_sites(moved: dict[str, np.ndarray], sites: dict[str, list[str]], options: dict, folder: Path, stem: str) -> list[Path]:
-    """One layer × position heatmap per site kind (heads summed out: their own figure)."""
+    """One layer × position heatmap per site kind on one colour scale (heads: their own figure); cells that
+    move by 0.1 or more either way carry their value."""
     plt = pyplot()
     kinds = [kind for kind in moved if kind != "head"]
-    limit = max(1.0, *(float(np.nanmax(np.abs(moved[k]))) for k in kinds))
-    fig, axes = plt.subplots(len(kinds), 1, figsize=(0.28 * moved["resid"].shape[1] + 3, 1.1 * sum(len(sites[k]) for k in kinds) + 2), squeeze=False)
+    low = min(0.0, *(float(np.nanmin(moved[k])) for k in kinds))
+    high = max(1.0, *(float(np.nanmax(moved[k])) for k in kinds))
+    pos = moved["resid"].shape[1]
+    heights = [len(sites[k]) for k in kinds]
+    fig, axes = plt.subplots(len(kinds), 1, figsize=(0.34 * pos + 3, 0.6 * sum(heights) + 1.2 * len(kinds) + 1), squeeze=False, gridspec_kw={"height_ratios": heights}, layout="constrained")
     for ax, kind in zip(axes[:, 0], kinds):
-        image = ax.imshow(moved[kind], cmap="cividis", vmin=min(0.0, float(np.nanmin(moved[kind]))), vmax=limit, aspect="auto")
+        image = ax.imshow(moved[kind], cmap="cividis", vmin=low, vmax=high, aspect="auto")
         ax.set_yticks(range(len(sites[kind])), [_row_label(h) for h in sites[kind]], fontsize=8)
-        ax.set_xticks(range(0, moved[kind].shape[1], 2))
+        ax.set_xticks(range(0, pos, 2))
         ax.set_title(f"{kind}: mean moved toward the source's rule, patching one position", fontsize=9)
-        fig.colorbar(image, ax=ax, label="moved", shrink=0.9)
+        for (row, column), value in np.ndenumerate(moved[kind]):
+            if abs(value) >= 0.1:
+                ax.text(column, row, f"{value:.2f}", ha="center", va="center", fontsize=5.5, rotation=90, color="black" if value > (low + high) / 2 else "white")
+    fig.colorbar(image, ax=axes[:, 0], label="moved (0: no effect, 1: the source's belief)", shrink=0.8)
     axes[-1, 0].set_xlabel("patched position (the prediction is read at the last one)")
-    fig.suptitle(f"activation patching, {options['n_pairs']} pairs (source target differs)", fontsize=10)
-    fig.tight_layout()
+    fig.suptitle(f"activation patching, {options['n_pairs']} pairs whose source has another target", fontsize=10)
     return save_figure(fig, folder, stem)
 
 
@@ -352,7 +360,7 @@ def plot_heads(moved: np.ndarray, options: dict, folder: Path, stem: str) -> lis
     """Per layer, a head × position heatmap of patching that head's ``z``."""
     plt = pyplot()
     layers, heads, pos = moved.shape
-    fig, axes = plt.subplots(layers, 1, figsize=(0.28 * pos + 3, 0.35 * heads * layers + 1.8), squeeze=False)
+    fig, axes = plt.subplots(layers, 1, figsize=(0.28 * pos + 3, 0.35 * heads * layers + 1.8), squeeze=False, layout="constrained")
     for layer, ax in enumerate(axes[:, 0]):
         image = ax.imshow(moved[layer], cmap="cividis", vmin=min(0.0, float(np.nanmin(moved))), vmax=max(1e-6, float(np.nanmax(moved))), aspect="auto")
         ax.set_yticks(range(heads), [f"head {h}" for h in range(heads)], fontsize=7)
@@ -361,7 +369,6 @@ def plot_heads(moved: np.ndarray, options: dict, folder: Path, stem: str) -> lis
         fig.colorbar(image, ax=ax, label="moved", shrink=0.9)
     axes[-1, 0].set_xlabel("patched position (the prediction is read at the last one)")
     fig.suptitle(f"per-head activation patching, {options['n_pairs']} pairs", fontsize=10)
-    fig.tight_layout()
     return save_figure(fig, folder, stem)
 
 

@@ -39,7 +39,7 @@ from nrecur.tasks.sampler import Batch
 
 __all__ = ["ALPHAS", "SteeringScan", "plot_steering", "steering_hooks", "steering_scan", "swap_target", "target_directions"]
 
-ALPHAS = (0.0, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0)
+ALPHAS = (0.0, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0)
 """Default strengths: how much the probe's reading of P(t*) is raised."""
 
 
@@ -77,6 +77,8 @@ class SteeringScan:
     success: np.ndarray
     """``[hook, alpha]`` share of sequences whose next position is a target position where the model's most
     likely token is ``t*``."""
+    success_random: np.ndarray
+    """``[hook, alpha]`` the same along the random direction."""
     probe_r2: dict[str, float]
     """hook → held-out R² of the ridge probe to the target marginal."""
     best: dict
@@ -89,6 +91,7 @@ class SteeringScan:
             "moved": self.moved,
             "moved_random": self.moved_random,
             "success": self.success,
+            "success_random": self.success_random,
             "probe_r2": self.probe_r2,
             "best": self.best,
         }
@@ -108,6 +111,12 @@ def _last_log_probs(model: GPT, tokens: Tensor, hook: str | None = None, add: Te
         return F.log_softmax(model(tokens)[:, -1].double(), -1)
     with model.hooks([(hook, lambda activation, _hook: activation + add[:, None, :].to(activation.dtype))]):
         return F.log_softmax(model(tokens)[:, -1].double(), -1)
+
+
+def _success(log_probs: Tensor, new_target: np.ndarray, next_is_target: np.ndarray) -> float:
+    """Share of the sequences whose next position is a target position where ``t*`` is most likely."""
+    hits = log_probs.argmax(-1).numpy() == new_target
+    return float(hits[next_is_target].mean()) if next_is_target.any() else float("nan")
 
 
 @torch.no_grad()
@@ -146,7 +155,7 @@ def steering_scan(run, destination: Batch, seed: int = 0, alphas=ALPHAS, probe_s
         kl_clean = _kl(desired, _last_log_probs(model, tokens).cpu())
         index = torch.as_tensor(new_target)
         generator = torch.Generator().manual_seed(seed)
-        moved, moved_random, success = (np.zeros((len(hooks), len(alphas))) for _ in range(3))
+        moved, moved_random, success, success_random = (np.zeros((len(hooks), len(alphas))) for _ in range(4))
         for i, hook in enumerate(hooks):
             direction = directions[hook][index]  # [batch, d_model]
             random = torch.randn(vocab, direction.shape[-1], generator=generator, dtype=torch.float64)
@@ -155,10 +164,10 @@ def steering_scan(run, destination: Batch, seed: int = 0, alphas=ALPHAS, probe_s
             for j, alpha in enumerate(alphas):
                 log_probs = _last_log_probs(model, tokens, hook, (alpha * direction).to(device)).cpu()
                 moved[i, j] = float((1 - _kl(desired, log_probs) / kl_clean).mean())
-                hits = log_probs.argmax(-1).numpy() == new_target
-                success[i, j] = float(hits[next_is_target].mean()) if next_is_target.any() else float("nan")
+                success[i, j] = _success(log_probs, new_target, next_is_target)
                 log_probs = _last_log_probs(model, tokens, hook, (alpha * random).to(device)).cpu()
                 moved_random[i, j] = float((1 - _kl(desired, log_probs) / kl_clean).mean())
+                success_random[i, j] = _success(log_probs, new_target, next_is_target)
     finally:
         model.train(was_training)
     i, j = np.unravel_index(int(np.argmax(moved)), moved.shape)
@@ -168,6 +177,7 @@ def steering_scan(run, destination: Batch, seed: int = 0, alphas=ALPHAS, probe_s
         "steer_alpha_best": float(alphas[j]),
         "steer_success_best": float(success[i, j]),
         "steer_moved_random": float(moved_random[i, j]),
+        "steer_success_random": float(success_random[i, j]),
         "steer_success_clean": float(success[i, 0]) if alphas[0] == 0 else float("nan"),
         "steer_probe_r2": probe_r2[hooks[i]],
     }
@@ -177,6 +187,7 @@ def steering_scan(run, destination: Batch, seed: int = 0, alphas=ALPHAS, probe_s
         moved=moved,
         moved_random=moved_random,
         success=success,
+        success_random=success_random,
         probe_r2=probe_r2,
         best=best,
         headline=headline,
@@ -188,20 +199,23 @@ def plot_steering(scan: SteeringScan, folder: Path, stem: str) -> list[Path]:
     plt = pyplot()
     colours = plt.get_cmap("viridis")(np.linspace(0, 0.85, len(scan.hooks)))
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    for colour, hook, moved, random, success in zip(colours, scan.hooks, scan.moved, scan.moved_random, scan.success):
+    rows = zip(colours, scan.hooks, scan.moved, scan.moved_random, scan.success, scan.success_random)
+    for colour, hook, moved, random, success, success_random in rows:
         label = f"{hook} (probe R² {scan.probe_r2[hook]:.2f})"
         axes[0].plot(scan.alphas, moved, marker="o", color=colour, label=label)
         axes[0].plot(scan.alphas, random, ls="--", color=colour, lw=1)
         axes[1].plot(scan.alphas, success, marker="o", color=colour, label=hook)
+        axes[1].plot(scan.alphas, success_random, ls="--", color=colour, lw=1)
     axes[0].axhline(0, color="grey", lw=0.8)
     axes[0].axhline(1, color="grey", lw=0.8, ls=":")
     axes[0].set_ylabel("moved toward (n, t*)")
     axes[0].set_title("steering along the target probe direction (dashed: random direction)", fontsize=9)
     axes[1].set_ylabel("share with t* most likely (next position a target)")
     axes[1].set_ylim(-0.02, 1.02)
-    axes[1].set_title("edit success", fontsize=9)
+    axes[1].set_title("edit success (dashed: random direction)", fontsize=9)
     for ax in axes:
         ax.set_xscale("symlog", linthresh=0.5)
+        ax.set_xlim(0, max(scan.alphas) * 1.1)
         ax.set_xlabel("α (raise of the probe's P(t*))")
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=7)
