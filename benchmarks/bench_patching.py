@@ -9,7 +9,7 @@ expanded batch, from the cached residual stream entering its block; target
 plain forward pass per cell over all pairs (:func:`patch_cell`, as a
 TransformerLens-style loop does), with the source's activations cached once. The loop is timed on ``--cells`` cells drawn
 evenly from all of them and extrapolated to the full scan; the output says so.
-Both give the same log-probabilities on the timed cells (checked to 1e-5).
+Both give the same log-probabilities on the timed cells (to float32 rounding; checked to 1e-4).
 
     python benchmarks/bench_patching.py [--run runs/quick-det] [--pairs 256] [--cells 48]
 """
@@ -69,7 +69,7 @@ def main() -> None:
     print(f"{f'one forward per cell ({len(timed)} cells, extrapolated)':<44} {loop_seconds:>9.1f}")
     print(f"ratio (loop / batched): {loop_seconds / batched_seconds:.1f}x; target for the batched path: <= 60 s")
     print(f"largest difference of log-probabilities on the timed cells: {worst:.1e}")
-    if worst > 1e-5:
+    if worst > 1e-4:  # float32 rounding of different batch shapes
         sys.exit("the batched path and the per-cell loop disagree")
 
 

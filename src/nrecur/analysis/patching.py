@@ -26,11 +26,16 @@ already carried. A patch at an earlier position of a late site after the last
 attention cannot reach the last position at all and moves exactly nothing.
 
 The batched path patches one site for every position (and head) at once:
-the batch is expanded to pairs × cells, each row patching one cell, and runs
-from the destination's cached residual stream entering the site's block (the
-blocks before it are unchanged). ``patch_cell`` is the plain one-forward-per-
-cell reference it is tested against. Steering along probe directions is
-:mod:`nrecur.analysis.steering`; its result is part of this one.
+the batch is expanded to pairs × cells, each row patching one cell. Three
+exact shortcuts make it cheap: a run starts from the destination's cached
+residual stream entering the site's block (the blocks before it are
+unchanged); attention output, MLP output and a head's ``z`` are position-wise,
+so the block is recomputed at the patched position only and the run goes on
+from the next block; and the last block computes its query, attention output
+and MLP at the last position only. ``patch_cell`` is the plain
+one-forward-per-cell reference it is tested against (and
+``benchmarks/bench_patching.py`` times against). Steering along probe
+directions is :mod:`nrecur.analysis.steering`; its result is part of this one.
 """
 
 from __future__ import annotations
@@ -64,6 +69,9 @@ __all__ = [
     "sample_pairs",
     "site_hooks",
 ]
+
+POSITIONWISE = ("hook_attn_out", "hook_mlp_out", "attn.hook_z")
+"""Sites recomputed at the patched position only (see :func:`_patched_block_output`)."""
 
 PER_HEAD = ("attn.hook_q", "attn.hook_k", "attn.hook_v", "attn.hook_z")
 """Hook suffixes with a head axis ``[batch, pos, head, d_head]``: patched one (position, head) at a time."""
@@ -182,15 +190,62 @@ def _reaches_last_from_last_only(model: GPT, hook: str) -> bool:
     return names.index(hook) >= names.index(f"blocks.{model.config.n_layers - 1}.attn.hook_z")
 
 
+def _last_block_at_last_position(block, resid: Tensor) -> Tensor:
+    """The last block's output ``[batch, 1, d_model]`` at the last position only, from its input ``resid
+    [batch, pos, d_model]``: keys and values at every position, the query, attention output and MLP at the
+    last one (nothing later reads the others). The block's modules, without its hook points."""
+    attn = block.attn
+    batch, pos, _ = resid.shape
+    q, k, v = attn.qkv(block.ln1(resid)).view(batch, pos, 3, attn.n_heads, attn.d_head).unbind(dim=2)
+    q = q[:, -1:].transpose(1, 2)  # [batch, head, 1, d_head]
+    z = F.scaled_dot_product_attention(q, k.transpose(1, 2), v.transpose(1, 2))  # [batch, head, 1, d_head]
+    resid = resid[:, -1:] + attn.out(z.transpose(1, 2).reshape(batch, 1, -1))  # [batch, 1, d_model]
+    return resid if block.mlp is None else resid + block.mlp(block.ln2(resid))
+
+
 def _run_from(model: GPT, layer: int | None, start: Tensor) -> Tensor:
     """Logits ``[batch, vocab]`` at the last position from ``start``: the tokens ``[batch, pos]`` (``layer``
-    None) or the residual stream ``[batch, pos, d_model]`` entering block ``layer`` (n_layers: ln_final)."""
+    None) or the residual stream ``[batch, pos, d_model]`` entering block ``layer`` (n_layers: ln_final).
+    Only the hooks of blocks before the last fire: a patch in the last block goes through :func:`_run_hooked`."""
+    resid = start
+    if layer is None:
+        positions = torch.arange(start.shape[1], device=start.device)
+        resid = model.hook_embed(model.embed(start)) + model.hook_pos_embed(model.pos_embed(positions))
+        layer = 0
+    *middle, last = model.blocks[layer:] if layer < model.config.n_layers else [None]
+    for block in middle:
+        resid = block(resid)  # [batch, pos, d_model]
+    if last is not None:
+        resid = _last_block_at_last_position(last, resid)
+    return model.unembed(model.ln_final(resid[:, -1:]))[:, -1]  # [batch, vocab]
+
+
+def _run_hooked(model: GPT, layer: int | None, start: Tensor) -> Tensor:
+    """As :func:`_run_from`, every block in full (its hooks fire)."""
     if layer is None:
         return model(start)[:, -1]
     resid = start
     for block in model.blocks[layer:]:
         resid = block(resid)  # [batch, pos, d_model]
-    return model.unembed(model.ln_final(resid)[:, -1])  # [batch, vocab]
+    return model.unembed(model.ln_final(resid))[:, -1]  # [batch, vocab]
+
+
+def _patched_block_output(model: GPT, clean: "_Clean", hook: str, layer: int, row_pair: Tensor, row_pos: Tensor, row_head: Tensor) -> Tensor:
+    """Block ``layer``'s output ``[row, d_model]`` at the patched position, with its attention output, MLP
+    output or one head's ``z`` taken from the source there. Nothing else of the block changes: these sites
+    are position-wise (the attention has already mixed positions), so the block's output differs from the
+    clean one at that one position only."""
+    block = model.blocks[layer]
+    source = clean.source[hook][row_pair, row_pos]  # [row, ...]
+    if hook.endswith("hook_mlp_out"):
+        return clean.starts[f"blocks.{layer}.hook_resid_mid"][row_pair, row_pos] + source
+    if hook.endswith("attn.hook_z"):
+        z = clean.starts[hook][row_pair, row_pos].clone()  # [row, head, d_head]
+        rows = torch.arange(len(z))
+        z[rows, row_head] = source[rows, row_head]
+        source = block.attn.out(z.flatten(1))  # [row, d_model]: the attention output
+    resid = clean.starts[f"blocks.{layer}.hook_resid_pre"][row_pair, row_pos] + source  # [row, d_model]
+    return resid if block.mlp is None else resid + block.mlp(block.ln2(resid))
 
 
 # ---------------------------------------------------------------------------- patching
@@ -202,7 +257,7 @@ class _Clean:
 
     destination_tokens: Tensor  # [batch, pos]
     log_probs: Tensor  # [batch, vocab] the destination's clean prediction at the last position
-    starts: dict[str, Tensor]  # residual hook → the destination's activation [batch, pos, d_model]
+    starts: dict[str, Tensor]  # hook → the destination's activation [batch, pos, ...]: residual streams, z
     source: dict[str, Tensor]  # hook → the source's activation [batch, pos, ...]
 
 
@@ -211,7 +266,14 @@ def _clean_runs(model: GPT, destination: Tensor, source: Tensor, hooks: list[str
     for hook in hooks:
         _check_hook(model, hook)
     layers = {_start_layer(model, hook) for hook in hooks} - {None}
-    logits, cache = model.run_with_cache(destination, names_filter=[_start_name(model, layer) for layer in sorted(layers)])
+    wanted = {_start_name(model, layer) for layer in layers}
+    for hook in hooks:
+        if hook.endswith(POSITIONWISE):
+            layer = _start_layer(model, hook)
+            wanted |= {_start_name(model, layer), _start_name(model, layer + 1), hook}
+            if model.blocks[layer].mlp is not None:
+                wanted.add(f"blocks.{layer}.hook_resid_mid")
+    logits, cache = model.run_with_cache(destination, names_filter=lambda name: name in wanted)
     _, source_cache = model.run_with_cache(source, names_filter=hooks)
     return _Clean(destination, F.log_softmax(logits[:, -1].double(), -1), dict(cache), dict(source_cache))
 
@@ -227,7 +289,12 @@ def _patch_from(model: GPT, clean: _Clean, hook: str, max_rows: int) -> Tensor:
     positions = [pos - 1] if _reaches_last_from_last_only(model, hook) else list(range(pos))
     cells = torch.tensor([(p, h) for p in positions for h in range(heads)], dtype=torch.long)  # [cell, 2]
     layer = _start_layer(model, hook)
-    start = clean.destination_tokens if layer is None else clean.starts[_start_name(model, layer)]
+    positionwise = hook.endswith(POSITIONWISE)
+    if positionwise:  # recompute block `layer` at the patched position, run on from the next block
+        start = clean.starts[_start_name(model, layer + 1)]
+    else:
+        start = clean.destination_tokens if layer is None else clean.starts[_start_name(model, layer)]
+    in_last_block = layer is not None and layer >= model.config.n_layers - 1  # (or the final norm): run it hooked
     per_chunk = max(1, max_rows // len(cells))
     for first in range(0, batch, per_chunk):
         pairs = torch.arange(first, min(batch, first + per_chunk))
@@ -243,8 +310,13 @@ def _patch_from(model: GPT, clean: _Clean, hook: str, max_rows: int) -> Tensor:
                 activation[rows, row_pos] = source[row_pair, row_pos]
             return activation
 
-        with model.hooks([(hook, patch)]):
-            logits = _run_from(model, layer, start[row_pair])  # [row, vocab]
+        if positionwise:
+            resid = start[row_pair]  # [row, pos, d_model]
+            resid[rows, row_pos] = _patched_block_output(model, clean, hook, layer, row_pair, row_pos, row_head)
+            logits = _run_from(model, layer + 1, resid)  # [row, vocab]
+        else:
+            with model.hooks([(hook, patch)]):
+                logits = (_run_hooked if in_last_block else _run_from)(model, layer, start[row_pair])  # [row, vocab]
         log_probs = F.log_softmax(logits.double(), -1).view(len(pairs), len(positions), heads, -1)
         out[first : first + len(pairs), positions] = log_probs
     return out if hook.endswith(PER_HEAD) else out[:, :, 0]
