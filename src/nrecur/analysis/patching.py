@@ -230,7 +230,7 @@ def _run_hooked(model: GPT, layer: int | None, start: Tensor) -> Tensor:
     return model.unembed(model.ln_final(resid))[:, -1]  # [batch, vocab]
 
 
-def _patched_block_output(model: GPT, clean: "_Clean", hook: str, layer: int, row_pair: Tensor, row_pos: Tensor, row_head: Tensor) -> Tensor:
+def _patched_block_output(model: GPT, clean: _Clean, hook: str, layer: int, row_pair: Tensor, row_pos: Tensor, row_head: Tensor) -> Tensor:
     """Block ``layer``'s output ``[row, d_model]`` at the patched position, with its attention output, MLP
     output or one head's ``z`` taken from the source there. Nothing else of the block changes: these sites
     are position-wise (the attention has already mixed positions), so the block's output differs from the
