@@ -13,6 +13,8 @@ from nrecur import NRecurrence, load_run
 from nrecur.analysis.heads import (
     attention_patterns,
     induction_score,
+    induction_tokens,
+    period_heads,
     period_baseline,
     period_mask,
     period_score,
@@ -45,6 +47,17 @@ def test_scores_of_exact_and_uniform_patterns():
     k = length // 2
     assert induction_score(shifted(length, k - 1)[None, None], k)[0] == pytest.approx(1.0)
     assert induction_score(causal_uniform(length)[None, None], k)[0] == pytest.approx(np.mean([1 / (i + 1) for i in range(k, 2 * k)]))
+
+
+def test_induction_tokens_repeat_distinct_tokens_so_an_ideal_induction_head_scores_one():
+    tokens, k = induction_tokens(vocab_size=4, length=12, n_sequences=50, seed=0)
+    assert k == 4 and tokens.shape == (50, 8)
+    assert all(len(set(row[:k])) == k for row in tokens) and (tokens[:, :k] == tokens[:, k:]).all()
+    # The ideal head attends from i to every key j >= 1 whose previous token equals token i: here exactly one.
+    for row in tokens:
+        for i in range(k, 2 * k):
+            keys = [j for j in range(1, i + 1) if row[j - 1] == row[i]]
+            assert keys == [i - k + 1]
 
 
 def test_period_mask_marks_the_keys_that_share_the_phase_of_the_next_position():
@@ -80,15 +93,16 @@ def test_a_hand_built_model_scores_one_where_its_heads_attend_and_uniform_heads_
     model = hand_built(length, [1, 2, None])  # previous token; i - 2 (the period-3 keys); uniform
     patterns = attention_patterns(model, np.random.default_rng(0).integers(0, 4, size=(4, length)))
     np.testing.assert_allclose(patterns[0, 0, 0, 5], shifted(length, 1)[5], atol=1e-6)
-    scores, material = score_heads(model, task, length, n_sequences=64, seed=0)
+    scores = score_heads(model, task, length, n_sequences=64, seed=0)
     np.testing.assert_allclose(scores.previous_token[0, 0], 1.0, atol=1e-5)
     np.testing.assert_allclose(scores.period[3][0, 1], 1.0, atol=1e-5)
     np.testing.assert_allclose(scores.period[3][0, 2], scores.baseline[3], atol=1e-5)
     np.testing.assert_allclose(scores.period[2][0, 2], scores.baseline[2], atol=1e-5)
     # The previous-token head is also the period-2 head (i - 1 ≡ i + 1 mod 2).
     np.testing.assert_allclose(scores.period[2][0, 0], 1.0, atol=1e-5)
-    assert material["offsets"][3].shape == (1, 3, length)
-    np.testing.assert_allclose(material["offsets"][3][0, 1, 2], 1.0, atol=1e-5)  # offset 2 from every query i ≥ 2
+    assert scores.offsets[3].shape == (1, 3, length)
+    np.testing.assert_allclose(scores.offsets[3][0, 1, 2], 1.0, atol=1e-5)
+    assert period_heads(scores, margin=0.25) == {2: [(0, 0)], 3: [(0, 1)]}  # offset 2 from every query i ≥ 2
     assert scores.baseline[3] == pytest.approx(period_baseline(length, 3))
 
 
@@ -102,7 +116,7 @@ def test_heads_end_to_end_over_training(tmp_path, capsys):
     assert main(["analyze", str(folder), "--what", "heads", "--checkpoints", "all", "--sequences", "128"]) == 0
     data = json.loads((folder / "analysis" / "heads.json").read_text())
     head = data["headline"]
-    assert head["period_score_best/n=2"] > head["period_score_baseline/n=2"]
+    assert head["period_score_best/n=3"] > head["period_score_baseline/n=3"]  # (n=2 any previous-token head passes)
     assert len(data["heads"]) == 4 and set(data["period_score"]) == {"2", "3"}
     assert {"heads_scores.png", "heads_offsets.png", "heads_patterns.png"} <= set(data["figures"])
     over = json.loads((folder / "analysis" / "heads_over_training.json").read_text())

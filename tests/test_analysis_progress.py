@@ -40,13 +40,15 @@ def test_progress_end_to_end_and_refused_without_checkpoints_to_follow(tmp_path,
     folder = tmp_path / "run"
     finite = ["--mode", "finite", "--train-size", "256"]  # the grokking setting: a fixed training set
     assert main(["train", "--out", str(folder), *TINY_RUN, *finite, "--steps", "300", "--eval-every", "100", "--log-checkpoints", "3"]) == 0
-    assert main(["analyze", str(folder), "--what", "progress", "--sequences", "128"]) == 0
+    assert main(["analyze", str(folder), "--what", "heads", "progress", "--sequences", "128"]) == 0
     data = json.loads((folder / "analysis" / "progress.json").read_text())
+    found = json.loads((folder / "analysis" / "heads.json").read_text())["period_heads"]
     steps = load_run(folder).checkpoint_steps
     assert data["steps"] == steps and all(len(data["loss"][k]) == len(steps) for k in ("clean", "restricted", "excluded"))
-    assert data["period_heads"] and set(data["period_score_best"]) == {"2", "3"}
+    assert sorted(data["period_heads"]) == sorted({h for heads in found.values() for h in heads})  # one definition
+    assert set(data["period_score_best"]) == {"2", "3"}
     assert data["loss"]["clean"][-1] < data["loss"]["clean"][0]  # it learned something
-    assert data["loss"]["clean"][-1] >= data["headline"]["loss_bayes"] - 0.05  # nobody beats the observer (up to sampling)
+    assert data["loss"]["clean"][-1] >= data["loss_bayes"] - 0.05  # nobody beats the observer (up to sampling)
     assert len(data["weight_norm_sq"]) == len(steps) and {"eval/kl", "train/loss", "train/model_ce"} <= set(data["logged"])
     assert "progress.png" in data["figures"]
 
@@ -57,3 +59,34 @@ def test_progress_end_to_end_and_refused_without_checkpoints_to_follow(tmp_path,
     err = capsys.readouterr().err
     assert "one checkpoint" in err and "--log-checkpoints" in err and err.count("\n") == 1
     assert not (single / "analysis").exists()
+
+
+def test_ablating_a_hand_built_period_head_costs_loss_on_its_period_and_the_restricted_model_keeps_it():
+    """d_model = positions + tokens, one-hot. Head 0 attends exactly to i - 2 and copies that token to the
+    output: on period-3 sequences it predicts the target at target positions. Head 1 writes nothing."""
+    from nrecur import NRecurrence
+
+    length, vocab = 12, 4
+    d = length + vocab
+    config = GPTConfig(vocab_size=vocab, n_ctx=length, d_model=d, n_layers=1, n_heads=2, d_head=d, d_mlp=0, norm="none")
+    model = GPT(config)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.zero_()
+        model.pos_embed.weight[:, :length] = torch.eye(length)
+        model.embed.weight[:, length:] = torch.eye(vocab)
+        qkv = model.blocks[0].attn.qkv.weight.view(3, 2, d, d)  # [q/k/v, head, d_head, d_model]
+        for p in range(2, length):
+            qkv[0, 0, p - 2, p] = 1000.0  # query of position p looks for key position p - 2
+        qkv[1, 0] = torch.eye(d)
+        qkv[2, 0, length:, length:] = torch.eye(vocab)  # value: the key's token
+        model.blocks[0].attn.out.weight.view(d, 2, d)[length:, 0, length:] = torch.eye(vocab)
+        model.unembed.weight[:, length:] = 5 * torch.eye(vocab)
+    model.eval()
+    task = NRecurrence(vocab_size=vocab, periods=(3,))
+    tokens = task.sample(256, length, seed=0).tokens
+    clean = cross_entropy(model, tokens)
+    with model.hooks(ablation_hooks(model, tokens, [(0, 1)])):  # restricted to head 0
+        assert cross_entropy(model, tokens) == pytest.approx(clean, abs=1e-6)
+    with model.hooks(ablation_hooks(model, tokens, [(0, 0)])):  # excluded: head 0 mean-ablated
+        assert cross_entropy(model, tokens) > clean + 0.1

@@ -25,7 +25,7 @@ import torch
 from nrecur._io import atomic_write, atomic_write_text
 from nrecur.model import GPT
 
-__all__ = ["ANALYSES", "OKABE_ITO", "Analysis", "AnalysisResult", "progress_bar", "pyplot", "register_analysis", "residual_activations", "save_figure", "write_analysis"]
+__all__ = ["ANALYSES", "OKABE_ITO", "Analysis", "AnalysisResult", "cached", "progress_bar", "pyplot", "register_analysis", "residual_activations", "save_figure", "write_analysis"]
 
 
 class AnalysisResult(Protocol):
@@ -135,21 +135,27 @@ def residual_hooks(model: GPT) -> list[str]:
 
 
 @torch.no_grad()
-def residual_activations(model: GPT, tokens: np.ndarray, chunk: int = 512) -> dict[str, np.ndarray]:
-    """``{hook: [batch, pos, d_model]}`` float32 activations at every residual hook point (eval mode)."""
-    hooks = residual_hooks(model)
-    wanted = {"hook_embed", "hook_pos_embed", *hooks[1:]}
+def cached(model: GPT, tokens: np.ndarray, names: list[str], chunk: int = 512) -> dict[str, np.ndarray]:
+    """``{name: activations}`` float32 at the hook points ``names`` on ``tokens [batch, pos]``: in eval mode,
+    on the model's device, ``chunk`` sequences at a time."""
+    wanted = set(names)
     device = next(model.parameters()).device
-    parts: dict[str, list[np.ndarray]] = {name: [] for name in hooks}
+    parts: dict[str, list[np.ndarray]] = {name: [] for name in names}
     was_training = model.training
     model.eval()
     try:
         for start in range(0, len(tokens), chunk):
-            batch = torch.as_tensor(tokens[start : start + chunk], device=device)
+            batch = torch.as_tensor(np.asarray(tokens[start : start + chunk]), dtype=torch.long, device=device)
             _, cache = model.run_with_cache(batch, names_filter=lambda name: name in wanted)
-            parts["embed"].append((cache["hook_embed"] + cache["hook_pos_embed"]).float().cpu().numpy())
-            for name in hooks[1:]:
+            for name in names:
                 parts[name].append(cache[name].float().cpu().numpy())
     finally:
         model.train(was_training)
     return {name: np.concatenate(chunks) for name, chunks in parts.items()}
+
+
+def residual_activations(model: GPT, tokens: np.ndarray, chunk: int = 512) -> dict[str, np.ndarray]:
+    """``{hook: [batch, pos, d_model]}`` float32 activations at every residual hook point (eval mode)."""
+    hooks = residual_hooks(model)
+    acts = cached(model, tokens, ["hook_embed", "hook_pos_embed", *hooks[1:]], chunk)
+    return {"embed": acts.pop("hook_embed") + acts.pop("hook_pos_embed"), **acts}

@@ -275,7 +275,7 @@ class GeometryTrainingResult:
 
 
 def geometry_over_training(
-    run, steps, load, n_sequences: int = 1024, seed: int = 0, held_out: float = 0.2, points: int = 1500, progress: bool = False
+    run, steps, load, n_sequences: int = 1024, seed: int = 0, held_out: float = 0.2, points: int = 1500, show_progress: bool = False
 ) -> GeometryTrainingResult:
     """:func:`geometry`'s linear maps at each checkpoint step; ``load(step)`` gives that step's run.
 
@@ -286,7 +286,7 @@ def geometry_over_training(
     y_test = beliefs[test_seq].reshape(-1, beliefs.shape[-1])
     shown = np.random.default_rng(seed).choice(len(y_test), size=min(points, len(y_test)), replace=False)
     best_hooks, r2_best, r2_concat, distances, mapped_points = [], [], [], [], []
-    for step in progress_bar(steps, "geometry over training", progress):
+    for step in progress_bar(steps, "geometry over training", show_progress):
         r2, distance, mapped = map_to_simplex(probe_inputs(load(step).model, tokens), beliefs, train_seq, test_seq, shown)
         best = best_single_hook(r2)
         best_hooks.append(best)

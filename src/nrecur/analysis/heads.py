@@ -26,11 +26,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch
 
-from nrecur.analysis.base import OKABE_ITO, progress_bar, pyplot, register_analysis, save_figure
+from nrecur.analysis.base import OKABE_ITO, cached, progress_bar, pyplot, register_analysis, save_figure
 from nrecur.model import GPT
-from nrecur.tasks import NRecurrence
+from nrecur.tasks import NRecurrence, Task
 
 __all__ = [
     "HeadsResult",
@@ -50,23 +49,20 @@ __all__ = [
 # ---------------------------------------------------------------------------- patterns and scores
 
 
-@torch.no_grad()
 def attention_patterns(model: GPT, tokens: np.ndarray, chunk: int = 256) -> np.ndarray:
     """``[layer, batch, head, query, key]`` float32 attention patterns of ``model`` on ``tokens [batch, pos]``."""
     names = [f"blocks.{layer}.attn.hook_pattern" for layer in range(model.config.n_layers)]
-    device = next(model.parameters()).device
-    parts: list[list[np.ndarray]] = [[] for _ in names]
-    was_training = model.training
-    model.eval()
-    try:
-        for start in range(0, len(tokens), chunk):
-            batch = torch.as_tensor(np.asarray(tokens[start : start + chunk]), dtype=torch.long, device=device)
-            _, cache = model.run_with_cache(batch, names_filter=lambda name: name in names)
-            for layer, name in enumerate(names):
-                parts[layer].append(cache[name].float().cpu().numpy())
-    finally:
-        model.train(was_training)
-    return np.stack([np.concatenate(chunks) for chunks in parts])
+    patterns = cached(model, tokens, names, chunk)
+    return np.stack([patterns[name] for name in names])
+
+
+def induction_tokens(vocab_size: int, length: int, n_sequences: int, seed: int) -> tuple[np.ndarray, int]:
+    """``r_1 … r_k r_1 … r_k`` with ``k = min(length // 2, vocab_size)`` distinct random tokens per sequence
+    (a token that occurred twice in the first half would have two "next" keys); returns them and ``k``."""
+    k = min(length // 2, vocab_size)
+    rng = np.random.default_rng(seed)
+    first = np.argsort(rng.random((n_sequences, vocab_size)), axis=1)[:, :k]  # [batch, k], distinct per row
+    return np.concatenate([first, first], axis=1), k
 
 
 def previous_token_score(pattern: np.ndarray) -> np.ndarray:
@@ -125,51 +121,58 @@ def _deterministic(task: NRecurrence) -> NRecurrence:
 
 @dataclass(frozen=True)
 class HeadScores:
-    """Scores of every head (arrays ``[layer, head]``) on one set of sequences."""
+    """Scores of every head (arrays ``[layer, head]``) on one set of sequences, and what the figures show."""
 
     previous_token: np.ndarray
     induction: np.ndarray
     period: dict[int, np.ndarray]
-    """period n → ``[layer, head]`` period score on sequences of period n."""
+    """period n → ``[layer, head]`` period score on sequences of period n (periods shorter than the context)."""
     baseline: dict[int, float]
+    """period n → what uniform attention scores (:func:`period_baseline`)."""
+    offsets: dict[int, np.ndarray]
+    """period n → ``[layer, head, offset]`` mean attention by relative offset on sequences of period n."""
+    examples: dict[int, dict]
+    """period n → one sequence of period n: ``tokens [pos]``, ``target``, ``patterns [layer, head, query, key]``."""
 
 
-def score_heads(model: GPT, task, length: int, n_sequences: int, seed: int) -> tuple[HeadScores, dict]:
-    """Previous-token and induction scores for any task, period scores for n-recurrence; and the material
-    for the figures (offset profiles and one pattern per period)."""
-    rng = np.random.default_rng(seed)
-    k = length // 2
-    repeated = rng.integers(0, task.vocab_size, size=(n_sequences, k))
-    induction = attention_patterns(model, np.concatenate([repeated, repeated], axis=1))  # [layer, batch, head, q, k]
-    period: dict[int, np.ndarray] = {}
-    baseline: dict[int, float] = {}
-    material: dict = {"offsets": {}, "example": {}}
+def score_heads(model: GPT, task: Task, length: int, n_sequences: int, seed: int) -> HeadScores:
+    """Previous-token and induction scores for any task, period scores for n-recurrence (on the task made
+    deterministic, grouped by period)."""
+    repeated, k = induction_tokens(task.vocab_size, length, n_sequences, seed)
+    induction = attention_patterns(model, repeated)  # [layer, batch, head, query, key]
+    period, baseline, offsets, examples = {}, {}, {}, {}
     if isinstance(task, NRecurrence):
         batch = _deterministic(task).sample(n_sequences, length, seed)
-        patterns = attention_patterns(model, batch.tokens)
-        periods = np.asarray(batch.period)[:, 0]
-        plain = patterns
-    else:
-        plain = attention_patterns(model, task.sample(n_sequences, length, seed).tokens)
-        periods = None
-    previous = np.stack([previous_token_score(layer) for layer in plain])
-    if periods is not None:
+        patterns = attention_patterns(model, batch.tokens)  # [layer, batch, head, query, key]
+        periods = np.asarray(batch.period)[:, 0]  # [batch]: one rule per sequence
         for n in task.periods:
             rows = np.flatnonzero(periods == n)
-            if len(rows) == 0:
+            if len(rows) == 0 or n >= length:  # no query i >= n to score
                 continue
             period[n] = np.stack([period_score(layer[rows], n) for layer in patterns])
             baseline[n] = period_baseline(length, n)
-            material["offsets"][n] = np.stack([offset_profile(layer[rows]) for layer in patterns])  # [layer, head, offset]
-            material["example"][n] = {"tokens": batch.tokens[rows[0]], "target": int(np.asarray(batch.target)[rows[0], 0]),
-                                      "patterns": patterns[:, rows[0]]}  # fmt: skip
-    scores = HeadScores(
-        previous_token=previous,
+            offsets[n] = np.stack([offset_profile(layer[rows]) for layer in patterns])
+            examples[n] = {"tokens": batch.tokens[rows[0]], "target": int(np.asarray(batch.target)[rows[0], 0]),
+                           "patterns": patterns[:, rows[0]]}  # fmt: skip
+    else:
+        patterns = attention_patterns(model, task.sample(n_sequences, length, seed).tokens)
+    return HeadScores(
+        previous_token=np.stack([previous_token_score(layer) for layer in patterns]),
         induction=np.stack([induction_score(layer, k) for layer in induction]),
         period=period,
         baseline=baseline,
+        offsets=offsets,
+        examples=examples,
     )
-    return scores, material
+
+
+def period_heads(scores: HeadScores, margin: float) -> dict[int, list[tuple[int, int]]]:
+    """period n → ``(layer, head)`` of the heads whose period score beats the baseline by ``margin``, best first."""
+    found = {}
+    for n, values in scores.period.items():
+        order = np.argsort(-values, axis=None)
+        found[n] = [divmod(int(i), values.shape[1]) for i in order if values.flat[i] - scores.baseline[n] >= margin]
+    return found
 
 
 @dataclass(frozen=True)
@@ -261,26 +264,24 @@ class HeadsResult:
 def heads(run, n_sequences: int = 1024, seed: int = 0, margin: float = 0.25) -> HeadsResult:
     """Score every head of ``run.model`` on ``n_sequences`` sequences of each kind; see the module docstring."""
     model, task, length = run.model, run.task, run.config.length
-    scores, material = score_heads(model, task, length, n_sequences, seed)
+    scores = score_heads(model, task, length, n_sequences, seed)
     names = head_names(model.config.n_layers, model.config.n_heads)
     flat = {n: values.ravel() for n, values in scores.period.items()}
-    period_heads = {
-        n: [names[i] for i in np.argsort(-values) if values[i] - scores.baseline[n] >= margin] for n, values in flat.items()
-    }
     examples = {}
-    for n, example in material["example"].items():
-        best = int(np.argmax(flat[n]))
-        layer, head = divmod(best, model.config.n_heads)
-        examples[n] = {"head": names[best], "tokens": example["tokens"], "target": example["target"],
+    for n, example in scores.examples.items():
+        layer, head = divmod(int(np.argmax(flat[n])), model.config.n_heads)
+        examples[n] = {"head": f"{layer}.{head}", "tokens": example["tokens"], "target": example["target"],
                        "pattern": example["patterns"][layer, head]}  # fmt: skip
+    found = {n: [f"{layer}.{head}" for layer, head in heads_] for n, heads_ in period_heads(scores, margin).items()}
     headline = {"previous_token_best": float(scores.previous_token.max()), "induction_best": float(scores.induction.max())}
     if flat:
+        # Means over the periods of each period's best head and of the baselines; per period below.
         headline["period_score_best"] = float(np.mean([values.max() for values in flat.values()]))
         headline["period_score_baseline"] = float(np.mean(list(scores.baseline.values())))
         for n, values in flat.items():
             headline[f"period_score_best/n={n}"] = float(values.max())
             headline[f"period_score_baseline/n={n}"] = scores.baseline[n]
-        headline["n_period_heads"] = float(len({h for heads_ in period_heads.values() for h in heads_}))
+        headline["n_period_heads"] = float(len({h for heads_ in found.values() for h in heads_}))
     return HeadsResult(
         name="heads",
         heads=tuple(names),
@@ -288,9 +289,9 @@ def heads(run, n_sequences: int = 1024, seed: int = 0, margin: float = 0.25) -> 
         induction=scores.induction.ravel().tolist(),
         period_score={n: values.tolist() for n, values in flat.items()},
         period_baseline=scores.baseline,
-        period_heads=period_heads,
+        period_heads=found,
         margin=margin,
-        offsets={n: values.reshape(len(names), -1).tolist() for n, values in material["offsets"].items()},
+        offsets={n: values.reshape(len(names), -1).tolist() for n, values in scores.offsets.items()},
         examples=examples,
         step=run.step,
         n_sequences=n_sequences,
@@ -344,11 +345,11 @@ class HeadsTrainingResult:
         return save_figure(fig, folder, "heads_over_training")
 
 
-def heads_over_training(run, steps, load, n_sequences: int = 256, seed: int = 0, progress: bool = False) -> HeadsTrainingResult:
+def heads_over_training(run, steps, load, n_sequences: int = 256, seed: int = 0, show_progress: bool = False) -> HeadsTrainingResult:
     """:func:`heads`' best scores at each checkpoint step on the same sequences; ``load(step)`` gives that step's run."""
     previous, induction, period, baseline = [], [], {}, {}
-    for step in progress_bar(steps, "heads over training", progress):
-        scores, _ = score_heads(load(step).model, run.task, run.config.length, n_sequences, seed)
+    for step in progress_bar(steps, "heads over training", show_progress):
+        scores = score_heads(load(step).model, run.task, run.config.length, n_sequences, seed)
         previous.append(float(scores.previous_token.max()))
         induction.append(float(scores.induction.max()))
         for n, values in scores.period.items():

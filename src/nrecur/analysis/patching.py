@@ -462,7 +462,7 @@ def _applies(run) -> str | None:
 
 
 @register_analysis("patching", applies=_applies, description="activation patching between rules (resid, attn, MLP, heads) and steering along probe directions")
-def patching(run, n_sequences: int = 256, seed: int = 0, max_rows: int = 4096, steer: bool = True, progress: bool = False) -> PatchingResult:
+def patching(run, n_sequences: int = 256, seed: int = 0, max_rows: int = 4096, steer: bool = True, show_progress: bool = False) -> PatchingResult:
     """Patch every site, layer, head and position of ``run.model`` from a source sequence of another rule
     into ``n_sequences`` destination sequences; see the module docstring. With ``steer``, also the steering
     scan of :func:`nrecur.analysis.steering.steering_scan` on the same destinations."""
@@ -479,7 +479,7 @@ def patching(run, n_sequences: int = 256, seed: int = 0, max_rows: int = 4096, s
     try:
         clean = _clean_runs(model, _as_tokens(model, pairs.destination.tokens), _as_tokens(model, pairs.source.tokens), hooks)
         per_pair = {}  # kind → [batch, layer, pos] or [batch, layer, head, pos]
-        for kind, kind_hooks in progress_bar(sites.items(), "patching: sites", progress, total=len(sites)):
+        for kind, kind_hooks in progress_bar(sites.items(), "patching: sites", show_progress, total=len(sites)):
             rows = [moved_toward(target, clean.log_probs.cpu(), _patch_from(model, clean, hook, max_rows).cpu()) for hook in kind_hooks]
             per_pair[kind] = torch.stack(rows, 1).numpy()
             if kind == "head":

@@ -336,7 +336,7 @@ def _applies(run) -> str | None:
     return None
 
 
-def probes(run, n_sequences: int = 2048, seed: int = 0, held_out: float = 0.2, mlp: bool = True, progress: bool = False) -> ProbeResult:
+def probes(run, n_sequences: int = 2048, seed: int = 0, held_out: float = 0.2, mlp: bool = True, show_progress: bool = False) -> ProbeResult:
     """Probe every residual hook point of ``run.model`` (and all of them concatenated) for every posterior
     quantity of ``run.task`` on ``n_sequences`` fresh sequences; see the module docstring."""
     task, length = run.task, run.config.length
@@ -355,7 +355,7 @@ def probes(run, n_sequences: int = 2048, seed: int = 0, held_out: float = 0.2, m
     rng = np.random.default_rng(seed)
     best_hook, r2_shuffled, r2_mlp, kl_mlp, by_position, scatter, r2_mlp_by_layer = {}, {}, {}, {}, {}, {}, {}
     layer_outputs = ["embed", *(f"blocks.{layer}.hook_resid_post" for layer in range(run.model.config.n_layers))]
-    for quantity, y in progress_bar(targets.items(), "probes: MLP per quantity", progress, total=len(targets)):
+    for quantity, y in progress_bar(targets.items(), "probes: MLP per quantity", show_progress, total=len(targets)):
         hook = best_hook[quantity] = best_single_hook(r2_linear[quantity])
         x = acts[hook]
         x_train, x_test = x[train_seq].reshape(-1, x.shape[-1]), x[test_seq].reshape(-1, x.shape[-1])
@@ -450,7 +450,7 @@ class ProbeTrainingResult:
 
 
 def probes_over_training(
-    run, steps, load, n_sequences: int = 1024, seed: int = 0, held_out: float = 0.2, progress: bool = False
+    run, steps, load, n_sequences: int = 1024, seed: int = 0, held_out: float = 0.2, show_progress: bool = False
 ) -> ProbeTrainingResult:
     """Ridge probes (every hook, and concatenated) at each checkpoint step; ``load(step)`` gives that step's run.
 
@@ -462,7 +462,7 @@ def probes_over_training(
     train_seq, test_seq = split_sequences(n_sequences, held_out, seed)
     best = {q: [] for q in targets}
     concat = {q: [] for q in targets}
-    for step in progress_bar(steps, "probes over training", progress):
+    for step in progress_bar(steps, "probes over training", show_progress):
         scores = ridge_r2_table(probe_inputs(load(step).model, sample.tokens), targets, train_seq, test_seq)
         for quantity in targets:
             best[quantity].append(scores[quantity][best_single_hook(scores[quantity])])

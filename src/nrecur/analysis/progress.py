@@ -31,8 +31,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from nrecur.analysis.base import OKABE_ITO, progress_bar, pyplot, register_analysis, save_figure
-from nrecur.analysis.heads import score_heads
+from nrecur.analysis.base import OKABE_ITO, cached, progress_bar, pyplot, register_analysis, save_figure
+from nrecur.analysis.heads import period_heads, score_heads
 from nrecur.analysis.probes import best_single_hook, probe_inputs, probe_targets, ridge_r2_table, split_sequences
 from nrecur.model import GPT
 from nrecur.tasks import NRecurrence
@@ -51,15 +51,16 @@ def cross_entropy(model: GPT, tokens: np.ndarray) -> float:
     return float(-log_probs.gather(-1, tokens_t[:, 1:, None]).mean())
 
 
-@torch.no_grad()
 def ablation_hooks(model: GPT, tokens: np.ndarray, ablated: list[tuple[int, int]]) -> list:
     """Hooks that replace the ``z`` of each ``(layer, head)`` in ``ablated`` by its mean over ``tokens`` at each position."""
-    names = [f"blocks.{layer}.attn.hook_z" for layer in range(model.config.n_layers)]
-    _, cache = model.run_with_cache(torch.as_tensor(np.asarray(tokens), dtype=torch.long), names_filter=lambda name: name in names)
+    layers = sorted({layer for layer, _ in ablated})
+    names = {layer: f"blocks.{layer}.attn.hook_z" for layer in layers}
+    means = cached(model, tokens, list(names.values())) if layers else {}
+    device = next(model.parameters()).device
     hooks = []
-    for layer in sorted({layer for layer, _ in ablated}):
+    for layer in layers:
         heads = [head for l, head in ablated if l == layer]
-        mean = cache[names[layer]].mean(0)  # [pos, head, d_head]
+        mean = torch.as_tensor(means[names[layer]].mean(0), device=device)  # [pos, head, d_head]
 
         def replace(z, hook=None, heads=heads, mean=mean):  # z: [batch, pos, head, d_head]
             z = z.clone()
@@ -95,7 +96,9 @@ class ProgressResult:
     period_heads: list[str]
     """``"L.H"``: the heads kept by the restricted loss and ablated by the excluded one."""
     loss: dict[str, list[float]]
-    """``clean``, ``restricted``, ``excluded``, ``bayes`` (the observer's) → per checkpoint, nats/token."""
+    """``clean``, ``restricted``, ``excluded`` → per checkpoint, nats/token on the same fresh sequences."""
+    loss_bayes: float
+    """The observer's cross-entropy on those sequences (no model does better, up to sampling)."""
     period_score_best: dict[int, list[float]]
     period_baseline: dict[int, float]
     probe_r2: dict[str, list[float]]
@@ -115,6 +118,7 @@ class ProgressResult:
             "n_sequences": self.n_sequences,
             "period_heads": self.period_heads,
             "loss": self.loss,
+            "loss_bayes": self.loss_bayes,
             "period_score_best": self.period_score_best,
             "period_baseline": self.period_baseline,
             "probe_r2": self.probe_r2,
@@ -132,8 +136,8 @@ class ProgressResult:
         ax = axes[0, 0]
         for colour, name in zip(OKABE_ITO, ("clean", "restricted", "excluded")):
             ax.plot(steps, self.loss[name], color=colour, marker="o", ms=3, label=f"{name} loss")
-        ax.axhline(self.loss["bayes"][-1], color="#999999", ls=":", label="observer (Bayes)")
-        for name, style in (("train/loss", "-"), ("train/model_ce", "--")):
+        ax.axhline(self.loss_bayes, color="#999999", ls=":", label="observer (Bayes)")
+        for name, style in (("train/loss", "-"), ("train/model_ce", "--"), ("eval/model_ce", ":")):
             if name in self.logged:
                 curve = self.logged[name]
                 ax.plot(np.maximum(curve["step"], 1), curve["value"], style, color="#CC79A7", lw=0.8, alpha=0.7, label=name)
@@ -168,7 +172,7 @@ class ProgressResult:
             for step, label in ((self.memorization_step, "memorized"), (self.grok_step, "grokked")):
                 if step is not None:
                     ax.axvline(max(step, 1), color="#555555", ls="--", lw=0.8)
-                    ax.annotate(label, (max(step, 1), 1), xycoords=("data", "axes fraction"), fontsize=7, rotation=90, va="top", ha="right")
+                    ax.annotate(label, (max(step, 1), 0.02), xycoords=("data", "axes fraction"), fontsize=7, rotation=90, va="bottom", ha="right")
         for ax in axes[1]:
             ax.set_xlabel("training step (log)")
         fig.tight_layout()
@@ -188,9 +192,10 @@ def _weight_norm_sq(model: GPT) -> float:
 
 
 @register_analysis("progress", applies=_applies, description="progress measures over the saved checkpoints: losses restricted to and without the period heads, head scores, probes, weight norm")
-def progress(run, n_sequences: int = 512, seed: int = 0, margin: float = 0.25, load=None, progress: bool = False) -> ProgressResult:
+def progress(run, n_sequences: int = 512, seed: int = 0, margin: float = 0.25, load=None, show_progress: bool = False) -> ProgressResult:
     """Progress measures of ``run`` at each saved checkpoint; ``load(step)`` gives that step's run (default:
-    :func:`nrecur.load_run` of ``run.path`` on the model's device)."""
+    :func:`nrecur.load_run` of ``run.path`` on the model's device). The period heads are those of the last
+    checkpoint, whichever ``run.step`` was loaded."""
     reason = _applies(run)
     if reason is not None:
         raise ValueError(f"progress does not apply: {reason}")
@@ -202,10 +207,8 @@ def progress(run, n_sequences: int = 512, seed: int = 0, margin: float = 0.25, l
     task, length = run.task, run.config.length
     steps = run.checkpoint_steps
     final = load(steps[-1]).model
-    scores, _ = score_heads(final, task, length, n_sequences, seed)
-    kept = {(layer, head) for n in scores.period for layer, head in zip(*np.nonzero(scores.period[n] - scores.baseline[n] >= margin))}
-    kept |= {np.unravel_index(int(np.argmax(values)), values.shape) for values in scores.period.values()}
-    kept = sorted((int(layer), int(head)) for layer, head in kept)
+    scores = score_heads(final, task, length, n_sequences, seed)
+    kept = sorted({head for heads in period_heads(scores, margin).values() for head in heads})
     all_heads = [(layer, head) for layer in range(final.config.n_layers) for head in range(final.config.n_heads)]
     others = [h for h in all_heads if h not in kept]
 
@@ -217,19 +220,18 @@ def progress(run, n_sequences: int = 512, seed: int = 0, margin: float = 0.25, l
     targets = {q: y for q, y in probe_targets(task, post).items() if q in ("period", "target")}
     train_seq, test_seq = split_sequences(n_sequences, 0.2, seed)
 
-    loss = {"clean": [], "restricted": [], "excluded": [], "bayes": []}
+    loss = {"clean": [], "restricted": [], "excluded": []}
     period_best: dict[int, list[float]] = {}
     probe_r2 = {q: [] for q in targets}
     norms = []
-    for step in progress_bar(steps, "progress measures", progress):
+    for step in progress_bar(steps, "progress measures", show_progress):
         model = load(step).model
         norms.append(_weight_norm_sq(model))
         loss["clean"].append(cross_entropy(model, sample.tokens))
         for name, ablated in (("restricted", others), ("excluded", kept)):
-            with model.hooks(ablation_hooks(model, sample.tokens, ablated) if ablated else []):
+            with model.hooks(ablation_hooks(model, sample.tokens, ablated)):
                 loss[name].append(cross_entropy(model, sample.tokens))
-        loss["bayes"].append(bayes)
-        step_scores, _ = score_heads(model, task, length, min(n_sequences, 256), seed)
+        step_scores = score_heads(model, task, length, min(n_sequences, 256), seed)
         for n, values in step_scores.period.items():
             period_best.setdefault(n, []).append(float(values.max()))
         table = ridge_r2_table(probe_inputs(model, sample.tokens), targets, train_seq, test_seq)
@@ -253,6 +255,7 @@ def progress(run, n_sequences: int = 512, seed: int = 0, margin: float = 0.25, l
         steps=tuple(steps),
         period_heads=[f"{layer}.{head}" for layer, head in kept],
         loss=loss,
+        loss_bayes=bayes,
         period_score_best=period_best,
         period_baseline=scores.baseline,
         probe_r2=probe_r2,

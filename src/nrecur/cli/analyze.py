@@ -84,6 +84,6 @@ def _options(fn, args: argparse.Namespace) -> dict:
     options = {"seed": args.seed}
     if args.sequences is not None and "n_sequences" in parameters:
         options["n_sequences"] = args.sequences
-    if "progress" in parameters:
-        options["progress"] = not args.no_progress
+    if "show_progress" in parameters:
+        options["show_progress"] = not args.no_progress
     return options
