@@ -12,4 +12,4 @@ from nrecur.analysis.heads import heads  # noqa: E402
 from nrecur.analysis.progress import progress  # noqa: E402
 from nrecur.analysis.patching import PatchingResult, patching  # noqa: E402
 
-__all__ = ["ANALYSES", "GeometryResult", "ProbeResult", "failure", "geometry", "heads", "probes", "progress", "updates", "write_analysis"]
+__all__ = ["ANALYSES", "GeometryResult", "ProbeResult", "failure", "geometry", "PatchingResult", "heads", "patching", "probes", "progress", "updates", "write_analysis"]
