@@ -4,8 +4,8 @@ For each run of the main job that is there (``nrecur run`` writes them under
 ``runs/``): the wall-clock time of ``nrecur analyze RUN --what all`` as a user
 types it (a fresh process, default sizes, latest checkpoint; target ≤ 2
 minutes on 2 cores), the time of each analysis inside it, and the analyses
-over every saved checkpoint (``--checkpoints all``: probes and geometry over
-training; target ≤ 1 minute). Side by side in this process: the table of
+over every saved checkpoint (``--checkpoints all``: each analysis that has an
+over-training form; target ≤ 1 minute). Side by side in this process: the table of
 held-out ridge R² for every hook × quantity with one Gram matrix and one solve
 per hook (ours) against a :class:`RidgeProbe` fitted per hook and quantity
 (the reference), on the same activations; they agree to 1e-9.
@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import subprocess
 import sys
 import time
@@ -31,6 +32,8 @@ from nrecur.analysis import ANALYSES
 from nrecur.analysis.probes import RidgeProbe, probe_inputs, probe_targets, r2_score, ridge_r2_table, split_sequences
 
 RUNS = ("det", "stoch-finetune", "stoch-scratch", "mess3")
+LINE = re.compile(r"^(\S+) \((step \d+|all checkpoints), (\d+) s\): ", re.MULTILINE)
+"""A line ``nrecur analyze`` prints per analysis: name, checkpoint, seconds."""
 
 
 def per_quantity_table(acts, targets, train_seq, test_seq):
@@ -66,20 +69,18 @@ def main() -> None:
         if out.returncode != 0:
             sys.exit(out.stderr)
         print(f"{folder.name:<22} {'nrecur analyze --what all':<34} {seconds:>8.1f} {120:>7}")
-        for line in out.stdout.splitlines():
-            if " s): " in line:  # "NAME (SECONDS s): headline"
-                name, took = line.split(" (", 1)
-                print(f"{'':<22} {'  ' + name:<34} {float(took.split(' s)')[0]):>8.0f}")
+        for name, _, took in LINE.findall(out.stdout):
+            print(f"{'':<22} {'  ' + name:<34} {float(took):>8.0f}")
         over = [name for name, a in ANALYSES.items() if a.over_training is not None and a.applies(load_run(folder)) is None]
-        start = time.perf_counter()
+        if not over:
+            continue
         out = subprocess.run([str(nrecur), "analyze", str(folder), "--what", *over, "--checkpoints", "all"], capture_output=True, text=True, env=env)
         if out.returncode != 0:
             sys.exit(out.stderr)
-        for line in out.stdout.splitlines():
-            if "_over_training (" in line:
-                name, took = line.split(" (", 1)
-                steps = len(load_run(folder).checkpoint_steps)
-                print(f"{'':<22} {f'  {name} ({steps} ckpts)':<34} {float(took.split(' s)')[0]):>8.0f} {60:>7}")
+        steps = len(load_run(folder).checkpoint_steps)
+        for name, at, took in LINE.findall(out.stdout):
+            if at == "all checkpoints":
+                print(f"{'':<22} {f'  {name} ({steps} ckpts)':<34} {float(took):>8.0f} {60:>7}")
 
     run = load_run(folders[0])
     sample = run.task.sample(args.sequences, run.config.length, 0)

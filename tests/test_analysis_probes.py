@@ -120,3 +120,14 @@ def test_updates_on_a_deterministic_run_is_one_line_and_writes_nothing(trained, 
     err = capsys.readouterr().err
     assert "does not apply" in err and "deterministic" in err and err.count("\n") == 1
     assert sorted(p.name for p in folder.rglob("*")) == before
+
+
+@pytest.mark.slow
+def test_the_last_point_over_training_is_the_latest_checkpoints_probe(trained):
+    from nrecur.analysis.probes import probes_over_training
+
+    single = probes(trained, n_sequences=256, seed=3, mlp=False)
+    over = probes_over_training(trained, [trained.step], lambda step: trained, n_sequences=256, seed=3)
+    for quantity in single.quantities:
+        assert over.r2_best[quantity][-1] == pytest.approx(single.headline[f"r2_linear/{quantity}"], abs=1e-12)
+        assert over.r2_concat[quantity][-1] == pytest.approx(single.headline[f"r2_linear_concat/{quantity}"], abs=1e-12)

@@ -81,11 +81,13 @@ def _clean(value: Any) -> Any:
     return value
 
 
-def write_analysis(result: AnalysisResult, analysis_dir: Path) -> list[Path]:
-    """``analysis_dir/NAME.json`` (headline first, then the data) and the figures; returns the paths written."""
+def write_analysis(result: AnalysisResult, analysis_dir: str | Path, step: int | None = None) -> list[Path]:
+    """``analysis_dir/NAME.json`` (headline first, then the checkpoint ``step`` when given, then the data) and the
+    figures; returns the paths written."""
+    analysis_dir = Path(analysis_dir)
     analysis_dir.mkdir(parents=True, exist_ok=True)
     figures = result.plot(analysis_dir)
-    data = {"name": result.name, "headline": result.headline, **result.to_json()}
+    data = {"name": result.name, "headline": result.headline, **({"step": step} if step is not None else {}), **result.to_json()}
     data["figures"] = [path.name for path in figures]
     path = analysis_dir / f"{result.name}.json"
     atomic_write_text(path, json.dumps(_clean(data), indent=1) + "\n")
@@ -113,10 +115,12 @@ def pyplot():
     return plt
 
 
-def save_figure(fig, folder: Path, stem: str) -> list[Path]:
+def save_figure(fig, folder: str | Path, stem: str) -> list[Path]:
     """Save a matplotlib figure as ``stem.png`` and ``stem.svg`` in ``folder`` (atomically); close it."""
     import matplotlib.pyplot as plt
 
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
     paths = []
     for suffix, kwargs in ((".png", {"dpi": 120}), (".svg", {})):
         path = folder / f"{stem}{suffix}"

@@ -263,15 +263,18 @@ class FailureComparison:
 
 
 def compare_failure(
-    runs: dict,
+    runs: dict | list,
     task: NRecurrence | None = None,
     n_sequences: int = 2048,
     seed: int = 0,
     window: int | None = None,
     settle: int | None = None,
 ) -> FailureComparison:
-    """Score every run of ``{name: Run}`` on the same sequences of ``task`` (default :func:`scoring_task` of the
-    first run's task); the shortest context of the runs is the sequence length."""
+    """Score every run of ``{name: Run}`` (or a list of runs, named by their folders) on the same sequences of
+    ``task`` (default :func:`scoring_task` of the first run's task); the shortest context of the runs is the
+    sequence length."""
+    if isinstance(runs, (list, tuple)):
+        runs = {run.path.name: run for run in runs}
     if not runs:
         raise ValueError("compare_failure needs at least one run")
     first = next(iter(runs.values()))

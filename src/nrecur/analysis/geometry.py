@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from nrecur.analysis.base import progress_bar, pyplot, register_analysis, save_figure
-from nrecur.analysis.probes import CONCAT, RidgeProbe, best_single_hook, probe_inputs, r2_score, split_sequences
+from nrecur.analysis.probes import CONCAT, RidgeProbe, best_hooks, probe_inputs, r2_score, split_sequences
 from nrecur.tasks import HMMTask, NRecurrence, Task
 
 VARIANCE_LEVELS = (0.90, 0.95, 0.99)
@@ -91,6 +91,7 @@ def draw_simplex(ax, points: np.ndarray, colours: np.ndarray, title: str, size: 
 
 
 def label_vertices(ax, names) -> None:
+    """Write the vertex names at the corners of the simplex drawn by :func:`draw_simplex`."""
     for (x, y), name in zip(simplex_xy(np.eye(len(names))), names):
         ax.annotate(name, (x, y), fontsize=8, ha="center", va="bottom" if y > 0 else "top")
 
@@ -194,7 +195,7 @@ def geometry(
     shown = np.random.default_rng(seed).choice(len(y_test), size=min(points, len(y_test)), replace=False)
     r2, distance, mapped = map_to_simplex(acts, beliefs, train_seq, test_seq, shown)
     components = {hook: components_for(x.reshape(-1, x.shape[-1])) for hook, x in acts.items()}
-    best = best_single_hook(r2)
+    best = best_hooks(acts, {"belief": beliefs}, train_seq, seed)["belief"]
     headline = {
         "r2": r2[best],
         "mean_distance": distance[best],
@@ -261,9 +262,9 @@ class GeometryTrainingResult:
         panels = [("observer", truth)] + [
             (f"step {step}\nR² {r2:.3f}", np.asarray(points)) for step, r2, points in zip(self.steps, self.r2_best, self.points_mapped)
         ]
-        columns = min(10, len(panels))
+        columns = min(5, len(panels))
         rows = -(-len(panels) // columns)
-        fig, axes = plt.subplots(rows, columns, figsize=(1.7 * columns, 1.95 * rows), squeeze=False)
+        fig, axes = plt.subplots(rows, columns, figsize=(2.6 * columns, 2.8 * rows), squeeze=False)
         axes = axes.ravel()
         for ax in axes[len(panels) :]:
             ax.axis("off")
@@ -275,21 +276,31 @@ class GeometryTrainingResult:
 
 
 def geometry_over_training(
-    run, steps, load, n_sequences: int = 1024, seed: int = 0, held_out: float = 0.2, points: int = 1500, show_progress: bool = False
+    run,
+    steps,
+    load,
+    n_sequences: int = 2048,
+    seed: int = 0,
+    held_out: float = 0.2,
+    points: int = 1500,
+    periods: tuple[int, ...] | None = None,
+    show_progress: bool = False,
 ) -> GeometryTrainingResult:
     """:func:`geometry`'s linear maps at each checkpoint step; ``load(step)`` gives that step's run.
 
-    The same sequences, split and shown points at every step, so the panels differ only by the weights.
+    The same sequences, split and shown points at every step, so the panels differ only by the weights; with
+    the defaults of :func:`geometry`, the last panel's figures are the latest checkpoint's.
     """
-    tokens, beliefs, vertices = _sample_beliefs(run.task, n_sequences, run.config.length, seed)
+    tokens, beliefs, vertices = _sample_beliefs(run.task, n_sequences, run.config.length, seed, periods)
     train_seq, test_seq = split_sequences(n_sequences, held_out, seed)
     y_test = beliefs[test_seq].reshape(-1, beliefs.shape[-1])
     shown = np.random.default_rng(seed).choice(len(y_test), size=min(points, len(y_test)), replace=False)
-    best_hooks, r2_best, r2_concat, distances, mapped_points = [], [], [], [], []
+    chosen, r2_best, r2_concat, distances, mapped_points = [], [], [], [], []
     for step in progress_bar(steps, "geometry over training", show_progress):
-        r2, distance, mapped = map_to_simplex(probe_inputs(load(step).model, tokens), beliefs, train_seq, test_seq, shown)
-        best = best_single_hook(r2)
-        best_hooks.append(best)
+        acts = probe_inputs(load(step).model, tokens)
+        r2, distance, mapped = map_to_simplex(acts, beliefs, train_seq, test_seq, shown)
+        best = best_hooks(acts, {"belief": beliefs}, train_seq, seed)["belief"]
+        chosen.append(best)
         r2_best.append(r2[best])
         r2_concat.append(r2[CONCAT])
         distances.append(distance[best])
@@ -298,7 +309,7 @@ def geometry_over_training(
         name="geometry_over_training",
         steps=tuple(steps),
         vertices=tuple(vertices),
-        best_hook=best_hooks,
+        best_hook=chosen,
         r2_best=r2_best,
         r2_concat=r2_concat,
         mean_distance=distances,

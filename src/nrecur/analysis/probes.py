@@ -199,6 +199,21 @@ def best_single_hook(scores: dict[str, float]) -> str:
     return max((h for h in scores if h != CONCAT), key=lambda h: scores[h])
 
 
+def best_hooks(acts: dict[str, np.ndarray], targets: dict[str, np.ndarray], train_seq: np.ndarray, seed: int) -> dict[str, str]:
+    """quantity → the hook point (not ``concat``) whose ridge probe scores best on a validation fifth of the
+    ``train_seq`` sequences, fitted on the rest. The held-out sequences play no part in the choice, so the
+    R² reported for the chosen hook is not the best of several held-out scores."""
+    fit, validation = _validation_split(train_seq, seed)
+    table = ridge_r2_table({hook: x for hook, x in acts.items() if hook != CONCAT}, targets, fit, validation)
+    return {quantity: best_single_hook(scores) for quantity, scores in table.items()}
+
+
+def _validation_split(train_seq: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """The training sequences split 80/20 into fitting and validation sequences."""
+    fit, validation = split_sequences(len(train_seq), 0.2, seed + 2)
+    return train_seq[fit], train_seq[validation]
+
+
 @dataclass(frozen=True)
 class ChosenProbe:
     """The probe that reads a quantity best: where, which kind, its held-out R², and the fitted probe."""
@@ -218,22 +233,23 @@ class ChosenProbe:
 def choose_probe(
     acts: dict[str, np.ndarray], y: np.ndarray, train_seq: np.ndarray, test_seq: np.ndarray, mlp: bool = True, seed: int = 0
 ) -> ChosenProbe:
-    """The best probe for ``y [batch, pos, k]`` by held-out R²: ridge at every hook (``concat`` included) and,
-    with ``mlp``, the MLP at the best ridge hook. Fitted on the ``train_seq`` sequences only."""
-    y_train, y_test = y[train_seq].reshape(-1, y.shape[-1]), y[test_seq].reshape(-1, y.shape[-1])
-    best = None
+    """The best probe for ``y [batch, pos, k]``: ridge at every hook (``concat`` included) and, with ``mlp``, the
+    MLP at the best ridge hook, chosen by R² on a validation fifth of the ``train_seq`` sequences and fitted on
+    the rest; ``r2`` is the chosen probe's R² on the ``test_seq`` sequences."""
+    fit, validation = _validation_split(train_seq, seed)
+    y_val = y[validation].reshape(-1, y.shape[-1])
+    flat = lambda x, rows: x[rows].reshape(-1, x.shape[-1])  # noqa: E731
+    candidates = []
     for hook, x in acts.items():
-        probe = RidgeProbe.fit(x[train_seq].reshape(-1, x.shape[-1]), y_train)
-        score = r2_score(y_test, probe.predict(x[test_seq].reshape(-1, x.shape[-1])))
-        if best is None or score > best.r2:
-            best = ChosenProbe(hook=hook, kind="linear", r2=score, probe=probe)
+        probe = RidgeProbe.fit(flat(x, fit), flat(y, fit))
+        candidates.append((r2_score(y_val, probe.predict(flat(x, validation))), hook, "linear", probe))
+    best = max(candidates, key=lambda c: c[0])
     if mlp:
-        x = acts[best.hook]
-        probe = mlp_probe_on(x, y, train_seq, seed)
-        score = r2_score(y_test, probe.predict(x[test_seq].reshape(-1, x.shape[-1])))
-        if score > best.r2:
-            best = ChosenProbe(hook=best.hook, kind="mlp", r2=score, probe=probe)
-    return best
+        probe = mlp_probe_on(acts[best[1]], y, fit, seed)
+        candidates.append((r2_score(y_val, probe.predict(flat(acts[best[1]], validation))), best[1], "mlp", probe))
+        best = max(candidates, key=lambda c: c[0])
+    _, hook, kind, probe = best
+    return ChosenProbe(hook=hook, kind=kind, r2=r2_score(flat(y, test_seq), probe.predict(flat(acts[hook], test_seq))), probe=probe)
 
 
 # ---------------------------------------------------------------------------- the analysis
@@ -353,10 +369,11 @@ def probes(run, n_sequences: int = 2048, seed: int = 0, held_out: float = 0.2, m
     r2_random = ridge_r2_table(probe_inputs(fresh, sample.tokens), targets, train_seq, test_seq)
     hooks = tuple(acts)
     rng = np.random.default_rng(seed)
+    chosen_hooks = best_hooks(acts, targets, train_seq, seed)
     best_hook, r2_shuffled, r2_mlp, kl_mlp, by_position, scatter, r2_mlp_by_layer = {}, {}, {}, {}, {}, {}, {}
     layer_outputs = ["embed", *(f"blocks.{layer}.hook_resid_post" for layer in range(run.model.config.n_layers))]
     for quantity, y in progress_bar(targets.items(), "probes: MLP per quantity", show_progress, total=len(targets)):
-        hook = best_hook[quantity] = best_single_hook(r2_linear[quantity])
+        hook = best_hook[quantity] = chosen_hooks[quantity]
         x = acts[hook]
         x_train, x_test = x[train_seq].reshape(-1, x.shape[-1]), x[test_seq].reshape(-1, x.shape[-1])
         y_train, y_test = y[train_seq].reshape(-1, y.shape[-1]), y[test_seq].reshape(-1, y.shape[-1])
@@ -450,7 +467,7 @@ class ProbeTrainingResult:
 
 
 def probes_over_training(
-    run, steps, load, n_sequences: int = 1024, seed: int = 0, held_out: float = 0.2, show_progress: bool = False
+    run, steps, load, n_sequences: int = 2048, seed: int = 0, held_out: float = 0.2, show_progress: bool = False
 ) -> ProbeTrainingResult:
     """Ridge probes (every hook, and concatenated) at each checkpoint step; ``load(step)`` gives that step's run.
 
@@ -463,9 +480,10 @@ def probes_over_training(
     best = {q: [] for q in targets}
     concat = {q: [] for q in targets}
     for step in progress_bar(steps, "probes over training", show_progress):
-        scores = ridge_r2_table(probe_inputs(load(step).model, sample.tokens), targets, train_seq, test_seq)
+        acts = probe_inputs(load(step).model, sample.tokens)
+        scores, hooks = ridge_r2_table(acts, targets, train_seq, test_seq), best_hooks(acts, targets, train_seq, seed)
         for quantity in targets:
-            best[quantity].append(scores[quantity][best_single_hook(scores[quantity])])
+            best[quantity].append(scores[quantity][hooks[quantity]])
             concat[quantity].append(scores[quantity][CONCAT])
     headline = {f"r2_final/{q}": best[q][-1] for q in targets}
     headline["checkpoints"] = float(len(steps))

@@ -33,7 +33,7 @@ import torch
 
 from nrecur.analysis.base import OKABE_ITO, cached, progress_bar, pyplot, register_analysis, save_figure
 from nrecur.analysis.heads import period_heads, score_heads
-from nrecur.analysis.probes import best_single_hook, probe_inputs, probe_targets, ridge_r2_table, split_sequences
+from nrecur.analysis.probes import best_hooks, probe_inputs, probe_targets, ridge_r2_table, split_sequences
 from nrecur.model import GPT
 from nrecur.tasks import NRecurrence
 from nrecur.train.evaluate import model_log_probs
@@ -234,9 +234,10 @@ def progress(run, n_sequences: int = 512, seed: int = 0, margin: float = 0.25, l
         step_scores = score_heads(model, task, length, min(n_sequences, 256), seed)
         for n, values in step_scores.period.items():
             period_best.setdefault(n, []).append(float(values.max()))
-        table = ridge_r2_table(probe_inputs(model, sample.tokens), targets, train_seq, test_seq)
+        acts = probe_inputs(model, sample.tokens)
+        table, hooks = ridge_r2_table(acts, targets, train_seq, test_seq), best_hooks(acts, targets, train_seq, seed)
         for quantity in targets:
-            probe_r2[quantity].append(table[quantity][best_single_hook(table[quantity])])
+            probe_r2[quantity].append(table[quantity][hooks[quantity]])
     summary_path = run.path / "summary.json"
     summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
     headline = {

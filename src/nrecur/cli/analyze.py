@@ -22,12 +22,13 @@ def register(subparsers) -> None:
     )
     parser.add_argument("run", metavar="RUN", help="run folder")
     parser.add_argument("--what", nargs="+", required=True, choices=[*names, "all"], metavar="NAME", help=f"analyses to run: {', '.join(names)}, or all")
-    parser.add_argument("--step", type=int, help="checkpoint step to analyze (default: the latest)")
+    parser.add_argument("--step", type=int, help="checkpoint step to analyze (default: the latest; an earlier step writes to RUN/analysis/step_NNNNNNNN/)")
     parser.add_argument(
         "--checkpoints", choices=["latest", "all"], default="latest",
-        help="all: also run the analyses that make sense over training (probes, geometry) at every saved checkpoint "
-        "(analysis/NAME_over_training.json); runs with log-spaced checkpoints (--log-checkpoints) give the curves "
-        "their points (default: latest)",
+        help="all: also run the analyses that make sense over training ("
+        + ", ".join(a.name for a in ANALYSES.values() if a.over_training is not None)
+        + ") at every saved checkpoint (analysis/NAME_over_training.json); runs with log-spaced checkpoints "
+        "(--log-checkpoints) give the curves their points (default: latest)",
     )  # fmt: skip
     parser.add_argument("--sequences", type=int, help="fresh sequences to analyze (default: each analysis's own)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the sequences (default: 0)")
@@ -48,6 +49,9 @@ def analyze_command(args: argparse.Namespace) -> int:
     run = load_run(args.run, step=args.step, device=resolve_device(args.device))
     if "all" in args.what:
         chosen = [a for a in ANALYSES.values() if a.applies(run) is None]
+        for analysis in ANALYSES.values():
+            if analysis not in chosen:
+                print(f"skipped {analysis.name}: {analysis.applies(run)}")
     else:
         chosen = [ANALYSES[name] for name in dict.fromkeys(args.what)]
         for analysis in chosen:
@@ -70,10 +74,14 @@ def analyze_command(args: argparse.Namespace) -> int:
         for analysis in over:
             start = time.perf_counter()
             results.append((analysis.over_training(run, steps, load, **_options(analysis.over_training, args)), time.perf_counter() - start))
+    latest = run.step == run.checkpoint_steps[-1]
+    folder = run.folder.analysis_dir if latest else run.folder.analysis_dir_at(run.step)
     for result, seconds in results:
-        paths = write_analysis(result, run.folder.analysis_dir)
+        over_training = result.name.endswith("_over_training")
+        paths = write_analysis(result, folder, step=None if over_training else run.step)
         head = ", ".join(f"{k} {v:.3f}" for k, v in list(result.headline.items())[:6])
-        print(f"{result.name} ({seconds:.0f} s): {head}{' …' if len(result.headline) > 6 else ''}")
+        at = "all checkpoints" if over_training else f"step {run.step}"
+        print(f"{result.name} ({at}, {seconds:.0f} s): {head}{' …' if len(result.headline) > 6 else ''}")
         print(f"  wrote {paths[0]} and {len(paths) - 1} figure files")
     return 0
 

@@ -109,6 +109,10 @@ class RunFolder:
     def analysis_dir(self) -> Path:
         return self.path / self.ANALYSIS_DIR
 
+    def analysis_dir_at(self, step: int) -> Path:
+        """Where analyses of an earlier checkpoint go, so they never replace those of the latest one."""
+        return self.analysis_dir / f"step_{step:08d}"
+
     @property
     def report_file(self) -> Path:
         return self.path / self.REPORT_FILE
