@@ -11,7 +11,8 @@ import pytest
 import nrecur
 from nrecur.analysis.base import ANALYSES, residual_hooks, write_analysis
 from nrecur.analysis.failure import compare_failure, failure, failure_from_probs, overreaction, perseveration, scoring_task
-from nrecur.analysis.updates import aligned_beliefs, discreteness, event_updates, find_events, learning_rate, updates, updates_across_runs
+from nrecur.analysis.decoded import aligned_beliefs
+from nrecur.analysis.updates import discreteness, event_updates, find_events, learning_rate, updates, updates_across_runs
 from nrecur.tasks import NRecurrence
 from nrecur.tasks.sampler import Batch
 from nrecur.train.presets import get_preset

@@ -42,7 +42,7 @@ from nrecur.analysis.updates import (
     NOISE_COLOUR,
     OBSERVER_COLOUR,
     EventUpdates,
-    _mean_band,
+    mean_band,
     default_window,
     event_updates,
     model_probs,
@@ -119,7 +119,7 @@ def failure_from_probs(
     gap = np.abs(data["overreaction_model"] - data["overreaction_observer"])
     headline["overreaction_gap"] = float(np.nanmean(gap)) if np.any(~np.isnan(gap)) else float("nan")
     for kind in EVENT_KINDS:
-        mean, half, count = _mean_band(by_kind[kind].kl)
+        mean, half, count = mean_band(by_kind[kind].kl)
         data[f"kl/{kind}"] = {"mean": mean, "ci95": half, "count": count}
         headline[f"kl/{kind}"] = float(np.mean(by_kind[kind].kl)) if by_kind[kind].kl.size else float("nan")
         headline[f"n_events/{kind}"] = float(len(by_kind[kind].events))

@@ -32,7 +32,7 @@ series starts at the first target position *after* the noise token (offset
 when the belief never dropped below 0.5), and the discreteness is that of the
 rise from the first target position after the noise to the end of the window.
 
-The model's own belief over the rule is read from its activations too: the
+The model's own belief over the rule is read from its activations too (:mod:`nrecur.analysis.decoded`): the
 best probe of the probes analysis (ridge at every hook, concatenated included,
 or the MLP at the best hook; chosen by held-out R²) for the period and the
 target marginals is fitted on separate sequences and decoded around the same
@@ -57,7 +57,6 @@ import numpy as np
 import torch
 
 from nrecur.analysis.base import pyplot, register_analysis, save_figure
-from nrecur.analysis.probes import choose_probe, probe_inputs, split_sequences
 from nrecur.tasks import NRecurrence
 from nrecur.tasks.sampler import Batch
 from nrecur.train.evaluate import model_log_probs
@@ -70,17 +69,17 @@ __all__ = [
     "EventUpdates",
     "Events",
     "UpdatesResult",
-    "aligned_beliefs",
     "aligned_curves",
-    "decode_rule_beliefs",
     "discreteness",
     "event_updates",
     "find_events",
     "kl_by_offset",
+    "mean_band",
     "learning_rate",
     "never_last_median",
     "updates",
     "updates_across_runs",
+    "window_index",
 ]
 
 EventKind = Literal["transition", "noise"]
@@ -179,7 +178,7 @@ def find_events(batch: Batch, kind: EventKind, window: int, settle: int = 0) -> 
 # ---------------------------------------------------------------------------------------------------------- curves
 
 
-def _window_index(events: Events) -> tuple[np.ndarray, np.ndarray]:
+def window_index(events: Events) -> tuple[np.ndarray, np.ndarray]:
     """Row and column indices ``[event, offset]`` of the positions of each event's window."""
     rows = np.repeat(events.sequence[:, None], events.window, 1)
     columns = events.position[:, None] + np.arange(events.window)
@@ -204,7 +203,7 @@ class Curves:
 
 def aligned_curves(probs: np.ndarray, events: Events, is_target_position: np.ndarray, min_change: float) -> Curves:
     """``probs [batch, pos, vocab]`` (index i predicts token i+1) aligned on ``events``."""
-    rows, columns = _window_index(events)
+    rows, columns = window_index(events)
     predicted = probs[rows, columns - 1]  # [event, offset, vocab]: the prediction of position e + k
     at_target = np.asarray(is_target_position, dtype=bool)[rows, columns]  # [event, offset]
     events_index = np.arange(len(events))[:, None]
@@ -247,7 +246,7 @@ def discreteness(p: np.ndarray, first_offset: int = 0, min_change: float = 0.1) 
 
 def kl_by_offset(observer: np.ndarray, model: np.ndarray, events: Events) -> np.ndarray:
     """``[event, offset]``: KL(observer ‖ model) of the predictions of positions ``event + offset`` (nats)."""
-    rows, columns = _window_index(events)
+    rows, columns = window_index(events)
     p = observer[rows, columns - 1]  # [event, offset, vocab]
     q = model[rows, columns - 1]
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -301,52 +300,6 @@ def event_updates(
     return out
 
 
-def aligned_beliefs(belief: np.ndarray, events: Events, index: np.ndarray) -> np.ndarray:
-    """``belief [batch, pos, k]`` (index i: having seen tokens 0..i) → ``[event, offset]``: the belief in
-    value ``index[event]`` having seen the tokens before position ``event + offset``."""
-    rows, columns = _window_index(events)
-    return belief[rows, columns - 1, np.asarray(index)[:, None]]
-
-
-def decode_rule_beliefs(model, task: NRecurrence, length: int, tokens: np.ndarray, n_fit: int, seed: int, mlp: bool = True):
-    """The model's beliefs over period and target on ``tokens``, read by the best probe for each.
-
-    The probes are chosen and fitted on ``n_fit`` other sequences of ``task`` (seed ``seed + 1``), so every
-    decoded value is held out. Returns ``({"period": [batch, pos, period], "target": [batch, pos, vocab]},
-    {quantity: ChosenProbe})``.
-    """
-    fit = task.sample(n_fit, length, seed + 1)
-    post = task.posterior(fit.tokens)
-    train_seq, test_seq = split_sequences(n_fit, 0.2, seed)
-    acts = probe_inputs(model, fit.tokens)
-    chosen = {
-        quantity: choose_probe(acts, np.asarray(values, dtype=np.float64), train_seq, test_seq, mlp=mlp, seed=seed)
-        for quantity, values in (("period", post.period), ("target", post.target))
-    }
-    acts = probe_inputs(model, tokens)
-    return {quantity: probe.predict(acts) for quantity, probe in chosen.items()}, chosen
-
-
-def _decoded_summary(task: NRecurrence, decoded: dict[str, np.ndarray], post, events: Events) -> dict:
-    """Probe-decoded and observer marginals around ``events``: mean and 95 % interval by offset."""
-    period_index = np.full(task.max_period + 1, -1)
-    period_index[list(task.periods)] = np.arange(len(task.periods))
-    reads = {
-        "target_new": ("target", events.new_target),
-        "target_old": ("target", events.old_target),
-        "period_new": ("period", period_index[events.period]),
-    }
-    observer = {"period": np.asarray(post.period, dtype=np.float64), "target": np.asarray(post.target, dtype=np.float64)}
-    out = {}
-    for name, (quantity, index) in reads.items():
-        for who, belief in (("probe", decoded[quantity]), ("observer", observer[quantity])):
-            mean, half, count = _mean_band(aligned_beliefs(belief, events, index))
-            out[f"{name}_{who}"] = {"mean": mean, "ci95": half, "count": count}
-    difference = aligned_beliefs(decoded["target"], events, events.new_target) - aligned_beliefs(observer["target"], events, events.new_target)
-    out["error_target_new"] = float(np.abs(difference).mean()) if difference.size else float("nan")
-    return out
-
-
 # ---------------------------------------------------------------------------------------------------------- the analysis
 
 
@@ -369,7 +322,7 @@ def model_probs(model, tokens: np.ndarray) -> np.ndarray:
     return model_log_probs(model, torch.as_tensor(np.asarray(tokens), dtype=torch.long)).exp().numpy()
 
 
-def _mean_band(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def mean_band(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per column of ``[event, offset]`` (NaN ignored): mean, and the 95 % interval of the mean; count."""
     count = (~np.isnan(values)).sum(0)
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -385,11 +338,11 @@ def _summary(kind_updates: EventUpdates) -> dict:
     for who in ("model", "observer"):
         curves: Curves = getattr(kind_updates, who)
         for name in ("p_old", "p_new"):
-            mean, half, count = _mean_band(getattr(curves, name))
+            mean, half, count = mean_band(getattr(curves, name))
             data[f"{name}_{who}"] = {"mean": mean, "ci95": half, "count": count}
         data[f"learning_rate_{who}"] = curves.learning_rate
         data[f"discreteness_{who}"] = curves.discreteness
-    mean, half, count = _mean_band(kind_updates.kl)
+    mean, half, count = mean_band(kind_updates.kl)
     data["kl"] = {"mean": mean, "ci95": half, "count": count}
     events = kind_updates.events
     data["events"] = {
@@ -498,40 +451,10 @@ def plot_updates(by_kind: dict[str, dict], folder: Path, stem: str, decoders: di
     fig.tight_layout()
     paths += save_figure(fig, folder, f"{stem}_histograms")
     if decoders and all("decoded" in by_kind[kind] for kind in EVENT_KINDS):
-        paths += _plot_decoded(by_kind, decoders, folder, f"{stem}_decoded")
+        from nrecur.analysis.decoded import plot_decoded
+
+        paths += plot_decoded(by_kind, decoders, folder, f"{stem}_decoded")
     return paths
-
-
-DECODED_COLOURS = {"target_new": MODEL_COLOUR, "target_old": "#D55E00", "period_new": NOISE_COLOUR}
-
-
-def _plot_decoded(by_kind: dict[str, dict], decoders: dict[str, dict], folder: Path, stem: str) -> list[Path]:
-    """The probe-decoded beliefs over target and period around events (dashed) beside the observer's (solid)."""
-    plt = pyplot()
-
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    for ax, kind in zip(axes, EVENT_KINDS):
-        data = by_kind[kind]
-        offsets = np.asarray(data["offsets"])
-        names = ("target_new", "target_old", "period_new") if kind == "transition" else ("target_new", "period_new")
-        for name in names:
-            label = {"target_new": "new target", "target_old": "old target", "period_new": "new period"}[name]
-            if kind == "noise":
-                label = {"target_new": "true target", "period_new": "true period"}[name]
-            for who, style in (("observer", "-"), ("probe", "--")):
-                curve = data["decoded"][f"{name}_{who}"]
-                mean, half = np.asarray(curve["mean"], float), np.asarray(curve["ci95"], float)
-                ax.plot(offsets, mean, style, color=DECODED_COLOURS[name], label=f"{who}: P({label})")
-                ax.fill_between(offsets, mean - half, mean + half, color=DECODED_COLOURS[name], alpha=0.15)
-        ax.set_title(f"after a {kind} ({data['n_events']} events)")
-        ax.set_xlabel("tokens seen from the event on")
-        ax.set_ylabel("posterior marginal")
-        ax.set_ylim(-0.1, 1.1)
-        ax.legend(fontsize=7)
-    decoders = ", ".join(f"{q}: {d['kind']} probe at {d['hook']}, R² {d['r2']:.2f}" for q, d in decoders.items())
-    fig.suptitle(f"beliefs over the rule: the observer's (solid) and decoded from the model (dashed; {decoders})", fontsize=9)
-    fig.tight_layout()
-    return save_figure(fig, folder, stem)
 
 
 def sample_events(task: NRecurrence, n_sequences: int, length: int, seed: int) -> tuple[Batch, np.ndarray]:
@@ -574,9 +497,11 @@ def updates(
     options = {"n_sequences": n_sequences, "seed": seed, "window": window, "settle": settle, "min_change": min_change, "length": length}
     headline, summaries = _headline(by_kind), {kind: _summary(value) for kind, value in by_kind.items()}
     if decode:
+        from nrecur.analysis.decoded import decode_rule_beliefs, decoded_summary
+
         decoded, chosen = decode_rule_beliefs(run.model, task, length, batch.tokens, decode_sequences, seed)
         for kind, kind_updates in by_kind.items():
-            summaries[kind]["decoded"] = _decoded_summary(task, decoded, post, kind_updates.events)
+            summaries[kind]["decoded"] = decoded_summary(task, decoded, post, kind_updates.events)
             headline[f"decoded_error/{kind}"] = summaries[kind]["decoded"]["error_target_new"]
         options["decoders"] = {quantity: {"hook": c.hook, "kind": c.kind, "r2": c.r2} for quantity, c in chosen.items()}
         headline.update({f"decoded_r2/{quantity}": c.r2 for quantity, c in chosen.items()})
