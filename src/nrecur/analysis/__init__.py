@@ -11,5 +11,6 @@ from nrecur.analysis.failure import failure  # noqa: E402
 from nrecur.analysis.heads import heads  # noqa: E402
 from nrecur.analysis.progress import progress  # noqa: E402
 from nrecur.analysis.patching import PatchingResult, patching  # noqa: E402
+from nrecur.analysis.prior import PriorResult, prior  # noqa: E402
 
-__all__ = ["ANALYSES", "GeometryResult", "ProbeResult", "failure", "geometry", "PatchingResult", "heads", "patching", "probes", "progress", "updates", "write_analysis"]
+__all__ = ["ANALYSES", "GeometryResult", "ProbeResult", "failure", "geometry", "PatchingResult", "heads", "patching", "prior", "PriorResult", "probes", "progress", "updates", "write_analysis"]
