@@ -28,8 +28,9 @@ normalized; all-zero scores give the uniform distribution):
   ``W_Q``, ``W_K`` (with biases), scaled and softmaxed causally; period ``n``
   scores the mass on the key ``n - 1`` back (the nearest earlier position in the
   phase of the one being predicted, the first key of the period score of the
-  heads analysis) above what uniform attention puts there, clipped at 0, summed
-  over heads (averaged over queries ``i ≥ n - 1``);
+  heads analysis) above what uniform attention puts there, averaged over the
+  queries ``i ≥ max_period - 1`` (the same for every period), clipped at 0 per
+  head, summed over heads;
 * ``qk_pos_ov``: the same, each head weighted by the Frobenius norm of its OV
   circuit ``W_V W_O`` (a head that writes nothing cannot carry a prior);
 * ``mean_input_attn``: the attention patterns of *every* layer on the
@@ -184,16 +185,17 @@ def _mean_input(model: GPT, task: NRecurrence) -> np.ndarray:
 
 
 def _lag_excess(pattern: torch.Tensor, periods: tuple[int, ...]) -> np.ndarray:
-    """``pattern [head, query, key]`` → ``[head, period]``: mean mass on key ``i - (n - 1)`` over queries
-    ``i ≥ n - 1`` minus what uniform causal attention puts there (``1 / (i + 1)``), clipped at 0."""
+    """``pattern [head, query, key]`` → ``[head, period]``: the mean over queries ``i ≥ max(periods) - 1`` (the
+    same queries for every period, so no period gets more short, noisy rows) of the mass on key ``i - (n - 1)``
+    minus what uniform causal attention puts there (``1 / (i + 1)``), clipped at 0 per head."""
     length = pattern.shape[-1]
+    queries = np.arange(max(periods) - 1, length)
     out = np.zeros((pattern.shape[0], len(periods)))
+    if len(queries) == 0:
+        return out
     for index, n in enumerate(periods):
-        queries = np.arange(n - 1, length)
-        if len(queries) == 0:
-            continue
         mass = pattern[:, queries, queries - (n - 1)].double().numpy()  # [head, query]
-        out[:, index] = np.clip(mass - 1.0 / (queries + 1), 0, None).mean(-1)
+        out[:, index] = np.clip((mass - 1.0 / (queries + 1)).mean(-1), 0, None)
     return out
 
 
