@@ -437,7 +437,7 @@ class PriorResult:
 
     def plot(self, folder: Path) -> list[Path]:
         plt = pyplot()
-        fig, axes = plt.subplots(1, 2, figsize=(12, 3.8), gridspec_kw={"width_ratios": [len(self.true_target), len(self.periods) + 1]})
+        fig, axes = plt.subplots(1, 2, figsize=(13, 4.8), gridspec_kw={"width_ratios": [len(self.true_target), len(self.periods) + 1]})
         panels = (
             (axes[0], "target", [str(v) for v in range(len(self.true_target))], self.true_target, self.static_target, self.behavioural_target),
             (axes[1], "period", [str(n) for n in self.periods], self.true_period, self.static_period, self.behavioural_period),
@@ -448,15 +448,16 @@ class PriorResult:
             x = np.arange(len(labels))
             for index, (label, values) in enumerate(bars):
                 colour = "#000000" if index == 0 else OKABE_ITO[(index - 1) % 7]
-                corr = self.scores[what].get(label.replace(" ", "/"), {}).get("corr")
-                suffix = "" if index == 0 else (f" (r={corr:.2f})" if corr is not None and np.isfinite(corr) else " (r undefined)")
+                score = self.scores[what].get(label.replace(" ", "/"), {})
+                corr = score.get("corr", float("nan"))
+                suffix = "" if index == 0 else f" (r={corr:.2f}, KL={score.get('kl', float('nan')):.3f})" if np.isfinite(corr) else f" (r undefined: uniform; KL={score.get('kl', float('nan')):.3f})"
                 ax.bar(x + (index - (len(bars) - 1) / 2) * width, values, width, color=colour, label=label + suffix,
                        hatch="//" if label.startswith("behavioural") else None, edgecolor="white" if index else None)  # fmt: skip
             ax.set_xticks(x, labels)
             ax.set_xlabel(what)
             ax.set_ylabel("probability")
             ax.set_title(f"prior over {what}s: true, static (weights only), behavioural", fontsize=9)
-            ax.legend(fontsize=7, frameon=False)
+            ax.legend(fontsize=7, frameon=False, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2)
         fig.tight_layout()
         return save_figure(fig, folder, "prior")
 
