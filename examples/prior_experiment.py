@@ -31,12 +31,12 @@ from pathlib import Path
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+import numpy as np
+import torch
 
-from nrecur import load_run, train  # noqa: E402
-from nrecur.analysis.prior import PERIOD_ESTIMATORS, TARGET_ESTIMATORS, prior  # noqa: E402
-from nrecur.train.presets import get_preset  # noqa: E402
+from nrecur import load_run, train
+from nrecur.analysis.prior import PERIOD_ESTIMATORS, TARGET_ESTIMATORS, prior
+from nrecur.train.presets import get_preset
 
 ZIPF = tuple(float(x) for x in (1 / np.arange(1, 9)) / (1 / np.arange(1, 9)).sum())
 PERIOD_SKEW = (0.5, 0.25, 0.15, 0.1)
@@ -103,7 +103,8 @@ def main() -> None:
                         "untrained_corr": untrained.get("corr", float("nan")),
                         "untrained_kl": untrained.get("kl", float("nan")),
                         "uniform_model_corr": corr(truth, controls[estimator]),
-                        "relative_corr": corr(log_shift, np.log(values) - np.log(controls[estimator])),
+                        # floored: a static period estimate can put exactly 0 on a period
+                        "relative_corr": corr(log_shift, np.log(np.clip(values, 1e-3, None)) - np.log(np.clip(controls[estimator], 1e-3, None))),
                     }
         table[name] = rows
 
@@ -123,7 +124,7 @@ def main() -> None:
         "seed": args.seed,
         "estimators": {"target": list(TARGET_ESTIMATORS), "period": list(PERIOD_ESTIMATORS)},
         "runs": {name: {"eval_kl": r["eval_kl"], "step": r["step"], "headline": r["result"].headline, **r["result"].to_json()}
-                 for name, r in results.items()},  # fmt: skip
+                 for name, r in results.items()},
         "table": table,
     }
     text = json.dumps(data, indent=1, default=lambda o: o.tolist() if hasattr(o, "tolist") else str(o))

@@ -11,7 +11,15 @@ import pytest
 import torch
 
 from nrecur import Mess3, NRecurrence
-from nrecur.analysis.prior import compare, emission_affine, fit_prior, prior, prior_applies, prior_from_marginal, static_priors
+from nrecur.analysis.prior import (
+    compare,
+    emission_affine,
+    fit_prior,
+    prior,
+    prior_applies,
+    prior_from_marginal,
+    static_priors,
+)
 from nrecur.cli import main
 from nrecur.model import GPT, GPTConfig
 
