@@ -3,21 +3,28 @@
 from __future__ import annotations
 
 import argparse
+import re
 import shutil
 import sys
 import textwrap
 import time
 from pathlib import Path
 
+import pydantic
+
+from nrecur._config import format_error
 from nrecur.cli import UsageError
 from nrecur.cli.options import add_config_options, add_task_options, given_options, given_task_options, task_from_args
 from nrecur.model import GPTConfig
 from nrecur.tasks import Task
 from nrecur.train.config import RunConfig, TrainConfig
+from nrecur.train.interventions import Intervention
 from nrecur.train.presets import DEFAULT_PRESET_OF_KIND, PRESETS, get_preset
 
 # Options shared by the three config groups of ``nrecur train``; the model's vocab_size follows the task's.
 MODEL_SKIP = ("vocab_size",)
+# TrainConfig fields with their own options (not one generated option each).
+TRAIN_SKIP = ("interventions",)
 # The config options ``--resume`` takes: they extend (or shorten) a run without changing what it has done.
 RESUME_OPTIONS = ("steps", "time_budget")
 
@@ -68,9 +75,66 @@ def _register_train(subparsers) -> None:
     notes = preset_notes()
     add_task_options(parser, notes=notes)
     add_config_options(parser, GPTConfig, skip=MODEL_SKIP, title="model", notes=notes)
-    add_config_options(parser, TrainConfig, title="training", notes=notes)
+    add_config_options(parser, TrainConfig, skip=TRAIN_SKIP, title="training", notes=notes)
+    _add_intervention_options(parser)
     parser.epilog = variant_notes()
     parser.set_defaults(handler=train_command, command="train")
+
+
+_HEAD = r"(?P<layer>\d+)\.(?P<head>\d+)"
+_STEPS = r"(?:@(?P<start>\d*):(?P<end>\d*))?"
+ABLATE_FORM = "L.H[@A:B]"
+CLAMP_FORM = "L.H=previous|period:N[@A:B]"
+
+
+def _intervention(match: re.Match, **fields) -> Intervention:
+    start, end = match["start"], match["end"]
+    try:
+        return Intervention(
+            layer=int(match["layer"]), head=int(match["head"]), start=int(start) if start else 0,
+            end=int(end) if end else None, **fields,
+        )  # fmt: skip
+    except pydantic.ValidationError as error:
+        raise argparse.ArgumentTypeError(format_error(error)) from None
+
+
+def parse_ablate_head(text: str) -> Intervention:
+    """``L.H[@A:B]`` → an ablation of head H of layer L for steps A (default 0) to B (default: the end)."""
+    match = re.fullmatch(_HEAD + _STEPS, text.strip())
+    if match is None:
+        raise argparse.ArgumentTypeError(f"cannot read {text!r}: write {ABLATE_FORM}, e.g. 0.3 or 0.3@0:500")
+    return _intervention(match, kind="ablate")
+
+
+def parse_clamp_pattern(text: str) -> Intervention:
+    """``L.H=previous|period:N[@A:B]`` → head H of layer L clamped to that attention pattern for steps A to B."""
+    match = re.fullmatch(_HEAD + r"=(?P<pattern>previous|period:(?P<period>\d+))" + _STEPS, text.strip())
+    if match is None:
+        raise argparse.ArgumentTypeError(f"cannot read {text!r}: write {CLAMP_FORM}, e.g. 1.2=previous or 1.2=period:3@100:600")
+    pattern = "previous" if match["pattern"] == "previous" else "period"
+    period = int(match["period"]) if match["period"] else None
+    return _intervention(match, kind="clamp_pattern", pattern=pattern, period=period)
+
+
+def _add_intervention_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group(
+        "interventions during training (repeatable; recorded in config.json as train.interventions; "
+        "active for steps A <= step < B and the evaluations at those steps; A defaults to 0, B to the end)"
+    )
+    group.add_argument(
+        "--ablate-head", action="append", type=parse_ablate_head, metavar=ABLATE_FORM,
+        help="zero the output z of head H of layer L, e.g. --ablate-head 0.3@0:500",
+    )  # fmt: skip
+    group.add_argument(
+        "--clamp-pattern", action="append", type=parse_clamp_pattern, metavar=CLAMP_FORM,
+        help="fix the attention pattern of head H of layer L: previous (each query on the previous token) or "
+        "period:N (uniform over the earlier keys j <= i with j = i+1 mod N; N one of the task's periods)",
+    )  # fmt: skip
+
+
+def given_interventions(args: argparse.Namespace) -> list[Intervention]:
+    """The interventions ``--ablate-head`` and ``--clamp-pattern`` ask for, in that order."""
+    return [*(getattr(args, "ablate_head", None) or []), *(getattr(args, "clamp_pattern", None) or [])]
 
 
 def _differences(config: RunConfig, base: RunConfig | None = None) -> dict[str, object]:
@@ -154,7 +218,11 @@ def config_from_train_args(args: argparse.Namespace) -> RunConfig:
         # Sequences of a fixed length (modular: 3 x n_examples): the context follows them, whole.
         model_values["n_ctx"] = task.max_length - 1
     model = GPTConfig.model_validate(model_values)
-    train = TrainConfig.model_validate({**base.train.model_dump(), **given_options(TrainConfig, args)})
+    train_values = {**base.train.model_dump(), **given_options(TrainConfig, args, TRAIN_SKIP)}
+    interventions = given_interventions(args)
+    if interventions:
+        train_values["interventions"] = [*base.train.interventions, *interventions]
+    train = TrainConfig.model_validate(train_values)
     return RunConfig(task=task, model=model, train=train, init_from=args.init_from)
 
 
@@ -170,6 +238,7 @@ def train_command(args: argparse.Namespace) -> int:
             flags = (
                 ("task", args.task), ("preset", args.preset), ("init-from", args.init_from), ("out", args.out),
                 ("overwrite", args.overwrite), ("stochastic", args.stochastic), ("finetune", args.finetune),
+                ("ablate-head", args.ablate_head), ("clamp-pattern", args.clamp_pattern),
             )  # fmt: skip
             given += ["--" + flag for flag, on in flags if on]
             if given:

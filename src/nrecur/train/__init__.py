@@ -18,6 +18,7 @@ from nrecur.train.callbacks import (
 from nrecur.train.config import RunConfig, TrainConfig
 from nrecur.train.evaluate import EvalSet, Evaluation, Grokking, build_eval_sets, evaluate
 from nrecur.train.folder import RunFolder
+from nrecur.train.interventions import Intervention
 from nrecur.train.loop import NonFiniteLossError, StepInfo, Trainer, TrainResult
 from nrecur.train.session import resume, train
 
@@ -28,6 +29,7 @@ __all__ = [
     "Evaluation",
     "Evaluator",
     "Grokking",
+    "Intervention",
     "MetricsWriter",
     "NonFiniteLossError",
     "ProgressBar",

@@ -78,7 +78,9 @@ class Evaluator(Callback):
             trainer.evaluations = self.evaluate_all(trainer)
 
     def evaluate_all(self, trainer: "Trainer") -> dict:
-        return {name: evaluate(trainer.model, eval_set) for name, eval_set in self.eval_sets.items()}
+        # The model as training sees it at this step: with the interventions active now.
+        with trainer.interventions():
+            return {name: evaluate(trainer.model, eval_set) for name, eval_set in self.eval_sets.items()}
 
     def on_step(self, trainer: "Trainer", info: "StepInfo") -> None:
         self._loss_sum += info.loss

@@ -16,6 +16,7 @@ from pydantic import SerializeAsAny, field_validator, model_validator
 from nrecur._config import Config, format_error
 from nrecur.model import GPTConfig
 from nrecur.tasks import NRecurrence, Task, task_from_data
+from nrecur.train.interventions import Intervention
 
 
 class TrainConfig(Config):
@@ -86,6 +87,10 @@ class TrainConfig(Config):
     """Save a checkpoint (model, optimizer, RNG state) every this many steps; the previous one is replaced."""
     log_checkpoints: int = 0
     """Also keep this many checkpoints at log-spaced steps (plus step 0), for studying training dynamics."""
+
+    # --- interventions
+    interventions: tuple[Intervention, ...] = ()
+    """Heads ablated or attention patterns clamped during training, each for its steps [start, end) (and the evaluations at those steps); see nrecur.train.interventions."""
 
     @field_validator("steps", "batch_size", "train_size", "eval_every", "eval_size", "checkpoint_every")
     @classmethod
@@ -210,7 +215,23 @@ class RunConfig(Config):
             raise ValueError(
                 f"train.held_out_fraction must be 0 for task kind {self.task.kind!r}: it has no hidden rules to hold out"
             )
+        for index, intervention in enumerate(self.train.interventions):
+            self._check_intervention(index, intervention)
         return self
+
+    def _check_intervention(self, index: int, intervention: Intervention) -> None:
+        where = f"train.interventions[{index}] ({intervention.describe()})"
+        if intervention.layer >= self.model.n_layers:
+            layers = f"0..{self.model.n_layers - 1}" if self.model.n_layers else "none"
+            raise ValueError(f"{where}: layer {intervention.layer} is out of range; the model has layers {layers}")
+        if intervention.head >= self.model.n_heads:
+            raise ValueError(f"{where}: head {intervention.head} is out of range; the model has heads 0..{self.model.n_heads - 1}")
+        if intervention.period is not None:
+            periods = getattr(self.task, "periods", None)
+            if periods is None:
+                raise ValueError(f"{where}: task kind {self.task.kind!r} has no periods to clamp a period pattern to")
+            if intervention.period not in periods:
+                raise ValueError(f"{where}: period {intervention.period} is not one of the task's periods {list(periods)}")
 
     @property
     def length(self) -> int:

@@ -16,8 +16,10 @@ deterministic).
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
@@ -43,6 +45,7 @@ from nrecur.train.data import held_out_rules, make_data
 from nrecur.train.evaluate import Evaluation, Grokking
 from nrecur.train.folder import InitSource, RunFolder
 from nrecur.train.grokfast import GrokfastEMA
+from nrecur.train.interventions import intervention_hooks
 from nrecur.train.memory import check_training_memory
 from nrecur.train.objectives import OBJECTIVES
 
@@ -218,7 +221,8 @@ class Trainer:
         """One optimizer step on batch ``self.step``; raises :class:`NonFiniteLossError` on a NaN/inf loss."""
         train = self.config.train
         tokens = torch.from_numpy(np.ascontiguousarray(self.data.batch(self.step))).to(self.device)  # [batch, pos + 1]
-        loss = OBJECTIVES[train.objective](self.model, tokens, self.config.task)
+        with self.interventions():
+            loss = OBJECTIVES[train.objective](self.model, tokens, self.config.task)
         loss_value = float(loss.detach())
         if not math.isfinite(loss_value):
             self.fail(loss_value)
@@ -234,6 +238,13 @@ class Trainer:
         self.optimizer.step()
         self.step += 1
         return StepInfo(step=self.step, loss=loss_value, lr=lr, grad_norm=grad_norm)
+
+    @contextlib.contextmanager
+    def interventions(self, step: int | None = None) -> Iterator[None]:
+        """Forward passes inside this block get the config's interventions active at ``step`` (default: now)."""
+        hooks = intervention_hooks(self.config.train.interventions, self.step if step is None else step)
+        with self.model.hooks(hooks):
+            yield
 
     def fail(self, loss_value: float) -> None:
         """Stop on a non-finite loss: tell the callbacks, then raise (no checkpoint of the broken state)."""
