@@ -198,7 +198,8 @@ def failure(
     length = run.config.length
     window = default_window(task, length) if window is None else window
     settle = 2 * task.max_period if settle is None else settle
-    batch, observer = sample_events(task, n_sequences, length, seed)
+    batch, post = sample_events(task, n_sequences, length, seed)
+    observer = np.asarray(post.predictive, dtype=np.float64)
     headline, data = failure_from_probs(model_probs(run.model, batch.tokens), observer, batch, window, settle)
     options = {
         "task": task.model_dump(mode="json"),
@@ -287,7 +288,8 @@ def compare_failure(
     length = min(run.config.length for run in runs.values())
     window = default_window(task, length) if window is None else window
     settle = 2 * task.max_period if settle is None else settle
-    batch, observer = sample_events(task, n_sequences, length, seed)
+    batch, post = sample_events(task, n_sequences, length, seed)
+    observer = np.asarray(post.predictive, dtype=np.float64)
     headline: dict[str, float] = {}
     data = {}
     for name, run in runs.items():

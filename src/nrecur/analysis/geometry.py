@@ -90,6 +90,22 @@ def draw_simplex(ax, points: np.ndarray, colours: np.ndarray, title: str, size: 
     ax.axis("off")
 
 
+def simplex_grid(panels: list[tuple[str, np.ndarray]], colours: np.ndarray, columns: int, panel: tuple[float, float], size: float):
+    """A figure of ``(title, points [n, vertex])`` simplex panels, ``columns`` to a row, each ``panel`` inches;
+    returns the figure and its axes (flat)."""
+    plt = pyplot()
+
+    columns = min(columns, len(panels))
+    rows = -(-len(panels) // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(panel[0] * columns, panel[1] * rows), squeeze=False)
+    axes = axes.ravel()
+    for ax in axes[len(panels) :]:
+        ax.axis("off")
+    for ax, (title, points) in zip(axes, panels):
+        draw_simplex(ax, points, colours, title, size=size)
+    return fig, axes
+
+
 def label_vertices(ax, names) -> None:
     """Write the vertex names at the corners of the simplex drawn by :func:`draw_simplex`."""
     for (x, y), name in zip(simplex_xy(np.eye(len(names))), names):
@@ -133,21 +149,11 @@ class GeometryResult:
         }
 
     def plot(self, folder: Path) -> list[Path]:
-        plt = pyplot()
-
         truth = np.asarray(self.points_true)
-        colours = belief_colours(truth)
         panels = [("observer's beliefs", truth)] + [
             (f"{hook}\nR² {self.r2[hook]:.3f}", np.asarray(self.points_mapped[hook])) for hook in self.hooks
         ]
-        columns = min(6, len(panels))
-        rows = -(-len(panels) // columns)
-        fig, axes = plt.subplots(rows, columns, figsize=(2.7 * columns, 2.9 * rows), squeeze=False)
-        axes = axes.ravel()
-        for ax in axes[len(panels) :]:
-            ax.axis("off")
-        for ax, (title, points) in zip(axes, panels):
-            draw_simplex(ax, points, colours, title)
+        fig, axes = simplex_grid(panels, belief_colours(truth), columns=6, panel=(2.7, 2.9), size=1.5)
         label_vertices(axes[0], self.vertices)
         fig.suptitle("belief simplex: true (first panel) and linearly decoded from the residual stream at each hook,\n"
                      "each point coloured by its true belief", fontsize=9)
@@ -255,21 +261,11 @@ class GeometryTrainingResult:
         }
 
     def plot(self, folder: Path) -> list[Path]:
-        plt = pyplot()
-
         truth = np.asarray(self.points_true)
-        colours = belief_colours(truth)
         panels = [("observer", truth)] + [
             (f"step {step}\nR² {r2:.3f}", np.asarray(points)) for step, r2, points in zip(self.steps, self.r2_best, self.points_mapped)
         ]
-        columns = min(5, len(panels))
-        rows = -(-len(panels) // columns)
-        fig, axes = plt.subplots(rows, columns, figsize=(2.6 * columns, 2.8 * rows), squeeze=False)
-        axes = axes.ravel()
-        for ax in axes[len(panels) :]:
-            ax.axis("off")
-        for ax, (title, points) in zip(axes, panels):
-            draw_simplex(ax, points, colours, title, size=0.8)
+        fig, _ = simplex_grid(panels, belief_colours(truth), columns=5, panel=(2.6, 2.8), size=0.8)
         fig.suptitle("belief simplex decoded from the best hook at each checkpoint (coloured by the true belief)", fontsize=9)
         fig.tight_layout()
         return save_figure(fig, folder, "geometry_over_training")

@@ -206,7 +206,7 @@ def progress(run, n_sequences: int = 512, seed: int = 0, margin: float = 0.25, l
         load = lambda step: load_run(run.path, step=step, device=device)  # noqa: E731
     task, length = run.task, run.config.length
     steps = run.checkpoint_steps
-    final = load(steps[-1]).model
+    final = run.model if run.step == steps[-1] else load(steps[-1]).model
     scores = score_heads(final, task, length, n_sequences, seed)
     kept = sorted({head for heads in period_heads(scores, margin).values() for head in heads})
     all_heads = [(layer, head) for layer in range(final.config.n_layers) for head in range(final.config.n_heads)]

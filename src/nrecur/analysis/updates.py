@@ -457,10 +457,10 @@ def plot_updates(by_kind: dict[str, dict], folder: Path, stem: str, decoders: di
     return paths
 
 
-def sample_events(task: NRecurrence, n_sequences: int, length: int, seed: int) -> tuple[Batch, np.ndarray]:
-    """A batch of ``task`` and its observer's predictive ``[batch, pos, vocab]``."""
+def sample_events(task: NRecurrence, n_sequences: int, length: int, seed: int) -> tuple[Batch, object]:
+    """A batch of ``task`` and its observer's posterior on it (``.predictive [batch, pos, vocab]``, marginals)."""
     batch = task.sample(n_sequences, length, seed)
-    return batch, np.asarray(task.posterior(batch.tokens).predictive, dtype=np.float64)
+    return batch, task.posterior(batch.tokens)
 
 
 @register_analysis(
@@ -491,8 +491,7 @@ def updates(
     length = run.config.length
     window = default_window(task, length) if window is None else window
     settle = 2 * task.max_period if settle is None else settle
-    batch = task.sample(n_sequences, length, seed)
-    post = task.posterior(batch.tokens)
+    batch, post = sample_events(task, n_sequences, length, seed)
     by_kind = event_updates(model_probs(run.model, batch.tokens), post.predictive, batch, window, settle, min_change)
     options = {"n_sequences": n_sequences, "seed": seed, "window": window, "settle": settle, "min_change": min_change, "length": length}
     headline, summaries = _headline(by_kind), {kind: _summary(value) for kind, value in by_kind.items()}
