@@ -120,6 +120,21 @@ def test_an_analysis_interrupted_while_writing_leaves_the_old_json_whole(mess3_r
     assert not list(path.parent.glob(".*.tmp"))
 
 
+@pytest.mark.slow
+def test_an_earlier_step_writes_beside_the_latest_results_never_over_them(mess3_run, capsys):
+    assert main(["analyze", str(mess3_run), "--what", "geometry", "--sequences", "64"]) == 0
+    latest = (mess3_run / "analysis" / "geometry.json").read_bytes()
+    earlier = load_run(mess3_run).checkpoint_steps[1]
+    assert main(["analyze", str(mess3_run), "--what", "geometry", "--sequences", "64", "--step", str(earlier)]) == 0
+    assert f"geometry (step {earlier}," in capsys.readouterr().out
+    assert (mess3_run / "analysis" / "geometry.json").read_bytes() == latest
+    data = json.loads((mess3_run / "analysis" / f"step_{earlier:08d}" / "geometry.json").read_text())
+    assert data["step"] == earlier and json.loads(latest)["step"] == load_run(mess3_run).step
+    # --what all names what does not apply to the run instead of leaving it out silently.
+    assert main(["analyze", str(mess3_run), "--what", "all", "--sequences", "64", "--step", str(earlier)]) == 0
+    assert "skipped updates: needs an n-recurrence task, not mess3" in capsys.readouterr().out
+
+
 def test_an_analysis_that_does_not_apply_is_one_line_and_writes_nothing(tmp_path, capsys):
     folder = tiny(ModularICL(p=3, n_examples=4, n_tasks=4), tmp_path / "modular", steps=2)
     assert ANALYSES["geometry"].applies(load_run(folder)) is not None

@@ -212,6 +212,9 @@ def test_updates_and_failure_end_to_end(trained_run, tmp_path):
     assert both.headline["perseveration/a"] == both.headline["perseveration/b"] == scored.headline["perseveration_model"]
     assert both.headline["overreaction/observer"] == scored.headline["overreaction_observer"]
     assert {"failure_comparison.json", "failure_comparison.png"} <= {p.name for p in write_analysis(both, tmp_path / "cmp")}
+    listed = compare_failure([run], n_sequences=256, seed=1, window=4, settle=2)  # a list: runs named by their folders
+    assert listed.headline[f"perseveration/{run.path.name}"] == scored.headline["perseveration_model"]
+    assert all(path.exists() for path in listed.plot(str(tmp_path / "as-str")))  # a folder given as a str
     across = updates_across_runs({"a": run}, x="p_noise", n_sequences=256, seed=1, window=4, settle=2)
     assert across.runs["a"]["x"] == pytest.approx(float(np.mean(run.task.noise_by_period)))
     assert across.headline["learning_rate_observer/transition@a"] == result.headline["learning_rate_observer/transition"]
