@@ -221,7 +221,7 @@ class HeadsResult:
         grid = lambda values: np.asarray(values, float).reshape(len(layers), n_heads)  # noqa: E731
         panels = [("previous token", grid(self.previous_token), None), ("induction", grid(self.induction), None)]
         panels += [(f"period n={n}", grid(self.period_score[n]), self.period_baseline[n]) for n in self.period_score]
-        width = 0.42 * n_heads + 0.6
+        width = 0.5 * n_heads + 0.6
         fig, axes = plt.subplots(1, len(panels), figsize=(width * len(panels) + 1.2, 0.55 * len(layers) + 1.8), squeeze=False)
         for ax, (title, values, base) in zip(axes[0], panels):
             image = ax.imshow(values, vmin=0, vmax=1, cmap="viridis", aspect="auto")
@@ -230,7 +230,7 @@ class HeadsResult:
             ax.set_yticks(range(len(layers)), [f"layer {layer}" for layer in layers] if ax is axes[0][0] else [""] * len(layers))
             ax.set_xlabel("head")
             for (i, j), value in np.ndenumerate(values):
-                ax.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=6, color="white" if value < 0.6 else "black")
+                ax.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=8, color="white" if value < 0.6 else "black")
         fig.colorbar(image, ax=axes[0].tolist(), shrink=0.8, label="score")
         paths = save_figure(fig, folder, "heads_scores")
 
