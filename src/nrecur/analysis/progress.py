@@ -214,9 +214,7 @@ def progress(run, n_sequences: int = 512, seed: int = 0, margin: float = 0.25, l
 
     sample = task.sample(n_sequences, length, seed)
     post = task.posterior(sample.tokens)
-    predictive = np.asarray(post.predictive, dtype=np.float64)[:, :-1]  # [batch, pos-1, vocab]
-    following = np.asarray(sample.tokens)[:, 1:]
-    bayes = float(-np.log(np.take_along_axis(predictive, following[..., None], -1)).mean())
+    bayes = float(np.mean(post.log_loss))  # the observer's own [batch, pos-1] log-loss
     targets = {q: y for q, y in probe_targets(task, post).items() if q in ("period", "target")}
     train_seq, test_seq = split_sequences(n_sequences, 0.2, seed)
 
