@@ -28,7 +28,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from nrecur.analysis.base import progress_bar, pyplot, register_analysis, residual_activations, save_figure
+from nrecur.analysis.base import OKABE_ITO, progress_bar, pyplot, register_analysis, residual_activations, save_figure
 from nrecur.model import GPT
 from nrecur.tasks import HMMTask, NRecurrence, Task
 from nrecur.tasks.modular import ModularICL
@@ -335,8 +335,8 @@ class ProbeResult:
         paths += save_figure(fig, folder, "probes_scatter")
 
         fig, ax = plt.subplots(figsize=(6, 3.5))
-        for quantity in self.quantities:
-            ax.plot(self.r2_by_position[quantity], label=quantity)
+        for colour, quantity in zip(OKABE_ITO * 2, self.quantities):
+            ax.plot(self.r2_by_position[quantity], color=colour, label=quantity)
         ax.set_xlabel("position (having seen tokens 0..i)")
         ax.set_ylabel("held-out R² (best hook)")
         ax.set_ylim(-0.1, 1.02)
@@ -454,9 +454,9 @@ class ProbeTrainingResult:
 
         fig, ax = plt.subplots(figsize=(6.5, 3.8))
         steps = np.maximum(np.asarray(self.steps), 1)  # step 0 drawn at 1 on the log axis
-        for quantity in self.quantities:
-            (line,) = ax.plot(steps, self.r2_best[quantity], marker="o", ms=3, label=f"{quantity} (best hook)")
-            ax.plot(steps, self.r2_concat[quantity], ls="--", color=line.get_color(), lw=1)
+        for colour, quantity in zip(OKABE_ITO * 2, self.quantities):
+            ax.plot(steps, self.r2_best[quantity], color=colour, marker="o", ms=3, label=f"{quantity} (best hook)")
+            ax.plot(steps, self.r2_concat[quantity], ls="--", color=colour, lw=1)
         ax.set_xscale("log")
         ax.set_xlabel("training step (log)")
         ax.set_ylabel("held-out R² (dashed: all hooks)")
