@@ -12,5 +12,6 @@ from nrecur.analysis.heads import heads  # noqa: E402
 from nrecur.analysis.progress import progress  # noqa: E402
 from nrecur.analysis.patching import PatchingResult, patching  # noqa: E402
 from nrecur.analysis.prior import PriorResult, prior  # noqa: E402
+from nrecur.analysis.edit import EditResult, edit, edit_belief  # noqa: E402
 
-__all__ = ["ANALYSES", "GeometryResult", "ProbeResult", "failure", "geometry", "PatchingResult", "heads", "patching", "prior", "PriorResult", "probes", "progress", "updates", "write_analysis"]
+__all__ = ["ANALYSES", "EditResult", "GeometryResult", "edit", "edit_belief", "ProbeResult", "failure", "geometry", "PatchingResult", "heads", "patching", "prior", "PriorResult", "probes", "progress", "updates", "write_analysis"]

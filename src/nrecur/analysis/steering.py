@@ -31,13 +31,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from nrecur.analysis.base import pyplot, save_figure
+from nrecur.analysis.base import cached, pyplot, save_figure
 from nrecur.analysis.probes import RidgeProbe, r2_score, split_sequences
 from nrecur.model import GPT
 from nrecur.tasks import NRecurrence
 from nrecur.tasks.sampler import Batch
 
-__all__ = ["ALPHAS", "SteeringScan", "plot_steering", "steering_hooks", "steering_scan", "swap_target", "target_directions"]
+__all__ = ["ALPHAS", "ProbeDirections", "SteeringScan", "kl_per_row", "plot_steering", "probe_directions", "steering_hooks", "steering_scan", "swap_target", "target_directions"]
 
 ALPHAS = (0.0, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0)
 """Default strengths: how much the probe's reading of P(t*) is raised."""
@@ -97,10 +97,10 @@ class SteeringScan:
         }
 
 
-def _kl(target: Tensor, log_probs: Tensor) -> Tensor:
-    """``KL(target ‖ exp(log_probs))`` per row (float64)."""
+def kl_per_row(target: Tensor, log_probs: Tensor) -> Tensor:
+    """``KL(target ‖ exp(log_probs))`` over the last axis, for any leading shape (float64)."""
     log_target = torch.where(target > 0, target.log(), torch.zeros_like(target))
-    return (target * (log_target - log_probs)).sum(-1)
+    return (target * (log_target - log_probs.double())).sum(-1)
 
 
 @torch.no_grad()
@@ -119,6 +119,50 @@ def _success(log_probs: Tensor, new_target: np.ndarray, next_is_target: np.ndarr
     return float(hits[next_is_target].mean()) if next_is_target.any() else float("nan")
 
 
+@dataclass(frozen=True)
+class ProbeDirections:
+    """Steering directions at one hook, from ridge probes to the observer's beliefs (see the module docstring)."""
+
+    hook: str
+    target: np.ndarray
+    """``[vocab, d_model]``: one unit raises the probe's P(target = v) by 1."""
+    rule_phase: np.ndarray
+    """``[period, max_period, d_model]``: one unit raises the probe's P(period = periods[k], countdown = c) of
+    the next position by 1 (``c = 0``: the next position is a target position)."""
+    target_r2: float
+    """Held-out R² of the target probe."""
+    rule_phase_r2: float
+    """Held-out R² of the (period, countdown) probe."""
+
+
+@torch.no_grad()
+def probe_directions(run, hooks: list[str], seed: int = 0, n_sequences: int = 1024) -> dict[str, ProbeDirections]:
+    """Ridge probes from each hook to the observer's target marginal and its joint (period, countdown)
+    marginal, on ``n_sequences`` fresh sequences of the run's task (a fifth held out by sequence)."""
+    model, task = run.model, run.task
+    if not isinstance(task, NRecurrence):
+        raise ValueError(f"probe directions need an n-recurrence task, not {task.kind!r}")
+    fit = task.sample(n_sequences, run.config.length, seed + 2)
+    posterior = task.posterior(fit.tokens)
+    targets = {
+        "target": np.asarray(posterior.target, dtype=np.float64),  # [batch, pos, vocab]
+        "rule_phase": np.asarray(posterior.countdown, dtype=np.float64),  # [batch, pos, period, max_period]
+    }
+    train_seq, test_seq = split_sequences(n_sequences, 0.2, seed)
+    cache = cached(model, fit.tokens, hooks)
+    found = {}
+    for hook in hooks:
+        x = cache[hook].astype(np.float64)  # [batch, pos, d_model]
+        directions, r2 = {}, {}
+        for name, y in targets.items():
+            flat = y.reshape(*y.shape[:2], -1)  # [batch, pos, k]
+            probe = RidgeProbe.fit(x[train_seq].reshape(-1, x.shape[-1]), flat[train_seq].reshape(-1, flat.shape[-1]))
+            r2[name] = r2_score(flat[test_seq].reshape(-1, flat.shape[-1]), probe.predict(x[test_seq].reshape(-1, x.shape[-1])))
+            directions[name] = target_directions(probe).reshape(*y.shape[2:], -1)
+        found[hook] = ProbeDirections(hook, directions["target"], directions["rule_phase"], r2["target"], r2["rule_phase"])
+    return found
+
+
 @torch.no_grad()
 def steering_scan(run, destination: Batch, seed: int = 0, alphas=ALPHAS, probe_sequences: int = 1024) -> SteeringScan:
     """Steer ``run.model`` on the ``destination`` sequences (each following one rule) toward a random other
@@ -129,22 +173,12 @@ def steering_scan(run, destination: Batch, seed: int = 0, alphas=ALPHAS, probe_s
     device = next(model.parameters()).device
     hooks = steering_hooks(model)
     vocab = task.vocab_size
-
-    # Probes from each hook to the observer's target marginal, on sequences of the run's own task.
-    fit = task.sample(probe_sequences, run.config.length, seed + 2)
-    y = np.asarray(task.posterior(fit.tokens).target, dtype=np.float64)  # [batch, pos, vocab]
-    train_seq, test_seq = split_sequences(probe_sequences, 0.2, seed)
+    found = probe_directions(run, hooks, seed, probe_sequences)
+    directions = {hook: torch.as_tensor(d.target) for hook, d in found.items()}  # [vocab, d_model]
+    probe_r2 = {hook: d.target_r2 for hook, d in found.items()}
     was_training = model.training
     model.eval()
     try:
-        _, cache = model.run_with_cache(torch.as_tensor(fit.tokens, device=device), names_filter=hooks)
-        directions, probe_r2 = {}, {}
-        for hook in hooks:
-            x = cache[hook].double().cpu().numpy()  # [batch, pos, d_model]
-            probe = RidgeProbe.fit(x[train_seq].reshape(-1, x.shape[-1]), y[train_seq].reshape(-1, vocab))
-            probe_r2[hook] = r2_score(y[test_seq].reshape(-1, vocab), probe.predict(x[test_seq].reshape(-1, x.shape[-1])))
-            directions[hook] = torch.as_tensor(target_directions(probe))  # [vocab, d_model]
-
         rng = np.random.default_rng(seed)
         target = destination.target[:, -1]
         new_target = (target + rng.integers(1, vocab, size=len(target))) % vocab  # t* ≠ t
@@ -152,7 +186,7 @@ def steering_scan(run, destination: Batch, seed: int = 0, alphas=ALPHAS, probe_s
         desired = torch.as_tensor(np.asarray(task.posterior(swapped).predictive, dtype=np.float64)[:, -1])  # [batch, vocab]
         next_is_target = destination.countdown[:, -1] == 1
         tokens = torch.as_tensor(destination.tokens, device=device)
-        kl_clean = _kl(desired, _last_log_probs(model, tokens).cpu())
+        kl_clean = kl_per_row(desired, _last_log_probs(model, tokens).cpu())
         index = torch.as_tensor(new_target)
         generator = torch.Generator().manual_seed(seed)
         moved, moved_random, success, success_random = (np.zeros((len(hooks), len(alphas))) for _ in range(4))
@@ -163,10 +197,10 @@ def steering_scan(run, destination: Batch, seed: int = 0, alphas=ALPHAS, probe_s
             random = random[index]
             for j, alpha in enumerate(alphas):
                 log_probs = _last_log_probs(model, tokens, hook, (alpha * direction).to(device)).cpu()
-                moved[i, j] = float((1 - _kl(desired, log_probs) / kl_clean).mean())
+                moved[i, j] = float((1 - kl_per_row(desired, log_probs) / kl_clean).mean())
                 success[i, j] = _success(log_probs, new_target, next_is_target)
                 log_probs = _last_log_probs(model, tokens, hook, (alpha * random).to(device)).cpu()
-                moved_random[i, j] = float((1 - _kl(desired, log_probs) / kl_clean).mean())
+                moved_random[i, j] = float((1 - kl_per_row(desired, log_probs) / kl_clean).mean())
                 success_random[i, j] = _success(log_probs, new_target, next_is_target)
     finally:
         model.train(was_training)

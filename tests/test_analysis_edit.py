@@ -1,0 +1,149 @@
+"""Editing a belief (SPEC §5): the problems follow their rules, edits equal their exact references, success and
+moved are what the definitions say, and the analysis writes its result."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from nrecur import NRecurrence, load_run, train
+from nrecur.analysis import ANALYSES, write_analysis
+from nrecur.analysis.edit import CEILING, EditedPredictions, edit, edit_belief, edit_hooks, edit_problems, score, steering_vectors
+from nrecur.analysis.steering import ProbeDirections
+from nrecur.cli import main
+from nrecur.model import GPT, GPTConfig
+from nrecur.train import RunConfig, TrainConfig
+
+TASK = NRecurrence(vocab_size=4, periods=(2, 3))
+LENGTH, POSITION = 12, 5
+
+
+@pytest.fixture(scope="module")
+def problems():
+    return edit_problems(TASK, 3, LENGTH, POSITION, seed=2)
+
+
+@pytest.fixture(scope="module")
+def untrained() -> GPT:
+    torch.manual_seed(0)
+    config = GPTConfig(vocab_size=4, n_ctx=LENGTH, d_model=16, n_layers=2, n_heads=2, d_head=8, d_mlp=32, init_std=0.4)
+    return GPT(config).eval()
+
+
+def _log_probs(model: GPT, tokens) -> torch.Tensor:
+    with torch.no_grad():
+        return F.log_softmax(model(torch.as_tensor(tokens)).double(), -1)
+
+
+def test_problems_splice_a_destination_of_another_target_with_a_donor_of_the_rule(problems):
+    assert len(problems.tokens) == 3 * len(TASK.rules())
+    assert sorted({(int(n), int(t)) for n, t in zip(problems.period, problems.target)}) == sorted(TASK.rules())
+    assert (problems.destination_target != problems.target).all()
+    np.testing.assert_array_equal(problems.tokens[:, POSITION + 1 :], problems.donor[:, POSITION + 1 :])
+    for row, (n, t) in enumerate(zip(problems.period, problems.target)):
+        targets = np.arange(POSITION + 1, -1, -n)  # the donor's target positions up to p + 1
+        assert (problems.donor[row, targets[targets >= 0]] == t).all()
+        assert (problems.donor[row, POSITION + 1 :: n] == t).all()  # and on after it
+    reads = problems.reads
+    assert (reads[:, 0] == POSITION).all()
+    np.testing.assert_array_equal(reads[:, 1], np.where(POSITION + problems.period < LENGTH, POSITION + problems.period, -1))
+    np.testing.assert_allclose(problems.desired, np.asarray(TASK.posterior(problems.donor).predictive))
+
+
+def test_patching_the_embeddings_of_the_context_is_the_model_on_the_donor(untrained, problems):
+    edited = edit_belief(untrained, problems.tokens, problems.period, problems.target, position=POSITION, hook=CEILING.hook, donor=problems.donor)
+    torch.testing.assert_close(edited.log_probs, _log_probs(untrained, problems.donor), atol=1e-5, rtol=0)
+    torch.testing.assert_close(edited.clean, _log_probs(untrained, problems.tokens), atol=1e-5, rtol=0)
+
+
+def test_a_context_patch_anywhere_gives_the_donors_predictions_up_to_the_edit(untrained, problems):
+    donor = _log_probs(untrained, problems.donor)
+    for hook in edit_hooks(untrained):
+        edited = edit_belief(untrained, problems.tokens, problems.period, problems.target, position=POSITION, hook=hook, donor=problems.donor)
+        torch.testing.assert_close(edited.log_probs[:, : POSITION + 1], donor[:, : POSITION + 1], atol=1e-5, rtol=0, msg=hook)
+
+
+def test_a_position_patch_of_the_final_residual_stream_changes_that_position_only(untrained, problems):
+    hook = edit_hooks(untrained)[-1]
+    edited = edit_belief(untrained, problems.tokens, problems.period, problems.target, position=POSITION, span="position", hook=hook, donor=problems.donor)
+    clean = _log_probs(untrained, problems.tokens)
+    torch.testing.assert_close(edited.log_probs[:, POSITION], _log_probs(untrained, problems.donor)[:, POSITION], atol=1e-5, rtol=0)
+    others = [i for i in range(LENGTH) if i != POSITION]
+    torch.testing.assert_close(edited.log_probs[:, others], clean[:, others], atol=1e-6, rtol=0)
+
+
+def test_steering_adds_the_target_and_rule_phase_directions(untrained, problems):
+    rng = np.random.default_rng(0)
+    directions = ProbeDirections("blocks.1.hook_resid_pre", rng.normal(size=(4, 16)), rng.normal(size=(2, 3, 16)), 0.5, 0.5)
+    vectors = steering_vectors(directions, TASK.periods, problems.period, problems.target, POSITION).numpy()
+    row = 0
+    n, t = int(problems.period[row]), int(problems.target[row])
+    for i in range(POSITION + 1):
+        expected = directions.target[t] + directions.rule_phase[TASK.periods.index(n), (POSITION - i) % n]
+        np.testing.assert_allclose(vectors[row, i], expected)
+    # α = 0 is no edit; otherwise the hook sees exactly the sum added at positions 0..p.
+    kwargs = dict(position=POSITION, method="steer", hook=directions.hook, directions=directions, periods=TASK.periods)
+    none = edit_belief(untrained, problems.tokens, problems.period, problems.target, alpha=0.0, **kwargs)
+    torch.testing.assert_close(none.log_probs, none.clean)
+    edited = edit_belief(untrained, problems.tokens, problems.period, problems.target, alpha=2.0, **kwargs)
+    assert not torch.allclose(edited.log_probs[:, POSITION], edited.clean[:, POSITION])
+    one = edit_belief(untrained, problems.tokens, problems.period, problems.target, alpha=2.0, span="position", **kwargs)
+    torch.testing.assert_close(one.log_probs[:, :POSITION], one.clean[:, :POSITION])  # before p: untouched
+
+
+def test_success_and_moved_follow_their_definitions(problems):
+    batch, vocab = len(problems.tokens), TASK.vocab_size
+    desired = torch.as_tensor(problems.desired)
+    clean = torch.full((batch, LENGTH, vocab), -np.log(vocab), dtype=torch.float64)  # uniform
+    edited = desired.clamp_min(1e-12).log()  # exactly O*: moved 1
+    edited[0, POSITION] = torch.log(torch.tensor([0.97, 0.01, 0.01, 0.01], dtype=torch.float64))  # row 0: token 0 most likely
+    result = score(problems, EditedPredictions(log_probs=edited, clean=clean, position=POSITION))
+    assert result.success[0, 0] == float(problems.target[0] == 0)
+    assert (result.success[1:, 0] == 1).all()  # O* at p puts its mass on t* (next is a target position)
+    np.testing.assert_array_equal(result.success_clean[:, 0], problems.target == 0)  # uniform: argmax is token 0
+    np.testing.assert_allclose(result.moved[1:], 1.0, atol=1e-9)
+    assert np.isnan(result.success[problems.reads < 0]).all()
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("edit") / "run"
+    model = GPTConfig(vocab_size=4, n_ctx=LENGTH, d_model=32, n_layers=2, n_heads=4, d_head=8, d_mlp=64)
+    config = RunConfig(task=TASK, model=model, train=TrainConfig(steps=400, batch_size=64, eval_every=400, eval_size=128, device="cpu"))
+    train(config, folder, progress=False)
+    return load_run(folder)
+
+
+@pytest.mark.slow
+def test_the_edit_analysis_on_a_trained_model(trained, tmp_path, capsys):
+    result = edit(trained, per_rule=4, seed=1)
+    head = result.headline
+    assert all(isinstance(v, float) for v in head.values())
+    assert result.chosen["name"] != CEILING.name and head["success_rate"] == result.chosen["success"][0]
+    names = {m["name"] for m in result.methods}
+    assert CEILING.name in names and any(m["method"] == "steer" for m in result.methods) and any(m["span"] == "position" for m in result.methods)
+    # Every context patch is the model on the donor at p: one success there for all of them.
+    context = [m for m in result.methods if m["method"] == "patch" and m["span"] == "context"]
+    assert len({float(m["success"][0]) for m in context}) == 1
+    assert result.by_rule.shape == (2, 4) and np.isfinite(result.by_rule).all()
+    paths = write_analysis(result, tmp_path / "analysis")
+    data = json.loads((tmp_path / "analysis" / "edit.json").read_text())
+    assert data["chosen"]["name"] == result.chosen["name"] and {p.suffix for p in paths} == {".json", ".png", ".svg"}
+    assert ANALYSES["edit"].applies(trained) is None
+    assert main(["analyze", str(trained.path), "--what", "edit", "--no-progress"]) == 0
+    assert "success_rate" in capsys.readouterr().out
+
+
+def test_bad_edit_input(untrained, problems):
+    with pytest.raises(ValueError, match="edit position must be in"):
+        edit_problems(TASK, 2, LENGTH, LENGTH - 1)
+    with pytest.raises(ValueError, match="needs donor sequences"):
+        edit_belief(untrained, problems.tokens, 2, 1, method="patch")
+    with pytest.raises(ValueError, match="unknown hook"):
+        edit_belief(untrained, problems.tokens, 2, 1, hook="blocks.9.hook_resid_pre", donor=problems.donor)
+    with pytest.raises(ValueError, match="unknown span"):
+        edit_belief(untrained, problems.tokens, 2, 1, span="everywhere", donor=problems.donor)
