@@ -1,0 +1,171 @@
+"""Run a sweep: expand and validate its trials, skip what is done, hand the rest to a backend, write the table.
+
+``run_sweep(spec, "sweeps/x")`` is what ``nrecur sweep SPEC --out DIR`` calls.
+Every trial's config is built and validated before anything is written or
+run. The folder's ``trials.json`` and spec are then replaced by this
+invocation's; trials with a record are never run again (``retry_failed``
+runs failed and early-stopped ones again, resuming their run folders), the
+others are handed to the backend (:data:`BACKENDS`: ``local``, ``ray``). The
+table is rewritten as trials end (at most every few seconds) and at the end.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from nrecur.sweep.expand import Trial, expand
+from nrecur.sweep.groups import GROUP_RUNNERS, GROUPS_BY_SHAPE, TrialGroup, group_trials
+from nrecur.sweep.spec import SweepSpec
+from nrecur.sweep.store import SweepDir, TrialRecord
+
+
+@dataclass(frozen=True)
+class BackendOptions:
+    """How a backend runs the trials."""
+
+    workers: int | None = None
+    """Local: worker processes (default: one per available CPU). Ray: ignored (Ray schedules by CPUs)."""
+    threads: int = 1
+    """Torch threads per trial."""
+    runner: str = "one-by-one"
+    """How a group of trials is trained (:data:`nrecur.sweep.groups.GROUP_RUNNERS`)."""
+    address: str | None = None
+    """Ray: the cluster to join (``auto``, ``ray://host:10001``, ``host:6379``); None starts a local Ray."""
+    num_cpus: int | None = None
+    """Ray, local instance only: CPUs it may use (default: all)."""
+    asha_grace: int | None = None
+    """Ray: stop hopeless trials with ASHA on eval KL, after at least this many evaluations; None: no early stopping."""
+
+
+def _run_local(groups: list[TrialGroup], sweep: SweepDir, on_done, options: BackendOptions) -> None:
+    from nrecur.sweep.local import run_local
+
+    run_local(groups, sweep, on_done, workers=options.workers, threads=options.threads, runner=options.runner)
+
+
+def _run_ray(groups: list[TrialGroup], sweep: SweepDir, on_done, options: BackendOptions) -> None:
+    from nrecur.sweep.ray_backend import run_ray
+
+    run_ray(groups, sweep, on_done, options)
+
+
+BACKENDS: dict[str, Callable[[list[TrialGroup], SweepDir, Callable[[TrialRecord], None], BackendOptions], None]] = {
+    "local": _run_local,
+    "ray": _run_ray,
+}
+"""Backend name → ``run(groups, sweep, on_done, options)``: trains every group, calls ``on_done`` per trial record."""
+
+
+@dataclass(frozen=True)
+class SweepResult:
+    """What a sweep invocation did; the table is ``load_sweep(path)``."""
+
+    path: Path
+    trials: int
+    """Trials of the spec."""
+    already_done: int
+    """Trials recorded before this invocation (not run again)."""
+    ran: int
+    """Trials that ended in this invocation."""
+    seconds: float
+    status_counts: dict[str, int] = field(default_factory=dict)
+    """Status → number of trials in the table."""
+
+    def describe(self) -> str:
+        counts = ", ".join(f"{count} {status}" for status, count in self.status_counts.items())
+        return (
+            f"{self.trials} trials ({counts}); {self.ran} ran now, {self.already_done} were done before; "
+            f"{self.seconds:.1f} s; table: {self.path / 'results.parquet'} (and .csv)"
+        )
+
+
+def check_options(backend: str, options: BackendOptions) -> None:
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)}")
+    if options.runner not in GROUP_RUNNERS:
+        raise ValueError(f"unknown group runner {options.runner!r}; choose from {', '.join(GROUP_RUNNERS)}")
+    if options.workers is not None and options.workers < 1:
+        raise ValueError(f"workers must be an integer >= 1, got {options.workers}")
+    if options.threads < 1:
+        raise ValueError(f"threads must be an integer >= 1, got {options.threads}")
+    if backend != "ray" and (options.address is not None or options.asha_grace is not None):
+        raise ValueError("--address and --asha are options of --backend ray")
+    if options.asha_grace is not None and options.asha_grace < 1:
+        raise ValueError(f"asha grace must be an integer >= 1 (evaluations), got {options.asha_grace}")
+
+
+def run_sweep(
+    spec: SweepSpec,
+    out: str | os.PathLike,
+    backend: str = "local",
+    options: BackendOptions = BackendOptions(),
+    retry_failed: bool = False,
+    report: Callable[[str], None] | None = print,
+    table_every: float = 5.0,
+) -> SweepResult:
+    """Run every trial of ``spec`` not yet recorded in the sweep folder ``out``; see the module docstring.
+
+    ``report``: called with one line per trial that ends (None: silent). ``table_every``: seconds between
+    rewrites of the table while trials end.
+    """
+    check_options(backend, options)
+    start = time.perf_counter()
+    trials = expand(spec)  # validates every trial before anything is written
+    sweep = SweepDir(out)
+    sweep.check_usable()
+    missing = [name for name in spec.record.metrics if "/" not in name]
+    if missing:
+        raise ValueError(f"record.metrics: {missing[0]!r} is not a metric name; they read set/quantity, e.g. eval/target_acc")
+    sweep.prepare(spec.model_dump(mode="json"), [_trial_row(trial) for trial in trials], list(spec.record.metrics))
+    if retry_failed:
+        for trial in trials:
+            record = sweep.read_record(trial.trial_id)
+            if record is not None and record.status in ("failed", "stopped"):
+                sweep.remove_record(trial.trial_id)
+    done = {trial.trial_id for trial in trials if sweep.read_record(trial.trial_id) is not None}
+    todo = [trial for trial in trials if trial.trial_id not in done]
+    by_id = {trial.trial_id: trial for trial in trials}
+    ended: list[TrialRecord] = []
+    last_table = [time.perf_counter()]
+
+    def on_done(record: TrialRecord) -> None:
+        ended.append(record)
+        if report is not None:
+            report(_line(len(done) + len(ended), len(trials), by_id[record.trial_id], record))
+        if time.perf_counter() - last_table[0] > table_every:
+            sweep.write_table()
+            last_table[0] = time.perf_counter()
+
+    if report is not None and done:
+        report(f"{spec.name}: {len(done)} of {len(trials)} trials are done already; running the other {len(todo)}")
+    groups = group_trials(todo, by_shape=GROUPS_BY_SHAPE.get(options.runner, False))
+    try:
+        BACKENDS[backend](groups, sweep, on_done, options)
+    finally:
+        table = sweep.write_table()
+    counts = {status: int((table["status"] == status).sum()) for status in ("ok", "failed", "stopped", "pending")}
+    return SweepResult(
+        path=sweep.path,
+        trials=len(trials),
+        already_done=len(done),
+        ran=len(ended),
+        seconds=time.perf_counter() - start,
+        status_counts={status: count for status, count in counts.items() if count},
+    )
+
+
+def _trial_row(trial: Trial) -> dict:
+    return {"index": trial.index, "trial_id": trial.trial_id, "params": trial.params, "seed": trial.seed}
+
+
+def _line(position: int, total: int, trial: Trial, record: TrialRecord) -> str:
+    head = f"[{position}/{total}] {trial.trial_id} {trial.describe()}: {record.status}"
+    if record.status == "ok":
+        kl = f"KL {record.final_kl:.4g}" if record.final_kl is not None else "KL n/a"
+        reached = f", KL <= {record.kl_threshold:g} at step {record.steps_to_threshold}" if record.steps_to_threshold is not None else ""
+        return f"{head}, {record.steps} steps, {record.seconds or 0:.1f} s, {kl}{reached}"
+    return f"{head} ({record.reason})"

@@ -1,0 +1,122 @@
+"""One trial, start to record: train (or resume) its run folder, then write its result record.
+
+:func:`run_trial` is what every backend calls in its worker. It is safe to
+call again at any moment after a kill: a recorded trial returns its record
+without training; a run folder with a finished summary is recorded without
+training; an unfinished one resumes exactly from its latest checkpoint
+(:func:`nrecur.train.resume`), so its metrics are never counted twice. The
+trial's lock is held throughout, so two processes never train one folder.
+A trial that fails (NaN loss, an exception) is recorded as ``failed`` with
+its reason, and the sweep goes on.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import traceback
+from typing import Sequence
+
+import torch
+
+from nrecur.model import GPT
+from nrecur.sweep.expand import Trial
+from nrecur.sweep.store import SweepDir, TrialRecord
+from nrecur.train import Callback, NonFiniteLossError, resume, train
+from nrecur.train.config import RunConfig
+from nrecur.train.folder import RunFolder
+
+
+def n_params(config: RunConfig) -> int:
+    """Parameter count of the trial's model (built on the meta device: no memory, no time)."""
+    with torch.device("meta"):
+        return GPT(config.model).num_params
+
+
+def run_trial(trial: Trial, sweep: SweepDir, callbacks: Sequence[Callback] = ()) -> TrialRecord:
+    """Train (or resume, or just record) ``trial`` in its run folder under ``sweep``; write and return its record."""
+    with sweep.lock(trial.trial_id):
+        record = sweep.read_record(trial.trial_id)
+        if record is not None:
+            return record
+        folder = RunFolder(sweep.run_dir(trial.trial_id))
+        record = _ended(trial, folder)
+        if record is None:
+            record = _train(trial, folder, sweep, callbacks)
+        sweep.write_record(record)
+        return record
+
+
+def _ended(trial: Trial, folder: RunFolder) -> TrialRecord | None:
+    """The record of a run that ended before its record was written (killed in between), else None."""
+    try:
+        summary = folder.read_summary() if folder.is_run() else None
+    except ValueError:
+        return None  # a torn summary: resume finishes the run again and rewrites it
+    if summary is None:
+        return None
+    if summary.get("status") == "finished":
+        return record_from_folder(trial, folder, "ok")
+    if summary.get("status") == "diverged":
+        return record_from_folder(trial, folder, "failed", summary.get("error"))
+    return None
+
+
+def _train(trial: Trial, folder: RunFolder, sweep: SweepDir, callbacks: Sequence[Callback]) -> TrialRecord:
+    from_step = folder.checkpoints()[-1][0] if folder.is_run() and folder.checkpoints() else 0
+    sweep.log_attempt(trial.trial_id, from_step)
+    try:
+        if folder.is_run():
+            if folder.read_config() != trial.config:
+                raise ValueError(f"{folder.path} holds a run with another config than trial {trial.trial_id}")
+            resume(folder.path, progress=False, callbacks=callbacks)
+        else:
+            # A folder without a config holds nothing of a run (a start killed before it wrote one).
+            train(trial.config, folder.path, progress=False, callbacks=callbacks, overwrite=folder.path.exists())
+    except NonFiniteLossError as error:
+        return record_from_folder(trial, folder, "failed", str(error))
+    except Exception as error:  # noqa: BLE001 - any error of one trial is its result; the sweep goes on
+        where = traceback.extract_tb(error.__traceback__)[-1]
+        reason = f"{type(error).__name__}: {error} (at {where.filename.rsplit('/', 1)[-1]}:{where.lineno})"
+        return record_from_folder(trial, folder, "failed", reason.replace("\n", " "))
+    return record_from_folder(trial, folder, "ok")
+
+
+def record_from_folder(trial: Trial, folder: RunFolder, status: str, reason: str | None = None) -> TrialRecord:
+    """The record of ``trial`` from what its run folder holds (summary and metrics; what is missing stays None)."""
+    try:
+        summary = (folder.read_summary() if folder.is_run() else None) or {}
+    except ValueError:
+        summary = {}
+    final = (summary.get("final") or {})
+    evaluation = final.get("eval", {})
+    train_set = final.get("train", {})
+    lines = folder.read_metrics()
+    losses = [line["train/loss"] for line in lines if isinstance(line.get("train/loss"), (int, float))]
+    memorized, grokked = summary.get("memorization_step"), summary.get("grok_step")
+    metrics = {name: value for part in final.values() for name, value in part.items() if _finite_number(value)}
+    return TrialRecord(
+        trial_id=trial.trial_id,
+        status=status,
+        reason=reason,
+        steps=summary.get("steps", lines[-1]["step"] if lines else None),
+        seconds=summary.get("seconds"),
+        stop_reason=summary.get("stop_reason"),
+        kl_threshold=trial.config.train.kl_threshold,
+        steps_to_threshold=grokked,
+        seconds_to_threshold=summary.get("grok_seconds"),
+        memorization_step=memorized,
+        grok_delay=grokked - memorized if grokked is not None and memorized is not None else None,
+        final_kl=evaluation.get("eval/kl"),
+        final_train_loss=losses[-1] if losses else None,
+        final_eval_ce=evaluation.get("eval/model_ce"),
+        bayes_eval_ce=evaluation.get("eval/bayes_ce"),
+        final_train_ce=train_set.get("train/model_ce"),
+        n_params=n_params(trial.config),
+        metrics=metrics,
+        ended=round(time.time(), 3),
+    )
+
+
+def _finite_number(value) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value)
