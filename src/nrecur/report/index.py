@@ -1,0 +1,146 @@
+"""The index over a folder of runs: ``RUNS_DIR/index.html``, one sortable row per run.
+
+:func:`write_reports` is what ``nrecur report RUNS_DIR`` does: it finds every
+run folder in ``RUNS_DIR`` and one level below it (sweep folders), writes each
+run's report and then the index — task, model size, steps, training time,
+final KL, grok step, status and a small curve of the eval KL, each row linking
+to its run's page. A run that cannot be read (a damaged ``config.json``) is
+named in the index and left out; the others are not held up by it. A sweep
+folder's own figures (its heatmaps) are inlined under the table.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+from nrecur._io import atomic_write_text
+from nrecur.report.curves import kl_sparkline
+from nrecur.report.embed import Budget, Image, file_image
+from nrecur.report.page import PAGE_LIMIT, ReportResult, version, write_report
+from nrecur.report.reading import RunRecord, find_runs, read_run
+from nrecur.report.sections import fmt
+from nrecur.report.templates import render
+from nrecur.report.words import task_label
+from nrecur.train.folder import RunFolder
+from nrecur.train.memory import parameter_count
+
+__all__ = ["INDEX_FILE", "FolderReport", "IndexRow", "write_index", "write_reports"]
+
+INDEX_FILE = "index.html"
+
+
+@dataclass(frozen=True)
+class IndexRow:
+    """One run in the index; ``*_sort`` are the values the table sorts by (numbers, or "" when missing)."""
+
+    name: str
+    link: str | None
+    task: str
+    parameters: str
+    parameters_sort: str
+    steps: str
+    steps_sort: str
+    seconds: str
+    seconds_sort: str
+    kl: str
+    kl_sort: str
+    threshold: str
+    grok: str
+    grok_sort: str
+    status: str
+    spark: str
+
+    @classmethod
+    def of(cls, record: RunRecord, name: str, link: str | None) -> "IndexRow":
+        last = record.last
+        parameters = parameter_count(record.config.model)
+        kl = last["eval/kl"] if last else None
+        grok = record.grok_step
+        return cls(
+            name=name,
+            link=link,
+            task=task_label(record.config.task),
+            parameters=f"{parameters:,} ({record.config.model.n_layers}L, d {record.config.model.d_model})",
+            parameters_sort=str(parameters),
+            steps=fmt(record.steps),
+            steps_sort="" if record.steps is None else str(record.steps),
+            seconds=fmt(None if record.seconds is None else round(record.seconds)),
+            seconds_sort="" if record.seconds is None else f"{record.seconds:.3f}",
+            kl=fmt(kl),
+            kl_sort="" if kl is None else repr(float(kl)),
+            threshold=f"{record.config.train.kl_threshold:g}",
+            grok="—" if grok is None else str(grok),
+            grok_sort="" if grok is None else str(grok),
+            status=record.status if last is not None else "not evaluated yet",
+            spark=kl_sparkline(record),
+        )
+
+
+@dataclass(frozen=True)
+class Sweep:
+    """A folder of runs below the index with figures of its own."""
+
+    name: str
+    figures: tuple[Image, ...]
+
+
+@dataclass(frozen=True)
+class FolderReport:
+    """What :func:`write_reports` wrote."""
+
+    index: Path
+    reports: tuple[ReportResult, ...]
+    skipped: tuple[str, ...]
+    """Run folders that could not be read, with the reason (one line each)."""
+
+
+def write_index(folder: str | os.PathLike, records: list[RunRecord], skipped: list[str] = ()) -> Path:
+    """Write ``folder/index.html`` over ``records`` (runs in or below ``folder``); ``skipped`` lines are shown."""
+    folder = Path(folder)
+    index = folder / INDEX_FILE
+    rows = []
+    for record in records:
+        name = os.path.relpath(record.path, folder)
+        report = record.folder.report_file
+        rows.append(IndexRow.of(record, name, os.path.relpath(report, folder) if report.exists() else None))
+    budget = Budget(PAGE_LIMIT)
+    sweeps = []
+    for sub in sorted({record.path.parent for record in records if record.path.parent != folder}):
+        stems = sorted({p.with_suffix("") for p in sub.iterdir() if p.suffix in (".png", ".svg") and p.is_file()})
+        if stems:
+            sweeps.append(Sweep(os.path.relpath(sub, folder), tuple(file_image(stem, budget, folder) for stem in stems)))
+    text = render(
+        "index.html",
+        title=f"nrecur runs in {folder.resolve().name}",
+        path=str(folder),
+        runs=rows,
+        sweeps=sweeps,
+        warnings=list(skipped),
+        version=f"{version()}, {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC",
+    )
+    atomic_write_text(index, text)
+    return index
+
+
+def write_reports(folder: str | os.PathLike) -> FolderReport:
+    """Every run's report in ``folder`` (and one level below), then ``folder/index.html``."""
+    folder = Path(folder)
+    paths = find_runs(folder)
+    if not paths:
+        raise FileNotFoundError(f"{folder} holds no run folders (folders with a {RunFolder.CONFIG_FILE}), in it or one level below")
+    records, results, skipped = [], [], []
+    for path in paths:
+        try:
+            record = read_run(path)
+        except (OSError, ValueError) as error:
+            skipped.append(f"{path}: {error}")
+            warnings.warn(f"{path} left out of the index: {error}", stacklevel=2)
+            continue
+        results.append(write_report(record, index=folder / INDEX_FILE))
+        records.append(record)
+    index = write_index(folder, records, skipped)
+    return FolderReport(index=index, reports=tuple(results), skipped=tuple(skipped))

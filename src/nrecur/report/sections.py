@@ -1,0 +1,250 @@
+"""The parts of a run page built from files: evaluation tables and one section per analysis found.
+
+An analysis section opens with the paragraph its module gives on the technique
+and how to read it (the module docstring, as ``nrecur analyze --help`` has
+it), then its headline numbers and its figures; its over-training result, when
+there is one, follows inside the same section. The belief geometry over
+training also gets a checkpoint slider: one small frame per saved checkpoint,
+drawn here from the points in ``geometry_over_training.json``.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+import re
+import sys
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from nrecur.analysis import ANALYSES
+from nrecur.analysis.geometry import belief_colours, draw_simplex, label_vertices
+from nrecur.analysis.base import pyplot
+from nrecur.report.curves import SET_LABELS, eval_sets
+from nrecur.report.embed import Budget, Image, figure_image, file_image
+from nrecur.report.reading import AnalysisFile, RunRecord
+
+__all__ = ["AnalysisSection", "Slider", "Table", "analysis_sections", "evaluation_tables", "fmt"]
+
+
+@dataclass(frozen=True)
+class Table:
+    """A plain table: a caption, a header row and rows of already formatted cells."""
+
+    caption: str
+    header: tuple[str, ...]
+    rows: tuple[tuple[str, ...], ...]
+
+
+@dataclass(frozen=True)
+class Slider:
+    """Frames shown one at a time under a range input (one per checkpoint)."""
+
+    title: str
+    labels: tuple[str, ...]
+    frames: tuple[Image, ...]
+    fixed: Image | None = None
+    """An image shown beside every frame (the observer's beliefs)."""
+
+
+@dataclass(frozen=True)
+class Part:
+    """One analysis result inside its section: headline, figures, maybe a slider."""
+
+    name: str
+    step: int | None
+    headline: Table
+    figures: tuple[Image, ...]
+    slider: Slider | None = None
+
+
+@dataclass(frozen=True)
+class AnalysisSection:
+    name: str
+    description: str
+    paragraphs: tuple[str, ...]
+    """The technique and how to read it, as safe HTML (escaped, ``code`` marked)."""
+    parts: tuple[Part, ...] = field(default_factory=tuple)
+
+
+def fmt(value, digits: int = 4) -> str:
+    """A number for a table: 4 significant digits, integers whole, missing or non-finite as an em dash."""
+    if value is None or isinstance(value, bool):
+        return "—" if value is None else str(value)
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            return "—"
+        if value == int(value) and abs(value) < 1e9:
+            return str(int(value))
+        return f"{value:.{digits}g}"
+    return str(value)
+
+
+# --- evaluation tables
+
+
+def _accuracy_name(line: dict, summary: dict | None) -> str | None:
+    if summary and isinstance(summary.get("accuracy_name"), str):
+        return summary["accuracy_name"]
+    for key in line:
+        if key.startswith("eval/bayes_") and key != "eval/bayes_ce":
+            return key[len("eval/bayes_") :]
+    return None
+
+
+def evaluation_tables(record: RunRecord) -> list[Table]:
+    """Overall (one row per evaluation set), by stratum, and KL by position, at the latest evaluation."""
+    line = record.last
+    if line is None:
+        return []
+    sets = eval_sets(line)
+    accuracy = _accuracy_name(line, record.summary)
+    step = line["step"]
+    header = ("set", "model CE", "Bayes CE", "excess CE", "KL") + ((accuracy, f"Bayes {accuracy}") if accuracy else ())
+    rows = []
+    for name in sets:
+        cells = [SET_LABELS.get(name, name)] + [fmt(line.get(f"{name}/{q}")) for q in ("model_ce", "bayes_ce", "excess_ce", "kl")]
+        if accuracy:
+            cells += [fmt(line.get(f"{name}/{accuracy}")), fmt(line.get(f"{name}/bayes_{accuracy}"))]
+        rows.append(tuple(cells))
+    tables = [Table(f"overall at step {step} (nats/token; accuracy at the positions the task scores)", header, tuple(rows))]
+
+    strata = [key[len("eval/kl_") :] for key in line if key.startswith("eval/kl_") and key != "eval/kl_per_position"]
+    if strata:
+        header = ("stratum",) + tuple(f"KL, {SET_LABELS.get(s, s)}" for s in sets) + (
+            tuple(f"{accuracy}, {SET_LABELS.get(s, s)}" for s in sets) if accuracy else ()
+        )
+        rows = []
+        for stratum in strata:
+            cells = [stratum] + [fmt(line.get(f"{s}/kl_{stratum}")) for s in sets]
+            if accuracy:
+                cells += [fmt(line.get(f"{s}/{accuracy}_{stratum}")) for s in sets]
+            rows.append(tuple(cells))
+        tables.append(Table(f"by stratum of the hidden truth at step {step}", header, tuple(rows)))
+
+    per_position = line.get("eval/kl_per_position")
+    if isinstance(per_position, list) and per_position:
+        width = 16
+        rows = tuple(
+            (f"{start}–{min(start + width, len(per_position)) - 1}",) + tuple(fmt(v, 3) for v in per_position[start : start + width])
+            for start in range(0, len(per_position), width)
+        )
+        header = ("positions",) + tuple(f"+{i}" for i in range(min(width, len(per_position))))
+        tables.append(Table(f"KL by position at step {step}, held-out sequences (position i predicts token i+1)", header, rows))
+    return tables
+
+
+# --- analysis sections
+
+
+def _inline(text: str) -> str:
+    """Escaped text with the docstrings' inline marks as HTML: ``code``, `code`, **bold**, *emphasis*."""
+    text = html.escape(text, quote=False)
+    text = re.sub(r":\w+:`~?([^`]+)`", r"<code>\1</code>", text)
+    text = re.sub(r"``(.+?)``", r"<code>\1</code>", text)
+    text = re.sub(r"(?<![`\w])`([^`]+)`", r"<code>\1</code>", text)
+    text = re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>", text)
+    return re.sub(r"(?<![\w*])\*([^*\s][^*]*?)\*(?![\w*])", r"<em>\1</em>", text)
+
+
+def _paragraphs(doc: str | None) -> tuple[str, ...]:
+    """The module docstring after its first line, as safe HTML blocks: paragraphs, and lists where the
+    lines start with ``* `` or ``- ``."""
+    if not doc:
+        return ()
+    blocks = []
+    for paragraph in doc.strip().split("\n\n")[1:]:
+        items: list[list[str]] = []
+        prose: list[str] = []
+        for line in (line.strip() for line in paragraph.splitlines()):
+            if line[:2] in ("* ", "- "):
+                items.append([line[2:]])
+            elif items:
+                items[-1].append(line)
+            else:
+                prose.append(line)
+        block = f"<p>{_inline(' '.join(prose))}</p>" if prose else ""
+        if items:
+            block += "<ul>" + "".join(f"<li>{_inline(' '.join(item))}</li>" for item in items) + "</ul>"
+        blocks.append(block)
+    return tuple(blocks)
+
+
+def _headline_table(item: AnalysisFile) -> Table:
+    rows = tuple((str(k), fmt(v)) for k, v in item.headline.items())
+    return Table("headline", ("figure", "value"), rows)
+
+
+def _figures(item: AnalysisFile, budget: Budget, page_dir) -> tuple[Image, ...]:
+    stems = list(dict.fromkeys(path.with_suffix("") for path in item.figures))
+    return tuple(file_image(stem, budget, page_dir, title=stem.name) for stem in stems)
+
+
+def _geometry_slider(item: AnalysisFile, budget: Budget) -> Slider | None:
+    data = item.data
+    try:
+        truth = np.asarray(data["points_true"], dtype=float)
+        frames = [np.asarray(points, dtype=float) for points in data["points_mapped"]]
+        steps, r2 = list(data["steps"]), list(data["r2_best"])
+        vertices = list(data.get("vertices", []))
+    except (KeyError, TypeError, ValueError):
+        return None
+    if truth.ndim != 2 or not frames or len(frames) != len(steps):
+        return None
+    plt = pyplot()
+    colours = belief_colours(truth)
+
+    def panel(points, title):
+        fig, ax = plt.subplots(figsize=(3.4, 3.4))
+        draw_simplex(ax, points, colours, title, size=1.2)
+        if vertices:
+            label_vertices(ax, vertices)
+        # The same limits in every frame (the simplex and a margin; points far outside are cut off), so that
+        # moving the slider moves the points, not the triangle.
+        ax.set_xlim(-1.25, 1.25)
+        ax.set_ylim(-0.95, 1.35)
+        fig.subplots_adjust(left=0.02, right=0.98, bottom=0.02, top=0.9)
+        return figure_image(fig, title, budget, fmt="png", dpi=80, tight=False)
+
+    fixed = panel(truth, "observer's beliefs")
+    images = tuple(panel(points, f"step {step}, R² {fmt(value, 3)}") for step, value, points in zip(steps, r2, frames))
+    return Slider("decoded belief simplex at each checkpoint", tuple(f"step {s}" for s in steps), images, fixed)
+
+
+SLIDERS = {"geometry_over_training": _geometry_slider}
+"""Result name → a checkpoint slider drawn from its JSON (results without an entry get none)."""
+
+
+def analysis_sections(analyses: tuple[AnalysisFile, ...], budget: Budget, page_dir) -> list[AnalysisSection]:
+    """One section per analysis found, in registry order, its over-training result inside it."""
+    by_analysis: dict[str, list[AnalysisFile]] = {}
+    for item in analyses:
+        by_analysis.setdefault(item.analysis, []).append(item)
+    sections = []
+    for name, items in by_analysis.items():
+        registered = ANALYSES.get(name)
+        doc = sys.modules[registered.run.__module__].__doc__ if registered is not None else None
+        parts = []
+        for item in items:
+            slider_fn = SLIDERS.get(item.name)
+            parts.append(
+                Part(
+                    name=item.name,
+                    step=item.step,
+                    headline=_headline_table(item),
+                    figures=_figures(item, budget, page_dir),
+                    slider=slider_fn(item, budget) if slider_fn else None,
+                )
+            )
+        sections.append(
+            AnalysisSection(
+                name=name,
+                description=registered.description if registered else "an analysis this version of nrecur does not know",
+                paragraphs=_paragraphs(doc),
+                parts=tuple(parts),
+            )
+        )
+    return sections
