@@ -90,3 +90,36 @@ def test_ablating_a_hand_built_period_head_costs_loss_on_its_period_and_the_rest
         assert cross_entropy(model, tokens) == pytest.approx(clean, abs=1e-6)
     with model.hooks(ablation_hooks(model, tokens, [(0, 0)])):  # excluded: head 0 mean-ablated
         assert cross_entropy(model, tokens) > clean + 0.1
+
+
+@pytest.mark.slow
+def test_progress_sees_the_interventions_where_they_were_active_and_runs_side_by_side(tmp_path, capsys):
+    from nrecur.analysis.progress import plot_side_by_side, progress
+    from nrecur.train.interventions import intervention_hooks
+
+    folder = tmp_path / "ablated"
+    # Head 0.1 ablated for the first 60 steps only: the checkpoints at steps < 60 are measured with it.
+    assert main(["train", "--out", str(folder), *TINY_RUN, "--steps", "120", "--eval-every", "60", "--log-checkpoints", "4", "--ablate-head", "0.1@0:60"]) == 0
+    run = load_run(folder)
+    sample = run.task.sample(64, run.config.length, 0)
+    bare, seen = progress(run, n_sequences=64), progress(run, n_sequences=64, with_interventions=True)
+    assert bare.interventions == [] and seen.interventions == ["ablate 0.1@0:60"]
+    for index, step in enumerate(run.checkpoint_steps):
+        model = load_run(folder, step=step).model
+        with model.hooks(intervention_hooks(run.config.train.interventions, step)):
+            expected = cross_entropy(model, sample.tokens)
+        assert seen.loss["clean"][index] == pytest.approx(expected, abs=1e-6), step
+        assert (seen.loss["clean"][index] == bare.loss["clean"][index]) == (step >= 60), step
+    paths = plot_side_by_side({"bare": bare, "ablated 0.1 until step 60": seen}, tmp_path / "figures")
+    assert [p.suffix for p in paths] == [".png", ".svg"] and all(p.stat().st_size > 0 for p in paths)
+
+    capsys.readouterr()
+    assert main(["analyze", str(folder), "--what", "heads", "--sequences", "64", "--no-progress"]) == 0
+    assert "trained with interventions (ablate 0.1@0:60)" in capsys.readouterr().out
+    assert main(["analyze", str(folder), "--what", "progress", "--sequences", "64", "--with-interventions", "--no-progress"]) == 0
+    assert json.loads((folder / "analysis" / "progress.json").read_text())["interventions"] == ["ablate 0.1@0:60"]
+    plain = tmp_path / "plain"
+    assert main(["train", "--out", str(plain), *TINY_RUN, "--steps", "5", "--eval-every", "5"]) == 0
+    capsys.readouterr()
+    assert main(["analyze", str(plain), "--what", "heads", "--with-interventions"]) == 2
+    assert "trained without interventions" in capsys.readouterr().err

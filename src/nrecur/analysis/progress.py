@@ -37,8 +37,9 @@ from nrecur.analysis.probes import best_hooks, probe_inputs, probe_targets, ridg
 from nrecur.model import GPT
 from nrecur.tasks import NRecurrence
 from nrecur.train.evaluate import model_log_probs
+from nrecur.train.interventions import intervention_hooks
 
-__all__ = ["ProgressResult", "ablation_hooks", "cross_entropy", "progress"]
+__all__ = ["ProgressResult", "ablation_hooks", "cross_entropy", "plot_side_by_side", "progress"]
 
 LOGGED = ("weight_norm_sq", "train/loss", "eval/model_ce", "eval/kl", "train/model_ce")
 """Curves read from the run's ``metrics.jsonl`` (those it has)."""
@@ -110,12 +111,15 @@ class ProgressResult:
     memorization_step: int | None
     grok_step: int | None
     n_sequences: int
+    interventions: list[str] = field(default_factory=list)
+    """The run's interventions the measures saw (each at the checkpoints where it was active); empty: the bare model."""
     headline: dict[str, float] = field(default_factory=dict)
 
     def to_json(self) -> dict:
         return {
             "steps": list(self.steps),
             "n_sequences": self.n_sequences,
+            "interventions": self.interventions,
             "period_heads": self.period_heads,
             "loss": self.loss,
             "loss_bayes": self.loss_bayes,
@@ -192,10 +196,11 @@ def _weight_norm_sq(model: GPT) -> float:
 
 
 @register_analysis("progress", applies=_applies, description="progress measures over the saved checkpoints: losses restricted to and without the period heads, head scores, probes, weight norm")
-def progress(run, n_sequences: int = 512, seed: int = 0, margin: float = 0.25, load=None, show_progress: bool = False) -> ProgressResult:
+def progress(run, n_sequences: int = 512, seed: int = 0, margin: float = 0.25, load=None, with_interventions: bool = False, show_progress: bool = False) -> ProgressResult:
     """Progress measures of ``run`` at each saved checkpoint; ``load(step)`` gives that step's run (default:
     :func:`nrecur.load_run` of ``run.path`` on the model's device). The period heads are those of the last
-    checkpoint, whichever ``run.step`` was loaded."""
+    checkpoint, whichever ``run.step`` was loaded. With ``with_interventions``, every measure at a checkpoint
+    sees the model as training saw it there: with the run's interventions active at that step."""
     reason = _applies(run)
     if reason is not None:
         raise ValueError(f"progress does not apply: {reason}")
@@ -206,8 +211,10 @@ def progress(run, n_sequences: int = 512, seed: int = 0, margin: float = 0.25, l
         load = lambda step: load_run(run.path, step=step, device=device)  # noqa: E731
     task, length = run.task, run.config.length
     steps = run.checkpoint_steps
+    interventions = run.config.train.interventions if with_interventions else ()
     final = run.model if run.step == steps[-1] else load(steps[-1]).model
-    scores = score_heads(final, task, length, n_sequences, seed)
+    with final.hooks(intervention_hooks(interventions, steps[-1])):
+        scores = score_heads(final, task, length, n_sequences, seed)
     kept = sorted({head for heads in period_heads(scores, margin).values() for head in heads})
     all_heads = [(layer, head) for layer in range(final.config.n_layers) for head in range(final.config.n_heads)]
     others = [h for h in all_heads if h not in kept]
@@ -225,14 +232,15 @@ def progress(run, n_sequences: int = 512, seed: int = 0, margin: float = 0.25, l
     for step in progress_bar(steps, "progress measures", show_progress):
         model = load(step).model
         norms.append(_weight_norm_sq(model))
-        loss["clean"].append(cross_entropy(model, sample.tokens))
-        for name, ablated in (("restricted", others), ("excluded", kept)):
-            with model.hooks(ablation_hooks(model, sample.tokens, ablated)):
-                loss[name].append(cross_entropy(model, sample.tokens))
-        step_scores = score_heads(model, task, length, min(n_sequences, 256), seed)
-        for n, values in step_scores.period.items():
-            period_best.setdefault(n, []).append(float(values.max()))
-        acts = probe_inputs(model, sample.tokens)
+        with model.hooks(intervention_hooks(interventions, step)):
+            loss["clean"].append(cross_entropy(model, sample.tokens))
+            for name, ablated in (("restricted", others), ("excluded", kept)):
+                with model.hooks(ablation_hooks(model, sample.tokens, ablated)):
+                    loss[name].append(cross_entropy(model, sample.tokens))
+            step_scores = score_heads(model, task, length, min(n_sequences, 256), seed)
+            for n, values in step_scores.period.items():
+                period_best.setdefault(n, []).append(float(values.max()))
+            acts = probe_inputs(model, sample.tokens)
         table, hooks = ridge_r2_table(acts, targets, train_seq, test_seq), best_hooks(acts, targets, train_seq, seed)
         for quantity in targets:
             probe_r2[quantity].append(table[quantity][hooks[quantity]])
@@ -263,5 +271,47 @@ def progress(run, n_sequences: int = 512, seed: int = 0, margin: float = 0.25, l
         memorization_step=summary.get("memorization_step"),
         grok_step=summary.get("grok_step"),
         n_sequences=n_sequences,
+        interventions=[i.describe() for i in interventions],
         headline=headline,
     )
+
+
+def plot_side_by_side(results: dict[str, ProgressResult], folder: str | Path, stem: str = "progress_side_by_side") -> list[Path]:
+    """Progress of several runs in columns (label → result), rows on shared axes: the losses against the
+    observer, the held-out KL from each run's log, and the best period scores with the probe R²."""
+    plt = pyplot()
+    fig, axes = plt.subplots(3, len(results), figsize=(4.6 * len(results) + 1, 9), sharex=True, sharey="row", squeeze=False)
+    for column, (label, result) in enumerate(results.items()):
+        steps = np.maximum(np.asarray(result.steps), 1)
+        ax = axes[0, column]
+        for colour, name in zip(OKABE_ITO, ("clean", "restricted", "excluded")):
+            ax.plot(steps, result.loss[name], color=colour, marker="o", ms=3, label=f"{name} loss")
+        ax.axhline(result.loss_bayes, color="#999999", ls=":", label="observer (Bayes)")
+        seen = "; measured with them" if result.interventions else ""
+        ax.set_title(f"{label}\n{', '.join(result.interventions) or 'no intervention'}{seen}", fontsize=9)
+        ax = axes[1, column]
+        if "eval/kl" in result.logged:
+            curve = result.logged["eval/kl"]
+            ax.plot(np.maximum(curve["step"], 1), curve["value"], color="#0072B2", label="held-out KL (run's log)")
+        ax.set_yscale("log")
+        ax = axes[2, column]
+        for colour, (n, values) in zip(OKABE_ITO * 2, result.period_score_best.items()):
+            ax.plot(steps, values, color=colour, marker="o", ms=3, label=f"period score n={n}")
+        for style, (quantity, values) in zip(("--", "-."), result.probe_r2.items()):
+            ax.plot(steps, values, style, color="#000000", lw=1, label=f"probe R² {quantity}")
+        ax.set_ylim(-0.05, 1.02)
+        ax.set_xlabel("training step (log)")
+        for ax in axes[:, column]:
+            ax.set_xscale("log")
+            ax.grid(alpha=0.3)
+            for step, text in ((result.memorization_step, "memorized"), (result.grok_step, "grokked")):
+                if step is not None:
+                    ax.axvline(max(step, 1), color="#555555", ls="--", lw=0.8)
+                    ax.annotate(text, (max(step, 1), 0.02), xycoords=("data", "axes fraction"), fontsize=7, rotation=90, va="bottom", ha="right")
+    axes[0, 0].set_ylabel("cross-entropy (nats/token)")
+    axes[1, 0].set_ylabel("KL(observer ‖ model), nats/token")
+    axes[2, 0].set_ylabel("best head's period score / R²")
+    for row in range(3):
+        axes[row, -1].legend(fontsize=7, loc="upper right" if row != 2 else "lower right")
+    fig.tight_layout()
+    return save_figure(fig, folder, stem)

@@ -33,12 +33,18 @@ def register(subparsers) -> None:
     parser.add_argument("--sequences", type=int, help="fresh sequences to analyze (default: each analysis's own)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the sequences (default: 0)")
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"], help="where to run the model (default: cpu)")
+    parser.add_argument(
+        "--with-interventions", action="store_true",
+        help="analyze the model as training saw it: with the run's interventions (--ablate-head, --clamp-pattern of "
+        "nrecur train) active at the checkpoint's step; progress applies them at every checkpoint (default: the bare model)",
+    )  # fmt: skip
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.set_defaults(handler=analyze_command, command="analyze")
 
 
 def analyze_command(args: argparse.Namespace) -> int:
     from nrecur.runs import load_run
+    from nrecur.train.interventions import intervention_hooks
     from nrecur.train.loop import resolve_device
 
     if args.sequences is not None and args.sequences < 8:
@@ -58,11 +64,18 @@ def analyze_command(args: argparse.Namespace) -> int:
             why = analysis.applies(run)
             if why is not None:
                 raise UsageError(f"--what {analysis.name} does not apply to {run.path}: {why}")
+    interventions = run.config.train.interventions
+    active = intervention_hooks(interventions, run.step) if args.with_interventions else []
+    if interventions and not args.with_interventions:
+        print(f"note: this run trained with interventions ({', '.join(i.describe() for i in interventions)}); analyzing the bare model (--with-interventions applies them)")
+    elif args.with_interventions and not interventions:
+        raise UsageError(f"--with-interventions: {run.path} trained without interventions")
     # Every analysis runs before anything is written: a failure leaves the folder as it was.
     results = []
     for analysis in chosen:
         start = time.perf_counter()
-        results.append((analysis.run(run, **_options(analysis.run, args)), time.perf_counter() - start))
+        with run.model.hooks(active):
+            results.append((analysis.run(run, **_options(analysis.run, args)), time.perf_counter() - start))
     if args.checkpoints == "all":
         over = [a for a in chosen if a.over_training is not None]
         steps = run.checkpoint_steps
@@ -71,6 +84,8 @@ def analyze_command(args: argparse.Namespace) -> int:
         def load(step):
             return load_run(args.run, step=step, device=device)
 
+        if over and args.with_interventions:
+            print(f"note: {', '.join(a.name for a in over)} over checkpoints analyze the bare model; progress applies the interventions at every checkpoint")
         for analysis in over:
             start = time.perf_counter()
             results.append((analysis.over_training(run, steps, load, **_options(analysis.over_training, args)), time.perf_counter() - start))
@@ -78,7 +93,8 @@ def analyze_command(args: argparse.Namespace) -> int:
     folder = run.folder.analysis_dir if latest else run.folder.analysis_dir_at(run.step)
     for result, seconds in results:
         over_training = result.name.endswith("_over_training")
-        paths = write_analysis(result, folder, step=None if over_training else run.step)
+        seen = [] if over_training else [i.describe() for i in interventions if args.with_interventions and i.active(run.step)]
+        paths = write_analysis(result, folder, step=None if over_training else run.step, interventions=seen)
         head = ", ".join(f"{k} {v:.3f}" for k, v in list(result.headline.items())[:6])
         at = "all checkpoints" if over_training else f"step {run.step}"
         print(f"{result.name} ({at}, {seconds:.0f} s): {head}{' …' if len(result.headline) > 6 else ''}")
@@ -94,4 +110,6 @@ def _options(fn, args: argparse.Namespace) -> dict:
         options["n_sequences"] = args.sequences
     if "show_progress" in parameters:
         options["show_progress"] = not args.no_progress
+    if "with_interventions" in parameters:
+        options["with_interventions"] = args.with_interventions
     return options
