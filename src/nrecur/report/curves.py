@@ -53,6 +53,11 @@ def _mark_steps(ax, record: RunRecord) -> None:
             ax.axvline(step, color="#555555", ls=style, lw=1.0, label=f"{label} at step {step}")
 
 
+def _legend_below(ax) -> None:
+    """The legend under the axes, where it cannot hide a curve (the figure is saved with a tight box)."""
+    ax.legend(fontsize=7.5, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2, frameon=False)
+
+
 def _loss_figure(record: RunRecord, sets: list[str], colours: dict[str, str]):
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 3.8))
@@ -70,8 +75,7 @@ def _loss_figure(record: RunRecord, sets: list[str], colours: dict[str, str]):
     ax.set_title("loss against the Bayes floor", fontsize=10)
     ax.grid(alpha=0.3)
     _mark_steps(ax, record)
-    ax.legend(fontsize=7, loc="upper right")
-    fig.tight_layout()
+    _legend_below(ax)
     return fig
 
 
@@ -90,8 +94,7 @@ def _kl_figure(record: RunRecord, sets: list[str], colours: dict[str, str]):
     ax.set_title("distance to the exact observer", fontsize=10)
     ax.grid(alpha=0.3, which="both")
     _mark_steps(ax, record)
-    ax.legend(fontsize=7, loc="upper right")
-    fig.tight_layout()
+    _legend_below(ax)
     return fig
 
 
@@ -136,8 +139,8 @@ def training_figures(record: RunRecord, budget: Budget) -> tuple[list[Image], st
     images = [
         figure_image(_loss_figure(record, sets, colours), "cross-entropy of the model (solid) and of the exact observer (dotted: "
                      "the floor) on the same sequences; the black line is the mean training loss since the previous evaluation", budget),
-        figure_image(_kl_figure(record, sets, colours), "mean KL(observer ‖ model) over all positions, log scale; the run stops "
-                     "counting as converged below the dashed threshold", budget),
+        figure_image(_kl_figure(record, sets, colours), "mean KL(observer ‖ model) over all positions, log scale; the run counts as "
+                     "converged once it is below the dashed threshold", budget),
     ]
     heatmap = _position_figure(record)
     note = ""

@@ -93,7 +93,7 @@ def write_report(run: str | os.PathLike | RunRecord, index: str | os.PathLike | 
     images = [*curves]
     for section in sections + [s for _, secs in earlier for s in secs]:
         for part in section.parts:
-            images += list(part.figures) + (list(part.slider.frames) if part.slider else [])
+            images += list(part.figures) + ([*part.slider.frames, *([part.slider.fixed] if part.slider.fixed else [])] if part.slider else [])
     text = render(
         "run.html",
         title=f"{record.name} — nrecur report",

@@ -114,16 +114,11 @@ def evaluation_tables(record: RunRecord) -> list[Table]:
 
     strata = [key[len("eval/kl_") :] for key in line if key.startswith("eval/kl_") and key != "eval/kl_per_position"]
     if strata:
-        header = ("stratum",) + tuple(f"KL, {SET_LABELS.get(s, s)}" for s in sets) + (
-            tuple(f"{accuracy}, {SET_LABELS.get(s, s)}" for s in sets) if accuracy else ()
-        )
-        rows = []
-        for stratum in strata:
-            cells = [stratum] + [fmt(line.get(f"{s}/kl_{stratum}")) for s in sets]
-            if accuracy:
-                cells += [fmt(line.get(f"{s}/{accuracy}_{stratum}")) for s in sets]
-            rows.append(tuple(cells))
-        tables.append(Table(f"by stratum of the hidden truth at step {step}", header, tuple(rows)))
+        for quantity, label in (("kl", "KL (nats/token)"), (accuracy, accuracy)):
+            if quantity is None:
+                continue
+            rows = tuple((SET_LABELS.get(s, s),) + tuple(fmt(line.get(f"{s}/{quantity}_{stratum}")) for stratum in strata) for s in sets)
+            tables.append(Table(f"{label} by stratum of the hidden truth at step {step}", ("set", *strata), rows))
 
     per_position = line.get("eval/kl_per_position")
     if isinstance(per_position, list) and per_position:

@@ -47,9 +47,8 @@ th, td { border-bottom: 1px solid var(--line); padding: 3px 10px; text-align: ri
 th { background: var(--band); font-weight: 600; }
 th:first-child, td:first-child, th.text, td.text { text-align: left; }
 .scroll { overflow-x: auto; }
-dl.numbers { display: grid; grid-template-columns: repeat(auto-fill, minmax(250px, 1fr)); gap: 0 18px; margin: 6px 0 14px;
-             font-size: 13.5px; }
-dl.numbers div { display: flex; justify-content: space-between; border-bottom: 1px solid var(--line); padding: 2px 0; }
+dl.numbers { columns: 4 250px; column-gap: 22px; margin: 6px 0 14px; font-size: 13.5px; }
+dl.numbers div { break-inside: avoid; display: flex; justify-content: space-between; border-bottom: 1px solid var(--line); padding: 2px 0; }
 dl.numbers dt { color: var(--muted); overflow-wrap: anywhere; }
 dl.numbers dd { margin: 0 0 0 10px; font-variant-numeric: tabular-nums; font-weight: 600; }
 .flow { display: flex; flex-wrap: wrap; gap: 16px; align-items: flex-start; }

@@ -129,6 +129,14 @@ def interventions_in_words(config: RunConfig) -> list[str]:
     return out
 
 
+STOP_REASONS = {
+    "grokked": "reached its KL threshold",
+    "steps": "reached its step limit",
+    "time budget": "ran out of its time budget",
+}
+"""``summary.json``'s ``stop_reason`` in words (others show as they are)."""
+
+
 def ending_in_words(status: str, summary: dict | None, evaluated: bool) -> str:
     """How the run ended (or where it stands)."""
     if not evaluated:
@@ -136,7 +144,7 @@ def ending_in_words(status: str, summary: dict | None, evaluated: bool) -> str:
     if summary is None:
         return "running, or interrupted before it ended (no summary.json): the figures show the evaluations so far"
     reason = summary.get("stop_reason", "?")
-    text = f"{status}: stopped ({reason}) after {summary.get('steps', '?')} steps, {summary.get('seconds', 0):.0f} s"
+    text = f"{status}: {STOP_REASONS.get(reason, f'stopped ({reason})')} after {summary.get('steps', '?')} steps, {summary.get('seconds', 0):.0f} s"
     if summary.get("error"):
         text += f"; error: {summary['error']}"
     return text

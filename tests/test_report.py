@@ -1,0 +1,208 @@
+"""Reports (``nrecur report``): what a run page and the index hold, damaged and missing input, the size limit."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from nrecur import NRecurrence, train
+from nrecur.cli import main
+from nrecur.model import GPTConfig
+from nrecur.report import PAGE_LIMIT, read_run, write_report, write_reports
+from nrecur.report.embed import Budget
+from nrecur.train import RunConfig, TrainConfig
+from nrecur.train.interventions import Intervention
+
+
+def tiny_run(folder: Path) -> Path:
+    """A finite-mode run with held-out rules and an intervention, its probes and geometry (with the
+    geometry at every checkpoint): every kind of curve, table and section a page has."""
+    task = NRecurrence(vocab_size=4, periods=(2, 3, 4))
+    model = GPTConfig(vocab_size=4, n_ctx=12, d_model=32, n_layers=2, n_heads=4, d_head=8, d_mlp=64)
+    settings = TrainConfig(
+        mode="finite", train_size=128, held_out_fraction=0.25, steps=60, batch_size=64, eval_every=20, eval_size=128,
+        device="cpu", log_checkpoints=3, interventions=(Intervention(kind="ablate", layer=0, head=1, start=0, end=30),),
+    )  # fmt: skip
+    train(RunConfig(task=task, model=model, train=settings), folder, progress=False)
+    assert main(["analyze", str(folder), "--what", "probes", "geometry", "--checkpoints", "all", "--sequences", "48", "--no-progress"]) == 0
+    return folder
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory) -> Path:
+    """A folder of runs: the tiny run and a copy of it without metrics (training has not evaluated yet)."""
+    root = tmp_path_factory.mktemp("report") / "runs"
+    run = tiny_run(root / "tiny")
+    fresh = root / "fresh"
+    fresh.mkdir()
+    shutil.copy(run / "config.json", fresh / "config.json")
+    return root
+
+
+def copy_run(runs: Path, tmp_path: Path, name: str = "tiny") -> Path:
+    target = tmp_path / name
+    shutil.copytree(runs / name, target)
+    (target / "report.html").unlink(missing_ok=True)
+    return target
+
+
+def images(page: str) -> list[str]:
+    return re.findall(r'<img src="([^"]+)"', page)
+
+
+def test_a_run_page_states_the_run_and_holds_every_section(runs, tmp_path):
+    run = copy_run(runs, tmp_path)
+    result = write_report(run)
+    page = result.path.read_text()
+    assert result.path == run / "report.html" and result.size == len(page.encode()) < PAGE_LIMIT
+    # The run in words: task with its parameters, model size, training, interventions, how it ended.
+    assert "deterministic n-recurrence over 4 tokens with periods 2, 3, 4" in page
+    assert "17,792 parameters: 2 layers, d_model 32, 4 heads of 8" in page
+    assert "a fixed set of 128 sequences (finite mode)" in page and "25% of the rules held out" in page
+    assert "head 0.1 ablated (its output z set to zero), steps 0 to 29 (ablate 0.1@0:30)" in page
+    assert "reached its step limit after 60 steps" in page
+    assert "<details><summary>full config" in page and "&#34;held_out_fraction&#34;: 0.25" in page
+    # Evaluation tables: every set the metrics hold, strata, positions.
+    for label in ("held-out sequences", "training set", "in-distribution", "out-of-distribution"):
+        assert f"<td>{label}</td>" in page
+    assert "KL (nats/token) by stratum" in page and "KL by position at step 60" in page
+    # One section per analysis with its module's paragraph, headline numbers, figures and the slider.
+    headline = json.loads((run / "analysis" / "probes.json").read_text())["headline"]
+    assert 'id="analysis-probes"' in page and 'id="analysis-geometry"' in page
+    assert "How to read it: held-out R² near 1 means the quantity is linearly present" in page
+    assert f"<dt>r2_linear/target</dt><dd>{headline['r2_linear/target']:.4g}</dd>" in page
+    assert page.count('class="frame"') == 4  # one frame per checkpoint (0, 1, 8, 60)
+    # Every figure inlined; nothing fetched from anywhere.
+    sources = images(page)
+    assert len(sources) == result.figures >= 3 + 4 + 5 and result.left_out == 0
+    assert all(src.startswith("data:image/") for src in sources)
+    assert not re.search(r'(src|href)="(https?:)?//', page) and "<link" not in page
+    assert list(run.glob(".*.tmp")) == []  # written atomically: no temporary left
+
+
+def test_the_training_curves_and_heatmap_come_from_the_metrics(runs, tmp_path):
+    run = copy_run(runs, tmp_path)
+    record = read_run(run)
+    assert [line["step"] for line in record.evaluations] == [0, 20, 40, 60]
+    steps, kl = record.curve("eval/kl")
+    assert steps == [0, 20, 40, 60] and kl[-1] == record.last["eval/kl"]
+    page = write_report(record).path.read_text()
+    assert "no heatmap" not in page and len(images(page)) >= 3  # loss, KL and the heatmap
+    # Without per-position KL the page says so instead of drawing an empty heatmap.
+    lines = [json.loads(text) for text in (run / "metrics.jsonl").read_text().splitlines()]
+    for line in lines:
+        line.pop("eval/kl_per_position", None)
+    (run / "metrics.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    result = write_report(run)
+    text = result.path.read_text()
+    assert "no heatmap" in text and "KL by position at step" not in text
+
+
+def test_a_corrupt_metrics_line_is_skipped_with_a_warning_naming_it(runs, tmp_path):
+    run = copy_run(runs, tmp_path)
+    lines = (run / "metrics.jsonl").read_text().splitlines()
+    lines[1] = lines[1][:40]  # a damaged line in the middle
+    (run / "metrics.jsonl").write_text("\n".join(lines) + "\n")
+    # The real command, so that stderr is what a user sees (pytest would catch the warning itself).
+    done = subprocess.run([sys.executable, "-m", "nrecur", "report", str(run)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.strip() == f"nrecur: warning: {run / 'metrics.jsonl'}: line 2 is not a metrics record; skipped"
+    page = (run / "report.html").read_text()
+    assert "line 2 is not a metrics record" in page  # also on the page
+    with pytest.warns(UserWarning, match="line 2 is not a metrics record"):
+        assert [line["step"] for line in read_run(run).evaluations] == [0, 40, 60]
+
+
+def test_a_run_that_has_not_evaluated_yet_gets_a_page_that_says_so(runs, tmp_path):
+    run = copy_run(runs, tmp_path, "fresh")
+    page = write_report(run).path.read_text()
+    assert "training has not evaluated yet" in page and "no analyses in" in page
+    assert images(page) == []
+
+
+def test_damaged_summary_and_analysis_files_are_left_out_with_a_warning(runs, tmp_path):
+    run = copy_run(runs, tmp_path)
+    (run / "summary.json").write_text("{not json")
+    (run / "analysis" / "geometry.json").write_text("[1, 2")
+    with pytest.warns(UserWarning) as caught:
+        result = write_report(run)
+    messages = " ".join(str(w.message) for w in caught)
+    assert "summary.json is not valid JSON" in messages and "geometry.json is not valid JSON" in messages
+    page = result.path.read_text()
+    assert "running, or interrupted before it ended" in page
+    assert 'id="analysis-geometry"' in page  # the over-training result is still there
+    assert "<h4>geometry (checkpoint" not in page
+
+
+def test_figures_past_the_page_limit_are_left_out_with_a_link(runs, tmp_path):
+    run = copy_run(runs, tmp_path)
+    result = write_report(run, limit=500_000)
+    page = result.path.read_text()
+    assert result.left_out > 0 and result.size < 500_000 + 100_000
+    link = re.search(r'left out to keep the page small.*? — <a href="([^"]+)">', page).group(1)
+    assert (run / link).is_file() and link.startswith("analysis/")
+    budget = Budget(100)
+    assert budget.take("x", b"a" * 80, "image/png").uri is None and budget.left == 100  # 130 characters as a URI
+    assert budget.take("y", b"a" * 40, "image/png").uri is not None and budget.left == 100 - 78
+
+
+def test_the_index_has_one_sortable_row_per_run_linking_to_its_page(runs, tmp_path):
+    root = tmp_path / "runs"
+    shutil.copytree(runs, root)
+    broken = root / "broken"
+    broken.mkdir()
+    (broken / "config.json").write_text("{")
+    with pytest.warns(UserWarning, match="broken left out of the index"):
+        folder = write_reports(root)
+    assert folder.index == root / "index.html" and len(folder.reports) == 2 and "broken" in folder.skipped[0]
+    page = folder.index.read_text()
+    rows = re.findall(r"<tr>\s*<td data-sort=\"([^\"]+)\">", page)
+    assert rows == ["fresh", "tiny"]
+    links = re.findall(r'<a href="([^"]+)">', page)
+    assert links == ["fresh/report.html", "tiny/report.html"] and all((root / link).is_file() for link in links)
+    assert 'table class="sortable"' in page and "<svg class=\"spark\"" in page and "not evaluated yet" in page
+    assert "does not hold a valid run config" in page or "broken" in page
+    tiny_page = (root / "tiny" / "report.html").read_text()
+    assert '<a href="../index.html">all runs</a>' in tiny_page
+
+
+def test_the_command_line_refuses_what_is_not_a_run(tmp_path, capsys):
+    assert main(["report", str(tmp_path / "missing")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    (tmp_path / "empty").mkdir()
+    assert main(["report", str(tmp_path / "empty")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "is not a run folder (no config.json) and holds no run folders" in err
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "config.json").write_text("{")
+    assert main(["report", str(tmp_path / "bad")]) == 2
+    err = capsys.readouterr().err
+    assert "does not hold a valid run config" in err and "Traceback" not in err
+    assert not (tmp_path / "bad" / "report.html").exists()
+
+
+def test_the_command_line_writes_the_reports_and_the_index(runs, tmp_path, capsys):
+    root = tmp_path / "runs"
+    shutil.copytree(runs, root)
+    assert main(["report", str(root)]) == 0
+    out = capsys.readouterr().out
+    assert f"index of 2 runs: {root / 'index.html'}" in out and out.count("wrote ") == 2
+
+
+def test_a_failed_write_keeps_the_old_page_and_leaves_no_temporary(runs, tmp_path, monkeypatch):
+    run = copy_run(runs, tmp_path)
+    (run / "report.html").write_text("old page")
+
+    def full_disk(source, target):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("nrecur._io.os.replace", full_disk)
+    with pytest.raises(OSError, match="No space left on device"):
+        write_report(run)
+    assert (run / "report.html").read_text() == "old page" and list(run.glob(".*.tmp")) == []
