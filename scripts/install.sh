@@ -32,3 +32,17 @@ if [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "$want" ] || ! "$VENV/bin/python"
     "${PIP[@]}" install -e ".[dev]"
     echo "$want" > "$STAMP"
 fi
+
+# The reports' browser test (tests/test_report_browser.py) runs Debian's Chromium package through Playwright;
+# no browser is downloaded from anywhere else. A no-op when chromium is there; the test skips, saying why,
+# where it cannot be installed (not root, or no apt-get).
+if ! command -v chromium >/dev/null 2>&1; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        echo "[install] chromium (Debian package, for the report's browser test)"
+        export DEBIAN_FRONTEND=noninteractive
+        { apt-get update -qq && apt-get install -y -qq --no-install-recommends chromium; } >/dev/null 2>&1 \
+            || echo "[install] could not install chromium; the browser test will skip"
+    else
+        echo "[install] chromium is missing (apt-get install chromium as root); the browser test will skip"
+    fi
+fi
