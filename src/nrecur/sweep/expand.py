@@ -23,7 +23,7 @@ import numpy as np
 import pydantic
 
 from nrecur._config import format_error
-from nrecur.sweep.spec import RandomField, SweepSpec
+from nrecur.sweep.spec import RandomField, SpecError, SweepSpec
 from nrecur.tasks import task_from_data
 from nrecur.train.config import RunConfig
 
@@ -118,7 +118,8 @@ def build_config(spec: SweepSpec, base: dict, point: tuple, seed: int) -> RunCon
     try:
         return RunConfig.model_validate(data)
     except pydantic.ValidationError as error:
-        raise ValueError(_blame(error, spec, point, seed)) from None
+        where = f"{spec.source}: " if spec.source else ""
+        raise SpecError(where + _blame(error, spec, point, seed)) from None
 
 
 def _blame(error: pydantic.ValidationError, spec: SweepSpec, point: tuple, seed: int) -> str:
@@ -127,14 +128,15 @@ def _blame(error: pydantic.ValidationError, spec: SweepSpec, point: tuple, seed:
     for item in error.errors():
         loc = ".".join(str(part) for part in item["loc"][:2])
         for (path, where), value in point:
-            if path == loc or (path.startswith("task.") and loc == "task" and path.split(".", 1)[1] in item["msg"]):
-                return f"{where} = {_show(value)} makes an invalid config: {message}"
+            named = path in item["msg"] or (path.startswith("task.") and loc == "task" and path.split(".", 1)[1] in item["msg"])
+            if path == loc or (not loc and named) or (loc == "task" and named):
+                return f"{where} = {json.dumps(value)} makes an invalid config: {message}"
         for section, values in spec.base.items():
             names = values if isinstance(values, dict) else {}
             for name in names:
                 if f"{section}.{name}" == loc or (section == "task" and loc == "task" and name in item["msg"]):
-                    return f"base {section}.{name} = {_show(names[name])}: {message}"
-    values = ", ".join(f"{where} = {_show(value)}" for (_, where), value in point) or "the base config"
+                    return f"base {section}.{name} = {json.dumps(names[name])}: {message}"
+    values = ", ".join(f"{where} = {json.dumps(value)}" for (_, where), value in point) or "the base config"
     return f"the trial with {values} (seed {seed}) is invalid: {message}"
 
 

@@ -104,8 +104,7 @@ def plot_metric(
         norm = LogNorm(vmin=finite.min(), vmax=finite.max())
     else:
         norm = Normalize(vmin=finite.min() if len(finite) else 0, vmax=finite.max() if len(finite) else 1)
-    cmap = plt.get_cmap("viridis").copy()
-    cmap.set_bad("#dddddd")
+    cmap = plt.get_cmap("viridis").with_extremes(bad="#dddddd")
     width = max(3.2, 1.15 * len(xs) + 1.4)
     fig, panels = plt.subplots(
         1, len(facets), figsize=(width * len(facets) + 1.0, max(2.6, 0.8 * len(ys) + 1.6)), squeeze=False, layout="constrained"

@@ -50,6 +50,10 @@ from nrecur.tasks import Task
 from nrecur.train.config import RunConfig, TrainConfig
 from nrecur.train.presets import PRESETS
 
+class SpecError(ValueError):
+    """A sweep spec that cannot run; the message names the entry (and the file, once it is known)."""
+
+
 SECTIONS: dict[str, type[pydantic.BaseModel] | None] = {"task": None, "model": GPTConfig, "train": TrainConfig}
 """The parts of a RunConfig a path may name (task fields depend on the task's kind)."""
 
@@ -109,6 +113,14 @@ class RecordSpec(Config):
     metrics: tuple[str, ...] = ()
     """Final metrics of the run's summary (``eval/target_acc``, ``in_dist/kl``, ``train/kl`` …) added as columns; NaN where a run has none."""
 
+    @field_validator("metrics")
+    @classmethod
+    def _metric_names(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for name in value:
+            if "/" not in name:
+                raise ValueError(f"{name!r} is not a metric name; they read set/quantity, e.g. eval/target_acc or in_dist/kl")
+        return value
+
 
 class SweepSpec(Config):
     """A sweep: a base run config, the axes that vary it, seeds, and what to record (see the module docstring)."""
@@ -133,6 +145,8 @@ class SweepSpec(Config):
     """The fields a trial's seed sets (the evaluation set, train.eval_seed, stays the same for every trial)."""
     record: RecordSpec = RecordSpec()
     """Extra columns of the results table."""
+    source: str | None = pydantic.Field(default=None, exclude=True)
+    """The file the spec was read from (set by load_spec; not part of the spec)."""
 
     @field_validator("preset")
     @classmethod
@@ -269,11 +283,11 @@ def load_spec(path: str | Path) -> SweepSpec:
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix not in (".toml", ".yaml", ".yml"):
-        raise ValueError(f"{path}: a sweep spec is a .toml, .yaml or .yml file")
+        raise SpecError(f"{path}: a sweep spec is a .toml, .yaml or .yml file")
     try:
         text = path.read_text()
     except FileNotFoundError:
-        raise ValueError(f"{path}: no such file") from None
+        raise SpecError(f"{path}: no such file") from None
     try:
         if suffix == ".toml":
             data = tomllib.loads(text)
@@ -282,15 +296,20 @@ def load_spec(path: str | Path) -> SweepSpec:
 
             data = yaml.safe_load(text)
     except Exception as error:  # tomllib.TOMLDecodeError, yaml.YAMLError: the parser's own words
-        raise ValueError(f"{path}: not valid {suffix[1:].upper()}: {error}".replace("\n", " ")) from None
-    return spec_from_data(data, str(path))
+        raise SpecError(f"{path}: not valid {suffix[1:].upper()}: {error}".replace("\n", " ")) from None
+    spec = spec_from_data(data, str(path))
+    return spec.model_copy(update={"source": str(path)})
 
 
 def spec_from_data(data: Any, source: str = "spec") -> SweepSpec:
     """A :class:`SweepSpec` from parsed data; errors say ``source: entry: problem``."""
+    entries = ", ".join(name for name in SweepSpec.model_fields if name != "source")
     if not isinstance(data, dict):
-        raise ValueError(f"{source}: a sweep spec is a table of entries (name, preset, base, grid, zip, random, seeds, record)")
+        raise SpecError(f"{source}: a sweep spec is a table of entries ({entries})")
+    unknown = [key for key in data if key not in SweepSpec.model_fields or key == "source"]
+    if unknown:
+        raise SpecError(f"{source}: unknown entry {unknown[0]!r}; a sweep spec holds {entries}")
     try:
         return SweepSpec.model_validate(data)
     except pydantic.ValidationError as error:
-        raise ValueError(f"{source}: {format_error(error)}") from None
+        raise SpecError(f"{source}: {format_error(error)}") from None

@@ -88,23 +88,28 @@ def record_from_folder(trial: Trial, folder: RunFolder, status: str, reason: str
         summary = (folder.read_summary() if folder.is_run() else None) or {}
     except ValueError:
         summary = {}
-    final = (summary.get("final") or {})
-    evaluation = final.get("eval", {})
-    train_set = final.get("train", {})
     lines = folder.read_metrics()
+    final = summary.get("final") or {}
+    # A run stopped from outside (ASHA) or killed has no summary: its last evaluation stands in.
+    evaluation = final.get("eval") or {k: v for k, v in (lines[-1] if lines else {}).items() if k.startswith("eval/")}
+    train_set = final.get("train") or {k: v for k, v in (lines[-1] if lines else {}).items() if k.startswith("train/")}
     losses = [line["train/loss"] for line in lines if isinstance(line.get("train/loss"), (int, float))]
     memorized, grokked = summary.get("memorization_step"), summary.get("grok_step")
-    metrics = {name: value for part in final.values() for name, value in part.items() if _finite_number(value)}
+    grok_seconds = summary.get("grok_seconds")
+    if not summary:
+        memorized, grokked, grok_seconds = _milestones(lines, trial.config)
+    parts = final.values() if final else [lines[-1]] if lines else []
+    metrics = {name: value for part in parts for name, value in part.items() if "/" in name and _finite_number(value)}
     return TrialRecord(
         trial_id=trial.trial_id,
         status=status,
         reason=reason,
         steps=summary.get("steps", lines[-1]["step"] if lines else None),
-        seconds=summary.get("seconds"),
+        seconds=summary.get("seconds", lines[-1].get("seconds") if lines else None),
         stop_reason=summary.get("stop_reason"),
         kl_threshold=trial.config.train.kl_threshold,
         steps_to_threshold=grokked,
-        seconds_to_threshold=summary.get("grok_seconds"),
+        seconds_to_threshold=grok_seconds,
         memorization_step=memorized,
         grok_delay=grokked - memorized if grokked is not None and memorized is not None else None,
         final_kl=evaluation.get("eval/kl"),
@@ -116,6 +121,15 @@ def record_from_folder(trial: Trial, folder: RunFolder, status: str, reason: str
         metrics=metrics,
         ended=round(time.time(), 3),
     )
+
+
+def _milestones(lines: list[dict], config: RunConfig) -> tuple[int | None, int | None, float | None]:
+    """Memorization step, grok step and its seconds from the metrics of a run that has no summary, by the
+    Evaluator's own rules (training-set excess CE <= memorization_threshold; eval KL <= kl_threshold)."""
+    train = config.train
+    memorized = next((l["step"] for l in lines if l.get("train/excess_ce", math.inf) <= train.memorization_threshold), None)
+    grokked = next((l for l in lines if l.get("eval/kl", math.inf) <= train.kl_threshold), None)
+    return memorized, grokked["step"] if grokked else None, grokked.get("seconds") if grokked else None
 
 
 def _finite_number(value) -> bool:

@@ -1,0 +1,202 @@
+"""Real small sweeps on the local backend: the table, failures recorded, SIGKILL of the parent or a worker, resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from nrecur.cli import main
+from nrecur.runs import load_run
+from nrecur.sweep import BackendOptions, SweepDir, expand, load_sweep, run_sweep, spec_from_data
+from nrecur.sweep.plots import cell_table, plot_metric
+from nrecur.sweep.store import FIXED_COLUMNS
+
+SPEC = """
+name = "tiny-grid"
+preset = "tiny"
+seeds = 2
+
+[base.train]
+steps = 24
+eval_every = 8
+eval_size = 64
+checkpoint_every = 8
+stop_when_grokked = false
+mode = "finite"
+train_size = 64
+
+[grid]
+"model.d_model" = [8, 16]
+"train.lr" = [0.001, 0.003]
+
+[record]
+metrics = ["eval/target_acc", "train/kl"]
+"""
+
+
+def write_spec(folder: Path, text: str = SPEC) -> Path:
+    path = folder / "spec.toml"
+    path.write_text(text)
+    return path
+
+
+def records(sweep: Path) -> dict[str, str]:
+    return {p.name: p.read_text() for p in (sweep / "records").glob("*.json")}
+
+
+def test_local_sweep_table_plots_and_nothing_rerun(tmp_path, capsys):
+    spec_file = write_spec(tmp_path)
+    out = tmp_path / "sweep"
+    assert main(["sweep", str(spec_file), "--out", str(out), "--workers", "2"]) == 0
+    printed = capsys.readouterr().out
+    assert "8 trials (8 ok); 8 ran now" in printed
+    frame = load_sweep(out)
+    trials = expand(spec_from_data(__import__("tomllib").loads(SPEC)))
+    assert list(frame["trial_id"]) == [t.trial_id for t in trials]
+    expected = ["trial", "trial_id", "model.d_model", "train.lr", "seed", *FIXED_COLUMNS, "run_dir", "attempts", "eval/target_acc", "train/kl"]
+    assert list(frame.columns) == expected
+    assert (frame["status"] == "ok").all() and (frame["attempts"] == 1).all()
+    assert set(zip(frame["model.d_model"], frame["train.lr"], frame["seed"])) == {
+        (d, lr, s) for d in (8, 16) for lr in (0.001, 0.003) for s in (0, 1)
+    }
+    assert (frame["steps"] == 24).all()
+    assert frame["n_params"].nunique() == 2 and (frame["n_params"] > 0).all()
+    assert frame["final_train_ce"].notna().all()  # finite mode: the training set is evaluated
+    # the table's numbers are those of the run folders
+    for _, row in frame.iterrows():
+        run = load_run(row["run_dir"])
+        assert run.config.model.d_model == row["model.d_model"] and run.config.train.lr == row["train.lr"]
+        assert run.config.train.init_seed == run.config.train.data_seed == row["seed"]
+        summary = run.summary
+        assert row["final_kl"] == summary["final"]["eval"]["eval/kl"]
+        assert row["final_train_ce"] == summary["final"]["train"]["train/model_ce"]
+        assert row["eval/target_acc"] == summary["final"]["eval"]["eval/target_acc"]
+        assert same(row["steps_to_threshold"], summary["grok_step"]) and same(row["memorization_step"], summary["memorization_step"])
+    # the parquet and the CSV hold the same table
+    import pandas as pd
+
+    stored = pd.read_parquet(out / "results.parquet")
+    assert list(stored["trial_id"]) == list(frame["trial_id"])
+    np.testing.assert_allclose(stored["final_kl"], frame["final_kl"])
+    assert len(pd.read_csv(out / "results.csv")) == 8
+    # a second run reruns nothing
+    before = records(out)
+    assert main(["sweep", str(spec_file), "--out", str(out)]) == 0
+    assert "8 of 8 trials are done already" in capsys.readouterr().out
+    assert records(out) == before and len(SweepDir(out).attempts()) == 8
+    # plots: median over seeds per cell, the numbers of the table
+    cells = cell_table(frame, "final_kl", "model.d_model", "train.lr")
+    for (_, lr, d), stats in cells.items():
+        values = frame[(frame["model.d_model"] == d) & (frame["train.lr"] == lr)]["final_kl"]
+        assert stats.median == pytest.approx(float(np.median(values))) and stats.n == 2
+    paths = plot_metric(out, "final_kl", "model.d_model", "train.lr", facet="seed")
+    assert {p.suffix for p in paths} == {".png", ".svg"} and all(p.stat().st_size > 1000 for p in paths)
+    assert main(["sweep-plot", str(out), "--metric", "final_kl", "--x", "model.d_model", "--y", "model.n_heads"]) == 2
+    assert "not a varied field" in capsys.readouterr().err
+
+
+def same(cell, value) -> bool:
+    """A table cell equals a summary value (a missing cell stands for None)."""
+    import pandas as pd
+
+    return cell is pd.NA if value is None else cell == value
+
+
+def test_failures_are_recorded_and_the_sweep_goes_on(tmp_path):
+    spec = spec_from_data(
+        {
+            "preset": "tiny",
+            "base": {"train": {"steps": 12, "eval_every": 6, "eval_size": 32, "grad_clip": 0.0, "warmup_steps": 0}},
+            "grid": {"train.lr": [1e-3, 1e30], "init_from": [None, str(tmp_path / "no-such-run")]},
+        }
+    )
+    result = run_sweep(spec, tmp_path / "sweep", options=BackendOptions(workers=2), report=None)
+    frame = load_sweep(tmp_path / "sweep")
+    assert result.status_counts == {"ok": 1, "failed": 3}
+    ok = frame[frame["status"] == "ok"]
+    assert list(ok["train.lr"]) == [1e-3] and ok["init_from"].isna().all()
+    failed = frame[frame["status"] == "failed"].set_index(["train.lr", "init_from"], drop=False)
+    nan_reason = frame[(frame["train.lr"] == 1e30) & frame["init_from"].isna()]["reason"].item()
+    assert "training loss became" in nan_reason
+    missing = frame[frame["init_from"].notna()]["reason"]
+    assert all("cannot initialize from" in reason and "no checkpoint there" in reason for reason in missing)
+    assert len(failed) == 3
+    # failed trials are results: not rerun, unless asked
+    again = run_sweep(spec, tmp_path / "sweep", report=None)
+    assert again.ran == 0
+    retried = run_sweep(spec, tmp_path / "sweep", options=BackendOptions(workers=1), retry_failed=True, report=None)
+    assert retried.ran == 3 and retried.status_counts == {"ok": 1, "failed": 3}
+
+
+def _start(spec_file: Path, out: Path) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    command = [sys.executable, "-m", "nrecur", "sweep", str(spec_file), "--out", str(out), "--workers", "2", "--quiet"]
+    return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+
+
+def _wait(condition, timeout: float = 90.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
+
+
+def _checkpointed(out: Path, trial_id: str) -> bool:
+    return any(p.name != "step_00000000.safetensors" for p in (out / "trials" / trial_id / "checkpoints").glob("step_*.safetensors"))
+
+
+@pytest.mark.slow
+def test_sigkill_of_the_parent_and_of_a_worker_loses_nothing_and_reruns_nothing(tmp_path):
+    spec_file = write_spec(tmp_path, SPEC.replace("seeds = 2", "seeds = 3").replace("steps = 24", "steps = 48"))
+    out = tmp_path / "sweep"
+    n_trials = 12
+    rng = random.Random(11)
+    seen: dict[str, str] = {}
+    # the parent, killed at random moments: after a random number of trials have ended, a random fraction of a trial later
+    for kills, target in enumerate((1, 4, 7), start=1):
+        process = _start(spec_file, out)
+        _wait(lambda: len(records(out)) >= target)
+        time.sleep(rng.uniform(0.0, 0.6))
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+        now = records(out)
+        assert all(now[name] == text for name, text in seen.items())  # a record is never rewritten
+        seen = now
+    assert len(seen) < n_trials, "the kills came too late to interrupt anything"
+    # a worker, killed in the middle of a trial that has written a checkpoint: it is replaced and the trial resumes
+    process = _start(spec_file, out)
+    known = len(SweepDir(out).attempts())
+    _wait(lambda: len(SweepDir(out).attempts()) > known)
+    victim = SweepDir(out).attempts()[-1]
+    _wait(lambda: _checkpointed(out, victim["trial_id"]) or (out / "records" / f"{victim['trial_id']}.json").exists())
+    os.kill(victim["pid"], signal.SIGKILL)
+    assert process.wait(timeout=120) == 0, process.stderr.read().decode()
+    kills += 1
+    frame = load_sweep(out)
+    assert len(frame) == n_trials and frame["trial_id"].is_unique
+    assert (frame["status"] == "ok").all(), frame[["status", "reason"]]
+    assert (frame["steps"] == 48).all()
+    assert all(records(out)[name] == text for name, text in seen.items())
+    attempts = SweepDir(out).attempts()
+    assert len(attempts) <= n_trials + 2 * kills  # each kill interrupts at most the 2 trials in flight
+    resumed = [a for a in attempts if a["trial_id"] == victim["trial_id"]]
+    assert frame.set_index("trial_id").loc[victim["trial_id"], "attempts"] == len(resumed)
+    if len(resumed) > 1:  # killed before it ended (the usual case): resumed from its checkpoint, not from scratch
+        assert resumed[-1]["from_step"] > 0
+    # no evaluation counted twice: each run's metrics go 0, 8, …, 48 exactly once
+    for row in frame.itertuples():
+        steps = [json.loads(line)["step"] for line in (Path(row.run_dir) / "metrics.jsonl").read_text().splitlines()]
+        assert steps == list(range(0, 49, 8)), (row.trial_id, steps)
+    # and the whole sweep, run again, starts nothing
+    again = subprocess.run([sys.executable, "-m", "nrecur", "sweep", str(spec_file), "--out", str(out)], capture_output=True, text=True)
+    assert again.returncode == 0 and "0 ran now, 12 were done before" in again.stdout
+    assert SweepDir(out).attempts() == attempts
