@@ -290,8 +290,12 @@ class GPT(HookedModule):
         """Number of trainable scalars."""
         return sum(p.numel() for p in self.parameters())
 
-    def forward(self, tokens: Tensor) -> Tensor:
-        """``tokens [batch, pos]`` (int64 or int32 in 0..vocab_size-1, pos ≤ n_ctx) → ``logits [batch, pos, vocab]``."""
+    def forward(self, tokens: Tensor, *, check: bool = True) -> Tensor:
+        """``tokens [batch, pos]`` (int64 or int32 in 0..vocab_size-1, pos ≤ n_ctx) → ``logits [batch, pos, vocab]``.
+
+        ``check=False`` skips the range check of ``tokens``: for callers that have checked them already,
+        and under ``torch.func.vmap``, which cannot run its data-dependent ``if``.
+        """
         if tokens.dim() != 2:
             raise ValueError(f"tokens must have shape [batch, pos], got shape {tuple(tokens.shape)}")
         if tokens.dtype not in (torch.long, torch.int):
@@ -299,7 +303,7 @@ class GPT(HookedModule):
         batch, pos = tokens.shape
         if pos > self.config.n_ctx:
             raise ValueError(f"tokens have {pos} positions but the context length n_ctx is {self.config.n_ctx}")
-        if tokens.numel():
+        if check and tokens.numel():
             low, high = (int(v) for v in torch.aminmax(tokens))  # one reduction; an embedding lookup out of range is an obscure IndexError
             if low < 0 or high >= self.config.vocab_size:
                 raise ValueError(

@@ -1,0 +1,430 @@
+"""Many same-shape models trained at once in one process: stacked parameters, ``functional_call``, ``vmap``.
+
+``train_ensemble(configs, run_dirs)`` trains every config of a group as if
+each ran alone with :func:`~nrecur.train.session.train`, and writes the same run
+folders (``config.json``, ``metrics.jsonl``, checkpoints, ``summary.json``), so
+``load_run``, ``resume`` and the analyses work on them as on any run.
+:func:`can_ensemble` says whether a group qualifies: the same model, batch
+size and device, and no interventions; seeds, optimizer and schedule settings
+(``lr``, ``weight_decay``, ``betas``, Grokfast, clipping, warm-up), steps, task
+parameters, objective and evaluation settings may all differ.
+
+How: the ``M`` models' parameters are rows of one ``[model, param]`` buffer
+(:mod:`nrecur.train.vector_adamw`). A step runs one forward pass of all models,
+``vmap(functional_call(template, params_m, tokens_m))`` over the rows and the
+models' own batches (attention through the composite "math" form of
+``scaled_dot_product_attention`` on the CPU, since ``vmap`` has no batching
+rule for the fused CPU kernel and would loop over the models), then one
+backward pass and one optimizer step with per-model hyper-parameters.
+
+What stays each model's own: its initialization (``init_seed``), its batches
+(the pure function of its task, ``data_seed`` and the step that
+:mod:`nrecur.train.data` provides), its learning-rate schedule, clipping,
+Grokfast filter and AdamW state, its loss (its objective of
+:mod:`nrecur.train.objectives`, called on its share of the logits), and its
+callbacks (evaluation, metrics, checkpoints, stopping rules). Each member is a real
+:class:`~nrecur.train.loop.Trainer` whose weights and optimizer state are
+views of its row, so its checkpoints hold exactly what a lone run's hold, and
+``resume`` continues a member alone.
+
+Evaluation is batched across models: members with the same evaluation sets
+(same ``eval_seed``, held-out rules and training set) share one set and one
+observer pass; at each evaluation one ``vmap`` forward scores every member on
+its sets, and :func:`~nrecur.train.evaluate.evaluate` turns each member's
+logits into the numbers a lone run reports.
+
+Differences from lone runs: numbers agree to float rounding, not bit for bit
+(batched kernels sum in another order). ``seconds`` in metrics and summaries is
+the ensemble's wall-clock time, shared by its members. A member whose loss
+becomes NaN stops as a lone run would (``summary.json`` says ``diverged``) and
+the others go on; a member that stops early (grokked, time budget) leaves the
+ensemble, which continues with the rest.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from torch.func import functional_call, vmap
+from torch.nn.attention import SDPBackend, sdpa_kernel
+
+from nrecur.model import GPT
+from nrecur.train.callbacks import Evaluator, ProgressBar
+from nrecur.train.config import RunConfig
+from nrecur.train.evaluate import EvalSet, Evaluation, build_eval_sets, evaluate
+from nrecur.train.folder import RunFolder
+from nrecur.train.loop import NonFiniteLossError, StepInfo, Trainer, TrainResult
+from nrecur.train.objectives import OBJECTIVES
+from nrecur.train.session import default_callbacks
+from nrecur.train.vector_adamw import FlatLayout, VectorAdamW, VectorGrokfast, clip_grad_norms
+
+ATTENTION_BACKENDS: dict[str, list[SDPBackend]] = {
+    "cpu": [SDPBackend.MATH],
+    "cuda": [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH],
+}
+"""Device type → attention kernels allowed under ``vmap`` (those with a batching rule; others loop over models)."""
+
+EVAL_SEQUENCES = 1024
+"""Sequences (summed over models) per vmapped evaluation forward pass, as ``evaluate``'s chunk."""
+
+
+@dataclass(frozen=True)
+class Eligibility:
+    """Whether a group of configs can train as one ensemble; ``bool(eligibility)`` is ``ok``."""
+
+    ok: bool
+    reason: str
+    """Why not (empty when ``ok``)."""
+
+    def __bool__(self) -> bool:
+        return self.ok
+
+
+def can_ensemble(configs: Sequence[RunConfig]) -> Eligibility:
+    """Whether ``configs`` can train as one ensemble: the same model, batch size (sequences per step) and
+    device, and no interventions. Everything else may differ between members (seeds, optimizer and
+    schedule settings, steps, task parameters, objective, evaluation and stopping rules)."""
+    if not configs:
+        return Eligibility(False, "no configs")
+    for index, config in enumerate(configs):
+        if config.train.interventions:
+            return Eligibility(False, f"config {index} has interventions, which hook the model; the vmapped forward pass runs none")
+    common = _shape(configs[0])
+    for index, config in enumerate(configs[1:], start=1):
+        shape = _shape(config)
+        differ = [key for key in common if shape[key] != common[key]]
+        if differ:
+            return Eligibility(False, f"config {index} differs from config 0 in {', '.join(differ)}")
+    return Eligibility(True, "")
+
+
+def _shape(config: RunConfig) -> dict:
+    """What members must share: the stacked tensors' shapes and their device."""
+    train = config.train
+    batch = min(train.batch_size, train.train_size) if train.mode == "finite" else train.batch_size
+    return {"model": config.model, "batch size": batch, "train.device": train.device}
+
+
+def train_ensemble(
+    configs: Sequence[RunConfig],
+    run_dirs: Sequence[str | os.PathLike] | None = None,
+    *,
+    overwrite: bool = False,
+    progress: bool | str = False,
+) -> list[TrainResult]:
+    """Train every config of ``configs`` at once (see the module docstring); one result per config, in order.
+
+    ``run_dirs``: one run folder per config (each missing or empty unless ``overwrite``), or None to
+    write nothing. Raises ValueError when the group does not qualify (:func:`can_ensemble`).
+    ``progress``: a progress bar of the first member (a string names it).
+    """
+    eligibility = can_ensemble(configs)
+    if not eligibility:
+        raise ValueError(f"these runs cannot train as one ensemble: {eligibility.reason}")
+    folders = [RunFolder(path) for path in run_dirs] if run_dirs is not None else [None] * len(configs)
+    if len(folders) != len(configs):
+        raise ValueError(f"got {len(configs)} configs but {len(folders)} run folders; give one folder per config")
+    if len({folder.path.resolve() for folder in folders if folder is not None}) < sum(f is not None for f in folders):
+        raise ValueError("two configs of the ensemble have the same run folder; give each its own")
+    for folder in folders:
+        if folder is not None:
+            folder.check_new(overwrite)
+    ensemble = Ensemble(configs, folders, progress)
+    for member, folder in zip(ensemble.members, folders):
+        if folder is not None:
+            _prepare_folder(folder, member, overwrite)
+    return ensemble.fit()
+
+
+def _prepare_folder(folder: RunFolder, member: Trainer, overwrite: bool) -> None:
+    """Write the config (and a fine-tune's source) as :func:`~nrecur.train.session.train` does."""
+    created = not folder.path.exists()
+    try:
+        if overwrite:
+            folder.clear()
+        folder.path.mkdir(parents=True, exist_ok=True)
+        folder.write_config(member.config)
+        if member.init_source is not None:
+            folder.write_init_source(member.init_source)
+    except BaseException:
+        folder.clear()
+        if created and folder.path.is_dir() and not any(folder.path.iterdir()):
+            folder.path.rmdir()
+        raise
+
+
+class Member(Trainer):
+    """One model of an ensemble: a :class:`Trainer` whose steps the :class:`Ensemble` takes for it."""
+
+    def start_clock(self, started: float) -> None:
+        """Count training time from ``started`` (a ``time.perf_counter()`` value), as ``fit`` does."""
+        self._clock = started - self.seconds
+
+    def train_step(self) -> StepInfo:
+        raise RuntimeError("an ensemble member takes its steps with its ensemble (Ensemble.fit)")
+
+    def finish(self) -> TrainResult:
+        """End as ``fit`` ends: stop reason, training time, the callbacks' ``on_end``."""
+        if self.stop_reason is None:
+            self.stop_reason = "steps"
+        self.seconds = self.elapsed()
+        for callback in self.callbacks:
+            callback.on_end(self)
+        return self.result()
+
+
+class BatchedEvaluator(Evaluator):
+    """The :class:`Evaluator` of a member, with its scores computed for all members at once by the ensemble."""
+
+    def __init__(self, ensemble: "Ensemble", eval_sets: dict[str, EvalSet]) -> None:
+        super().__init__(eval_sets)
+        self.ensemble = ensemble
+
+    def evaluate_all(self, trainer: Trainer) -> dict[str, Evaluation]:
+        return self.ensemble.evaluations(trainer)
+
+
+class Replay(nn.Module):
+    """A stand-in model that answers ``tokens`` with logits computed beforehand for exactly those tokens.
+
+    The objective and :func:`evaluate` then run unchanged on one member's share of the vmapped
+    logits. ``tokens [batch, pos]``, ``logits [batch, pos, vocab]``; calls may come in chunks, in order.
+    """
+
+    def __init__(self, tokens: Tensor, logits: Tensor) -> None:
+        super().__init__()
+        self.tokens, self.logits = tokens, logits
+        self.anchor = nn.Parameter(torch.empty(0, device=logits.device))  # evaluate() reads the device from it
+        self._next = 0
+
+    def forward(self, tokens: Tensor) -> Tensor:
+        rows = slice(self._next, self._next + len(tokens))
+        expected = self.tokens[rows]
+        same = tokens.data_ptr() == expected.data_ptr() and tokens.shape == expected.shape and tokens.stride() == expected.stride()
+        if not (same or torch.equal(tokens.to(expected.device), expected)):
+            raise RuntimeError("Replay was asked for other tokens than the ones its logits were computed for")
+        self._next = rows.stop % len(self.tokens)
+        return self.logits[rows]
+
+
+class Ensemble:
+    """Members trained together; see the module docstring. ``fit()`` runs them all to their end."""
+
+    def __init__(self, configs: Sequence[RunConfig], folders: Sequence[RunFolder | None], progress: bool | str = False) -> None:
+        self.members: list[Member] = []
+        shared_sets: dict[tuple, dict[str, EvalSet]] = {}
+        for index, (config, folder) in enumerate(zip(configs, folders)):
+            member = Member(config, [], run_dir=folder.path if folder is not None else None)
+            train = config.train
+            finite = getattr(member.data, "sequences", None)
+            finite_key = (train.data_seed, train.train_size) if finite is not None else None
+            key = (config.task.model_dump_json(), train.eval_size, train.eval_seed, member.held_out, finite_key)
+            if key not in shared_sets:
+                shared_sets[key] = build_eval_sets(config.task, config.length, train.eval_size, train.eval_seed, member.held_out, finite)
+            bar = progress if index == 0 else False
+            callbacks = default_callbacks(config, folder, bar if isinstance(bar, str) else bool(bar))
+            callbacks = [BatchedEvaluator(self, shared_sets[key]) if isinstance(c, Evaluator) else c for c in callbacks]
+            if bar and not isinstance(bar, str):
+                callbacks = [ProgressBar(f"ensemble of {len(configs)}") if isinstance(c, ProgressBar) else c for c in callbacks]
+            member.callbacks = callbacks
+            self.members.append(member)
+        first = self.members[0]
+        self.config = first.config
+        self.device = first.device
+        self.template = GPT(self.config.model).to(self.device).requires_grad_(False)
+        self.layout = FlatLayout.of(first.model)
+        self.backends = ATTENTION_BACKENDS.get(self.device.type, [SDPBackend.MATH])
+        self.step_count = torch.zeros((), dtype=torch.float32)  # AdamW's "step" state of every member
+        self.active: list[Member] = list(self.members)
+        params = torch.stack([self.layout.flatten(m.model) for m in self.active])  # [model, param]
+        trains = [m.config.train for m in self.active]
+        self.optimizer = VectorAdamW(params, self.layout.decayed, [t.weight_decay for t in trains], [t.betas for t in trains])
+        self.grokfast = (
+            VectorGrokfast([t.grokfast_alpha for t in trains], [t.grokfast_lambda if m.grokfast else 0.0 for t, m in zip(trains, self.active)], params)
+            if any(m.grokfast is not None for m in self.active)
+            else None
+        )
+        self._bind()
+        self._pending: dict[int, tuple[int, dict[str, Evaluation]]] = {}
+        """Scores computed in a batch for members that have not asked yet: ``id(member) -> (step, scores)``."""
+
+    # --- the flat buffers and the members' views of them
+
+    def _bind(self) -> None:
+        """Point every active member's weights, optimizer and Grokfast state at its row; set up the grad buffer."""
+        optimizer = self.optimizer
+        self.params = optimizer.params  # [model, param]
+        self.grad = torch.zeros_like(self.params)  # [model, param]
+        self.leaves = {name: view.detach().requires_grad_() for name, view in self.layout.views(self.params).items()}
+        for name, grad in self.layout.views(self.grad).items():
+            self.leaves[name].grad = grad  # backward accumulates into the flat buffer in place
+        for row, member in enumerate(self.active):
+            self.layout.alias(member.model, self.params[row])
+            moments = (self.layout.views(optimizer.exp_avg[row]), self.layout.views(optimizer.exp_avg_sq[row]))
+            for name, param in member.model.named_parameters():
+                member.optimizer.state[param] = {"step": self.step_count, "exp_avg": moments[0][name], "exp_avg_sq": moments[1][name]}
+            if member.grokfast is not None and self.grokfast is not None and self.grokfast.ema is not None:
+                member.grokfast.ema = self.layout.views(self.grokfast.ema[row])
+
+    def _keep(self, rows: list[int]) -> None:
+        """Continue with the members ``rows`` of the active ones only (the others have ended).
+
+        The ended ones keep their weights and state in the old buffers, which are no longer written.
+        """
+        self.active = [self.active[row] for row in rows]
+        if not rows:
+            return
+        self.optimizer = self.optimizer.select(self.params[rows].clone(), rows)
+        if self.grokfast is not None:
+            self.grokfast = self.grokfast.select(rows)
+        self._bind()
+
+    # --- training
+
+    def fit(self) -> list[TrainResult]:
+        """Train every member to its end; their results in config order."""
+        started = time.perf_counter()
+        for member in self.members:
+            member.start_clock(started)
+        for member in self.members:
+            for callback in member.callbacks:
+                callback.on_start(member)
+        results: dict[int, TrainResult] = {}
+        self._retire(results)
+        while self.active:
+            self._step(results)
+            self._retire(results)
+        return [results[id(member)] for member in self.members]
+
+    def _retire(self, results: dict[int, TrainResult]) -> None:
+        """End the members that have reached their steps or were asked to stop."""
+        done = [row for row, m in enumerate(self.active) if m.stop_reason is not None or m.step >= m.config.train.steps]
+        if not done:
+            return
+        for row in done:
+            member = self.active[row]
+            results[id(member)] = member.finish()
+        self._keep([row for row in range(len(self.active)) if row not in done])
+
+    def _step(self, results: dict[int, TrainResult]) -> None:
+        """One optimizer step of every active member (members whose loss is not finite leave first)."""
+        step = self.active[0].step
+        batches = np.stack([member.data.batch(step) for member in self.active])  # [model, batch, pos + 1]
+        tokens = torch.from_numpy(batches).to(self.device)
+        losses = self._losses(tokens)  # [model]
+        values = losses.tolist()
+        failed = [row for row, value in enumerate(values) if not math.isfinite(value)]
+        if failed:
+            for row in failed:
+                member = self.active[row]
+                try:
+                    member.fail(values[row])
+                except NonFiniteLossError:
+                    results[id(member)] = member.result()
+            self._keep([row for row in range(len(self.active)) if row not in failed])
+            return  # the others take this step again (batches depend on the step only)
+        self.grad.zero_()
+        with warnings.catch_warnings():
+            # The flat buffer's row views have gaps between models, which torch flags as a layout mismatch.
+            warnings.filterwarnings("ignore", message="grad and param do not obey the gradient layout contract")
+            losses.sum().backward()
+        trains = [member.config.train for member in self.active]
+        if self.grokfast is not None:
+            self.grokfast.filter(self.grad)
+        norms = clip_grad_norms(self.grad, [t.grad_clip if t.grad_clip > 0 else math.inf for t in trains]).tolist()
+        lrs = [t.lr_at(step) for t in trains]
+        self.optimizer.step(self.grad, lrs)
+        self.step_count.fill_(self.optimizer.steps)
+        if self.grokfast is not None and self.grokfast.ema is not None:
+            self._bind_grokfast()
+        for member in self.active:  # all first: an evaluation then batches every member due at this step
+            member.step = step + 1
+        for row, member in enumerate(self.active):
+            info = StepInfo(step=step + 1, loss=values[row], lr=lrs[row], grad_norm=norms[row])
+            for callback in member.callbacks:
+                callback.on_step(member, info)
+
+    def _bind_grokfast(self) -> None:
+        for row, member in enumerate(self.active):
+            if member.grokfast is not None and not member.grokfast.ema:
+                member.grokfast.ema = self.layout.views(self.grokfast.ema[row])
+
+    def _losses(self, tokens: Tensor) -> Tensor:
+        """``tokens [model, batch, pos + 1]`` → each member's training loss ``[model]``, differentiable."""
+        if tokens.numel():
+            low, high = (int(v) for v in torch.aminmax(tokens))
+            if low < 0 or high >= self.config.model.vocab_size:
+                raise ValueError(f"training tokens must lie in 0..{self.config.model.vocab_size - 1}, got {low}..{high}")
+        inputs = tokens[:, :, :-1]  # [model, batch, pos]
+        logits = self.forward(self.leaves, inputs)  # [model, batch, pos, vocab]
+        return torch.stack(
+            [
+                OBJECTIVES[member.config.train.objective](Replay(inputs[row], logits[row]), tokens[row], member.config.task)
+                for row, member in enumerate(self.active)
+            ]
+        )
+
+    def forward(self, params: dict[str, Tensor], tokens: Tensor) -> Tensor:
+        """``params {name: [model, *shape]}``, ``tokens [model, batch, pos]`` → ``logits [model, batch, pos, vocab]``."""
+        with sdpa_kernel(self.backends):
+            return vmap(self._forward_one)(params, tokens)
+
+    def _forward_one(self, params: dict[str, Tensor], tokens: Tensor) -> Tensor:
+        return functional_call(self.template, params, (tokens,), {"check": False})
+
+    # --- evaluation
+
+    def evaluations(self, member: Trainer) -> dict[str, Evaluation]:
+        """``member``'s scores on its evaluation sets now, computed in one batch with every member due now."""
+        step = member.step
+        if self._pending.get(id(member), (None,))[0] != step:
+            due = [member] + [
+                m for m in self.active
+                if m is not member and m.step == step and self._pending.get(id(m), (None,))[0] != step
+                and (step % m.config.train.eval_every == 0 or step >= m.config.train.steps or m.stop_reason is not None)
+            ]  # fmt: skip
+            self._pending.update({key: (step, scores) for key, scores in self._evaluate(due).items()})
+        return self._pending.pop(id(member))[1]
+
+    @torch.no_grad()
+    def _evaluate(self, members: list[Trainer]) -> dict[int, dict[str, Evaluation]]:
+        rows = {id(m): row for row, m in enumerate(self.active)}
+        groups: dict[tuple[str, int], list[tuple[Trainer, EvalSet]]] = {}
+        for member in members:
+            for name, eval_set in self._sets(member).items():
+                groups.setdefault((name, len(eval_set)), []).append((member, eval_set))
+        scores: dict[int, dict[str, Evaluation]] = {id(m): {} for m in members}
+        self.template.eval()
+        for (name, size), items in groups.items():
+            index = [rows[id(m)] for m, _ in items]
+            params = self.layout.views(self.params[index])  # [model, param] copy of the rows
+            sets = [eval_set for _, eval_set in items]
+            logits = self._eval_logits(params, sets)  # [model, batch, pos, vocab]
+            for (member, eval_set), member_logits in zip(items, logits):
+                scores[id(member)][name] = evaluate(Replay(eval_set.tokens, member_logits), eval_set, chunk=size)
+        self.template.train()
+        return {id(m): {name: scores[id(m)][name] for name in self._sets(m)} for m in members}  # each in its sets' order
+
+    def _eval_logits(self, params: dict[str, Tensor], sets: list[EvalSet]) -> Tensor:
+        size = len(sets[0])
+        if all(s is sets[0] for s in sets):
+            tokens = sets[0].tokens.expand(len(sets), *sets[0].tokens.shape)  # one set, shared: no copies
+        else:
+            tokens = torch.stack([s.tokens for s in sets])  # [model, batch, pos]
+        chunk = max(1, EVAL_SEQUENCES // len(sets))
+        parts = [self.forward(params, tokens[:, start : start + chunk].to(self.device)) for start in range(0, size, chunk)]
+        return torch.cat(parts, dim=1)
+
+    @staticmethod
+    def _sets(member: Trainer) -> dict[str, EvalSet]:
+        evaluator = next(c for c in member.callbacks if isinstance(c, BatchedEvaluator))
+        return evaluator.eval_sets
+
