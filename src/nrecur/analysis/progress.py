@@ -113,6 +113,8 @@ class ProgressResult:
     n_sequences: int
     interventions: list[str] = field(default_factory=list)
     """The run's interventions the measures saw (each at the checkpoints where it was active); empty: the bare model."""
+    intervention_steps: list[tuple[int, int | None]] = field(default_factory=list)
+    """``(start, end)`` of each of :attr:`interventions` (``end`` None: to the end of training)."""
     headline: dict[str, float] = field(default_factory=dict)
 
     def to_json(self) -> dict:
@@ -120,6 +122,7 @@ class ProgressResult:
             "steps": list(self.steps),
             "n_sequences": self.n_sequences,
             "interventions": self.interventions,
+            "intervention_steps": self.intervention_steps,
             "period_heads": self.period_heads,
             "loss": self.loss,
             "loss_bayes": self.loss_bayes,
@@ -272,31 +275,35 @@ def progress(run, n_sequences: int = 512, seed: int = 0, margin: float = 0.25, l
         grok_step=summary.get("grok_step"),
         n_sequences=n_sequences,
         interventions=[i.describe() for i in interventions],
+        intervention_steps=[(i.start, i.end) for i in interventions],
         headline=headline,
     )
 
 
 def plot_side_by_side(results: dict[str, ProgressResult], folder: str | Path, stem: str = "progress_side_by_side") -> list[Path]:
     """Progress of several runs in columns (label → result), rows on shared axes: the losses against the
-    observer, the held-out KL from each run's log, and the best period scores with the probe R²."""
+    observer, the held-out KL from each run's log, and the best period scores with the probe R². Steps where
+    an intervention was active are shaded."""
+    import textwrap
+
     plt = pyplot()
-    fig, axes = plt.subplots(3, len(results), figsize=(4.6 * len(results) + 1, 9), sharex=True, sharey="row", squeeze=False)
+    fig, axes = plt.subplots(3, len(results), figsize=(4.6 * len(results) + 1, 10), sharex=True, sharey="row", squeeze=False, layout="constrained")
     for column, (label, result) in enumerate(results.items()):
         steps = np.maximum(np.asarray(result.steps), 1)
         ax = axes[0, column]
         for colour, name in zip(OKABE_ITO, ("clean", "restricted", "excluded")):
             ax.plot(steps, result.loss[name], color=colour, marker="o", ms=3, label=f"{name} loss")
         ax.axhline(result.loss_bayes, color="#999999", ls=":", label="observer (Bayes)")
-        seen = "; measured with them" if result.interventions else ""
-        ax.set_title(f"{label}\n{', '.join(result.interventions) or 'no intervention'}{seen}", fontsize=9)
+        described = ", ".join(result.interventions) + " (measured with them where active)" if result.interventions else "no intervention"
+        ax.set_title(f"{label}\n" + textwrap.fill(described, 60), fontsize=8)
         ax = axes[1, column]
         if "eval/kl" in result.logged:
             curve = result.logged["eval/kl"]
-            ax.plot(np.maximum(curve["step"], 1), curve["value"], color="#0072B2", label="held-out KL (run's log)")
+            ax.plot(np.maximum(curve["step"], 1), curve["value"], color="#0072B2", label="held-out KL (the run's log)")
         ax.set_yscale("log")
         ax = axes[2, column]
         for colour, (n, values) in zip(OKABE_ITO * 2, result.period_score_best.items()):
-            ax.plot(steps, values, color=colour, marker="o", ms=3, label=f"period score n={n}")
+            ax.plot(steps, values, color=colour, marker="o", ms=3, label=f"best period score, n={n}")
         for style, (quantity, values) in zip(("--", "-."), result.probe_r2.items()):
             ax.plot(steps, values, style, color="#000000", lw=1, label=f"probe R² {quantity}")
         ax.set_ylim(-0.05, 1.02)
@@ -304,6 +311,8 @@ def plot_side_by_side(results: dict[str, ProgressResult], folder: str | Path, st
         for ax in axes[:, column]:
             ax.set_xscale("log")
             ax.grid(alpha=0.3)
+            for start, end in dict.fromkeys(result.intervention_steps):
+                ax.axvspan(max(start, 1), end if end is not None else steps[-1], color="#999999", alpha=0.15, lw=0)
             for step, text in ((result.memorization_step, "memorized"), (result.grok_step, "grokked")):
                 if step is not None:
                     ax.axvline(max(step, 1), color="#555555", ls="--", lw=0.8)
@@ -311,7 +320,10 @@ def plot_side_by_side(results: dict[str, ProgressResult], folder: str | Path, st
     axes[0, 0].set_ylabel("cross-entropy (nats/token)")
     axes[1, 0].set_ylabel("KL(observer ‖ model), nats/token")
     axes[2, 0].set_ylabel("best head's period score / R²")
-    for row in range(3):
-        axes[row, -1].legend(fontsize=7, loc="upper right" if row != 2 else "lower right")
-    fig.tight_layout()
+    handles = {}
+    for ax in axes[[0, 2], -1]:
+        for handle, text in zip(*ax.get_legend_handles_labels()):
+            handles.setdefault(text, handle)
+    handles["intervention active"] = plt.Rectangle((0, 0), 1, 1, color="#999999", alpha=0.3)
+    fig.legend(list(handles.values()), list(handles), loc="outside lower center", ncols=5, fontsize=8)
     return save_figure(fig, folder, stem)
