@@ -128,7 +128,7 @@ def _run_tune(groups: list[TrialGroup], sweep: SweepDir, on_done, options) -> No
     tuner = tune.Tuner(
         trainable,
         param_space={"trial_id": tune.grid_search(list(trials))},
-        tune_config=tune.TuneConfig(scheduler=scheduler),
+        tune_config=tune.TuneConfig(scheduler=scheduler, reuse_actors=True),
         run_config=tune.RunConfig(name="tune", storage_path=str(Path(path) / "ray"), verbose=0),
     )
     results = tuner.fit()
