@@ -58,6 +58,7 @@ from nrecur.train import (  # noqa: E402
 )
 from nrecur.train.checkpoint import CheckpointError  # noqa: E402
 from nrecur.train.presets import PRESETS, Preset, get_preset  # noqa: E402
+from nrecur.sweep import SweepSpec, load_spec, load_sweep, run_sweep  # noqa: E402
 
 __all__ = [
     # model
@@ -111,5 +112,10 @@ __all__ = [
     "load_run",
     "resume",
     "train",
+    # sweeps
+    "SweepSpec",
+    "load_spec",
+    "load_sweep",
+    "run_sweep",
 ]
 __version__ = "0.1.0"

@@ -1,0 +1,135 @@
+"""Sweeps on the local backend: throughput against a sequential loop, and the overhead per trial.
+
+1. **Throughput.** The same trials (small n-recurrence models, ~1–2 s of
+   training each) are trained (a) by a plain loop in this process calling
+   ``nrecur.train`` one trial after the other with torch's default threads
+   (all cores), and (b) by ``run_sweep`` on the local backend (one worker per
+   core, one thread each), start-up of the workers included. The two
+   alternate for ``--rounds`` rounds, so drifts in machine load hit both; the
+   table gives trials per hour of each round and the ratio (target ≥ 1.8× on
+   2 cores).
+2. **Overhead.** A sweep of ``--tiny`` tiny trials. Overhead per trial =
+   (workers × wall time − Σ pure training time) / trials, where a trial's pure
+   training time is its optimizer steps alone (``Trainer.train_step`` timed
+   in this process, one thread, for each distinct config): everything else —
+   worker start-up, the evaluation set and evaluations, checkpoints, the run
+   folder, the record and the table — counts as overhead (target ≤ 1 s).
+
+    python benchmarks/bench_sweep.py                 # both; ~3 min on 2 cores
+    python benchmarks/bench_sweep.py --rounds 1 --tiny 16
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+from _common import machine
+
+import torch
+
+from nrecur.sweep import BackendOptions, expand, load_sweep, run_sweep, spec_from_data
+from nrecur.train import train
+from nrecur.train.loop import Trainer
+
+SMALL = {
+    "name": "bench-small",
+    "preset": "tiny",
+    "seeds": 4,
+    "base": {
+        "model": {"n_ctx": 16},
+        "train": {"steps": 150, "eval_every": 50, "eval_size": 256, "batch_size": 32, "checkpoint_every": 50, "stop_when_grokked": False},
+    },
+    "grid": {"model.d_model": [16, 32], "model.n_layers": [1, 2]},
+}
+"""16 small trials of 1–2 s of training each."""
+
+
+def tiny_spec(trials: int) -> dict:
+    return {
+        "name": "bench-tiny",
+        "preset": "tiny",
+        "seeds": trials // 2,
+        "base": {"train": {"steps": 40, "eval_every": 20, "checkpoint_every": 20, "stop_when_grokked": False}},
+        "grid": {"model.d_model": [16, 32]},
+    }
+
+
+def sequential(spec: dict, folder: Path) -> float:
+    """Wall time of a plain loop over the trials in this process (torch's default threads)."""
+    trials = expand(spec_from_data(spec))
+    start = time.perf_counter()
+    for trial in trials:
+        train(trial.config, folder / trial.trial_id, progress=False)
+    return time.perf_counter() - start
+
+
+def swept(spec: dict, folder: Path, workers: int | None = None) -> float:
+    start = time.perf_counter()
+    result = run_sweep(spec_from_data(spec), folder, options=BackendOptions(workers=workers), report=None)
+    assert result.status_counts.get("ok") == result.trials, result.status_counts
+    return time.perf_counter() - start
+
+
+def pure_step_seconds(spec: dict) -> dict[str, float]:
+    """Seconds of optimizer steps alone per trial id (one thread; timed once per distinct model config)."""
+    torch.set_num_threads(1)
+    per_shape: dict[str, float] = {}
+    found: dict[str, float] = {}
+    for trial in expand(spec_from_data(spec)):
+        key = trial.config.model.model_dump_json()
+        if key not in per_shape:
+            trainer = Trainer(trial.config)
+            for _ in range(5):
+                trainer.train_step()  # warm-up
+            start = time.perf_counter()
+            for _ in range(30):
+                trainer.train_step()
+            per_shape[key] = (time.perf_counter() - start) / 30
+        found[trial.trial_id] = per_shape[key] * trial.config.train.steps
+    return found
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=2, help="alternating rounds of the throughput comparison")
+    parser.add_argument("--tiny", type=int, default=64, help="trials of the overhead sweep")
+    args = parser.parse_args()
+    print(f"machine: {machine()}")
+    n = len(expand(spec_from_data(SMALL)))
+    rows = []
+    with tempfile.TemporaryDirectory() as scratch:
+        scratch = Path(scratch)
+        for round_ in range(args.rounds):
+            threads = torch.get_num_threads()
+            loop = sequential(SMALL, scratch / f"loop{round_}")
+            torch.set_num_threads(threads)
+            sweep = swept(SMALL, scratch / f"sweep{round_}")
+            rows.append((loop, sweep))
+            print(f"round {round_ + 1}: {n} trials; sequential loop {loop:.1f} s ({3600 * n / loop:.0f} trials/h), "
+                  f"local sweep {sweep:.1f} s ({3600 * n / sweep:.0f} trials/h): {loop / sweep:.2f}x")  # fmt: skip
+        ratios = [loop / sweep for loop, sweep in rows]
+        print(f"throughput: local backend / sequential loop = {statistics.median(ratios):.2f}x (median of {len(ratios)} rounds; target >= 1.8x)")
+
+        spec = tiny_spec(args.tiny)
+        pure = pure_step_seconds(spec)
+        workers = 2
+        wall = swept(spec, scratch / "tiny", workers=workers)
+        frame = load_sweep(scratch / "tiny")
+        trained = sum(pure.values())
+        logged = float(frame["seconds"].sum())
+        count = len(frame)
+        print(
+            f"overhead: {count} tiny trials ({spec['base']['train']['steps']} steps each) on {workers} workers in {wall:.1f} s; "
+            f"pure training {trained:.1f} s in all ({trained / count:.2f} s per trial), the trainer's own clock "
+            f"{logged:.1f} s (steps + evaluations + checkpoints)"
+        )
+        print(f"overhead per trial beyond its optimizer steps: {(workers * wall - trained) / count:.2f} s (target <= 1 s); "
+              f"beyond the trainer's clock: {(workers * wall - logged) / count:.2f} s")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
