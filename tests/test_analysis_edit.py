@@ -14,6 +14,7 @@ from nrecur import NRecurrence, load_run, train
 from nrecur.analysis import ANALYSES, write_analysis
 from nrecur.analysis.edit import CEILING, EditedPredictions, edit, edit_belief, edit_hooks, edit_problems, score, steering_vectors
 from nrecur.analysis.steering import ProbeDirections
+from nrecur.analysis.weight_edit import RankOneEdit, key_second_moment, rank_one_edits, specificity
 from nrecur.cli import main
 from nrecur.model import GPT, GPTConfig
 from nrecur.train import RunConfig, TrainConfig
@@ -95,6 +96,27 @@ def test_steering_adds_the_target_and_rule_phase_directions(untrained, problems)
     torch.testing.assert_close(one.log_probs[:, :POSITION], one.clean[:, :POSITION])  # before p: untouched
 
 
+def test_the_rank_one_edit_is_a_weight_edit_that_gives_the_donors_prediction_at_the_key(untrained, problems):
+    moment = key_second_moment(untrained, TASK.sample(64, LENGTH, 9).tokens)
+    edits = rank_one_edits(untrained, problems.tokens, problems.donor, POSITION, moment)
+    with untrained.hooks(edits.hooks()):
+        hooked = _log_probs(untrained, problems.tokens)
+    for row in (0, 5):  # the hooks are the literal weight change, row by row
+        torch.testing.assert_close(hooked[row], _log_probs(edits.edited_model(untrained, row), problems.tokens[row : row + 1])[0], atol=1e-5, rtol=0)
+    # At the key's position the final residual stream is the donor's, so is the prediction.
+    torch.testing.assert_close(hooked[:, POSITION], _log_probs(untrained, problems.donor)[:, POSITION], atol=1e-4, rtol=0)
+    edited = edit_belief(untrained, problems.tokens, problems.period, problems.target, position=POSITION, method="rank_one", donor=problems.donor, second_moment=moment)
+    torch.testing.assert_close(edited.log_probs, hooked)
+    # Specificity: an edit with no change costs nothing; a real one costs something on unrelated sequences.
+    reference = TASK.sample(8, LENGTH, 10).tokens
+    none = RankOneEdit(edits.layer, torch.zeros_like(edits.delta), edits.direction)
+    assert specificity(untrained, none, np.arange(3), reference) == pytest.approx(np.zeros(3), abs=1e-12)
+    assert (specificity(untrained, edits, np.arange(3), reference) > 0).all()
+    attention_only = GPT(GPTConfig(vocab_size=4, n_ctx=LENGTH, d_model=16, n_layers=1, n_heads=2, d_head=8, d_mlp=0))
+    with pytest.raises(ValueError, match="attention-only"):
+        key_second_moment(attention_only, problems.tokens)
+
+
 def test_success_and_moved_follow_their_definitions(problems):
     batch, vocab = len(problems.tokens), TASK.vocab_size
     desired = torch.as_tensor(problems.desired)
@@ -126,6 +148,9 @@ def test_the_edit_analysis_on_a_trained_model(trained, tmp_path, capsys):
     assert result.chosen["name"] != CEILING.name and head["success_rate"] == result.chosen["success"][0]
     names = {m["name"] for m in result.methods}
     assert CEILING.name in names and any(m["method"] == "steer" for m in result.methods) and any(m["span"] == "position" for m in result.methods)
+    rank_one = next(m for m in result.methods if m["method"] == "rank_one")
+    assert rank_one["specificity_kl"] > 0 and head[f"specificity_kl/{rank_one['name']}"] == rank_one["specificity_kl"]
+    assert head["kl_after"] == result.chosen["kl_after"] and np.isfinite(head["kl_after_clean"])
     # Every context patch is the model on the donor at p: one success there for all of them.
     context = [m for m in result.methods if m["method"] == "patch" and m["span"] == "context"]
     assert len({float(m["success"][0]) for m in context}) == 1
@@ -145,5 +170,7 @@ def test_bad_edit_input(untrained, problems):
         edit_belief(untrained, problems.tokens, 2, 1, method="patch")
     with pytest.raises(ValueError, match="unknown hook"):
         edit_belief(untrained, problems.tokens, 2, 1, hook="blocks.9.hook_resid_pre", donor=problems.donor)
+    with pytest.raises(ValueError, match="unknown edit method 'rome'; choose one of patch, steer, rank_one"):
+        edit_belief(untrained, problems.tokens, 2, 1, method="rome", donor=problems.donor)
     with pytest.raises(ValueError, match="unknown span"):
         edit_belief(untrained, problems.tokens, 2, 1, span="everywhere", donor=problems.donor)

@@ -3,42 +3,46 @@
 A *destination* sequence follows one rule ``(n, t)`` up to the edit position
 ``p``; from ``p + 1`` on it continues with the tokens of a *donor* that follows
 ``(n*, t*)`` (``t* ≠ t``) with its next target at ``p + 1`` — the phase the edit
-asserts. The edit acts on positions ``0..p`` only, at one hook:
+asserts. The edit acts at one hook on positions ``0..p`` (``context``) or on
+``p`` alone (``position``), by one of :data:`EDIT_METHODS`:
 
 * ``patch``: the donor's activation replaces the destination's there (the
-  donor's whole context, as the model represents it at that hook);
+  donor's context, as the model represents it at that hook);
 * ``steer``: ``α`` times probe directions is added there — the target probe's
   direction for ``t*`` plus the (period, countdown) probe's direction for
   ``(n*, (p - i) mod n*)`` at position ``i`` (:mod:`nrecur.analysis.steering`
-  fits both); ``α`` is chosen on separate sequences.
+  fits both); ``α`` is chosen on separate sequences;
+* ``rank_one``: a rank-one change of the last MLP's weights, ROME-style, keyed
+  at ``p`` (:mod:`nrecur.analysis.weight_edit`); it stays in the model, so it
+  also acts after ``p`` and on other sequences (its *specificity* cost).
 
 The desired predictive ``O*`` at every position is the exact observer's for
 the donor itself (which has followed ``(n*, t*)`` all along); *moved* is SPEC
 §5's ``1 - KL(O* ‖ M_edit) / KL(O* ‖ M_clean)`` with ``M_clean`` the model on
 the same spliced tokens without the edit. The edit *succeeds* on a sequence
 when, at the next target position of ``(n*, t*)`` (``p + 1``, predicted at
-``p``), the model's most likely token is ``t*``. It *holds* as the sequence
-continues when it also succeeds at the following target positions ``p + 1 +
-k·n*`` — read at positions the edit did not touch, which see it only through
-attention to the edited positions — compared with the clean model, which there
-has seen ``k`` occurrences of ``t*`` in the continuation.
+``p``), the model's most likely token is ``t*``. Whether it *holds* as the
+sequence continues is read two ways after ``p``, at positions an activation
+edit reaches only through attention: success at the following target
+positions ``p + 1 + k·n*``, and the mean KL(O* ‖ model) over all positions
+after ``p`` — an edit that merely makes ``t*`` likely everywhere succeeds at
+the targets and still moves the predictions away from ``O*``. Both are given
+beside the clean model's, which sees ``t*`` recur in the continuation.
 
-How to read it: a table and figure of success and moved for every method and
-site, chosen on one set of sequences and reported on another (held out), the
-default edit's success for every ``(n*, t*)``, and success at the next target
-positions against the clean model's. Patching the final residual stream at
-``p`` overrides the prediction there outright (success near 1 by
-construction, nothing held after ``p``); an edit at the input of the last block
-leaves that block to compute the prediction and is the one that can hold.
-Patching the token embeddings (``blocks.0.hook_resid_pre``) rewrites the
-context itself and is the ceiling: it is the model on the donor.
+How to read it: success, moved, hold and KL for every method and site, chosen
+on one set of sequences and reported on another (held out); the chosen edit's
+success for every ``(n*, t*)``. Any ``context`` patch gives the model's
+prediction for the donor at ``p`` (causality), so only its hold tells sites
+apart; patching the final residual stream overrides the prediction at ``p``
+outright and holds nothing; patching the token embeddings
+(``blocks.0.hook_resid_pre``) rewrites the context itself and is the ceiling.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Callable, Literal
 
 import numpy as np
 import torch
@@ -48,12 +52,13 @@ from torch import Tensor
 from nrecur.analysis.base import OKABE_ITO, progress_bar, pyplot, register_analysis, save_figure
 from nrecur.analysis.patching import deterministic_task
 from nrecur.analysis.steering import ALPHAS, ProbeDirections, kl_per_row, probe_directions
+from nrecur.analysis.weight_edit import key_second_moment, rank_one_edits, specificity
+from nrecur.hooks import HookSpec
 from nrecur.model import GPT
 from nrecur.tasks import NRecurrence
 
 __all__ = ["EditMethod", "EditProblems", "EditResult", "EditedPredictions", "edit", "edit_belief", "edit_hooks", "edit_problems", "steering_vectors"]
 
-Method = Literal["patch", "steer"]
 Span = Literal["context", "position"]
 """Where the edit acts: every position ``0..p`` (``context``) or ``p`` alone (``position``)."""
 FOLLOWING = 3
@@ -149,7 +154,8 @@ def edit_problems(task: NRecurrence, per_rule: int, length: int, position: int, 
 class EditMethod:
     """How and where to edit: ``patch`` from the donor, or ``steer`` with strength ``alpha``, at ``hook``."""
 
-    method: Method
+    method: str
+    """A name in :data:`EDIT_METHODS`: ``patch``, ``steer`` or ``rank_one``."""
     hook: str
     span: Span = "context"
     alpha: float = 0.0
@@ -160,6 +166,8 @@ class EditMethod:
         return f"{self.method}[{self.span}]@{self.hook}"
 
 
+SPECIFICITY_EDITS, SPECIFICITY_SEQUENCES = 32, 64
+"""Weight edits scored for specificity, and the unrelated sequences each is scored on."""
 CEILING = EditMethod("patch", "blocks.0.hook_resid_pre", "context")
 """Patching the token and position embeddings of the whole context: the model reads the donor's context itself."""
 
@@ -191,6 +199,84 @@ def steering_vectors(directions: ProbeDirections, periods: tuple[int, ...], peri
     return torch.as_tensor(vectors)
 
 
+@dataclass(frozen=True)
+class EditRequest:
+    """What an edit method is given (:data:`EDIT_METHODS`); each method uses what it needs."""
+
+    tokens: Tensor
+    """``[batch, pos]`` on the model's device."""
+    period: np.ndarray
+    """``[batch]`` ``n*``."""
+    target: np.ndarray
+    """``[batch]`` ``t*``."""
+    position: int
+    edited: slice
+    """The positions the edit acts on."""
+    hook: str
+    donor: np.ndarray | None
+    directions: ProbeDirections | None
+    periods: tuple[int, ...] | None
+    alpha: float
+    second_moment: Tensor | None
+
+
+EDIT_METHODS: dict[str, Callable[[GPT, EditRequest], list[HookSpec]]] = {}
+"""Edit method → ``hooks(model, request)``: the hook specs that carry the edit out."""
+
+
+def register_edit_method(name: str):
+    def decorate(fn: Callable[[GPT, EditRequest], list[HookSpec]]):
+        EDIT_METHODS[name] = fn
+        return fn
+
+    return decorate
+
+
+@register_edit_method("patch")
+def _patch(model: GPT, request: EditRequest) -> list[HookSpec]:
+    """The donor's activation at the hook replaces the sequence's at the edited positions."""
+    if request.donor is None:
+        raise ValueError("a patch edit needs donor sequences of the desired rule (see edit_problems)")
+    donor = torch.as_tensor(np.asarray(request.donor), dtype=torch.long, device=request.tokens.device)
+    _, cache = model.run_with_cache(donor, names_filter=[request.hook])
+    source = cache[request.hook][:, request.edited]
+
+    def replace(activation, _hook):
+        activation = activation.clone()
+        activation[:, request.edited] = source.to(activation.dtype)
+        return activation
+
+    return [(request.hook, replace)]
+
+
+@register_edit_method("steer")
+def _steer(model: GPT, request: EditRequest) -> list[HookSpec]:
+    """``alpha`` times :func:`steering_vectors` added at the hook at the edited positions."""
+    if request.directions is None or request.periods is None:
+        raise ValueError("a steer edit needs probe directions and the task's periods (see probe_directions)")
+    vectors = request.alpha * steering_vectors(request.directions, request.periods, request.period, request.target, request.position)
+    vectors = vectors.to(request.tokens.device)[:, request.edited]
+
+    def add(activation, _hook):
+        activation = activation.clone()
+        activation[:, request.edited] += vectors.to(activation.dtype)
+        return activation
+
+    return [(request.hook, add)]
+
+
+@register_edit_method("rank_one")
+def _rank_one(model: GPT, request: EditRequest) -> list[HookSpec]:
+    """A rank-one edit of the last MLP's weights per sequence (:mod:`nrecur.analysis.weight_edit`), keyed at
+    ``position``; it acts wherever the MLP runs, so ``span`` and ``hook`` do not apply."""
+    if request.donor is None:
+        raise ValueError("a rank_one edit needs donor sequences of the desired rule (see edit_problems)")
+    second_moment = request.second_moment
+    if second_moment is None:
+        second_moment = key_second_moment(model, request.tokens.cpu().numpy())
+    return rank_one_edits(model, request.tokens.cpu().numpy(), request.donor, request.position, second_moment).hooks()
+
+
 @torch.no_grad()
 def edit_belief(
     model: GPT,
@@ -199,13 +285,14 @@ def edit_belief(
     target,
     *,
     position: int = -1,
-    method: Method = "patch",
+    method: str = "patch",
     span: Span = "context",
     hook: str | None = None,
     donor=None,
     directions: ProbeDirections | None = None,
     periods: tuple[int, ...] | None = None,
     alpha: float = 1.0,
+    second_moment: Tensor | None = None,
 ) -> EditedPredictions:
     """Make ``model`` believe the rule ``(period, target)`` (each ``[batch]`` or one value) on ``tokens
     [batch, pos]`` by editing ``hook`` (default: the input of the last block) at positions ``0..position``
@@ -213,8 +300,12 @@ def edit_belief(
 
     ``patch`` copies the activation of ``donor [batch, pos]`` (a sequence of that rule, see
     :func:`edit_problems`); ``steer`` adds ``alpha`` times :func:`steering_vectors` from ``directions`` (with
-    ``periods``, the task's periods). Returns the edited and clean predictions at every position.
+    ``periods``, the task's periods); ``rank_one`` edits the last MLP's weights for each sequence so that
+    its prediction at ``position`` is the donor's (``second_moment``: :func:`key_second_moment` of fresh
+    sequences; default: of ``tokens``). Returns the edited and clean predictions at every position.
     """
+    if method not in EDIT_METHODS:
+        raise ValueError(f"unknown edit method {method!r}; choose one of {', '.join(EDIT_METHODS)}")
     device = next(model.parameters()).device
     tokens = torch.as_tensor(np.asarray(tokens), dtype=torch.long, device=device)
     batch, length = tokens.shape
@@ -224,36 +315,22 @@ def edit_belief(
         raise ValueError(f"unknown hook {hook!r}; edits act at {', '.join(edit_hooks(model))} (or any residual hook)")
     if span not in ("context", "position"):
         raise ValueError(f"unknown span {span!r}; choose context (positions 0..position) or position (that one alone)")
-    edited = slice(0, position + 1) if span == "context" else slice(position, position + 1)
-    period = np.broadcast_to(np.asarray(period), (batch,))
-    target = np.broadcast_to(np.asarray(target), (batch,))
-    if method == "patch":
-        if donor is None:
-            raise ValueError("a patch edit needs donor sequences of the desired rule (see edit_problems)")
-        _, cache = model.run_with_cache(torch.as_tensor(np.asarray(donor), dtype=torch.long, device=device), names_filter=[hook])
-        source = cache[hook][:, edited]
-
-        def replace(activation, _hook):
-            activation = activation.clone()
-            activation[:, edited] = source.to(activation.dtype)
-            return activation
-
-        edit_fn = replace
-    elif method == "steer":
-        if directions is None or periods is None:
-            raise ValueError("a steer edit needs probe directions and the task's periods (see probe_directions)")
-        vectors = (alpha * steering_vectors(directions, periods, period, target, position)).to(device)[:, edited]
-
-        def add(activation, _hook):
-            activation = activation.clone()
-            activation[:, edited] += vectors.to(activation.dtype)
-            return activation
-
-        edit_fn = add
-    else:
-        raise ValueError(f"unknown edit method {method!r}; choose patch or steer")
+    request = EditRequest(
+        tokens=tokens,
+        period=np.broadcast_to(np.asarray(period), (batch,)),
+        target=np.broadcast_to(np.asarray(target), (batch,)),
+        position=position,
+        edited=slice(0, position + 1) if span == "context" else slice(position, position + 1),
+        hook=hook,
+        donor=donor,
+        directions=directions,
+        periods=periods,
+        alpha=alpha,
+        second_moment=second_moment,
+    )
+    hooks = EDIT_METHODS[method](model, request)
     clean = F.log_softmax(model(tokens).double(), -1)
-    with model.hooks([(hook, edit_fn)]):
+    with model.hooks(hooks):
         edited = F.log_softmax(model(tokens).double(), -1)
     return EditedPredictions(log_probs=edited.cpu(), clean=clean.cpu(), position=position)
 
@@ -304,7 +381,7 @@ class EditResult:
     success there, mean moved at ``p``, mean KL(O* ‖ M) at positions ``p..`` with and without the edit."""
     chosen: dict
     """The edit of the headline: the best success on the selection problems (ties within 0.01 go to the one
-    that holds longer), never the ceiling that rewrites the context."""
+    with the lowest mean KL to the desired observer after ``p``), never the ceiling that rewrites the context."""
     by_rule: np.ndarray
     """``[period, vocab]`` the chosen edit's held-out success at ``p`` per rule ``(n*, t*)``; NaN off the prior."""
     options: dict
@@ -331,6 +408,8 @@ def _summary(candidate: EditMethod, problems: EditProblems, result: EditScore, e
         "moved": float(result.moved[:, 0].mean()),
         "kl": kl_per_row(desired, edited.log_probs[:, p:]).mean(0).numpy(),
         "kl_clean": kl_per_row(desired, edited.clean[:, p:]).mean(0).numpy(),
+        "kl_after": float(kl_per_row(desired[:, 1:], edited.log_probs[:, p + 1 :]).mean()),
+        "kl_after_clean": float(kl_per_row(desired[:, 1:], edited.clean[:, p + 1 :]).mean()),
     }
 
 
@@ -347,9 +426,8 @@ def _hold(success: np.ndarray) -> float:
 
 
 def _key(summary: dict) -> tuple[float, float]:
-    """Rank edits by success at p, then by how well they hold."""
-    hold = _hold(summary["success"])
-    return float(summary["success"][0]), hold if np.isfinite(hold) else 0.0
+    """Rank edits by success at p, then by how close the predictions after p come to the desired observer."""
+    return float(summary["success"][0]), -summary["kl_after"] if np.isfinite(summary["kl_after"]) else -np.inf
 
 
 def _applies(run) -> str | None:
@@ -362,7 +440,7 @@ def _applies(run) -> str | None:
     return None
 
 
-@register_analysis("edit", applies=_applies, description="make the model believe a rule (n*, t*): patching and steering edits, success, moved and how long it holds")
+@register_analysis("edit", applies=_applies, description="make the model believe a rule (n*, t*): patching, steering and rank-one weight edits, success, moved, how long it holds")
 def edit(run, per_rule: int = 16, seed: int = 0, position: int | None = None, alphas=ALPHAS, show_progress: bool = False) -> EditResult:
     """Edit ``run.model`` toward every rule of its task with every method at every :func:`edit_hooks` point;
     ``per_rule`` problems per rule on each of the selection and held-out sets; see the module docstring."""
@@ -376,13 +454,16 @@ def edit(run, per_rule: int = 16, seed: int = 0, position: int | None = None, al
     held_out = edit_problems(task, per_rule, length, position, seed + 1)
     hooks = edit_hooks(model)
     directions = probe_directions(run, hooks, seed)
+    reference = task.sample(SPECIFICITY_SEQUENCES, length, seed + 3).tokens  # unrelated sequences
+    second_moment = key_second_moment(model, task.sample(512, length, seed + 4).tokens) if model.config.d_mlp else None
     was_training = model.training
     model.eval()
 
     def run_edit(candidate: EditMethod, problems: EditProblems):
         edited = edit_belief(
             model, problems.tokens, problems.period, problems.target, position=problems.position, method=candidate.method,
-            span=candidate.span, hook=candidate.hook, donor=problems.donor, directions=directions[candidate.hook], periods=task.periods, alpha=candidate.alpha,
+            span=candidate.span, hook=candidate.hook, donor=problems.donor, directions=directions.get(candidate.hook), periods=task.periods, alpha=candidate.alpha,
+            second_moment=second_moment,
         )  # fmt: skip
         return edited, score(problems, edited)
 
@@ -390,8 +471,13 @@ def edit(run, per_rule: int = 16, seed: int = 0, position: int | None = None, al
         candidates = [EditMethod("patch", hook, span) for span in ("context", "position") for hook in hooks]
         for hook in progress_bar(hooks, "edit: steering strengths", show_progress):
             scans = [EditMethod("steer", hook, "context", float(alpha)) for alpha in alphas if alpha > 0]
-            scored = [(_key({"success": _share(run_edit(c, selection)[1].success)}), c) for c in scans]
+            scored = []
+            for candidate in scans:
+                edited, result = run_edit(candidate, selection)
+                scored.append((_key(_summary(candidate, selection, result, edited)), candidate))
             candidates.append(max(scored, key=lambda pair: pair[0])[1])
+        if second_moment is not None:
+            candidates.append(EditMethod("rank_one", f"blocks.{model.config.n_layers - 1}.hook_mlp_out", "position"))
         chosen_on_selection = {}
         for candidate in candidates:
             edited, result = run_edit(candidate, selection)
@@ -402,6 +488,10 @@ def edit(run, per_rule: int = 16, seed: int = 0, position: int | None = None, al
             edited, result = run_edit(candidate, held_out)
             methods.append(_summary(candidate, held_out, result, edited))
             per_rule_hits[candidate.name] = result.success[:, 0]
+            if candidate.method == "rank_one":
+                edits = rank_one_edits(model, held_out.tokens, held_out.donor, position, second_moment)
+                rows = np.arange(min(SPECIFICITY_EDITS, len(held_out.tokens)))
+                methods[-1]["specificity_kl"] = float(specificity(model, edits, rows, reference).mean())
     finally:
         model.train(was_training)
 
@@ -424,6 +514,8 @@ def edit(run, per_rule: int = 16, seed: int = 0, position: int | None = None, al
         "success_rate_clean": float(chosen["success_clean"][0]),
         "success_next": _hold(chosen["success"]),
         "success_next_clean": _hold(chosen["success_clean"]),
+        "kl_after": chosen["kl_after"],
+        "kl_after_clean": chosen["kl_after_clean"],
         "success_rate/period_differs": float(hits[period_differs].mean()) if period_differs.any() else float("nan"),
         "success_rate/same_period": float(hits[~period_differs].mean()) if (~period_differs).any() else float("nan"),
         "success_rate_worst_rule": float(np.nanmin(by_rule)),
@@ -432,6 +524,9 @@ def edit(run, per_rule: int = 16, seed: int = 0, position: int | None = None, al
         headline[f"success_rate/{summary['name']}"] = float(summary["success"][0])
         headline[f"success_next/{summary['name']}"] = _hold(summary["success"])
         headline[f"moved/{summary['name']}"] = summary["moved"]
+        headline[f"kl_after/{summary['name']}"] = summary["kl_after"]
+        if "specificity_kl" in summary:
+            headline[f"specificity_kl/{summary['name']}"] = summary["specificity_kl"]
     options = {
         "per_rule": per_rule,
         "seed": seed,
@@ -450,11 +545,13 @@ def edit(run, per_rule: int = 16, seed: int = 0, position: int | None = None, al
 
 def _label(summary: dict) -> str:
     hook = summary["hook"].replace("blocks.", "L").replace(".hook_", " ")
+    if summary["method"] == "rank_one":
+        return f"rank-one weight edit, {hook.replace(' mlp_out', ' MLP')} (cost elsewhere: KL {summary['specificity_kl']:.3f})"
     text = f"{summary['method']} {summary['span']} {hook}" + (f" α={summary['alpha']:g}" if summary["method"] == "steer" else "")
     return text + (" (ceiling: the donor's context)" if summary["ceiling"] else "")
 
 
-STYLES = {("patch", "context"): "-", ("patch", "position"): ":", ("steer", "context"): "-."}
+STYLES = {("patch", "context"): "-", ("patch", "position"): ":", ("steer", "context"): "-.", ("rank_one", "position"): (0, (4, 1, 1, 1, 1, 1))}
 """Line style per (method, span); the colour is the hook."""
 
 
