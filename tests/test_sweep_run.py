@@ -200,3 +200,24 @@ def test_sigkill_of_the_parent_and_of_a_worker_loses_nothing_and_reruns_nothing(
     again = subprocess.run([sys.executable, "-m", "nrecur", "sweep", str(spec_file), "--out", str(out)], capture_output=True, text=True)
     assert again.returncode == 0 and "0 ran now, 12 were done before" in again.stdout
     assert SweepDir(out).attempts() == attempts
+
+
+@pytest.mark.slow
+def test_ensemble_group_runner_gives_the_one_by_one_table(tmp_path, capsys):
+    spec = spec_from_data(
+        {
+            "preset": "tiny",
+            "seeds": 2,
+            "base": {"train": {"steps": 20, "eval_every": 10, "eval_size": 64, "stop_when_grokked": False}},
+            "grid": {"train.lr": [1e-3, 3e-3], "train.weight_decay": [0.0, 1.0]},
+        }
+    )
+    result = run_sweep(spec, tmp_path / "ensemble", options=BackendOptions(workers=1, runner="ensemble"))
+    assert "8 trials in 1 groups of the same shape (8)" in capsys.readouterr().out
+    assert result.status_counts == {"ok": 8}
+    run_sweep(spec, tmp_path / "alone", options=BackendOptions(workers=1), report=None)
+    together, alone = load_sweep(tmp_path / "ensemble"), load_sweep(tmp_path / "alone")
+    assert list(together["trial_id"]) == list(alone["trial_id"])
+    assert (together["steps"] == 20).all() and (together["attempts"] == 1).all()
+    np.testing.assert_allclose(together["final_kl"], alone["final_kl"], rtol=1e-5)
+    np.testing.assert_allclose(together["final_train_loss"], alone["final_train_loss"], rtol=1e-5)

@@ -152,3 +152,9 @@ def test_random_integer_and_choice_draws_stay_in_range():
     points = {(t.config.model.n_layers, t.config.model.act) for t in trials}
     assert points == {(n, a) for n in (1, 2, 3) for a in ("relu", "gelu")}
     assert not any(math.isnan(t.config.train.lr) for t in trials)
+
+
+@pytest.mark.parametrize("path", sorted((__import__("pathlib").Path(__file__).parent.parent / "examples" / "sweeps").iterdir()), ids=lambda p: p.name)
+def test_example_specs_are_valid(path):
+    trials = expand(load_spec(path))
+    assert trials and len({t.trial_id for t in trials}) == len(trials)

@@ -26,6 +26,11 @@ def register(subparsers) -> None:
     parser.add_argument("--address", metavar="ADDR", help="ray: the cluster to join (auto, ray://HEAD:10001, HEAD:6379); default: start a local Ray")
     parser.add_argument("--num-cpus", type=int, metavar="N", help="ray, local instance: CPUs it may use (default: all)")
     parser.add_argument("--asha", type=int, metavar="GRACE", help="ray: stop hopeless trials early (ASHA on eval KL), each after at least GRACE evaluations")
+    parser.add_argument(
+        "--group-runner", default="one-by-one", choices=["one-by-one", "ensemble"],
+        help="one-by-one: each trial alone (default); ensemble: trials of the same model and batch size trained at once "
+        "in one process (torch.func vmap, nrecur.train.ensemble), up to 16 per group",
+    )  # fmt: skip
     parser.add_argument("--retry-failed", action="store_true", help="run failed and early-stopped trials again (they resume from their run folders)")
     parser.add_argument("--dry-run", action="store_true", help="validate the spec and list its trials; run nothing")
     parser.add_argument("--quiet", action="store_true", help="no line per finished trial")
@@ -61,8 +66,9 @@ def sweep_command(args: argparse.Namespace) -> int:
     if args.backend != "ray" and (args.address or args.asha is not None or args.num_cpus is not None):
         raise UsageError("--address, --num-cpus and --asha are options of --backend ray")
     options = BackendOptions(
-        workers=args.workers, threads=args.threads, address=args.address, num_cpus=args.num_cpus, asha_grace=args.asha
-    )
+        workers=args.workers, threads=args.threads, address=args.address, num_cpus=args.num_cpus, asha_grace=args.asha,
+        runner=args.group_runner,
+    )  # fmt: skip
     result = run_sweep(spec, args.out, args.backend, options, retry_failed=args.retry_failed, report=None if args.quiet else print)
     print(result.describe())
     return 0

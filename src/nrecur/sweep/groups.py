@@ -1,30 +1,29 @@
 """The unit of work a backend hands to a worker: a group of trials, and how a group is trained.
 
-Today every group holds one trial and is trained by :func:`run_one_by_one`.
-The seam for training many same-shape models at once (``torch.func``,
-``nrecur.train.ensemble``): trials whose configs differ only in seeds and
-optimizer hyper-parameters share a :func:`shape_key`; ``group_trials(trials,
-by_shape=True)`` puts them in one :class:`TrialGroup`, and a runner registered
-in :data:`GROUP_RUNNERS` (e.g. ``"ensemble"``, calling ``train_ensemble`` on the
-group's configs and run folders, then :func:`~nrecur.sweep.trial.record_from_folder`
-for each) trains it. Backends only ever call ``GROUP_RUNNERS[name](group, sweep)``.
+Backends only ever call ``GROUP_RUNNERS[name](group, sweep)`` in a worker.
+``one-by-one`` (the default) trains a group's trials one after the other,
+each in its own run folder (:func:`~nrecur.sweep.trial.run_trial`).
+``ensemble`` trains same-shape trials at once with
+:func:`nrecur.train.ensemble.train_ensemble` (stacked parameters, ``vmap``):
+``group_trials(trials, by_shape=True)`` puts trials with the same
+:func:`shape_key` (model, batch size, device, no interventions) in groups of at
+most ``max_size``; the runner trains the group's fresh trials together into
+ordinary run folders and records each from its folder, while trials that had
+started before (a killed sweep) resume alone, as any trial does. Another way to
+train a group is a function registered with :func:`register_group_runner`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 from dataclasses import dataclass
 from typing import Callable
 
 from nrecur.sweep.expand import Trial
 from nrecur.sweep.store import SweepDir, TrialRecord
-from nrecur.sweep.trial import run_trial
-
-PER_MODEL_FIELDS = frozenset(
-    {"init_seed", "data_seed", "lr", "weight_decay", "betas", "grokfast_lambda", "grokfast_alpha"}
-)
-"""Training fields that may differ inside one group (per-model values of a vectorized optimizer)."""
-
+from nrecur.sweep.trial import ended_record, run_trial
+from nrecur.train.folder import RunFolder
 
 @dataclass(frozen=True)
 class TrialGroup:
@@ -41,20 +40,23 @@ class TrialGroup:
 
 
 def shape_key(trial: Trial) -> str:
-    """What trials trained together must share: the config without seeds and optimizer hyper-parameters."""
-    data = trial.config.model_dump(mode="json")
-    data["train"] = {key: value for key, value in data["train"].items() if key not in PER_MODEL_FIELDS}
-    return json.dumps(data, sort_keys=True)
+    """What trials trained together share: the model, the sequences per step, the device, and no interventions
+    (as :func:`nrecur.train.ensemble.can_ensemble` asks; seeds, optimizer, schedule and task may differ)."""
+    train = trial.config.train
+    batch = min(train.batch_size, train.train_size) if train.mode == "finite" else train.batch_size
+    alone = trial.trial_id if train.interventions else ""
+    return json.dumps([trial.config.model.model_dump(mode="json"), batch, train.device, alone])
 
 
-def group_trials(trials: list[Trial], by_shape: bool = False) -> list[TrialGroup]:
-    """One group per trial, or (``by_shape``) one per :func:`shape_key`, in the order of first appearance."""
+def group_trials(trials: list[Trial], by_shape: bool = False, max_size: int = 16) -> list[TrialGroup]:
+    """One group per trial, or (``by_shape``) groups of at most ``max_size`` trials with the same :func:`shape_key`,
+    in the order of first appearance."""
     if not by_shape:
         return [TrialGroup((trial,)) for trial in trials]
     groups: dict[str, list[Trial]] = {}
     for trial in trials:
         groups.setdefault(shape_key(trial), []).append(trial)
-    return [TrialGroup(tuple(members)) for members in groups.values()]
+    return [TrialGroup(tuple(members[i : i + max_size])) for members in groups.values() for i in range(0, len(members), max_size)]
 
 
 def run_one_by_one(group: TrialGroup, sweep: SweepDir) -> list[TrialRecord]:
@@ -62,11 +64,45 @@ def run_one_by_one(group: TrialGroup, sweep: SweepDir) -> list[TrialRecord]:
     return [run_trial(trial, sweep) for trial in group.trials]
 
 
-GROUP_RUNNERS: dict[str, Callable[[TrialGroup, SweepDir], list[TrialRecord]]] = {"one-by-one": run_one_by_one}
+def run_as_ensemble(group: TrialGroup, sweep: SweepDir) -> list[TrialRecord]:
+    """Train the group's fresh trials at once (``train_ensemble``); recorded or started ones go one by one."""
+    from nrecur.train.ensemble import can_ensemble, train_ensemble
+
+    fresh = [t for t in group.trials if sweep.read_record(t.trial_id) is None and not RunFolder(sweep.run_dir(t.trial_id)).is_run()]
+    if len(fresh) < 2 or not can_ensemble([t.config for t in fresh]):
+        return run_one_by_one(group, sweep)
+    with contextlib.ExitStack() as stack:
+        for trial in sorted(fresh, key=lambda t: t.trial_id):  # one order: two processes never wait on each other
+            stack.enter_context(sweep.lock(trial.trial_id))
+        folders = [RunFolder(sweep.run_dir(t.trial_id)) for t in fresh]
+        if any(sweep.read_record(t.trial_id) is not None or f.is_run() for t, f in zip(fresh, folders)):
+            return run_one_by_one(group, sweep)  # another process got there first
+        for trial in fresh:
+            sweep.log_attempt(trial.trial_id, 0)
+        try:
+            train_ensemble([t.config for t in fresh], [f.path for f in folders], overwrite=True)
+        except Exception:  # noqa: BLE001 - the members resume (or fail) alone, each with its own reason
+            pass
+        records = {}
+        for trial, folder in zip(fresh, folders):
+            record = ended_record(trial, folder)
+            if record is not None:
+                sweep.write_record(record)
+                records[trial.trial_id] = record
+    # members that did not end (the ensemble failed) and the trials that had started before, alone
+    rest = run_one_by_one(TrialGroup(tuple(t for t in group.trials if t.trial_id not in records)), sweep)
+    records.update({record.trial_id: record for record in rest})
+    return [records[t.trial_id] for t in group.trials]
+
+
+GROUP_RUNNERS: dict[str, Callable[[TrialGroup, SweepDir], list[TrialRecord]]] = {
+    "one-by-one": run_one_by_one,
+    "ensemble": run_as_ensemble,
+}
 """How a group is trained, by name (the sweep's ``--group-runner``); a runner returns one record per trial."""
 
-GROUPS_BY_SHAPE: dict[str, bool] = {"one-by-one": False}
-"""Whether a runner wants same-shape trials grouped (an ensemble runner registers True)."""
+GROUPS_BY_SHAPE: dict[str, bool] = {"one-by-one": False, "ensemble": True}
+"""Whether a runner wants same-shape trials grouped."""
 
 
 def register_group_runner(name: str, runner: Callable[[TrialGroup, SweepDir], list[TrialRecord]], by_shape: bool) -> None:

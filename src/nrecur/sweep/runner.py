@@ -140,6 +140,9 @@ def run_sweep(
     if report is not None and done:
         report(f"{spec.name}: {len(done)} of {len(trials)} trials are done already; running the other {len(todo)}")
     groups = group_trials(todo, by_shape=GROUPS_BY_SHAPE.get(options.runner, False))
+    if report is not None and GROUPS_BY_SHAPE.get(options.runner, False) and todo:
+        sizes = ", ".join(str(len(group.trials)) for group in groups)
+        report(f"{spec.name}: {len(todo)} trials in {len(groups)} groups of the same shape ({sizes}), each trained at once ({options.runner})")
     try:
         BACKENDS[backend](groups, sweep, on_done, options)
     finally:

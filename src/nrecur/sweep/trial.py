@@ -40,15 +40,15 @@ def run_trial(trial: Trial, sweep: SweepDir, callbacks: Sequence[Callback] = ())
         if record is not None:
             return record
         folder = RunFolder(sweep.run_dir(trial.trial_id))
-        record = _ended(trial, folder)
+        record = ended_record(trial, folder)
         if record is None:
             record = _train(trial, folder, sweep, callbacks)
         sweep.write_record(record)
         return record
 
 
-def _ended(trial: Trial, folder: RunFolder) -> TrialRecord | None:
-    """The record of a run that ended before its record was written (killed in between), else None."""
+def ended_record(trial: Trial, folder: RunFolder) -> TrialRecord | None:
+    """The record of a run whose summary says it ended (finished: ok; diverged: failed), else None."""
     try:
         summary = folder.read_summary() if folder.is_run() else None
     except ValueError:
