@@ -18,7 +18,7 @@ import pydantic
 from nrecur._config import format_error
 
 # Command modules, in the order ``nrecur --help`` lists them.
-COMMAND_MODULES = ("nrecur.cli.data", "nrecur.cli.train", "nrecur.cli.analyze", "nrecur.cli.report", "nrecur.cli.sweep")
+COMMAND_MODULES = ("nrecur.cli.data", "nrecur.cli.train", "nrecur.cli.analyze", "nrecur.cli.report", "nrecur.cli.sweep", "nrecur.cli.studies")
 
 
 class UsageError(Exception):

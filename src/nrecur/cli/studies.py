@@ -1,0 +1,69 @@
+"""``nrecur minimal-arch``: the proposal's studies, each a thin layer over :mod:`nrecur.studies`."""
+
+from __future__ import annotations
+
+import argparse
+
+from nrecur.cli import UsageError
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "minimal-arch",
+        help="the smallest architecture that reaches the KL threshold within a step budget in k of m seeds",
+        description="Walk architectures (layers × width × heads × MLP or attention-only) in order of parameter count, "
+        "training each from --seeds seeds on the preset's task until its KL threshold (as one resumable sweep in "
+        "OUT/sweep), and stop after the first batch with a candidate that reaches it in at least --need seeds: every "
+        "smaller candidate has run and failed. Writes OUT/minimal_arch.json (the answer and every candidate) and "
+        "OUT/minimal_arch.png (steps to the threshold against parameters). With --init-from RUN the candidate is RUN's "
+        "own architecture, fine-tuned from its weights.",
+    )
+    parser.add_argument("--out", required=True, metavar="DIR", help="study folder (a study to continue, or new)")
+    parser.add_argument("--preset", default="quick", help="the task, base model and training settings (default: quick)")
+    parser.add_argument("--task", default="deterministic", choices=["deterministic", "stochastic"], help="the preset's deterministic run or its stochastic companion (default: deterministic)")
+    parser.add_argument("--threshold", type=float, help="KL threshold, nats/token (default: the preset's: 0.01 deterministic, 0.02 stochastic)")
+    parser.add_argument("--steps", type=int, default=5000, help="step budget per trial (default: 5000)")
+    parser.add_argument("--lr", type=float, help="peak learning rate (default: the preset's)")
+    parser.add_argument("--seeds", type=int, default=3, help="seeds per candidate, m (default: 3)")
+    parser.add_argument("--need", type=int, default=2, help="seeds that must reach the threshold, k (default: 2)")
+    parser.add_argument("--init-from", metavar="RUN", help="fine-tune from RUN's weights (its architecture is the only candidate)")
+    parser.add_argument("--layers", type=int, nargs="+", default=[1, 2, 3], help="numbers of layers (default: 1 2 3)")
+    parser.add_argument("--widths", type=int, nargs="+", default=[16, 32, 64], help="residual widths d_model (default: 16 32 64)")
+    parser.add_argument("--heads", type=int, nargs="+", default=[1, 2, 4, 8], help="numbers of heads, d_head = d_model / heads >= 4 (default: 1 2 4 8)")
+    parser.add_argument("--mlp", default="both", choices=["both", "yes", "no"], help="with an MLP of 4·d_model, attention-only, or both (default)")
+    parser.add_argument("--batch", type=int, default=4, help="candidates per round of the walk (default: 4)")
+    parser.add_argument("--complete", action="store_true", help="run every candidate (for the whole curve), not only up to the answer")
+    parser.add_argument("--workers", type=int, metavar="N", help="worker processes (default: one per available CPU)")
+    parser.add_argument("--quiet", action="store_true", help="no line per finished trial")
+    parser.set_defaults(handler=minimal_arch_command, command="minimal-arch")
+
+
+def minimal_arch_command(args: argparse.Namespace) -> int:
+    from nrecur.studies import minimal_arch
+    from nrecur.sweep import BackendOptions
+
+    if args.steps < 1 or args.seeds < 1:
+        raise UsageError(f"--steps and --seeds must be >= 1, got {args.steps} and {args.seeds}")
+    if not 1 <= args.need <= args.seeds:
+        raise UsageError(f"--need must be between 1 and --seeds ({args.seeds}), got {args.need}")
+    train = {"steps": args.steps}
+    if args.threshold is not None:
+        train["kl_threshold"] = args.threshold
+    if args.lr is not None:
+        train["lr"] = args.lr
+    mlp = {"both": (False, True), "yes": (True,), "no": (False,)}[args.mlp]
+    arch = {"layers": tuple(args.layers), "widths": tuple(args.widths), "heads": tuple(args.heads), "mlp": mlp}
+    result = minimal_arch(
+        args.out, preset=args.preset, variant="run" if args.task == "deterministic" else "stochastic", train=train,
+        init_from=args.init_from, seeds=args.seeds, need=args.need, arch=arch, batch=args.batch, complete=args.complete,
+        options=BackendOptions(workers=args.workers), report=None if args.quiet else print,
+    )  # fmt: skip
+    for entry in result.table:
+        steps = "—" if entry["median_steps_to_threshold"] is None else f"{entry['median_steps_to_threshold']:.0f}"
+        print(f"{entry['name']:<32} {entry['n_params']:>8,} params  {entry['seeds_at_threshold']}/{entry['seeds']} seeds  median steps {steps}")
+    if result.minimal is None:
+        print(f"no candidate reached KL <= {result.options['kl_threshold']} in {args.need} of {args.seeds} seeds within {args.steps} steps")
+    else:
+        print(f"smallest: {result.minimal['name']} ({result.minimal['n_params']:,} parameters)")
+    print(f"wrote {args.out}/minimal_arch.json and minimal_arch.png")
+    return 0

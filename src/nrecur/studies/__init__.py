@@ -1,0 +1,9 @@
+"""Studies: the proposal's questions answered with sweeps of training runs and the analyses.
+
+Each study is one module with one public function that a ``nrecur`` command calls
+(and a spec or script in ``examples/`` reruns).
+"""
+
+from nrecur.studies.minimal_arch import MinimalArchResult, candidates, minimal_arch
+
+__all__ = ["MinimalArchResult", "candidates", "minimal_arch"]

@@ -1,0 +1,225 @@
+"""The smallest architecture that learns a task: walk candidates in order of parameter count.
+
+The proposal's step 1: which is the smallest transformer that reaches the KL
+threshold within a step budget? Candidates are every combination of layers,
+residual width, heads (``d_head = d_model / n_heads``) and MLP (none, or ``4 ·
+d_model``), each trained from ``seeds`` seeds with the run's stop at the
+threshold; a candidate *qualifies* when at least ``need`` of its seeds reach the
+threshold. Candidates run in order of parameter count, ``batch`` at a time, as
+one resumable sweep (:mod:`nrecur.sweep`); the walk stops after the first batch
+that holds a qualifying candidate — every smaller one has run and failed, so the
+smallest qualifier is the answer — unless ``complete`` asks for all.
+Fine-tuning (``init_from``) keeps the initial model's architecture: there is
+one candidate, the initial run's own.
+
+How to read it: ``minimal_arch.json`` names the answer and has one entry per
+candidate (parameters, seeds at threshold, median steps); the figure plots
+steps to the threshold against parameter count, one point per seed, ✕ on the
+budget line for a seed that never got there.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from nrecur._io import atomic_write_text
+from nrecur.analysis.base import OKABE_ITO, pyplot, save_figure
+from nrecur.model import GPT, GPTConfig
+from nrecur.runs import load_run
+from nrecur.sweep import BackendOptions, load_sweep, run_sweep, spec_from_data
+
+__all__ = ["Candidate", "MinimalArchResult", "candidates", "minimal_arch", "plot_minimal_arch"]
+
+ARCH_FIELDS = ("model.n_layers", "model.d_model", "model.n_heads", "model.d_head", "model.d_mlp")
+"""The model fields a candidate sets (the sweep's zip axis)."""
+
+
+@dataclass(frozen=True, order=True)
+class Candidate:
+    """One architecture; ordered by parameter count, then by its fields."""
+
+    n_params: int
+    n_layers: int
+    d_model: int
+    n_heads: int
+    d_mlp: int
+
+    @property
+    def d_head(self) -> int:
+        return self.d_model // self.n_heads
+
+    @property
+    def name(self) -> str:
+        mlp = f"mlp {self.d_mlp}" if self.d_mlp else "attn-only"
+        return f"L{self.n_layers} d{self.d_model} h{self.n_heads}×{self.d_head} {mlp}"
+
+    def values(self) -> tuple[int, ...]:
+        """The values of :data:`ARCH_FIELDS`."""
+        return (self.n_layers, self.d_model, self.n_heads, self.d_head, self.d_mlp)
+
+
+def candidates(base: GPTConfig, layers=(1, 2, 3), widths=(16, 32, 64), heads=(1, 2, 4, 8), mlp=(False, True), min_d_head: int = 4) -> list[Candidate]:
+    """Every architecture of the grid with ``d_head = d_model / n_heads >= min_d_head``, by parameter count;
+    the other model fields (vocab, context, activation, norm) are ``base``'s."""
+    found = set()
+    for n_layers in layers:
+        for d_model in widths:
+            for n_heads in heads:
+                if d_model % n_heads or d_model // n_heads < min_d_head:
+                    continue
+                for with_mlp in mlp:
+                    d_mlp = 4 * d_model if with_mlp else 0
+                    config = base.model_copy(update={"n_layers": n_layers, "d_model": d_model, "n_heads": n_heads, "d_head": d_model // n_heads, "d_mlp": d_mlp})
+                    n_params = sum(p.numel() for p in GPT(config).parameters())
+                    found.add(Candidate(n_params, n_layers, d_model, n_heads, d_mlp))
+    return sorted(found)
+
+
+@dataclass(frozen=True)
+class MinimalArchResult:
+    """The walk's answer and every candidate that ran."""
+
+    minimal: dict | None
+    """The smallest qualifying candidate (its entry of :attr:`table`), None if none qualified."""
+    table: list[dict]
+    """Per candidate that ran: name, fields, parameters, seeds at the threshold, median steps and seconds to it."""
+    options: dict
+    per_seed: list[dict] = field(default_factory=list)
+    """Per trial: candidate name, parameters, seed, steps to the threshold (None if never), steps trained."""
+
+    def to_json(self) -> dict:
+        return {"minimal": self.minimal, "options": self.options, "candidates": self.table, "trials": self.per_seed}
+
+
+def _spec(name: str, preset: str | None, variant: str, base: dict, walked: list[Candidate], seeds: int) -> dict:
+    return {
+        "name": name,
+        **({"preset": preset} if preset else {}),
+        "variant": variant,
+        "base": base,
+        "zip": [{path: [c.values()[i] for c in walked] for i, path in enumerate(ARCH_FIELDS)}],
+        "seeds": seeds,
+    }
+
+
+def _int_or_none(value) -> int | None:
+    """A table cell as an int; None for a missing value (None, NaN or pandas' NA)."""
+    return None if pd.isna(value) else int(value)
+
+
+def _summarize(frame, walked: list[Candidate], need: int) -> tuple[list[dict], list[dict]]:
+    table, per_seed = [], []
+    for candidate in walked:
+        mask = np.ones(len(frame), dtype=bool)
+        for path, value in zip(ARCH_FIELDS, candidate.values()):
+            mask &= frame[path].to_numpy() == value
+        rows = frame[mask]
+        reached = rows["steps_to_threshold"].dropna()
+        done = rows["status"].isin(["ok", "stopped", "failed"]).all() and len(rows) > 0
+        table.append({
+            "name": candidate.name,
+            **dict(zip(("n_layers", "d_model", "n_heads", "d_head", "d_mlp"), candidate.values())),
+            "n_params": candidate.n_params,
+            "seeds": len(rows),
+            "seeds_at_threshold": len(reached),
+            "qualifies": bool(done and len(reached) >= need),
+            "median_steps_to_threshold": float(reached.median()) if len(reached) else None,
+            "median_seconds_to_threshold": float(rows["seconds_to_threshold"].dropna().median()) if len(reached) else None,
+            "median_final_kl": float(rows["final_kl"].median()) if rows["final_kl"].notna().any() else None,
+        })  # fmt: skip
+        for _, row in rows.iterrows():
+            per_seed.append({
+                "name": candidate.name, "n_params": candidate.n_params, "seed": int(row["seed"]),
+                "steps_to_threshold": _int_or_none(row["steps_to_threshold"]), "steps": _int_or_none(row["steps"]),
+                "status": row["status"],
+            })  # fmt: skip
+    return table, per_seed
+
+
+def minimal_arch(
+    out: str | Path,
+    preset: str = "quick",
+    variant: str = "run",
+    train: dict | None = None,
+    init_from: str | None = None,
+    seeds: int = 3,
+    need: int = 2,
+    arch: dict | None = None,
+    batch: int = 4,
+    complete: bool = False,
+    backend: str = "local",
+    options: BackendOptions = BackendOptions(),
+    report=print,
+) -> MinimalArchResult:
+    """Walk the architectures of :func:`candidates` (``arch``: its keyword arguments) for ``preset``'s
+    ``variant`` with ``train`` overriding its training fields (e.g. ``steps``, ``kl_threshold``); the sweep
+    folder is ``out/sweep``, the result ``out/minimal_arch.json`` and ``.png``. See the module docstring."""
+    if not 1 <= need <= seeds:
+        raise ValueError(f"need must be between 1 and seeds ({seeds}), got {need}")
+    if batch < 1:
+        raise ValueError(f"batch must be >= 1, got {batch}")
+    out = Path(out)
+    base: dict = {"train": {"stop_when_grokked": True, "time_budget": 0.0, "log_checkpoints": 0, **(train or {})}}
+    from nrecur.sweep.spec import SweepSpec
+
+    base_config = SweepSpec.model_validate({"preset": preset, "variant": variant, "base": base}).base_config()
+    if init_from is not None:
+        model = load_run(init_from).config.model
+        only = Candidate(sum(p.numel() for p in GPT(model).parameters()), model.n_layers, model.d_model, model.n_heads, model.d_mlp)
+        pool = [only]
+        base["init_from"] = str(Path(init_from).resolve())
+    else:
+        pool = candidates(GPTConfig.model_validate(base_config["model"]), **(arch or {}))
+    threshold = base_config["train"]["kl_threshold"]
+    budget = base_config["train"]["steps"]
+    walked: list[Candidate] = []
+    table: list[dict] = []
+    per_seed: list[dict] = []
+    for start in range(0, len(pool), batch):
+        walked = pool[: start + batch]
+        spec = spec_from_data(_spec(f"minimal-arch-{preset}-{variant}", preset, variant, base, walked, seeds), "minimal-arch")
+        run_sweep(spec, out / "sweep", backend=backend, options=options, report=report)
+        table, per_seed = _summarize(load_sweep(out / "sweep"), walked, need)
+        if not complete and any(entry["qualifies"] for entry in table):
+            break
+    minimal = next((entry for entry in table if entry["qualifies"]), None)
+    run_options = {
+        "preset": preset, "variant": variant, "kl_threshold": threshold, "step_budget": budget, "seeds": seeds, "need": need,
+        "init_from": init_from, "candidates_in_grid": len(pool), "candidates_run": len(walked), "complete": complete,
+    }  # fmt: skip
+    result = MinimalArchResult(minimal=minimal, table=table, options=run_options, per_seed=per_seed)
+    atomic_write_text(out / "minimal_arch.json", json.dumps(result.to_json(), indent=1) + "\n")
+    plot_minimal_arch(result, out)
+    return result
+
+
+def plot_minimal_arch(result: MinimalArchResult, folder: str | Path, stem: str = "minimal_arch") -> list[Path]:
+    """Steps to the threshold against parameter count: one point per seed (✕ at the budget: never reached),
+    the median of the seeds that reached it as a line, the answer circled."""
+    plt = pyplot()
+    budget = result.options["step_budget"]
+    fig, ax = plt.subplots(figsize=(8, 4.6), layout="constrained")
+    reached = [t for t in result.per_seed if t["steps_to_threshold"] is not None]
+    never = [t for t in result.per_seed if t["steps_to_threshold"] is None and t["status"] != "pending"]
+    ax.scatter([t["n_params"] for t in reached], [t["steps_to_threshold"] for t in reached], color=OKABE_ITO[0], s=18, label="a seed: steps to the threshold")
+    ax.scatter([t["n_params"] for t in never], [budget] * len(never), color=OKABE_ITO[3], marker="x", s=24, label="a seed that never reached it")
+    medians = [(e["n_params"], e["median_steps_to_threshold"]) for e in result.table if e["median_steps_to_threshold"] is not None]
+    if medians:
+        ax.plot(*zip(*sorted(medians)), color=OKABE_ITO[0], lw=1, alpha=0.6)
+    if result.minimal is not None:
+        m = result.minimal
+        ax.scatter([m["n_params"]], [m["median_steps_to_threshold"]], s=220, facecolors="none", edgecolors="black", lw=1.5, label=f"smallest: {m['name']} ({m['n_params']:,} params)")
+    ax.axhline(budget, color="#999999", ls=":", lw=1)
+    ax.set_xscale("log")
+    ax.set_xlabel("parameters")
+    ax.set_ylabel("training steps to the KL threshold")
+    o = result.options
+    ax.set_title(f"{o['preset']} {o['variant']}: KL ≤ {o['kl_threshold']} within {budget} steps in ≥ {o['need']} of {o['seeds']} seeds", fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return save_figure(fig, folder, stem)

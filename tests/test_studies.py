@@ -1,0 +1,49 @@
+"""Studies: the minimal-architecture walk stops at the first batch with a qualifier and says none when none does."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from nrecur.cli import main
+from nrecur.model import GPT, GPTConfig
+from nrecur.studies import candidates
+
+WALK = ["--preset", "tiny", "--layers", "1", "--widths", "16", "--heads", "2", "4", "--mlp", "no", "--seeds", "2", "--need", "1",
+        "--steps", "40", "--batch", "1", "--workers", "2", "--quiet"]  # fmt: skip
+
+
+def test_candidates_are_ordered_by_parameter_count_and_count_them_right():
+    base = GPTConfig(vocab_size=8, n_ctx=16)
+    found = candidates(base, layers=(1, 2), widths=(16, 32), heads=(1, 2, 8), mlp=(False, True))
+    assert [c.n_params for c in found] == sorted(c.n_params for c in found)
+    assert all(c.d_model % c.n_heads == 0 and c.d_head >= 4 for c in found)
+    assert not any(c.d_model == 16 and c.n_heads == 8 for c in found)  # d_head 2 < 4
+    for c in found[:3] + found[-2:]:
+        config = base.model_copy(update={"n_layers": c.n_layers, "d_model": c.d_model, "n_heads": c.n_heads, "d_head": c.d_head, "d_mlp": c.d_mlp})
+        assert c.n_params == sum(p.numel() for p in GPT(config).parameters())
+
+
+@pytest.mark.slow
+def test_the_walk_stops_at_the_first_qualifier_and_runs_everything_when_none_qualifies(tmp_path, capsys):
+    easy = tmp_path / "easy"  # KL <= 5 nats: any model qualifies, so the first candidate is the answer
+    assert main(["minimal-arch", "--out", str(easy), *WALK, "--threshold", "5"]) == 0
+    data = json.loads((easy / "minimal_arch.json").read_text())
+    assert data["options"]["candidates_run"] == 1 and data["options"]["candidates_in_grid"] == 2
+    assert data["minimal"]["name"] == data["candidates"][0]["name"] and data["minimal"]["seeds_at_threshold"] >= 1
+    assert (easy / "minimal_arch.png").stat().st_size > 0 and "smallest: L1 d16" in capsys.readouterr().out
+
+    hard = tmp_path / "hard"  # KL <= 1e-9 within 40 steps: nobody qualifies, every candidate runs
+    assert main(["minimal-arch", "--out", str(hard), *WALK, "--threshold", "1e-9"]) == 0
+    data = json.loads((hard / "minimal_arch.json").read_text())
+    assert data["minimal"] is None and data["options"]["candidates_run"] == 2
+    assert len(data["trials"]) == 4 and all(t["steps_to_threshold"] is None and t["steps"] == 40 for t in data["trials"])
+    assert "no candidate reached" in capsys.readouterr().out
+
+
+def test_bad_walks_are_refused(tmp_path, capsys):
+    assert main(["minimal-arch", "--out", str(tmp_path / "x"), "--seeds", "2", "--need", "3"]) == 2
+    assert "--need must be between 1 and --seeds (2), got 3" in capsys.readouterr().err
+    assert main(["minimal-arch", "--out", str(tmp_path / "x"), "--preset", "nope"]) == 2
+    assert "unknown preset" in capsys.readouterr().err
