@@ -51,6 +51,7 @@ def _worker_main(connection: Connection, sweep_path: str, runner: str, threads: 
     _die_with_parent()
     if os.getppid() != parent:  # the sweep died before the death signal was armed
         return
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the sweep's to handle: it ends the workers
     import torch
 
     torch.set_num_threads(threads)
@@ -99,6 +100,7 @@ def run_local(
         theirs.close()
         return _Worker(process, mine)
 
+    finished = False
     try:
         pool = [start() for _ in range(count)]
         while queue or any(worker.group is not None for worker in pool):
@@ -120,14 +122,19 @@ def run_local(
                     _after_death(worker, sweep, queue, deaths, max_deaths, on_done)
                     worker.connection.close()
                     pool[index] = start()
+        finished = True
     finally:
+        # Done: ask the workers to leave. Interrupted: end them now (their trials resume on the next run).
         for worker in pool:
             try:
-                worker.connection.send(None)
+                if finished:
+                    worker.connection.send(None)
+                else:
+                    worker.process.kill()
             except (OSError, ValueError):
                 pass
         for worker in pool:
-            worker.process.join(timeout=5)
+            worker.process.join(timeout=10)
             if worker.process.is_alive():
                 worker.process.kill()
                 worker.process.join()
