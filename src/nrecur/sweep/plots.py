@@ -4,7 +4,7 @@ Each cell shows the median of the metric over the trials that share the
 cell's values (the seeds, and any varied field not on an axis — the title
 says which), written in the cell with the interquartile range of those trials
 beneath it (``IQR a–b``) and how many of them have a value (``n=k``); failed
-or unfinished trials have no value and are left out (``n`` says so). With a
+or unfinished trials have no value and are left out (``n`` says so, and how many failed). With a
 facet field, one panel per value of it, sharing one colour scale. Metrics that
 span more than a factor of 20 and are positive (KL, step counts) use a log
 colour scale. Steps to the KL threshold are missing where it was never
@@ -35,6 +35,8 @@ class CellStats:
     """Trials with a value."""
     total: int
     """Trials in the cell."""
+    failed: int = 0
+    """Trials of the cell that failed (NaN loss, an error)."""
 
 
 def cell_table(frame, metric: str, x: str, y: str, facet: str | None = None) -> dict[tuple, CellStats]:
@@ -49,7 +51,8 @@ def cell_table(frame, metric: str, x: str, y: str, facet: str | None = None) -> 
             q25, median, q75 = np.percentile(finite, [25, 50, 75])
         else:
             q25 = median = q75 = math.nan
-        cells[tuple(key)] = CellStats(float(median), float(q25), float(q75), len(finite), len(values))
+        failed = int((rows["status"] == "failed").sum()) if "status" in rows else 0
+        cells[tuple(key)] = CellStats(float(median), float(q25), float(q75), len(finite), len(values), failed)
     return cells
 
 
@@ -146,11 +149,14 @@ def pooled_fields(frame, axes: list[str]) -> list[str]:
 
 
 def _cell_text(stats: CellStats, metric: str) -> str:
+    count = f"n={stats.n}/{stats.total}" + (f", {stats.failed} failed" if stats.failed else "")
     if stats.n == 0:
-        return f"not reached\nn=0/{stats.total}" if metric.endswith("to_threshold") else f"no value\nn=0/{stats.total}"
+        if stats.failed == stats.total:
+            return f"failed\n{count}"
+        return f"not reached\n{count}" if metric.endswith("to_threshold") else f"no value\n{count}"
     if stats.n == 1:
-        return f"{_format(stats.median)}\nn=1/{stats.total}"
-    return f"{_format(stats.median)}\nIQR {_format(stats.q25)}–{_format(stats.q75)}\nn={stats.n}/{stats.total}"
+        return f"{_format(stats.median)}\n{count}"
+    return f"{_format(stats.median)}\nIQR {_format(stats.q25)}–{_format(stats.q75)}\n{count}"
 
 
 def _order(value):
