@@ -10,7 +10,7 @@ from nrecur.cli import main
 from nrecur.model import GPT, GPTConfig
 from nrecur.studies import candidates
 
-WALK = ["--preset", "tiny", "--layers", "1", "--widths", "16", "--heads", "2", "4", "--mlp", "no", "--seeds", "2", "--need", "1",
+WALK = ["--preset", "tiny", "--layers", "1", "--widths", "16", "--heads", "2", "4", "--mlp", "no", "--seeds", "1", "--need", "1",
         "--steps", "40", "--batch", "1", "--workers", "2", "--quiet"]  # fmt: skip
 
 
@@ -38,7 +38,7 @@ def test_the_walk_stops_at_the_first_qualifier_and_runs_everything_when_none_qua
     assert main(["minimal-arch", "--out", str(hard), *WALK, "--threshold", "1e-9"]) == 0
     data = json.loads((hard / "minimal_arch.json").read_text())
     assert data["minimal"] is None and data["options"]["candidates_run"] == 2
-    assert len(data["trials"]) == 4 and all(t["steps_to_threshold"] is None and t["steps"] == 40 for t in data["trials"])
+    assert len(data["trials"]) == 2 and all(t["steps_to_threshold"] is None and t["steps"] == 40 for t in data["trials"])
     assert "no candidate reached" in capsys.readouterr().out
 
 
@@ -47,3 +47,47 @@ def test_bad_walks_are_refused(tmp_path, capsys):
     assert "--need must be between 1 and --seeds (2), got 3" in capsys.readouterr().err
     assert main(["minimal-arch", "--out", str(tmp_path / "x"), "--preset", "nope"]) == 2
     assert "unknown preset" in capsys.readouterr().err
+
+
+def test_a_trial_is_classified_by_its_memorization_and_grok_steps():
+    from nrecur.studies import classify
+
+    assert classify(memorization_step=100, grok_step=900) == "grokked"
+    assert classify(memorization_step=None, grok_step=900) == "generalized"
+    assert classify(memorization_step=900, grok_step=900) == "generalized"  # no memorization phase before it
+    assert classify(memorization_step=1200, grok_step=900) == "generalized"
+    assert classify(memorization_step=100, grok_step=None) == "memorized"
+    assert classify(memorization_step=None, grok_step=None) == "neither"
+
+
+def test_cells_take_their_most_common_class_and_median_delay():
+    import pandas as pd
+
+    from nrecur.studies.grokking import summarize
+
+    rows = [  # train_size, weight_decay, seed, memorization, grok
+        (64, 1.0, 0, 100, 500), (64, 1.0, 1, 100, 300), (64, 1.0, 2, None, None),
+        (64, 0.0, 0, 100, None), (64, 0.0, 1, None, 200),  # a tie: grokked beats memorized, generalized beats memorized
+    ]  # fmt: skip
+    frame = pd.DataFrame([
+        {"train.train_size": s, "train.weight_decay": d, "seed": seed, "memorization_step": m, "steps_to_threshold": g,
+         "status": "ok", "final_kl": 0.1, "run_dir": "x"} for s, d, seed, m, g in rows
+    ]).astype({"memorization_step": "Int64", "steps_to_threshold": "Int64"})  # fmt: skip
+    result = summarize(frame, [64], [0.0, 1.0], {})
+    assert result.cell(64, 1.0)["class"] == "grokked" and result.cell(64, 1.0)["median_delay"] == 300
+    assert result.cell(64, 0.0)["class"] == "generalized" and result.cell(64, 0.0)["median_delay"] is None
+    assert result.cell(64, 1.0)["counts"] == {"grokked": 2, "generalized": 0, "memorized": 0, "neither": 1}
+
+
+@pytest.mark.slow
+def test_the_grokking_study_end_to_end(tmp_path, capsys):
+    out = tmp_path / "grok"
+    args = ["grokking", "--out", str(out), "--preset", "tiny", "--sizes", "32", "--decays", "0", "1", "--seeds", "1", "--steps", "300", "--workers", "2", "--quiet"]
+    assert main(args) == 0
+    data = json.loads((out / "grokking.json").read_text())
+    assert len(data["cells"]) == 2 and len(data["trials"]) == 2
+    for trial in data["trials"]:
+        from nrecur.studies import classify
+
+        assert trial["class"] == classify(trial["memorization_step"], trial["grok_step"])
+    assert (out / "grokking.png").stat().st_size > 0 and "wrote" in capsys.readouterr().out

@@ -1,4 +1,4 @@
-"""``nrecur minimal-arch``: the proposal's studies, each a thin layer over :mod:`nrecur.studies`."""
+"""``nrecur minimal-arch``, ``nrecur grokking``: the proposal's studies, each a thin layer over :mod:`nrecur.studies`."""
 
 from __future__ import annotations
 
@@ -37,6 +37,29 @@ def register(subparsers) -> None:
     parser.add_argument("--quiet", action="store_true", help="no line per finished trial")
     parser.set_defaults(handler=minimal_arch_command, command="minimal-arch")
 
+    grok = subparsers.add_parser(
+        "grokking",
+        help="a grokking phase diagram: training-set size × weight decay in finite mode, each cell classified",
+        description="Train the preset's deterministic task in finite mode (a fixed training set) over the grid "
+        "--sizes × --decays from --seeds seeds each (one resumable sweep in OUT/sweep; same-shape trials train together "
+        "with torch.func unless --runner one-by-one), until held-out KL reaches the threshold or --steps end. Each trial "
+        "is grokked (memorized, then generalized), generalized (no memorization phase first), memorized or neither; "
+        "writes OUT/grokking.json, OUT/grokking.png (class and delay heatmaps) and the progress measures of the "
+        "grokked trial with the longest delay in OUT/progress/.",
+    )
+    grok.add_argument("--out", required=True, metavar="DIR", help="study folder (a study to continue, or new)")
+    grok.add_argument("--preset", default="quick", help="the task, model and training settings (default: quick)")
+    grok.add_argument("--sizes", type=int, nargs="+", default=[256, 512, 1024, 2048], help="training-set sizes, sequences (default: 256 512 1024 2048)")
+    grok.add_argument("--decays", type=float, nargs="+", default=[0.0, 0.1, 0.3, 1.0], help="weight decays (default: 0 0.1 0.3 1)")
+    grok.add_argument("--seeds", type=int, default=2, help="seeds per cell (default: 2)")
+    grok.add_argument("--steps", type=int, default=5000, help="step budget per trial (default: 5000)")
+    grok.add_argument("--lr", type=float, help="peak learning rate (default: the preset's)")
+    grok.add_argument("--batch-size", type=int, help="sequences per step, capped at the training-set size (default: the preset's)")
+    grok.add_argument("--runner", default="ensemble", choices=["ensemble", "one-by-one"], help="how same-shape trials train (default: ensemble)")
+    grok.add_argument("--workers", type=int, metavar="N", help="worker processes (default: one per available CPU)")
+    grok.add_argument("--quiet", action="store_true", help="no line per finished trial")
+    grok.set_defaults(handler=grokking_command, command="grokking")
+
 
 def minimal_arch_command(args: argparse.Namespace) -> int:
     from nrecur.studies import minimal_arch
@@ -66,4 +89,25 @@ def minimal_arch_command(args: argparse.Namespace) -> int:
     else:
         print(f"smallest: {result.minimal['name']} ({result.minimal['n_params']:,} parameters)")
     print(f"wrote {args.out}/minimal_arch.json and minimal_arch.png")
+    return 0
+
+
+def grokking_command(args: argparse.Namespace) -> int:
+    from nrecur.studies import grokking_diagram
+    from nrecur.sweep import BackendOptions
+
+    if args.steps < 1 or args.seeds < 1 or min(args.sizes) < 1:
+        raise UsageError(f"--steps, --seeds and --sizes must be >= 1, got {args.steps}, {args.seeds} and {min(args.sizes)}")
+    train = {"steps": args.steps, **({"lr": args.lr} if args.lr is not None else {}), **({"batch_size": args.batch_size} if args.batch_size else {})}
+    result = grokking_diagram(
+        args.out, preset=args.preset, sizes=args.sizes, decays=args.decays, seeds=args.seeds, train=train, runner=args.runner,
+        options=BackendOptions(workers=args.workers), report=None if args.quiet else print,
+    )  # fmt: skip
+    for cell in result.cells:
+        delay = "" if cell["median_delay"] is None else f", delay {cell['median_delay']:.0f} steps"
+        counts = ", ".join(f"{k} {n}" for k, n in cell["counts"].items() if n)
+        print(f"train_size {cell['train_size']:>6}  weight_decay {cell['weight_decay']:<5g} {cell['class']:<11} ({counts}{delay})")
+    if not any(cell["class"] == "grokked" for cell in result.cells):
+        print(f"no cell grokked within {args.steps} steps")
+    print(f"wrote {args.out}/grokking.json and grokking.png")
     return 0

@@ -4,6 +4,7 @@ Each study is one module with one public function that a ``nrecur`` command call
 (and a spec or script in ``examples/`` reruns).
 """
 
+from nrecur.studies.grokking import GrokkingResult, classify, grokking_diagram
 from nrecur.studies.minimal_arch import MinimalArchResult, candidates, minimal_arch
 
-__all__ = ["MinimalArchResult", "candidates", "minimal_arch"]
+__all__ = ["GrokkingResult", "MinimalArchResult", "candidates", "classify", "grokking_diagram", "minimal_arch"]

@@ -1,0 +1,186 @@
+"""A grokking phase diagram: training-set size × weight decay, each cell classified by how it learned.
+
+Finite mode (a fixed training set, many epochs) on a preset's deterministic
+task: every cell of the grid ``train_size × weight_decay`` trains from ``seeds``
+seeds, with log-spaced checkpoints, until the held-out KL reaches the threshold
+or the step budget ends. Each trial is one of (SPEC §5's memorization and grok
+steps, from the run's own evaluations):
+
+* ``grokked``: memorized the training set first, generalized later — the
+  *delay* is ``grok step − memorization step``;
+* ``generalized``: reached the threshold with no memorization phase before it
+  (never memorized, or both at the same evaluation);
+* ``memorized``: memorized, never generalized within the budget;
+* ``neither``.
+
+A cell's class is its most common trial class (ties go to the order above);
+its delay the median over its grokked trials. The progress measures
+(:mod:`nrecur.analysis.progress`) of one grokked trial show what changed inside
+it between memorization and generalization.
+
+How to read it: the class heatmap is the phase diagram; the delay heatmap says
+how long generalization lagged memorization where it did. If no cell groks,
+the JSON and the figure say so, with the budget tried.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from nrecur._io import atomic_write_text
+from nrecur.analysis import write_analysis
+from nrecur.analysis.base import pyplot, save_figure
+from nrecur.analysis.progress import progress
+from nrecur.runs import load_run
+from nrecur.sweep import BackendOptions, load_sweep, run_sweep, spec_from_data
+
+__all__ = ["CLASSES", "GrokkingResult", "classify", "grokking_diagram", "plot_grokking"]
+
+CLASSES = ("grokked", "generalized", "memorized", "neither")
+"""Trial classes, in the order ties between them are broken."""
+COLOURS = {"grokked": "#D55E00", "generalized": "#0072B2", "memorized": "#E69F00", "neither": "#BBBBBB"}
+
+
+def classify(memorization_step: int | None, grok_step: int | None) -> str:
+    """The class of one trial from its memorization and grok steps (None: never)."""
+    if grok_step is None:
+        return "neither" if memorization_step is None else "memorized"
+    if memorization_step is not None and memorization_step < grok_step:
+        return "grokked"
+    return "generalized"
+
+
+def _step(value) -> int | None:
+    return None if pd.isna(value) else int(value)
+
+
+@dataclass(frozen=True)
+class GrokkingResult:
+    """The phase diagram: one entry per cell, and the trials behind it."""
+
+    sizes: list[int]
+    decays: list[float]
+    cells: list[dict]
+    """Per cell: train_size, weight_decay, class, class counts, median delay, trials."""
+    trials: list[dict]
+    """Per trial: train_size, weight_decay, seed, class, memorization and grok steps, delay, final KL, run folder."""
+    options: dict
+
+    def to_json(self) -> dict:
+        return {"options": self.options, "sizes": self.sizes, "decays": self.decays, "cells": self.cells, "trials": self.trials}
+
+    def cell(self, size: int, decay: float) -> dict:
+        return next(c for c in self.cells if c["train_size"] == size and c["weight_decay"] == decay)
+
+
+def summarize(frame: pd.DataFrame, sizes: list[int], decays: list[float], options: dict) -> GrokkingResult:
+    """Classify every trial of the sweep table ``frame`` and every cell."""
+    trials = []
+    for _, row in frame.iterrows():
+        memorized, grokked = _step(row["memorization_step"]), _step(row["steps_to_threshold"])
+        kind = classify(memorized, grokked) if row["status"] == "ok" else "neither"
+        trials.append({
+            "train_size": int(row["train.train_size"]), "weight_decay": float(row["train.weight_decay"]), "seed": int(row["seed"]),
+            "class": kind, "memorization_step": memorized, "grok_step": grokked,
+            "delay": grokked - memorized if kind == "grokked" else None, "final_kl": None if pd.isna(row["final_kl"]) else float(row["final_kl"]),
+            "status": row["status"], "run_dir": str(row["run_dir"]),
+        })  # fmt: skip
+    cells = []
+    for size in sizes:
+        for decay in decays:
+            mine = [t for t in trials if t["train_size"] == size and t["weight_decay"] == decay]
+            counts = Counter(t["class"] for t in mine)
+            kind = max(CLASSES, key=lambda c: (counts[c], -CLASSES.index(c))) if mine else "neither"
+            delays = [t["delay"] for t in mine if t["delay"] is not None]
+            cells.append({
+                "train_size": size, "weight_decay": decay, "class": kind, "counts": {c: counts[c] for c in CLASSES},
+                "median_delay": float(np.median(delays)) if delays else None, "trials": len(mine),
+            })  # fmt: skip
+    return GrokkingResult(sizes=sizes, decays=decays, cells=cells, trials=trials, options=options)
+
+
+def grokking_diagram(
+    out: str | Path,
+    preset: str = "quick",
+    sizes=(256, 512, 1024, 2048),
+    decays=(0.0, 0.1, 0.3, 1.0),
+    seeds: int = 2,
+    train: dict | None = None,
+    runner: str = "ensemble",
+    progress_sequences: int = 256,
+    options: BackendOptions | None = None,
+    report=print,
+) -> GrokkingResult:
+    """Train the grid as one resumable sweep in ``out/sweep`` (``runner``: how same-shape trials train, see
+    :data:`nrecur.sweep.GROUP_RUNNERS`), classify it, write ``out/grokking.json`` and the heatmaps, and the
+    progress measures of the grokked trial with the longest delay (``out/progress/``)."""
+    out = Path(out)
+    sizes, decays = sorted(int(s) for s in sizes), sorted(float(d) for d in decays)
+    base = {"train": {"mode": "finite", "stop_when_grokked": True, "time_budget": 0.0, "log_checkpoints": 10, **(train or {})}}
+    spec = spec_from_data({
+        "name": f"grokking-{preset}", "preset": preset, "base": base, "seeds": seeds,
+        "grid": {"train.train_size": sizes, "train.weight_decay": decays},
+    }, "grokking")  # fmt: skip
+    run_sweep(spec, out / "sweep", options=dataclasses.replace(options or BackendOptions(), runner=runner), report=report)
+    base_train = spec.base_config()["train"]
+    run_options = {
+        "preset": preset, "seeds": seeds, "step_budget": base_train["steps"], "kl_threshold": base_train["kl_threshold"],
+        "memorization_threshold": base_train["memorization_threshold"], "batch_size": base_train["batch_size"],
+        "lr": base_train["lr"], "runner": runner,
+    }  # fmt: skip
+    result = summarize(load_sweep(out / "sweep"), sizes, decays, run_options)
+    grokked = [t for t in result.trials if t["class"] == "grokked"]
+    if grokked:
+        chosen = max(grokked, key=lambda t: t["delay"])
+        run = load_run(chosen["run_dir"])
+        if len(run.checkpoint_steps) >= 2:
+            write_analysis(progress(run, n_sequences=progress_sequences), out / "progress")
+            result.options["progress_of"] = {key: chosen[key] for key in ("train_size", "weight_decay", "seed", "delay", "run_dir")}
+    atomic_write_text(out / "grokking.json", json.dumps(result.to_json(), indent=1) + "\n")
+    plot_grokking(result, out)
+    return result
+
+
+def plot_grokking(result: GrokkingResult, folder: str | Path, stem: str = "grokking") -> list[Path]:
+    """Left: each cell's class (with its trials' class counts); right: the median delay where cells grokked."""
+    from matplotlib.colors import ListedColormap
+    from matplotlib.patches import Patch
+
+    plt = pyplot()
+    rows, columns = len(result.decays), len(result.sizes)
+    kinds = np.zeros((rows, columns), dtype=int)
+    delay = np.full((rows, columns), np.nan)
+    for cell in result.cells:
+        r, c = result.decays.index(cell["weight_decay"]), result.sizes.index(cell["train_size"])
+        kinds[r, c] = CLASSES.index(cell["class"])
+        if cell["median_delay"] is not None:
+            delay[r, c] = cell["median_delay"]
+    fig, axes = plt.subplots(1, 2, figsize=(2 * (1.1 * columns + 2.5), 0.8 * rows + 2.2), layout="constrained")
+    axes[0].imshow(kinds, cmap=ListedColormap([COLOURS[c] for c in CLASSES]), vmin=-0.5, vmax=len(CLASSES) - 0.5, aspect="auto", origin="lower")
+    for cell in result.cells:
+        r, c = result.decays.index(cell["weight_decay"]), result.sizes.index(cell["train_size"])
+        text = "\n".join(f"{k} {n}" for k, n in cell["counts"].items() if n)
+        axes[0].text(c, r, text, ha="center", va="center", fontsize=7)
+    axes[0].legend(handles=[Patch(color=COLOURS[c], label=c) for c in CLASSES], fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
+    axes[0].set_title("how each cell learned (majority over seeds)", fontsize=9)
+    image = axes[1].imshow(delay, cmap="cividis", aspect="auto", origin="lower")
+    for (r, c), value in np.ndenumerate(delay):
+        if np.isfinite(value):
+            axes[1].text(c, r, f"{value:.0f}", ha="center", va="center", fontsize=8, color="white" if value < np.nanmean(delay) else "black")
+    fig.colorbar(image, ax=axes[1], label="grok step − memorization step (median)")
+    axes[1].set_title("grokking delay, training steps" if np.isfinite(delay).any() else "no cell grokked", fontsize=9)
+    for ax in axes:
+        ax.set_xticks(range(columns), [str(s) for s in result.sizes])
+        ax.set_yticks(range(rows), [f"{d:g}" for d in result.decays])
+        ax.set_xlabel("training-set size (sequences)")
+        ax.set_ylabel("weight decay")
+    o = result.options
+    fig.suptitle(f"{o['preset']}, finite mode: KL ≤ {o['kl_threshold']} within {o['step_budget']} steps, {o['seeds']} seeds per cell", fontsize=10)
+    return save_figure(fig, folder, stem)
