@@ -11,7 +11,7 @@ file system to keep them together). Ray retries a task whose worker died; a
 task that fails for good is recorded as ``failed`` with Ray's error.
 
 Early stopping (``asha_grace``): the trials run as a Ray Tune experiment, each
-reporting its eval KL at every evaluation, and the asynchronous successive
+reporting its eval KL at every evaluation after step 0, and the asynchronous successive
 halving scheduler (ASHA) stops those whose KL is in the worst part of the trials
 at the same evaluation, once they have had ``asha_grace`` evaluations. A
 stopped trial is recorded as ``stopped`` with the step and KL it had reached.
@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 
 from nrecur.sweep.groups import GROUP_RUNNERS, TrialGroup
@@ -96,7 +97,7 @@ class _ReportToTune(Callback):
     def on_log(self, trainer, step: int, metrics: dict) -> None:
         from ray import tune
 
-        if "eval/kl" in metrics:
+        if "eval/kl" in metrics and step > 0:  # the evaluation at step 0 ranks initializations, not training
             tune.report({"eval_kl": float(metrics["eval/kl"]), "step": step})
 
 
@@ -113,6 +114,7 @@ def _tune_trial(config: dict, trials: dict, sweep_path: str, threads: int) -> No
 
 
 def _run_tune(groups: list[TrialGroup], sweep: SweepDir, on_done, options) -> None:
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # one line per trial from us, not Tune's status tables
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
 
