@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -91,3 +92,19 @@ def test_the_grokking_study_end_to_end(tmp_path, capsys):
 
         assert trial["class"] == classify(trial["memorization_step"], trial["grok_step"])
     assert (out / "grokking.png").stat().st_size > 0 and "wrote" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_the_icl_rate_study_reads_each_runs_updates_analysis(tmp_path):
+    out = tmp_path / "icl"
+    args = ["icl-rate", "--out", str(out), "--preset", "tiny", "--rates", "0.2", "--lengths", "16", "--widths", "16", "--steps", "100",
+            "--sequences", "128", "--workers", "1", "--quiet"]  # fmt: skip
+    assert main(args) == 0
+    data = json.loads((out / "icl_rate.json").read_text())
+    assert len(data["runs"]) == 1 and data["runs"][0]["rate"] == "0.2/n"
+    run = data["runs"][0]
+    analysis = json.loads((Path(run["run_dir"]) / "analysis" / "updates.json").read_text())  # load_sweep gives absolute paths
+    observer = analysis["headline"]["learning_rate_observer/transition"]
+    assert run["learning_rate_observer"] == (observer if observer is not None and observer != float("inf") else None)
+    assert (out / "icl_rate.png").stat().st_size > 0
+    assert main(args) == 0  # a rerun reuses the runs and their analyses

@@ -60,6 +60,26 @@ def register(subparsers) -> None:
     grok.add_argument("--quiet", action="store_true", help="no line per finished trial")
     grok.set_defaults(handler=grokking_command, command="grokking")
 
+    icl = subparsers.add_parser(
+        "icl-rate",
+        help="the in-context learning rate after rule transitions, model vs observer, across noise, context and width",
+        description="Train the preset's stochastic task over p_noise = p_transition = C/n for each --rates C, context "
+        "lengths --lengths and widths --widths (one resumable sweep in OUT/sweep), run the updates analysis on every "
+        "finished run, and write OUT/icl_rate.json and OUT/icl_rate.png: the model's median learning rate and "
+        "discreteness after transitions against the observer's, and the rate against context length.",
+    )
+    icl.add_argument("--out", required=True, metavar="DIR", help="study folder (a study to continue, or new)")
+    icl.add_argument("--preset", default="quick", help="the task, model and training settings (default: quick)")
+    icl.add_argument("--rates", type=float, nargs="+", default=[0.1, 0.2], help="C of p_noise = p_transition = C/n (default: 0.1 0.2)")
+    icl.add_argument("--lengths", type=int, nargs="+", default=[16, 32], help="context lengths (default: 16 32)")
+    icl.add_argument("--widths", type=int, nargs="+", default=[32, 64], help="residual widths d_model (default: 32 64)")
+    icl.add_argument("--seeds", type=int, default=1, help="seeds per cell (default: 1)")
+    icl.add_argument("--steps", type=int, help="step budget per run (default: the preset's)")
+    icl.add_argument("--sequences", type=int, default=1024, help="fresh sequences for the updates analysis (default: 1024)")
+    icl.add_argument("--workers", type=int, metavar="N", help="worker processes (default: one per available CPU)")
+    icl.add_argument("--quiet", action="store_true", help="no line per finished run")
+    icl.set_defaults(handler=icl_rate_command, command="icl-rate")
+
 
 def minimal_arch_command(args: argparse.Namespace) -> int:
     from nrecur.studies import minimal_arch
@@ -111,3 +131,28 @@ def grokking_command(args: argparse.Namespace) -> int:
         print(f"no cell grokked within {args.steps} steps")
     print(f"wrote {args.out}/grokking.json and grokking.png")
     return 0
+
+
+def icl_rate_command(args: argparse.Namespace) -> int:
+    from nrecur.studies import icl_rate
+    from nrecur.sweep import BackendOptions
+
+    if args.seeds < 1 or args.sequences < 8 or (args.steps is not None and args.steps < 1):
+        raise UsageError("--seeds and --steps must be >= 1 and --sequences >= 8")
+    result = icl_rate(
+        args.out, preset=args.preset, rates=args.rates, lengths=args.lengths, widths=args.widths, seeds=args.seeds,
+        train={"steps": args.steps} if args.steps else None, n_sequences=args.sequences, options=BackendOptions(workers=args.workers),
+        report=None if args.quiet else print,
+    )  # fmt: skip
+    for run in result.runs:
+        print(
+            f"p = {run['rate']:<6} n_ctx {run['n_ctx']:>3}  d_model {run['d_model']:>3}  seed {run['seed']}  KL {run['final_kl']:.4f}  "
+            f"learning rate {run['learning_rate_model']} vs {run['learning_rate_observer']}  discreteness "
+            f"{_fmt(run['discreteness_model'])} vs {_fmt(run['discreteness_observer'])}"
+        )
+    print(f"wrote {args.out}/icl_rate.json and icl_rate.png")
+    return 0
+
+
+def _fmt(value: float | None) -> str:
+    return "—" if value is None else f"{value:.2f}"

@@ -1,0 +1,140 @@
+"""The in-context learning rate across tasks and models: does the model update as fast as it should?
+
+Stochastic n-recurrence runs over a grid of noise and transition rates
+(``p_noise = p_transition = c/n`` for each ``c``), context lengths and model
+widths, one sweep; then the ``updates`` analysis (:mod:`nrecur.analysis.updates`)
+of every finished run aligns the model's predictions on the rule transitions
+of fresh sequences and measures, per event, its *in-context learning rate*
+(tokens until the new target's probability crosses half of its final rise) and
+*discreteness index*, beside the exact observer's on the same events (SPEC §5).
+
+How to read it: one point per run, the model's median against the observer's,
+with the diagonal where they agree — points above it learn more slowly than
+the normative learner; a second panel shows the median rate against context
+length per width. The observer's rate depends only on the task; the model's
+also on its size and context.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from nrecur._io import atomic_write_text
+from nrecur.analysis.base import OKABE_ITO, pyplot, save_figure
+from nrecur.analysis.updates import updates
+from nrecur.runs import load_run
+from nrecur.sweep import BackendOptions, load_sweep, run_sweep, spec_from_data
+
+__all__ = ["IclRateResult", "icl_rate", "plot_icl_rate"]
+
+MEASURES = ("learning_rate", "discreteness")
+
+
+@dataclass(frozen=True)
+class IclRateResult:
+    """Per run: its grid values, final KL, and the model's and observer's median rate and discreteness."""
+
+    runs: list[dict]
+    options: dict
+
+    def to_json(self) -> dict:
+        return {"options": self.options, "runs": self.runs}
+
+
+def icl_rate(
+    out: str | Path,
+    preset: str = "quick",
+    rates=(0.1, 0.2),
+    lengths=(16, 32),
+    widths=(32, 64),
+    seeds: int = 1,
+    train: dict | None = None,
+    n_sequences: int = 1024,
+    options: BackendOptions = BackendOptions(),
+    report=print,
+) -> IclRateResult:
+    """Train the grid (``rates``: the ``c`` of ``p_noise = p_transition = c/n``) as one sweep in ``out/sweep``,
+    run ``updates`` on every finished run (``n_sequences`` fresh sequences each, written into the run's
+    ``analysis/``), and write ``out/icl_rate.json`` and the figure."""
+    out = Path(out)
+    rates_as_text = [f"{c:g}/n" for c in rates]
+    spec = spec_from_data({
+        "name": f"icl-rate-{preset}", "preset": preset, "variant": "stochastic", "seeds": seeds,
+        "base": {"train": {"time_budget": 0.0, "log_checkpoints": 0, **(train or {})}},
+        "zip": [{"task.p_noise": rates_as_text, "task.p_transition": rates_as_text}],
+        "grid": {"model.n_ctx": [int(n) for n in lengths], "model.d_model": [int(d) for d in widths]},
+    }, "icl-rate")  # fmt: skip
+    run_sweep(spec, out / "sweep", options=options, report=report)
+    frame = load_sweep(out / "sweep")
+    runs = []
+    for _, row in frame[frame["status"] == "ok"].iterrows():
+        run = load_run(row["run_dir"])
+        analysis_file = run.folder.analysis_dir / "updates.json"
+        if analysis_file.exists() and json.loads(analysis_file.read_text()).get("step") == run.step:
+            headline = json.loads(analysis_file.read_text())["headline"]  # analysed before: a rerun reuses it
+        else:
+            from nrecur.analysis import write_analysis
+
+            result = updates(run, n_sequences=n_sequences, decode=False)
+            write_analysis(result, run.folder.analysis_dir, step=run.step)
+            headline = result.headline
+        entry = {
+            "rate": str(row["task.p_noise"]), "n_ctx": int(row["model.n_ctx"]), "d_model": int(row["model.d_model"]), "seed": int(row["seed"]),
+            "final_kl": float(row["final_kl"]), "steps": int(row["steps"]), "run_dir": str(row["run_dir"]),
+            "n_events": headline.get("n_events/transition"),
+        }  # fmt: skip
+        for measure in MEASURES:
+            for who in ("model", "observer"):
+                value = headline.get(f"{measure}_{who}/transition")
+                entry[f"{measure}_{who}"] = None if value is None or not np.isfinite(value) else float(value)
+        runs.append(entry)
+    run_options = {"preset": preset, "rates": rates_as_text, "lengths": list(lengths), "widths": list(widths), "seeds": seeds, "n_sequences": n_sequences}
+    result = IclRateResult(runs=runs, options=run_options)
+    atomic_write_text(out / "icl_rate.json", json.dumps(result.to_json(), indent=1) + "\n")
+    plot_icl_rate(result, out)
+    return result
+
+
+def plot_icl_rate(result: IclRateResult, folder: str | Path, stem: str = "icl_rate") -> list[Path]:
+    """Model against observer (learning rate, discreteness), and the model's rate against context length."""
+    plt = pyplot()
+    frame = pd.DataFrame(result.runs)
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.4), layout="constrained")
+    if frame.empty:
+        for ax in axes:
+            ax.text(0.5, 0.5, "no finished run", ha="center", va="center", transform=ax.transAxes)
+        return save_figure(fig, folder, stem)
+    rates = sorted(frame["rate"].unique())
+    widths = sorted(frame["d_model"].unique())
+    markers = "os^Dv"
+    for ax, measure, unit in zip(axes[:2], MEASURES, ("tokens after the transition", "0: gradual, 1: a jump")):
+        for i, rate in enumerate(rates):
+            for j, width in enumerate(widths):
+                part = frame[(frame["rate"] == rate) & (frame["d_model"] == width)]
+                ax.scatter(part[f"{measure}_observer"], part[f"{measure}_model"], color=OKABE_ITO[i % len(OKABE_ITO)], marker=markers[j % len(markers)], s=30, label=f"p = {rate}, d_model {width}")
+        values = frame[[f"{measure}_observer", f"{measure}_model"]].to_numpy(dtype=float)
+        low, high = np.nanmin(values) if np.isfinite(values).any() else 0, np.nanmax(values) if np.isfinite(values).any() else 1
+        ax.plot([low, high], [low, high], color="#999999", ls=":", lw=1)
+        ax.set_xlabel(f"observer's median {measure.replace('_', ' ')} ({unit})")
+        ax.set_ylabel(f"model's median {measure.replace('_', ' ')}")
+        ax.set_title(f"{measure.replace('_', ' ')} after a transition: model vs observer", fontsize=9)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7)
+    ax = axes[2]
+    for i, rate in enumerate(rates):
+        for j, width in enumerate(widths):
+            part = frame[(frame["rate"] == rate) & (frame["d_model"] == width)].groupby("n_ctx")
+            model, observer = part["learning_rate_model"].median(), part["learning_rate_observer"].median()
+            ax.plot(model.index, model.values, marker=markers[j % len(markers)], color=OKABE_ITO[i % len(OKABE_ITO)], label=f"model, p = {rate}, d_model {width}")
+            ax.plot(observer.index, observer.values, ls=":", color=OKABE_ITO[i % len(OKABE_ITO)], lw=1)
+    ax.set_xlabel("context length (tokens)")
+    ax.set_ylabel("median learning rate (tokens)")
+    ax.set_title("learning rate against context length (dotted: observer)", fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    return save_figure(fig, folder, stem)
