@@ -108,3 +108,20 @@ def test_the_icl_rate_study_reads_each_runs_updates_analysis(tmp_path):
     assert run["learning_rate_observer"] == (observer if observer is not None and observer != float("inf") else None)
     assert (out / "icl_rate.png").stat().st_size > 0
     assert main(args) == 0  # a rerun reuses the runs and their analyses
+
+
+@pytest.mark.slow
+def test_the_modular_diversity_study_records_the_three_references(tmp_path):
+    from nrecur.studies import modular_diversity
+    from nrecur.sweep import BackendOptions, load_sweep
+
+    out = tmp_path / "modular"
+    result = modular_diversity(out, n_tasks=(4, 16), train={"steps": 20, "eval_every": 20, "eval_size": 64}, options=BackendOptions(workers=2), report=None)
+    assert [row["n_tasks"] for row in result.rows] == [4, 16]
+    table = load_sweep(out / "sweep")
+    for row in result.rows:
+        trial = table[table["task.n_tasks"] == row["n_tasks"]].iloc[0]
+        for name in ("eval/kl", "universal/kl", "out_dist/kl", "out_dist/z_acc"):
+            assert row[name] == pytest.approx(float(trial[name])), name
+    assert json.loads((out / "modular_diversity.json").read_text())["options"]["p"] == 7
+    assert (out / "modular_diversity.png").stat().st_size > 0

@@ -80,6 +80,23 @@ def register(subparsers) -> None:
     icl.add_argument("--quiet", action="store_true", help="no line per finished run")
     icl.set_defaults(handler=icl_rate_command, command="icl-rate")
 
+    modular = subparsers.add_parser(
+        "modular-diversity",
+        help="in-context modular arithmetic: KL to the in-distribution and universal observers, ID and OOD, against n_tasks",
+        description="Train in-context modular arithmetic at every --n-tasks (one resumable sweep in OUT/sweep) and write "
+        "OUT/modular_diversity.json and OUT/modular_diversity.png: at the end of training, KL to the in-distribution "
+        "observer and to the universal one on sequences of the training task vectors, KL to the universal observer "
+        "and the accuracy at z on unseen vectors — where the model switches from the switchboard to the general algorithm.",
+    )
+    modular.add_argument("--out", required=True, metavar="DIR", help="study folder (a study to continue, or new)")
+    modular.add_argument("--preset", default="modular-quick", help="modular-quick (default; a 2-core CPU) or modular-paper (a GPU)")
+    modular.add_argument("--n-tasks", type=int, nargs="+", default=[4, 8, 16, 32], help="training task vectors (default: 4 8 16 32)")
+    modular.add_argument("--seeds", type=int, default=1, help="seeds per n_tasks (default: 1)")
+    modular.add_argument("--steps", type=int, help="step budget per run (default: the preset's)")
+    modular.add_argument("--workers", type=int, metavar="N", help="worker processes (default: one per available CPU)")
+    modular.add_argument("--quiet", action="store_true", help="no line per finished run")
+    modular.set_defaults(handler=modular_diversity_command, command="modular-diversity")
+
 
 def minimal_arch_command(args: argparse.Namespace) -> int:
     from nrecur.studies import minimal_arch
@@ -155,4 +172,22 @@ def icl_rate_command(args: argparse.Namespace) -> int:
 
 
 def _fmt(value: float | None) -> str:
-    return "—" if value is None else f"{value:.2f}"
+    return "—" if value is None else f"{value:.3g}"
+
+
+def modular_diversity_command(args: argparse.Namespace) -> int:
+    from nrecur.studies import modular_diversity
+    from nrecur.studies.modular_diversity import ACCURACY, SERIES
+    from nrecur.sweep import BackendOptions
+
+    if args.seeds < 1 or (args.steps is not None and args.steps < 1):
+        raise UsageError("--seeds and --steps must be >= 1")
+    result = modular_diversity(
+        args.out, n_tasks=args.n_tasks, preset=args.preset, seeds=args.seeds, train={"steps": args.steps} if args.steps else None,
+        options=BackendOptions(workers=args.workers), report=None if args.quiet else print,
+    )  # fmt: skip
+    for row in result.rows:
+        values = "  ".join(f"{name} {_fmt(row.get(name))}" for name in (*SERIES, *ACCURACY))
+        print(f"n_tasks {row['n_tasks']:>4}: {values}")
+    print(f"wrote {args.out}/modular_diversity.json and modular_diversity.png")
+    return 0

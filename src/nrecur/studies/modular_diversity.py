@@ -1,0 +1,115 @@
+"""In-context modular arithmetic: at which task diversity does the model switch to the general algorithm?
+
+He et al. train on ``n_tasks`` of the ``p²`` task vectors ``(a, b)`` of
+``z = a·x + b·y mod p`` and find that with few vectors the model learns the
+training set (a *switchboard* over the seen vectors), with many the general
+algorithm that also works out of distribution. Here every ``n_tasks`` of the
+grid trains ``modular-quick`` (one sweep); each run is then read at the end of
+training against three references (its own evaluations):
+
+* KL to the *in-distribution* observer, on sequences of the training vectors
+  (``eval/kl``) — what a perfect switchboard reaches;
+* KL to the *universal* observer (all ``p²`` vectors equally likely) on the same
+  sequences (``universal/kl``) — what the general algorithm reaches;
+* KL to the universal observer on sequences of *unseen* vectors
+  (``out_dist/kl``), and the accuracy at the ``z`` positions there.
+
+How to read it: while ``eval/kl`` is far below ``universal/kl`` the model
+relies on the training vectors; the switch to the general algorithm shows as
+``out_dist/kl`` falling to ``universal/kl`` and the out-of-distribution accuracy
+rising to the universal observer's.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from nrecur._io import atomic_write_text
+from nrecur.analysis.base import OKABE_ITO, pyplot, save_figure
+from nrecur.sweep import BackendOptions, load_sweep, run_sweep, spec_from_data
+
+__all__ = ["ModularDiversityResult", "SERIES", "modular_diversity", "plot_modular_diversity"]
+
+SERIES = {
+    "eval/kl": "KL to the in-distribution observer, ID sequences",
+    "universal/kl": "KL to the universal observer, ID sequences",
+    "out_dist/kl": "KL to the universal observer, OOD sequences",
+}
+ACCURACY = {"eval/z_acc": "model, ID", "out_dist/z_acc": "model, OOD", "out_dist/bayes_z_acc": "universal observer, OOD"}
+
+
+@dataclass(frozen=True)
+class ModularDiversityResult:
+    """Per ``n_tasks``: the median over seeds of every series and accuracy, and the runs behind it."""
+
+    rows: list[dict]
+    options: dict
+
+    def to_json(self) -> dict:
+        return {"options": self.options, "rows": self.rows}
+
+
+def modular_diversity(
+    out: str | Path,
+    n_tasks=(4, 8, 16, 32),
+    preset: str = "modular-quick",
+    seeds: int = 1,
+    train: dict | None = None,
+    options: BackendOptions = BackendOptions(),
+    report=print,
+) -> ModularDiversityResult:
+    """Train ``preset`` at every ``n_tasks`` (one sweep in ``out/sweep``) and write ``out/modular_diversity.json``
+    and the figure; see the module docstring."""
+    out = Path(out)
+    metrics = sorted({*SERIES, *ACCURACY})
+    spec = spec_from_data({
+        "name": f"modular-diversity-{preset}", "preset": preset, "seeds": seeds,
+        "base": {"train": {"time_budget": 0.0, **(train or {})}},
+        "grid": {"task.n_tasks": [int(n) for n in n_tasks]}, "record": {"metrics": metrics},
+    }, "modular-diversity")  # fmt: skip
+    run_sweep(spec, out / "sweep", options=options, report=report)
+    frame = load_sweep(out / "sweep")
+    frame = frame[frame["status"] == "ok"]
+    rows = []
+    for count, part in frame.groupby("task.n_tasks"):
+        row = {"n_tasks": int(count), "runs": len(part), "steps": int(part["steps"].median())}
+        for name in metrics:
+            values = pd.to_numeric(part[name], errors="coerce") if name in part else pd.Series(dtype=float)
+            row[name] = float(values.median()) if values.notna().any() else None
+        rows.append(row)
+    spec_base = spec.base_config()
+    run_options = {"preset": preset, "p": spec_base["task"]["p"], "seeds": seeds, "n_tasks": list(n_tasks), "steps": spec_base["train"]["steps"]}
+    result = ModularDiversityResult(rows=rows, options=run_options)
+    atomic_write_text(out / "modular_diversity.json", json.dumps(result.to_json(), indent=1) + "\n")
+    plot_modular_diversity(result, out)
+    return result
+
+
+def plot_modular_diversity(result: ModularDiversityResult, folder: str | Path, stem: str = "modular_diversity") -> list[Path]:
+    """KL to the three references, and the accuracy at ``z``, against the number of training task vectors."""
+    plt = pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.2), layout="constrained")
+    counts = np.array([row["n_tasks"] for row in result.rows])
+    for colour, (name, label) in zip(OKABE_ITO, SERIES.items()):
+        values = np.array([np.nan if row.get(name) is None else row[name] for row in result.rows], dtype=float)
+        axes[0].plot(counts, values, marker="o", color=colour, label=label)
+    for (name, label), style in zip(ACCURACY.items(), ("-", "--", ":")):
+        values = np.array([np.nan if row.get(name) is None else row[name] for row in result.rows], dtype=float)
+        axes[1].plot(counts, values, marker="o", ls=style, color="#999999" if "observer" in label else OKABE_ITO[0], label=label)
+    p = result.options["p"]
+    axes[0].set_yscale("log")
+    axes[0].set_ylabel("KL(observer ‖ model), nats/token")
+    axes[1].set_ylabel("accuracy at the z positions")
+    axes[1].set_ylim(-0.02, 1.02)
+    for ax in axes:
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel(f"training task vectors n_tasks (of p² = {p * p})")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(f"{result.options['preset']}: the switchboard or the general algorithm (end of training, median over {result.options['seeds']} seed(s))", fontsize=10)
+    return save_figure(fig, folder, stem)
