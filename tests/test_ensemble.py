@@ -16,14 +16,26 @@ from torch import nn
 from nrecur.model import GPT, GPTConfig
 from nrecur.runs import load_run
 from nrecur.tasks import NRecurrence
-from nrecur.train import NonFiniteLossError, RunConfig, TrainConfig, evaluate, resume, train
+from nrecur.train import (
+    NonFiniteLossError,
+    RunConfig,
+    TrainConfig,
+    evaluate,
+    resume,
+    train,
+)
 from nrecur.train.checkpoint import load_checkpoint
 from nrecur.train.ensemble import can_ensemble, train_ensemble
 from nrecur.train.evaluate import build_eval_sets
 from nrecur.train.grokfast import GrokfastEMA
 from nrecur.train.interventions import Intervention
 from nrecur.train.loop import make_optimizer
-from nrecur.train.vector_adamw import FlatLayout, VectorAdamW, VectorGrokfast, clip_grad_norms
+from nrecur.train.vector_adamw import (
+    FlatLayout,
+    VectorAdamW,
+    VectorGrokfast,
+    clip_grad_norms,
+)
 
 TINY = GPTConfig(vocab_size=8, n_ctx=16, d_model=32, n_layers=2, n_heads=2, d_head=8, d_mlp=64)
 BASE = dict(steps=6, batch_size=8, eval_every=3, eval_size=32, warmup_steps=2, checkpoint_every=100, device="cpu")
@@ -61,7 +73,7 @@ def assert_same_weights(a: nn.Module, b: nn.Module, lr: float) -> None:
     so rounding in a small gradient shows at the scale of lr (measured: up to 2.5e-4 * lr after 6 steps)."""
     for (name, pa), pb in zip(a.named_parameters(), b.parameters()):
         keep = ~key_bias_mask(name, pa)
-        torch.testing.assert_close(pa[keep], pb[keep], atol=1e-3 * lr, rtol=1e-5, msg=lambda m: f"{name}: {m}")
+        torch.testing.assert_close(pa[keep], pb[keep], atol=1e-3 * lr, rtol=1e-5, msg=lambda m, name=name: f"{name}: {m}")
 
 
 # --- the vectorized optimizer pieces against torch's
@@ -197,8 +209,7 @@ def test_batched_evaluation_equals_evaluate_alone(ensemble_and_lone):
         assert batched.kl_per_position == pytest.approx(alone.kl_per_position, rel=1e-5, abs=1e-9)
 
 
-def test_a_member_resumes_alone(ensemble_and_lone, tmp_path):
-    root, configs, _ = ensemble_and_lone
+def test_a_member_resumes_alone(tmp_path):
     base = config(**VARIED[1], schedule="constant")
     train_ensemble([base, config(**VARIED[0], schedule="constant")], [tmp_path / "a", tmp_path / "b"])
     resume(tmp_path / "a", steps=9, progress=False)
@@ -281,3 +292,12 @@ def load_kl_at(run_config: RunConfig, step: int) -> float:
     """The eval KL of a lone run at ``step``."""
     short = run_config.model_copy(update={"train": run_config.train.model_copy(update={"steps": step})})
     return train(short, progress=False).evaluations["eval"].kl
+
+
+@pytest.mark.slow  # starting a worker process imports torch: several seconds on a busy 2-core machine
+def test_batches_drawn_in_worker_processes_change_nothing():
+    configs = [config(init_seed=index, data_seed=20 + index) for index in range(2)]
+    in_thread = train_ensemble(configs)
+    in_processes = train_ensemble(configs, data_workers=1)
+    for a, b in zip(in_thread, in_processes):
+        assert a.evaluations["eval"].kl == b.evaluations["eval"].kl  # the same batches: bit for bit

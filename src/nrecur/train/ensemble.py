@@ -12,10 +12,9 @@ parameters, objective and evaluation settings may all differ.
 How: the ``M`` models' parameters are rows of one ``[model, param]`` buffer
 (:mod:`nrecur.train.vector_adamw`). A step runs one forward pass of all models,
 ``vmap(functional_call(template, params_m, tokens_m))`` over the rows and the
-models' own batches (attention through the composite "math" form of
-``scaled_dot_product_attention`` on the CPU, since ``vmap`` has no batching
-rule for the fused CPU kernel and would loop over the models), then one
-backward pass and one optimizer step with per-model hyper-parameters.
+models' own batches (attention in the composite form, see
+``ATTENTION_BACKENDS``), then one backward pass and one optimizer step with
+per-model hyper-parameters.
 
 What stays each model's own: its initialization (``init_seed``), its batches
 (the pure function of its task, ``data_seed`` and the step that
@@ -47,30 +46,40 @@ import math
 import os
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-import numpy as np
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 from torch.func import functional_call, vmap
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from nrecur.model import GPT
 from nrecur.train.callbacks import Evaluator, ProgressBar
 from nrecur.train.config import RunConfig
+from nrecur.train.ensemble_members import BatchedEvaluator, Batches, Member, Replay
 from nrecur.train.evaluate import EvalSet, Evaluation, build_eval_sets, evaluate
 from nrecur.train.folder import RunFolder
 from nrecur.train.loop import NonFiniteLossError, StepInfo, Trainer, TrainResult
 from nrecur.train.objectives import OBJECTIVES
 from nrecur.train.session import default_callbacks
-from nrecur.train.vector_adamw import FlatLayout, VectorAdamW, VectorGrokfast, clip_grad_norms
+from nrecur.train.vector_adamw import (
+    FlatLayout,
+    VectorAdamW,
+    VectorGrokfast,
+    clip_grad_norms,
+)
 
-ATTENTION_BACKENDS: dict[str, list[SDPBackend]] = {
-    "cpu": [SDPBackend.MATH],
-    "cuda": [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH],
-}
-"""Device type → attention kernels allowed under ``vmap`` (those with a batching rule; others loop over models)."""
+ATTENTION_BACKENDS = [SDPBackend.MATH]
+"""Attention under ``vmap``: the composite "math" form of ``scaled_dot_product_attention`` (matmuls and a
+softmax, batched like any op). The fused CPU kernel has no batching rule (vmap loops over the models),
+and the batched memory-efficient CUDA kernel fails in its backward pass (torch 2.11: "LSE is not
+correctly aligned")."""
+
+BATCHABLE_OBJECTIVES = frozenset({"next_token"})
+"""Objectives that are torch functions of the logits and tokens alone (no use of the task): when every
+member has the same one, it runs inside the ``vmap`` with the forward pass. Any other (``observer`` runs
+the observer in numpy) is called per member on its share of the logits."""
 
 EVAL_SEQUENCES = 1024
 """Sequences (summed over models) per vmapped evaluation forward pass, as ``evaluate``'s chunk."""
@@ -119,12 +128,17 @@ def train_ensemble(
     *,
     overwrite: bool = False,
     progress: bool | str = False,
+    compile: bool = False,
+    data_workers: int = 0,
 ) -> list[TrainResult]:
     """Train every config of ``configs`` at once (see the module docstring); one result per config, in order.
 
     ``run_dirs``: one run folder per config (each missing or empty unless ``overwrite``), or None to
     write nothing. Raises ValueError when the group does not qualify (:func:`can_ensemble`).
-    ``progress``: a progress bar of the first member (a string names it).
+    ``progress``: a progress bar of the first member (a string names it). ``compile``: run the training
+    forward and backward passes through ``torch.compile`` (faster steps after a compilation of tens of
+    seconds; see benchmarks/bench_ensemble.py). ``data_workers``: processes that draw the training batches
+    ahead (0: one background thread); worth it when drawing them takes longer than a step, e.g. on a GPU.
     """
     eligibility = can_ensemble(configs)
     if not eligibility:
@@ -137,7 +151,7 @@ def train_ensemble(
     for folder in folders:
         if folder is not None:
             folder.check_new(overwrite)
-    ensemble = Ensemble(configs, folders, progress)
+    ensemble = Ensemble(configs, folders, progress, compile=compile, data_workers=data_workers)
     for member, folder in zip(ensemble.members, folders):
         if folder is not None:
             _prepare_folder(folder, member, overwrite)
@@ -161,64 +175,28 @@ def _prepare_folder(folder: RunFolder, member: Trainer, overwrite: bool) -> None
         raise
 
 
-class Member(Trainer):
-    """One model of an ensemble: a :class:`Trainer` whose steps the :class:`Ensemble` takes for it."""
+class Functional:
+    """The ensemble's model with the given parameters, called as a model: ``tokens [batch, pos] -> logits``."""
 
-    def start_clock(self, started: float) -> None:
-        """Count training time from ``started`` (a ``time.perf_counter()`` value), as ``fit`` does."""
-        self._clock = started - self.seconds
+    def __init__(self, ensemble: "Ensemble", params: dict[str, Tensor]) -> None:
+        self.ensemble, self.params = ensemble, params
 
-    def train_step(self) -> StepInfo:
-        raise RuntimeError("an ensemble member takes its steps with its ensemble (Ensemble.fit)")
-
-    def finish(self) -> TrainResult:
-        """End as ``fit`` ends: stop reason, training time, the callbacks' ``on_end``."""
-        if self.stop_reason is None:
-            self.stop_reason = "steps"
-        self.seconds = self.elapsed()
-        for callback in self.callbacks:
-            callback.on_end(self)
-        return self.result()
-
-
-class BatchedEvaluator(Evaluator):
-    """The :class:`Evaluator` of a member, with its scores computed for all members at once by the ensemble."""
-
-    def __init__(self, ensemble: "Ensemble", eval_sets: dict[str, EvalSet]) -> None:
-        super().__init__(eval_sets)
-        self.ensemble = ensemble
-
-    def evaluate_all(self, trainer: Trainer) -> dict[str, Evaluation]:
-        return self.ensemble.evaluations(trainer)
-
-
-class Replay(nn.Module):
-    """A stand-in model that answers ``tokens`` with logits computed beforehand for exactly those tokens.
-
-    The objective and :func:`evaluate` then run unchanged on one member's share of the vmapped
-    logits. ``tokens [batch, pos]``, ``logits [batch, pos, vocab]``; calls may come in chunks, in order.
-    """
-
-    def __init__(self, tokens: Tensor, logits: Tensor) -> None:
-        super().__init__()
-        self.tokens, self.logits = tokens, logits
-        self.anchor = nn.Parameter(torch.empty(0, device=logits.device))  # evaluate() reads the device from it
-        self._next = 0
-
-    def forward(self, tokens: Tensor) -> Tensor:
-        rows = slice(self._next, self._next + len(tokens))
-        expected = self.tokens[rows]
-        same = tokens.data_ptr() == expected.data_ptr() and tokens.shape == expected.shape and tokens.stride() == expected.stride()
-        if not (same or torch.equal(tokens.to(expected.device), expected)):
-            raise RuntimeError("Replay was asked for other tokens than the ones its logits were computed for")
-        self._next = rows.stop % len(self.tokens)
-        return self.logits[rows]
+    def __call__(self, tokens: Tensor) -> Tensor:
+        return self.ensemble._forward_one(self.params, tokens)
 
 
 class Ensemble:
     """Members trained together; see the module docstring. ``fit()`` runs them all to their end."""
 
-    def __init__(self, configs: Sequence[RunConfig], folders: Sequence[RunFolder | None], progress: bool | str = False) -> None:
+    def __init__(
+        self,
+        configs: Sequence[RunConfig],
+        folders: Sequence[RunFolder | None] | None = None,
+        progress: bool | str = False,
+        compile: bool = False,
+        data_workers: int = 0,
+    ) -> None:
+        folders = [None] * len(configs) if folders is None else folders
         self.members: list[Member] = []
         shared_sets: dict[tuple, dict[str, EvalSet]] = {}
         for index, (config, folder) in enumerate(zip(configs, folders)):
@@ -241,7 +219,12 @@ class Ensemble:
         self.device = first.device
         self.template = GPT(self.config.model).to(self.device).requires_grad_(False)
         self.layout = FlatLayout.of(first.model)
-        self.backends = ATTENTION_BACKENDS.get(self.device.type, [SDPBackend.MATH])
+        self.compile = compile
+        self._vmapped = vmap(self._forward_one)
+        # Training passes only: evaluation (other shapes, no gradients) stays eager rather than compile again.
+        self._train_forward = torch.compile(self._vmapped) if compile else self._vmapped
+        self._train_losses: dict[str, Callable] = {}
+        self.batches = Batches(self.members, data_workers)
         self.step_count = torch.zeros((), dtype=torch.float32)  # AdamW's "step" state of every member
         self.active: list[Member] = list(self.members)
         params = torch.stack([self.layout.flatten(m.model) for m in self.active])  # [model, param]
@@ -253,6 +236,8 @@ class Ensemble:
             else None
         )
         self._bind()
+        self.results: dict[int, TrainResult] = {}
+        """How each member ended (``id(member) -> result``), filled as they end."""
         self._pending: dict[int, tuple[int, dict[str, Evaluation]]] = {}
         """Scores computed in a batch for members that have not asked yet: ``id(member) -> (step, scores)``."""
 
@@ -297,28 +282,33 @@ class Ensemble:
         for member in self.members:
             for callback in member.callbacks:
                 callback.on_start(member)
-        results: dict[int, TrainResult] = {}
-        self._retire(results)
-        while self.active:
-            self._step(results)
-            self._retire(results)
-        return [results[id(member)] for member in self.members]
+        try:
+            self._retire()
+            while self.active:
+                self.step()
+                self._retire()
+        finally:
+            self.close()
+        return [self.results[id(member)] for member in self.members]
 
-    def _retire(self, results: dict[int, TrainResult]) -> None:
+    def close(self) -> None:
+        """End the thread that draws batches ahead (``fit`` does it when it ends)."""
+        self.batches.close()
+
+    def _retire(self) -> None:
         """End the members that have reached their steps or were asked to stop."""
         done = [row for row, m in enumerate(self.active) if m.stop_reason is not None or m.step >= m.config.train.steps]
         if not done:
             return
         for row in done:
             member = self.active[row]
-            results[id(member)] = member.finish()
+            self.results[id(member)] = member.finish()
         self._keep([row for row in range(len(self.active)) if row not in done])
 
-    def _step(self, results: dict[int, TrainResult]) -> None:
+    def step(self) -> None:
         """One optimizer step of every active member (members whose loss is not finite leave first)."""
         step = self.active[0].step
-        batches = np.stack([member.data.batch(step) for member in self.active])  # [model, batch, pos + 1]
-        tokens = torch.from_numpy(batches).to(self.device)
+        tokens = torch.from_numpy(self.batches.get(self.active, step)).to(self.device)  # [model, batch, pos + 1]
         losses = self._losses(tokens)  # [model]
         values = losses.tolist()
         failed = [row for row, value in enumerate(values) if not math.isfinite(value)]
@@ -328,7 +318,7 @@ class Ensemble:
                 try:
                     member.fail(values[row])
                 except NonFiniteLossError:
-                    results[id(member)] = member.result()
+                    self.results[id(member)] = member.result()
             self._keep([row for row in range(len(self.active)) if row not in failed])
             return  # the others take this step again (batches depend on the step only)
         self.grad.zero_()
@@ -363,8 +353,12 @@ class Ensemble:
             low, high = (int(v) for v in torch.aminmax(tokens))
             if low < 0 or high >= self.config.model.vocab_size:
                 raise ValueError(f"training tokens must lie in 0..{self.config.model.vocab_size - 1}, got {low}..{high}")
+        objectives = {member.config.train.objective for member in self.active}
+        if len(objectives) == 1 and objectives <= BATCHABLE_OBJECTIVES:
+            with sdpa_kernel(ATTENTION_BACKENDS):
+                return self._batched_losses(objectives.pop())(self.leaves, tokens)
         inputs = tokens[:, :, :-1]  # [model, batch, pos]
-        logits = self.forward(self.leaves, inputs)  # [model, batch, pos, vocab]
+        logits = self.forward(self.leaves, inputs, train=True)  # [model, batch, pos, vocab]
         return torch.stack(
             [
                 OBJECTIVES[member.config.train.objective](Replay(inputs[row], logits[row]), tokens[row], member.config.task)
@@ -372,13 +366,28 @@ class Ensemble:
             ]
         )
 
-    def forward(self, params: dict[str, Tensor], tokens: Tensor) -> Tensor:
-        """``params {name: [model, *shape]}``, ``tokens [model, batch, pos]`` → ``logits [model, batch, pos, vocab]``."""
-        with sdpa_kernel(self.backends):
-            return vmap(self._forward_one)(params, tokens)
+    def forward(self, params: dict[str, Tensor], tokens: Tensor, train: bool = False) -> Tensor:
+        """``params {name: [model, *shape]}``, ``tokens [model, batch, pos]`` → ``logits [model, batch, pos, vocab]``.
+
+        ``train``: the training pass (compiled when the ensemble compiles).
+        """
+        with sdpa_kernel(ATTENTION_BACKENDS):
+            return (self._train_forward if train else self._vmapped)(params, tokens)
 
     def _forward_one(self, params: dict[str, Tensor], tokens: Tensor) -> Tensor:
         return functional_call(self.template, params, (tokens,), {"check": False})
+
+    def _batched_losses(self, objective: str) -> Callable:
+        """``(params {name: [model, *shape]}, tokens [model, batch, pos + 1]) -> losses [model]`` for one objective."""
+        if objective not in self._train_losses:
+            task = self.config.task  # unused by a batchable objective
+
+            def loss_one(params: dict[str, Tensor], tokens: Tensor) -> Tensor:
+                return OBJECTIVES[objective](Functional(self, params), tokens, task)
+
+            batched = vmap(loss_one)
+            self._train_losses[objective] = torch.compile(batched) if self.compile else batched
+        return self._train_losses[objective]
 
     # --- evaluation
 
