@@ -251,6 +251,9 @@ def test_bad_groups_are_refused_before_anything_is_written(tmp_path):
         train_ensemble([config(), config(init_seed=1)], [tmp_path / "y"])
     with pytest.raises(ValueError, match="differs from config 0 in batch size"):
         train_ensemble([config(), config(batch_size=4)])
+    huge = RunConfig(model=TINY.model_copy(update={"d_mlp": 2**20}), train=TrainConfig(**BASE))  # ~1 GiB of weights each
+    with pytest.raises(ValueError, match="these 64 runs together need about .* train fewer of them at once"):
+        train_ensemble([huge] * 64, [tmp_path / f"huge{i}" for i in range(64)])
     assert sorted(p.name for p in tmp_path.iterdir()) == ["busy"]
 
 
@@ -301,3 +304,14 @@ def test_batches_drawn_in_worker_processes_change_nothing():
     in_processes = train_ensemble(configs, data_workers=1)
     for a, b in zip(in_thread, in_processes):
         assert a.evaluations["eval"].kl == b.evaluations["eval"].kl  # the same batches: bit for bit
+
+
+@pytest.mark.slow  # torch.compile takes tens of seconds on a 2-core CPU
+def test_compiled_ensemble_follows_the_same_trajectories(tmp_path):
+    configs = [config(**VARIED[0], steps=3), config(**{**VARIED[1], "objective": "next_token"}, steps=3)]
+    train_ensemble(configs, [tmp_path / "eager0", tmp_path / "eager1"])
+    train_ensemble(configs, [tmp_path / "compiled0", tmp_path / "compiled1"], compile=True)
+    for index, run_config in enumerate(configs):
+        assert_same_weights(
+            load_run(tmp_path / f"compiled{index}").model, load_run(tmp_path / f"eager{index}").model, run_config.train.lr
+        )

@@ -20,7 +20,8 @@ What stays each model's own: its initialization (``init_seed``), its batches
 (the pure function of its task, ``data_seed`` and the step that
 :mod:`nrecur.train.data` provides), its learning-rate schedule, clipping,
 Grokfast filter and AdamW state, its loss (its objective of
-:mod:`nrecur.train.objectives`, called on its share of the logits), and its
+:mod:`nrecur.train.objectives`: inside the ``vmap`` when it is batchable, see
+``BATCHABLE_OBJECTIVES``, else called on its share of the logits), and its
 callbacks (evaluation, metrics, checkpoints, stopping rules). Each member is a real
 :class:`~nrecur.train.loop.Trainer` whose weights and optimizer state are
 views of its row, so its checkpoints hold exactly what a lone run's hold, and
@@ -31,6 +32,11 @@ Evaluation is batched across models: members with the same evaluation sets
 observer pass; at each evaluation one ``vmap`` forward scores every member on
 its sets, and :func:`~nrecur.train.evaluate.evaluate` turns each member's
 logits into the numbers a lone run reports.
+
+Speed: the next steps' batches are drawn in the background (a thread, or
+``data_workers`` processes) while the current step computes; ``compile=True``
+runs the training pass through ``torch.compile``. ``benchmarks/bench_ensemble.py``
+measures both against the one-by-one loop.
 
 Differences from lone runs: numbers agree to float rounding, not bit for bit
 (batched kernels sum in another order). ``seconds`` in metrics and summaries is
@@ -54,13 +60,15 @@ from torch import Tensor
 from torch.func import functional_call, vmap
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
+from nrecur._memory import available_memory, format_bytes
 from nrecur.model import GPT
 from nrecur.train.callbacks import Evaluator, ProgressBar
 from nrecur.train.config import RunConfig
 from nrecur.train.ensemble_members import BatchedEvaluator, Batches, Member, Replay
 from nrecur.train.evaluate import EvalSet, Evaluation, build_eval_sets, evaluate
 from nrecur.train.folder import RunFolder
-from nrecur.train.loop import NonFiniteLossError, StepInfo, Trainer, TrainResult
+from nrecur.train.loop import NonFiniteLossError, StepInfo, Trainer, TrainResult, resolve_device
+from nrecur.train.memory import estimate_training_memory
 from nrecur.train.objectives import OBJECTIVES
 from nrecur.train.session import default_callbacks
 from nrecur.train.vector_adamw import (
@@ -175,6 +183,24 @@ def _prepare_folder(folder: RunFolder, member: Trainer, overwrite: bool) -> None
         raise
 
 
+def check_ensemble_memory(configs: Sequence[RunConfig], device: torch.device) -> None:
+    """Refuse (ValueError) a group whose runs together need more memory than is available.
+
+    The sum of the runs' own estimates (:mod:`nrecur.train.memory`): the stacked weights, optimizer
+    state and activations are the members' own, side by side.
+    """
+    estimates = [estimate_training_memory(config) for config in configs]
+    needs = [(sum(e.total if device.type == "cpu" else e.host_bytes for e in estimates), available_memory(), "memory")]
+    if device.type == "cuda":
+        needs.append((sum(e.device_bytes for e in estimates), torch.cuda.mem_get_info(device)[0], f"GPU memory on {device}"))
+    for need, available, where in needs:
+        if available is not None and need > available:
+            raise ValueError(
+                f"these {len(configs)} runs together need about {format_bytes(need)} of {where} but only "
+                f"{format_bytes(available)} is available; train fewer of them at once"
+            )
+
+
 class Functional:
     """The ensemble's model with the given parameters, called as a model: ``tokens [batch, pos] -> logits``."""
 
@@ -197,6 +223,7 @@ class Ensemble:
         data_workers: int = 0,
     ) -> None:
         folders = [None] * len(configs) if folders is None else folders
+        check_ensemble_memory(configs, resolve_device(configs[0].train.device))
         self.members: list[Member] = []
         shared_sets: dict[tuple, dict[str, EvalSet]] = {}
         for index, (config, folder) in enumerate(zip(configs, folders)):
