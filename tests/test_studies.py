@@ -125,3 +125,45 @@ def test_the_modular_diversity_study_records_the_three_references(tmp_path):
             assert row[name] == pytest.approx(float(trial[name])), name
     assert json.loads((out / "modular_diversity.json").read_text())["options"]["p"] == 7
     assert (out / "modular_diversity.png").stat().st_size > 0
+
+
+@pytest.mark.parametrize("spec", sorted((Path(__file__).parent.parent / "examples" / "studies").glob("*.toml")), ids=lambda p: p.stem)
+def test_every_example_study_spec_names_a_study_and_its_options(spec):
+    import inspect
+
+    from nrecur.studies import STUDIES, load_study
+
+    name, options = load_study(spec)
+    assert name in STUDIES
+    if "arch" in options:
+        assert set(options["arch"]) <= set(inspect.signature(candidates).parameters)
+
+
+def test_a_bad_study_spec_fails_before_anything_runs(tmp_path, capsys):
+    spec = tmp_path / "bad.toml"
+    spec.write_text('study = "grokking"\nsizes = [64]\nwidth = 3\n')
+    assert main(["study", str(spec), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "unknown option 'width' of study 'grokking'" in err and "decays" in err and not (tmp_path / "out").exists()
+    spec.write_text('study = "phase-diagram"\n')
+    assert main(["study", str(spec), "--out", str(tmp_path / "out")]) == 2
+    assert "'study' must be one of minimal-arch, grokking" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_the_faster_default_study_estimates_and_confirms(tmp_path):
+    from nrecur.studies import faster_default
+    from nrecur.sweep import BackendOptions
+
+    result = faster_default(tmp_path / "fd", preset="tiny", samples=1, steps=60, confirm=1, confirm_seeds=1, threshold=0.6, threads=1, options=BackendOptions(workers=2), report=None)
+    assert len(result.searched) == 3  # one random setting × three widths
+    for trial in result.searched:
+        assert trial["seconds_per_step"] > 0
+        if trial["steps_to_threshold"] is not None:
+            assert trial["estimated_seconds"] == pytest.approx(trial["steps_to_threshold"] * trial["seconds_per_step"])
+    assert result.confirmed[0]["name"] == "preset" and result.confirmed[0]["settings"] == {}
+    reached = [t for t in result.searched if t["estimated_seconds"] is not None]
+    if reached:  # the best estimate is confirmed with its own settings
+        best = min(reached, key=lambda t: t["estimated_seconds"])
+        assert result.confirmed[1]["search"] == best and result.confirmed[1]["settings"]["train.lr"] == best["train.lr"]
+    assert json.loads((tmp_path / "fd" / "faster_default.json").read_text())["options"]["threads"] == 1

@@ -1,4 +1,5 @@
-"""``nrecur minimal-arch``, ``nrecur grokking``: the proposal's studies, each a thin layer over :mod:`nrecur.studies`."""
+"""``nrecur study SPEC``, ``nrecur minimal-arch``, ``grokking``, ``icl-rate``, ``modular-diversity``: the proposal's
+studies, each a thin layer over :mod:`nrecur.studies`."""
 
 from __future__ import annotations
 
@@ -8,6 +9,18 @@ from nrecur.cli import UsageError
 
 
 def register(subparsers) -> None:
+    study = subparsers.add_parser(
+        "study",
+        help="run a study from its spec file (examples/studies/*.toml): one command reruns it",
+        description="Run the study named in SPEC (a TOML file: study = minimal-arch | grokking | icl-rate | "
+        "faster-default | modular-diversity, workers, and the study's options; see examples/studies/) into DIR. "
+        "Studies are resumable sweeps: running the same spec into the same DIR again reuses every finished run.",
+    )
+    study.add_argument("spec", metavar="SPEC", help="study spec (.toml)")
+    study.add_argument("--out", required=True, metavar="DIR", help="study folder")
+    study.add_argument("--quiet", action="store_true", help="no line per finished run")
+    study.set_defaults(handler=study_command, command="study")
+
     parser = subparsers.add_parser(
         "minimal-arch",
         help="the smallest architecture that reaches the KL threshold within a step budget in k of m seeds",
@@ -26,7 +39,7 @@ def register(subparsers) -> None:
     parser.add_argument("--lr", type=float, help="peak learning rate (default: the preset's)")
     parser.add_argument("--seeds", type=int, default=3, help="seeds per candidate, m (default: 3)")
     parser.add_argument("--need", type=int, default=2, help="seeds that must reach the threshold, k (default: 2)")
-    parser.add_argument("--init-from", metavar="RUN", help="fine-tune from RUN's weights (its architecture is the only candidate)")
+    parser.add_argument("--init-from", metavar="RUN", help="fine-tune from RUN's weights (its architecture is the only candidate); a minimal-arch study folder names its answer's run")
     parser.add_argument("--layers", type=int, nargs="+", default=[1, 2, 3], help="numbers of layers (default: 1 2 3)")
     parser.add_argument("--widths", type=int, nargs="+", default=[16, 32, 64], help="residual widths d_model (default: 16 32 64)")
     parser.add_argument("--heads", type=int, nargs="+", default=[1, 2, 4, 8], help="numbers of heads, d_head = d_model / heads >= 4 (default: 1 2 4 8)")
@@ -190,4 +203,13 @@ def modular_diversity_command(args: argparse.Namespace) -> int:
         values = "  ".join(f"{name} {_fmt(row.get(name))}" for name in (*SERIES, *ACCURACY))
         print(f"n_tasks {row['n_tasks']:>4}: {values}")
     print(f"wrote {args.out}/modular_diversity.json and modular_diversity.png")
+    return 0
+
+
+def study_command(args: argparse.Namespace) -> int:
+    from nrecur.studies import load_study, run_study
+
+    name, _ = load_study(args.spec)  # a bad spec fails here, before anything runs
+    run_study(args.spec, args.out, report=None if args.quiet else print)
+    print(f"{name}: wrote {args.out}")
     return 0

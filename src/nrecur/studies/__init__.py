@@ -4,9 +4,27 @@ Each study is one module with one public function that a ``nrecur`` command call
 (and a spec or script in ``examples/`` reruns).
 """
 
+from nrecur.studies.faster_default import FasterDefaultResult, faster_default
 from nrecur.studies.grokking import GrokkingResult, classify, grokking_diagram
 from nrecur.studies.icl_rate import IclRateResult, icl_rate
-from nrecur.studies.modular_diversity import ModularDiversityResult, modular_diversity
 from nrecur.studies.minimal_arch import MinimalArchResult, candidates, minimal_arch
+from nrecur.studies.modular_diversity import ModularDiversityResult, modular_diversity
+from nrecur.studies.spec import STUDIES, load_study, run_study
 
-__all__ = ["GrokkingResult", "IclRateResult", "MinimalArchResult", "ModularDiversityResult", "candidates", "classify", "grokking_diagram", "icl_rate", "minimal_arch", "modular_diversity"]
+__all__ = [
+    "STUDIES",
+    "FasterDefaultResult",
+    "GrokkingResult",
+    "IclRateResult",
+    "MinimalArchResult",
+    "ModularDiversityResult",
+    "candidates",
+    "classify",
+    "faster_default",
+    "grokking_diagram",
+    "icl_rate",
+    "load_study",
+    "minimal_arch",
+    "modular_diversity",
+    "run_study",
+]  # fmt: skip

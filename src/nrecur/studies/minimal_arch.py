@@ -33,7 +33,7 @@ from nrecur.model import GPT, GPTConfig
 from nrecur.runs import load_run
 from nrecur.sweep import BackendOptions, load_sweep, run_sweep, spec_from_data
 
-__all__ = ["Candidate", "MinimalArchResult", "candidates", "minimal_arch", "plot_minimal_arch"]
+__all__ = ["Candidate", "MinimalArchResult", "answer_run", "candidates", "minimal_arch", "plot_minimal_arch"]
 
 ARCH_FIELDS = ("model.n_layers", "model.d_model", "model.n_heads", "model.d_head", "model.d_mlp")
 """The model fields a candidate sets (the sweep's zip axis)."""
@@ -136,9 +136,20 @@ def _summarize(frame, walked: list[Candidate], need: int) -> tuple[list[dict], l
             per_seed.append({
                 "name": candidate.name, "n_params": candidate.n_params, "seed": int(row["seed"]),
                 "steps_to_threshold": _int_or_none(row["steps_to_threshold"]), "steps": _int_or_none(row["steps"]),
-                "status": row["status"],
+                "status": row["status"], "run_dir": str(row["run_dir"]),
             })  # fmt: skip
     return table, per_seed
+
+
+def answer_run(study: str | Path) -> Path:
+    """The run folder of the answer of the minimal-architecture study in ``study``: its first seed (in seed
+    order) that reached the threshold — what ``init_from`` of a fine-tuning walk may name as the study."""
+    data = json.loads((Path(study) / "minimal_arch.json").read_text())
+    if data["minimal"] is None:
+        raise ValueError(f"{study}: the minimal-architecture study found no architecture to start from")
+    name = data["minimal"]["name"]
+    seeds = sorted((t for t in data["trials"] if t["name"] == name and t["steps_to_threshold"] is not None), key=lambda t: t["seed"])
+    return Path(seeds[0]["run_dir"])
 
 
 def minimal_arch(
@@ -169,6 +180,7 @@ def minimal_arch(
 
     base_config = SweepSpec.model_validate({"preset": preset, "variant": variant, "base": base}).base_config()
     if init_from is not None:
+        init_from = str(answer_run(init_from) if (Path(init_from) / "minimal_arch.json").exists() else init_from)
         model = load_run(init_from).config.model
         only = Candidate(sum(p.numel() for p in GPT(model).parameters()), model.n_layers, model.d_model, model.n_heads, model.d_mlp)
         pool = [only]

@@ -33,7 +33,7 @@ from nrecur._io import atomic_write_text
 from nrecur.analysis.base import OKABE_ITO, pyplot, save_figure
 from nrecur.sweep import BackendOptions, load_sweep, run_sweep, spec_from_data
 
-__all__ = ["ModularDiversityResult", "SERIES", "modular_diversity", "plot_modular_diversity"]
+__all__ = ["SERIES", "ModularDiversityResult", "modular_diversity", "plot_modular_diversity"]
 
 SERIES = {
     "eval/kl": "KL to the in-distribution observer, ID sequences",
