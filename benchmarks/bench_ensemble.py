@@ -7,16 +7,20 @@ decays) with one ``Ensemble.step()``. Both run in this process and alternate in 
 warm-up, so drifts in machine load hit them alike; the table reports the median time of one step of
 all ``M`` models over the rounds, and the ratio of the medians. With ``--compile`` a third contender
 runs the ensemble through ``torch.compile``; its compilation time (the first step) is reported apart.
+``--end-to-end STEPS`` also times whole runs into run folders, evaluations and checkpoints included:
+``train()`` of each config in turn against one ``train_ensemble()`` of them all.
 
     python benchmarks/bench_ensemble.py                          # 16 models, batch 16, CPU
     python benchmarks/bench_ensemble.py --batch 64 --threads 1
-    python benchmarks/bench_ensemble.py --device cuda --compile
+    python benchmarks/bench_ensemble.py --device cuda --compile --data-workers 4
+    python benchmarks/bench_ensemble.py --end-to-end 300
 """
 
 from __future__ import annotations
 
 import argparse
 import statistics
+import tempfile
 import time
 from collections.abc import Callable
 
@@ -24,8 +28,8 @@ import torch
 from _common import machine
 
 from nrecur.model import GPTConfig
-from nrecur.train import RunConfig, TrainConfig, Trainer
-from nrecur.train.ensemble import Ensemble
+from nrecur.train import RunConfig, TrainConfig, Trainer, train
+from nrecur.train.ensemble import Ensemble, train_ensemble
 
 
 def member_configs(count: int, batch: int, device: str) -> list[RunConfig]:
@@ -74,6 +78,7 @@ def main() -> None:
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--compile", action="store_true", help="also time the ensemble through torch.compile")
     parser.add_argument("--data-workers", type=int, default=0, help="processes drawing the ensemble's batches ahead")
+    parser.add_argument("--end-to-end", type=int, default=0, metavar="STEPS", help="also time whole runs of STEPS steps")
     args = parser.parse_args()
     if args.threads is not None:
         torch.set_num_threads(args.threads)
@@ -111,6 +116,24 @@ def main() -> None:
         median = statistics.median(values)
         print(f"{name:34s} {median * 1e3:17.1f} {min(values) * 1e3:8.1f} {max(values) * 1e3:8.1f} {base / median:8.2f}x")
     print(f"(a step = one optimizer step of all {args.models} models; load average at the end {_load():.2f})")
+    if args.end_to_end:
+        end_to_end(configs, args.end_to_end, args.data_workers)
+
+
+def end_to_end(configs: list[RunConfig], steps: int, data_workers: int) -> None:
+    """Whole runs (evaluation every steps/3 on 512 sequences, checkpoints, folders): one by one, then at once."""
+    update = {"steps": steps, "eval_every": max(1, steps // 3), "eval_size": 512, "checkpoint_every": steps}
+    configs = [c.model_copy(update={"train": c.train.model_copy(update=update)}) for c in configs]
+    with tempfile.TemporaryDirectory() as root:
+        start = time.perf_counter()
+        for index, config in enumerate(configs):
+            train(config, f"{root}/alone{index}", progress=False)
+        alone = time.perf_counter() - start
+        start = time.perf_counter()
+        train_ensemble(configs, [f"{root}/member{index}" for index in range(len(configs))], data_workers=data_workers)
+        together = time.perf_counter() - start
+    print(f"\nwhole runs of {steps} steps (3 evaluations on 512 sequences, checkpoints): {len(configs)} × train() "
+          f"{alone:.1f} s, train_ensemble() {together:.1f} s: {alone / together:.2f}x (load at the end {_load():.2f})")
 
 
 def _load() -> float:

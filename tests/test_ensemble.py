@@ -25,7 +25,7 @@ from nrecur.train import (
     train,
 )
 from nrecur.train.checkpoint import load_checkpoint
-from nrecur.train.ensemble import can_ensemble, train_ensemble
+from nrecur.train.ensemble import Ensemble, can_ensemble, train_ensemble
 from nrecur.train.evaluate import build_eval_sets
 from nrecur.train.grokfast import GrokfastEMA
 from nrecur.train.interventions import Intervention
@@ -193,6 +193,22 @@ def test_checkpoints_hold_the_lone_optimizer_and_grokfast_state(ensemble_and_lon
             torch.testing.assert_close(member.grokfast[name], tensor, atol=1e-6, rtol=1e-4)
         summary = json.loads((root / f"member{index}" / "summary.json").read_text())
         assert summary["status"] == "finished" and summary["steps"] == (5 if index == 2 else 6)
+
+
+def test_vmapped_evaluation_equals_evaluate_alone():
+    configs = varied_configs()
+    ensemble = Ensemble(configs, vmapped_evaluation=True)
+    try:
+        for member in ensemble.members:
+            scores = ensemble.evaluations(member)
+            for name, eval_set in ensemble._sets(member).items():
+                alone = evaluate(member.model, eval_set)
+                assert scores[name].kl == pytest.approx(alone.kl, rel=1e-6)
+                assert scores[name].model_ce == pytest.approx(alone.model_ce, rel=1e-6)
+                assert scores[name].kl_per_position == pytest.approx(alone.kl_per_position, rel=1e-5, abs=1e-9)
+                assert scores[name].accuracy == alone.accuracy and scores[name].bayes_ce == alone.bayes_ce
+    finally:
+        ensemble.close()
 
 
 def test_batched_evaluation_equals_evaluate_alone(ensemble_and_lone):

@@ -27,11 +27,13 @@ callbacks (evaluation, metrics, checkpoints, stopping rules). Each member is a r
 views of its row, so its checkpoints hold exactly what a lone run's hold, and
 ``resume`` continues a member alone.
 
-Evaluation is batched across models: members with the same evaluation sets
-(same ``eval_seed``, held-out rules and training set) share one set and one
-observer pass; at each evaluation one ``vmap`` forward scores every member on
-its sets, and :func:`~nrecur.train.evaluate.evaluate` turns each member's
-logits into the numbers a lone run reports.
+Evaluation is batched across models where it pays: members with the same
+evaluation sets (same task, ``eval_seed``, ``eval_size``, held-out rules and
+training set) share one set and its one observer pass, the expensive part. The
+models' forward passes on it run in one ``vmap`` on a GPU, with
+:func:`~nrecur.train.evaluate.evaluate` turning each member's logits into the
+numbers a lone run reports; on the CPU each member's own model runs through
+``evaluate`` in turn, which measured faster (see ``VMAPPED_EVALUATION``).
 
 Speed: the next steps' batches are drawn in the background (a thread, or
 ``data_workers`` processes) while the current step computes; ``compile=True``
@@ -88,6 +90,12 @@ BATCHABLE_OBJECTIVES = frozenset({"next_token"})
 """Objectives that are torch functions of the logits and tokens alone (no use of the task): when every
 member has the same one, it runs inside the ``vmap`` with the forward pass. Any other (``observer`` runs
 the observer in numpy) is called per member on its share of the logits."""
+
+VMAPPED_EVALUATION = {"cpu": False, "cuda": True}
+"""Device type → whether an evaluation runs all members' forward passes in one ``vmap`` (a GPU: one
+launch instead of one per member) or each member's own model in turn (the CPU, where the lone model's
+fused attention over 512 or more sequences was 1.5× faster than the vmapped composite form). Either
+way, members with the same evaluation sets share them and their one observer pass."""
 
 EVAL_SEQUENCES = 1024
 """Sequences (summed over models) per vmapped evaluation forward pass, as ``evaluate``'s chunk."""
@@ -221,7 +229,9 @@ class Ensemble:
         progress: bool | str = False,
         compile: bool = False,
         data_workers: int = 0,
+        vmapped_evaluation: bool | None = None,
     ) -> None:
+        """See :func:`train_ensemble`; ``vmapped_evaluation``: None for the device's default (``VMAPPED_EVALUATION``)."""
         folders = [None] * len(configs) if folders is None else folders
         check_ensemble_memory(configs, resolve_device(configs[0].train.device))
         self.members: list[Member] = []
@@ -247,6 +257,7 @@ class Ensemble:
         self.template = GPT(self.config.model).to(self.device).requires_grad_(False)
         self.layout = FlatLayout.of(first.model)
         self.compile = compile
+        self.vmapped_evaluation = VMAPPED_EVALUATION.get(self.device.type, True) if vmapped_evaluation is None else vmapped_evaluation
         self._vmapped = vmap(self._forward_one)
         # Training passes only: evaluation (other shapes, no gradients) stays eager rather than compile again.
         self._train_forward = torch.compile(self._vmapped) if compile else self._vmapped
@@ -432,6 +443,8 @@ class Ensemble:
 
     @torch.no_grad()
     def _evaluate(self, members: list[Trainer]) -> dict[int, dict[str, Evaluation]]:
+        if not self.vmapped_evaluation:  # each member's own model (its weights are views of its row)
+            return {id(m): {name: evaluate(m.model, eval_set) for name, eval_set in self._sets(m).items()} for m in members}
         rows = {id(m): row for row, m in enumerate(self.active)}
         groups: dict[tuple[str, int], list[tuple[Trainer, EvalSet]]] = {}
         for member in members:
