@@ -49,7 +49,7 @@ class FlatLayout:
     """Columns per model (its number of parameters)."""
 
     @classmethod
-    def of(cls, model: nn.Module) -> "FlatLayout":
+    def of(cls, model: nn.Module) -> FlatLayout:
         named = list(model.named_parameters())
         ordered = [item for item in named if item[1].dim() >= 2] + [item for item in named if item[1].dim() < 2]
         segments, start = [], 0
@@ -118,7 +118,7 @@ class VectorGrokfast:
             self.ema.mul_(self._alpha).add_(grad * (1.0 - self._alpha))
         grad.add_(self.ema * self._lambda)
 
-    def select(self, rows: Sequence[int]) -> "VectorGrokfast":
+    def select(self, rows: Sequence[int]) -> VectorGrokfast:
         """The filter of the models ``rows`` only (a copy)."""
         kept = VectorGrokfast([self.alphas[i] for i in rows], [self.lambdas[i] for i in rows], self._alpha)
         if self.ema is not None:
@@ -168,7 +168,7 @@ class VectorAdamW:
         denom = self.exp_avg_sq.sqrt().div_(root_correction2).add_(self.eps)
         self.params.sub_(self.exp_avg.div(denom).mul_(step_size))
 
-    def select(self, params: Tensor, rows: Sequence[int]) -> "VectorAdamW":
+    def select(self, params: Tensor, rows: Sequence[int]) -> VectorAdamW:
         """The optimizer of the models ``rows`` only, over their new buffer ``params`` (state copied)."""
         rows = list(rows)
         kept = VectorAdamW(params, self.decayed, [self.weight_decays[i] for i in rows], [self.betas[i] for i in rows], self.eps)
