@@ -13,7 +13,9 @@
    training time is its optimizer steps alone (``Trainer.train_step`` timed
    in this process, one thread, for each distinct config): everything else —
    worker start-up, the evaluation set and evaluations, checkpoints, the run
-   folder, the record and the table — counts as overhead (target ≤ 1 s).
+   folder, the record and the table — counts as overhead (target ≤ 1 s). The
+   same in CPU seconds (workers' and this process's CPU time less the pure
+   training time) is printed too: it is far less disturbed by other load.
 
     python benchmarks/bench_sweep.py                 # both; ~3 min on 2 cores
     python benchmarks/bench_sweep.py --rounds 1 --tiny 16
@@ -22,6 +24,7 @@
 from __future__ import annotations
 
 import argparse
+import resource
 import statistics
 import tempfile
 import time
@@ -74,23 +77,25 @@ def swept(spec: dict, folder: Path, workers: int | None = None) -> float:
     return time.perf_counter() - start
 
 
-def pure_step_seconds(spec: dict) -> dict[str, float]:
-    """Seconds of optimizer steps alone per trial id (one thread; timed once per distinct model config)."""
+def pure_step_seconds(spec: dict) -> tuple[dict[str, float], dict[str, float]]:
+    """Wall and CPU seconds of optimizer steps alone per trial id (one thread; timed once per distinct model config)."""
     torch.set_num_threads(1)
-    per_shape: dict[str, float] = {}
-    found: dict[str, float] = {}
+    per_shape: dict[str, tuple[float, float]] = {}
+    wall: dict[str, float] = {}
+    cpu: dict[str, float] = {}
     for trial in expand(spec_from_data(spec)):
         key = trial.config.model.model_dump_json()
         if key not in per_shape:
             trainer = Trainer(trial.config)
             for _ in range(5):
                 trainer.train_step()  # warm-up
-            start = time.perf_counter()
-            for _ in range(30):
+            start, start_cpu = time.perf_counter(), time.process_time()
+            for _ in range(50):
                 trainer.train_step()
-            per_shape[key] = (time.perf_counter() - start) / 30
-        found[trial.trial_id] = per_shape[key] * trial.config.train.steps
-    return found
+            per_shape[key] = ((time.perf_counter() - start) / 50, (time.process_time() - start_cpu) / 50)
+        wall[trial.trial_id] = per_shape[key][0] * trial.config.train.steps
+        cpu[trial.trial_id] = per_shape[key][1] * trial.config.train.steps
+    return wall, cpu
 
 
 def main() -> None:
@@ -112,12 +117,17 @@ def main() -> None:
             print(f"round {round_ + 1}: {n} trials; sequential loop {loop:.1f} s ({3600 * n / loop:.0f} trials/h), "
                   f"local sweep {sweep:.1f} s ({3600 * n / sweep:.0f} trials/h): {loop / sweep:.2f}x")  # fmt: skip
         ratios = [loop / sweep for loop, sweep in rows]
-        print(f"throughput: local backend / sequential loop = {statistics.median(ratios):.2f}x (median of {len(ratios)} rounds; target >= 1.8x)")
+        if ratios:
+            print(f"throughput: local backend / sequential loop = {statistics.median(ratios):.2f}x (median of {len(ratios)} rounds; target >= 1.8x)")
 
         spec = tiny_spec(args.tiny)
-        pure = pure_step_seconds(spec)
+        pure, pure_cpu = pure_step_seconds(spec)
         workers = 2
+        cpu_before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        parent_before = time.process_time()
         wall = swept(spec, scratch / "tiny", workers=workers)
+        cpu_after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu = (cpu_after.ru_utime + cpu_after.ru_stime - cpu_before.ru_utime - cpu_before.ru_stime) + time.process_time() - parent_before
         frame = load_sweep(scratch / "tiny")
         trained = sum(pure.values())
         logged = float(frame["seconds"].sum())
@@ -129,6 +139,8 @@ def main() -> None:
         )
         print(f"overhead per trial beyond its optimizer steps: {(workers * wall - trained) / count:.2f} s (target <= 1 s); "
               f"beyond the trainer's clock: {(workers * wall - logged) / count:.2f} s")  # fmt: skip
+        # CPU time hardly depends on what else the machine runs: the same overhead, less disturbed by load
+        print(f"CPU time of the sweep (workers and this process) {cpu:.1f} s: {(cpu - sum(pure_cpu.values())) / count:.2f} CPU s per trial beyond its optimizer steps ({sum(pure_cpu.values()):.1f} CPU s)")
 
 
 if __name__ == "__main__":
