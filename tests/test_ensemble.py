@@ -302,6 +302,8 @@ def test_a_member_that_groks_leaves_and_the_others_go_on(tmp_path):
     stopping = [c.model_copy(update={"train": c.train.model_copy(update={"stop_when_grokked": True, "kl_threshold": threshold})}) for c in (first, second)]
     results = train_ensemble(stopping, [tmp_path / "a", tmp_path / "b"])
     assert results[better].stop_reason == "grokked" and results[better].steps == 3
+    saved = load_checkpoint(load_run(results[better].run_dir).checkpoint)
+    assert {float(t) for name, t in saved.optimizer.items() if name.endswith(".step")} == {3.0}
     other = 1 - better
     assert results[other].stop_reason == "steps" and results[other].steps == 6
     assert results[other].evaluations["eval"].kl == pytest.approx(kls[other], rel=1e-6)

@@ -300,8 +300,14 @@ class Ensemble:
     def _keep(self, rows: list[int]) -> None:
         """Continue with the members ``rows`` of the active ones only (the others have ended).
 
-        The ended ones keep their weights and state in the old buffers, which are no longer written.
+        The ended ones keep their weights and state in the old buffers, which are no longer written,
+        and a step count of their own.
         """
+        for row, member in enumerate(self.active):
+            if row not in rows:
+                own = self.step_count.clone()
+                for state in member.optimizer.state.values():
+                    state["step"] = own
         self.active = [self.active[row] for row in rows]
         if not rows:
             return
