@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import multiprocessing
+import warnings
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 from typing import Protocol
@@ -115,6 +116,13 @@ class Batches:
     def __init__(self, members: Sequence[Trainer], workers: int = 0) -> None:
         self.sources = [member.data for member in members]
         self._row = {id(member): row for row, member in enumerate(members)}
+        if workers > 0 and multiprocessing.current_process().daemon:
+            warnings.warn(
+                f"data_workers={workers} ignored: this is a daemonic process (a sweep worker?), which may not start "
+                "processes; batches are drawn by one thread",
+                stacklevel=3,
+            )
+            workers = 0
         self.workers = workers
         if workers > 0:
             context = multiprocessing.get_context("spawn")  # no fork of a process with torch threads or CUDA
