@@ -1,13 +1,13 @@
 """Sweeps on the local backend: throughput against a sequential loop, and the overhead per trial.
 
-1. **Throughput.** The same trials (small n-recurrence models, ~1–2 s of
-   training each) are trained (a) by a plain loop in this process calling
-   ``nrecur.train`` one trial after the other with torch's default threads
-   (all cores), and (b) by ``run_sweep`` on the local backend (one worker per
-   core, one thread each), start-up of the workers included. The two
-   alternate for ``--rounds`` rounds, so drifts in machine load hit both; the
-   table gives trials per hour of each round and the ratio (target ≥ 1.8× on
-   2 cores).
+1. **Throughput.** The same 24 trials (small n-recurrence models, ~1–3 s of
+   training each) are trained, each way in a fresh process so both pay one
+   start-up, (a) by a plain loop calling ``nrecur.train`` one trial after the
+   other with torch's default threads (all cores), and (b) by ``nrecur sweep``
+   on the local backend (one worker per core, one thread each; the workers'
+   start-up included). The two alternate for ``--rounds`` rounds, so drifts in
+   machine load hit both; each round gives trials per hour and the ratio
+   (target ≥ 1.8× on 2 cores).
 2. **Overhead.** A sweep of ``--tiny`` tiny trials. Overhead per trial =
    (workers × wall time − Σ pure training time) / trials, where a trial's pure
    training time is its optimizer steps alone (``Trainer.train_step`` timed
@@ -24,8 +24,11 @@
 from __future__ import annotations
 
 import argparse
+import json
 import resource
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -41,14 +44,14 @@ from nrecur.train.loop import Trainer
 SMALL = {
     "name": "bench-small",
     "preset": "tiny",
-    "seeds": 4,
+    "seeds": 6,
     "base": {
         "model": {"n_ctx": 16},
-        "train": {"steps": 150, "eval_every": 50, "eval_size": 256, "batch_size": 32, "checkpoint_every": 50, "stop_when_grokked": False},
+        "train": {"steps": 300, "eval_every": 50, "eval_size": 256, "batch_size": 32, "checkpoint_every": 50, "stop_when_grokked": False},
     },
     "grid": {"model.d_model": [16, 32], "model.n_layers": [1, 2]},
 }
-"""16 small trials of 1–2 s of training each."""
+"""24 small trials of 1–3 s of training each (on an idle 2-core CPU)."""
 
 
 def tiny_spec(trials: int) -> dict:
@@ -61,12 +64,16 @@ def tiny_spec(trials: int) -> dict:
     }
 
 
-def sequential(spec: dict, folder: Path) -> float:
-    """Wall time of a plain loop over the trials in this process (torch's default threads)."""
-    trials = expand(spec_from_data(spec))
-    start = time.perf_counter()
-    for trial in trials:
+def sequential(spec: dict, folder: Path) -> None:
+    """A plain loop over the trials in this process (torch's default threads)."""
+    for trial in expand(spec_from_data(spec)):
         train(trial.config, folder / trial.trial_id, progress=False)
+
+
+def timed(command: list[str]) -> float:
+    """Wall time of a command in a fresh process (its output hidden; it must succeed)."""
+    start = time.perf_counter()
+    subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
     return time.perf_counter() - start
 
 
@@ -102,17 +109,23 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=2, help="alternating rounds of the throughput comparison")
     parser.add_argument("--tiny", type=int, default=64, help="trials of the overhead sweep")
+    parser.add_argument("--loop", nargs=2, metavar=("SPEC_JSON", "DIR"), help=argparse.SUPPRESS)  # the sequential side
     args = parser.parse_args()
+    if args.loop:
+        sequential(json.loads(Path(args.loop[0]).read_text()), Path(args.loop[1]))
+        return
     print(f"machine: {machine()}")
     n = len(expand(spec_from_data(SMALL)))
     rows = []
     with tempfile.TemporaryDirectory() as scratch:
         scratch = Path(scratch)
+        spec_file = scratch / "small.yaml"  # JSON is YAML
+        spec_file.write_text(json.dumps(SMALL))
         for round_ in range(args.rounds):
-            threads = torch.get_num_threads()
-            loop = sequential(SMALL, scratch / f"loop{round_}")
-            torch.set_num_threads(threads)
-            sweep = swept(SMALL, scratch / f"sweep{round_}")
+            loop = timed([sys.executable, __file__, "--loop", str(spec_file), str(scratch / f"loop{round_}")])
+            sweep = timed([sys.executable, "-m", "nrecur", "sweep", str(spec_file), "--out", str(scratch / f"sweep{round_}"), "--quiet"])
+            frame = load_sweep(scratch / f"sweep{round_}")
+            assert (frame["status"] == "ok").all()
             rows.append((loop, sweep))
             print(f"round {round_ + 1}: {n} trials; sequential loop {loop:.1f} s ({3600 * n / loop:.0f} trials/h), "
                   f"local sweep {sweep:.1f} s ({3600 * n / sweep:.0f} trials/h): {loop / sweep:.2f}x")  # fmt: skip

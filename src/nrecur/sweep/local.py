@@ -115,7 +115,10 @@ def run_local(
                     continue
                 records = _receive(worker)
                 if records is not None:
-                    worker.group = None
+                    # The next group first, then the bookkeeping (which may write the table): no worker waits on it.
+                    worker.group = queue.popleft() if queue else None
+                    if worker.group is not None:
+                        worker.connection.send(worker.group)
                     for record in records:
                         on_done(record)
                 elif not worker.process.is_alive():
