@@ -326,7 +326,11 @@ def test_batches_drawn_in_worker_processes_change_nothing():
 
 @pytest.mark.slow  # torch.compile takes tens of seconds on a 2-core CPU
 def test_compiled_ensemble_follows_the_same_trajectories(tmp_path):
-    configs = [config(**VARIED[0], steps=3), config(**{**VARIED[1], "objective": "next_token"}, steps=3)]
+    one_layer = TINY.model_copy(update={"n_layers": 1})  # half the graph to compile
+    configs = [
+        RunConfig(model=one_layer, train=TrainConfig(**{**BASE, **VARIED[0], "steps": 3})),
+        RunConfig(model=one_layer, train=TrainConfig(**{**BASE, **VARIED[1], "objective": "next_token", "steps": 3})),
+    ]
     train_ensemble(configs, [tmp_path / "eager0", tmp_path / "eager1"])
     train_ensemble(configs, [tmp_path / "compiled0", tmp_path / "compiled1"], compile=True)
     for index, run_config in enumerate(configs):
