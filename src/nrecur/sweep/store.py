@@ -218,9 +218,10 @@ class SweepDir:
             rows.append(row)
         frame = pd.DataFrame(rows)
         for path in {path for trial in stored["trials"] for path in trial["params"]}:
-            kinds = {type(value) for value in frame[path] if value is not None}
+            values = [trial["params"].get(path) for trial in stored["trials"]]
+            kinds = {type(value) for value in values if value is not None}
             if len(kinds) > 1 and not kinds <= {int, float}:  # e.g. p_noise 0.1 and "0.2/n": one type per column
-                frame[path] = [None if value is None else str(value) for value in frame[path]]
+                frame[path] = [None if value is None else str(_cell(value)) for value in values]
         for name in ("steps", "steps_to_threshold", "memorization_step", "grok_delay", "n_params"):
             if name in frame:
                 frame[name] = frame[name].astype("Int64")  # integers with missing values, not floats
