@@ -54,8 +54,8 @@ def register(subparsers) -> None:
         "grokking",
         help="a grokking phase diagram: training-set size × weight decay in finite mode, each cell classified",
         description="Train the preset's deterministic task in finite mode (a fixed training set) over the grid "
-        "--sizes × --decays from --seeds seeds each (one resumable sweep in OUT/sweep; same-shape trials train together "
-        "with torch.func unless --runner one-by-one), until held-out KL reaches the threshold or --steps end. Each trial "
+        "--sizes × --decays from --seeds seeds each (one resumable sweep in OUT/sweep; with --runner ensemble same-shape "
+        "trials train together with torch.func), until held-out KL reaches the threshold or --steps end. Each trial "
         "is grokked (memorized, then generalized), generalized (no memorization phase first), memorized or neither; "
         "writes OUT/grokking.json, OUT/grokking.png (class and delay heatmaps) and the progress measures of the "
         "grokked trial with the longest delay in OUT/progress/.",
@@ -68,7 +68,7 @@ def register(subparsers) -> None:
     grok.add_argument("--steps", type=int, default=5000, help="step budget per trial (default: 5000)")
     grok.add_argument("--lr", type=float, help="peak learning rate (default: the preset's)")
     grok.add_argument("--batch-size", type=int, help="sequences per step, capped at the training-set size (default: the preset's)")
-    grok.add_argument("--runner", default="ensemble", choices=["ensemble", "one-by-one"], help="how same-shape trials train (default: ensemble)")
+    grok.add_argument("--runner", default="one-by-one", choices=["one-by-one", "ensemble"], help="one-by-one: a process per trial (default; faster on a CPU); ensemble: same-shape trials together with torch.func (10x on a GPU)")
     grok.add_argument("--workers", type=int, metavar="N", help="worker processes (default: one per available CPU)")
     grok.add_argument("--quiet", action="store_true", help="no line per finished trial")
     grok.set_defaults(handler=grokking_command, command="grokking")

@@ -113,13 +113,14 @@ def grokking_diagram(
     decays=(0.0, 0.1, 0.3, 1.0),
     seeds: int = 2,
     train: dict | None = None,
-    runner: str = "ensemble",
+    runner: str = "one-by-one",
     progress_sequences: int = 256,
     options: BackendOptions | None = None,
     report=print,
 ) -> GrokkingResult:
     """Train the grid as one resumable sweep in ``out/sweep`` (``runner``: how same-shape trials train, see
-    :data:`nrecur.sweep.GROUP_RUNNERS`), classify it, write ``out/grokking.json`` and the heatmaps, and the
+    :data:`nrecur.sweep.GROUP_RUNNERS`; ``ensemble`` trains them together with torch.func, 10× faster on a GPU
+    but slower than one process per trial on a 2-core CPU — benchmarks/bench_ensemble.py), classify it, write ``out/grokking.json`` and the heatmaps, and the
     progress measures of the grokked trial with the longest delay (``out/progress/``)."""
     out = Path(out)
     sizes, decays = sorted(int(s) for s in sizes), sorted(float(d) for d in decays)
