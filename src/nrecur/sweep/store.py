@@ -10,6 +10,7 @@
     locks/<id>.lock      held (flock) by the process working on the trial
     results.parquet      the table: one row per trial of the spec (and results.csv, the same)
     plots/               figures of ``nrecur sweep-plot``
+    ray/                 Ray Tune's own files (``--backend ray --asha``)
 
 The table is assembled from ``trials.json`` and the records, so it is always
 consistent with them: a killed sweep loses at most the trials in flight, and
