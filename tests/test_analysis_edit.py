@@ -77,14 +77,14 @@ def test_a_position_patch_of_the_final_residual_stream_changes_that_position_onl
     torch.testing.assert_close(edited.log_probs[:, others], clean[:, others], atol=1e-6, rtol=0)
 
 
-def test_steering_adds_the_target_and_rule_phase_directions(untrained, problems):
+def test_steering_adds_the_target_and_countdown_directions(untrained, problems):
     rng = np.random.default_rng(0)
     directions = ProbeDirections("blocks.1.hook_resid_pre", rng.normal(size=(4, 16)), rng.normal(size=(2, 3, 16)), 0.5, 0.5)
     vectors = steering_vectors(directions, TASK.periods, problems.period, problems.target, POSITION).numpy()
     row = 0
     n, t = int(problems.period[row]), int(problems.target[row])
     for i in range(POSITION + 1):
-        expected = directions.target[t] + directions.rule_phase[TASK.periods.index(n), (POSITION - i) % n]
+        expected = directions.target[t] + directions.countdown[TASK.periods.index(n), (POSITION - i) % n]
         np.testing.assert_allclose(vectors[row, i], expected)
     # α = 0 is no edit; otherwise the hook sees exactly the sum added at positions 0..p.
     kwargs = dict(position=POSITION, method="steer", hook=directions.hook, directions=directions, periods=TASK.periods)
@@ -128,6 +128,16 @@ def test_success_and_moved_follow_their_definitions(problems):
     assert (result.success[1:, 0] == 1).all()  # O* at p puts its mass on t* (next is a target position)
     np.testing.assert_array_equal(result.success_clean[:, 0], problems.target == 0)  # uniform: argmax is token 0
     np.testing.assert_allclose(result.moved[1:], 1.0, atol=1e-9)
+    # moved = 1 - KL(O* ‖ edited) / KL(O* ‖ clean), written out by hand for a mixture half-way to O* and for no edit.
+    mixture = (0.5 * desired + 0.5 / vocab).log()
+    mixed = score(problems, EditedPredictions(log_probs=mixture, clean=clean, position=POSITION))
+    o = desired[:, POSITION:]
+    kl = lambda q: (o * (torch.where(o > 0, o.log(), torch.zeros_like(o)) - q)).where(o > 0, torch.zeros_like(o)).sum(-1)  # noqa: E731
+    expected = 1 - kl(mixture[:, POSITION:]) / kl(clean[:, POSITION:])
+    np.testing.assert_allclose(mixed.moved, expected.numpy(), rtol=1e-9)
+    assert ((mixed.moved > 0) & (mixed.moved < 1)).all()  # strictly between: the direction of the KL matters here
+    none = score(problems, EditedPredictions(log_probs=clean, clean=clean, position=POSITION))
+    np.testing.assert_allclose(none.moved, 0.0, atol=1e-12)
     assert np.isnan(result.success[problems.reads < 0]).all()
 
 

@@ -103,7 +103,8 @@ def test_progress_sees_the_interventions_where_they_were_active_and_runs_side_by
     run = load_run(folder)
     sample = run.task.sample(64, run.config.length, 0)
     bare, seen = progress(run, n_sequences=64), progress(run, n_sequences=64, with_interventions=True)
-    assert bare.interventions == [] and seen.interventions == ["ablate 0.1@0:60"]
+    assert bare.interventions == seen.interventions == ["ablate 0.1@0:60"]
+    assert not bare.measured_with_interventions and seen.measured_with_interventions
     for index, step in enumerate(run.checkpoint_steps):
         model = load_run(folder, step=step).model
         with model.hooks(intervention_hooks(run.config.train.interventions, step)):
@@ -117,7 +118,11 @@ def test_progress_sees_the_interventions_where_they_were_active_and_runs_side_by
     assert main(["analyze", str(folder), "--what", "heads", "--sequences", "64", "--no-progress"]) == 0
     assert "trained with interventions (ablate 0.1@0:60)" in capsys.readouterr().out
     assert main(["analyze", str(folder), "--what", "progress", "--sequences", "64", "--with-interventions", "--no-progress"]) == 0
-    assert json.loads((folder / "analysis" / "progress.json").read_text())["interventions"] == ["ablate 0.1@0:60"]
+    assert json.loads((folder / "analysis" / "progress.json").read_text())["measured_with_interventions"] is True
+    early = [step for step in run.checkpoint_steps if step < 60][-1]  # the ablation was active at this checkpoint
+    assert main(["analyze", str(folder), "--what", "heads", "--sequences", "64", "--step", str(early), "--with-interventions", "--no-progress"]) == 0
+    written = json.loads((folder / "analysis" / f"step_{early:08d}" / "heads.json").read_text())
+    assert written["analyzed_with_interventions"] == ["ablate 0.1@0:60"]
     plain = tmp_path / "plain"
     assert main(["train", "--out", str(plain), *TINY_RUN, "--steps", "5", "--eval-every", "5"]) == 0
     capsys.readouterr()

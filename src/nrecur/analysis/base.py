@@ -83,12 +83,12 @@ def _clean(value: Any) -> Any:
 
 def write_analysis(result: AnalysisResult, analysis_dir: str | Path, step: int | None = None, interventions: list[str] | None = None) -> list[Path]:
     """``analysis_dir/NAME.json`` (headline first, then the checkpoint ``step`` when given, the training-time
-    interventions the model was analyzed with when any, then the data) and the figures; returns the paths written."""
+    interventions the model was analyzed with under ``analyzed_with_interventions`` when any, then the data) and the figures; returns the paths written."""
     analysis_dir = Path(analysis_dir)
     analysis_dir.mkdir(parents=True, exist_ok=True)
     figures = result.plot(analysis_dir)
     data = {"name": result.name, "headline": result.headline, **({"step": step} if step is not None else {})}
-    data.update({"interventions": interventions} if interventions else {})
+    data.update({"analyzed_with_interventions": interventions} if interventions else {})
     data.update(result.to_json())
     data["figures"] = [path.name for path in figures]
     path = analysis_dir / f"{result.name}.json"

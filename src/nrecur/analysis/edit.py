@@ -325,7 +325,7 @@ def edit(run, per_rule: int = 16, seed: int = 0, position: int | None = None, al
             per_rule_hits[candidate.name] = result.success[:, 0]
             if candidate.method == "rank_one":
                 edits = rank_one_edits(model, held_out.tokens, held_out.donor, position, second_moment)
-                rows = np.arange(min(SPECIFICITY_EDITS, len(held_out.tokens)))
+                rows = np.unique(np.linspace(0, len(held_out.tokens) - 1, SPECIFICITY_EDITS).round().astype(int))  # across the rules
                 methods[-1]["specificity_kl"] = float(specificity(model, edits, rows, reference).mean())
     finally:
         model.train(was_training)
@@ -369,7 +369,7 @@ def edit(run, per_rule: int = 16, seed: int = 0, position: int | None = None, al
         "length": length,
         "following": FOLLOWING,
         "held_out_sequences": len(held_out.tokens),
-        "probe_r2": {hook: {"target": d.target_r2, "rule_phase": d.rule_phase_r2} for hook, d in directions.items()},
+        "probe_r2": {hook: {"target": d.target_r2, "countdown": d.countdown_r2} for hook, d in directions.items()},
         "periods": list(task.periods),
     }
     return EditResult(name="edit", headline=headline, methods=methods, chosen=chosen, by_rule=by_rule, options=options)

@@ -53,7 +53,7 @@ def steering_vectors(directions: ProbeDirections, periods: tuple[int, ...], peri
     next target at ``position + 1`` has there."""
     index = np.asarray([periods.index(int(n)) for n in period])  # [batch]
     countdown = (position - np.arange(position + 1)[None, :]) % np.asarray(period)[:, None]  # [batch, pos]
-    vectors = directions.target[np.asarray(target)][:, None, :] + directions.rule_phase[index[:, None], countdown]
+    vectors = directions.target[np.asarray(target)][:, None, :] + directions.countdown[index[:, None], countdown]
     return torch.as_tensor(vectors)
 
 
@@ -167,6 +167,8 @@ def edit_belief(
     device = next(model.parameters()).device
     tokens = torch.as_tensor(np.asarray(tokens), dtype=torch.long, device=device)
     batch, length = tokens.shape
+    if not -length <= position < length:
+        raise ValueError(f"position must be in [{-length}, {length - 1}] for sequences of length {length}, got {position}")
     position = position % length
     hook = hook or f"blocks.{model.config.n_layers - 1}.hook_resid_pre"
     if hook not in model.hook_names:

@@ -112,7 +112,9 @@ class ProgressResult:
     grok_step: int | None
     n_sequences: int
     interventions: list[str] = field(default_factory=list)
-    """The run's interventions the measures saw (each at the checkpoints where it was active); empty: the bare model."""
+    """The run's training-time interventions (``describe()`` form); empty: it trained without any."""
+    measured_with_interventions: bool = False
+    """Whether the measures saw them (each at the checkpoints where it was active) or the bare model."""
     intervention_steps: list[tuple[int, int | None]] = field(default_factory=list)
     """``(start, end)`` of each of :attr:`interventions` (``end`` None: to the end of training)."""
     headline: dict[str, float] = field(default_factory=dict)
@@ -122,6 +124,7 @@ class ProgressResult:
             "steps": list(self.steps),
             "n_sequences": self.n_sequences,
             "interventions": self.interventions,
+            "measured_with_interventions": self.measured_with_interventions,
             "intervention_steps": self.intervention_steps,
             "period_heads": self.period_heads,
             "loss": self.loss,
@@ -274,8 +277,9 @@ def progress(run, n_sequences: int = 512, seed: int = 0, margin: float = 0.25, l
         memorization_step=summary.get("memorization_step"),
         grok_step=summary.get("grok_step"),
         n_sequences=n_sequences,
-        interventions=[i.describe() for i in interventions],
-        intervention_steps=[(i.start, i.end) for i in interventions],
+        interventions=[i.describe() for i in run.config.train.interventions],
+        intervention_steps=[(i.start, i.end) for i in run.config.train.interventions],
+        measured_with_interventions=with_interventions and bool(interventions),
         headline=headline,
     )
 
@@ -294,7 +298,8 @@ def plot_side_by_side(results: dict[str, ProgressResult], folder: str | Path, st
         for colour, name in zip(OKABE_ITO, ("clean", "restricted", "excluded")):
             ax.plot(steps, result.loss[name], color=colour, marker="o", ms=3, label=f"{name} loss")
         ax.axhline(result.loss_bayes, color="#999999", ls=":", label="observer (Bayes)")
-        described = ", ".join(result.interventions) + " (measured with them where active)" if result.interventions else "no intervention"
+        seen = "measured with them where active" if result.measured_with_interventions else "the bare model measured"
+        described = f"{', '.join(result.interventions)} ({seen})" if result.interventions else "no intervention"
         ax.set_title(f"{label}\n" + textwrap.fill(described, 60), fontsize=8)
         ax = axes[1, column]
         if "eval/kl" in result.logged:

@@ -100,7 +100,8 @@ class SteeringScan:
 def kl_per_row(target: Tensor, log_probs: Tensor) -> Tensor:
     """``KL(target ‖ exp(log_probs))`` over the last axis, for any leading shape (float64)."""
     log_target = torch.where(target > 0, target.log(), torch.zeros_like(target))
-    return (target * (log_target - log_probs.double())).sum(-1)
+    terms = target * (log_target - log_probs.double())
+    return torch.where(target > 0, terms, torch.zeros_like(terms)).sum(-1)  # 0 · log 0 = 0, even against -inf
 
 
 @torch.no_grad()
@@ -126,12 +127,12 @@ class ProbeDirections:
     hook: str
     target: np.ndarray
     """``[vocab, d_model]``: one unit raises the probe's P(target = v) by 1."""
-    rule_phase: np.ndarray
+    countdown: np.ndarray
     """``[period, max_period, d_model]``: one unit raises the probe's P(period = periods[k], countdown = c) of
     the next position by 1 (``c = 0``: the next position is a target position)."""
     target_r2: float
     """Held-out R² of the target probe."""
-    rule_phase_r2: float
+    countdown_r2: float
     """Held-out R² of the (period, countdown) probe."""
 
 
@@ -146,7 +147,7 @@ def probe_directions(run, hooks: list[str], seed: int = 0, n_sequences: int = 10
     posterior = task.posterior(fit.tokens)
     targets = {
         "target": np.asarray(posterior.target, dtype=np.float64),  # [batch, pos, vocab]
-        "rule_phase": np.asarray(posterior.countdown, dtype=np.float64),  # [batch, pos, period, max_period]
+        "countdown": np.asarray(posterior.countdown, dtype=np.float64),  # [batch, pos, period, max_period]
     }
     train_seq, test_seq = split_sequences(n_sequences, 0.2, seed)
     cache = cached(model, fit.tokens, hooks)
@@ -159,7 +160,7 @@ def probe_directions(run, hooks: list[str], seed: int = 0, n_sequences: int = 10
             probe = RidgeProbe.fit(x[train_seq].reshape(-1, x.shape[-1]), flat[train_seq].reshape(-1, flat.shape[-1]))
             r2[name] = r2_score(flat[test_seq].reshape(-1, flat.shape[-1]), probe.predict(x[test_seq].reshape(-1, x.shape[-1])))
             directions[name] = target_directions(probe).reshape(*y.shape[2:], -1)
-        found[hook] = ProbeDirections(hook, directions["target"], directions["rule_phase"], r2["target"], r2["rule_phase"])
+        found[hook] = ProbeDirections(hook, directions["target"], directions["countdown"], r2["target"], r2["countdown"])
     return found
 
 

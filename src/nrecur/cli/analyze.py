@@ -70,11 +70,14 @@ def analyze_command(args: argparse.Namespace) -> int:
         print(f"note: this run trained with interventions ({', '.join(i.describe() for i in interventions)}); analyzing the bare model (--with-interventions applies them)")
     elif args.with_interventions and not interventions:
         raise UsageError(f"--with-interventions: {run.path} trained without interventions")
+    elif args.with_interventions and not active:
+        print(f"note: none of this run's interventions was active at step {run.step}; the latest-checkpoint analyses see the bare model")
     # Every analysis runs before anything is written: a failure leaves the folder as it was.
     results = []
     for analysis in chosen:
         start = time.perf_counter()
-        with run.model.hooks(active):
+        itself = "with_interventions" in inspect.signature(analysis.run).parameters  # applies them per checkpoint
+        with run.model.hooks([] if itself else active):
             results.append((analysis.run(run, **_options(analysis.run, args)), time.perf_counter() - start))
     if args.checkpoints == "all":
         over = [a for a in chosen if a.over_training is not None]

@@ -119,6 +119,9 @@ def minimal_arch_command(args: argparse.Namespace) -> int:
         raise UsageError(f"--steps and --seeds must be >= 1, got {args.steps} and {args.seeds}")
     if not 1 <= args.need <= args.seeds:
         raise UsageError(f"--need must be between 1 and --seeds ({args.seeds}), got {args.need}")
+    for name in ("layers", "widths", "heads"):
+        if min(getattr(args, name)) < 1:
+            raise UsageError(f"--{name} must be integers >= 1, got {getattr(args, name)}")
     train = {"steps": args.steps}
     if args.threshold is not None:
         train["kl_threshold"] = args.threshold
@@ -146,9 +149,9 @@ def grokking_command(args: argparse.Namespace) -> int:
     from nrecur.studies import grokking_diagram
     from nrecur.sweep import BackendOptions
 
-    if args.steps < 1 or args.seeds < 1 or min(args.sizes) < 1:
-        raise UsageError(f"--steps, --seeds and --sizes must be >= 1, got {args.steps}, {args.seeds} and {min(args.sizes)}")
-    train = {"steps": args.steps, **({"lr": args.lr} if args.lr is not None else {}), **({"batch_size": args.batch_size} if args.batch_size else {})}
+    if args.steps < 1 or args.seeds < 1 or min(args.sizes) < 1 or (args.batch_size is not None and args.batch_size < 1):
+        raise UsageError(f"--steps, --seeds, --sizes and --batch-size must be >= 1, got {args.steps}, {args.seeds}, {args.sizes} and {args.batch_size}")
+    train = {"steps": args.steps, **({"lr": args.lr} if args.lr is not None else {}), **({"batch_size": args.batch_size} if args.batch_size is not None else {})}
     result = grokking_diagram(
         args.out, preset=args.preset, sizes=args.sizes, decays=args.decays, seeds=args.seeds, train=train, runner=args.runner,
         options=BackendOptions(workers=args.workers), report=None if args.quiet else print,
@@ -169,6 +172,8 @@ def icl_rate_command(args: argparse.Namespace) -> int:
 
     if args.seeds < 1 or args.sequences < 8 or (args.steps is not None and args.steps < 1):
         raise UsageError("--seeds and --steps must be >= 1 and --sequences >= 8")
+    if min(args.rates) <= 0:
+        raise UsageError(f"--rates must be > 0 (rule transitions are the events measured), got {args.rates}")
     result = icl_rate(
         args.out, preset=args.preset, rates=args.rates, lengths=args.lengths, widths=args.widths, seeds=args.seeds,
         train={"steps": args.steps} if args.steps else None, n_sequences=args.sequences, options=BackendOptions(workers=args.workers),

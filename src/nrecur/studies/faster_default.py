@@ -43,7 +43,12 @@ SEARCH = {
     "train.weight_decay": {"choices": [0.0, 0.03, 0.1, 0.3]},
 }
 """The optimizer settings drawn at random (the widths are a grid axis)."""
-WIDTHS = ({"model.d_model": 32, "model.n_heads": 4, "model.d_mlp": 128}, {"model.d_model": 48, "model.n_heads": 6, "model.d_mlp": 192}, {"model.d_model": 64, "model.n_heads": 8, "model.d_mlp": 256})  # fmt: skip
+WIDTHS = (
+    {"model.d_model": 32, "model.n_heads": 4, "model.d_head": 8, "model.d_mlp": 128},
+    {"model.d_model": 48, "model.n_heads": 6, "model.d_head": 8, "model.d_mlp": 192},
+    {"model.d_model": 64, "model.n_heads": 8, "model.d_head": 8, "model.d_mlp": 256},
+)
+"""The model sizes searched (a zip axis; the same fields are set when a candidate is confirmed)."""
 
 
 def seconds_per_step(model: GPTConfig, batch_size: int, length: int, steps: int = 30, threads: int | None = None) -> float:
@@ -107,7 +112,7 @@ def faster_default(
     ``confirm`` estimates and the preset alone with ``threads`` threads (default: torch's), to the preset's KL
     threshold or ``threshold``; see the module docstring. Writes ``out/faster_default.json`` and the figure."""
     out = Path(out)
-    stopping = {"steps": steps, "stop_when_grokked": True, "time_budget": 0.0, "log_checkpoints": 0, **({"kl_threshold": threshold} if threshold else {})}
+    stopping = {"steps": steps, "stop_when_grokked": True, "time_budget": 0.0, "log_checkpoints": 0, **({"kl_threshold": threshold} if threshold is not None else {})}
     search = spec_from_data({
         "name": f"faster-default-{preset}", "preset": preset, "seeds": 1,
         "base": {"train": stopping},
@@ -121,7 +126,7 @@ def faster_default(
     timing: dict[tuple, float] = {}
     searched = []
     for _, row in frame.iterrows():
-        model = GPTConfig.model_validate({**base["model"], "d_model": int(row["model.d_model"]), "n_heads": int(row["model.n_heads"]), "d_mlp": int(row["model.d_mlp"])})
+        model = GPTConfig.model_validate({**base["model"], **{key.split(".", 1)[1]: int(row[key]) for key in WIDTHS[0]}})
         shape = (model.d_model, model.n_heads, model.d_mlp, int(row["train.batch_size"]))
         if shape not in timing:
             timing[shape] = seconds_per_step(model, shape[-1], length, threads=threads)
@@ -137,8 +142,6 @@ def faster_default(
     for candidate in candidates:
         overrides = candidate["settings"]
         model_fields = {key.split(".", 1)[1]: value for key, value in overrides.items() if key.startswith("model.")}
-        if model_fields:
-            model_fields["d_head"] = model_fields["d_model"] // model_fields["n_heads"]
         spec = spec_from_data({
             "name": f"confirm-{candidate['name']}", "preset": preset, "seeds": confirm_seeds,
             "base": {"train": {**stopping, **{k.split(".", 1)[1]: v for k, v in overrides.items() if k.startswith("train.")}},

@@ -5,8 +5,10 @@ Stochastic n-recurrence runs over a grid of noise and transition rates
 widths, one sweep; then the ``updates`` analysis (:mod:`nrecur.analysis.updates`)
 of every finished run aligns the model's predictions on the rule transitions
 of fresh sequences and measures, per event, its *in-context learning rate*
-(tokens until the new target's probability crosses half of its final rise) and
-*discreteness index*, beside the exact observer's on the same events (SPEC §5).
+(tokens after the transition until the new target's probability first exceeds
+0.5; "never" within the window counts as infinitely slow, and a median of
+"never" is shown as missing) and *discreteness index*, beside the exact
+observer's on the same events (SPEC §5).
 
 How to read it: one point per run, the model's median against the observer's,
 with the diagonal where they agree — points above it learn more slowly than

@@ -187,6 +187,8 @@ def minimal_arch(
         base["init_from"] = str(Path(init_from).resolve())
     else:
         pool = candidates(GPTConfig.model_validate(base_config["model"]), **(arch or {}))
+    if not pool:
+        raise ValueError(f"no candidate architecture: every width × heads gives d_head = d_model / n_heads < 4 ({arch})")
     threshold = base_config["train"]["kl_threshold"]
     budget = base_config["train"]["steps"]
     walked: list[Candidate] = []
