@@ -137,6 +137,7 @@ def _summarize(frame, walked: list[Candidate], need: int) -> tuple[list[dict], l
                 "name": candidate.name, "n_params": candidate.n_params, "seed": int(row["seed"]),
                 "steps_to_threshold": _int_or_none(row["steps_to_threshold"]), "steps": _int_or_none(row["steps"]),
                 "status": row["status"], "run_dir": str(row["run_dir"]),
+                "final_kl": None if pd.isna(row["final_kl"]) else float(row["final_kl"]),
             })  # fmt: skip
     return table, per_seed
 
@@ -213,27 +214,34 @@ def minimal_arch(
 
 
 def plot_minimal_arch(result: MinimalArchResult, folder: str | Path, stem: str = "minimal_arch") -> list[Path]:
-    """Steps to the threshold against parameter count: one point per seed (✕ at the budget: never reached),
-    the median of the seeds that reached it as a line, the answer circled."""
+    """Left: final KL against parameter count, one point per seed, the threshold dotted. Right: steps to the
+    threshold, one point per seed (✕ at the budget: never reached); the answer circled in both."""
     plt = pyplot()
-    budget = result.options["step_budget"]
-    fig, ax = plt.subplots(figsize=(8, 4.6), layout="constrained")
+    budget, threshold = result.options["step_budget"], result.options["kl_threshold"]
+    fig, axes = plt.subplots(1, 2, figsize=(13, 4.6), layout="constrained")
+    finished = [t for t in result.per_seed if t.get("final_kl") is not None]
     reached = [t for t in result.per_seed if t["steps_to_threshold"] is not None]
     never = [t for t in result.per_seed if t["steps_to_threshold"] is None and t["status"] != "pending"]
-    ax.scatter([t["n_params"] for t in reached], [t["steps_to_threshold"] for t in reached], color=OKABE_ITO[0], s=18, label="a seed: steps to the threshold")
-    ax.scatter([t["n_params"] for t in never], [budget] * len(never), color=OKABE_ITO[3], marker="x", s=24, label="a seed that never reached it")
-    medians = [(e["n_params"], e["median_steps_to_threshold"]) for e in result.table if e["median_steps_to_threshold"] is not None]
-    if medians:
-        ax.plot(*zip(*sorted(medians)), color=OKABE_ITO[0], lw=1, alpha=0.6)
+    axes[0].scatter([t["n_params"] for t in finished], [t["final_kl"] for t in finished], color=[OKABE_ITO[0] if t["steps_to_threshold"] is not None else OKABE_ITO[3] for t in finished], s=18)
+    axes[0].axhline(threshold, color="#999999", ls=":", lw=1, label=f"threshold {threshold}")
+    axes[0].set_yscale("log")
+    axes[0].set_ylabel("final KL(observer ‖ model), nats/token")
+    axes[0].set_title("where each seed ended (blue: reached the threshold)", fontsize=9)
+    axes[1].scatter([t["n_params"] for t in reached], [t["steps_to_threshold"] for t in reached], color=OKABE_ITO[0], s=18, label="a seed: steps to the threshold")
+    axes[1].scatter([t["n_params"] for t in never], [budget] * len(never), color=OKABE_ITO[3], marker="x", s=24, label="a seed that never reached it")
+    axes[1].axhline(budget, color="#999999", ls=":", lw=1)
+    axes[1].set_ylabel("training steps to the KL threshold")
+    axes[1].set_title("steps to the threshold (✕ on the budget line: never)", fontsize=9)
     if result.minimal is not None:
         m = result.minimal
-        ax.scatter([m["n_params"]], [m["median_steps_to_threshold"]], s=220, facecolors="none", edgecolors="black", lw=1.5, label=f"smallest: {m['name']} ({m['n_params']:,} params)")
-    ax.axhline(budget, color="#999999", ls=":", lw=1)
-    ax.set_xscale("log")
-    ax.set_xlabel("parameters")
-    ax.set_ylabel("training steps to the KL threshold")
+        label = f"smallest: {m['name']} ({m['n_params']:,} params)"
+        axes[1].scatter([m["n_params"]], [m["median_steps_to_threshold"]], s=220, facecolors="none", edgecolors="black", lw=1.5, label=label)
+        axes[0].scatter([m["n_params"]], [m["median_final_kl"]], s=220, facecolors="none", edgecolors="black", lw=1.5, label=label)
+    for ax in axes:
+        ax.set_xscale("log")
+        ax.set_xlabel("parameters")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
     o = result.options
-    ax.set_title(f"{o['preset']} {o['variant']}: KL ≤ {o['kl_threshold']} within {budget} steps in ≥ {o['need']} of {o['seeds']} seeds", fontsize=9)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    fig.suptitle(f"{o['preset']} {o['variant']}: KL ≤ {threshold} within {budget} steps in ≥ {o['need']} of {o['seeds']} seeds ({o['candidates_run']} of {o['candidates_in_grid']} candidates run)", fontsize=10)
     return save_figure(fig, folder, stem)
