@@ -8,6 +8,13 @@ import argparse
 from nrecur.cli import UsageError
 
 
+def _add_common(parser: argparse.ArgumentParser) -> None:
+    """The options every study command has: where it goes, how many workers, how much it prints."""
+    parser.add_argument("--out", required=True, metavar="DIR", help="study folder (a study to continue, or new)")
+    parser.add_argument("--workers", type=int, metavar="N", help="worker processes (default: one per available CPU)")
+    parser.add_argument("--quiet", action="store_true", help="no line per finished run")
+
+
 def register(subparsers) -> None:
     study = subparsers.add_parser(
         "study",
@@ -31,7 +38,6 @@ def register(subparsers) -> None:
         "OUT/minimal_arch.png (steps to the threshold against parameters). With --init-from RUN the candidate is RUN's "
         "own architecture, fine-tuned from its weights.",
     )
-    parser.add_argument("--out", required=True, metavar="DIR", help="study folder (a study to continue, or new)")
     parser.add_argument("--preset", default="quick", help="the task, base model and training settings (default: quick)")
     parser.add_argument("--task", default="deterministic", choices=["deterministic", "stochastic"], help="the preset's deterministic run or its stochastic companion (default: deterministic)")
     parser.add_argument("--threshold", type=float, help="KL threshold, nats/token (default: the preset's: 0.01 deterministic, 0.02 stochastic)")
@@ -46,8 +52,7 @@ def register(subparsers) -> None:
     parser.add_argument("--mlp", default="both", choices=["both", "yes", "no"], help="with an MLP of 4·d_model, attention-only, or both (default)")
     parser.add_argument("--batch", type=int, default=4, help="candidates per round of the walk (default: 4)")
     parser.add_argument("--complete", action="store_true", help="run every candidate (for the whole curve), not only up to the answer")
-    parser.add_argument("--workers", type=int, metavar="N", help="worker processes (default: one per available CPU)")
-    parser.add_argument("--quiet", action="store_true", help="no line per finished trial")
+    _add_common(parser)
     parser.set_defaults(handler=minimal_arch_command, command="minimal-arch")
 
     grok = subparsers.add_parser(
@@ -60,7 +65,6 @@ def register(subparsers) -> None:
         "writes OUT/grokking.json, OUT/grokking.png (class and delay heatmaps) and the progress measures of the "
         "grokked trial with the longest delay in OUT/progress/.",
     )
-    grok.add_argument("--out", required=True, metavar="DIR", help="study folder (a study to continue, or new)")
     grok.add_argument("--preset", default="quick", help="the task, model and training settings (default: quick)")
     grok.add_argument("--sizes", type=int, nargs="+", default=[256, 512, 1024, 2048], help="training-set sizes, sequences (default: 256 512 1024 2048)")
     grok.add_argument("--decays", type=float, nargs="+", default=[0.0, 0.1, 0.3, 1.0], help="weight decays (default: 0 0.1 0.3 1)")
@@ -69,8 +73,7 @@ def register(subparsers) -> None:
     grok.add_argument("--lr", type=float, help="peak learning rate (default: the preset's)")
     grok.add_argument("--batch-size", type=int, help="sequences per step, capped at the training-set size (default: the preset's)")
     grok.add_argument("--runner", default="one-by-one", choices=["one-by-one", "ensemble"], help="one-by-one: a process per trial (default; faster on a CPU); ensemble: same-shape trials together with torch.func (10x on a GPU)")
-    grok.add_argument("--workers", type=int, metavar="N", help="worker processes (default: one per available CPU)")
-    grok.add_argument("--quiet", action="store_true", help="no line per finished trial")
+    _add_common(grok)
     grok.set_defaults(handler=grokking_command, command="grokking")
 
     icl = subparsers.add_parser(
@@ -81,7 +84,6 @@ def register(subparsers) -> None:
         "finished run, and write OUT/icl_rate.json and OUT/icl_rate.png: the model's median learning rate and "
         "discreteness after transitions against the observer's, and the rate against context length.",
     )
-    icl.add_argument("--out", required=True, metavar="DIR", help="study folder (a study to continue, or new)")
     icl.add_argument("--preset", default="quick", help="the task, model and training settings (default: quick)")
     icl.add_argument("--rates", type=float, nargs="+", default=[0.1, 0.2], help="C of p_noise = p_transition = C/n (default: 0.1 0.2)")
     icl.add_argument("--lengths", type=int, nargs="+", default=[16, 32], help="context lengths (default: 16 32)")
@@ -89,8 +91,7 @@ def register(subparsers) -> None:
     icl.add_argument("--seeds", type=int, default=1, help="seeds per cell (default: 1)")
     icl.add_argument("--steps", type=int, help="step budget per run (default: the preset's)")
     icl.add_argument("--sequences", type=int, default=1024, help="fresh sequences for the updates analysis (default: 1024)")
-    icl.add_argument("--workers", type=int, metavar="N", help="worker processes (default: one per available CPU)")
-    icl.add_argument("--quiet", action="store_true", help="no line per finished run")
+    _add_common(icl)
     icl.set_defaults(handler=icl_rate_command, command="icl-rate")
 
     modular = subparsers.add_parser(
@@ -101,13 +102,11 @@ def register(subparsers) -> None:
         "observer and to the universal one on sequences of the training task vectors, KL to the universal observer "
         "and the accuracy at z on unseen vectors — where the model switches from the switchboard to the general algorithm.",
     )
-    modular.add_argument("--out", required=True, metavar="DIR", help="study folder (a study to continue, or new)")
     modular.add_argument("--preset", default="modular-quick", help="modular-quick (default; a 2-core CPU) or modular-paper (a GPU)")
     modular.add_argument("--n-tasks", type=int, nargs="+", default=[4, 8, 16, 32], help="training task vectors (default: 4 8 16 32)")
     modular.add_argument("--seeds", type=int, default=1, help="seeds per n_tasks (default: 1)")
     modular.add_argument("--steps", type=int, help="step budget per run (default: the preset's)")
-    modular.add_argument("--workers", type=int, metavar="N", help="worker processes (default: one per available CPU)")
-    modular.add_argument("--quiet", action="store_true", help="no line per finished run")
+    _add_common(modular)
     modular.set_defaults(handler=modular_diversity_command, command="modular-diversity")
 
 
