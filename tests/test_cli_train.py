@@ -97,9 +97,20 @@ def test_run_main_job_tiny_preset_writes_four_runs_and_a_summary(tmp_path, capsy
     assert summary["rows"][2]["init"] == "tiny-det"
     assert load_run(tmp_path / "tiny-stoch-finetune").config.init_from == str(tmp_path / "tiny-det")
     assert "finished" in json.loads((tmp_path / "tiny-det" / "summary.json").read_text())["status"]
-    # A second call reuses the finished runs.
+    # Every run analyzed and reported, in the worker that trained it; the index links every page.
+    assert f"reports: {tmp_path / 'index.html'}" in out
+    index = (tmp_path / "index.html").read_text()
+    for name in summary["rows"]:
+        folder = tmp_path / name["name"]
+        assert (folder / "report.html").stat().st_size > 0, name
+        assert any((folder / "analysis").glob("*.json")), name
+        assert f'href="{name["name"]}/report.html"' in index
+    assert "tiny-det analysis probes: wrote" in (tmp_path / "tiny-det" / "train.log").read_text()
+    reports = {name["name"]: (tmp_path / name["name"] / "report.html").stat().st_mtime_ns for name in summary["rows"]}
+    # A second call reuses the finished runs and their reports.
     assert main(["run", "--preset", "tiny", "--out", str(tmp_path), "--jobs", "1", "--no-progress"]) == 0
     assert json.loads((tmp_path / "tiny-summary.json").read_text())["rows"] == summary["rows"]
+    assert {name: (tmp_path / name / "report.html").stat().st_mtime_ns for name in reports} == reports
 
 
 def test_eval_refuses_an_empty_evaluation_set(capsys):
@@ -151,3 +162,13 @@ def test_the_finetune_preset_form_matches_the_main_jobs_fine_tune(tmp_path):
     config = config_from_train_args(args)
     assert config.train.lr == 1e-3 and config.train.warmup_steps == 20 and not config.task.is_deterministic
     assert config == main_job_configs(get_preset("quick"), tmp_path)["stoch-finetune"]
+
+
+def test_a_jobs_analyses_cap_the_sequences_and_the_mlp_probe_rows():
+    """The main job's worker asks for at most its caps, never for more than an analysis's default."""
+    from nrecur.analysis.probes import MLP_ROWS, probes
+    from nrecur.jobs.worker import ANALYSIS_MLP_ROWS, _options
+
+    assert ANALYSIS_MLP_ROWS < MLP_ROWS
+    assert _options(probes, 1024, False) == {"n_sequences": 1024, "mlp_rows": ANALYSIS_MLP_ROWS, "show_progress": False}
+    assert "n_sequences" not in _options(probes, 4096, True)  # the default (2048) is below the cap

@@ -144,7 +144,11 @@ class MLPProbe:
         return (torch.softmax(out, -1) if self.distribution else out).double().numpy()
 
 
-def mlp_probe_on(x: np.ndarray, y: np.ndarray, train_seq: np.ndarray, seed: int = 0, max_rows: int = 20000) -> MLPProbe:
+MLP_ROWS = 20000
+"""The most training positions an MLP probe is fitted on (a random subset when there are more)."""
+
+
+def mlp_probe_on(x: np.ndarray, y: np.ndarray, train_seq: np.ndarray, seed: int = 0, max_rows: int = MLP_ROWS) -> MLPProbe:
     """An :class:`MLPProbe` from ``x [batch, pos, d]`` to ``y [batch, pos, k]`` fitted on (at most ``max_rows``
     random) positions of the ``train_seq`` sequences."""
     x_train = x[train_seq].reshape(-1, x.shape[-1])
@@ -152,9 +156,9 @@ def mlp_probe_on(x: np.ndarray, y: np.ndarray, train_seq: np.ndarray, seed: int 
     return MLPProbe.fit(x_train[rows], y[train_seq].reshape(-1, y.shape[-1])[rows], distribution=y.shape[-1] > 1, seed=seed)
 
 
-def _mlp_predictions(x: np.ndarray, y: np.ndarray, train_seq: np.ndarray, test_seq: np.ndarray, seed: int) -> np.ndarray:
+def _mlp_predictions(x: np.ndarray, y: np.ndarray, train_seq: np.ndarray, test_seq: np.ndarray, seed: int, rows: int) -> np.ndarray:
     """Held-out predictions ``[n, k]`` of :func:`mlp_probe_on`."""
-    return mlp_probe_on(x, y, train_seq, seed).predict(x[test_seq].reshape(-1, x.shape[-1]))
+    return mlp_probe_on(x, y, train_seq, seed, rows).predict(x[test_seq].reshape(-1, x.shape[-1]))
 
 
 def kl_rows(p: np.ndarray, q: np.ndarray) -> float:
@@ -283,12 +287,15 @@ class ProbeResult:
     """quantity → {"truth", "linear"}: a sample of held-out values (the first component) for the figure."""
     step: int
     n_sequences: int
+    mlp_rows: int = MLP_ROWS
+    """The most positions each MLP probe was fitted on."""
     headline: dict[str, float] = field(default_factory=dict)
 
     def to_json(self) -> dict:
         return {
             "step": self.step,
             "n_sequences": self.n_sequences,
+            "mlp_rows": self.mlp_rows,
             "hooks": list(self.hooks),
             "quantities": list(self.quantities),
             "best_hook": self.best_hook,
@@ -352,9 +359,13 @@ def _applies(run) -> str | None:
     return None
 
 
-def probes(run, n_sequences: int = 2048, seed: int = 0, held_out: float = 0.2, mlp: bool = True, show_progress: bool = False) -> ProbeResult:
+def probes(
+    run, n_sequences: int = 2048, seed: int = 0, held_out: float = 0.2, mlp: bool = True, mlp_rows: int = MLP_ROWS, show_progress: bool = False
+) -> ProbeResult:
     """Probe every residual hook point of ``run.model`` (and all of them concatenated) for every posterior
-    quantity of ``run.task`` on ``n_sequences`` fresh sequences; see the module docstring."""
+    quantity of ``run.task`` on ``n_sequences`` fresh sequences; see the module docstring. The MLP probes are
+    fitted on at most ``mlp_rows`` positions (they take most of the time: fewer rows, faster and a little
+    weaker — on the quick deterministic run, R² of the period 0.82 at 20,000 rows, 0.79 at 8,000)."""
     task, length = run.task, run.config.length
     sample = task.sample(n_sequences, length, seed)
     post = task.posterior(sample.tokens)
@@ -387,11 +398,11 @@ def probes(run, n_sequences: int = 2048, seed: int = 0, held_out: float = 0.2, m
         shown = rng.choice(len(y_test), size=min(2000, len(y_test)), replace=False)
         scatter[quantity] = {"truth": y_test[shown, 0].tolist(), "linear": predicted[shown, 0].tolist()}
         if mlp:
-            predictions = {hook: _mlp_predictions(x, y, train_seq, test_seq, seed)}
+            predictions = {hook: _mlp_predictions(x, y, train_seq, test_seq, seed, mlp_rows)}
             if quantity != "predictive":
                 for layer in layer_outputs:
                     if layer not in predictions:
-                        predictions[layer] = _mlp_predictions(acts[layer], y, train_seq, test_seq, seed)
+                        predictions[layer] = _mlp_predictions(acts[layer], y, train_seq, test_seq, seed, mlp_rows)
                 r2_mlp_by_layer[quantity] = {layer: r2_score(y_test, predictions[layer]) for layer in layer_outputs}
             r2_mlp[quantity] = r2_score(y_test, predictions[hook])
             if y.shape[-1] > 1:
@@ -419,6 +430,7 @@ def probes(run, n_sequences: int = 2048, seed: int = 0, held_out: float = 0.2, m
         scatter=scatter,
         step=run.step,
         n_sequences=n_sequences,
+        mlp_rows=mlp_rows,
         headline=headline,
     )
 

@@ -351,14 +351,16 @@ def _register_run(subparsers) -> None:
         help="the main job: deterministic until it groks, then stochastic from scratch and fine-tuned, and Mess3",
         description="Train the preset's deterministic task until eval KL reaches its threshold, then its stochastic "
         "task (p_noise = p_transition = 1/(5n)) from scratch and fine-tuned from the first run, and the Mess3 "
-        "belief-geometry model, and print a summary table. Runs go under --out; running again reuses finished runs "
-        "and resumes interrupted ones.",
+        "belief-geometry model, and print a summary table; then run the analyses that apply to each run, write "
+        "each run's report.html and the index over them (--out/index.html). Runs go under --out; running again "
+        "reuses finished runs, resumes interrupted ones and analyzes only runs without a report.",
     )
     parser.add_argument("--preset", default="quick", choices=["quick", "proposal", "tiny"], help="scale (default: quick, for a 2-core CPU)")
     parser.add_argument("--out", default="runs", metavar="DIR", help="where the run folders go (default: runs)")
     parser.add_argument("--jobs", type=int, default=2, help="run the trainings after the first side by side in this many processes (1: one after the other)")
     parser.add_argument("--threads", type=int, help="CPU threads for the deterministic run, split between side-by-side runs (default: all cores)")
     parser.add_argument("--fresh", action="store_true", help="start every run over instead of reusing or resuming")
+    parser.add_argument("--no-analyze", action="store_true", help="train only: no analyses, reports or index")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.set_defaults(handler=run_command, command="run")
 
@@ -373,11 +375,15 @@ def run_command(args: argparse.Namespace) -> int:
     try:
         result = run_main_job(
             get_preset(args.preset), Path(args.out), jobs=args.jobs, fresh=args.fresh, progress=not args.no_progress,
-            threads=args.threads,
+            threads=args.threads, analyze=not args.no_analyze,
         )  # fmt: skip
     except RuntimeError as error:  # a worker failed; its train.log says why
         print(f"nrecur run: error: {error}", file=sys.stderr)
         return 1
     print(result.table())
     print(f"\nmain job '{result.preset}' took {result.seconds:.0f} s; summary in {Path(args.out) / (result.preset + '-summary.md')}")
+    for note in result.notes:
+        print(f"nrecur run: warning: {note}", file=sys.stderr)
+    if result.index is not None:
+        print(f"reports: {result.index}")
     return 0

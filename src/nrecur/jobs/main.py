@@ -4,14 +4,19 @@
 2. Train the stochastic task twice, from scratch and starting from (1)'s
    weights, and the Mess3 belief-geometry model (SPEC §2.5); ``jobs`` of them
    side by side, each in its own process with an equal share of the threads.
-3. Summarize: steps and time to reach the KL threshold, final KL and
+3. Analyze and report: every analysis that applies to a run, then its
+   report (``RUN/report.html``), in the worker that trained it right after
+   training — so one run's analyses overlap another's training; the
+   deterministic run's analyses wait for a free worker after it. Then the
+   index over the runs (``out/index.html``).
+4. Summarize: steps and time to reach the KL threshold, final KL and
    cross-entropies against the Bayes floor.
 
 Every training runs in a worker process (:mod:`nrecur.jobs.worker`) with
 ``OMP_WAIT_POLICY=PASSIVE``: on a busy machine, OpenMP threads that spin while
 waiting cut throughput several fold. Every run lives in its own folder under
 ``out``. Running the job again reuses finished runs and resumes interrupted
-ones (``fresh=True`` starts over).
+ones, and analyzes only runs without a report (``fresh=True`` starts over).
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from nrecur._io import atomic_write_text
+from nrecur.report import read_run, write_index
 from nrecur.tasks import NRecurrence
 from nrecur.train.config import RunConfig
 from nrecur.train.folder import RunFolder
@@ -32,6 +38,10 @@ from nrecur.train.presets import Preset
 
 #: The runs of the main job, in the order they start (the first one before all others).
 MAIN_JOB_RUNS = ("det", "stoch-scratch", "stoch-finetune", "mess3")
+
+ANALYSIS_SEQUENCES = {"tiny": 128}
+"""Preset → the most sequences one of its runs' analyses uses (others: the worker's ``ANALYSIS_SEQUENCES``);
+the tiny preset's runs are for tests and take seconds, their analyses should too."""
 
 
 @dataclass(frozen=True)
@@ -89,11 +99,26 @@ def _task_label(config: RunConfig) -> str:
 
 
 @dataclass(frozen=True)
+class WorkerJob:
+    """What one worker process does with one run folder."""
+
+    folder: RunFolder
+    train: bool = True
+    """Train (resume) the run."""
+    analyze: bool = False
+    """Then run its analyses and write its report."""
+
+
+@dataclass(frozen=True)
 class MainJobResult:
     preset: str
     rows: tuple[RunRow, ...]
     seconds: float
     """Wall-clock time of the whole job."""
+    index: Path | None = None
+    """The index page over the runs (None when the job did not analyze)."""
+    notes: tuple[str, ...] = ()
+    """Analyses that failed in a worker (one line each, from its ``train.log``)."""
 
     def table(self) -> str:
         """The summary as a Markdown table."""
@@ -146,12 +171,16 @@ def run_main_job(
     fresh: bool = False,
     progress: bool = True,
     threads: int | None = None,
+    analyze: bool = True,
 ) -> MainJobResult:
-    """Run the trainings of ``preset`` and the Mess3 model under ``out`` (see the module docstring).
+    """Run the trainings of ``preset`` and the Mess3 model under ``out`` (see the module docstring); with
+    ``analyze``, their analyses, reports and the index too.
 
     Each training runs in a worker process with ``OMP_WAIT_POLICY=PASSIVE``; the deterministic one alone
     with ``threads`` threads (default: all cores), then the others ``jobs`` at a time with
-    ``threads // jobs`` threads each (at least one); a new one starts as soon as one ends.
+    ``threads // jobs`` threads each (at least one); a new one starts as soon as one ends. A run's analyses
+    and report follow its training in the same worker; the deterministic run's take the next free worker
+    after the first two stochastic runs have started.
     """
     start = time.perf_counter()
     out = Path(out)
@@ -159,38 +188,62 @@ def run_main_job(
     names = {kind: f"{preset.name}-{kind}" for kind in MAIN_JOB_RUNS}
     folders = {kind: RunFolder(out / names[kind]) for kind in MAIN_JOB_RUNS}
     configs = main_job_configs(preset, out)
+    index = out / "index.html"
     if prepare(configs["det"], folders["det"], fresh):
-        run_in_workers([folders["det"]], 1, threads, progress)
-    pending = [folders[kind] for kind in MAIN_JOB_RUNS[1:] if prepare(configs[kind], folders[kind], fresh)]
+        run_in_workers([WorkerJob(folders["det"])], 1, threads, progress)
+    pending = []
+    for kind in MAIN_JOB_RUNS[1:]:
+        train = prepare(configs[kind], folders[kind], fresh)
+        if train or (analyze and not folders[kind].report_file.exists()):
+            pending.append(WorkerJob(folders[kind], train=train, analyze=analyze))
+        if kind == "stoch-finetune" and analyze and not folders["det"].report_file.exists():
+            pending.append(WorkerJob(folders["det"], train=False, analyze=True))
     if pending:
         slots = min(jobs, len(pending))
-        run_in_workers(pending, slots, max(1, threads // slots), progress)
+        sequences = ANALYSIS_SEQUENCES.get(preset.name)
+        run_in_workers(pending, slots, max(1, threads // slots), progress, index if analyze else None, sequences)
     rows = tuple(RunRow.from_folder(names[kind], folders[kind]) for kind in MAIN_JOB_RUNS)
-    result = MainJobResult(preset=preset.name, rows=rows, seconds=time.perf_counter() - start)
+    notes = []
+    if analyze:
+        for job in pending:
+            if job.analyze and job.folder.train_log.exists():
+                notes += [line for line in job.folder.train_log.read_text().splitlines() if " analysis " in line and ": failed: " in line]
+        write_index(out, [read_run(folders[kind].path) for kind in MAIN_JOB_RUNS])
+    result = MainJobResult(
+        preset=preset.name, rows=rows, seconds=time.perf_counter() - start, index=index if analyze else None, notes=tuple(notes)
+    )
     atomic_write_text(out / f"{preset.name}-summary.md", result.table() + "\n")
     summary = {"preset": preset.name, "seconds": result.seconds, "rows": [asdict(row) for row in rows]}
     atomic_write_text(out / f"{preset.name}-summary.json", json.dumps(summary, indent=2) + "\n")
     return result
 
 
-def run_in_workers(folders: list[RunFolder], slots: int, threads: int, progress: bool) -> None:
-    """Resume each run folder in its own process with ``threads`` threads, ``slots`` at a time; wait for all.
+def run_in_workers(
+    jobs: list[WorkerJob], slots: int, threads: int, progress: bool, index: Path | None = None, sequences: int | None = None
+) -> None:
+    """Run each job in its own worker process with ``threads`` threads, ``slots`` at a time; wait for all.
 
     A single worker draws its own progress bar; side-by-side workers write theirs to ``train.log`` and this
-    process shows coarse bars from their ``metrics.jsonl``.
+    process shows coarse bars from their ``metrics.jsonl``. ``index``: the page the reports link to;
+    ``sequences``: the most sequences an analysis uses.
     """
+    folders = [job.folder for job in jobs]
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads), "OMP_WAIT_POLICY": "PASSIVE"}
     alone = len(folders) == 1
-    waiting = list(folders)
+    waiting = list(jobs)
     running: list[tuple[RunFolder, subprocess.Popen, object]] = []
     finished: list[tuple[RunFolder, int]] = []
     bars = _bars(folders) if progress and not alone else None
     try:
         while waiting or running:
             while waiting and len(running) < slots:
-                folder = waiting.pop(0)
-                log = open(folder.train_log, "w")
+                job = waiting.pop(0)
+                folder = job.folder
+                log = open(folder.train_log, "w" if job.train else "a")
                 command = [sys.executable, "-m", "nrecur.jobs.worker", str(folder.path), *([] if progress else ["--no-progress"])]
+                command += ([] if job.train else ["--no-train"]) + (["--analyze"] if job.analyze else [])
+                command += ["--index", str(index)] if index is not None and job.analyze else []
+                command += ["--sequences", str(sequences)] if sequences is not None and job.analyze else []
                 stderr = None if alone and progress else subprocess.STDOUT
                 running.append((folder, subprocess.Popen(command, stdout=log, stderr=stderr, env=env), log))
             for item in list(running):

@@ -168,9 +168,14 @@ def _paragraphs(doc: str | None) -> tuple[str, ...]:
     return tuple(blocks)
 
 
+SAMPLE_SIZES = {"n_sequences": "fresh sequences analysed", "mlp_rows": "positions each MLP probe is fitted on (at most)"}
+"""JSON keys saying how much data an analysis used → their row in its headline table."""
+
+
 def _headline_table(item: AnalysisFile) -> Table:
     rows = tuple((str(k), fmt(v)) for k, v in item.headline.items())
-    return Table("headline", ("figure", "value"), rows)
+    sizes = tuple((label, f"{item.data[key]:,}") for key, label in SAMPLE_SIZES.items() if isinstance(item.data.get(key), int))
+    return Table("headline", ("figure", "value"), rows + sizes)
 
 
 def _figures(item: AnalysisFile, budget: Budget, page_dir) -> tuple[Image, ...]:
