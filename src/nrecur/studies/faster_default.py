@@ -190,7 +190,7 @@ def plot_faster_default(result: FasterDefaultResult, folder: str | Path, stem: s
     axes[0].set_ylabel("estimated seconds alone to the threshold")
     axes[0].set_title("search: steps to the threshold × seconds per step alone (never reached: not drawn)", fontsize=9)
     axes[0].legend(fontsize=7)
-    names = [c["name"] for c in result.confirmed]
+    names = [f"{c['name']}\n{sum(v is not None for v in c['seconds_to_threshold'])} of {len(c['seconds_to_threshold'])} seeds" for c in result.confirmed]
     for index, candidate in enumerate(result.confirmed):
         values = [v for v in candidate["seconds_to_threshold"] if v is not None]
         axes[1].scatter([index] * len(values), values, color=OKABE_ITO[0] if index else "black", s=30)
@@ -199,7 +199,7 @@ def plot_faster_default(result: FasterDefaultResult, folder: str | Path, stem: s
     axes[1].set_xticks(range(len(names)), names)
     axes[1].set_ylabel("measured seconds to the threshold, alone")
     axes[1].set_ylim(bottom=0)
-    axes[1].set_title(f"confirmed with {result.options['threads']} threads, one run at a time (bar: median)", fontsize=9)
+    axes[1].set_title(f"confirmed alone with {result.options['threads']} threads (bar: median; seeds that reached)", fontsize=9)
     for ax in axes:
         ax.grid(alpha=0.3)
     return save_figure(fig, folder, stem)
