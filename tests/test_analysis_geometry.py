@@ -144,6 +144,12 @@ def test_an_analysis_that_does_not_apply_is_one_line_and_writes_nothing(tmp_path
     assert not (folder / "analysis").exists()
 
 
+def test_geometry_does_not_apply_to_n_recurrence_with_two_periods(tmp_path):
+    """The simplex's vertices are three periods; a two-period task is skipped (in jobs too), not an error."""
+    folder = tiny(NRecurrence(vocab_size=4, periods=(2, 3)), tmp_path / "two", steps=2)
+    assert "needs three" in ANALYSES["geometry"].applies(load_run(folder))
+
+
 def test_a_run_without_checkpoints_is_one_line_and_writes_nothing(tmp_path, capsys):
     folder = tiny(Mess3(), tmp_path / "m", steps=2)
     for checkpoint in (folder / "checkpoints").iterdir():

@@ -127,6 +127,7 @@ def test_the_last_point_over_training_is_the_latest_checkpoints_probe(trained):
     from nrecur.analysis.probes import probes_over_training
 
     single = probes(trained, n_sequences=256, seed=3, mlp=False)
+    assert single.mlp_rows is None and single.to_json()["mlp_rows"] is None  # the report then states no MLP rows
     over = probes_over_training(trained, [trained.step], lambda step: trained, n_sequences=256, seed=3)
     for quantity in single.quantities:
         assert over.r2_best[quantity][-1] == pytest.approx(single.headline[f"r2_linear/{quantity}"], abs=1e-12)

@@ -162,13 +162,3 @@ def test_the_finetune_preset_form_matches_the_main_jobs_fine_tune(tmp_path):
     config = config_from_train_args(args)
     assert config.train.lr == 1e-3 and config.train.warmup_steps == 20 and not config.task.is_deterministic
     assert config == main_job_configs(get_preset("quick"), tmp_path)["stoch-finetune"]
-
-
-def test_a_jobs_analyses_cap_the_sequences_and_the_mlp_probe_rows():
-    """The main job's worker asks for at most its caps, never for more than an analysis's default."""
-    from nrecur.analysis.probes import MLP_ROWS, probes
-    from nrecur.jobs.worker import ANALYSIS_MLP_ROWS, _options
-
-    assert ANALYSIS_MLP_ROWS < MLP_ROWS
-    assert _options(probes, 1024, False) == {"n_sequences": 1024, "mlp_rows": ANALYSIS_MLP_ROWS, "show_progress": False}
-    assert "n_sequences" not in _options(probes, 4096, True)  # the default (2048) is below the cap

@@ -287,8 +287,8 @@ class ProbeResult:
     """quantity → {"truth", "linear"}: a sample of held-out values (the first component) for the figure."""
     step: int
     n_sequences: int
-    mlp_rows: int = MLP_ROWS
-    """The most positions each MLP probe was fitted on."""
+    mlp_rows: int | None = MLP_ROWS
+    """The most positions each MLP probe was fitted on (None: no MLP probes)."""
     headline: dict[str, float] = field(default_factory=dict)
 
     def to_json(self) -> dict:
@@ -430,7 +430,7 @@ def probes(
         scatter=scatter,
         step=run.step,
         n_sequences=n_sequences,
-        mlp_rows=mlp_rows,
+        mlp_rows=mlp_rows if mlp else None,
         headline=headline,
     )
 

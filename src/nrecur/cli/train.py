@@ -353,7 +353,8 @@ def _register_run(subparsers) -> None:
         "task (p_noise = p_transition = 1/(5n)) from scratch and fine-tuned from the first run, and the Mess3 "
         "belief-geometry model, and print a summary table; then run the analyses that apply to each run, write "
         "each run's report.html and the index over them (--out/index.html). Runs go under --out; running again "
-        "reuses finished runs, resumes interrupted ones and analyzes only runs without a report.",
+        "reuses finished runs, resumes interrupted ones and analyzes only runs not analyzed yet (or whose analyses "
+        "failed). Exit code 1 when a worker or an analysis failed (the summary and index of the rest are written).",
     )
     parser.add_argument("--preset", default="quick", choices=["quick", "proposal", "tiny"], help="scale (default: quick, for a 2-core CPU)")
     parser.add_argument("--out", default="runs", metavar="DIR", help="where the run folders go (default: runs)")
@@ -382,8 +383,10 @@ def run_command(args: argparse.Namespace) -> int:
         return 1
     print(result.table())
     print(f"\nmain job '{result.preset}' took {result.seconds:.0f} s; summary in {Path(args.out) / (result.preset + '-summary.md')}")
-    for note in result.notes:
-        print(f"nrecur run: warning: {note}", file=sys.stderr)
     if result.index is not None:
         print(f"reports: {result.index}")
-    return 0
+    for note in result.notes:
+        print(f"nrecur run: error: {note}", file=sys.stderr)
+    if result.notes:
+        print(f"nrecur run: {len(result.notes)} analyses failed; running the job again retries them", file=sys.stderr)
+    return 1 if result.notes else 0

@@ -7,8 +7,9 @@
 3. Analyze and report: every analysis that applies to a run, then its
    report (``RUN/report.html``), in the worker that trained it right after
    training — so one run's analyses overlap another's training; the
-   deterministic run's analyses wait for a free worker after it. Then the
-   index over the runs (``out/index.html``).
+   deterministic run is analyzed by a worker of its own that starts when a
+   slot frees up after the first two stochastic runs. Then the index over
+   the runs (``out/index.html``).
 4. Summarize: steps and time to reach the KL threshold, final KL and
    cross-entropies against the Bayes floor.
 
@@ -16,7 +17,8 @@ Every training runs in a worker process (:mod:`nrecur.jobs.worker`) with
 ``OMP_WAIT_POLICY=PASSIVE``: on a busy machine, OpenMP threads that spin while
 waiting cut throughput several fold. Every run lives in its own folder under
 ``out``. Running the job again reuses finished runs and resumes interrupted
-ones, and analyzes only runs without a report (``fresh=True`` starts over).
+ones, and analyzes only runs that no job has analyzed yet or whose analyses
+failed (``RUN/analyzed.json``; ``fresh=True`` starts over).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from nrecur._io import atomic_write_text
+from nrecur.jobs.worker import read_analysis_records
 from nrecur.report import read_run, write_index
 from nrecur.tasks import NRecurrence
 from nrecur.train.config import RunConfig
@@ -39,9 +42,11 @@ from nrecur.train.presets import Preset
 #: The runs of the main job, in the order they start (the first one before all others).
 MAIN_JOB_RUNS = ("det", "stoch-scratch", "stoch-finetune", "mess3")
 
-ANALYSIS_SEQUENCES = {"tiny": 128}
-"""Preset → the most sequences one of its runs' analyses uses (others: the worker's ``ANALYSIS_SEQUENCES``);
-the tiny preset's runs are for tests and take seconds, their analyses should too."""
+ANALYSIS_SEQUENCES = {"tiny": 128, "quick": 512}
+"""Preset → the most sequences one of its runs' analyses uses (others: the worker's ``ANALYSIS_SEQUENCES``).
+The tiny preset's runs are for tests and take seconds, their analyses should too; the quick main job must
+end within 10 minutes on 2 cores, its analyses overlapping the stochastic trainings (at 1,024 sequences and
+MLP probes on 20,000 positions it took 669 s)."""
 
 
 @dataclass(frozen=True)
@@ -108,6 +113,10 @@ class WorkerJob:
     analyze: bool = False
     """Then run its analyses and write its report."""
 
+    def describe(self) -> str:
+        doing = " and ".join(word for word, flag in (("training", self.train), ("analyzing", self.analyze)) if flag)
+        return f"the worker {doing} {self.folder.path}"
+
 
 @dataclass(frozen=True)
 class MainJobResult:
@@ -118,7 +127,7 @@ class MainJobResult:
     index: Path | None = None
     """The index page over the runs (None when the job did not analyze)."""
     notes: tuple[str, ...] = ()
-    """Analyses that failed in a worker (one line each, from its ``train.log``)."""
+    """Analyses that failed in a worker (one line each, from the run's ``analyzed.json``)."""
 
     def table(self) -> str:
         """The summary as a Markdown table."""
@@ -190,38 +199,64 @@ def run_main_job(
     configs = main_job_configs(preset, out)
     index = out / "index.html"
     if prepare(configs["det"], folders["det"], fresh):
-        run_in_workers([WorkerJob(folders["det"])], 1, threads, progress)
+        failed = run_in_workers([WorkerJob(folders["det"])], 1, threads, progress)
+        if failed:  # every other run needs it
+            raise RuntimeError(_failures(failed))
     pending = []
     for kind in MAIN_JOB_RUNS[1:]:
         train = prepare(configs[kind], folders[kind], fresh)
-        if train or (analyze and not folders[kind].report_file.exists()):
+        if train or (analyze and needs_analysis(folders[kind])):
             pending.append(WorkerJob(folders[kind], train=train, analyze=analyze))
-        if kind == "stoch-finetune" and analyze and not folders["det"].report_file.exists():
+        if kind == "stoch-finetune" and analyze and needs_analysis(folders["det"]):
             pending.append(WorkerJob(folders["det"], train=False, analyze=True))
+    failed = []
     if pending:
         slots = min(jobs, len(pending))
         sequences = ANALYSIS_SEQUENCES.get(preset.name)
-        run_in_workers(pending, slots, max(1, threads // slots), progress, index if analyze else None, sequences)
-    rows = tuple(RunRow.from_folder(names[kind], folders[kind]) for kind in MAIN_JOB_RUNS)
+        failed = run_in_workers(pending, slots, max(1, threads // slots), progress, index if analyze else None, sequences)
+    finished = [kind for kind in MAIN_JOB_RUNS if _finished(folders[kind])]
+    rows = tuple(RunRow.from_folder(names[kind], folders[kind]) for kind in finished)
     notes = []
     if analyze:
-        for job in pending:
-            if job.analyze and job.folder.train_log.exists():
-                notes += [line for line in job.folder.train_log.read_text().splitlines() if " analysis " in line and ": failed: " in line]
-        write_index(out, [read_run(folders[kind].path) for kind in MAIN_JOB_RUNS])
+        for job in (job for job in pending if job.analyze):
+            for record in read_analysis_records(job.folder.path) or []:
+                if record.outcome == "failed":
+                    notes.append(f"{job.folder.path.name} analysis {record.line()} (traceback in {job.folder.train_log})")
+        write_index(out, [read_run(folders[kind].path) for kind in finished])
     result = MainJobResult(
         preset=preset.name, rows=rows, seconds=time.perf_counter() - start, index=index if analyze else None, notes=tuple(notes)
     )
     atomic_write_text(out / f"{preset.name}-summary.md", result.table() + "\n")
     summary = {"preset": preset.name, "seconds": result.seconds, "rows": [asdict(row) for row in rows]}
     atomic_write_text(out / f"{preset.name}-summary.json", json.dumps(summary, indent=2) + "\n")
+    if failed:  # after the summary and index of what did finish
+        raise RuntimeError(_failures(failed))
     return result
+
+
+def needs_analysis(folder: RunFolder) -> bool:
+    """True when no job has analyzed the run at ``folder`` yet, or one of its analyses failed (it is retried)."""
+    records = read_analysis_records(folder.path)
+    return records is None or any(record.outcome == "failed" for record in records)
+
+
+def _finished(folder: RunFolder) -> bool:
+    try:
+        summary = folder.read_summary()
+    except ValueError:
+        return False
+    return summary is not None and summary.get("status") == "finished"
+
+
+def _failures(failed: list[tuple[WorkerJob, int]]) -> str:
+    return "; ".join(f"{job.describe()} exited with {code} (see {job.folder.train_log})" for job, code in failed)
 
 
 def run_in_workers(
     jobs: list[WorkerJob], slots: int, threads: int, progress: bool, index: Path | None = None, sequences: int | None = None
-) -> None:
-    """Run each job in its own worker process with ``threads`` threads, ``slots`` at a time; wait for all.
+) -> list[tuple[WorkerJob, int]]:
+    """Run each job in its own worker process with ``threads`` threads, ``slots`` at a time; wait for all and
+    return the jobs whose worker failed, with its exit code.
 
     A single worker draws its own progress bar; side-by-side workers write theirs to ``train.log`` and this
     process shows coarse bars from their ``metrics.jsonl``. ``index``: the page the reports link to;
@@ -231,8 +266,8 @@ def run_in_workers(
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads), "OMP_WAIT_POLICY": "PASSIVE"}
     alone = len(folders) == 1
     waiting = list(jobs)
-    running: list[tuple[RunFolder, subprocess.Popen, object]] = []
-    finished: list[tuple[RunFolder, int]] = []
+    running: list[tuple[WorkerJob, subprocess.Popen, object]] = []
+    finished: list[tuple[WorkerJob, int]] = []
     bars = _bars(folders) if progress and not alone else None
     try:
         while waiting or running:
@@ -245,13 +280,13 @@ def run_in_workers(
                 command += ["--index", str(index)] if index is not None and job.analyze else []
                 command += ["--sequences", str(sequences)] if sequences is not None and job.analyze else []
                 stderr = None if alone and progress else subprocess.STDOUT
-                running.append((folder, subprocess.Popen(command, stdout=log, stderr=stderr, env=env), log))
+                running.append((job, subprocess.Popen(command, stdout=log, stderr=stderr, env=env), log))
             for item in list(running):
-                folder, process, log = item
+                job, process, log = item
                 if process.poll() is not None:
                     log.close()
                     running.remove(item)
-                    finished.append((folder, process.returncode))
+                    finished.append((job, process.returncode))
             if bars:
                 _update_bars(bars, folders)
             if running:
@@ -267,10 +302,7 @@ def run_in_workers(
         if bars:
             for bar in bars:
                 bar.close()
-    failed = [(folder, code) for folder, code in finished if code != 0]
-    if failed:
-        details = "; ".join(f"{folder.path} exited with {code} (see {folder.train_log})" for folder, code in failed)
-        raise RuntimeError(f"a training worker failed: {details}")
+    return [(job, code) for job, code in finished if code != 0]
 
 
 def _bars(folders: list[RunFolder]):

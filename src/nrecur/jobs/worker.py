@@ -2,7 +2,9 @@
 
 Resumes (or starts) the run folder ``RUN_DIR`` and prints one line when it
 ends; with ``--analyze`` it then runs every analysis that applies to the run
-(:func:`analyze_run`) and writes the run's report (linking to ``--index``).
+(:func:`analyze_run`), writes the run's report (linking to ``--index``) and
+last ``RUN_DIR/analyzed.json``, the record of what each analysis did, which
+tells a job that the run is analyzed (or which analyses to retry).
 ``--no-train`` only analyzes and reports a run that has finished. Jobs start
 workers so that each run has its own process, its own thread count and
 ``OMP_WAIT_POLICY=PASSIVE`` (see :mod:`nrecur.jobs.main`); analyzing in the
@@ -13,14 +15,19 @@ from __future__ import annotations
 
 import argparse
 import inspect
+import json
 import sys
 import time
-from dataclasses import dataclass
+import traceback
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Literal
 
+from nrecur._io import atomic_write_text
 from nrecur.train import resume
+from nrecur.train.folder import RunFolder
 
-__all__ = ["ANALYSIS_MLP_ROWS", "ANALYSIS_SEQUENCES", "AnalysisRecord", "analyze_run", "main"]
+__all__ = ["ANALYSIS_MLP_ROWS", "ANALYSIS_SEQUENCES", "AnalysisRecord", "analyze_run", "main", "read_analysis_records", "write_analysis_records"]
 
 ANALYSIS_SEQUENCES = 1024
 """The most fresh sequences a job's analysis uses: analyses whose default asks for more get this many
@@ -36,9 +43,10 @@ class AnalysisRecord:
     """What one analysis did in a worker: written, skipped (why) or failed (the error)."""
 
     name: str
-    outcome: str
-    """``wrote``, ``skipped`` or ``failed``."""
+    """The analysis (``NAME_over_training`` for one over the saved checkpoints)."""
+    outcome: Literal["wrote", "skipped", "failed"]
     detail: str
+    """How many files it wrote, why it does not apply, or the error."""
     seconds: float
 
     def line(self) -> str:
@@ -74,11 +82,12 @@ def analyze_run(folder: str | Path, max_sequences: int = ANALYSIS_SEQUENCES, pro
         start = time.perf_counter()
         try:
             result = compute()
-        except Exception as error:  # noqa: BLE001 - recorded, printed and shown; the job goes on
+            over = result.name.endswith("_over_training")
+            paths = write_analysis(result, run.folder.analysis_dir, step=None if over else run.step)
+        except Exception as error:  # noqa: BLE001 - recorded and shown, its traceback logged; the job goes on
+            traceback.print_exc(file=sys.stderr)
             records.append(AnalysisRecord(name, "failed", f"{type(error).__name__}: {error}", time.perf_counter() - start))
             return
-        over = result.name.endswith("_over_training")
-        paths = write_analysis(result, run.folder.analysis_dir, step=None if over else run.step)
         records.append(AnalysisRecord(name, "wrote", f"{len(paths)} files", time.perf_counter() - start))
 
     for analysis in ANALYSES.values():
@@ -95,6 +104,23 @@ def analyze_run(folder: str | Path, max_sequences: int = ANALYSIS_SEQUENCES, pro
 
             attempt(f"{analysis.name}_over_training", over)
     return records
+
+
+def write_analysis_records(folder: str | Path, records: list[AnalysisRecord]) -> Path:
+    """Write ``records`` to the run's ``analyzed.json`` (atomically)."""
+    path = RunFolder(folder).analyzed_file
+    atomic_write_text(path, json.dumps([asdict(record) for record in records], indent=1) + "\n")
+    return path
+
+
+def read_analysis_records(folder: str | Path) -> list[AnalysisRecord] | None:
+    """The records of the last job that analyzed the run at ``folder``; None when none did (or its file is
+    unreadable, which counts as not analyzed)."""
+    path = RunFolder(folder).analyzed_file
+    try:
+        return [AnalysisRecord(**entry) for entry in json.loads(path.read_text())]
+    except (OSError, ValueError, TypeError):
+        return None
 
 
 def main(argv: list[str]) -> int:
@@ -114,9 +140,11 @@ def main(argv: list[str]) -> int:
         from nrecur.report import write_report
 
         start = time.perf_counter()
-        for record in analyze_run(folder, max_sequences=args.sequences):
+        records = analyze_run(folder, max_sequences=args.sequences)
+        for record in records:
             print(f"{folder.name} analysis {record.line()}", flush=True)
         report = write_report(folder, index=args.index)
+        write_analysis_records(folder, records)  # last: a run whose report failed is analyzed again next time
         print(f"{folder}: analyses and report in {time.perf_counter() - start:.0f} s: {report.path}", flush=True)
     return 0
 

@@ -68,7 +68,7 @@ class GrokkingResult:
     sizes: list[int]
     decays: list[float]
     cells: list[dict]
-    """Per cell: train_size, weight_decay, class, class counts, median delay, trials."""
+    """Per cell: train_size, weight_decay, class, class counts, median delay, median final KL, trials."""
     trials: list[dict]
     """Per trial: train_size, weight_decay, seed, class, memorization and grok steps, delay, final KL, run folder."""
     options: dict
@@ -99,9 +99,11 @@ def summarize(frame: pd.DataFrame, sizes: list[int], decays: list[float], option
             counts = Counter(t["class"] for t in mine)
             kind = max(CLASSES, key=lambda c: (counts[c], -CLASSES.index(c))) if mine else "neither"
             delays = [t["delay"] for t in mine if t["delay"] is not None]
+            kls = [t["final_kl"] for t in mine if t["final_kl"] is not None]
             cells.append({
                 "train_size": size, "weight_decay": decay, "class": kind, "counts": {c: counts[c] for c in CLASSES},
-                "median_delay": float(np.median(delays)) if delays else None, "trials": len(mine),
+                "median_delay": float(np.median(delays)) if delays else None,
+                "median_final_kl": float(np.median(kls)) if kls else None, "trials": len(mine),
             })  # fmt: skip
     return GrokkingResult(sizes=sizes, decays=decays, cells=cells, trials=trials, options=options)
 
@@ -150,20 +152,24 @@ def grokking_diagram(
 
 
 def plot_grokking(result: GrokkingResult, folder: str | Path, stem: str = "grokking") -> list[Path]:
-    """Left: each cell's class (with its trials' class counts); right: the median delay where cells grokked."""
-    from matplotlib.colors import ListedColormap
+    """Left: each cell's class (with its trials' class counts); middle: the median delay where cells grokked;
+    right: the median final evaluation KL (log colour), which shows how far from generalizing the others ended."""
+    from matplotlib.colors import ListedColormap, LogNorm
     from matplotlib.patches import Patch
 
     plt = pyplot()
     rows, columns = len(result.decays), len(result.sizes)
     kinds = np.zeros((rows, columns), dtype=int)
-    delay = np.full((rows, columns), np.nan)
+    delay, final_kl = np.full((rows, columns), np.nan), np.full((rows, columns), np.nan)
     for cell in result.cells:
         r, c = result.decays.index(cell["weight_decay"]), result.sizes.index(cell["train_size"])
         kinds[r, c] = CLASSES.index(cell["class"])
         if cell["median_delay"] is not None:
             delay[r, c] = cell["median_delay"]
-    fig, axes = plt.subplots(1, 2, figsize=(2 * (1.1 * columns + 2.5), 0.8 * rows + 2.2), layout="constrained")
+        if cell.get("median_final_kl") is not None:
+            final_kl[r, c] = cell["median_final_kl"]
+    o = result.options
+    fig, axes = plt.subplots(1, 3, figsize=(3 * (1.1 * columns + 2.3), 0.8 * rows + 2.2), layout="constrained")
     axes[0].imshow(kinds, cmap=ListedColormap([COLOURS[c] for c in CLASSES]), vmin=-0.5, vmax=len(CLASSES) - 0.5, aspect="auto", origin="lower")
     for cell in result.cells:
         r, c = result.decays.index(cell["weight_decay"]), result.sizes.index(cell["train_size"])
@@ -171,17 +177,31 @@ def plot_grokking(result: GrokkingResult, folder: str | Path, stem: str = "grokk
         axes[0].text(c, r, text, ha="center", va="center", fontsize=7)
     axes[0].legend(handles=[Patch(color=COLOURS[c], label=c) for c in CLASSES], fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
     axes[0].set_title("how each cell learned (majority over seeds)", fontsize=9)
-    image = axes[1].imshow(delay, cmap="cividis", aspect="auto", origin="lower")
-    for (r, c), value in np.ndenumerate(delay):
-        if np.isfinite(value):
-            axes[1].text(c, r, f"{value:.0f}", ha="center", va="center", fontsize=8, color="white" if value < np.nanmean(delay) else "black")
-    fig.colorbar(image, ax=axes[1], label="grok step − memorization step (median)")
-    axes[1].set_title("grokking delay, training steps" if np.isfinite(delay).any() else "no cell grokked", fontsize=9)
+    if np.isfinite(delay).any():
+        _annotated_heatmap(fig, axes[1], delay, "{:.0f}", "grok step − memorization step (median)", "cividis")
+        axes[1].set_title("grokking delay, training steps", fontsize=9)
+    else:
+        axes[1].imshow(np.zeros_like(delay), cmap=ListedColormap(["white"]), aspect="auto", origin="lower")
+        axes[1].text((columns - 1) / 2, (rows - 1) / 2, f"no cell grokked\nwithin {o['step_budget']} steps", ha="center", va="center", fontsize=10)
+        axes[1].set_title("grokking delay, training steps", fontsize=9)
+    if np.isfinite(final_kl).any():
+        norm = LogNorm(vmin=max(np.nanmin(final_kl), 1e-4), vmax=max(np.nanmax(final_kl), 2 * o["kl_threshold"]))
+        _annotated_heatmap(fig, axes[2], final_kl, "{:.3g}", "final evaluation KL, nats/token (median)", "cividis", norm)
+    axes[2].set_title(f"where training ended (threshold {o['kl_threshold']})", fontsize=9)
     for ax in axes:
         ax.set_xticks(range(columns), [str(s) for s in result.sizes])
         ax.set_yticks(range(rows), [f"{d:g}" for d in result.decays])
         ax.set_xlabel("training-set size (sequences)")
         ax.set_ylabel("weight decay")
-    o = result.options
     fig.suptitle(f"{o['preset']}, finite mode: KL ≤ {o['kl_threshold']} within {o['step_budget']} steps, {o['seeds']} seeds per cell", fontsize=10)
     return save_figure(fig, folder, stem)
+
+
+def _annotated_heatmap(fig, ax, values: np.ndarray, fmt: str, label: str, cmap: str, norm=None) -> None:
+    """``values`` as a heatmap with each finite cell's value written on it, in a colour readable on its shade."""
+    image = ax.imshow(values, cmap=cmap, norm=norm, aspect="auto", origin="lower")
+    for (r, c), value in np.ndenumerate(values):
+        if np.isfinite(value):
+            shade = image.norm(value)
+            ax.text(c, r, fmt.format(value), ha="center", va="center", fontsize=8, color="white" if shade < 0.5 else "black")
+    fig.colorbar(image, ax=ax, label=label)

@@ -71,6 +71,7 @@ class RunFolder:
     TRAIN_LOG = "train.log"
     ANALYSIS_DIR = "analysis"
     REPORT_FILE = "report.html"
+    ANALYZED_FILE = "analyzed.json"
 
     def __init__(self, path: str | os.PathLike) -> None:
         object.__setattr__(self, "path", Path(path))
@@ -116,6 +117,11 @@ class RunFolder:
     @property
     def report_file(self) -> Path:
         return self.path / self.REPORT_FILE
+
+    @property
+    def analyzed_file(self) -> Path:
+        """What a job's analyses of the run did (:mod:`nrecur.jobs.worker`); absent until a job analyzed it."""
+        return self.path / self.ANALYZED_FILE
 
     def checkpoint_path(self, step: int) -> Path:
         return self.checkpoint_dir / f"step_{step:08d}.safetensors"
@@ -236,7 +242,8 @@ class RunFolder:
 
     def clear(self) -> None:
         """Remove what a run wrote here (config, init record, metrics, summary, log, checkpoints, events, analyses, report)."""
-        for path in (self.config_file, self.init_file, self.metrics_file, self.summary_file, self.train_log, self.report_file):
+        files = (self.config_file, self.init_file, self.metrics_file, self.summary_file, self.train_log, self.report_file, self.analyzed_file)
+        for path in files:
             path.unlink(missing_ok=True)
         for directory in (self.checkpoint_dir, self.tensorboard_dir, self.analysis_dir):
             shutil.rmtree(directory, ignore_errors=True)

@@ -1,0 +1,125 @@
+"""The main job's workers: what an analysis that fails does, the record that says a run is analyzed, and a
+job whose worker fails."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from nrecur import NRecurrence, train
+from nrecur.analysis import ANALYSES
+from nrecur.analysis.base import Analysis
+from nrecur.cli import main
+from nrecur.jobs import main as job
+from nrecur.jobs.worker import AnalysisRecord, analyze_run, read_analysis_records, write_analysis_records
+from nrecur.model import GPTConfig
+from nrecur.train import RunConfig, TrainConfig
+from nrecur.train.folder import RunFolder
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("worker") / "run"
+    task = NRecurrence(vocab_size=4, periods=(2, 3))
+    model = GPTConfig(vocab_size=4, n_ctx=12, d_model=16, n_layers=1, n_heads=2, d_head=8, d_mlp=32)
+    settings = TrainConfig(steps=20, batch_size=16, eval_every=10, eval_size=32, device="cpu")
+    train(RunConfig(task=task, model=model, train=settings), folder, progress=False)
+    return folder
+
+
+def _boom(run, **options):
+    raise RuntimeError("boom")
+
+
+class _Unplottable:
+    """A result that computes but cannot be written (no figures, no JSON): a plotting error."""
+
+    name = "unplottable"
+
+
+def _registry_with_failures(monkeypatch) -> None:
+    always = lambda run: None  # noqa: E731
+    analyses = {
+        "probes": ANALYSES["probes"],
+        "boom": Analysis(name="boom", run=_boom, applies=always, description="fails"),
+        "unplottable": Analysis(name="unplottable", run=lambda run, **o: _Unplottable(), applies=always, description="cannot be written"),
+        "never": Analysis(name="never", run=_boom, applies=lambda run: "not for this run", description="does not apply"),
+    }
+    monkeypatch.setattr("nrecur.analysis.base.ANALYSES", analyses)
+    monkeypatch.setattr("nrecur.analysis.ANALYSES", analyses)
+
+
+def test_a_failing_analysis_or_figure_is_recorded_and_the_others_go_on(trained, tmp_path, monkeypatch, capsys):
+    _registry_with_failures(monkeypatch)
+    records = {record.name: record for record in analyze_run(trained, max_sequences=32)}
+    assert records["probes"].outcome == "wrote" and (trained / "analysis" / "probes.json").is_file()
+    assert records["boom"].outcome == "failed" and records["boom"].detail == "RuntimeError: boom"
+    assert records["unplottable"].outcome == "failed" and "AttributeError" in records["unplottable"].detail
+    assert records["never"].outcome == "skipped" and records["never"].detail == "not for this run"
+    assert "Traceback" in capsys.readouterr().err  # the worker's log keeps the tracebacks
+
+
+def test_the_worker_writes_the_report_then_the_record_of_its_analyses(trained, tmp_path, monkeypatch, capsys):
+    from nrecur.jobs.worker import main as worker
+
+    _registry_with_failures(monkeypatch)
+    folder = RunFolder(trained)
+    folder.analyzed_file.unlink(missing_ok=True)
+    assert worker([str(trained), "--no-train", "--analyze", "--sequences", "32", "--no-progress"]) == 0
+    assert folder.report_file.stat().st_size > 0
+    outcomes = {record.name: record.outcome for record in read_analysis_records(trained)}
+    assert outcomes == {"probes": "wrote", "boom": "failed", "unplottable": "failed", "never": "skipped"}
+    assert "analysis boom: failed: RuntimeError: boom" in capsys.readouterr().out
+
+
+def test_a_run_needs_analysis_until_a_job_analyzed_it_without_failures(trained):
+    folder = RunFolder(trained)
+    folder.analyzed_file.unlink(missing_ok=True)
+    assert job.needs_analysis(folder)  # never analyzed (a report written by `nrecur report` does not count)
+    write_analysis_records(trained, [AnalysisRecord("probes", "wrote", "4 files", 1.0), AnalysisRecord("boom", "failed", "RuntimeError: boom", 0.1)])
+    assert job.needs_analysis(folder)  # retried
+    write_analysis_records(trained, [AnalysisRecord("probes", "wrote", "4 files", 1.0), AnalysisRecord("heads", "skipped", "why", 0.0)])
+    assert not job.needs_analysis(folder)
+    folder.analyzed_file.write_text("{not json")
+    assert read_analysis_records(trained) is None and job.needs_analysis(folder)
+    folder.analyzed_file.write_text(json.dumps({"probes": "wrote"}))
+    assert read_analysis_records(trained) is None
+
+
+def test_nrecur_run_exits_1_when_an_analysis_failed(tmp_path, monkeypatch, capsys):
+    note = "tiny-det analysis boom: failed: RuntimeError: boom (traceback in tiny-det/train.log)"
+    result = job.MainJobResult(preset="tiny", rows=(), seconds=1.0, index=tmp_path / "index.html", notes=(note,))
+    monkeypatch.setattr(job, "run_main_job", lambda *args, **kwargs: result)
+    assert main(["run", "--preset", "tiny", "--out", str(tmp_path), "--no-progress"]) == 1
+    captured = capsys.readouterr()
+    assert f"reports: {tmp_path / 'index.html'}" in captured.out
+    assert f"nrecur run: error: {note}" in captured.err and "running the job again retries them" in captured.err
+
+
+@pytest.mark.slow
+def test_a_failed_worker_leaves_the_summary_of_the_other_runs_then_fails(tmp_path, monkeypatch, capsys):
+    """The Mess3 worker "fails" (it is never started); the other three train for real."""
+    real = job.run_in_workers
+
+    def mess3_fails(jobs, *args, **kwargs):
+        failed = [(item, 1) for item in jobs if item.folder.path.name == "tiny-mess3"]
+        return failed + real([item for item in jobs if item.folder.path.name != "tiny-mess3"], *args, **kwargs)
+
+    monkeypatch.setattr(job, "run_in_workers", mess3_fails)
+    assert main(["run", "--preset", "tiny", "--out", str(tmp_path), "--no-progress", "--no-analyze"]) == 1
+    error = capsys.readouterr().err
+    assert f"the worker training {tmp_path / 'tiny-mess3'} exited with 1" in error
+    rows = json.loads((tmp_path / "tiny-summary.json").read_text())["rows"]
+    assert [row["name"] for row in rows] == ["tiny-det", "tiny-stoch-scratch", "tiny-stoch-finetune"]
+
+
+def test_a_jobs_analyses_cap_the_sequences_and_the_mlp_probe_rows():
+    """The main job's worker asks for at most its caps, never for more than an analysis's default."""
+    from nrecur.analysis.probes import MLP_ROWS, probes
+    from nrecur.jobs.worker import ANALYSIS_MLP_ROWS, _options
+
+    assert ANALYSIS_MLP_ROWS < MLP_ROWS
+    assert _options(probes, 1024, False) == {"n_sequences": 1024, "mlp_rows": ANALYSIS_MLP_ROWS, "show_progress": False}
+    assert "n_sequences" not in _options(probes, 4096, True)  # the default (2048) is below the cap
