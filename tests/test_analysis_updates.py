@@ -12,6 +12,7 @@ import nrecur
 from nrecur.analysis.base import ANALYSES, residual_hooks, write_analysis
 from nrecur.analysis.failure import compare_failure, failure, failure_from_probs, overreaction, perseveration, scoring_task
 from nrecur.analysis.decoded import aligned_beliefs
+from nrecur.analysis.probes import MLP_ROWS
 from nrecur.analysis.updates import discreteness, event_updates, find_events, learning_rate, updates, updates_across_runs
 from nrecur.tasks import NRecurrence
 from nrecur.tasks.sampler import Batch
@@ -193,6 +194,8 @@ def test_updates_and_failure_end_to_end(trained_run, tmp_path):
     assert 0 < result.headline["decoded_r2/target"] <= 1 and set(data["options"]["decoders"]) == {"period", "target"}
     assert data["options"]["decoders"]["target"]["hook"] in [*residual_hooks(run.model), "concat"]
 
+    assert data["options"]["decode_sequences"] == 1024 and data["options"]["mlp_rows"] == MLP_ROWS
+
     # The same model as if it had been trained on the deterministic task: failure scores it on the
     # stochastic version; updates refuses it with one line.
     deterministic = run.task.model_copy(update={"p_noise": 0.0, "p_transition": 0.0})
@@ -219,3 +222,19 @@ def test_updates_and_failure_end_to_end(trained_run, tmp_path):
     assert across.runs["a"]["x"] == pytest.approx(float(np.mean(run.task.noise_by_period)))
     assert across.headline["learning_rate_observer/transition@a"] == result.headline["learning_rate_observer/transition"]
     assert {"updates_by_p_noise.json", "updates_by_p_noise.png"} <= {p.name for p in write_analysis(across, tmp_path / "x")}
+
+
+def test_updates_fits_its_decoding_mlp_probes_on_at_most_mlp_rows_positions(trained_run, monkeypatch):
+    from nrecur.analysis.probes import MLPProbe
+
+    rows = []
+    fit = MLPProbe.fit.__func__
+
+    def recording(cls, x, y, *args, **kwargs):
+        rows.append(len(x))
+        return fit(cls, x, y, *args, **kwargs)
+
+    monkeypatch.setattr(MLPProbe, "fit", classmethod(recording))
+    result = updates(trained_run, n_sequences=64, seed=1, window=4, settle=2, decode_sequences=64, mlp_rows=100)
+    assert rows == [100, 100]  # one MLP probe each for period and target, on 100 of 64 × 0.64 × length positions
+    assert result.options["mlp_rows"] == 100 and result.options["decode_sequences"] == 64

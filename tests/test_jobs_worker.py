@@ -13,7 +13,8 @@ from nrecur.analysis import ANALYSES
 from nrecur.analysis.base import Analysis
 from nrecur.cli import main
 from nrecur.jobs import main as job
-from nrecur.jobs.worker import AnalysisRecord, analyze_run, read_analysis_records, write_analysis_records
+from nrecur.jobs.records import AnalysisRecord, read_analysis_records, write_analysis_records
+from nrecur.jobs.worker import analyze_run
 from nrecur.model import GPTConfig
 from nrecur.train import RunConfig, TrainConfig
 from nrecur.train.folder import RunFolder
@@ -115,11 +116,30 @@ def test_a_failed_worker_leaves_the_summary_of_the_other_runs_then_fails(tmp_pat
     assert [row["name"] for row in rows] == ["tiny-det", "tiny-stoch-scratch", "tiny-stoch-finetune"]
 
 
+def test_a_job_whose_run_failed_leaves_its_dependents_unstarted(tmp_path):
+    """The first worker fails for real (its folder holds no run); the job after it never starts; one that
+    does not depend on it still runs (and fails the same way, with its own exit code)."""
+    folders = [RunFolder(tmp_path / name) for name in ("a", "b", "c")]
+    for folder in folders:
+        folder.path.mkdir()
+    first = job.WorkerJob(folders[0])
+    second = job.WorkerJob(folders[1], after=first)
+    third = job.WorkerJob(folders[2])
+    failed = dict((item.folder.path.name, code) for item, code in job.run_in_workers([first, second, third], 2, 1, progress=False))
+    assert failed["a"] not in (0, None) and failed["b"] is None and failed["c"] not in (0, None)
+    message = job._failures([(second, None)])
+    assert message == f"the worker training {folders[1].path} did not start: the worker training {folders[0].path} failed"
+    with pytest.raises(ValueError, match="waits for a job that is not in the queue"):
+        job.run_in_workers([second], 1, 1, progress=False)
+
+
 def test_a_jobs_analyses_cap_the_sequences_and_the_mlp_probe_rows():
     """The main job's worker asks for at most its caps, never for more than an analysis's default."""
     from nrecur.analysis.probes import MLP_ROWS, probes
+    from nrecur.analysis.updates import updates
     from nrecur.jobs.worker import ANALYSIS_MLP_ROWS, _options
 
     assert ANALYSIS_MLP_ROWS < MLP_ROWS
     assert _options(probes, 1024, False) == {"n_sequences": 1024, "mlp_rows": ANALYSIS_MLP_ROWS, "show_progress": False}
     assert "n_sequences" not in _options(probes, 4096, True)  # the default (2048) is below the cap
+    assert _options(updates, 512, False) == {"n_sequences": 512, "decode_sequences": 512, "mlp_rows": ANALYSIS_MLP_ROWS}

@@ -56,6 +56,19 @@ def images(page: str) -> list[str]:
     return re.findall(r'<img src="([^"]+)"', page)
 
 
+def test_the_headline_table_states_sample_sizes_found_in_an_analysis_options(tmp_path):
+    """``updates`` keeps its sample sizes under ``options``; booleans and missing keys add no row."""
+    from nrecur.report.reading import AnalysisFile
+    from nrecur.report.sections import _headline_table
+
+    data = {"headline": {"n_events/transition": 12}, "options": {"n_sequences": 512, "decode_sequences": 1024, "mlp_rows": 8000, "decode": True}}
+    table = _headline_table(AnalysisFile(name="updates", path=tmp_path / "updates.json", data=data, figures=()))
+    assert table.rows[1:] == (
+        ("fresh sequences analysed", "512"), ("sequences the belief decoders are fitted on", "1,024"),
+        ("positions each MLP probe is fitted on (at most)", "8,000"),
+    )  # fmt: skip
+
+
 def test_a_run_page_states_the_run_and_holds_every_section(runs, tmp_path):
     run = copy_run(runs, tmp_path)
     result = write_report(run)

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from nrecur.analysis.base import pyplot, save_figure
-from nrecur.analysis.probes import choose_probe, probe_inputs, split_sequences
+from nrecur.analysis.probes import MLP_ROWS, choose_probe, probe_inputs, split_sequences
 from nrecur.analysis.updates import EVENT_KINDS, MODEL_COLOUR, NOISE_COLOUR, Events, mean_band, window_index
 from nrecur.tasks import NRecurrence
 
@@ -35,11 +35,13 @@ def aligned_beliefs(belief: np.ndarray, events: Events, index: np.ndarray) -> np
     return belief[rows, columns - 1, np.asarray(index)[:, None]]
 
 
-def decode_rule_beliefs(model, task: NRecurrence, length: int, tokens: np.ndarray, n_fit: int, seed: int, mlp: bool = True):
+def decode_rule_beliefs(
+    model, task: NRecurrence, length: int, tokens: np.ndarray, n_fit: int, seed: int, mlp: bool = True, mlp_rows: int = MLP_ROWS
+):
     """The model's beliefs over period and target on ``tokens``, read by the best probe for each.
 
-    The probes are chosen and fitted on ``n_fit`` other sequences of ``task`` (seed ``seed + 1``), so every
-    decoded value is held out. Returns ``({"period": [batch, pos, period], "target": [batch, pos, vocab]},
+    The probes are chosen and fitted on ``n_fit`` other sequences of ``task`` (seed ``seed + 1``; an MLP probe
+    on at most ``mlp_rows`` of their positions), so every decoded value is held out. Returns ``({"period": [batch, pos, period], "target": [batch, pos, vocab]},
     {quantity: ChosenProbe})``.
     """
     fit = task.sample(n_fit, length, seed + 1)
@@ -47,7 +49,7 @@ def decode_rule_beliefs(model, task: NRecurrence, length: int, tokens: np.ndarra
     train_seq, test_seq = split_sequences(n_fit, 0.2, seed)
     acts = probe_inputs(model, fit.tokens)
     chosen = {
-        quantity: choose_probe(acts, np.asarray(values, dtype=np.float64), train_seq, test_seq, mlp=mlp, seed=seed)
+        quantity: choose_probe(acts, np.asarray(values, dtype=np.float64), train_seq, test_seq, mlp=mlp, seed=seed, mlp_rows=mlp_rows)
         for quantity, values in (("period", post.period), ("target", post.target))
     }
     acts = probe_inputs(model, tokens)

@@ -235,11 +235,13 @@ class ChosenProbe:
 
 
 def choose_probe(
-    acts: dict[str, np.ndarray], y: np.ndarray, train_seq: np.ndarray, test_seq: np.ndarray, mlp: bool = True, seed: int = 0
+    acts: dict[str, np.ndarray], y: np.ndarray, train_seq: np.ndarray, test_seq: np.ndarray, mlp: bool = True, seed: int = 0,
+    mlp_rows: int = MLP_ROWS,
 ) -> ChosenProbe:
     """The best probe for ``y [batch, pos, k]``: ridge at every hook (``concat`` included) and, with ``mlp``, the
-    MLP at the best ridge hook, chosen by R² on a validation fifth of the ``train_seq`` sequences and fitted on
-    the rest; ``r2`` is the chosen probe's R² on the ``test_seq`` sequences."""
+    MLP (fitted on at most ``mlp_rows`` positions) at the best ridge hook, chosen by R² on a validation fifth of
+    the ``train_seq`` sequences and fitted on the rest; ``r2`` is the chosen probe's R² on the ``test_seq``
+    sequences."""
     fit, validation = _validation_split(train_seq, seed)
     y_val = y[validation].reshape(-1, y.shape[-1])
     flat = lambda x, rows: x[rows].reshape(-1, x.shape[-1])  # noqa: E731
@@ -249,7 +251,7 @@ def choose_probe(
         candidates.append((r2_score(y_val, probe.predict(flat(x, validation))), hook, "linear", probe))
     best = max(candidates, key=lambda c: c[0])
     if mlp:
-        probe = mlp_probe_on(acts[best[1]], y, fit, seed)
+        probe = mlp_probe_on(acts[best[1]], y, fit, seed, mlp_rows)
         candidates.append((r2_score(y_val, probe.predict(flat(acts[best[1]], validation))), best[1], "mlp", probe))
         best = max(candidates, key=lambda c: c[0])
     _, hook, kind, probe = best

@@ -57,6 +57,7 @@ import numpy as np
 import torch
 
 from nrecur.analysis.base import pyplot, register_analysis, save_figure
+from nrecur.analysis.probes import MLP_ROWS
 from nrecur.tasks import NRecurrence
 from nrecur.tasks.sampler import Batch
 from nrecur.train.evaluate import model_log_probs
@@ -477,12 +478,14 @@ def updates(
     min_change: float = 0.1,
     decode: bool = True,
     decode_sequences: int = 1024,
+    mlp_rows: int = MLP_ROWS,
 ) -> UpdatesResult:
     """Event-aligned updates of ``run.model`` against the exact observer on fresh sequences of its task.
 
     ``window`` defaults to ``min(4 × largest period, length // 2)``, ``settle`` (positions the rule before
     the event must have held) to twice the largest period. With ``decode``, the model's beliefs over period
-    and target are also read by probes (fitted on ``decode_sequences`` other sequences) around the events.
+    and target are also read by probes (fitted on ``decode_sequences`` other sequences, an MLP probe on at most
+    ``mlp_rows`` of their positions) around the events.
     """
     reason = _stochastic_reason(run)
     if reason is not None:
@@ -498,7 +501,8 @@ def updates(
     if decode:
         from nrecur.analysis.decoded import decode_rule_beliefs, decoded_summary
 
-        decoded, chosen = decode_rule_beliefs(run.model, task, length, batch.tokens, decode_sequences, seed)
+        decoded, chosen = decode_rule_beliefs(run.model, task, length, batch.tokens, decode_sequences, seed, mlp_rows=mlp_rows)
+        options.update(decode_sequences=decode_sequences, mlp_rows=mlp_rows)
         for kind, kind_updates in by_kind.items():
             summaries[kind]["decoded"] = decoded_summary(task, decoded, post, kind_updates.events)
             headline[f"decoded_error/{kind}"] = summaries[kind]["decoded"]["error_target_new"]

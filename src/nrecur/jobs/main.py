@@ -2,14 +2,19 @@
 
 1. Train the preset's deterministic run until eval KL reaches its threshold.
 2. Train the stochastic task twice, from scratch and starting from (1)'s
-   weights, and the Mess3 belief-geometry model (SPEC §2.5); ``jobs`` of them
-   side by side, each in its own process with an equal share of the threads.
+   weights, and the Mess3 belief-geometry model (SPEC §2.5).
 3. Analyze and report: every analysis that applies to a run, then its
-   report (``RUN/report.html``), in the worker that trained it right after
-   training — so one run's analyses overlap another's training; the
-   deterministic run is analyzed by a worker of its own that starts when a
-   slot frees up after the first two stochastic runs. Then the index over
-   the runs (``out/index.html``).
+   report (``RUN/report.html``). Then the index over the runs
+   (``out/index.html``).
+
+Steps 1–3 are worker jobs in one queue, ``jobs`` of them side by side, each
+in its own process with an equal share of the threads, in this order:
+deterministic run; stochastic from scratch (trained, then analyzed in the
+same worker); fine-tune (waits for the deterministic run); the deterministic
+run's analyses (a worker of their own, so the fine-tune can start as soon
+as its initial weights exist); Mess3. A free slot takes the first job whose
+run it needs has finished. On two cores this keeps both busy from the
+start: a lone run with two threads is only ~1.25× as fast as with one.
 4. Summarize: steps and time to reach the KL threshold, final KL and
    cross-entropies against the Bayes floor.
 
@@ -32,7 +37,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from nrecur._io import atomic_write_text
-from nrecur.jobs.worker import read_analysis_records
+from nrecur.jobs.records import read_analysis_records
 from nrecur.report import read_run, write_index
 from nrecur.tasks import NRecurrence
 from nrecur.train.config import RunConfig
@@ -112,6 +117,8 @@ class WorkerJob:
     """Train (resume) the run."""
     analyze: bool = False
     """Then run its analyses and write its report."""
+    after: WorkerJob | None = None
+    """A job that must have ended successfully first (its run's weights are needed)."""
 
     def describe(self) -> str:
         doing = " and ".join(word for word, flag in (("training", self.train), ("analyzing", self.analyze)) if flag)
@@ -185,11 +192,9 @@ def run_main_job(
     """Run the trainings of ``preset`` and the Mess3 model under ``out`` (see the module docstring); with
     ``analyze``, their analyses, reports and the index too.
 
-    Each training runs in a worker process with ``OMP_WAIT_POLICY=PASSIVE``; the deterministic one alone
-    with ``threads`` threads (default: all cores), then the others ``jobs`` at a time with
-    ``threads // jobs`` threads each (at least one); a new one starts as soon as one ends. A run's analyses
-    and report follow its training in the same worker; the deterministic run's take the next free worker
-    after the first two stochastic runs have started.
+    Every job runs in a worker process with ``OMP_WAIT_POLICY=PASSIVE``, ``jobs`` at a time with
+    ``threads // jobs`` threads each (``threads`` default: all cores; at least one each), in the queue order
+    of the module docstring; a new one starts as soon as one ends.
     """
     start = time.perf_counter()
     out = Path(out)
@@ -198,27 +203,25 @@ def run_main_job(
     folders = {kind: RunFolder(out / names[kind]) for kind in MAIN_JOB_RUNS}
     configs = main_job_configs(preset, out)
     index = out / "index.html"
-    if prepare(configs["det"], folders["det"], fresh):
-        failed = run_in_workers([WorkerJob(folders["det"])], 1, threads, progress)
-        if failed:  # every other run needs it
-            raise RuntimeError(_failures(failed))
-    pending = []
+    queue: list[WorkerJob] = []
+    det = WorkerJob(folders["det"]) if prepare(configs["det"], folders["det"], fresh) else None
+    queue += [det] if det else []
     for kind in MAIN_JOB_RUNS[1:]:
         train = prepare(configs[kind], folders[kind], fresh)
         if train or (analyze and needs_analysis(folders[kind])):
-            pending.append(WorkerJob(folders[kind], train=train, analyze=analyze))
+            queue.append(WorkerJob(folders[kind], train=train, analyze=analyze, after=det if kind == "stoch-finetune" else None))
         if kind == "stoch-finetune" and analyze and needs_analysis(folders["det"]):
-            pending.append(WorkerJob(folders["det"], train=False, analyze=True))
+            queue.append(WorkerJob(folders["det"], train=False, analyze=True, after=det))
     failed = []
-    if pending:
-        slots = min(jobs, len(pending))
+    if queue:
+        slots = min(jobs, len(queue))
         sequences = ANALYSIS_SEQUENCES.get(preset.name)
-        failed = run_in_workers(pending, slots, max(1, threads // slots), progress, index if analyze else None, sequences)
+        failed = run_in_workers(queue, slots, max(1, threads // slots), progress, index if analyze else None, sequences)
     finished = [kind for kind in MAIN_JOB_RUNS if _finished(folders[kind])]
     rows = tuple(RunRow.from_folder(names[kind], folders[kind]) for kind in finished)
     notes = []
     if analyze:
-        for job in (job for job in pending if job.analyze):
+        for job in (job for job in queue if job.analyze):
             for record in read_analysis_records(job.folder.path) or []:
                 if record.outcome == "failed":
                     notes.append(f"{job.folder.path.name} analysis {record.line()} (traceback in {job.folder.train_log})")
@@ -248,31 +251,44 @@ def _finished(folder: RunFolder) -> bool:
     return summary is not None and summary.get("status") == "finished"
 
 
-def _failures(failed: list[tuple[WorkerJob, int]]) -> str:
-    return "; ".join(f"{job.describe()} exited with {code} (see {job.folder.train_log})" for job, code in failed)
+def _failures(failed: list[tuple[WorkerJob, int | None]]) -> str:
+    return "; ".join(
+        f"{job.describe()} exited with {code} (see {job.folder.train_log})" if code is not None
+        else f"{job.describe()} did not start: {job.after.describe()} failed"
+        for job, code in failed
+    )  # fmt: skip
 
 
 def run_in_workers(
     jobs: list[WorkerJob], slots: int, threads: int, progress: bool, index: Path | None = None, sequences: int | None = None
-) -> list[tuple[WorkerJob, int]]:
-    """Run each job in its own worker process with ``threads`` threads, ``slots`` at a time; wait for all and
-    return the jobs whose worker failed, with its exit code.
+) -> list[tuple[WorkerJob, int | None]]:
+    """Run each job in its own worker process with ``threads`` threads, ``slots`` at a time, a free slot taking
+    the first waiting job whose ``after`` job has ended well; wait for all and return the jobs that failed, with
+    the worker's exit code (None: not started, because its ``after`` job failed).
 
     A single worker draws its own progress bar; side-by-side workers write theirs to ``train.log`` and this
     process shows coarse bars from their ``metrics.jsonl``. ``index``: the page the reports link to;
     ``sequences``: the most sequences an analysis uses.
     """
-    folders = [job.folder for job in jobs]
+    folders = [job.folder for job in jobs if job.train]
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads), "OMP_WAIT_POLICY": "PASSIVE"}
-    alone = len(folders) == 1
+    alone = len(jobs) == 1
     waiting = list(jobs)
     running: list[tuple[WorkerJob, subprocess.Popen, object]] = []
-    finished: list[tuple[WorkerJob, int]] = []
-    bars = _bars(folders) if progress and not alone else None
+    finished: list[tuple[WorkerJob, int | None]] = []
+    codes: dict[int, int | None] = {}  # id(job) → the exit code of a job that ended (None: it never started)
+    bars = _bars(folders) if progress and not alone and folders else None
     try:
         while waiting or running:
-            while waiting and len(running) < slots:
-                job = waiting.pop(0)
+            for job in [job for job in waiting if job.after is not None and codes.get(id(job.after), 0) != 0]:
+                waiting.remove(job)  # the run it needs failed
+                finished.append((job, None))
+                codes[id(job)] = None
+            while len(running) < slots:
+                job = next((job for job in waiting if job.after is None or (id(job.after) in codes and codes[id(job.after)] == 0)), None)
+                if job is None:
+                    break
+                waiting.remove(job)
                 folder = job.folder
                 log = open(folder.train_log, "w" if job.train else "a")
                 command = [sys.executable, "-m", "nrecur.jobs.worker", str(folder.path), *([] if progress else ["--no-progress"])]
@@ -281,12 +297,15 @@ def run_in_workers(
                 command += ["--sequences", str(sequences)] if sequences is not None and job.analyze else []
                 stderr = None if alone and progress else subprocess.STDOUT
                 running.append((job, subprocess.Popen(command, stdout=log, stderr=stderr, env=env), log))
+            if waiting and not running:
+                raise ValueError(f"{waiting[0].describe()} waits for a job that is not in the queue")
             for item in list(running):
                 job, process, log = item
                 if process.poll() is not None:
                     log.close()
                     running.remove(item)
                     finished.append((job, process.returncode))
+                    codes[id(job)] = process.returncode
             if bars:
                 _update_bars(bars, folders)
             if running:

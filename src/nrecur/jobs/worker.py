@@ -15,19 +15,15 @@ from __future__ import annotations
 
 import argparse
 import inspect
-import json
 import sys
 import time
 import traceback
-from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Literal
 
-from nrecur._io import atomic_write_text
+from nrecur.jobs.records import AnalysisRecord, write_analysis_records
 from nrecur.train import resume
-from nrecur.train.folder import RunFolder
 
-__all__ = ["ANALYSIS_MLP_ROWS", "ANALYSIS_SEQUENCES", "AnalysisRecord", "analyze_run", "main", "read_analysis_records", "write_analysis_records"]
+__all__ = ["ANALYSIS_MLP_ROWS", "ANALYSIS_SEQUENCES", "analyze_run", "main"]
 
 ANALYSIS_SEQUENCES = 1024
 """The most fresh sequences a job's analysis uses: analyses whose default asks for more get this many
@@ -38,27 +34,12 @@ of a job's analysis time; at 8,000 rows they take 40 % of it and read the period
 deterministic run with R² 0.79 instead of 0.82 (the report states the number of rows)."""
 
 
-@dataclass(frozen=True)
-class AnalysisRecord:
-    """What one analysis did in a worker: written, skipped (why) or failed (the error)."""
-
-    name: str
-    """The analysis (``NAME_over_training`` for one over the saved checkpoints)."""
-    outcome: Literal["wrote", "skipped", "failed"]
-    detail: str
-    """How many files it wrote, why it does not apply, or the error."""
-    seconds: float
-
-    def line(self) -> str:
-        return f"{self.name}: {self.outcome} ({self.detail}, {self.seconds:.0f} s)" if self.outcome == "wrote" else f"{self.name}: {self.outcome}: {self.detail}"
-
-
 def _options(fn, max_sequences: int, progress: bool) -> dict:
-    """Keyword arguments for an analysis function: ``n_sequences`` capped at ``max_sequences``, ``mlp_rows`` at
-    :data:`ANALYSIS_MLP_ROWS`, progress off."""
+    """Keyword arguments for an analysis function: ``n_sequences`` and ``decode_sequences`` capped at
+    ``max_sequences``, ``mlp_rows`` at :data:`ANALYSIS_MLP_ROWS`, progress off."""
     parameters = inspect.signature(fn).parameters
     options: dict = {}
-    for name, cap in (("n_sequences", max_sequences), ("mlp_rows", ANALYSIS_MLP_ROWS)):
+    for name, cap in (("n_sequences", max_sequences), ("decode_sequences", max_sequences), ("mlp_rows", ANALYSIS_MLP_ROWS)):
         parameter = parameters.get(name)
         if parameter is not None and isinstance(parameter.default, int) and parameter.default > cap:
             options[name] = cap
@@ -104,23 +85,6 @@ def analyze_run(folder: str | Path, max_sequences: int = ANALYSIS_SEQUENCES, pro
 
             attempt(f"{analysis.name}_over_training", over)
     return records
-
-
-def write_analysis_records(folder: str | Path, records: list[AnalysisRecord]) -> Path:
-    """Write ``records`` to the run's ``analyzed.json`` (atomically)."""
-    path = RunFolder(folder).analyzed_file
-    atomic_write_text(path, json.dumps([asdict(record) for record in records], indent=1) + "\n")
-    return path
-
-
-def read_analysis_records(folder: str | Path) -> list[AnalysisRecord] | None:
-    """The records of the last job that analyzed the run at ``folder``; None when none did (or its file is
-    unreadable, which counts as not analyzed)."""
-    path = RunFolder(folder).analyzed_file
-    try:
-        return [AnalysisRecord(**entry) for entry in json.loads(path.read_text())]
-    except (OSError, ValueError, TypeError):
-        return None
 
 
 def main(argv: list[str]) -> int:

@@ -168,13 +168,20 @@ def _paragraphs(doc: str | None) -> tuple[str, ...]:
     return tuple(blocks)
 
 
-SAMPLE_SIZES = {"n_sequences": "fresh sequences analysed", "mlp_rows": "positions each MLP probe is fitted on (at most)"}
-"""JSON keys saying how much data an analysis used → their row in its headline table."""
+SAMPLE_SIZES = {
+    "n_sequences": "fresh sequences analysed",
+    "decode_sequences": "sequences the belief decoders are fitted on",
+    "mlp_rows": "positions each MLP probe is fitted on (at most)",
+}
+"""JSON keys (at the top of an analysis's JSON or in its ``options``) saying how much data it used → their row
+in its headline table."""
 
 
 def _headline_table(item: AnalysisFile) -> Table:
     rows = tuple((str(k), fmt(v)) for k, v in item.headline.items())
-    sizes = tuple((label, f"{item.data[key]:,}") for key, label in SAMPLE_SIZES.items() if isinstance(item.data.get(key), int))
+    options = item.data.get("options") if isinstance(item.data.get("options"), dict) else {}
+    found = {key: item.data.get(key, options.get(key)) for key in SAMPLE_SIZES}
+    sizes = tuple((label, f"{found[key]:,}") for key, label in SAMPLE_SIZES.items() if isinstance(found[key], int) and not isinstance(found[key], bool))
     return Table("headline", ("figure", "value"), rows + sizes)
 
 
