@@ -15,6 +15,7 @@ from nrecur import NRecurrence, train
 from nrecur.cli import main
 from nrecur.model import GPTConfig
 from nrecur.report import PAGE_LIMIT, read_run, write_report, write_reports
+from nrecur.report.index import figure_folders
 from nrecur.report.embed import Budget
 from nrecur.train import RunConfig, TrainConfig
 from nrecur.train.interventions import Intervention
@@ -186,6 +187,24 @@ def test_the_index_has_one_sortable_row_per_run_linking_to_its_page(runs, tmp_pa
     assert "does not hold a valid run config" in page or "broken" in page
     tiny_page = (root / "tiny" / "report.html").read_text()
     assert '<a href="../index.html">all runs</a>' in tiny_page
+
+
+def test_the_index_shows_the_figures_of_sweeps_and_studies_below_it_but_not_those_in_runs(runs, tmp_path):
+    """A sweep's trials are three levels down (``SWEEP/trials/ID``) and its heatmaps in ``SWEEP/plots``; a study
+    keeps its figures at its top; a run's analysis figures stay on the run's page."""
+    root = tmp_path / "runs"
+    figure = next((runs / "tiny" / "analysis").glob("*.png"))
+    shutil.copytree(runs / "tiny", root / "sweep-a" / "trials" / "t1")
+    (root / "sweep-a" / "plots").mkdir()
+    shutil.copy(figure, root / "sweep-a" / "plots" / "final_kl.png")
+    (root / "studies" / "grokking").mkdir(parents=True)
+    shutil.copy(figure, root / "studies" / "grokking" / "grokking.png")
+    assert figure_folders(root) == [root / "studies" / "grokking", root / "sweep-a" / "plots"]
+    folder = write_reports(root)
+    page = folder.index.read_text()
+    assert [r.path.parent for r in folder.reports] == [root / "sweep-a" / "trials" / "t1"]
+    assert "<h2>studies/grokking</h2>" in page and "<h2>sweep-a/plots</h2>" in page
+    assert len(images(page)) == 2 and "trials/t1</h2>" not in page
 
 
 def test_the_command_line_refuses_what_is_not_a_run(tmp_path, capsys):

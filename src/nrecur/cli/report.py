@@ -14,8 +14,9 @@ def register(subparsers) -> None:
         help="a self-contained HTML page per run (curves, evaluation, analyses) and an index over runs",
         description="PATH a run folder: write PATH/report.html — the run in words, training curves against the Bayes "
         "floor, evaluation tables and one section per analysis in PATH/analysis/ (nrecur analyze writes them). PATH a "
-        "folder of runs (such as nrecur run's --out): write every run's report and PATH/index.html, one sortable row "
-        "per run. Pages open offline: every figure, style and script is inside them.",
+        "folder of runs (such as nrecur run's --out, a sweep's or a study's folder; runs up to 3 levels below it): write "
+        "every run's report and PATH/index.html, one sortable row per run, with the figures of the sweeps and studies "
+        "below PATH under the table. Pages open offline: every figure, style and script is inside them.",
     )
     parser.add_argument("path", metavar="PATH", help="a run folder, or a folder of run folders")
     parser.set_defaults(handler=report_command, command="report")
@@ -23,6 +24,7 @@ def register(subparsers) -> None:
 
 def report_command(args: argparse.Namespace) -> int:
     from nrecur.report import find_runs, write_report, write_reports
+    from nrecur.report.index import RUN_DEPTH
     from nrecur.train.folder import RunFolder
 
     path = Path(args.path)
@@ -35,8 +37,8 @@ def report_command(args: argparse.Namespace) -> int:
         result = write_report(path, index=index if index.exists() else None)
         _print(result)
         return 0
-    if not find_runs(path):
-        raise UsageError(f"{path} is not a run folder (no {RunFolder.CONFIG_FILE}) and holds no run folders")
+    if not find_runs(path, depth=RUN_DEPTH):
+        raise UsageError(f"{path} is not a run folder (no {RunFolder.CONFIG_FILE}) and holds no run folders (up to {RUN_DEPTH} levels below)")
     folder = write_reports(path)
     for result in folder.reports:
         _print(result)

@@ -1,12 +1,14 @@
 """The index over a folder of runs: ``RUNS_DIR/index.html``, one sortable row per run.
 
 :func:`write_reports` is what ``nrecur report RUNS_DIR`` does: it finds every
-run folder in ``RUNS_DIR`` and one level below it (sweep folders), writes each
-run's report and then the index — task, model size, steps, training time,
-final KL, grok step, status and a small curve of the eval KL, each row linking
-to its run's page. A run that cannot be read (a damaged ``config.json``) is
-named in the index and left out; the others are not held up by it. A sweep
-folder's own figures (its heatmaps) are inlined under the table.
+run folder in ``RUNS_DIR`` and up to three levels below it (a sweep's trials are
+``SWEEP/trials/ID``), writes each run's report and then the index — task, model
+size, steps, training time, final KL, grok step, status and a small curve of the
+eval KL, each row linking to its run's page. A run that cannot be read (a
+damaged ``config.json``) is named in the index and left out; the others are not
+held up by it. Under the table, the figures of every folder below ``RUNS_DIR``
+that has figures of its own and is not a run (a sweep's ``plots/``, a study's
+results, :func:`figure_folders`), one section each.
 """
 
 from __future__ import annotations
@@ -82,7 +84,7 @@ class IndexRow:
 
 @dataclass(frozen=True)
 class Sweep:
-    """A folder of runs below the index with figures of its own."""
+    """A folder below the index, not a run, with figures of its own (a sweep's plots, a study's results)."""
 
     name: str
     figures: tuple[Image, ...]
@@ -98,6 +100,24 @@ class FolderReport:
     """Run folders that could not be read, with the reason (one line each)."""
 
 
+FIGURE_SUFFIXES = (".png", ".svg")
+RUN_DEPTH = 3
+"""How deep below a folder :func:`write_reports` looks for runs (a sweep's trials: ``SWEEP/trials/ID``)."""
+
+
+def figure_folders(folder: str | os.PathLike, depth: int = 4) -> list[Path]:
+    """Folders in and below ``folder`` (``depth`` levels deep) holding figure files of their own, never a run
+    folder or anything in one (their figures are on the run's page), sorted."""
+    folder = Path(folder)
+    if RunFolder(folder).is_run() or not folder.is_dir():
+        return []
+    entries = sorted(p for p in folder.iterdir() if not p.name.startswith("."))
+    found = [folder] if any(p.suffix in FIGURE_SUFFIXES and p.is_file() for p in entries) else []
+    for sub in (p for p in entries if p.is_dir()) if depth > 0 else ():
+        found += figure_folders(sub, depth - 1)
+    return found
+
+
 def write_index(folder: str | os.PathLike, records: list[RunRecord], skipped: list[str] = ()) -> Path:
     """Write ``folder/index.html`` over ``records`` (runs in or below ``folder``); ``skipped`` lines are shown."""
     folder = Path(folder)
@@ -109,10 +129,10 @@ def write_index(folder: str | os.PathLike, records: list[RunRecord], skipped: li
         rows.append(IndexRow.of(record, name, os.path.relpath(report, folder) if report.exists() else None))
     budget = Budget(PAGE_LIMIT)
     sweeps = []
-    for sub in sorted({record.path.parent for record in records if record.path.parent != folder}):
-        stems = sorted({p.with_suffix("") for p in sub.iterdir() if p.suffix in (".png", ".svg") and p.is_file()})
-        if stems:
-            sweeps.append(Sweep(os.path.relpath(sub, folder), tuple(file_image(stem, budget, folder) for stem in stems)))
+    for sub in figure_folders(folder):
+        stems = sorted({p.with_suffix("") for p in sub.iterdir() if p.suffix in FIGURE_SUFFIXES and p.is_file()})
+        name = folder.resolve().name if sub == folder else os.path.relpath(sub, folder)
+        sweeps.append(Sweep(name, tuple(file_image(stem, budget, folder) for stem in stems)))
     text = render(
         "index.html",
         title=f"nrecur runs in {folder.resolve().name}",
@@ -127,11 +147,11 @@ def write_index(folder: str | os.PathLike, records: list[RunRecord], skipped: li
 
 
 def write_reports(folder: str | os.PathLike) -> FolderReport:
-    """Every run's report in ``folder`` (and one level below), then ``folder/index.html``."""
+    """Every run's report in ``folder`` (and up to three levels below), then ``folder/index.html``."""
     folder = Path(folder)
-    paths = find_runs(folder)
+    paths = find_runs(folder, depth=RUN_DEPTH)
     if not paths:
-        raise FileNotFoundError(f"{folder} holds no run folders (folders with a {RunFolder.CONFIG_FILE}), in it or one level below")
+        raise FileNotFoundError(f"{folder} holds no run folders (folders with a {RunFolder.CONFIG_FILE}), in it or up to {RUN_DEPTH} levels below")
     records, results, skipped = [], [], []
     for path in paths:
         try:
