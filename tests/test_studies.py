@@ -106,8 +106,16 @@ def test_the_icl_rate_study_reads_each_runs_updates_analysis(tmp_path):
     analysis = json.loads((Path(run["run_dir"]) / "analysis" / "updates.json").read_text())  # load_sweep gives absolute paths
     observer = analysis["headline"]["learning_rate_observer/transition"]
     assert run["learning_rate_observer"] == (observer if observer is not None and observer != float("inf") else None)
-    assert (out / "icl_rate.png").stat().st_size > 0
+    assert (out / "icl_rate.png").stat().st_size > 0 and run["n_events"] > 0
     assert main(args) == 0  # a rerun reuses the runs and their analyses
+
+
+def test_the_icl_rate_study_refuses_a_context_without_room_for_events(tmp_path, capsys):
+    """tiny's periods 2, 3: the rule must have held 6 positions and a window of min(12, n // 2) follow."""
+    args = ["icl-rate", "--out", str(tmp_path / "icl"), "--preset", "tiny", "--lengths", "10", "16", "--quiet"]
+    assert main(args) == 2
+    assert "context lengths [10] leave no room for a transition event" in capsys.readouterr().err
+    assert not (tmp_path / "icl").exists()
 
 
 @pytest.mark.slow

@@ -318,6 +318,17 @@ def default_window(task: NRecurrence, length: int) -> int:
     return max(1, min(4 * task.max_period, length // 2))
 
 
+def default_settle(task: NRecurrence) -> int:
+    """Twice the largest period: the positions the rule before an event must have held."""
+    return 2 * task.max_period
+
+
+def shortest_context(task: NRecurrence) -> int:
+    """The shortest context with room for an event under the default window and settle: an event is kept
+    only at positions ``settle ≤ p ≤ length − window``."""
+    return next(n for n in range(2, 1 << 20) if default_settle(task) + default_window(task, n) <= n)
+
+
 def model_probs(model, tokens: np.ndarray) -> np.ndarray:
     """``tokens [batch, pos]`` → the model's ``[batch, pos, vocab]`` float64 probabilities."""
     return model_log_probs(model, torch.as_tensor(np.asarray(tokens), dtype=torch.long)).exp().numpy()
@@ -493,7 +504,7 @@ def updates(
     task: NRecurrence = run.task
     length = run.config.length
     window = default_window(task, length) if window is None else window
-    settle = 2 * task.max_period if settle is None else settle
+    settle = default_settle(task) if settle is None else settle
     batch, post = sample_events(task, n_sequences, length, seed)
     by_kind = event_updates(model_probs(run.model, batch.tokens), post.predictive, batch, window, settle, min_change)
     options = {"n_sequences": n_sequences, "seed": seed, "window": window, "settle": settle, "min_change": min_change, "length": length}

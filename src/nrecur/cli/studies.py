@@ -86,7 +86,7 @@ def register(subparsers) -> None:
     )
     icl.add_argument("--preset", default="quick", help="the task, model and training settings (default: quick)")
     icl.add_argument("--rates", type=float, nargs="+", default=[0.1, 0.2], help="C of p_noise = p_transition = C/n (default: 0.1 0.2)")
-    icl.add_argument("--lengths", type=int, nargs="+", default=[16, 32], help="context lengths (default: 16 32)")
+    icl.add_argument("--lengths", type=int, nargs="+", default=[32, 48], help="context lengths, each with room for events (default: 32 48)")
     icl.add_argument("--widths", type=int, nargs="+", default=[32, 64], help="residual widths d_model (default: 32 64)")
     icl.add_argument("--seeds", type=int, default=1, help="seeds per cell (default: 1)")
     icl.add_argument("--steps", type=int, help="step budget per run (default: the preset's)")

@@ -28,9 +28,10 @@ import pandas as pd
 
 from nrecur._io import atomic_write_text
 from nrecur.analysis.base import OKABE_ITO, pyplot, save_figure
-from nrecur.analysis.updates import updates
+from nrecur.analysis.updates import default_settle, shortest_context, updates
 from nrecur.runs import load_run
 from nrecur.sweep import BackendOptions, load_sweep, run_sweep, spec_from_data
+from nrecur.train.presets import get_preset
 
 __all__ = ["IclRateResult", "icl_rate", "plot_icl_rate"]
 
@@ -52,7 +53,7 @@ def icl_rate(
     out: str | Path,
     preset: str = "quick",
     rates=(0.1, 0.2),
-    lengths=(16, 32),
+    lengths=(32, 48),
     widths=(32, 64),
     seeds: int = 1,
     train: dict | None = None,
@@ -64,6 +65,14 @@ def icl_rate(
     run ``updates`` on every finished run (``n_sequences`` fresh sequences each, written into the run's
     ``analysis/``), and write ``out/icl_rate.json`` and the figure."""
     out = Path(out)
+    task = get_preset(preset).variant("stochastic").task
+    short = [int(n) for n in lengths if int(n) < shortest_context(task)]
+    if short:
+        raise ValueError(
+            f"context lengths {short} leave no room for a transition event of the updates analysis (the rule must have held "
+            f"{default_settle(task)} positions before it and a window of min(4 × largest period, length // 2) follow it); "
+            f"give lengths >= {shortest_context(task)}"
+        )
     rates_as_text = [f"{c:g}/n" for c in rates]
     spec = spec_from_data({
         "name": f"icl-rate-{preset}", "preset": preset, "variant": "stochastic", "seeds": seeds,
