@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from nrecur.cli import main
@@ -116,6 +117,27 @@ def test_the_icl_rate_study_refuses_a_context_without_room_for_events(tmp_path, 
     assert main(args) == 2
     assert "context lengths [10] leave no room for a transition event" in capsys.readouterr().err
     assert not (tmp_path / "icl").exists()
+
+
+def test_the_icl_rate_figure_draws_a_never_median_above_the_finite_ones(tmp_path, monkeypatch):
+    """A model whose median rate is "never" must not vanish from the figure: a hollow point on its own row."""
+    import importlib
+
+    module = importlib.import_module("nrecur.studies.icl_rate")  # the module, not the function of the same name
+    figures = []
+    monkeypatch.setattr(module, "save_figure", lambda fig, folder, stem: figures.append(fig) or [])
+    common = {"rate": "0.2/n", "d_model": 32, "seed": 0, "final_kl": 0.1, "steps": 10, "run_dir": "x", "n_events": 5}
+    runs = [
+        {**common, "n_ctx": 32, "learning_rate_model": None, "learning_rate_observer": 11.0, "discreteness_model": 0.7, "discreteness_observer": 0.6},
+        {**common, "n_ctx": 48, "learning_rate_model": 13.0, "learning_rate_observer": 11.5, "discreteness_model": 0.7, "discreteness_observer": 0.6},
+    ]
+    module.plot_icl_rate(module.IclRateResult(runs=runs, options={}), tmp_path)
+    first, _, by_length = figures[0].axes
+    for ax, x in ((first, 11.0), (by_length, 32.0)):
+        points = np.concatenate([c.get_offsets() for c in ax.collections])
+        assert len(points) == 2
+        hollow = points[points[:, 1] > 13.0]
+        assert hollow.shape == (1, 2) and hollow[0, 0] == pytest.approx(x, abs=0.5) and hollow[0, 1] == 14.0
 
 
 @pytest.mark.slow

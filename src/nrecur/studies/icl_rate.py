@@ -112,7 +112,10 @@ def icl_rate(
 
 
 def plot_icl_rate(result: IclRateResult, folder: str | Path, stem: str = "icl_rate") -> list[Path]:
-    """Model against observer (learning rate, discreteness), and the model's rate against context length."""
+    """Model against observer (learning rate, discreteness), and the model's rate against context length.
+
+    A median learning rate of "never" (the new target not above 0.5 within the window in at least half of the
+    events) is drawn as a hollow marker on a row of its own above the finite values, so no run goes missing."""
     plt = pyplot()
     frame = pd.DataFrame(result.runs)
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.4), layout="constrained")
@@ -120,16 +123,32 @@ def plot_icl_rate(result: IclRateResult, folder: str | Path, stem: str = "icl_ra
         for ax in axes:
             ax.text(0.5, 0.5, "no finished run", ha="center", va="center", transform=ax.transAxes)
         return save_figure(fig, folder, stem)
+    for column in [f"{m}_{who}" for m in MEASURES for who in ("model", "observer")]:
+        frame[column] = frame[column].astype(float).fillna(np.inf)  # "never" is slower than any number of tokens
+    finite_rates = frame[["learning_rate_model", "learning_rate_observer"]].to_numpy()
+    finite_rates = finite_rates[np.isfinite(finite_rates)]
+    never = (finite_rates.max() if finite_rates.size else 0.0) + 1.0
     rates = sorted(frame["rate"].unique())
     widths = sorted(frame["d_model"].unique())
     markers = "os^Dv"
+
+    def draw(ax, x, y, i, j, **style):
+        """Finite points filled, "never" points hollow on the ``never`` row."""
+        x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+        colour, marker = OKABE_ITO[i % len(OKABE_ITO)], markers[j % len(markers)]
+        late = ~np.isfinite(y)
+        ax.scatter(x[~late], y[~late], color=colour, marker=marker, s=30, **style)
+        if late.any():
+            ax.scatter(x[late], np.full(late.sum(), never), facecolors="none", edgecolors=colour, marker=marker, s=40)
+
     for ax, measure, unit in zip(axes[:2], MEASURES, ("tokens after the transition", "0: gradual, 1: a jump")):
         for i, rate in enumerate(rates):
             for j, width in enumerate(widths):
                 part = frame[(frame["rate"] == rate) & (frame["d_model"] == width)]
-                ax.scatter(part[f"{measure}_observer"], part[f"{measure}_model"], color=OKABE_ITO[i % len(OKABE_ITO)], marker=markers[j % len(markers)], s=30, label=f"p = {rate}, d_model {width}")
+                draw(ax, part[f"{measure}_observer"], part[f"{measure}_model"], i, j, label=f"p = {rate}, d_model {width}")
         values = frame[[f"{measure}_observer", f"{measure}_model"]].to_numpy(dtype=float)
-        low, high = np.nanmin(values) if np.isfinite(values).any() else 0, np.nanmax(values) if np.isfinite(values).any() else 1
+        values = values[np.isfinite(values)]
+        low, high = (values.min(), values.max()) if values.size else (0.0, 1.0)
         ax.plot([low, high], [low, high], color="#999999", ls=":", lw=1)
         ax.set_xlabel(f"observer's median {measure.replace('_', ' ')} ({unit})")
         ax.set_ylabel(f"model's median {measure.replace('_', ' ')}")
@@ -137,15 +156,26 @@ def plot_icl_rate(result: IclRateResult, folder: str | Path, stem: str = "icl_ra
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=7)
     ax = axes[2]
+    lengths = sorted(frame["n_ctx"].unique())
+    dodge = 0.012 * (max(lengths) - min(lengths) or 1)  # the widths side by side, not on top of each other
     for i, rate in enumerate(rates):
         for j, width in enumerate(widths):
             part = frame[(frame["rate"] == rate) & (frame["d_model"] == width)].groupby("n_ctx")
-            model, observer = part["learning_rate_model"].median(), part["learning_rate_observer"].median()
-            ax.plot(model.index, model.values, marker=markers[j % len(markers)], color=OKABE_ITO[i % len(OKABE_ITO)], label=f"model, p = {rate}, d_model {width}")
-            ax.plot(observer.index, observer.values, ls=":", color=OKABE_ITO[i % len(OKABE_ITO)], lw=1)
+            model = part["learning_rate_model"].median()  # "never" counts as infinitely slow, not as missing
+            observer = part["learning_rate_observer"].median()
+            x = model.index.to_numpy(dtype=float) + (j - (len(widths) - 1) / 2) * dodge
+            colour = OKABE_ITO[i % len(OKABE_ITO)]
+            ax.plot(x, np.where(np.isfinite(model.values), model.values, never), color=colour, lw=1, alpha=0.6)
+            draw(ax, x, model.values, i, j, label=f"model, p = {rate}, d_model {width}")
+            ax.plot(observer.index, observer.values, ls=":", color=colour, lw=1)
+    ax.set_xticks(lengths)
     ax.set_xlabel("context length (tokens)")
     ax.set_ylabel("median learning rate (tokens)")
     ax.set_title("learning rate against context length (dotted: observer)", fontsize=9)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="best")
+    if np.isinf(frame["learning_rate_model"]).any():
+        for ax in (axes[0], axes[2]):
+            ax.axhline(never, color="#999999", lw=0.6)
+            ax.text(0.01, never, " never within the window (hollow)", transform=ax.get_yaxis_transform(), fontsize=7, va="bottom", color="#555555")
     return save_figure(fig, folder, stem)
