@@ -13,7 +13,17 @@ from nrecur.analysis.base import ANALYSES, residual_hooks, write_analysis
 from nrecur.analysis.failure import compare_failure, failure, failure_from_probs, overreaction, perseveration, scoring_task
 from nrecur.analysis.decoded import aligned_beliefs
 from nrecur.analysis.probes import MLP_ROWS
-from nrecur.analysis.updates import discreteness, event_updates, find_events, learning_rate, updates, updates_across_runs
+from nrecur.analysis.updates import (
+    default_settle,
+    default_window,
+    discreteness,
+    event_updates,
+    find_events,
+    learning_rate,
+    shortest_context,
+    updates,
+    updates_across_runs,
+)
 from nrecur.tasks import NRecurrence
 from nrecur.tasks.sampler import Batch
 from nrecur.train.presets import get_preset
@@ -74,6 +84,15 @@ def test_event_detection_on_a_hand_made_batch():
     assert sorted(zip(loose.sequence.tolist(), loose.position.tolist())) == [(0, 6), (2, 6)]
     # A window reaching past the end drops the events near it.
     assert len(find_events(batch, "transition", window=7, settle=0)) == 0
+
+
+@pytest.mark.parametrize("periods", [(2, 3), (2, 3, 4, 5), (3, 7), (2, 8)])
+def test_shortest_context_is_the_first_length_with_room_for_an_event(periods):
+    """The closed form against a search over lengths: settle + window <= length first holds there."""
+    task = NRecurrence(vocab_size=8, periods=periods)
+    room = [n for n in range(2, 200) if default_settle(task) + default_window(task, n) <= n]
+    assert shortest_context(task) == room[0]
+    assert room == list(range(room[0], 200))  # and at every longer length
 
 
 def test_aligned_curves_read_target_positions_of_the_new_rule():

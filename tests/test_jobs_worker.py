@@ -75,6 +75,28 @@ def test_the_worker_writes_the_report_then_the_record_of_its_analyses(trained, t
     assert "analysis boom: failed: RuntimeError: boom" in capsys.readouterr().out
 
 
+def test_a_run_whose_report_failed_has_no_record_and_is_analyzed_again(trained, monkeypatch):
+    import nrecur.report
+    from nrecur.jobs.worker import main as worker
+
+    def broken_report(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(nrecur.report, "write_report", broken_report)
+    folder = RunFolder(trained)
+    folder.analyzed_file.unlink(missing_ok=True)
+    with pytest.raises(OSError, match="disk full"):
+        worker([str(trained), "--no-train", "--analyze", "--sequences", "32", "--no-progress"])
+    assert not folder.analyzed_file.exists() and job.needs_analysis(folder)
+
+
+def test_a_record_with_an_unknown_outcome_counts_as_not_analyzed(tmp_path):
+    write_analysis_records(tmp_path, [AnalysisRecord("probes", "wrote", "2 files", 1.0)])
+    assert read_analysis_records(tmp_path) == [AnalysisRecord("probes", "wrote", "2 files", 1.0)]
+    write_analysis_records(tmp_path, [AnalysisRecord("probes", "fail", "?", 1.0)])
+    assert read_analysis_records(tmp_path) is None
+
+
 def test_a_run_needs_analysis_until_a_job_analyzed_it_without_failures(trained):
     folder = RunFolder(trained)
     folder.analyzed_file.unlink(missing_ok=True)

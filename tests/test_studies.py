@@ -105,8 +105,8 @@ def test_the_icl_rate_study_reads_each_runs_updates_analysis(tmp_path):
     assert len(data["runs"]) == 1 and data["runs"][0]["rate"] == "0.2/n"
     run = data["runs"][0]
     analysis = json.loads((Path(run["run_dir"]) / "analysis" / "updates.json").read_text())  # load_sweep gives absolute paths
-    observer = analysis["headline"]["learning_rate_observer/transition"]
-    assert run["learning_rate_observer"] == (observer if observer is not None and observer != float("inf") else None)
+    observer, never = analysis["headline"]["learning_rate_observer/transition"], analysis["headline"]["never_observer/transition"]
+    assert run["learning_rate_observer"] == (observer if observer is not None else "never" if never >= 0.5 else None)
     assert (out / "icl_rate.png").stat().st_size > 0 and run["n_events"] > 0
     assert main(args) == 0  # a rerun reuses the runs and their analyses
 
@@ -128,16 +128,29 @@ def test_the_icl_rate_figure_draws_a_never_median_above_the_finite_ones(tmp_path
     monkeypatch.setattr(module, "save_figure", lambda fig, folder, stem: figures.append(fig) or [])
     common = {"rate": "0.2/n", "d_model": 32, "seed": 0, "final_kl": 0.1, "steps": 10, "run_dir": "x", "n_events": 5}
     runs = [
-        {**common, "n_ctx": 32, "learning_rate_model": None, "learning_rate_observer": 11.0, "discreteness_model": 0.7, "discreteness_observer": 0.6},
+        {**common, "n_ctx": 32, "learning_rate_model": "never", "learning_rate_observer": 11.0, "discreteness_model": 0.7, "discreteness_observer": 0.6},
         {**common, "n_ctx": 48, "learning_rate_model": 13.0, "learning_rate_observer": 11.5, "discreteness_model": 0.7, "discreteness_observer": 0.6},
+        {**common, "n_ctx": 64, "n_events": 0, "learning_rate_model": None, "learning_rate_observer": None, "discreteness_model": None, "discreteness_observer": None},
     ]
     module.plot_icl_rate(module.IclRateResult(runs=runs, options={}), tmp_path)
-    first, _, by_length = figures[0].axes
+    first, second, by_length = figures[0].axes
+    assert len(np.concatenate([c.get_offsets() for c in second.collections])) == 2  # the run without events is left out
     for ax, x in ((first, 11.0), (by_length, 32.0)):
         points = np.concatenate([c.get_offsets() for c in ax.collections])
         assert len(points) == 2
         hollow = points[points[:, 1] > 13.0]
         assert hollow.shape == (1, 2) and hollow[0, 0] == pytest.approx(x, abs=0.5) and hollow[0, 1] == 14.0
+
+
+def test_a_median_rate_read_back_from_json_tells_never_from_no_events():
+    import importlib
+
+    median_rate = importlib.import_module("nrecur.studies.icl_rate").median_rate
+
+    assert median_rate({"learning_rate_model/transition": 12.0, "never_model/transition": 0.1}, "model") == 12.0
+    assert median_rate({"learning_rate_model/transition": float("inf"), "never_model/transition": 0.6}, "model") == "never"
+    assert median_rate({"learning_rate_model/transition": None, "never_model/transition": 0.5}, "model") == "never"  # JSON's inf
+    assert median_rate({"learning_rate_model/transition": None, "never_model/transition": None}, "model") is None  # no events
 
 
 @pytest.mark.slow

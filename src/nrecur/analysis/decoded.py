@@ -41,8 +41,8 @@ def decode_rule_beliefs(
     """The model's beliefs over period and target on ``tokens``, read by the best probe for each.
 
     The probes are chosen and fitted on ``n_fit`` other sequences of ``task`` (seed ``seed + 1``; an MLP probe
-    on at most ``mlp_rows`` of their positions), so every decoded value is held out. Returns ``({"period": [batch, pos, period], "target": [batch, pos, vocab]},
-    {quantity: ChosenProbe})``.
+    on at most ``mlp_rows`` of their positions), so every decoded value is held out. Returns
+    ``({"period": [batch, pos, period], "target": [batch, pos, vocab]}, {quantity: ChosenProbe})``.
     """
     fit = task.sample(n_fit, length, seed + 1)
     post = task.posterior(fit.tokens)

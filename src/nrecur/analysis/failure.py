@@ -42,9 +42,10 @@ from nrecur.analysis.updates import (
     NOISE_COLOUR,
     OBSERVER_COLOUR,
     EventUpdates,
-    mean_band,
+    default_settle,
     default_window,
     event_updates,
+    mean_band,
     model_probs,
     never_last_median,
     sample_events,
@@ -197,7 +198,7 @@ def failure(
         raise ValueError("the scoring task is deterministic: there are no transitions or noise tokens to score")
     length = run.config.length
     window = default_window(task, length) if window is None else window
-    settle = 2 * task.max_period if settle is None else settle
+    settle = default_settle(task) if settle is None else settle
     batch, post = sample_events(task, n_sequences, length, seed)
     observer = np.asarray(post.predictive, dtype=np.float64)
     headline, data = failure_from_probs(model_probs(run.model, batch.tokens), observer, batch, window, settle)
@@ -287,7 +288,7 @@ def compare_failure(
             raise ValueError(f"run {name!r} has vocab_size {run.config.model.vocab_size}, the task {task.vocab_size}")
     length = min(run.config.length for run in runs.values())
     window = default_window(task, length) if window is None else window
-    settle = 2 * task.max_period if settle is None else settle
+    settle = default_settle(task) if settle is None else settle
     batch, post = sample_events(task, n_sequences, length, seed)
     observer = np.asarray(post.predictive, dtype=np.float64)
     headline: dict[str, float] = {}

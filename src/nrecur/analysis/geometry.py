@@ -162,8 +162,8 @@ class GeometryResult:
 
 
 def _applies(run) -> str | None:
-    if isinstance(run.task, NRecurrence) and len(set(run.task.periods)) < 3:
-        return f"the task has {len(set(run.task.periods))} periods; the belief simplex needs three as its vertices"
+    if isinstance(run.task, NRecurrence) and len(run.task.periods) < 3:  # periods are distinct (the task checks)
+        return f"the task has {len(run.task.periods)} periods; the belief simplex needs three as its vertices"
     if isinstance(run.task, (HMMTask, NRecurrence)):
         return None
     return f"task kind {run.task.kind!r} has no belief simplex to draw (HMM kinds and n-recurrence do)"

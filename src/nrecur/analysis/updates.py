@@ -325,8 +325,9 @@ def default_settle(task: NRecurrence) -> int:
 
 def shortest_context(task: NRecurrence) -> int:
     """The shortest context with room for an event under the default window and settle: an event is kept
-    only at positions ``settle ≤ p ≤ length − window``."""
-    return next(n for n in range(2, 1 << 20) if default_settle(task) + default_window(task, n) <= n)
+    only at positions ``settle ≤ p ≤ length − window``, so ``n`` needs ``2M + min(4M, n // 2) ≤ n`` (``M``
+    the largest period). For ``n < 8M`` that is ``2M ≤ ⌈n / 2⌉``, first true at ``n = 4M − 1``."""
+    return 4 * task.max_period - 1
 
 
 def model_probs(model, tokens: np.ndarray) -> np.ndarray:

@@ -24,7 +24,7 @@ def register(subparsers) -> None:
 
 def report_command(args: argparse.Namespace) -> int:
     from nrecur.report import find_runs, write_report, write_reports
-    from nrecur.report.index import RUN_DEPTH
+    from nrecur.report.reading import RUN_DEPTH
     from nrecur.train.folder import RunFolder
 
     path = Path(args.path)
@@ -37,7 +37,7 @@ def report_command(args: argparse.Namespace) -> int:
         result = write_report(path, index=index if index.exists() else None)
         _print(result)
         return 0
-    if not find_runs(path, depth=RUN_DEPTH):
+    if not find_runs(path):
         raise UsageError(f"{path} is not a run folder (no {RunFolder.CONFIG_FILE}) and holds no run folders (up to {RUN_DEPTH} levels below)")
     folder = write_reports(path)
     for result in folder.reports:

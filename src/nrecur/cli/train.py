@@ -388,5 +388,6 @@ def run_command(args: argparse.Namespace) -> int:
     for note in result.notes:
         print(f"nrecur run: error: {note}", file=sys.stderr)
     if result.notes:
-        print(f"nrecur run: {len(result.notes)} analyses failed; running the job again retries them", file=sys.stderr)
+        count = len(result.notes)
+        print(f"nrecur run: {count} {'analysis' if count == 1 else 'analyses'} failed; running the job again retries them", file=sys.stderr)
     return 1 if result.notes else 0

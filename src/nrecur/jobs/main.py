@@ -47,7 +47,7 @@ from nrecur.train.presets import Preset
 #: The runs of the main job, in the order they start (the first one before all others).
 MAIN_JOB_RUNS = ("det", "stoch-scratch", "stoch-finetune", "mess3")
 
-ANALYSIS_SEQUENCES = {"tiny": 128, "quick": 256}
+PRESET_ANALYSIS_SEQUENCES = {"tiny": 128, "quick": 256}
 """Preset → the most sequences one of its runs' analyses uses (others: the worker's ``ANALYSIS_SEQUENCES``).
 The tiny preset's runs are for tests and take seconds, their analyses should too. The quick main job must end
 within 10 minutes on 2 cores: with 512 sequences it took 588 s (the analyses 85–93 s per n-recurrence run,
@@ -77,9 +77,9 @@ class RunRow:
     @classmethod
     def from_folder(cls, name: str, folder: RunFolder) -> "RunRow":
         config = folder.read_config()
-        summary = folder.read_summary()
-        if summary is None or summary.get("status") != "finished":
+        if not folder.is_finished():
             raise RuntimeError(f"{folder.path} did not finish (see {folder.train_log} if it ran in a worker)")
+        summary = folder.read_summary()
         final = summary["final"]["eval"]
         accuracy_name = summary.get("accuracy_name", "target_acc")  # runs of older versions were n-recurrence
         return cls(
@@ -160,8 +160,7 @@ def prepare(config: RunConfig, folder: RunFolder, fresh: bool) -> bool:
     if folder.is_run():
         if folder.read_config() != config:
             raise FileExistsError(f"{folder.path} holds a run with another config; pass --fresh to start it over")
-        summary = folder.read_summary()
-        return not (summary is not None and summary.get("status") == "finished")
+        return not folder.is_finished()
     if folder.contents() and not fresh:
         raise FileExistsError(f"{folder.path} is not empty and holds no run; move it away, or pass --fresh to write the run there anyway")
     folder.path.mkdir(parents=True, exist_ok=True)
@@ -215,25 +214,27 @@ def run_main_job(
     failed = []
     if queue:
         slots = min(jobs, len(queue))
-        sequences = ANALYSIS_SEQUENCES.get(preset.name)
+        sequences = PRESET_ANALYSIS_SEQUENCES.get(preset.name)
         failed = run_in_workers(queue, slots, max(1, threads // slots), progress, index if analyze else None, sequences)
-    finished = [kind for kind in MAIN_JOB_RUNS if _finished(folders[kind])]
+    finished = [kind for kind in MAIN_JOB_RUNS if folders[kind].is_finished()]
     rows = tuple(RunRow.from_folder(names[kind], folders[kind]) for kind in finished)
     notes = []
     if analyze:
-        for job in (job for job in queue if job.analyze):
+        ended_well = [job for job in queue if job.analyze and all(job is not bad for bad, _ in failed)]
+        for job in ended_well:  # a failed or unstarted job's records are an earlier job's
             for record in read_analysis_records(job.folder.path) or []:
                 if record.outcome == "failed":
                     notes.append(f"{job.folder.path.name} analysis {record.line()} (traceback in {job.folder.train_log})")
-        write_index(out, [read_run(folders[kind].path) for kind in finished])
+        # Every run there is, finished or not: the index shows each one's status (and links only existing pages).
+        write_index(out, [read_run(folders[kind].path) for kind in MAIN_JOB_RUNS if folders[kind].is_run()])
     result = MainJobResult(
         preset=preset.name, rows=rows, seconds=time.perf_counter() - start, index=index if analyze else None, notes=tuple(notes)
     )
     atomic_write_text(out / f"{preset.name}-summary.md", result.table() + "\n")
     summary = {"preset": preset.name, "seconds": result.seconds, "rows": [asdict(row) for row in rows]}
     atomic_write_text(out / f"{preset.name}-summary.json", json.dumps(summary, indent=2) + "\n")
-    if failed:  # after the summary and index of what did finish
-        raise RuntimeError(_failures(failed))
+    if failed:  # after the summary and index of what did finish; the analyses that failed elsewhere too
+        raise RuntimeError("; ".join([_failures(failed), *notes]))
     return result
 
 
@@ -241,14 +242,6 @@ def needs_analysis(folder: RunFolder) -> bool:
     """True when no job has analyzed the run at ``folder`` yet, or one of its analyses failed (it is retried)."""
     records = read_analysis_records(folder.path)
     return records is None or any(record.outcome == "failed" for record in records)
-
-
-def _finished(folder: RunFolder) -> bool:
-    try:
-        summary = folder.read_summary()
-    except ValueError:
-        return False
-    return summary is not None and summary.get("status") == "finished"
 
 
 def _failures(failed: list[tuple[WorkerJob, int | None]]) -> str:

@@ -10,12 +10,15 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 from nrecur._io import atomic_write_text
 from nrecur.train.folder import RunFolder
 
 __all__ = ["AnalysisRecord", "read_analysis_records", "write_analysis_records"]
+
+Outcome = Literal["wrote", "skipped", "failed"]
+OUTCOMES: tuple[str, ...] = get_args(Outcome)
 
 
 @dataclass(frozen=True)
@@ -24,7 +27,7 @@ class AnalysisRecord:
 
     name: str
     """The analysis (``NAME_over_training`` for one over the saved checkpoints)."""
-    outcome: Literal["wrote", "skipped", "failed"]
+    outcome: Outcome
     detail: str
     """How many files it wrote, why it does not apply, or the error."""
     seconds: float
@@ -42,9 +45,10 @@ def write_analysis_records(folder: str | Path, records: list[AnalysisRecord]) ->
 
 def read_analysis_records(folder: str | Path) -> list[AnalysisRecord] | None:
     """The records of the last job that analyzed the run at ``folder``; None when none did (or its file is
-    unreadable, which counts as not analyzed)."""
+    unreadable or holds an unknown outcome, which counts as not analyzed)."""
     path = RunFolder(folder).analyzed_file
     try:
-        return [AnalysisRecord(**entry) for entry in json.loads(path.read_text())]
+        records = [AnalysisRecord(**entry) for entry in json.loads(path.read_text())]
     except (OSError, ValueError, TypeError):
         return None
+    return records if all(record.outcome in OUTCOMES for record in records) else None

@@ -23,7 +23,7 @@ from nrecur._io import atomic_write_text
 from nrecur.report.curves import kl_sparkline
 from nrecur.report.embed import Budget, Image, file_image
 from nrecur.report.page import PAGE_LIMIT, ReportResult, version, write_report
-from nrecur.report.reading import RunRecord, find_runs, read_run
+from nrecur.report.reading import RUN_DEPTH, RunRecord, find_runs, read_run
 from nrecur.report.sections import fmt
 from nrecur.report.templates import render
 from nrecur.report.words import task_label
@@ -83,7 +83,7 @@ class IndexRow:
 
 
 @dataclass(frozen=True)
-class Sweep:
+class FigureFolder:
     """A folder below the index, not a run, with figures of its own (a sweep's plots, a study's results)."""
 
     name: str
@@ -101,13 +101,12 @@ class FolderReport:
 
 
 FIGURE_SUFFIXES = (".png", ".svg")
-RUN_DEPTH = 3
-"""How deep below a folder :func:`write_reports` looks for runs (a sweep's trials: ``SWEEP/trials/ID``)."""
 
 
-def figure_folders(folder: str | os.PathLike, depth: int = 4) -> list[Path]:
-    """Folders in and below ``folder`` (``depth`` levels deep) holding figure files of their own, never a run
-    folder or anything in one (their figures are on the run's page), sorted."""
+def figure_folders(folder: str | os.PathLike, depth: int = RUN_DEPTH + 1) -> list[Path]:
+    """Folders in and below ``folder`` (``depth`` levels deep: one more than runs, for a study's sweep's
+    ``plots/``) holding figure files of their own, never a run folder or anything in one (their figures are
+    on the run's page), sorted."""
     folder = Path(folder)
     if RunFolder(folder).is_run() or not folder.is_dir():
         return []
@@ -128,17 +127,17 @@ def write_index(folder: str | os.PathLike, records: list[RunRecord], skipped: li
         report = record.folder.report_file
         rows.append(IndexRow.of(record, name, os.path.relpath(report, folder) if report.exists() else None))
     budget = Budget(PAGE_LIMIT)
-    sweeps = []
+    figure_sections = []
     for sub in figure_folders(folder):
         stems = sorted({p.with_suffix("") for p in sub.iterdir() if p.suffix in FIGURE_SUFFIXES and p.is_file()})
         name = folder.resolve().name if sub == folder else os.path.relpath(sub, folder)
-        sweeps.append(Sweep(name, tuple(file_image(stem, budget, folder) for stem in stems)))
+        figure_sections.append(FigureFolder(name, tuple(file_image(stem, budget, folder) for stem in stems)))
     text = render(
         "index.html",
         title=f"nrecur runs in {folder.resolve().name}",
         path=str(folder),
         runs=rows,
-        sweeps=sweeps,
+        figure_folders=figure_sections,
         warnings=list(skipped),
         version=f"{version()}, {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC",
     )
@@ -149,7 +148,7 @@ def write_index(folder: str | os.PathLike, records: list[RunRecord], skipped: li
 def write_reports(folder: str | os.PathLike) -> FolderReport:
     """Every run's report in ``folder`` (and up to three levels below), then ``folder/index.html``."""
     folder = Path(folder)
-    paths = find_runs(folder, depth=RUN_DEPTH)
+    paths = find_runs(folder)
     if not paths:
         raise FileNotFoundError(f"{folder} holds no run folders (folders with a {RunFolder.CONFIG_FILE}), in it or up to {RUN_DEPTH} levels below")
     records, results, skipped = [], [], []

@@ -21,7 +21,7 @@ from pathlib import Path
 from nrecur.train.config import RunConfig
 from nrecur.train.folder import RunFolder
 
-__all__ = ["AnalysisFile", "RunRecord", "find_runs", "read_run"]
+__all__ = ["RUN_DEPTH", "AnalysisFile", "RunRecord", "find_runs", "read_run"]
 
 _STEP_FOLDER = re.compile(r"^step_(\d{8,})$")
 OVER_TRAINING = "_over_training"
@@ -209,7 +209,11 @@ def _registry_order(item: AnalysisFile) -> tuple[int, bool, str]:
     return (order.index(item.analysis) if item.analysis in order else len(order), item.over_training, item.name)
 
 
-def find_runs(folder: str | Path, depth: int = 2) -> list[Path]:
+RUN_DEPTH = 3
+"""How deep below a folder runs are looked for (a sweep's trials: ``SWEEP/trials/ID``)."""
+
+
+def find_runs(folder: str | Path, depth: int = RUN_DEPTH) -> list[Path]:
     """Run folders (with a ``config.json``) in ``folder`` and below it, ``depth`` levels deep, sorted."""
     folder = Path(folder)
     if RunFolder(folder).is_run():

@@ -202,7 +202,7 @@ INDEX_PAGE = HEAD + MACROS + """
 <td data-sort="{{ r.seconds_sort }}">{{ r.seconds }}</td><td data-sort="{{ r.kl_sort }}">{{ r.kl }}</td><td>{{ r.threshold }}</td>
 <td data-sort="{{ r.grok_sort }}">{{ r.grok }}</td><td class="text">{{ r.status }}</td><td class="text" data-sort="{{ r.kl_sort }}">{{ r.spark|safe }}</td></tr>{% endfor %}</tbody>
 </table></div>
-{% for sweep in sweeps %}<section><h2>{{ sweep.name }}</h2><div class="figures">{% for img in sweep.figures %}{{ image(img) }}{% endfor %}</div></section>{% endfor %}
+{% for shown in figure_folders %}<section><h2>{{ shown.name }}</h2><div class="figures">{% for img in shown.figures %}{{ image(img) }}{% endfor %}</div></section>{% endfor %}
 <footer>Written by <code>nrecur report</code> {{ version }}. Every figure, style and script is inside this file.</footer>
 </main>
 <script>{{ script }}</script>

@@ -179,11 +179,10 @@ def plot_grokking(result: GrokkingResult, folder: str | Path, stem: str = "grokk
     axes[0].set_title("how each cell learned (majority over seeds)", fontsize=9)
     if np.isfinite(delay).any():
         _annotated_heatmap(fig, axes[1], delay, "{:.0f}", "grok step − memorization step (median)", "cividis")
-        axes[1].set_title("grokking delay, training steps", fontsize=9)
     else:
         axes[1].imshow(np.zeros_like(delay), cmap=ListedColormap(["white"]), aspect="auto", origin="lower")
         axes[1].text((columns - 1) / 2, (rows - 1) / 2, f"no cell grokked\nwithin {o['step_budget']} steps", ha="center", va="center", fontsize=10)
-        axes[1].set_title("grokking delay, training steps", fontsize=9)
+    axes[1].set_title("grokking delay, training steps", fontsize=9)
     if np.isfinite(final_kl).any():
         norm = LogNorm(vmin=max(np.nanmin(final_kl), 1e-4), vmax=max(np.nanmax(final_kl), 2 * o["kl_threshold"]))
         _annotated_heatmap(fig, axes[2], final_kl, "{:.3g}", "final evaluation KL, nats/token (median)", "cividis", norm)

@@ -7,7 +7,7 @@ of every finished run aligns the model's predictions on the rule transitions
 of fresh sequences and measures, per event, its *in-context learning rate*
 (tokens after the transition until the new target's probability first exceeds
 0.5; "never" within the window counts as infinitely slow, and a median of
-"never" is shown as missing) and *discreteness index*, beside the exact
+"never" is drawn hollow on a row of its own) and *discreteness index*, beside the exact
 observer's on the same events (SPEC §5).
 
 How to read it: one point per run, the model's median against the observer's,
@@ -33,7 +33,7 @@ from nrecur.runs import load_run
 from nrecur.sweep import BackendOptions, load_sweep, run_sweep, spec_from_data
 from nrecur.train.presets import get_preset
 
-__all__ = ["IclRateResult", "icl_rate", "plot_icl_rate"]
+__all__ = ["NEVER", "IclRateResult", "icl_rate", "median_rate", "plot_icl_rate"]
 
 MEASURES = ("learning_rate", "discreteness")
 
@@ -99,16 +99,33 @@ def icl_rate(
             "final_kl": float(row["final_kl"]), "steps": int(row["steps"]), "run_dir": str(row["run_dir"]),
             "n_events": headline.get("n_events/transition"),
         }  # fmt: skip
-        for measure in MEASURES:
-            for who in ("model", "observer"):
-                value = headline.get(f"{measure}_{who}/transition")
-                entry[f"{measure}_{who}"] = None if value is None or not np.isfinite(value) else float(value)
+        for who in ("model", "observer"):
+            entry[f"learning_rate_{who}"] = median_rate(headline, who)
+            value = headline.get(f"discreteness_{who}/transition")
+            entry[f"discreteness_{who}"] = None if value is None or not np.isfinite(value) else float(value)
         runs.append(entry)
     run_options = {"preset": preset, "rates": rates_as_text, "lengths": list(lengths), "widths": list(widths), "seeds": seeds, "n_sequences": n_sequences}
     result = IclRateResult(runs=runs, options=run_options)
     atomic_write_text(out / "icl_rate.json", json.dumps(result.to_json(), indent=1) + "\n")
     plot_icl_rate(result, out)
     return result
+
+
+NEVER = "never"
+"""A median learning rate of "never": at least half of the events' new target stayed at or below 0.5 within
+the window (the median counts "never" as slower than any number of tokens). ``None`` means no median at all
+(no events)."""
+
+
+def median_rate(headline: dict, who: str) -> float | str | None:
+    """The ``updates`` headline's median learning rate of ``who`` after transitions: tokens, :data:`NEVER`,
+    or None without events. A headline read back from JSON holds None for an infinite median; its share of
+    "never" events (at least half) tells the two apart."""
+    value = headline.get(f"learning_rate_{who}/transition")
+    if value is not None and np.isfinite(value):
+        return float(value)
+    never = headline.get(f"never_{who}/transition")
+    return NEVER if value == np.inf or (never is not None and never >= 0.5) else None
 
 
 def plot_icl_rate(result: IclRateResult, folder: str | Path, stem: str = "icl_rate") -> list[Path]:
@@ -123,8 +140,9 @@ def plot_icl_rate(result: IclRateResult, folder: str | Path, stem: str = "icl_ra
         for ax in axes:
             ax.text(0.5, 0.5, "no finished run", ha="center", va="center", transform=ax.transAxes)
         return save_figure(fig, folder, stem)
-    for column in [f"{m}_{who}" for m in MEASURES for who in ("model", "observer")]:
-        frame[column] = frame[column].astype(float).fillna(np.inf)  # "never" is slower than any number of tokens
+    for who in ("model", "observer"):  # "never" is slower than any number of tokens; no median at all is left out
+        frame[f"learning_rate_{who}"] = frame[f"learning_rate_{who}"].replace(NEVER, np.inf).astype(float)
+        frame[f"discreteness_{who}"] = frame[f"discreteness_{who}"].astype(float)
     finite_rates = frame[["learning_rate_model", "learning_rate_observer"]].to_numpy()
     finite_rates = finite_rates[np.isfinite(finite_rates)]
     never = (finite_rates.max() if finite_rates.size else 0.0) + 1.0
@@ -133,13 +151,15 @@ def plot_icl_rate(result: IclRateResult, folder: str | Path, stem: str = "icl_ra
     markers = "os^Dv"
 
     def draw(ax, x, y, i, j, **style):
-        """Finite points filled, "never" points hollow on the ``never`` row."""
+        """Finite points filled; a "never" (inf) on either axis hollow on the ``never`` row or column; NaN left out."""
         x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+        keep = ~(np.isnan(x) | np.isnan(y))
+        x, y = x[keep], y[keep]
         colour, marker = OKABE_ITO[i % len(OKABE_ITO)], markers[j % len(markers)]
-        late = ~np.isfinite(y)
+        late = np.isinf(x) | np.isinf(y)
         ax.scatter(x[~late], y[~late], color=colour, marker=marker, s=30, **style)
         if late.any():
-            ax.scatter(x[late], np.full(late.sum(), never), facecolors="none", edgecolors=colour, marker=marker, s=40)
+            ax.scatter(np.where(np.isinf(x), never, x)[late], np.where(np.isinf(y), never, y)[late], facecolors="none", edgecolors=colour, marker=marker, s=40)
 
     for ax, measure, unit in zip(axes[:2], MEASURES, ("tokens after the transition", "0: gradual, 1: a jump")):
         for i, rate in enumerate(rates):
@@ -174,8 +194,12 @@ def plot_icl_rate(result: IclRateResult, folder: str | Path, stem: str = "icl_ra
     ax.set_title("learning rate against context length (dotted: observer)", fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="best")
+    label = {"fontsize": 7, "color": "#555555"}
     if np.isinf(frame["learning_rate_model"]).any():
         for ax in (axes[0], axes[2]):
             ax.axhline(never, color="#999999", lw=0.6)
-            ax.text(0.01, never, " never within the window (hollow)", transform=ax.get_yaxis_transform(), fontsize=7, va="bottom", color="#555555")
+            ax.text(0.01, never, " never within the window (hollow)", transform=ax.get_yaxis_transform(), va="bottom", **label)
+    if np.isinf(frame["learning_rate_observer"]).any():
+        axes[0].axvline(never, color="#999999", lw=0.6)
+        axes[0].text(never, 0.01, " observer: never (hollow)", transform=axes[0].get_xaxis_transform(), rotation=90, va="bottom", **label)
     return save_figure(fig, folder, stem)

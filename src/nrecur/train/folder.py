@@ -213,6 +213,15 @@ class RunFolder:
             raise ValueError(f"{self.summary_file} does not hold a JSON object")
         return summary
 
+    def is_finished(self) -> bool:
+        """Its summary says it finished (False without a summary, or with one that cannot be read: finishing
+        the run again rewrites it)."""
+        try:
+            summary = self.read_summary()
+        except ValueError:
+            return False
+        return summary is not None and summary.get("status") == "finished"
+
     def write_summary(self, summary: dict) -> None:
         atomic_write_text(self.summary_file, json.dumps(summary, indent=2) + "\n")
 
@@ -241,7 +250,8 @@ class RunFolder:
         return remove_stale_temporaries(self.path)
 
     def clear(self) -> None:
-        """Remove what a run wrote here (config, init record, metrics, summary, log, checkpoints, events, analyses, report)."""
+        """Remove what a run wrote here (config, init record, metrics, summary, log, checkpoints, events, analyses and
+        their record ``analyzed.json``, report)."""
         files = (self.config_file, self.init_file, self.metrics_file, self.summary_file, self.train_log, self.report_file, self.analyzed_file)
         for path in files:
             path.unlink(missing_ok=True)

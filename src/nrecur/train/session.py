@@ -218,11 +218,7 @@ def _continue_or_refuse(trainer: Trainer, folder: RunFolder, steps: int | None, 
 
 
 def _summary_says_finished(folder: RunFolder, step: int) -> bool:
-    try:
-        summary = folder.read_summary()
-    except ValueError:  # a corrupt summary is rewritten by finishing the run again
-        return False
-    return summary is not None and summary.get("status") == "finished" and summary.get("steps") == step
+    return folder.is_finished() and folder.read_summary().get("steps") == step  # a corrupt summary: not finished
 
 
 def read_config(run_dir: str | os.PathLike) -> RunConfig:
