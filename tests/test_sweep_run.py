@@ -59,6 +59,7 @@ def test_local_sweep_table_plots_and_nothing_rerun(tmp_path, capsys):
     assert main(["sweep", str(spec_file), "--out", str(out), "--workers", "2"]) == 0
     printed = capsys.readouterr().out
     assert "8 trials (8 ok); 8 ran now" in printed
+    assert "group runner auto: one-by-one (on 2 CPU cores an ensemble measured" in printed  # the log says why
     frame = load_sweep(out)
     trials = expand(spec_from_data(__import__("tomllib").loads(SPEC)))
     assert list(frame["trial_id"]) == [t.trial_id for t in trials]
@@ -200,6 +201,23 @@ def test_sigkill_of_the_parent_and_of_a_worker_loses_nothing_and_reruns_nothing(
     again = subprocess.run([sys.executable, "-m", "nrecur", "sweep", str(spec_file), "--out", str(out)], capture_output=True, text=True)
     assert again.returncode == 0 and "0 ran now, 12 were done before" in again.stdout
     assert SweepDir(out).attempts() == attempts
+
+
+def test_the_auto_runner_trains_at_once_only_where_every_trial_is_on_a_gpu(monkeypatch):
+    from nrecur.sweep.groups import resolve_runner
+
+    def trials(*devices):
+        return expand(spec_from_data({"preset": "tiny", "zip": [{"train.device": list(devices), "train.lr": [1e-3 * (i + 1) for i in range(len(devices))]}]}))
+
+    assert resolve_runner("auto", trials("cpu", "cpu"))[0] == "one-by-one"
+    assert resolve_runner("auto", trials("cuda", "cuda"))[0] == "ensemble"
+    assert resolve_runner("auto", trials("cuda", "cpu"))[0] == "one-by-one"
+    assert resolve_runner("ensemble", trials("cpu")) == ("ensemble", "")  # a runner asked for by name is kept
+    monkeypatch.setattr("torch.cuda.is_available", lambda: True)
+    chosen, why = resolve_runner("auto", trials("auto"))
+    assert chosen == "ensemble" and "10× a one-by-one loop" in why
+    monkeypatch.setattr("torch.cuda.is_available", lambda: False)
+    assert resolve_runner("auto", trials("auto"))[0] == "one-by-one"
 
 
 @pytest.mark.slow

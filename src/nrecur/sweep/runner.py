@@ -11,6 +11,7 @@ table is rewritten as trials end (at most every few seconds) and at the end.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from dataclasses import dataclass, field
@@ -18,7 +19,7 @@ from pathlib import Path
 from typing import Callable
 
 from nrecur.sweep.expand import Trial, expand
-from nrecur.sweep.groups import GROUP_RUNNERS, GROUPS_BY_SHAPE, TrialGroup, group_trials
+from nrecur.sweep.groups import GROUP_RUNNERS, GROUPS_BY_SHAPE, TrialGroup, group_trials, resolve_runner
 from nrecur.sweep.spec import SweepSpec
 from nrecur.sweep.store import SweepDir, TrialRecord
 
@@ -31,8 +32,9 @@ class BackendOptions:
     """Local: worker processes (default: one per available CPU). Ray: ignored (Ray schedules by CPUs)."""
     threads: int = 1
     """Torch threads per trial."""
-    runner: str = "one-by-one"
-    """How a group of trials is trained (:data:`nrecur.sweep.groups.GROUP_RUNNERS`)."""
+    runner: str = "auto"
+    """How a group of trials is trained (:data:`nrecur.sweep.groups.GROUP_RUNNERS`), or ``auto``: the one measured
+    faster on the trials' device (:func:`nrecur.sweep.groups.resolve_runner`)."""
     address: str | None = None
     """Ray: the cluster to join (``auto``, ``ray://host:10001``, ``host:6379``); None starts a local Ray."""
     num_cpus: int | None = None
@@ -86,8 +88,8 @@ class SweepResult:
 def check_options(backend: str, options: BackendOptions) -> None:
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)}")
-    if options.runner not in GROUP_RUNNERS:
-        raise ValueError(f"unknown group runner {options.runner!r}; choose from {', '.join(GROUP_RUNNERS)}")
+    if options.runner != "auto" and options.runner not in GROUP_RUNNERS:
+        raise ValueError(f"unknown group runner {options.runner!r}; choose from auto, {', '.join(GROUP_RUNNERS)}")
     if options.workers is not None and options.workers < 1:
         raise ValueError(f"workers must be an integer >= 1, got {options.workers}")
     if options.threads < 1:
@@ -139,6 +141,10 @@ def run_sweep(
 
     if report is not None and done:
         report(f"{spec.name}: {len(done)} of {len(trials)} trials are done already; running the other {len(todo)}")
+    runner, why = resolve_runner(options.runner, todo)
+    options = dataclasses.replace(options, runner=runner)
+    if report is not None and why and todo:
+        report(f"{spec.name}: group runner auto: {why}")
     groups = group_trials(todo, by_shape=GROUPS_BY_SHAPE.get(options.runner, False))
     if report is not None and GROUPS_BY_SHAPE.get(options.runner, False) and todo:
         sizes = ", ".join(str(len(group.trials)) for group in groups)
