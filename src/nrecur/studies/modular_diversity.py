@@ -106,8 +106,11 @@ def plot_modular_diversity(result: ModularDiversityResult, folder: str | Path, s
     axes[0].set_ylabel("KL(observer ‖ model), nats/token")
     axes[1].set_ylabel("accuracy at the z positions")
     axes[1].set_ylim(-0.02, 1.02)
+    axes[1].axhline(1 / p, color="#555555", lw=0.8, ls="-.", label=f"chance, 1/p = {1 / p:.3f}")
     for ax in axes:
         ax.set_xscale("log", base=2)
+        ax.set_xticks(counts, [str(c) for c in counts])
+        ax.minorticks_off()
         ax.set_xlabel(f"training task vectors n_tasks (of p² = {p * p})")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
