@@ -7,7 +7,9 @@
    on the local backend (one worker per core, one thread each; the workers'
    start-up included). The two alternate for ``--rounds`` rounds, so drifts in
    machine load hit both; each round gives trials per hour and the ratio
-   (target ≥ 1.8× on 2 cores).
+   (target ≥ 1.8× on 2 cores). With ``--ensemble``, (c) the same sweep with
+   ``--group-runner ensemble`` (same-shape trials trained at once, ``torch.func``)
+   joins each round: the measurement behind ``--group-runner auto``'s choice.
 2. **Overhead.** A sweep of ``--tiny`` tiny trials. Overhead per trial =
    (workers × wall time − Σ pure training time) / trials, where a trial's pure
    training time is its optimizer steps alone (``Trainer.train_step`` timed
@@ -19,6 +21,7 @@
 
     python benchmarks/bench_sweep.py                 # both; ~3 min on 2 cores
     python benchmarks/bench_sweep.py --rounds 1 --tiny 16
+    python benchmarks/bench_sweep.py --ensemble --tiny 16    # also the ensemble runner
 """
 
 from __future__ import annotations
@@ -109,6 +112,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=2, help="alternating rounds of the throughput comparison")
     parser.add_argument("--tiny", type=int, default=64, help="trials of the overhead sweep")
+    parser.add_argument("--ensemble", action="store_true", help="also time the sweep with --group-runner ensemble in each round")
     parser.add_argument("--loop", nargs=2, metavar=("SPEC_JSON", "DIR"), help=argparse.SUPPRESS)  # the sequential side
     args = parser.parse_args()
     if args.loop:
@@ -123,12 +127,18 @@ def main() -> None:
         spec_file.write_text(json.dumps(SMALL))
         for round_ in range(args.rounds):
             loop = timed([sys.executable, __file__, "--loop", str(spec_file), str(scratch / f"loop{round_}")])
-            sweep = timed([sys.executable, "-m", "nrecur", "sweep", str(spec_file), "--out", str(scratch / f"sweep{round_}"), "--quiet"])
+            command = [sys.executable, "-m", "nrecur", "sweep", str(spec_file), "--quiet", "--group-runner"]
+            sweep = timed([*command, "one-by-one", "--out", str(scratch / f"sweep{round_}")])
             frame = load_sweep(scratch / f"sweep{round_}")
             assert (frame["status"] == "ok").all()
             rows.append((loop, sweep))
             print(f"round {round_ + 1}: {n} trials; sequential loop {loop:.1f} s ({3600 * n / loop:.0f} trials/h), "
                   f"local sweep {sweep:.1f} s ({3600 * n / sweep:.0f} trials/h): {loop / sweep:.2f}x")  # fmt: skip
+            if args.ensemble:
+                together = timed([*command, "ensemble", "--out", str(scratch / f"ensemble{round_}")])
+                assert (load_sweep(scratch / f"ensemble{round_}")["status"] == "ok").all()
+                print(f"         local sweep, --group-runner ensemble {together:.1f} s ({3600 * n / together:.0f} trials/h): "
+                      f"{loop / together:.2f}x the loop, {sweep / together:.2f}x the one-by-one sweep")  # fmt: skip
         ratios = [loop / sweep for loop, sweep in rows]
         if ratios:
             print(f"throughput: local backend / sequential loop = {statistics.median(ratios):.2f}x (median of {len(ratios)} rounds; target >= 1.8x)")

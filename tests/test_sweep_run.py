@@ -59,7 +59,7 @@ def test_local_sweep_table_plots_and_nothing_rerun(tmp_path, capsys):
     assert main(["sweep", str(spec_file), "--out", str(out), "--workers", "2"]) == 0
     printed = capsys.readouterr().out
     assert "8 trials (8 ok); 8 ran now" in printed
-    assert "group runner auto: one-by-one (on 2 CPU cores an ensemble measured" in printed  # the log says why
+    assert "group runner auto: one-by-one (on 2 CPU cores a sweep of 24 small trials ran" in printed  # the log says why
     frame = load_sweep(out)
     trials = expand(spec_from_data(__import__("tomllib").loads(SPEC)))
     assert list(frame["trial_id"]) == [t.trial_id for t in trials]
