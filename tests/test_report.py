@@ -179,7 +179,7 @@ def test_the_index_has_one_sortable_row_per_run_linking_to_its_page(runs, tmp_pa
         folder = write_reports(root)
     assert folder.index == root / "index.html" and len(folder.reports) == 2 and "broken" in folder.skipped[0]
     page = folder.index.read_text()
-    rows = re.findall(r"<tr>\s*<td data-sort=\"([^\"]+)\">", page)
+    rows = re.findall(r"<tr>\s*<td class=\"text name\" data-sort=\"([^\"]+)\">", page)
     assert rows == ["fresh", "tiny"]
     links = re.findall(r'<a href="([^"]+)">', page)
     assert links == ["fresh/report.html", "tiny/report.html"] and all((root / link).is_file() for link in links)
@@ -191,7 +191,7 @@ def test_the_index_has_one_sortable_row_per_run_linking_to_its_page(runs, tmp_pa
 
 def test_the_index_shows_the_figures_of_sweeps_and_studies_below_it_but_not_those_in_runs(runs, tmp_path):
     """A sweep's trials are three levels down (``SWEEP/trials/ID``) and its heatmaps in ``SWEEP/plots``; a study
-    keeps its figures at its top; a run's analysis figures stay on the run's page."""
+    keeps its figures at its top and its trials five levels down; a run's analysis figures stay on the run's page."""
     root = tmp_path / "runs"
     figure = next((runs / "tiny" / "analysis").glob("*.png"))
     shutil.copytree(runs / "tiny", root / "sweep-a" / "trials" / "t1")
@@ -199,10 +199,11 @@ def test_the_index_shows_the_figures_of_sweeps_and_studies_below_it_but_not_thos
     shutil.copy(figure, root / "sweep-a" / "plots" / "final_kl.png")
     (root / "studies" / "grokking").mkdir(parents=True)
     shutil.copy(figure, root / "studies" / "grokking" / "grokking.png")
+    shutil.copytree(runs / "tiny", root / "studies" / "grokking" / "sweep" / "trials" / "t2")  # five levels down
     assert figure_folders(root) == [root / "studies" / "grokking", root / "sweep-a" / "plots"]
     folder = write_reports(root)
     page = folder.index.read_text()
-    assert [r.path.parent for r in folder.reports] == [root / "sweep-a" / "trials" / "t1"]
+    assert [r.path.parent for r in folder.reports] == [root / "studies" / "grokking" / "sweep" / "trials" / "t2", root / "sweep-a" / "trials" / "t1"]
     assert "<h2>studies/grokking</h2>" in page and "<h2>sweep-a/plots</h2>" in page
     assert len(images(page)) == 2 and "trials/t1</h2>" not in page
 

@@ -14,7 +14,7 @@ def register(subparsers) -> None:
         help="a self-contained HTML page per run (curves, evaluation, analyses) and an index over runs",
         description="PATH a run folder: write PATH/report.html — the run in words, training curves against the Bayes "
         "floor, evaluation tables and one section per analysis in PATH/analysis/ (nrecur analyze writes them). PATH a "
-        "folder of runs (such as nrecur run's --out, a sweep's or a study's folder; runs up to 3 levels below it): write "
+        "folder of runs (such as nrecur run's --out, a sweep's or a study's folder; runs up to 5 levels below it): write "
         "every run's report and PATH/index.html, one sortable row per run, with the figures of the sweeps and studies "
         "below PATH under the table. Pages open offline: every figure, style and script is inside them.",
     )

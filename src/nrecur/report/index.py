@@ -1,8 +1,8 @@
 """The index over a folder of runs: ``RUNS_DIR/index.html``, one sortable row per run.
 
 :func:`write_reports` is what ``nrecur report RUNS_DIR`` does: it finds every
-run folder in ``RUNS_DIR`` and up to three levels below it (a sweep's trials are
-``SWEEP/trials/ID``), writes each run's report and then the index — task, model
+run folder in ``RUNS_DIR`` and up to :data:`~nrecur.report.reading.RUN_DEPTH` levels
+below it (a study's trials are ``studies/NAME/sweep/trials/ID``), writes each run's report and then the index — task, model
 size, steps, training time, final KL, grok step, status and a small curve of the
 eval KL, each row linking to its run's page. A run that cannot be read (a
 damaged ``config.json``) is named in the index and left out; the others are not
@@ -146,7 +146,7 @@ def write_index(folder: str | os.PathLike, records: list[RunRecord], skipped: li
 
 
 def write_reports(folder: str | os.PathLike) -> FolderReport:
-    """Every run's report in ``folder`` (and up to three levels below), then ``folder/index.html``."""
+    """Every run's report in ``folder`` (and up to ``RUN_DEPTH`` levels below), then ``folder/index.html``."""
     folder = Path(folder)
     paths = find_runs(folder)
     if not paths:

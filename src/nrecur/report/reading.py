@@ -209,8 +209,9 @@ def _registry_order(item: AnalysisFile) -> tuple[int, bool, str]:
     return (order.index(item.analysis) if item.analysis in order else len(order), item.over_training, item.name)
 
 
-RUN_DEPTH = 3
-"""How deep below a folder runs are looked for (a sweep's trials: ``SWEEP/trials/ID``)."""
+RUN_DEPTH = 5
+"""How deep below a folder runs are looked for: a study's trials, ``runs/studies/NAME/sweep/trials/ID``, are
+found from ``runs`` (a sweep's, ``SWEEP/trials/ID``, from the sweep's parent)."""
 
 
 def find_runs(folder: str | Path, depth: int = RUN_DEPTH) -> list[Path]:
