@@ -220,8 +220,8 @@ def run_main_job(
     rows = tuple(RunRow.from_folder(names[kind], folders[kind]) for kind in finished)
     notes = []
     if analyze:
-        ended_well = [job for job in queue if job.analyze and all(job is not bad for bad, _ in failed)]
-        for job in ended_well:  # a failed or unstarted job's records are an earlier job's
+        failed_jobs = {id(job) for job, _ in failed}
+        for job in (job for job in queue if job.analyze and id(job) not in failed_jobs):  # a failed job's records are an earlier job's
             for record in read_analysis_records(job.folder.path) or []:
                 if record.outcome == "failed":
                     notes.append(f"{job.folder.path.name} analysis {record.line()} (traceback in {job.folder.train_log})")
