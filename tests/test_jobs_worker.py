@@ -138,6 +138,29 @@ def test_a_failed_worker_leaves_the_summary_of_the_other_runs_then_fails(tmp_pat
     assert [row["name"] for row in rows] == ["tiny-det", "tiny-stoch-scratch", "tiny-stoch-finetune"]
 
 
+def test_the_error_names_a_failed_worker_and_the_analyses_that_failed_in_the_jobs_that_ran(tmp_path, monkeypatch):
+    """Nothing trains: the fake workers leave analysis records. The Mess3 worker fails, and its folder holds a
+    failed record of an earlier job (not news); the scratch run's analysis failed in this job (news)."""
+    from nrecur.train.presets import get_preset
+
+    def workers(jobs, *args, **kwargs):
+        for item in jobs:
+            name = item.folder.path.name
+            if name in ("tiny-stoch-scratch", "tiny-mess3"):
+                write_analysis_records(item.folder.path, [AnalysisRecord("probes", "failed", f"RuntimeError: {name}", 0.1)])
+        return [(item, 1) for item in jobs if item.folder.path.name == "tiny-mess3"]
+
+    monkeypatch.setattr(job, "run_in_workers", workers)
+    with pytest.raises(RuntimeError) as raised:
+        job.run_main_job(get_preset("tiny"), tmp_path, progress=False)
+    message = str(raised.value)
+    mess3 = tmp_path / "tiny-mess3"
+    assert message.startswith(f"the worker training and analyzing {mess3} exited with 1 (see {mess3 / 'train.log'}); ")
+    assert "tiny-stoch-scratch analysis probes: failed: RuntimeError: tiny-stoch-scratch" in message
+    assert "RuntimeError: tiny-mess3" not in message
+    assert (tmp_path / "index.html").is_file() and (tmp_path / "tiny-summary.json").is_file()
+
+
 def test_a_job_whose_run_failed_leaves_its_dependents_unstarted(tmp_path):
     """The first worker fails for real (its folder holds no run); the job after it never starts; one that
     does not depend on it still runs (and fails the same way, with its own exit code)."""

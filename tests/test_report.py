@@ -17,6 +17,7 @@ from nrecur.model import GPTConfig
 from nrecur.report import PAGE_LIMIT, read_run, write_report, write_reports
 from nrecur.report.index import figure_folders
 from nrecur.report.embed import Budget
+from nrecur.report.words import differences_among_siblings
 from nrecur.train import RunConfig, TrainConfig
 from nrecur.train.interventions import Intervention
 
@@ -206,6 +207,32 @@ def test_the_index_shows_the_figures_of_sweeps_and_studies_below_it_but_not_thos
     assert [r.path.parent for r in folder.reports] == [root / "studies" / "grokking" / "sweep" / "trials" / "t2", root / "sweep-a" / "trials" / "t1"]
     assert "<h2>studies/grokking</h2>" in page and "<h2>sweep-a/plots</h2>" in page
     assert len(images(page)) == 2 and "trials/t1</h2>" not in page
+
+
+def test_each_row_names_what_differs_from_the_runs_beside_it(runs, tmp_path):
+    base = RunConfig(task=NRecurrence(vocab_size=4, periods=(2, 3)), model=GPTConfig(vocab_size=4, n_ctx=12, d_model=32, n_heads=4, d_head=8))
+    wide = base.model_copy(update={"model": base.model.model_copy(update={"d_model": 64, "d_head": 16})})
+    tuned = base.model_copy(update={"train": base.train.model_copy(update={"init_seed": 1}), "init_from": "/somewhere/runs/det"})
+    sweep, alone = tmp_path / "sweep" / "trials", tmp_path / "other"
+    labels = differences_among_siblings([(sweep / "a", base), (sweep / "b", wide), (sweep / "c", tuned), (alone / "x", wide)])
+    assert labels[sweep / "a"] == "init_from none · d_head 8 · d_model 32 · init_seed 0"
+    assert labels[sweep / "b"] == "init_from none · d_head 16 · d_model 64 · init_seed 0"
+    assert labels[sweep / "c"] == "init_from …/det · d_head 8 · d_model 32 · init_seed 1"
+    assert labels[alone / "x"] == ""  # alone in its folder: nothing to compare with
+    # a field name shared by two differing fields keeps its full path
+    other_vocab = base.model_copy(update={"task": NRecurrence(vocab_size=5, periods=(2, 3)), "model": base.model.model_copy(update={"vocab_size": 5})})
+    assert differences_among_siblings([(sweep / "a", base), (sweep / "d", other_vocab)])[sweep / "d"] == "model.vocab_size 5 · task.vocab_size 5"
+    noisy = base.model_copy(update={"task": base.task.model_copy(update={"p_noise": "0.2/n"})})
+    assert differences_among_siblings([(sweep / "a", base), (sweep / "e", noisy)])[sweep / "e"] == "p_noise 0.2/n"  # not a path
+    # on the page, under the task label of each trial
+    root = tmp_path / "runs"
+    for trial, seed in (("t1", 0), ("t2", 7)):
+        shutil.copytree(runs / "tiny", root / "trials" / trial)
+        config = json.loads((root / "trials" / trial / "config.json").read_text())
+        config["train"]["init_seed"] = seed
+        (root / "trials" / trial / "config.json").write_text(json.dumps(config))
+    page = write_reports(root).index.read_text()
+    assert re.findall(r'<span class="varied"[^>]*>([^<]+)</span>', page) == ["init_seed 0", "init_seed 7"]
 
 
 def test_the_command_line_refuses_what_is_not_a_run(tmp_path, capsys):

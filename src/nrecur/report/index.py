@@ -2,8 +2,8 @@
 
 :func:`write_reports` is what ``nrecur report RUNS_DIR`` does: it finds every
 run folder in ``RUNS_DIR`` and up to :data:`~nrecur.report.reading.RUN_DEPTH` levels
-below it (a study's trials are ``studies/NAME/sweep/trials/ID``), writes each run's report and then the index — task, model
-size, steps, training time, final KL, grok step, status and a small curve of the
+below it (a study's trials are ``studies/NAME/sweep/trials/ID``), writes each run's report and then the index — task
+(with the settings in which a run differs from the runs beside it: a sweep's axes and seed), model size, steps, training time, final KL, grok step, status and a small curve of the
 eval KL, each row linking to its run's page. A run that cannot be read (a
 damaged ``config.json``) is named in the index and left out; the others are not
 held up by it. Under the table, the figures of every folder below ``RUNS_DIR``
@@ -26,7 +26,7 @@ from nrecur.report.page import PAGE_LIMIT, ReportResult, version, write_report
 from nrecur.report.reading import RUN_DEPTH, RunRecord, find_runs, read_run
 from nrecur.report.sections import fmt
 from nrecur.report.templates import render
-from nrecur.report.words import task_label
+from nrecur.report.words import differences_among_siblings, task_label
 from nrecur.train.folder import RunFolder
 from nrecur.train.memory import parameter_count
 
@@ -42,6 +42,8 @@ class IndexRow:
     name: str
     link: str | None
     task: str
+    varied: str
+    """The config fields in which this run differs from the runs beside it (a sweep's axes and seed), "" if none."""
     parameters: str
     parameters_sort: str
     steps: str
@@ -57,7 +59,7 @@ class IndexRow:
     spark: str
 
     @classmethod
-    def of(cls, record: RunRecord, name: str, link: str | None) -> "IndexRow":
+    def of(cls, record: RunRecord, name: str, link: str | None, varied: str = "") -> "IndexRow":
         last = record.last
         parameters = parameter_count(record.config.model)
         kl = last["eval/kl"] if last else None
@@ -66,6 +68,7 @@ class IndexRow:
             name=name,
             link=link,
             task=task_label(record.config.task),
+            varied=varied,
             parameters=f"{parameters:,} ({record.config.model.n_layers}L, d {record.config.model.d_model})",
             parameters_sort=str(parameters),
             steps=fmt(record.steps),
@@ -122,10 +125,12 @@ def write_index(folder: str | os.PathLike, records: list[RunRecord], skipped: li
     folder = Path(folder)
     index = folder / INDEX_FILE
     rows = []
+    varied = differences_among_siblings([(record.path, record.config) for record in records])
     for record in records:
         name = os.path.relpath(record.path, folder)
         report = record.folder.report_file
-        rows.append(IndexRow.of(record, name, os.path.relpath(report, folder) if report.exists() else None))
+        link = os.path.relpath(report, folder) if report.exists() else None
+        rows.append(IndexRow.of(record, name, link, varied[record.path]))
     budget = Budget(PAGE_LIMIT)
     figure_sections = []
     for sub in figure_folders(folder):
