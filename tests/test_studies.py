@@ -11,6 +11,7 @@ import pytest
 from nrecur.cli import main
 from nrecur.model import GPT, GPTConfig
 from nrecur.studies import candidates
+from nrecur.studies.minimal_arch import MinimalArchResult, answer_run, kl_curves
 
 WALK = ["--preset", "tiny", "--layers", "1", "--widths", "16", "--heads", "2", "4", "--mlp", "no", "--seeds", "1", "--need", "1",
         "--steps", "40", "--batch", "1", "--workers", "2", "--quiet"]  # fmt: skip
@@ -35,6 +36,15 @@ def test_the_walk_stops_at_the_first_qualifier_and_runs_everything_when_none_qua
     assert data["options"]["candidates_run"] == 1 and data["options"]["candidates_in_grid"] == 2
     assert data["minimal"]["name"] == data["candidates"][0]["name"] and data["minimal"]["seeds_at_threshold"] >= 1
     assert (easy / "minimal_arch.png").stat().st_size > 0 and "smallest: L1 d16" in capsys.readouterr().out
+
+    tuned = tmp_path / "tuned"  # fine-tuned from the answer's first seed at the threshold: one candidate, its own
+    assert main(["minimal-arch", "--out", str(tuned), *WALK, "--threshold", "5", "--init-from", str(easy)]) == 0
+    data = json.loads((tuned / "minimal_arch.json").read_text())
+    assert data["options"]["init_from"] == str(answer_run(easy).resolve()) and data["options"]["candidates_run"] == 1
+    result = MinimalArchResult(minimal=data["minimal"], table=data["candidates"], options=data["options"], per_seed=data["trials"])
+    [(trial, steps, kls)] = kl_curves(result)  # the figure's curve: every evaluation of the trial's run
+    assert steps[-1] == trial["steps"] and kls[-1] == pytest.approx(trial["final_kl"])
+    assert (tuned / "minimal_arch.png").stat().st_size > 0
 
     hard = tmp_path / "hard"  # KL <= 1e-9 within 40 steps: nobody qualifies, every candidate runs
     assert main(["minimal-arch", "--out", str(hard), *WALK, "--threshold", "1e-9"]) == 0

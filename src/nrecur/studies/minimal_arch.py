@@ -15,7 +15,9 @@ one candidate, the initial run's own.
 How to read it: ``minimal_arch.json`` names the answer and has one entry per
 candidate (parameters, seeds at threshold, median steps); the figure plots
 steps to the threshold against parameter count, one point per seed, ✕ on the
-budget line for a seed that never got there.
+budget line for a seed that never got there. A walk of one candidate (a
+fine-tuning) has no size axis: its figure is each seed's evaluation KL over
+training instead.
 """
 
 from __future__ import annotations
@@ -32,8 +34,9 @@ from nrecur.analysis.base import OKABE_ITO, pyplot, save_figure
 from nrecur.model import GPT, GPTConfig
 from nrecur.runs import load_run
 from nrecur.sweep import BackendOptions, load_sweep, run_sweep, spec_from_data
+from nrecur.train.folder import RunFolder
 
-__all__ = ["Candidate", "MinimalArchResult", "answer_run", "candidates", "minimal_arch", "plot_minimal_arch"]
+__all__ = ["Candidate", "MinimalArchResult", "answer_run", "candidates", "kl_curves", "minimal_arch", "plot_minimal_arch"]
 
 ARCH_FIELDS = ("model.n_layers", "model.d_model", "model.n_heads", "model.d_head", "model.d_mlp")
 """The model fields a candidate sets (the sweep's zip axis)."""
@@ -213,9 +216,47 @@ def minimal_arch(
     return result
 
 
+def kl_curves(result: MinimalArchResult) -> list[tuple[dict, list[int], list[float]]]:
+    """Per trial of ``result`` (its :attr:`~MinimalArchResult.per_seed` entry): the steps and eval KL of every
+    evaluation, read from its run folder (empty lists for a run that has not evaluated)."""
+    curves = []
+    for trial in result.per_seed:
+        lines = [line for line in RunFolder(trial["run_dir"]).read_metrics() if isinstance(line.get("eval/kl"), (int, float))]
+        curves.append((trial, [line["step"] for line in lines], [line["eval/kl"] for line in lines]))
+    return curves
+
+
+def _plot_one_candidate(result: MinimalArchResult, folder: str | Path, stem: str) -> list[Path]:
+    """Each seed's eval KL over training (log), the threshold dotted, the step it was reached marked."""
+    plt = pyplot()
+    o = result.options
+    fig, ax = plt.subplots(figsize=(8, 4.6), layout="constrained")
+    for i, (trial, steps, kls) in enumerate(kl_curves(result)):
+        colour = OKABE_ITO[i % len(OKABE_ITO)]
+        reached = trial["steps_to_threshold"]
+        label = f"seed {trial['seed']}: " + (f"KL ≤ {o['kl_threshold']} at step {reached:,}" if reached is not None else f"not reached (final KL {trial['final_kl']:.3g})")
+        ax.plot(steps, kls, color=colour, lw=1.3, label=label)
+        if reached is not None:
+            ax.scatter([reached], [kls[steps.index(reached)]], color=colour, s=30, zorder=3)
+    ax.axhline(o["kl_threshold"], color="#999999", ls=":", lw=1, label=f"threshold {o['kl_threshold']}")
+    ax.axvline(o["step_budget"], color="#999999", ls="--", lw=1, label=f"budget {o['step_budget']:,} steps")
+    ax.set_yscale("log")
+    ax.set_xlabel("training step")
+    ax.set_ylabel("eval KL(observer ‖ model), nats/token")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    m = result.table[0]
+    start = f"fine-tuned from run {Path(o['init_from']).name}" if o.get("init_from") else "from scratch"
+    ax.set_title(f"{o['preset']} {o['variant']}, {m['name']} ({m['n_params']:,} params), {start}: {m['seeds_at_threshold']} of {m['seeds']} seeds reached the threshold", fontsize=9)
+    return save_figure(fig, folder, stem)
+
+
 def plot_minimal_arch(result: MinimalArchResult, folder: str | Path, stem: str = "minimal_arch") -> list[Path]:
     """Left: final KL against parameter count, one point per seed, the threshold dotted. Right: steps to the
-    threshold, one point per seed (✕ at the budget: never reached); the answer circled in both."""
+    threshold, one point per seed (✕ at the budget: never reached); the answer circled in both. One candidate
+    (a fine-tuning): each seed's eval KL over training instead."""
+    if len(result.table) == 1:
+        return _plot_one_candidate(result, folder, stem)
     plt = pyplot()
     budget, threshold = result.options["step_budget"], result.options["kl_threshold"]
     fig, axes = plt.subplots(1, 2, figsize=(13, 4.6), layout="constrained")
