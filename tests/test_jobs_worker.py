@@ -18,6 +18,7 @@ from nrecur.jobs.worker import analyze_run
 from nrecur.model import GPTConfig
 from nrecur.train import RunConfig, TrainConfig
 from nrecur.train.folder import RunFolder
+from nrecur.train.presets import get_preset
 
 
 @pytest.fixture(scope="module")
@@ -139,9 +140,8 @@ def test_a_failed_worker_leaves_the_summary_of_the_other_runs_then_fails(tmp_pat
 
 
 def test_the_error_names_a_failed_worker_and_the_analyses_that_failed_in_the_jobs_that_ran(tmp_path, monkeypatch):
-    """Nothing trains: the fake workers leave analysis records. The Mess3 worker fails, and its folder holds a
-    failed record of an earlier job (not news); the scratch run's analysis failed in this job (news)."""
-    from nrecur.train.presets import get_preset
+    """Nothing trains: the fake workers leave analysis records. The Mess3 worker fails, so the failed record in
+    its folder is taken for an earlier job's and left out; the scratch run's failed analysis is in the error."""
 
     def workers(jobs, *args, **kwargs):
         for item in jobs:

@@ -15,11 +15,11 @@ from nrecur import NRecurrence, train
 from nrecur.cli import main
 from nrecur.model import GPTConfig
 from nrecur.report import PAGE_LIMIT, read_run, write_report, write_reports
-from nrecur.report.index import figure_folders
+from nrecur.report.index import differences_among_siblings, figure_folders
 from nrecur.report.embed import Budget
-from nrecur.report.words import differences_among_siblings
 from nrecur.train import RunConfig, TrainConfig
 from nrecur.train.interventions import Intervention
+from nrecur.train.presets import get_preset
 
 
 def tiny_run(folder: Path) -> Path:
@@ -217,13 +217,20 @@ def test_each_row_names_what_differs_from_the_runs_beside_it(runs, tmp_path):
     labels = differences_among_siblings([(sweep / "a", base), (sweep / "b", wide), (sweep / "c", tuned), (alone / "x", wide)])
     assert labels[sweep / "a"] == "init_from none · d_head 8 · d_model 32 · init_seed 0"
     assert labels[sweep / "b"] == "init_from none · d_head 16 · d_model 64 · init_seed 0"
-    assert labels[sweep / "c"] == "init_from …/det · d_head 8 · d_model 32 · init_seed 1"
+    assert labels[sweep / "c"] == "init_from det · d_head 8 · d_model 32 · init_seed 1"
     assert labels[alone / "x"] == ""  # alone in its folder: nothing to compare with
     # a field name shared by two differing fields keeps its full path
     other_vocab = base.model_copy(update={"task": NRecurrence(vocab_size=5, periods=(2, 3)), "model": base.model.model_copy(update={"vocab_size": 5})})
     assert differences_among_siblings([(sweep / "a", base), (sweep / "d", other_vocab)])[sweep / "d"] == "model.vocab_size 5 · task.vocab_size 5"
     noisy = base.model_copy(update={"task": base.task.model_copy(update={"p_noise": "0.2/n"})})
     assert differences_among_siblings([(sweep / "a", base), (sweep / "e", noisy)])[sweep / "e"] == "p_noise 0.2/n"  # not a path
+    # a main job's folder: runs of another task kind are not compared (their fields are not the same), and
+    # past six differing fields the rest is counted
+    quick, job = get_preset("quick"), tmp_path / "job"
+    finetune = quick.finetune.model_copy(update={"init_from": str(job / "quick-det")})
+    labels = differences_among_siblings([(job / "det", quick.run), (job / "ft", finetune), (job / "mess3", quick.mess3)])
+    assert labels[job / "mess3"] == ""
+    assert labels[job / "ft"] == "init_from quick-det · p_noise 0.2/n · p_transition 0.2/n · kl_threshold 0.02 · lr 0.001 · steps 12000 · +2 more"
     # on the page, under the task label of each trial
     root = tmp_path / "runs"
     for trial, seed in (("t1", 0), ("t2", 7)):

@@ -11,7 +11,7 @@ import pytest
 from nrecur.cli import main
 from nrecur.model import GPT, GPTConfig
 from nrecur.studies import candidates
-from nrecur.studies.minimal_arch import MinimalArchResult, answer_run, kl_curves
+from nrecur.studies.minimal_arch import MinimalArchResult, answer_run, kl_curves, plot_minimal_arch
 
 WALK = ["--preset", "tiny", "--layers", "1", "--widths", "16", "--heads", "2", "4", "--mlp", "no", "--seeds", "1", "--need", "1",
         "--steps", "40", "--batch", "1", "--workers", "2", "--quiet"]  # fmt: skip
@@ -37,21 +37,30 @@ def test_the_walk_stops_at_the_first_qualifier_and_runs_everything_when_none_qua
     assert data["minimal"]["name"] == data["candidates"][0]["name"] and data["minimal"]["seeds_at_threshold"] >= 1
     assert (easy / "minimal_arch.png").stat().st_size > 0 and "smallest: L1 d16" in capsys.readouterr().out
 
-    tuned = tmp_path / "tuned"  # fine-tuned from the answer's first seed at the threshold: one candidate, its own
-    assert main(["minimal-arch", "--out", str(tuned), *WALK, "--threshold", "5", "--init-from", str(easy)]) == 0
-    data = json.loads((tuned / "minimal_arch.json").read_text())
-    assert data["options"]["init_from"] == str(answer_run(easy).resolve()) and data["options"]["candidates_run"] == 1
-    result = MinimalArchResult(minimal=data["minimal"], table=data["candidates"], options=data["options"], per_seed=data["trials"])
-    [(trial, steps, kls)] = kl_curves(result)  # the figure's curve: every evaluation of the trial's run
-    assert steps[-1] == trial["steps"] and kls[-1] == pytest.approx(trial["final_kl"])
-    assert (tuned / "minimal_arch.png").stat().st_size > 0
-
     hard = tmp_path / "hard"  # KL <= 1e-9 within 40 steps: nobody qualifies, every candidate runs
     assert main(["minimal-arch", "--out", str(hard), *WALK, "--threshold", "1e-9"]) == 0
     data = json.loads((hard / "minimal_arch.json").read_text())
     assert data["minimal"] is None and data["options"]["candidates_run"] == 2
     assert len(data["trials"]) == 2 and all(t["steps_to_threshold"] is None and t["steps"] == 40 for t in data["trials"])
     assert "no candidate reached" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_a_fine_tuning_walk_trains_a_studys_answer_and_plots_each_seeds_kl(tmp_path):
+    study = tmp_path / "study"
+    assert main(["minimal-arch", "--out", str(study), *WALK, "--threshold", "5"]) == 0
+    tuned = tmp_path / "tuned"  # out of reach: the seed trains its whole budget, evaluated at 0, 20, 40
+    assert main(["minimal-arch", "--out", str(tuned), *WALK, "--threshold", "1e-9", "--init-from", str(study)]) == 0
+    result = MinimalArchResult.from_json(json.loads((tuned / "minimal_arch.json").read_text()))
+    assert result.options["init_from"] == str(answer_run(study).resolve()) and result.options["candidates_in_grid"] == 1
+    assert result.minimal is None and result.table[0]["seeds"] == 1
+    [curve] = kl_curves(result)  # the figure's curve: every evaluation of the trial's run
+    assert curve.steps == [0, 20, 40] and curve.kl[-1] == pytest.approx(curve.trial["final_kl"])
+    # a trial without an evaluation whose run folder is gone: an empty curve, and the figure is still drawn
+    gone = {**curve.trial, "seed": 1, "run_dir": str(tmp_path / "gone"), "final_kl": None, "steps_to_threshold": None}
+    broken = MinimalArchResult(result.minimal, result.table, result.options, [curve.trial, gone])
+    assert kl_curves(broken)[1].steps == []
+    assert all(path.stat().st_size > 0 for path in plot_minimal_arch(broken, tmp_path / "figure"))
 
 
 def test_bad_walks_are_refused(tmp_path, capsys):

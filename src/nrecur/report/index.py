@@ -13,11 +13,13 @@ results, :func:`figure_folders`), one section each.
 
 from __future__ import annotations
 
+import json
 import os
 import warnings
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from pathlib import Path
+from pathlib import Path, PurePath
+from typing import Sequence
 
 from nrecur._io import atomic_write_text
 from nrecur.report.curves import kl_sparkline
@@ -26,11 +28,12 @@ from nrecur.report.page import PAGE_LIMIT, ReportResult, version, write_report
 from nrecur.report.reading import RUN_DEPTH, RunRecord, find_runs, read_run
 from nrecur.report.sections import fmt
 from nrecur.report.templates import render
-from nrecur.report.words import differences_among_siblings, task_label
+from nrecur.report.words import task_label
+from nrecur.train.config import RunConfig
 from nrecur.train.folder import RunFolder
 from nrecur.train.memory import parameter_count
 
-__all__ = ["INDEX_FILE", "FolderReport", "IndexRow", "write_index", "write_reports"]
+__all__ = ["INDEX_FILE", "FolderReport", "IndexRow", "differences_among_siblings", "write_index", "write_reports"]
 
 INDEX_FILE = "index.html"
 
@@ -83,6 +86,49 @@ class IndexRow:
             status=record.status if last is not None else "not evaluated yet",
             spark=kl_sparkline(record),
         )
+
+
+PATH_FIELDS = ("init_from",)
+"""Config fields holding a path: shown by their last part."""
+
+
+def _flat(data, prefix: str = "") -> dict[str, str]:
+    """A config as dotted field → value, each value as compact JSON text (lists and empty dicts are leaves)."""
+    if not isinstance(data, dict) or not data:
+        return {prefix: json.dumps(data, separators=(",", ":"), ensure_ascii=False)}
+    flat: dict[str, str] = {}
+    for key, value in data.items():
+        flat.update(_flat(value, f"{prefix}.{key}" if prefix else key))
+    return flat
+
+
+def _value_text(key: str, raw: str, longest: int) -> str:
+    value = "none" if raw == "null" else raw.strip('"')
+    if key in PATH_FIELDS and value != "none":
+        value = PurePath(value).name
+    return value if len(value) <= longest else value[: longest - 1] + "…"
+
+
+def differences_among_siblings(runs: Sequence[tuple[Path, RunConfig]], most: int = 6, longest: int = 28) -> dict[Path, str]:
+    """Per run, what sets it apart from the runs of the same task kind in its own folder (a sweep's trials, a
+    study's runs, a main job's runs): the config fields whose values differ among them, and the run's values,
+    as ``d_model 64 · n_heads 4 · init_seed 1``. A field goes by its last name unless two differing fields
+    share it; ``init_from`` by the last part of its path; a value longer than ``longest`` characters is cut,
+    and past ``most`` fields the rest is counted (``+3 more``; the run's page has its whole config). "" for a
+    run alone in its folder or like every sibling."""
+    groups: dict[tuple[Path, str], list[tuple[Path, dict[str, str]]]] = {}
+    for path, config in runs:
+        groups.setdefault((Path(path).parent, config.task.kind), []).append((Path(path), _flat(config.model_dump(mode="json"))))
+    labels: dict[Path, str] = {}
+    for siblings in groups.values():
+        shared = set.intersection(*(set(flat) for _, flat in siblings))
+        varied = [key for key in sorted(shared) if len({flat[key] for _, flat in siblings}) > 1]
+        last = [key.rsplit(".", 1)[-1] for key in varied]
+        names = [short if last.count(short) == 1 else key for key, short in zip(varied, last)]
+        for path, flat in siblings:
+            parts = [f"{name} {_value_text(key, flat[key], longest)}" for key, name in zip(varied, names)]
+            labels[path] = " · ".join(parts[:most] + ([f"+{len(parts) - most} more"] if len(parts) > most else []))
+    return labels
 
 
 @dataclass(frozen=True)

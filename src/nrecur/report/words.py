@@ -7,14 +7,12 @@ returns plain text; the page escapes it.
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable
 
 from nrecur.tasks import HMM, RRXOR, Mess3, ModularICL, NRecurrence, Task
 from nrecur.train.config import RunConfig
 
-__all__ = ["TASK_WORDS", "differences_among_siblings", "ending_in_words", "interventions_in_words", "model_in_words", "task_in_words", "training_in_words"]
+__all__ = ["TASK_WORDS", "ending_in_words", "interventions_in_words", "model_in_words", "task_in_words", "training_in_words"]
 
 
 def _probability(value) -> str:
@@ -151,37 +149,3 @@ def ending_in_words(status: str, summary: dict | None, evaluated: bool) -> str:
         text += f"; error: {summary['error']}"
     return text
 
-
-def _flat(data, prefix: str = "") -> dict[str, str]:
-    """A config as dotted field → value, each value as compact JSON text (lists and dicts are leaves)."""
-    if not isinstance(data, dict) or not data:
-        return {prefix: json.dumps(data, separators=(",", ":"))}
-    flat: dict[str, str] = {}
-    for key, value in data.items():
-        flat.update(_flat(value, f"{prefix}.{key}" if prefix else key))
-    return flat
-
-
-def differences_among_siblings(runs: Sequence[tuple[Path, RunConfig]], longest: int = 28) -> dict[Path, str]:
-    """Per run, the config fields that differ among the runs in its own folder (a sweep's trials, a study's
-    runs) and its values of them, as ``d_model 64 · n_heads 4 · init_seed 1``: a field by its last name unless
-    two differing fields share it, an absolute path by its last part, a value longer than ``longest``
-    characters cut. "" for a run alone in its folder or identical to every sibling."""
-    folders: dict[Path, list[tuple[Path, dict[str, str]]]] = {}
-    for path, config in runs:
-        folders.setdefault(Path(path).parent, []).append((Path(path), _flat(config.model_dump(mode="json"))))
-    labels: dict[Path, str] = {}
-    for siblings in folders.values():
-        fields = sorted({key for _, flat in siblings for key in flat})
-        varied = [key for key in fields if len({flat.get(key) for _, flat in siblings}) > 1]
-        last = [key.rsplit(".", 1)[-1] for key in varied]
-        names = [short if last.count(short) == 1 else key for key, short in zip(varied, last)]
-        for path, flat in siblings:
-            parts = []
-            for key, name in zip(varied, names):
-                raw = flat.get(key, "—")
-                value = "none" if raw == "null" else raw.strip('"')
-                value = "…/" + value.rsplit("/", 1)[1] if value.startswith("/") else value  # a path by its last part
-                parts.append(f"{name} {value if len(value) <= longest else value[: longest - 1] + '…'}")
-            labels[path] = " · ".join(parts)
-    return labels

@@ -15,7 +15,7 @@ one candidate, the initial run's own.
 How to read it: ``minimal_arch.json`` names the answer and has one entry per
 candidate (parameters, seeds at threshold, median steps); the figure plots
 steps to the threshold against parameter count, one point per seed, ✕ on the
-budget line for a seed that never got there. A walk of one candidate (a
+budget line for a seed that never got there. A grid of one candidate (a
 fine-tuning) has no size axis: its figure is each seed's evaluation KL over
 training instead.
 """
@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -36,7 +37,7 @@ from nrecur.runs import load_run
 from nrecur.sweep import BackendOptions, load_sweep, run_sweep, spec_from_data
 from nrecur.train.folder import RunFolder
 
-__all__ = ["Candidate", "MinimalArchResult", "answer_run", "candidates", "kl_curves", "minimal_arch", "plot_minimal_arch"]
+__all__ = ["Candidate", "KLCurve", "MinimalArchResult", "answer_run", "candidates", "kl_curves", "minimal_arch", "plot_minimal_arch"]
 
 ARCH_FIELDS = ("model.n_layers", "model.d_model", "model.n_heads", "model.d_head", "model.d_mlp")
 """The model fields a candidate sets (the sweep's zip axis)."""
@@ -97,6 +98,11 @@ class MinimalArchResult:
 
     def to_json(self) -> dict:
         return {"minimal": self.minimal, "options": self.options, "candidates": self.table, "trials": self.per_seed}
+
+    @classmethod
+    def from_json(cls, data: dict) -> "MinimalArchResult":
+        """The result as :meth:`to_json` wrote it (``minimal_arch.json``)."""
+        return cls(minimal=data["minimal"], table=data["candidates"], options=data["options"], per_seed=data["trials"])
 
 
 def _spec(name: str, preset: str | None, variant: str, base: dict, walked: list[Candidate], seeds: int) -> dict:
@@ -216,14 +222,30 @@ def minimal_arch(
     return result
 
 
-def kl_curves(result: MinimalArchResult) -> list[tuple[dict, list[int], list[float]]]:
-    """Per trial of ``result`` (its :attr:`~MinimalArchResult.per_seed` entry): the steps and eval KL of every
-    evaluation, read from its run folder (empty lists for a run that has not evaluated)."""
+class KLCurve(NamedTuple):
+    """One trial's evaluations, read from its run folder."""
+
+    trial: dict
+    """Its :attr:`MinimalArchResult.per_seed` entry."""
+    steps: list[int]
+    kl: list[float]
+    """Eval KL(observer ‖ model) at each of ``steps``."""
+
+
+def kl_curves(result: MinimalArchResult) -> list[KLCurve]:
+    """Per trial of ``result``, the steps and eval KL of every evaluation (empty lists for a run that has not
+    evaluated, or whose folder is gone)."""
     curves = []
     for trial in result.per_seed:
         lines = [line for line in RunFolder(trial["run_dir"]).read_metrics() if isinstance(line.get("eval/kl"), (int, float))]
-        curves.append((trial, [line["step"] for line in lines], [line["eval/kl"] for line in lines]))
+        curves.append(KLCurve(trial, [line["step"] for line in lines], [line["eval/kl"] for line in lines]))
     return curves
+
+
+def _run_name(path: str) -> str:
+    """A run by its folder's name; a study's trial (``STUDY/sweep/trials/ID``) as ``STUDY's trial ID``."""
+    run = Path(path)
+    return f"{run.parents[2].name}'s trial {run.name}" if run.parent.name == "trials" and len(run.parents) > 2 else run.name
 
 
 def _plot_one_candidate(result: MinimalArchResult, folder: str | Path, stem: str) -> list[Path]:
@@ -231,13 +253,16 @@ def _plot_one_candidate(result: MinimalArchResult, folder: str | Path, stem: str
     plt = pyplot()
     o = result.options
     fig, ax = plt.subplots(figsize=(8, 4.6), layout="constrained")
-    for i, (trial, steps, kls) in enumerate(kl_curves(result)):
+    for i, curve in enumerate(kl_curves(result)):
         colour = OKABE_ITO[i % len(OKABE_ITO)]
-        reached = trial["steps_to_threshold"]
-        label = f"seed {trial['seed']}: " + (f"KL ≤ {o['kl_threshold']} at step {reached:,}" if reached is not None else f"not reached (final KL {trial['final_kl']:.3g})")
-        ax.plot(steps, kls, color=colour, lw=1.3, label=label)
+        reached, final = curve.trial["steps_to_threshold"], curve.trial.get("final_kl")
         if reached is not None:
-            ax.scatter([reached], [kls[steps.index(reached)]], color=colour, s=30, zorder=3)
+            outcome = f"KL ≤ {o['kl_threshold']} at step {reached:,}"
+        else:
+            outcome = "no evaluation" if final is None else f"not reached (final KL {final:.3g})"
+        ax.plot(curve.steps, curve.kl, color=colour, lw=1.3, label=f"seed {curve.trial['seed']}: {outcome}")
+        if reached in curve.steps:
+            ax.scatter([reached], [curve.kl[curve.steps.index(reached)]], color=colour, s=30, zorder=3)
     ax.axhline(o["kl_threshold"], color="#999999", ls=":", lw=1, label=f"threshold {o['kl_threshold']}")
     ax.axvline(o["step_budget"], color="#999999", ls="--", lw=1, label=f"budget {o['step_budget']:,} steps")
     ax.set_yscale("log")
@@ -246,7 +271,7 @@ def _plot_one_candidate(result: MinimalArchResult, folder: str | Path, stem: str
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     m = result.table[0]
-    start = f"fine-tuned from run {Path(o['init_from']).name}" if o.get("init_from") else "from scratch"
+    start = f"fine-tuned from {_run_name(o['init_from'])}" if o.get("init_from") else "from scratch"
     ax.set_title(f"{o['preset']} {o['variant']}, {m['name']} ({m['n_params']:,} params), {start}: {m['seeds_at_threshold']} of {m['seeds']} seeds reached the threshold", fontsize=9)
     return save_figure(fig, folder, stem)
 
@@ -254,8 +279,8 @@ def _plot_one_candidate(result: MinimalArchResult, folder: str | Path, stem: str
 def plot_minimal_arch(result: MinimalArchResult, folder: str | Path, stem: str = "minimal_arch") -> list[Path]:
     """Left: final KL against parameter count, one point per seed, the threshold dotted. Right: steps to the
     threshold, one point per seed (✕ at the budget: never reached); the answer circled in both. One candidate
-    (a fine-tuning): each seed's eval KL over training instead."""
-    if len(result.table) == 1:
+    in the grid (a fine-tuning): each seed's eval KL over training instead."""
+    if result.options["candidates_in_grid"] == 1:
         return _plot_one_candidate(result, folder, stem)
     plt = pyplot()
     budget, threshold = result.options["step_budget"], result.options["kl_threshold"]
