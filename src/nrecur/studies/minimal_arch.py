@@ -272,7 +272,7 @@ def _plot_one_candidate(result: MinimalArchResult, folder: str | Path, stem: str
     ax.legend(fontsize=8)
     m = result.table[0]
     start = f"fine-tuned from {_run_name(o['init_from'])}" if o.get("init_from") else "from scratch"
-    ax.set_title(f"{o['preset']} {o['variant']}, {m['name']} ({m['n_params']:,} params), {start}: {m['seeds_at_threshold']} of {m['seeds']} seeds reached the threshold", fontsize=9)
+    ax.set_title(f"{o['preset']} {o['variant']}, {m['name']} ({m['n_params']:,} params),\n{start}: {m['seeds_at_threshold']} of {m['seeds']} seeds reached the threshold", fontsize=9)
     return save_figure(fig, folder, stem)
 
 
