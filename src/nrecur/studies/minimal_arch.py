@@ -309,5 +309,6 @@ def plot_minimal_arch(result: MinimalArchResult, folder: str | Path, stem: str =
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     o = result.options
-    fig.suptitle(f"{o['preset']} {o['variant']}: KL ≤ {threshold} within {budget} steps in ≥ {o['need']} of {o['seeds']} seeds ({o['candidates_run']} of {o['candidates_in_grid']} candidates run)", fontsize=10)
+    verdict = ": none qualifies" if result.minimal is None else ""
+    fig.suptitle(f"{o['preset']} {o['variant']}: KL ≤ {threshold} within {budget:,} steps in ≥ {o['need']} of {o['seeds']} seeds ({o['candidates_run']} of {o['candidates_in_grid']} candidates run){verdict}", fontsize=10)
     return save_figure(fig, folder, stem)
