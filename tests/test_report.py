@@ -214,23 +214,23 @@ def test_each_row_names_what_differs_from_the_runs_beside_it(runs, tmp_path):
     wide = base.model_copy(update={"model": base.model.model_copy(update={"d_model": 64, "d_head": 16})})
     tuned = base.model_copy(update={"train": base.train.model_copy(update={"init_seed": 1}), "init_from": "/somewhere/runs/det"})
     sweep, alone = tmp_path / "sweep" / "trials", tmp_path / "other"
-    labels = differences_among_siblings([(sweep / "a", base), (sweep / "b", wide), (sweep / "c", tuned), (alone / "x", wide)])
+    labels = {path: " · ".join(parts) for path, parts in differences_among_siblings([(sweep / "a", base), (sweep / "b", wide), (sweep / "c", tuned), (alone / "x", wide)]).items()}
     assert labels[sweep / "a"] == "init_from none · d_head 8 · d_model 32 · init_seed 0"
     assert labels[sweep / "b"] == "init_from none · d_head 16 · d_model 64 · init_seed 0"
     assert labels[sweep / "c"] == "init_from det · d_head 8 · d_model 32 · init_seed 1"
     assert labels[alone / "x"] == ""  # alone in its folder: nothing to compare with
     # a field name shared by two differing fields keeps its full path
     other_vocab = base.model_copy(update={"task": NRecurrence(vocab_size=5, periods=(2, 3)), "model": base.model.model_copy(update={"vocab_size": 5})})
-    assert differences_among_siblings([(sweep / "a", base), (sweep / "d", other_vocab)])[sweep / "d"] == "model.vocab_size 5 · task.vocab_size 5"
+    assert differences_among_siblings([(sweep / "a", base), (sweep / "d", other_vocab)])[sweep / "d"] == ("model.vocab_size 5", "task.vocab_size 5")
     noisy = base.model_copy(update={"task": base.task.model_copy(update={"p_noise": "0.2/n"})})
-    assert differences_among_siblings([(sweep / "a", base), (sweep / "e", noisy)])[sweep / "e"] == "p_noise 0.2/n"  # not a path
+    assert differences_among_siblings([(sweep / "a", base), (sweep / "e", noisy)])[sweep / "e"] == ("p_noise 0.2/n",)  # not a path
     # a main job's folder: runs of another task kind are not compared (their fields are not the same), and
     # past six differing fields the rest is counted
     quick, job = get_preset("quick"), tmp_path / "job"
     finetune = quick.finetune.model_copy(update={"init_from": str(job / "quick-det")})
     labels = differences_among_siblings([(job / "det", quick.run), (job / "ft", finetune), (job / "mess3", quick.mess3)])
-    assert labels[job / "mess3"] == ""
-    assert labels[job / "ft"] == "init_from quick-det · p_noise 0.2/n · p_transition 0.2/n · kl_threshold 0.02 · lr 0.001 · steps 12000 · +2 more"
+    assert labels[job / "mess3"] == ()
+    assert " · ".join(labels[job / "ft"]) == "init_from quick-det · p_noise 0.2/n · p_transition 0.2/n · kl_threshold 0.02 · lr 0.001 · steps 12000 · +2 more"
     # on the page, under the task label of each trial
     root = tmp_path / "runs"
     for trial, seed in (("t1", 0), ("t2", 7)):
@@ -239,7 +239,7 @@ def test_each_row_names_what_differs_from_the_runs_beside_it(runs, tmp_path):
         config["train"]["init_seed"] = seed
         (root / "trials" / trial / "config.json").write_text(json.dumps(config))
     page = write_reports(root).index.read_text()
-    assert re.findall(r'<span class="varied"[^>]*>([^<]+)</span>', page) == ["init_seed 0", "init_seed 7"]
+    assert re.findall(r'<span class="part">([^<]+)</span>', page) == ["init_seed 0", "init_seed 7"]
 
 
 def test_the_command_line_refuses_what_is_not_a_run(tmp_path, capsys):

@@ -45,7 +45,7 @@ class IndexRow:
     name: str
     link: str | None
     task: str
-    varied: str
+    varied: tuple[str, ...]
     """The config fields in which this run differs from the runs beside it (a sweep's axes and seed), "" if none."""
     parameters: str
     parameters_sort: str
@@ -62,7 +62,7 @@ class IndexRow:
     spark: str
 
     @classmethod
-    def of(cls, record: RunRecord, name: str, link: str | None, varied: str = "") -> "IndexRow":
+    def of(cls, record: RunRecord, name: str, link: str | None, varied: tuple[str, ...] = ()) -> "IndexRow":
         last = record.last
         parameters = parameter_count(record.config.model)
         kl = last["eval/kl"] if last else None
@@ -109,17 +109,17 @@ def _value_text(key: str, raw: str, longest: int) -> str:
     return value if len(value) <= longest else value[: longest - 1] + "…"
 
 
-def differences_among_siblings(runs: Sequence[tuple[Path, RunConfig]], most: int = 6, longest: int = 28) -> dict[Path, str]:
+def differences_among_siblings(runs: Sequence[tuple[Path, RunConfig]], most: int = 6, longest: int = 28) -> dict[Path, tuple[str, ...]]:
     """Per run, what sets it apart from the runs of the same task kind in its own folder (a sweep's trials, a
     study's runs, a main job's runs): the config fields whose values differ among them, and the run's values,
-    as ``d_model 64 · n_heads 4 · init_seed 1``. A field goes by its last name unless two differing fields
+    as ``("d_model 64", "n_heads 4", "init_seed 1")``. A field goes by its last name unless two differing fields
     share it; ``init_from`` by the last part of its path; a value longer than ``longest`` characters is cut,
-    and past ``most`` fields the rest is counted (``+3 more``; the run's page has its whole config). "" for a
-    run alone in its folder or like every sibling."""
+    and past ``most`` fields the rest is counted (``+3 more``; the run's page has its whole config). Empty for
+    a run alone in its folder or like every sibling."""
     groups: dict[tuple[Path, str], list[tuple[Path, dict[str, str]]]] = {}
     for path, config in runs:
         groups.setdefault((Path(path).parent, config.task.kind), []).append((Path(path), _flat(config.model_dump(mode="json"))))
-    labels: dict[Path, str] = {}
+    labels: dict[Path, tuple[str, ...]] = {}
     for siblings in groups.values():
         shared = set.intersection(*(set(flat) for _, flat in siblings))
         varied = [key for key in sorted(shared) if len({flat[key] for _, flat in siblings}) > 1]
@@ -127,7 +127,7 @@ def differences_among_siblings(runs: Sequence[tuple[Path, RunConfig]], most: int
         names = [short if last.count(short) == 1 else key for key, short in zip(varied, last)]
         for path, flat in siblings:
             parts = [f"{name} {_value_text(key, flat[key], longest)}" for key, name in zip(varied, names)]
-            labels[path] = " · ".join(parts[:most] + ([f"+{len(parts) - most} more"] if len(parts) > most else []))
+            labels[path] = tuple(parts[:most] + ([f"+{len(parts) - most} more"] if len(parts) > most else []))
     return labels
 
 

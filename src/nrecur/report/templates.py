@@ -63,6 +63,7 @@ table.sortable th { cursor: pointer; user-select: none; }
 #runs td.name .seg { white-space: nowrap; }
 #runs td.task { white-space: normal; max-width: 24em; }  /* long task labels wrap, the numbers stay in view */
 #runs .varied { color: #555; font-size: 0.85em; }
+#runs .varied .part { white-space: nowrap; }
 table.sortable th[aria-sort=ascending]::after { content: " \\25B2"; font-size: 10px; }
 table.sortable th[aria-sort=descending]::after { content: " \\25BC"; font-size: 10px; }
 svg.spark { display: block; }
@@ -202,7 +203,7 @@ INDEX_PAGE = HEAD + MACROS + """
 <thead><tr><th>run</th><th class="text">task</th><th>parameters</th><th>steps</th><th>time (s)</th><th>final KL</th><th>KL threshold</th><th>grok step</th><th class="text">status</th><th class="text">eval KL over training (log)</th></tr></thead>
 <tbody>{% for r in runs %}<tr>
 <td class="text name" data-sort="{{ r.name }}">{% set shown %}{% for part in r.name.split("/") %}<span class="seg">{{ part }}{% if not loop.last %}/{% endif %}</span><wbr>{% endfor %}{% endset %}{% if r.link %}<a href="{{ r.link }}">{{ shown }}</a>{% else %}{{ shown }}{% endif %}</td>
-<td class="text task">{{ r.task }}{% if r.varied %}<br><span class="varied" title="what differs from the runs beside it">{{ r.varied }}</span>{% endif %}</td><td data-sort="{{ r.parameters_sort }}">{{ r.parameters }}</td><td data-sort="{{ r.steps_sort }}">{{ r.steps }}</td>
+<td class="text task">{{ r.task }}{% if r.varied %}<br><span class="varied" title="what differs from the runs beside it">{% for part in r.varied %}<span class="part">{{ part }}</span>{% if not loop.last %} · {% endif %}{% endfor %}</span>{% endif %}</td><td data-sort="{{ r.parameters_sort }}">{{ r.parameters }}</td><td data-sort="{{ r.steps_sort }}">{{ r.steps }}</td>
 <td data-sort="{{ r.seconds_sort }}">{{ r.seconds }}</td><td data-sort="{{ r.kl_sort }}">{{ r.kl }}</td><td>{{ r.threshold }}</td>
 <td data-sort="{{ r.grok_sort }}">{{ r.grok }}</td><td class="text">{{ r.status }}</td><td class="text" data-sort="{{ r.kl_sort }}">{{ r.spark|safe }}</td></tr>{% endfor %}</tbody>
 </table></div>
