@@ -109,7 +109,7 @@ def _value_text(key: str, raw: str, longest: int) -> str:
     return value if len(value) <= longest else value[: longest - 1] + "…"
 
 
-def differences_among_siblings(runs: Sequence[tuple[Path, RunConfig]], most: int = 6, longest: int = 28) -> dict[Path, tuple[str, ...]]:
+def differences_among_siblings(runs: Sequence[tuple[Path, RunConfig]], most: int = 8, longest: int = 28) -> dict[Path, tuple[str, ...]]:
     """Per run, what sets it apart from the runs of the same task kind in its own folder (a sweep's trials, a
     study's runs, a main job's runs): the config fields whose values differ among them, and the run's values,
     as ``("d_model 64", "n_heads 4", "init_seed 1")``. A field goes by its last name unless two differing fields
