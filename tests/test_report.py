@@ -224,6 +224,9 @@ def test_each_row_names_what_differs_from_the_runs_beside_it(runs, tmp_path):
     assert differences_among_siblings([(sweep / "a", base), (sweep / "d", other_vocab)])[sweep / "d"] == ("model.vocab_size 5", "task.vocab_size 5")
     noisy = base.model_copy(update={"task": base.task.model_copy(update={"p_noise": "0.2/n"})})
     assert differences_among_siblings([(sweep / "a", base), (sweep / "e", noisy)])[sweep / "e"] == ("p_noise 0.2/n",)  # not a path
+    # fine-tuned siblings (their seeds differ only in data): init_seed does not set them apart
+    tuned_twice = [tuned.model_copy(update={"train": tuned.train.model_copy(update={"init_seed": seed, "data_seed": seed})}) for seed in (0, 1)]
+    assert differences_among_siblings([(sweep / "f", tuned_twice[0]), (sweep / "g", tuned_twice[1])])[sweep / "g"] == ("data_seed 1",)
     # a main job's folder: runs of another task kind are not compared (their fields are not the same), and
     # past `most` differing fields the rest is counted
     quick, job = get_preset("quick"), tmp_path / "job"

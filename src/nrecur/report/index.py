@@ -114,14 +114,17 @@ def differences_among_siblings(runs: Sequence[tuple[Path, RunConfig]], most: int
     study's runs, a main job's runs): the config fields whose values differ among them, and the run's values,
     as ``("d_model 64", "n_heads 4", "init_seed 1")``. A field goes by its last name unless two differing fields
     share it; ``init_from`` by the last part of its path; a value longer than ``longest`` characters is cut,
-    and past ``most`` fields the rest is counted (``+3 more``; the run's page has its whole config). Empty for
-    a run alone in its folder or like every sibling."""
+    and past ``most`` fields the rest is counted (``+3 more``; the run's page has its whole config).
+    ``init_seed`` is left out where every sibling is fine-tuned (``init_from``), which it does not affect.
+    Empty for a run alone in its folder or like every sibling."""
     groups: dict[tuple[Path, str], list[tuple[Path, dict[str, str]]]] = {}
     for path, config in runs:
         groups.setdefault((Path(path).parent, config.task.kind), []).append((Path(path), _flat(config.model_dump(mode="json"))))
     labels: dict[Path, tuple[str, ...]] = {}
     for siblings in groups.values():
         shared = set.intersection(*(set(flat) for _, flat in siblings))
+        if all(flat.get("init_from") != "null" for _, flat in siblings):
+            shared.discard("train.init_seed")  # every model's weights are loaded: its init seed has no effect
         varied = [key for key in sorted(shared) if len({flat[key] for _, flat in siblings}) > 1]
         last = [key.rsplit(".", 1)[-1] for key in varied]
         names = [short if last.count(short) == 1 else key for key, short in zip(varied, last)]
