@@ -2,13 +2,14 @@
 
 :func:`write_reports` is what ``nrecur report RUNS_DIR`` does: it finds every
 run folder in ``RUNS_DIR`` and up to :data:`~nrecur.report.reading.RUN_DEPTH` levels
-below it (a study's trials are ``studies/NAME/sweep/trials/ID``), writes each run's report and then the index — task
-(with the settings in which a run differs from the runs beside it: a sweep's axes and seed), model size, steps, training time, final KL, grok step, status and a small curve of the
-eval KL, each row linking to its run's page. A run that cannot be read (a
-damaged ``config.json``) is named in the index and left out; the others are not
-held up by it. Under the table, the figures of every folder below ``RUNS_DIR``
-that has figures of its own and is not a run (a sweep's ``plots/``, a study's
-results, :func:`figure_folders`), one section each.
+below it (a study's trials are ``studies/NAME/sweep/trials/ID``), writes each run's report
+and then the index — task (with :func:`differences_among_siblings`: what sets a run apart
+from the runs beside it, such as a sweep's axes and seeds), model size, steps, training
+time, final KL, grok step, status and a small curve of the eval KL, each row linking to its
+run's page. A run that cannot be read (a damaged ``config.json``) is named in the index and
+left out; the others are not held up by it. Under the table, the figures of every folder
+below ``RUNS_DIR`` that has figures of its own and is not a run (a sweep's ``plots/``, a
+study's results, :func:`figure_folders`), one section each.
 """
 
 from __future__ import annotations
@@ -46,7 +47,8 @@ class IndexRow:
     link: str | None
     task: str
     varied: tuple[str, ...]
-    """The config fields in which this run differs from the runs beside it (a sweep's axes and seed), "" if none."""
+    """``name value`` of each config field in which this run differs from the runs beside it (a sweep's axes and
+    seeds; :func:`differences_among_siblings`), empty if none."""
     parameters: str
     parameters_sort: str
     steps: str

@@ -148,4 +148,3 @@ def ending_in_words(status: str, summary: dict | None, evaluated: bool) -> str:
     if summary.get("error"):
         text += f"; error: {summary['error']}"
     return text
-
