@@ -15,7 +15,7 @@ from nrecur import NRecurrence, train
 from nrecur.cli import main
 from nrecur.model import GPTConfig
 from nrecur.report import PAGE_LIMIT, read_run, write_report, write_reports
-from nrecur.report.index import differences_among_siblings, figure_folders
+from nrecur.report.index import _seconds_text, differences_among_siblings, figure_folders
 from nrecur.report.embed import Budget
 from nrecur.train import RunConfig, TrainConfig
 from nrecur.train.interventions import Intervention
@@ -209,6 +209,10 @@ def test_the_index_shows_the_figures_of_sweeps_and_studies_below_it_but_not_thos
     assert len(images(page)) == 2 and "trials/t1</h2>" not in page
 
 
+def test_the_index_shows_a_tenth_of_a_second_below_ten_seconds():
+    assert [_seconds_text(s) for s in (None, 0.04, 0.45, 9.94, 9.96, 10.4, 131.6)] == ["—", "0.0", "0.5", "9.9", "10", "10", "132"]
+
+
 def test_each_row_names_what_differs_from_the_runs_beside_it(runs, tmp_path):
     base = RunConfig(task=NRecurrence(vocab_size=4, periods=(2, 3)), model=GPTConfig(vocab_size=4, n_ctx=12, d_model=32, n_heads=4, d_head=8))
     wide = base.model_copy(update={"model": base.model.model_copy(update={"d_model": 64, "d_head": 16})})
@@ -219,6 +223,8 @@ def test_each_row_names_what_differs_from_the_runs_beside_it(runs, tmp_path):
     assert labels[sweep / "b"] == "init_from none · d_head 16 · d_model 64 · init_seed 0"
     assert labels[sweep / "c"] == "init_from det · d_head 8 · d_model 32 · init_seed 1"
     assert labels[alone / "x"] == ""  # alone in its folder: nothing to compare with
+    # a fine-tuned run alone in its folder still says where its weights came from
+    assert differences_among_siblings([(alone / "y", tuned)])[alone / "y"] == ("init_from det",)
     # a field name shared by two differing fields keeps its full path
     other_vocab = base.model_copy(update={"task": NRecurrence(vocab_size=5, periods=(2, 3)), "model": base.model.model_copy(update={"vocab_size": 5})})
     assert differences_among_siblings([(sweep / "a", base), (sweep / "d", other_vocab)])[sweep / "d"] == ("model.vocab_size 5", "task.vocab_size 5")
@@ -226,7 +232,7 @@ def test_each_row_names_what_differs_from_the_runs_beside_it(runs, tmp_path):
     assert differences_among_siblings([(sweep / "a", base), (sweep / "e", noisy)])[sweep / "e"] == ("p_noise 0.2/n",)  # not a path
     # fine-tuned siblings (their seeds differ only in data): init_seed does not set them apart
     tuned_twice = [tuned.model_copy(update={"train": tuned.train.model_copy(update={"init_seed": seed, "data_seed": seed})}) for seed in (0, 1)]
-    assert differences_among_siblings([(sweep / "f", tuned_twice[0]), (sweep / "g", tuned_twice[1])])[sweep / "g"] == ("data_seed 1",)
+    assert differences_among_siblings([(sweep / "f", tuned_twice[0]), (sweep / "g", tuned_twice[1])])[sweep / "g"] == ("init_from det", "data_seed 1")
     # a main job's folder: runs of another task kind are not compared (their fields are not the same), and
     # past `most` differing fields the rest is counted
     quick, job = get_preset("quick"), tmp_path / "job"
@@ -279,3 +285,11 @@ def test_a_failed_write_keeps_the_old_page_and_leaves_no_temporary(runs, tmp_pat
     with pytest.raises(OSError, match="No space left on device"):
         write_report(run)
     assert (run / "report.html").read_text() == "old page" and list(run.glob(".*.tmp")) == []
+
+
+def test_the_report_help_states_how_deep_runs_are_found(capsys):
+    from nrecur.report.reading import RUN_DEPTH
+
+    with pytest.raises(SystemExit):
+        main(["report", "--help"])
+    assert f"up to {RUN_DEPTH} levels below it" in " ".join(capsys.readouterr().out.split())

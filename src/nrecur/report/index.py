@@ -78,7 +78,7 @@ class IndexRow:
             parameters_sort=str(parameters),
             steps=fmt(record.steps),
             steps_sort="" if record.steps is None else str(record.steps),
-            seconds=fmt(None if record.seconds is None else round(record.seconds)),
+            seconds=_seconds_text(record.seconds),
             seconds_sort="" if record.seconds is None else f"{record.seconds:.3f}",
             kl=fmt(kl),
             kl_sort="" if kl is None else repr(float(kl)),
@@ -88,6 +88,13 @@ class IndexRow:
             status=record.status if last is not None else "not evaluated yet",
             spark=kl_sparkline(record),
         )
+
+
+def _seconds_text(seconds: float | None) -> str:
+    """Whole seconds, with a tenth below 10 s (a tiny run is not "0")."""
+    if seconds is None:
+        return fmt(None)
+    return f"{seconds:.1f}" if round(seconds, 1) < 10 else str(round(seconds))
 
 
 PATH_FIELDS = ("init_from",)
@@ -118,7 +125,9 @@ def differences_among_siblings(runs: Sequence[tuple[Path, RunConfig]], most: int
     share it; ``init_from`` by the last part of its path; a value longer than ``longest`` characters is cut,
     and past ``most`` fields the rest is counted (``+3 more``; the run's page has its whole config).
     ``init_seed`` is left out where every sibling is fine-tuned (``init_from``), which it does not affect.
-    Empty for a run alone in its folder or like every sibling."""
+    A fine-tuned run always names its ``init_from``, first, even when its siblings share it or it is alone:
+    where the weights came from is part of what a run is. Otherwise empty for a run alone in its folder or
+    like every sibling."""
     groups: dict[tuple[Path, str], list[tuple[Path, dict[str, str]]]] = {}
     for path, config in runs:
         groups.setdefault((Path(path).parent, config.task.kind), []).append((Path(path), _flat(config.model_dump(mode="json"))))
@@ -132,6 +141,8 @@ def differences_among_siblings(runs: Sequence[tuple[Path, RunConfig]], most: int
         names = [short if last.count(short) == 1 else key for key, short in zip(varied, last)]
         for path, flat in siblings:
             parts = [f"{name} {_value_text(key, flat[key], longest)}" for key, name in zip(varied, names)]
+            if "init_from" not in varied and flat.get("init_from", "null") != "null":
+                parts.insert(0, f"init_from {_value_text('init_from', flat['init_from'], longest)}")
             labels[path] = tuple(parts[:most] + ([f"+{len(parts) - most} more"] if len(parts) > most else []))
     return labels
 
