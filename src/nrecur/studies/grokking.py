@@ -136,7 +136,7 @@ def grokking_diagram(
     run_options = {
         "preset": preset, "seeds": seeds, "step_budget": base_train["steps"], "kl_threshold": base_train["kl_threshold"],
         "memorization_threshold": base_train["memorization_threshold"], "batch_size": base_train["batch_size"],
-        "lr": base_train["lr"], "runner": runner,
+        "lr": base_train["lr"], "schedule": base_train["schedule"], "runner": runner,
     }  # fmt: skip
     result = summarize(load_sweep(out / "sweep"), sizes, decays, run_options)
     grokked = [t for t in result.trials if t["class"] == "grokked"]
@@ -181,7 +181,7 @@ def plot_grokking(result: GrokkingResult, folder: str | Path, stem: str = "grokk
         _annotated_heatmap(fig, axes[1], delay, "{:.0f}", "grok step − memorization step (median)", "cividis")
     else:
         axes[1].imshow(np.zeros_like(delay), cmap=ListedColormap(["white"]), aspect="auto", origin="lower")
-        axes[1].text((columns - 1) / 2, (rows - 1) / 2, f"no cell grokked\nwithin {o['step_budget']} steps", ha="center", va="center", fontsize=10)
+        axes[1].text((columns - 1) / 2, (rows - 1) / 2, f"no cell grokked\nwithin {o['step_budget']:,} steps", ha="center", va="center", fontsize=10)
     axes[1].set_title("grokking delay, training steps", fontsize=9)
     if np.isfinite(final_kl).any():
         norm = LogNorm(vmin=max(np.nanmin(final_kl), 1e-4), vmax=max(np.nanmax(final_kl), 2 * o["kl_threshold"]))
@@ -192,7 +192,11 @@ def plot_grokking(result: GrokkingResult, folder: str | Path, stem: str = "grokk
         ax.set_yticks(range(rows), [f"{d:g}" for d in result.decays])
         ax.set_xlabel("training-set size (sequences)")
         ax.set_ylabel("weight decay")
-    fig.suptitle(f"{o['preset']}, finite mode: KL ≤ {o['kl_threshold']} within {o['step_budget']} steps, {o['seeds']} seeds per cell", fontsize=10)
+    recipe = f"lr {o['lr']:g}" + (f" {o['schedule']}" if "schedule" in o else "")  # studies written before the schedule was kept lack it
+    fig.suptitle(
+        f"{o['preset']}, finite mode, {recipe}: KL ≤ {o['kl_threshold']} within {o['step_budget']:,} steps, "
+        f"{o['seeds']} seed{'s' if o['seeds'] != 1 else ''} per cell", fontsize=10,
+    )  # fmt: skip
     return save_figure(fig, folder, stem)
 
 
