@@ -16,6 +16,7 @@ from nrecur.cli import main
 from nrecur.model import GPTConfig
 from nrecur.report import PAGE_LIMIT, read_run, write_report, write_reports
 from nrecur.report.index import _seconds_text, differences_among_siblings, figure_folders
+from nrecur.report.reading import RUN_DEPTH
 from nrecur.report.embed import Budget
 from nrecur.train import RunConfig, TrainConfig
 from nrecur.train.interventions import Intervention
@@ -209,8 +210,9 @@ def test_the_index_shows_the_figures_of_sweeps_and_studies_below_it_but_not_thos
     assert len(images(page)) == 2 and "trials/t1</h2>" not in page
 
 
-def test_the_index_shows_a_tenth_of_a_second_below_ten_seconds():
-    assert [_seconds_text(s) for s in (None, 0.04, 0.45, 9.94, 9.96, 10.4, 131.6)] == ["—", "0.0", "0.5", "9.9", "10", "10", "132"]
+def test_seconds_text_keeps_a_tenth_below_ten_seconds():
+    values = (None, float("nan"), float("inf"), 0.04, 0.45, 9.94, 9.96, 10.4, 131.6)
+    assert [_seconds_text(s) for s in values] == ["—", "—", "—", "0.0", "0.5", "9.9", "10", "10", "132"]
 
 
 def test_each_row_names_what_differs_from_the_runs_beside_it(runs, tmp_path):
@@ -223,8 +225,11 @@ def test_each_row_names_what_differs_from_the_runs_beside_it(runs, tmp_path):
     assert labels[sweep / "b"] == "init_from none · d_head 16 · d_model 64 · init_seed 0"
     assert labels[sweep / "c"] == "init_from det · d_head 8 · d_model 32 · init_seed 1"
     assert labels[alone / "x"] == ""  # alone in its folder: nothing to compare with
-    # a fine-tuned run alone in its folder still says where its weights came from
+    # a fine-tuned run alone in its folder still says where its weights came from, and it is kept first
+    # when the rest is cut at `most`
     assert differences_among_siblings([(alone / "y", tuned)])[alone / "y"] == ("init_from det",)
+    tuned_wide = wide.model_copy(update={"init_from": "/somewhere/runs/det"})
+    assert differences_among_siblings([(sweep / "h", tuned), (sweep / "i", tuned_wide)], most=2)[sweep / "i"] == ("init_from det", "d_head 16", "+1 more")
     # a field name shared by two differing fields keeps its full path
     other_vocab = base.model_copy(update={"task": NRecurrence(vocab_size=5, periods=(2, 3)), "model": base.model.model_copy(update={"vocab_size": 5})})
     assert differences_among_siblings([(sweep / "a", base), (sweep / "d", other_vocab)])[sweep / "d"] == ("model.vocab_size 5", "task.vocab_size 5")
@@ -288,8 +293,6 @@ def test_a_failed_write_keeps_the_old_page_and_leaves_no_temporary(runs, tmp_pat
 
 
 def test_the_report_help_states_how_deep_runs_are_found(capsys):
-    from nrecur.report.reading import RUN_DEPTH
-
     with pytest.raises(SystemExit):
         main(["report", "--help"])
     assert f"up to {RUN_DEPTH} levels below it" in " ".join(capsys.readouterr().out.split())

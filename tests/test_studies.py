@@ -81,6 +81,14 @@ def test_a_trial_is_classified_by_its_memorization_and_grok_steps():
     assert classify(memorization_step=None, grok_step=None) == "neither"
 
 
+def test_the_phase_diagram_title_names_the_recipe_budget_and_seeds():
+    from nrecur.studies.grokking import figure_title
+
+    options = {"preset": "quick", "lr": 0.001, "schedule": "constant", "kl_threshold": 0.01, "step_budget": 20000, "seeds": 1}
+    assert figure_title(options) == "quick, finite mode, lr 0.001 (constant schedule): KL ≤ 0.01 within 20,000 steps, 1 seed per cell"
+    assert figure_title({**options, "schedule": "cosine", "seeds": 2}).endswith("(cosine schedule): KL ≤ 0.01 within 20,000 steps, 2 seeds per cell")
+
+
 def test_cells_take_their_most_common_class_and_median_delay():
     import pandas as pd
 

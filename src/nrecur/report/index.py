@@ -4,7 +4,8 @@
 run folder in ``RUNS_DIR`` and up to :data:`~nrecur.report.reading.RUN_DEPTH` levels
 below it (a study's trials are ``studies/NAME/sweep/trials/ID``), writes each run's report
 and then the index — task (with :func:`differences_among_siblings`: what sets a run apart
-from the runs beside it, such as a sweep's axes and seeds), model size, steps, training
+from the runs beside it, such as a sweep's axes and seeds, and where a fine-tuned run's weights
+came from), model size, steps, training
 time, final KL, grok step, status and a small curve of the eval KL, each row linking to its
 run's page. A run that cannot be read (a damaged ``config.json``) is named in the index and
 left out; the others are not held up by it. Under the table, the figures of every folder
@@ -15,6 +16,7 @@ study's results, :func:`figure_folders`), one section each.
 from __future__ import annotations
 
 import json
+import math
 import os
 import warnings
 from dataclasses import dataclass
@@ -48,7 +50,7 @@ class IndexRow:
     task: str
     varied: tuple[str, ...]
     """``name value`` of each config field in which this run differs from the runs beside it (a sweep's axes and
-    seeds; :func:`differences_among_siblings`), empty if none."""
+    seeds; :func:`differences_among_siblings`), led by its ``init_from`` when it is fine-tuned; empty if neither."""
     parameters: str
     parameters_sort: str
     steps: str
@@ -91,9 +93,10 @@ class IndexRow:
 
 
 def _seconds_text(seconds: float | None) -> str:
-    """Whole seconds, with a tenth below 10 s (a tiny run is not "0")."""
-    if seconds is None:
-        return fmt(None)
+    """Whole seconds, with a tenth below 10 s (a run of a few seconds is not rounded to whole seconds); a
+    missing or non-finite time as :func:`fmt` shows it."""
+    if seconds is None or not math.isfinite(seconds):
+        return fmt(seconds)
     return f"{seconds:.1f}" if round(seconds, 1) < 10 else str(round(seconds))
 
 
@@ -128,21 +131,24 @@ def differences_among_siblings(runs: Sequence[tuple[Path, RunConfig]], most: int
     A fine-tuned run always names its ``init_from``, first, even when its siblings share it or it is alone:
     where the weights came from is part of what a run is. Otherwise empty for a run alone in its folder or
     like every sibling."""
+    def fine_tuned(flat: dict[str, str]) -> bool:
+        return flat.get("init_from", "null") != "null"
+
     groups: dict[tuple[Path, str], list[tuple[Path, dict[str, str]]]] = {}
     for path, config in runs:
         groups.setdefault((Path(path).parent, config.task.kind), []).append((Path(path), _flat(config.model_dump(mode="json"))))
     labels: dict[Path, tuple[str, ...]] = {}
     for siblings in groups.values():
         shared = set.intersection(*(set(flat) for _, flat in siblings))
-        if all(flat.get("init_from") != "null" for _, flat in siblings):
+        if all(fine_tuned(flat) for _, flat in siblings):
             shared.discard("train.init_seed")  # every model's weights are loaded: its init seed has no effect
-        varied = [key for key in sorted(shared) if len({flat[key] for _, flat in siblings}) > 1]
+        varied = [key for key in sorted(shared) if len({flat[key] for _, flat in siblings}) > 1 and key != "init_from"]
+        if any(fine_tuned(flat) for _, flat in siblings):
+            varied.insert(0, "init_from")  # shared or not, where the weights came from leads
         last = [key.rsplit(".", 1)[-1] for key in varied]
         names = [short if last.count(short) == 1 else key for key, short in zip(varied, last)]
         for path, flat in siblings:
             parts = [f"{name} {_value_text(key, flat[key], longest)}" for key, name in zip(varied, names)]
-            if "init_from" not in varied and flat.get("init_from", "null") != "null":
-                parts.insert(0, f"init_from {_value_text('init_from', flat['init_from'], longest)}")
             labels[path] = tuple(parts[:most] + ([f"+{len(parts) - most} more"] if len(parts) > most else []))
     return labels
 

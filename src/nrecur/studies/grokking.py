@@ -41,7 +41,7 @@ from nrecur.analysis.progress import progress
 from nrecur.runs import load_run
 from nrecur.sweep import BackendOptions, load_sweep, run_sweep, spec_from_data
 
-__all__ = ["CLASSES", "GrokkingResult", "classify", "grokking_diagram", "plot_grokking"]
+__all__ = ["CLASSES", "GrokkingResult", "classify", "figure_title", "grokking_diagram", "plot_grokking"]
 
 CLASSES = ("grokked", "generalized", "memorized", "neither")
 """Trial classes, in the order ties between them are broken."""
@@ -192,12 +192,17 @@ def plot_grokking(result: GrokkingResult, folder: str | Path, stem: str = "grokk
         ax.set_yticks(range(rows), [f"{d:g}" for d in result.decays])
         ax.set_xlabel("training-set size (sequences)")
         ax.set_ylabel("weight decay")
-    recipe = f"lr {o['lr']:g}" + (f" {o['schedule']}" if "schedule" in o else "")  # studies written before the schedule was kept lack it
-    fig.suptitle(
-        f"{o['preset']}, finite mode, {recipe}: KL ≤ {o['kl_threshold']} within {o['step_budget']:,} steps, "
-        f"{o['seeds']} seed{'s' if o['seeds'] != 1 else ''} per cell", fontsize=10,
-    )  # fmt: skip
+    fig.suptitle(figure_title(o), fontsize=10)
     return save_figure(fig, folder, stem)
+
+
+def figure_title(options: dict) -> str:
+    """The phase diagram's title from a study's options: task, recipe, threshold, budget and seeds."""
+    o = options
+    return (
+        f"{o['preset']}, finite mode, lr {o['lr']:g} ({o['schedule']} schedule): KL ≤ {o['kl_threshold']} within "
+        f"{o['step_budget']:,} steps, {o['seeds']} seed{'s' if o['seeds'] != 1 else ''} per cell"
+    )
 
 
 def _annotated_heatmap(fig, ax, values: np.ndarray, fmt: str, label: str, cmap: str, norm=None) -> None:
