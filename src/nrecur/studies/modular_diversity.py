@@ -92,6 +92,8 @@ def modular_diversity(
 
 def plot_modular_diversity(result: ModularDiversityResult, folder: str | Path, stem: str = "modular_diversity") -> list[Path]:
     """KL to the three references, and the accuracy at ``z``, against the number of training task vectors."""
+    from matplotlib.ticker import NullLocator
+
     plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.2), layout="constrained")
     counts = np.array([row["n_tasks"] for row in result.rows])
@@ -110,9 +112,13 @@ def plot_modular_diversity(result: ModularDiversityResult, folder: str | Path, s
     for ax in axes:
         ax.set_xscale("log", base=2)
         ax.set_xticks(counts, [str(c) for c in counts])
-        ax.minorticks_off()
+        ax.xaxis.set_minor_locator(NullLocator())  # x only: a KL range under a decade is labelled by minor ticks
         ax.set_xlabel(f"training task vectors n_tasks (of p² = {p * p})")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    fig.suptitle(f"{result.options['preset']}: the switchboard or the general algorithm (end of training, median over {result.options['seeds']} seed(s))", fontsize=10)
+    seeds = result.options["seeds"]
+    fig.suptitle(
+        f"{result.options['preset']}: the switchboard or the general algorithm (end of training, "
+        f"{'median over ' + str(seeds) + ' seeds' if seeds != 1 else 'one seed'}, {result.options['steps']:,} steps)", fontsize=10,
+    )  # fmt: skip
     return save_figure(fig, folder, stem)
