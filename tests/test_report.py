@@ -15,7 +15,7 @@ from nrecur import NRecurrence, train
 from nrecur.cli import main
 from nrecur.model import GPTConfig
 from nrecur.report import PAGE_LIMIT, read_run, write_report, write_reports
-from nrecur.report.index import _seconds_text, differences_among_siblings, figure_folders
+from nrecur.report.index import _seconds_text, differences_among_siblings, figure_folders, path_labels
 from nrecur.report.reading import RUN_DEPTH
 from nrecur.report.embed import Budget
 from nrecur.train import RunConfig, TrainConfig
@@ -228,6 +228,12 @@ def test_each_row_names_what_differs_from_the_runs_beside_it(runs, tmp_path):
     # a fine-tuned run alone in its folder still says where its weights came from, and it is kept first
     # when the rest is cut at `most`
     assert differences_among_siblings([(alone / "y", tuned)])[alone / "y"] == ("init_from det",)
+    # sources are named by as much of their path as tells them apart; a checkpoint file by its run and step
+    assert path_labels(["/x/a/det", "/x/b/det", "/x/a/stoch"]) == {"/x/a/det": "a/det", "/x/b/det": "b/det", "/x/a/stoch": "a/stoch"}
+    assert path_labels(["/x/det/checkpoints/step_00000040.safetensors", "/x/det"]) == {"/x/det/checkpoints/step_00000040.safetensors": "det step 40", "/x/det": "det"}
+    assert path_labels(["/x/det/weights.safetensors"]) == {"/x/det/weights.safetensors": "weights.safetensors"}
+    elsewhere = tuned.model_copy(update={"init_from": "/elsewhere/runs/det"})
+    assert differences_among_siblings([(sweep / "j", tuned), (sweep / "k", elsewhere)])[sweep / "k"] == ("init_from elsewhere/runs/det",)
     tuned_wide = wide.model_copy(update={"init_from": "/somewhere/runs/det"})
     assert differences_among_siblings([(sweep / "h", tuned), (sweep / "i", tuned_wide)], most=2)[sweep / "i"] == ("init_from det", "d_head 16", "+1 more")
     # a field name shared by two differing fields keeps its full path

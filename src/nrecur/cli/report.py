@@ -25,6 +25,7 @@ def register(subparsers) -> None:
 def report_command(args: argparse.Namespace) -> int:
     from nrecur.report import find_runs, write_report, write_reports
     from nrecur.report.reading import RUN_DEPTH
+    from nrecur.report.words import counted
     from nrecur.train.folder import RunFolder
 
     path = Path(args.path)
@@ -42,7 +43,7 @@ def report_command(args: argparse.Namespace) -> int:
     folder = write_reports(path)
     for result in folder.reports:
         _print(result)
-    print(f"index of {len(folder.reports)} runs{f' ({len(folder.skipped)} left out)' if folder.skipped else ''}: {folder.index}")
+    print(f"index of {counted(len(folder.reports), 'run')}{f' ({len(folder.skipped)} left out)' if folder.skipped else ''}: {folder.index}")
     return 0
 
 

@@ -56,7 +56,7 @@ def _register_train(subparsers) -> None:
     run.add_argument("--preset", choices=list(PRESETS), help="start from a preset's run config (n-recurrence presets: the deterministic run)")
     variant = run.add_mutually_exclusive_group()
     variant.add_argument("--stochastic", action="store_true", help="with an n-recurrence --preset: its stochastic run config instead")
-    variant.add_argument("--finetune", action="store_true", help="with an n-recurrence --preset: its fine-tuning config (stochastic task, lower lr; give --init-from)")
+    variant.add_argument("--finetune", action="store_true", help="with an n-recurrence --preset: its fine-tuning config (stochastic task; quick also lowers lr to 1e-3; give --init-from)")
     run.add_argument(
         "--resume", metavar="RUN",
         help="continue the run in folder RUN exactly where it stopped (killed, or out of time). The only options "

@@ -18,7 +18,9 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import warnings
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path, PurePath
@@ -78,7 +80,7 @@ class IndexRow:
             varied=varied,
             parameters=f"{parameters:,} ({record.config.model.n_layers}L, d {record.config.model.d_model})",
             parameters_sort=str(parameters),
-            steps=fmt(record.steps),
+            steps="—" if record.steps is None else f"{record.steps:,}",
             steps_sort="" if record.steps is None else str(record.steps),
             seconds=_seconds_text(record.seconds),
             seconds_sort="" if record.seconds is None else f"{record.seconds:.3f}",
@@ -101,7 +103,27 @@ def _seconds_text(seconds: float | None) -> str:
 
 
 PATH_FIELDS = ("init_from",)
-"""Config fields holding a path: shown by their last part."""
+"""Config fields holding a path: shown by :func:`path_labels`."""
+
+
+def path_labels(paths: Iterable[str]) -> dict[str, str]:
+    """Short names for run folders or checkpoint files that still tell them apart: the fewest trailing path
+    parts that differ among ``paths`` (``det``, or ``a/det`` and ``b/det``); a checkpoint file
+    ``RUN/checkpoints/step_00000040.safetensors`` is its run's name and step (``det step 40``)."""
+    named: dict[str, tuple[tuple[str, ...], str]] = {}
+    for text in set(paths):
+        path = PurePath(text)
+        step = re.fullmatch(r"step_(\d+)", path.stem)
+        if path.parent.name == "checkpoints" and step is not None:
+            named[text] = (path.parent.parent.parts, f" step {int(step.group(1))}")
+        else:
+            named[text] = (path.parts, "")
+    longest = max((len(parts) for parts, _ in named.values()), default=1)
+    for keep in range(1, longest + 1):
+        labels = {text: "/".join(parts[-keep:]) + step for text, (parts, step) in named.items()}
+        if len(set(labels.values())) == len(labels):
+            return labels
+    return {text: "/".join(parts) + step for text, (parts, step) in named.items()}
 
 
 def _flat(data, prefix: str = "") -> dict[str, str]:
@@ -114,10 +136,9 @@ def _flat(data, prefix: str = "") -> dict[str, str]:
     return flat
 
 
-def _value_text(key: str, raw: str, longest: int) -> str:
+def _value_text(raw: str, longest: int, paths: dict[str, str]) -> str:
     value = "none" if raw == "null" else raw.strip('"')
-    if key in PATH_FIELDS and value != "none":
-        value = PurePath(value).name
+    value = paths.get(value, value)
     return value if len(value) <= longest else value[: longest - 1] + "…"
 
 
@@ -125,7 +146,7 @@ def differences_among_siblings(runs: Sequence[tuple[Path, RunConfig]], most: int
     """Per run, what sets it apart from the runs of the same task kind in its own folder (a sweep's trials, a
     study's runs, a main job's runs): the config fields whose values differ among them, and the run's values,
     as ``("d_model 64", "n_heads 4", "init_seed 1")``. A field goes by its last name unless two differing fields
-    share it; ``init_from`` by the last part of its path; a value longer than ``longest`` characters is cut,
+    share it; ``init_from`` by :func:`path_labels` among the group's sources; a value longer than ``longest`` characters is cut,
     and past ``most`` fields the rest is counted (``+3 more``; the run's page has its whole config).
     ``init_seed`` is left out where every sibling is fine-tuned (``init_from``), which it does not affect.
     A fine-tuned run always names its ``init_from``, first, even when its siblings share it or it is alone:
@@ -145,10 +166,11 @@ def differences_among_siblings(runs: Sequence[tuple[Path, RunConfig]], most: int
         varied = [key for key in sorted(shared) if len({flat[key] for _, flat in siblings}) > 1 and key != "init_from"]
         if any(fine_tuned(flat) for _, flat in siblings):
             varied.insert(0, "init_from")  # shared or not, where the weights came from leads
+        paths = {key: path_labels(json.loads(flat[key]) for _, flat in siblings if flat[key] != "null") for key in PATH_FIELDS if key in varied}
         last = [key.rsplit(".", 1)[-1] for key in varied]
         names = [short if last.count(short) == 1 else key for key, short in zip(varied, last)]
         for path, flat in siblings:
-            parts = [f"{name} {_value_text(key, flat[key], longest)}" for key, name in zip(varied, names)]
+            parts = [f"{name} {_value_text(flat[key], longest, paths.get(key, {}))}" for key, name in zip(varied, names)]
             labels[path] = tuple(parts[:most] + ([f"+{len(parts) - most} more"] if len(parts) > most else []))
     return labels
 

@@ -85,11 +85,17 @@ def task_label(task: Task) -> str:
     return task.describe()
 
 
+def counted(count: int, noun: str) -> str:
+    """``"1 layer"``, ``"2 layers"``, ``"1,024 runs"``: a count with its noun in the right number."""
+    return f"{count:,} {noun}{'' if count == 1 else 's'}"
+
+
 def model_in_words(config: RunConfig, parameters: int) -> str:
     m = config.model
     mlp = "attention only" if m.attn_only else f"MLP width {m.d_mlp} ({m.act})"
     return (
-        f"{parameters:,} parameters: {m.n_layers} layers, d_model {m.d_model}, {m.n_heads} heads of {m.d_head}, "
+        f"{counted(parameters, 'parameter')}: {counted(m.n_layers, 'layer')}, d_model {m.d_model}, "
+        f"{counted(m.n_heads, 'head')} of {m.d_head}, "
         f"{mlp}, {m.norm}, context {m.n_ctx}, vocabulary {m.vocab_size}"
     )
 

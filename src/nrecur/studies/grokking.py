@@ -45,7 +45,7 @@ __all__ = ["CLASSES", "GrokkingResult", "classify", "figure_title", "grokking_di
 
 CLASSES = ("grokked", "generalized", "memorized", "neither")
 """Trial classes, in the order ties between them are broken."""
-COLOURS = {"grokked": "#D55E00", "generalized": "#0072B2", "memorized": "#E69F00", "neither": "#BBBBBB"}
+COLOURS = {"grokked": "#009E73", "generalized": "#0072B2", "memorized": "#E69F00", "neither": "#BBBBBB"}
 
 
 def classify(memorization_step: int | None, grok_step: int | None) -> str:
@@ -212,4 +212,10 @@ def _annotated_heatmap(fig, ax, values: np.ndarray, fmt: str, label: str, cmap: 
         if np.isfinite(value):
             shade = image.norm(value)
             ax.text(c, r, fmt.format(value), ha="center", va="center", fontsize=8, color="white" if shade < 0.5 else "black")
-    fig.colorbar(image, ax=ax, label=label)
+    bar = fig.colorbar(image, ax=ax, label=label)
+    if norm is not None:  # a log scale: plain numbers (0.2, 0.5) rather than 2×10⁻¹
+        from matplotlib.ticker import FuncFormatter
+
+        plain = FuncFormatter(lambda value, _: f"{value:g}")
+        bar.ax.yaxis.set_major_formatter(plain)
+        bar.ax.yaxis.set_minor_formatter(plain)

@@ -90,21 +90,30 @@ def modular_diversity(
     return result
 
 
+def _few_decades(ax) -> bool:
+    """Whether the log y axis spans less than a decade, where matplotlib labels its minor ticks."""
+    low, high = ax.get_ylim()
+    return high / low < 10
+
+
 def plot_modular_diversity(result: ModularDiversityResult, folder: str | Path, stem: str = "modular_diversity") -> list[Path]:
     """KL to the three references, and the accuracy at ``z``, against the number of training task vectors."""
-    from matplotlib.ticker import NullLocator
+    from matplotlib.ticker import FuncFormatter, NullLocator
 
     plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.2), layout="constrained")
     counts = np.array([row["n_tasks"] for row in result.rows])
-    for colour, (name, label) in zip(OKABE_ITO, SERIES.items()):
+    for colour, marker, size, (name, label) in zip(OKABE_ITO, ("o", "s", "^"), (9, 6, 6), SERIES.items()):
         values = np.array([np.nan if row.get(name) is None else row[name] for row in result.rows], dtype=float)
-        axes[0].plot(counts, values, marker="o", color=colour, label=label)
+        # markers of different shapes and sizes: the two ID curves can meet (as at n_tasks 48 of 49)
+        axes[0].plot(counts, values, marker=marker, markersize=size, color=colour, label=label)
     for (name, label), style in zip(ACCURACY.items(), ("-", "--", ":")):
         values = np.array([np.nan if row.get(name) is None else row[name] for row in result.rows], dtype=float)
         axes[1].plot(counts, values, marker="o", ls=style, color="#999999" if "observer" in label else OKABE_ITO[0], label=label)
     p = result.options["p"]
     axes[0].set_yscale("log")
+    axes[0].yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+    axes[0].yaxis.set_minor_formatter(FuncFormatter(lambda value, _: f"{value:g}" if _few_decades(axes[0]) else ""))
     axes[0].set_ylabel("KL(observer ‖ model), nats/token")
     axes[1].set_ylabel("accuracy at the z positions")
     axes[1].set_ylim(-0.02, 1.02)
