@@ -215,6 +215,23 @@ def test_seconds_text_keeps_a_tenth_below_ten_seconds():
     assert [_seconds_text(s) for s in values] == ["—", "—", "—", "0.0", "0.5", "9.9", "10", "10", "132"]
 
 
+def test_path_labels_name_each_source_by_as_much_path_as_tells_the_runs_apart():
+    assert path_labels([]) == {} and path_labels(["/x/det", "/x/det"]) == {"/x/det": "det"}
+    assert path_labels(["/x/a/det", "/x/b/det", "/x/a/stoch"]) == {"/x/a/det": "a/det", "/x/b/det": "b/det", "/x/a/stoch": "a/stoch"}
+    checkpoint = "/x/det/checkpoints/step_00000040.safetensors"
+    assert path_labels([checkpoint, "/x/det"]) == {checkpoint: "det step 40", "/x/det": "det"}  # one run, two sources
+    other = "/y/det/checkpoints/step_00000080.safetensors"
+    assert path_labels([checkpoint, other]) == {checkpoint: "x/det step 40", other: "y/det step 80"}  # two runs named det
+    assert path_labels(["/runs/det", "/home/u/runs/det"]) == {"/runs/det": "/runs/det", "/home/u/runs/det": "u/runs/det"}
+    assert path_labels(["/x/det/weights.safetensors"]) == {"/x/det/weights.safetensors": "weights.safetensors"}  # not a checkpoint name
+
+
+def test_counts_have_their_noun_in_the_right_number():
+    from nrecur.report.words import counted
+
+    assert [counted(n, "run") for n in (0, 1, 2, 1024)] == ["0 runs", "1 run", "2 runs", "1,024 runs"]
+
+
 def test_each_row_names_what_differs_from_the_runs_beside_it(runs, tmp_path):
     base = RunConfig(task=NRecurrence(vocab_size=4, periods=(2, 3)), model=GPTConfig(vocab_size=4, n_ctx=12, d_model=32, n_heads=4, d_head=8))
     wide = base.model_copy(update={"model": base.model.model_copy(update={"d_model": 64, "d_head": 16})})
@@ -225,15 +242,14 @@ def test_each_row_names_what_differs_from_the_runs_beside_it(runs, tmp_path):
     assert labels[sweep / "b"] == "init_from none · d_head 16 · d_model 64 · init_seed 0"
     assert labels[sweep / "c"] == "init_from det · d_head 8 · d_model 32 · init_seed 1"
     assert labels[alone / "x"] == ""  # alone in its folder: nothing to compare with
-    # a fine-tuned run alone in its folder still says where its weights came from, and it is kept first
-    # when the rest is cut at `most`
+    # a fine-tuned run alone in its folder still says where its weights came from
     assert differences_among_siblings([(alone / "y", tuned)])[alone / "y"] == ("init_from det",)
-    # sources are named by as much of their path as tells them apart; a checkpoint file by its run and step
-    assert path_labels(["/x/a/det", "/x/b/det", "/x/a/stoch"]) == {"/x/a/det": "a/det", "/x/b/det": "b/det", "/x/a/stoch": "a/stoch"}
-    assert path_labels(["/x/det/checkpoints/step_00000040.safetensors", "/x/det"]) == {"/x/det/checkpoints/step_00000040.safetensors": "det step 40", "/x/det": "det"}
-    assert path_labels(["/x/det/weights.safetensors"]) == {"/x/det/weights.safetensors": "weights.safetensors"}
+    # sources that share a folder name are told apart by their paths; a long one is cut from the left
     elsewhere = tuned.model_copy(update={"init_from": "/elsewhere/runs/det"})
     assert differences_among_siblings([(sweep / "j", tuned), (sweep / "k", elsewhere)])[sweep / "k"] == ("init_from elsewhere/runs/det",)
+    long_names = [tuned.model_copy(update={"init_from": f"/r/sweep-of-many-learning-rates-{i}/det"}) for i in (1, 2)]
+    assert differences_among_siblings([(sweep / "l", long_names[0]), (sweep / "m", long_names[1])], longest=20)[sweep / "m"] == ("init_from …earning-rates-2/det",)
+    # init_from is kept first when the rest is cut at `most`
     tuned_wide = wide.model_copy(update={"init_from": "/somewhere/runs/det"})
     assert differences_among_siblings([(sweep / "h", tuned), (sweep / "i", tuned_wide)], most=2)[sweep / "i"] == ("init_from det", "d_head 16", "+1 more")
     # a field name shared by two differing fields keeps its full path

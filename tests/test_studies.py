@@ -237,3 +237,21 @@ def test_the_faster_default_study_estimates_and_confirms(tmp_path):
         best = min(reached, key=lambda t: t["estimated_seconds"])
         assert result.confirmed[1]["search"] == best and result.confirmed[1]["settings"]["train.lr"] == best["train.lr"]
     assert json.loads((tmp_path / "fd" / "faster_default.json").read_text())["options"]["threads"] == 1
+
+
+def test_log_axes_read_in_plain_numbers_with_minor_labels_only_under_a_decade():
+    from nrecur.analysis.base import plain_log_ticks, pyplot
+
+    fig, (narrow, wide) = pyplot().subplots(1, 2)
+    for ax, (low, high) in ((narrow, (0.2, 0.9)), (wide, (1e-4, 2.0))):
+        ax.plot([0, 1], [low, high])
+        ax.set_yscale("log")
+        plain_log_ticks(ax.yaxis)
+    fig.canvas.draw()
+
+    def labels(ax, minor):
+        return [t.get_text() for t in ax.yaxis.get_ticklabels(minor=minor) if t.get_text()]
+
+    assert "0.5" in labels(narrow, minor=True) and labels(wide, minor=True) == []
+    assert {"0.001", "0.01", "0.1", "1"} <= set(labels(wide, minor=False))
+    pyplot().close(fig)

@@ -25,7 +25,7 @@ import torch
 from nrecur._io import atomic_write, atomic_write_text
 from nrecur.model import GPT
 
-__all__ = ["ANALYSES", "OKABE_ITO", "Analysis", "AnalysisResult", "cached", "progress_bar", "pyplot", "register_analysis", "residual_activations", "save_figure", "write_analysis"]
+__all__ = ["ANALYSES", "OKABE_ITO", "Analysis", "AnalysisResult", "cached", "plain_log_ticks", "progress_bar", "pyplot", "register_analysis", "residual_activations", "save_figure", "write_analysis"]
 
 
 class AnalysisResult(Protocol):
@@ -115,6 +115,20 @@ def pyplot():
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def plain_log_ticks(axis) -> None:
+    """Label a log-scaled matplotlib ``axis`` (``ax.yaxis``, a colour bar's ``bar.ax.yaxis``) in plain numbers
+    (0.2, 0.001 rather than 2×10⁻¹, 10⁻³), its minor ticks too where it spans under a decade (there the
+    major ticks alone may be one or none)."""
+    from matplotlib.ticker import FuncFormatter
+
+    def under_a_decade() -> bool:
+        low, high = sorted(axis.get_view_interval())
+        return low > 0 and math.log10(high / low) < 1
+
+    axis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+    axis.set_minor_formatter(FuncFormatter(lambda value, _: f"{value:g}" if under_a_decade() else ""))
 
 
 def save_figure(fig, folder: str | Path, stem: str) -> list[Path]:

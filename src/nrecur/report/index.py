@@ -38,7 +38,7 @@ from nrecur.train.config import RunConfig
 from nrecur.train.folder import RunFolder
 from nrecur.train.memory import parameter_count
 
-__all__ = ["INDEX_FILE", "FolderReport", "IndexRow", "differences_among_siblings", "write_index", "write_reports"]
+__all__ = ["INDEX_FILE", "FolderReport", "IndexRow", "differences_among_siblings", "path_labels", "write_index", "write_reports"]
 
 INDEX_FILE = "index.html"
 
@@ -80,18 +80,23 @@ class IndexRow:
             varied=varied,
             parameters=f"{parameters:,} ({record.config.model.n_layers}L, d {record.config.model.d_model})",
             parameters_sort=str(parameters),
-            steps="—" if record.steps is None else f"{record.steps:,}",
+            steps=_count_text(record.steps),
             steps_sort="" if record.steps is None else str(record.steps),
             seconds=_seconds_text(record.seconds),
-            seconds_sort="" if record.seconds is None else f"{record.seconds:.3f}",
+            seconds_sort="" if record.seconds is None or not math.isfinite(record.seconds) else f"{record.seconds:.3f}",
             kl=fmt(kl),
             kl_sort="" if kl is None else repr(float(kl)),
             threshold=f"{record.config.train.kl_threshold:g}",
-            grok="—" if grok is None else str(grok),
+            grok=_count_text(grok),
             grok_sort="" if grok is None else str(grok),
             status=record.status if last is not None else "not evaluated yet",
             spark=kl_sparkline(record),
         )
+
+
+def _count_text(count: int | None) -> str:
+    """A step count with thousands separators; a dash when there is none."""
+    return "—" if count is None else f"{count:,}"
 
 
 def _seconds_text(seconds: float | None) -> str:
@@ -107,23 +112,19 @@ PATH_FIELDS = ("init_from",)
 
 
 def path_labels(paths: Iterable[str]) -> dict[str, str]:
-    """Short names for run folders or checkpoint files that still tell them apart: the fewest trailing path
-    parts that differ among ``paths`` (``det``, or ``a/det`` and ``b/det``); a checkpoint file
-    ``RUN/checkpoints/step_00000040.safetensors`` is its run's name and step (``det step 40``)."""
-    named: dict[str, tuple[tuple[str, ...], str]] = {}
+    """Short names for run folders or checkpoint files that still tell their runs apart: the fewest trailing
+    parts of the run folders' paths that differ among them (``det``, or ``a/det`` and ``b/det``), a checkpoint
+    file as its run's name and step (``RUN/checkpoints/step_00000040.safetensors`` → ``det step 40``)."""
+    runs: dict[str, tuple[PurePath, str]] = {}
     for text in set(paths):
         path = PurePath(text)
-        step = re.fullmatch(r"step_(\d+)", path.stem)
-        if path.parent.name == "checkpoints" and step is not None:
-            named[text] = (path.parent.parent.parts, f" step {int(step.group(1))}")
-        else:
-            named[text] = (path.parts, "")
-    longest = max((len(parts) for parts, _ in named.values()), default=1)
-    for keep in range(1, longest + 1):
-        labels = {text: "/".join(parts[-keep:]) + step for text, (parts, step) in named.items()}
-        if len(set(labels.values())) == len(labels):
-            return labels
-    return {text: "/".join(parts) + step for text, (parts, step) in named.items()}
+        step = RunFolder.checkpoint_step(path)
+        runs[text] = (path, "") if step is None else (path.parent.parent, f" step {step}")
+    folders = {run for run, _ in runs.values()}
+    keep = 1  # distinct folders differ in their whole parts, so the loop ends by the longest at the latest
+    while len({folder.parts[-keep:] for folder in folders}) < len(folders):
+        keep += 1
+    return {text: str(PurePath(*run.parts[-keep:])) + step for text, (run, step) in runs.items()}
 
 
 def _flat(data, prefix: str = "") -> dict[str, str]:
@@ -136,10 +137,17 @@ def _flat(data, prefix: str = "") -> dict[str, str]:
     return flat
 
 
-def _value_text(raw: str, longest: int, paths: dict[str, str]) -> str:
-    value = "none" if raw == "null" else raw.strip('"')
-    value = paths.get(value, value)
-    return value if len(value) <= longest else value[: longest - 1] + "…"
+def _value_text(raw: str, longest: int, labels: dict[str, str] | None = None) -> str:
+    """A flattened config value (JSON text) as the index shows it: ``none`` for null, a string without its
+    quotes, a path by its ``labels`` entry (cut from the left when long: paths differ at their end)."""
+    value = json.loads(raw)
+    if value is None:
+        return "none"
+    if labels is not None:
+        text = labels.get(value, value)
+        return text if len(text) <= longest else "…" + text[-(longest - 1):]
+    text = value if isinstance(value, str) else raw
+    return text if len(text) <= longest else text[: longest - 1] + "…"
 
 
 def differences_among_siblings(runs: Sequence[tuple[Path, RunConfig]], most: int = 8, longest: int = 28) -> dict[Path, tuple[str, ...]]:
@@ -170,7 +178,7 @@ def differences_among_siblings(runs: Sequence[tuple[Path, RunConfig]], most: int
         last = [key.rsplit(".", 1)[-1] for key in varied]
         names = [short if last.count(short) == 1 else key for key, short in zip(varied, last)]
         for path, flat in siblings:
-            parts = [f"{name} {_value_text(flat[key], longest, paths.get(key, {}))}" for key, name in zip(varied, names)]
+            parts = [f"{name} {_value_text(flat[key], longest, paths.get(key))}" for key, name in zip(varied, names)]
             labels[path] = tuple(parts[:most] + ([f"+{len(parts) - most} more"] if len(parts) > most else []))
     return labels
 

@@ -12,7 +12,7 @@ from typing import Callable
 from nrecur.tasks import HMM, RRXOR, Mess3, ModularICL, NRecurrence, Task
 from nrecur.train.config import RunConfig
 
-__all__ = ["TASK_WORDS", "ending_in_words", "interventions_in_words", "model_in_words", "task_in_words", "training_in_words"]
+__all__ = ["TASK_WORDS", "counted", "ending_in_words", "interventions_in_words", "model_in_words", "task_in_words", "training_in_words"]
 
 
 def _probability(value) -> str:

@@ -36,7 +36,7 @@ import pandas as pd
 
 from nrecur._io import atomic_write_text
 from nrecur.analysis import write_analysis
-from nrecur.analysis.base import pyplot, save_figure
+from nrecur.analysis.base import OKABE_ITO, plain_log_ticks, pyplot, save_figure
 from nrecur.analysis.progress import progress
 from nrecur.runs import load_run
 from nrecur.sweep import BackendOptions, load_sweep, run_sweep, spec_from_data
@@ -45,7 +45,7 @@ __all__ = ["CLASSES", "GrokkingResult", "classify", "figure_title", "grokking_di
 
 CLASSES = ("grokked", "generalized", "memorized", "neither")
 """Trial classes, in the order ties between them are broken."""
-COLOURS = {"grokked": "#009E73", "generalized": "#0072B2", "memorized": "#E69F00", "neither": "#BBBBBB"}
+COLOURS = {"grokked": OKABE_ITO[2], "generalized": OKABE_ITO[0], "memorized": OKABE_ITO[1], "neither": "#BBBBBB"}
 
 
 def classify(memorization_step: int | None, grok_step: int | None) -> str:
@@ -212,10 +212,8 @@ def _annotated_heatmap(fig, ax, values: np.ndarray, fmt: str, label: str, cmap: 
         if np.isfinite(value):
             shade = image.norm(value)
             ax.text(c, r, fmt.format(value), ha="center", va="center", fontsize=8, color="white" if shade < 0.5 else "black")
-    bar = fig.colorbar(image, ax=ax, label=label)
-    if norm is not None:  # a log scale: plain numbers (0.2, 0.5) rather than 2×10⁻¹
-        from matplotlib.ticker import FuncFormatter
+    from matplotlib.colors import LogNorm
 
-        plain = FuncFormatter(lambda value, _: f"{value:g}")
-        bar.ax.yaxis.set_major_formatter(plain)
-        bar.ax.yaxis.set_minor_formatter(plain)
+    bar = fig.colorbar(image, ax=ax, label=label)
+    if isinstance(norm, LogNorm):
+        plain_log_ticks(bar.ax.yaxis)

@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 
 from nrecur._io import atomic_write_text
-from nrecur.analysis.base import OKABE_ITO, pyplot, save_figure
+from nrecur.analysis.base import OKABE_ITO, plain_log_ticks, pyplot, save_figure
 from nrecur.sweep import BackendOptions, load_sweep, run_sweep, spec_from_data
 
 __all__ = ["SERIES", "ModularDiversityResult", "modular_diversity", "plot_modular_diversity"]
@@ -90,15 +90,9 @@ def modular_diversity(
     return result
 
 
-def _few_decades(ax) -> bool:
-    """Whether the log y axis spans less than a decade, where matplotlib labels its minor ticks."""
-    low, high = ax.get_ylim()
-    return high / low < 10
-
-
 def plot_modular_diversity(result: ModularDiversityResult, folder: str | Path, stem: str = "modular_diversity") -> list[Path]:
     """KL to the three references, and the accuracy at ``z``, against the number of training task vectors."""
-    from matplotlib.ticker import FuncFormatter, NullLocator
+    from matplotlib.ticker import NullLocator
 
     plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.2), layout="constrained")
@@ -112,8 +106,7 @@ def plot_modular_diversity(result: ModularDiversityResult, folder: str | Path, s
         axes[1].plot(counts, values, marker="o", ls=style, color="#999999" if "observer" in label else OKABE_ITO[0], label=label)
     p = result.options["p"]
     axes[0].set_yscale("log")
-    axes[0].yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
-    axes[0].yaxis.set_minor_formatter(FuncFormatter(lambda value, _: f"{value:g}" if _few_decades(axes[0]) else ""))
+    plain_log_ticks(axes[0].yaxis)
     axes[0].set_ylabel("KL(observer ‖ model), nats/token")
     axes[1].set_ylabel("accuracy at the z positions")
     axes[1].set_ylim(-0.02, 1.02)
@@ -121,7 +114,7 @@ def plot_modular_diversity(result: ModularDiversityResult, folder: str | Path, s
     for ax in axes:
         ax.set_xscale("log", base=2)
         ax.set_xticks(counts, [str(c) for c in counts])
-        ax.xaxis.set_minor_locator(NullLocator())  # x only: a KL range under a decade is labelled by minor ticks
+        ax.xaxis.set_minor_locator(NullLocator())  # x only: the y axis labels minor ticks where its KL range is under a decade
         ax.set_xlabel(f"training task vectors n_tasks (of p² = {p * p})")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)

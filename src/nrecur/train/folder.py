@@ -28,7 +28,7 @@ import re
 import shutil
 import warnings
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePath
 
 import pydantic
 
@@ -162,12 +162,16 @@ class RunFolder:
         """``[(step, path)]`` of the run's checkpoints, by step."""
         if not self.checkpoint_dir.is_dir():
             return []
-        found = []
-        for path in self.checkpoint_dir.iterdir():
-            match = _CHECKPOINT_NAME.match(path.name)
-            if match:
-                found.append((int(match.group(1)), path))
+        found = [(step, path) for path in self.checkpoint_dir.iterdir() if (step := self.checkpoint_step(path)) is not None]
         return sorted(found)
+
+    @classmethod
+    def checkpoint_step(cls, path: str | PurePath) -> int | None:
+        """The step of a checkpoint file's path (``RUN/checkpoints/step_00000040.safetensors`` → 40), by its name
+        and folder alone; None for any other path."""
+        path = PurePath(path)
+        match = _CHECKPOINT_NAME.match(path.name)
+        return int(match.group(1)) if match and path.parent.name == cls.CHECKPOINT_DIR else None
 
     def latest_checkpoint(self) -> Path | None:
         """The checkpoint with the highest step, or None."""
