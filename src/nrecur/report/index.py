@@ -4,10 +4,9 @@
 run folder in ``RUNS_DIR`` and up to :data:`~nrecur.report.reading.RUN_DEPTH` levels
 below it (a study's trials are ``studies/NAME/sweep/trials/ID``), writes each run's report
 and then the index — task (with :func:`differences_among_siblings`: what sets a run apart
-from the runs beside it, such as a sweep's axes and seeds, and where a fine-tuned run's weights
-came from), model size, steps, training
-time, final KL, grok step, status and a small curve of the eval KL, each row linking to its
-run's page. A run that cannot be read (a damaged ``config.json``) is named in the index and
+from the runs beside it, such as a sweep's axes and seeds, and where a fine-tuned run's
+weights came from), model size, steps, training time, final KL, grok step, status and a
+small curve of the eval KL, each row linking to its run's page. A run that cannot be read (a damaged ``config.json``) is named in the index and
 left out; the others are not held up by it. Under the table, the figures of every folder
 below ``RUNS_DIR`` that has figures of its own and is not a run (a sweep's ``plots/``, a
 study's results, :func:`figure_folders`), one section each.
@@ -18,7 +17,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import re
 import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -118,7 +116,7 @@ def path_labels(paths: Iterable[str]) -> dict[str, str]:
     runs: dict[str, tuple[PurePath, str]] = {}
     for text in set(paths):
         path = PurePath(text)
-        step = RunFolder.checkpoint_step(path)
+        step = RunFolder.step_in_checkpoint_name(path)
         runs[text] = (path, "") if step is None else (path.parent.parent, f" step {step}")
     folders = {run for run, _ in runs.values()}
     keep = 1  # distinct folders differ in their whole parts, so the loop ends by the longest at the latest
@@ -154,12 +152,14 @@ def differences_among_siblings(runs: Sequence[tuple[Path, RunConfig]], most: int
     """Per run, what sets it apart from the runs of the same task kind in its own folder (a sweep's trials, a
     study's runs, a main job's runs): the config fields whose values differ among them, and the run's values,
     as ``("d_model 64", "n_heads 4", "init_seed 1")``. A field goes by its last name unless two differing fields
-    share it; ``init_from`` by :func:`path_labels` among the group's sources; a value longer than ``longest`` characters is cut,
-    and past ``most`` fields the rest is counted (``+3 more``; the run's page has its whole config).
+    share it; ``init_from`` by :func:`path_labels` among the group's sources; a value longer than ``longest``
+    characters is cut, and past ``most`` fields the rest is counted (``+3 more``; the run's page has its whole
+    config).
     ``init_seed`` is left out where every sibling is fine-tuned (``init_from``), which it does not affect.
     A fine-tuned run always names its ``init_from``, first, even when its siblings share it or it is alone:
     where the weights came from is part of what a run is. Otherwise empty for a run alone in its folder or
     like every sibling."""
+
     def fine_tuned(flat: dict[str, str]) -> bool:
         return flat.get("init_from", "null") != "null"
 

@@ -207,13 +207,13 @@ def figure_title(options: dict) -> str:
 
 def _annotated_heatmap(fig, ax, values: np.ndarray, fmt: str, label: str, cmap: str, norm=None) -> None:
     """``values`` as a heatmap with each finite cell's value written on it, in a colour readable on its shade."""
+    from matplotlib.colors import LogNorm
+
     image = ax.imshow(values, cmap=cmap, norm=norm, aspect="auto", origin="lower")
     for (r, c), value in np.ndenumerate(values):
         if np.isfinite(value):
             shade = image.norm(value)
             ax.text(c, r, fmt.format(value), ha="center", va="center", fontsize=8, color="white" if shade < 0.5 else "black")
-    from matplotlib.colors import LogNorm
-
     bar = fig.colorbar(image, ax=ax, label=label)
     if isinstance(norm, LogNorm):
         plain_log_ticks(bar.ax.yaxis)

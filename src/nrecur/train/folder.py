@@ -162,13 +162,14 @@ class RunFolder:
         """``[(step, path)]`` of the run's checkpoints, by step."""
         if not self.checkpoint_dir.is_dir():
             return []
-        found = [(step, path) for path in self.checkpoint_dir.iterdir() if (step := self.checkpoint_step(path)) is not None]
+        found = [(step, path) for path in self.checkpoint_dir.iterdir() if (step := self.step_in_checkpoint_name(path)) is not None]
         return sorted(found)
 
     @classmethod
-    def checkpoint_step(cls, path: str | PurePath) -> int | None:
-        """The step of a checkpoint file's path (``RUN/checkpoints/step_00000040.safetensors`` → 40), by its name
-        and folder alone; None for any other path."""
+    def step_in_checkpoint_name(cls, path: str | PurePath) -> int | None:
+        """The step a checkpoint file's path names (``RUN/checkpoints/step_00000040.safetensors`` → 40), read from
+        its name and folder alone (:func:`nrecur.train.checkpoint.checkpoint_step` reads the file); None for any
+        other path."""
         path = PurePath(path)
         match = _CHECKPOINT_NAME.match(path.name)
         return int(match.group(1)) if match and path.parent.name == cls.CHECKPOINT_DIR else None
