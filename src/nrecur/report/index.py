@@ -105,10 +105,6 @@ def _seconds_text(seconds: float | None) -> str:
     return f"{seconds:.1f}" if round(seconds, 1) < 10 else str(round(seconds))
 
 
-PATH_FIELDS = ("init_from",)
-"""Config fields holding a path: shown by :func:`path_labels`."""
-
-
 def path_labels(paths: Iterable[str]) -> dict[str, str]:
     """Short names for run folders or checkpoint files that still tell their runs apart: the fewest trailing
     parts of the run folders' paths that differ among them (``det``, or ``a/det`` and ``b/det``), a checkpoint
@@ -141,11 +137,10 @@ def _value_text(raw: str, longest: int, labels: dict[str, str] | None = None) ->
     value = json.loads(raw)
     if value is None:
         return "none"
-    if labels is not None:
-        text = labels.get(value, value)
-        return text if len(text) <= longest else "…" + text[-(longest - 1):]
-    text = value if isinstance(value, str) else raw
-    return text if len(text) <= longest else text[: longest - 1] + "…"
+    text = labels.get(value, value) if labels is not None else value if isinstance(value, str) else raw
+    if len(text) <= longest:
+        return text
+    return "…" + text[-(longest - 1):] if labels is not None else text[: longest - 1] + "…"
 
 
 def differences_among_siblings(runs: Sequence[tuple[Path, RunConfig]], most: int = 8, longest: int = 28) -> dict[Path, tuple[str, ...]]:
@@ -174,11 +169,11 @@ def differences_among_siblings(runs: Sequence[tuple[Path, RunConfig]], most: int
         varied = [key for key in sorted(shared) if len({flat[key] for _, flat in siblings}) > 1 and key != "init_from"]
         if any(fine_tuned(flat) for _, flat in siblings):
             varied.insert(0, "init_from")  # shared or not, where the weights came from leads
-        paths = {key: path_labels(json.loads(flat[key]) for _, flat in siblings if flat[key] != "null") for key in PATH_FIELDS if key in varied}
+        sources = path_labels(json.loads(flat["init_from"]) for _, flat in siblings if fine_tuned(flat))
         last = [key.rsplit(".", 1)[-1] for key in varied]
         names = [short if last.count(short) == 1 else key for key, short in zip(varied, last)]
         for path, flat in siblings:
-            parts = [f"{name} {_value_text(flat[key], longest, paths.get(key))}" for key, name in zip(varied, names)]
+            parts = [f"{name} {_value_text(flat[key], longest, sources if key == 'init_from' else None)}" for key, name in zip(varied, names)]
             labels[path] = tuple(parts[:most] + ([f"+{len(parts) - most} more"] if len(parts) > most else []))
     return labels
 

@@ -38,6 +38,7 @@ from nrecur._io import atomic_write_text
 from nrecur.analysis import write_analysis
 from nrecur.analysis.base import OKABE_ITO, plain_log_ticks, pyplot, save_figure
 from nrecur.analysis.progress import progress
+from nrecur.report.words import counted
 from nrecur.runs import load_run
 from nrecur.sweep import BackendOptions, load_sweep, run_sweep, spec_from_data
 
@@ -201,7 +202,7 @@ def figure_title(options: dict) -> str:
     o = options
     return (
         f"{o['preset']}, finite mode, lr {o['lr']:g} ({o['schedule']} schedule): KL ≤ {o['kl_threshold']} within "
-        f"{o['step_budget']:,} steps, {o['seeds']} seed{'s' if o['seeds'] != 1 else ''} per cell"
+        f"{o['step_budget']:,} steps, {counted(o['seeds'], 'seed')} per cell"
     )
 
 

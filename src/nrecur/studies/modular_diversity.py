@@ -31,6 +31,7 @@ import pandas as pd
 
 from nrecur._io import atomic_write_text
 from nrecur.analysis.base import OKABE_ITO, plain_log_ticks, pyplot, save_figure
+from nrecur.report.words import counted
 from nrecur.sweep import BackendOptions, load_sweep, run_sweep, spec_from_data
 
 __all__ = ["SERIES", "ModularDiversityResult", "modular_diversity", "plot_modular_diversity"]
@@ -121,6 +122,6 @@ def plot_modular_diversity(result: ModularDiversityResult, folder: str | Path, s
     seeds = result.options["seeds"]
     fig.suptitle(
         f"{result.options['preset']}: the switchboard or the general algorithm (end of training, "
-        f"{'median over ' + str(seeds) + ' seeds' if seeds != 1 else 'one seed'}, {result.options['steps']:,} steps)", fontsize=10,
+        f"{'median over ' + counted(seeds, 'seed') if seeds != 1 else 'one seed'}, {result.options['steps']:,} steps)", fontsize=10,
     )  # fmt: skip
     return save_figure(fig, folder, stem)
