@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -21,6 +22,12 @@ def trained(tmp_path_factory):
     folder = tmp_path_factory.mktemp("cli") / "det"
     assert main(["train", "--out", str(folder), *TINY]) == 0
     return folder
+
+
+def test_train_says_how_it_ended_with_a_short_time_to_a_tenth(tmp_path, capsys):
+    assert main(["train", "--out", str(tmp_path / "det"), *TINY]) == 0
+    # A run of a few seconds keeps its tenth ("1.3 s", not "1 s"), as the index shows it.
+    assert re.search(r"det: ran all its steps: 20 steps, \d\.\d s$", capsys.readouterr().out, re.MULTILINE)
 
 
 def test_train_writes_a_complete_run_folder(trained, capsys):

@@ -15,9 +15,10 @@ from nrecur import NRecurrence, train
 from nrecur.cli import main
 from nrecur.model import GPTConfig
 from nrecur.report import PAGE_LIMIT, read_run, write_report, write_reports
-from nrecur.report.index import _seconds_text, differences_among_siblings, figure_folders, path_labels
+from nrecur.report.index import differences_among_siblings, figure_folders, path_labels
 from nrecur.report.reading import RUN_DEPTH
 from nrecur.report.embed import Budget
+from nrecur.report.words import seconds_text
 from nrecur.train import RunConfig, TrainConfig
 from nrecur.train.interventions import Intervention
 from nrecur.train.presets import get_preset
@@ -212,7 +213,7 @@ def test_the_index_shows_the_figures_of_sweeps_and_studies_below_it_but_not_thos
 
 def test_seconds_text_keeps_a_tenth_below_ten_seconds():
     values = (None, float("nan"), float("inf"), 0.04, 0.45, 9.94, 9.96, 10.4, 131.6)
-    assert [_seconds_text(s) for s in values] == ["—", "—", "—", "0.0", "0.5", "9.9", "10", "10", "132"]
+    assert [seconds_text(s) for s in values] == ["—", "—", "—", "0.0", "0.5", "9.9", "10", "10", "132"]
 
 
 def test_path_labels_name_each_source_by_as_much_path_as_tells_the_runs_apart():

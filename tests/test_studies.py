@@ -191,7 +191,7 @@ def test_the_modular_diversity_study_records_the_three_references(tmp_path):
     table = load_sweep(out / "sweep")
     for row in result.rows:
         trial = table[table["task.n_tasks"] == row["n_tasks"]].iloc[0]
-        for name in ("eval/kl", "universal/kl", "out_dist/kl", "out_dist/z_acc"):
+        for name in ("eval/kl", "universal/kl", "out_dist/kl", "out_dist/z_acc", "eval/bayes_z_acc"):
             assert row[name] == pytest.approx(float(trial[name])), name
     assert json.loads((out / "modular_diversity.json").read_text())["options"]["p"] == 7
     assert (out / "modular_diversity.png").stat().st_size > 0

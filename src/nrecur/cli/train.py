@@ -259,10 +259,12 @@ def train_command(args: argparse.Namespace) -> int:
 
 
 def format_result(result) -> str:
+    from nrecur.report.words import seconds_text
+
     grok = result.grokking
     evaluation = result.evaluations.get("eval")
     why = {"steps": "ran all its steps", "grokked": "reached the KL threshold"}.get(result.stop_reason, f"stopped ({result.stop_reason})")
-    lines = [f"{result.run_dir}: {why}: {result.steps} steps, {result.seconds:.0f} s"]
+    lines = [f"{result.run_dir}: {why}: {result.steps} steps, {seconds_text(result.seconds)} s"]
     if evaluation is not None:
         lines.append(
             f"eval: KL {evaluation.kl:.4f} nats/token, model CE {evaluation.model_ce:.4f}, Bayes CE {evaluation.bayes_ce:.4f}, "
@@ -272,7 +274,7 @@ def format_result(result) -> str:
             if name != "eval":
                 lines.append(f"{name}: KL {other.kl:.4f}, {other.accuracy_name} {other.accuracy:.3f} (Bayes {other.bayes_accuracy:.3f})")
     if grok is not None:
-        reached = f"step {grok.grok_step} ({grok.grok_seconds:.0f} s)" if grok.grok_step is not None else "not reached"
+        reached = f"step {grok.grok_step} ({seconds_text(grok.grok_seconds)} s)" if grok.grok_step is not None else "not reached"
         line = f"KL <= {grok.kl_threshold:g}: {reached}"
         if "train" in result.evaluations:  # memorization is about a fixed training set (finite mode)
             memorized = grok.memorization_step if grok.memorization_step is not None else "not reached"

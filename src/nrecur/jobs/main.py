@@ -39,6 +39,7 @@ from pathlib import Path
 from nrecur._io import atomic_write_text
 from nrecur.jobs.records import read_analysis_records
 from nrecur.report import read_run, write_index
+from nrecur.report.words import seconds_text
 from nrecur.tasks import NRecurrence
 from nrecur.train.config import RunConfig
 from nrecur.train.folder import RunFolder
@@ -142,12 +143,12 @@ class MainJobResult:
         lines = [head, "|" + "---|" * 10]
         for row in self.rows:
             reached = (
-                f"step {row.grok_step} ({row.grok_seconds:.0f} s) for ≤ {row.kl_threshold:g}"
+                f"step {row.grok_step} ({seconds_text(row.grok_seconds)} s) for ≤ {row.kl_threshold:g}"
                 if row.grok_step is not None
                 else f"not reached (≤ {row.kl_threshold:g})"
             )
             lines.append(
-                f"| {row.name} | {row.task} | {row.init} | {row.steps} | {row.seconds:.0f} s | {reached} | "
+                f"| {row.name} | {row.task} | {row.init} | {row.steps} | {seconds_text(row.seconds)} s | {reached} | "
                 f"{row.kl:.4f} | {row.model_ce:.4f} | {row.bayes_ce:.4f} | {row.accuracy:.3f} ({row.accuracy_name}) |"
             )
         return "\n".join(lines)

@@ -21,6 +21,7 @@ import traceback
 from pathlib import Path
 
 from nrecur.jobs.records import AnalysisRecord, write_analysis_records
+from nrecur.report.words import seconds_text
 from nrecur.train import resume
 
 __all__ = ["ANALYSIS_MLP_ROWS", "ANALYSIS_SEQUENCES", "analyze_run", "main"]
@@ -99,7 +100,7 @@ def main(argv: list[str]) -> int:
     folder = Path(args.run)
     if not args.no_train:
         result = resume(folder, progress=False if args.no_progress else folder.name)
-        print(f"{folder}: {result.stop_reason} after {result.steps} steps, {result.seconds:.0f} s", flush=True)
+        print(f"{folder}: {result.stop_reason} after {result.steps} steps, {seconds_text(result.seconds)} s", flush=True)
     if args.analyze:
         from nrecur.report import write_report
 

@@ -31,7 +31,7 @@ from nrecur.report.page import PAGE_LIMIT, ReportResult, version, write_report
 from nrecur.report.reading import RUN_DEPTH, RunRecord, find_runs, read_run
 from nrecur.report.sections import fmt
 from nrecur.report.templates import render
-from nrecur.report.words import task_label
+from nrecur.report.words import seconds_text, task_label
 from nrecur.train.config import RunConfig
 from nrecur.train.folder import RunFolder
 from nrecur.train.memory import parameter_count
@@ -80,7 +80,7 @@ class IndexRow:
             parameters_sort=str(parameters),
             steps=_count_text(record.steps),
             steps_sort="" if record.steps is None else str(record.steps),
-            seconds=_seconds_text(record.seconds),
+            seconds=seconds_text(record.seconds),
             seconds_sort="" if record.seconds is None or not math.isfinite(record.seconds) else f"{record.seconds:.3f}",
             kl=fmt(kl),
             kl_sort="" if kl is None else repr(float(kl)),
@@ -95,14 +95,6 @@ class IndexRow:
 def _count_text(count: int | None) -> str:
     """A step count with thousands separators; a dash when there is none."""
     return "—" if count is None else f"{count:,}"
-
-
-def _seconds_text(seconds: float | None) -> str:
-    """Whole seconds, with a tenth below 10 s (a run of a few seconds is not rounded to whole seconds); a
-    missing or non-finite time as :func:`fmt` shows it."""
-    if seconds is None or not math.isfinite(seconds):
-        return fmt(seconds)
-    return f"{seconds:.1f}" if round(seconds, 1) < 10 else str(round(seconds))
 
 
 def path_labels(paths: Iterable[str]) -> dict[str, str]:

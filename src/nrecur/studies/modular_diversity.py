@@ -41,7 +41,13 @@ SERIES = {
     "universal/kl": "KL to the universal observer, ID sequences",
     "out_dist/kl": "KL to the universal observer, OOD sequences",
 }
-ACCURACY = {"eval/z_acc": "model, ID", "out_dist/z_acc": "model, OOD", "out_dist/bayes_z_acc": "universal observer, OOD"}
+ACCURACY = {
+    "eval/z_acc": "model, ID",
+    "out_dist/z_acc": "model, OOD",
+    "eval/bayes_z_acc": "in-distribution observer, ID",
+    "out_dist/bayes_z_acc": "universal observer, OOD",
+}
+"""Accuracy at the ``z`` positions: the model's (blue) and each reference's on its own sequences (grey); ID solid, OOD dashed."""
 
 
 @dataclass(frozen=True)
@@ -102,16 +108,20 @@ def plot_modular_diversity(result: ModularDiversityResult, folder: str | Path, s
         values = np.array([np.nan if row.get(name) is None else row[name] for row in result.rows], dtype=float)
         # markers of different shapes and sizes: the two ID curves can meet (as at n_tasks 48 of 49)
         axes[0].plot(counts, values, marker=marker, markersize=size, color=colour, label=label)
-    for (name, label), style in zip(ACCURACY.items(), ("-", "--", ":")):
+    for name, label in ACCURACY.items():
         values = np.array([np.nan if row.get(name) is None else row[name] for row in result.rows], dtype=float)
-        axes[1].plot(counts, values, marker="o", ls=style, color="#999999" if "observer" in label else OKABE_ITO[0], label=label)
+        observer = "observer" in label
+        axes[1].plot(
+            counts, values, marker="s" if observer else "o", markersize=5 if observer else 6, ls="--" if "OOD" in label else "-",
+            color="#999999" if observer else OKABE_ITO[0], zorder=2 if observer else 3, label=label,
+        )  # fmt: skip  (the model over the references: where it matches one, its line stays in view)
     p = result.options["p"]
     axes[0].set_yscale("log")
     plain_log_ticks(axes[0].yaxis)
     axes[0].set_ylabel("KL(observer ‖ model), nats/token")
     axes[1].set_ylabel("accuracy at the z positions")
     axes[1].set_ylim(-0.02, 1.02)
-    axes[1].axhline(1 / p, color="#555555", lw=0.8, ls="-.", label=f"chance, 1/p = {1 / p:.3f}")
+    axes[1].axhline(1 / p, color="#555555", lw=0.8, ls=":", label=f"chance, 1/p = {1 / p:.3f}")
     for ax in axes:
         ax.set_xscale("log", base=2)
         ax.set_xticks(counts, [str(c) for c in counts])
