@@ -67,16 +67,18 @@ def modular_diversity(
     preset: str = "modular-quick",
     seeds: int = 1,
     train: dict | None = None,
+    model: dict | None = None,
     options: BackendOptions = BackendOptions(),
     report=print,
 ) -> ModularDiversityResult:
     """Train ``preset`` at every ``n_tasks`` (one sweep in ``out/sweep``) and write ``out/modular_diversity.json``
-    and the figure; see the module docstring."""
+    and the figure; see the module docstring. ``train`` and ``model``: fields that replace the preset's (a
+    deeper model: ``model={"n_layers": 4}``)."""
     out = Path(out)
     metrics = sorted({*SERIES, *ACCURACY})
     spec = spec_from_data({
         "name": f"modular-diversity-{preset}", "preset": preset, "seeds": seeds,
-        "base": {"train": {"time_budget": 0.0, **(train or {})}},
+        "base": {"model": model or {}, "train": {"time_budget": 0.0, **(train or {})}},
         "grid": {"task.n_tasks": [int(n) for n in n_tasks]}, "record": {"metrics": metrics},
     }, "modular-diversity")  # fmt: skip
     run_sweep(spec, out / "sweep", options=options, report=report)
@@ -90,7 +92,10 @@ def modular_diversity(
             row[name] = float(values.median()) if values.notna().any() else None
         rows.append(row)
     spec_base = spec.base_config()
-    run_options = {"preset": preset, "p": spec_base["task"]["p"], "seeds": seeds, "n_tasks": list(n_tasks), "steps": spec_base["train"]["steps"]}
+    run_options = {
+        "preset": preset, "p": spec_base["task"]["p"], "seeds": seeds, "n_tasks": list(n_tasks), "steps": spec_base["train"]["steps"],
+        "model": dict(model or {}),
+    }  # fmt: skip
     result = ModularDiversityResult(rows=rows, options=run_options)
     atomic_write_text(out / "modular_diversity.json", json.dumps(result.to_json(), indent=1) + "\n")
     plot_modular_diversity(result, out)
@@ -131,7 +136,7 @@ def plot_modular_diversity(result: ModularDiversityResult, folder: str | Path, s
         ax.legend(fontsize=8)
     seeds = result.options["seeds"]
     fig.suptitle(
-        f"{result.options['preset']}: the switchboard or the general algorithm (end of training, "
+        f"{result.options['preset']}{''.join(f', {name} {value}' for name, value in result.options.get('model', {}).items())}: the switchboard or the general algorithm (end of training, "
         f"{'median over ' + counted(seeds, 'seed') if seeds != 1 else 'one seed'}, {result.options['steps']:,} steps)", fontsize=10,
     )  # fmt: skip
     return save_figure(fig, folder, stem)
