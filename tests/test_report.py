@@ -18,7 +18,7 @@ from nrecur.report import PAGE_LIMIT, read_run, write_report, write_reports
 from nrecur.report.index import differences_among_siblings, figure_folders, path_labels
 from nrecur.report.reading import RUN_DEPTH
 from nrecur.report.embed import Budget
-from nrecur.report.words import seconds_text
+from nrecur._text import seconds_text
 from nrecur.train import RunConfig, TrainConfig
 from nrecur.train.interventions import Intervention
 from nrecur.train.presets import get_preset

@@ -6,6 +6,7 @@ import argparse
 import inspect
 import time
 
+from nrecur._text import seconds_text
 from nrecur.analysis import ANALYSES, write_analysis
 from nrecur.cli import UsageError
 
@@ -100,7 +101,7 @@ def analyze_command(args: argparse.Namespace) -> int:
         paths = write_analysis(result, folder, step=None if over_training else run.step, interventions=seen)
         head = ", ".join(f"{k} {v:.3f}" for k, v in list(result.headline.items())[:6])
         at = "all checkpoints" if over_training else f"step {run.step}"
-        print(f"{result.name} ({at}, {seconds:.0f} s): {head}{' …' if len(result.headline) > 6 else ''}")
+        print(f"{result.name} ({at}, {seconds_text(seconds)} s): {head}{' …' if len(result.headline) > 6 else ''}")
         print(f"  wrote {paths[0]} and {len(paths) - 1} figure files")
     return 0
 

@@ -100,7 +100,8 @@ def register(subparsers) -> None:
         description="Train in-context modular arithmetic at every --n-tasks (one resumable sweep in OUT/sweep) and write "
         "OUT/modular_diversity.json and OUT/modular_diversity.png: at the end of training, KL to the in-distribution "
         "observer and to the universal one on sequences of the training task vectors, KL to the universal observer "
-        "and the accuracy at z on unseen vectors — where the model switches from the switchboard to the general algorithm.",
+        "on unseen vectors, and the accuracy at z in and out of distribution, the model's against each observer's — "
+        "where the model switches from the switchboard to the general algorithm.",
     )
     modular.add_argument("--preset", default="modular-quick", help="modular-quick (default; a 2-core CPU) or modular-paper (a GPU)")
     modular.add_argument("--n-tasks", type=int, nargs="+", default=[4, 8, 16, 32], help="training task vectors (default: 4 8 16 32)")

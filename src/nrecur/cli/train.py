@@ -13,6 +13,7 @@ from pathlib import Path
 import pydantic
 
 from nrecur._config import format_error
+from nrecur._text import seconds_text
 from nrecur.cli import UsageError
 from nrecur.cli.options import add_config_options, add_task_options, given_options, given_task_options, task_from_args
 from nrecur.model import GPTConfig
@@ -259,8 +260,6 @@ def train_command(args: argparse.Namespace) -> int:
 
 
 def format_result(result) -> str:
-    from nrecur.report.words import seconds_text
-
     grok = result.grokking
     evaluation = result.evaluations.get("eval")
     why = {"steps": "ran all its steps", "grokked": "reached the KL threshold"}.get(result.stop_reason, f"stopped ({result.stop_reason})")
@@ -384,7 +383,7 @@ def run_command(args: argparse.Namespace) -> int:
         print(f"nrecur run: error: {error}", file=sys.stderr)
         return 1
     print(result.table())
-    print(f"\nmain job '{result.preset}' took {result.seconds:.0f} s; summary in {Path(args.out) / (result.preset + '-summary.md')}")
+    print(f"\nmain job '{result.preset}' took {seconds_text(result.seconds)} s; summary in {Path(args.out) / (result.preset + '-summary.md')}")
     if result.index is not None:
         print(f"reports: {result.index}")
     for note in result.notes:

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Literal, get_args
 
 from nrecur._io import atomic_write_text
+from nrecur._text import seconds_text
 from nrecur.train.folder import RunFolder
 
 __all__ = ["AnalysisRecord", "read_analysis_records", "write_analysis_records"]
@@ -33,7 +34,7 @@ class AnalysisRecord:
     seconds: float
 
     def line(self) -> str:
-        return f"{self.name}: {self.outcome} ({self.detail}, {self.seconds:.0f} s)" if self.outcome == "wrote" else f"{self.name}: {self.outcome}: {self.detail}"
+        return f"{self.name}: {self.outcome} ({self.detail}, {seconds_text(self.seconds)} s)" if self.outcome == "wrote" else f"{self.name}: {self.outcome}: {self.detail}"
 
 
 def write_analysis_records(folder: str | Path, records: list[AnalysisRecord]) -> Path:

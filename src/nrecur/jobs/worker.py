@@ -21,7 +21,7 @@ import traceback
 from pathlib import Path
 
 from nrecur.jobs.records import AnalysisRecord, write_analysis_records
-from nrecur.report.words import seconds_text
+from nrecur._text import seconds_text
 from nrecur.train import resume
 
 __all__ = ["ANALYSIS_MLP_ROWS", "ANALYSIS_SEQUENCES", "analyze_run", "main"]
@@ -110,7 +110,7 @@ def main(argv: list[str]) -> int:
             print(f"{folder.name} analysis {record.line()}", flush=True)
         report = write_report(folder, index=args.index)
         write_analysis_records(folder, records)  # last: a run whose report failed is analyzed again next time
-        print(f"{folder}: analyses and report in {time.perf_counter() - start:.0f} s: {report.path}", flush=True)
+        print(f"{folder}: analyses and report in {seconds_text(time.perf_counter() - start)} s: {report.path}", flush=True)
     return 0
 
 

@@ -31,7 +31,8 @@ from nrecur.report.page import PAGE_LIMIT, ReportResult, version, write_report
 from nrecur.report.reading import RUN_DEPTH, RunRecord, find_runs, read_run
 from nrecur.report.sections import fmt
 from nrecur.report.templates import render
-from nrecur.report.words import seconds_text, task_label
+from nrecur._text import seconds_text
+from nrecur.report.words import task_label
 from nrecur.train.config import RunConfig
 from nrecur.train.folder import RunFolder
 from nrecur.train.memory import parameter_count

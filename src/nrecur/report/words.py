@@ -7,13 +7,13 @@ returns plain text; the page escapes it.
 
 from __future__ import annotations
 
-import math
 from typing import Callable
 
+from nrecur._text import seconds_text
 from nrecur.tasks import HMM, RRXOR, Mess3, ModularICL, NRecurrence, Task
 from nrecur.train.config import RunConfig
 
-__all__ = ["TASK_WORDS", "counted", "ending_in_words", "interventions_in_words", "model_in_words", "seconds_text", "task_in_words", "training_in_words"]
+__all__ = ["TASK_WORDS", "counted", "ending_in_words", "interventions_in_words", "model_in_words", "task_in_words", "training_in_words"]
 
 
 def _probability(value) -> str:
@@ -91,14 +91,6 @@ def counted(count: int, noun: str) -> str:
     return f"{count:,} {noun}{'' if count == 1 else 's'}"
 
 
-def seconds_text(seconds: float | None) -> str:
-    """Whole seconds, with a tenth below 10 s (a run of a few seconds is not rounded to whole seconds); a
-    missing or non-finite time as an em dash."""
-    if seconds is None or not math.isfinite(seconds):
-        return "—"
-    return f"{seconds:.1f}" if round(seconds, 1) < 10 else str(round(seconds))
-
-
 def model_in_words(config: RunConfig, parameters: int) -> str:
     m = config.model
     mlp = "attention only" if m.attn_only else f"MLP width {m.d_mlp} ({m.act})"
@@ -152,6 +144,10 @@ STOP_REASONS = {
 """``summary.json``'s ``stop_reason`` in words (others show as they are)."""
 
 
+def _time(seconds: float | None) -> str:
+    return "" if seconds is None else f", {seconds_text(seconds)} s"
+
+
 def ending_in_words(status: str, summary: dict | None, evaluated: bool) -> str:
     """How the run ended (or where it stands)."""
     if not evaluated:
@@ -159,7 +155,7 @@ def ending_in_words(status: str, summary: dict | None, evaluated: bool) -> str:
     if summary is None:
         return "running, or interrupted before it ended (no summary.json): the figures show the evaluations so far"
     reason = summary.get("stop_reason", "?")
-    text = f"{status}: {STOP_REASONS.get(reason, f'stopped ({reason})')} after {summary.get('steps', '?')} steps, {seconds_text(summary.get('seconds'))} s"
+    text = f"{status}: {STOP_REASONS.get(reason, f'stopped ({reason})')} after {summary.get('steps', '?')} steps{_time(summary.get('seconds'))}"
     if summary.get("error"):
         text += f"; error: {summary['error']}"
     return text

@@ -12,12 +12,16 @@ training against three references (its own evaluations):
 * KL to the *universal* observer (all ``p²`` vectors equally likely) on the same
   sequences (``universal/kl``) — what the general algorithm reaches;
 * KL to the universal observer on sequences of *unseen* vectors
-  (``out_dist/kl``), and the accuracy at the ``z`` positions there.
+  (``out_dist/kl``);
+* the accuracy at the ``z`` positions, the model's and each observer's on its
+  own sequences: in distribution (``eval/z_acc`` against ``eval/bayes_z_acc``)
+  and out of it (``out_dist/z_acc`` against ``out_dist/bayes_z_acc``).
 
 How to read it: while ``eval/kl`` is far below ``universal/kl`` the model
-relies on the training vectors; the switch to the general algorithm shows as
-``out_dist/kl`` falling to ``universal/kl`` and the out-of-distribution accuracy
-rising to the universal observer's.
+relies on the training vectors, and its ID accuracy against the in-distribution
+observer's says how well it fits them; the switch to the general algorithm
+shows as ``out_dist/kl`` falling to ``universal/kl`` and the out-of-distribution
+accuracy rising to the universal observer's.
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ from nrecur.analysis.base import OKABE_ITO, plain_log_ticks, pyplot, save_figure
 from nrecur.report.words import counted
 from nrecur.sweep import BackendOptions, load_sweep, run_sweep, spec_from_data
 
-__all__ = ["SERIES", "ModularDiversityResult", "modular_diversity", "plot_modular_diversity"]
+__all__ = ["ACCURACY", "SERIES", "ModularDiversityResult", "modular_diversity", "plot_modular_diversity"]
 
 SERIES = {
     "eval/kl": "KL to the in-distribution observer, ID sequences",
@@ -77,7 +81,7 @@ def modular_diversity(
     out = Path(out)
     metrics = sorted({*SERIES, *ACCURACY})
     spec = spec_from_data({
-        "name": f"modular-diversity-{preset}", "preset": preset, "seeds": seeds,
+        "name": f"modular-diversity-{preset}" + "".join(f"-{name}-{value}" for name, value in (model or {}).items()), "preset": preset, "seeds": seeds,
         "base": {"model": model or {}, "train": {"time_budget": 0.0, **(train or {})}},
         "grid": {"task.n_tasks": [int(n) for n in n_tasks]}, "record": {"metrics": metrics},
     }, "modular-diversity")  # fmt: skip
@@ -115,11 +119,12 @@ def plot_modular_diversity(result: ModularDiversityResult, folder: str | Path, s
         axes[0].plot(counts, values, marker=marker, markersize=size, color=colour, label=label)
     for name, label in ACCURACY.items():
         values = np.array([np.nan if row.get(name) is None else row[name] for row in result.rows], dtype=float)
-        observer = "observer" in label
+        observer = "bayes_" in name
+        # the model drawn over the references: where it matches one, its line stays in view
         axes[1].plot(
-            counts, values, marker="s" if observer else "o", markersize=5 if observer else 6, ls="--" if "OOD" in label else "-",
+            counts, values, marker="s" if observer else "o", markersize=5 if observer else 6, ls="--" if name.startswith("out_dist/") else "-",
             color="#999999" if observer else OKABE_ITO[0], zorder=2 if observer else 3, label=label,
-        )  # fmt: skip  (the model over the references: where it matches one, its line stays in view)
+        )  # fmt: skip
     p = result.options["p"]
     axes[0].set_yscale("log")
     plain_log_ticks(axes[0].yaxis)
@@ -135,8 +140,9 @@ def plot_modular_diversity(result: ModularDiversityResult, folder: str | Path, s
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     seeds = result.options["seeds"]
+    model = "".join(f", {name} {value}" for name, value in result.options.get("model", {}).items())  # fields set over the preset's
     fig.suptitle(
-        f"{result.options['preset']}{''.join(f', {name} {value}' for name, value in result.options.get('model', {}).items())}: the switchboard or the general algorithm (end of training, "
+        f"{result.options['preset']}{model}: the switchboard or the general algorithm (end of training, "
         f"{'median over ' + counted(seeds, 'seed') if seeds != 1 else 'one seed'}, {result.options['steps']:,} steps)", fontsize=10,
     )  # fmt: skip
     return save_figure(fig, folder, stem)

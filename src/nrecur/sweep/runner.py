@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from nrecur._text import seconds_text
 from nrecur.sweep.expand import Trial, expand
 from nrecur.sweep.groups import GROUP_RUNNERS, GROUPS_BY_SHAPE, TrialGroup, group_trials, resolve_runner
 from nrecur.sweep.spec import SweepSpec
@@ -173,5 +174,5 @@ def _line(position: int, total: int, trial: Trial, record: TrialRecord) -> str:
     if record.status == "ok":
         kl = f"KL {record.final_kl:.4g}" if record.final_kl is not None else "KL n/a"
         reached = f", KL <= {record.kl_threshold:g} at step {record.steps_to_threshold}" if record.steps_to_threshold is not None else ""
-        return f"{head}, {record.steps} steps, {record.seconds or 0:.1f} s, {kl}{reached}"
+        return f"{head}, {record.steps} steps, {seconds_text(record.seconds)} s, {kl}{reached}"
     return f"{head} ({record.reason})"
