@@ -98,11 +98,13 @@ def analyze_command(args: argparse.Namespace) -> int:
     for result, seconds in results:
         over_training = result.name.endswith("_over_training")
         seen = [] if over_training else [i.describe() for i in interventions if args.with_interventions and i.active(run.step)]
+        start = time.perf_counter()
         paths = write_analysis(result, folder, step=None if over_training else run.step, interventions=seen)
+        written = time.perf_counter() - start
         head = ", ".join(f"{k} {v:.3f}" for k, v in list(result.headline.items())[:6])
         at = "all checkpoints" if over_training else f"step {run.step}"
         print(f"{result.name} ({at}, {seconds_text(seconds)} s): {head}{' …' if len(result.headline) > 6 else ''}")
-        print(f"  wrote {paths[0]} and {len(paths) - 1} figure files")
+        print(f"  wrote {paths[0]} and {len(paths) - 1} figure files in {seconds_text(written)} s")
     return 0
 
 
