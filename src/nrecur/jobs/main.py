@@ -37,9 +37,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from nrecur._io import atomic_write_text
+from nrecur._text import seconds_text
 from nrecur.jobs.records import read_analysis_records
 from nrecur.report import read_run, write_index
-from nrecur._text import seconds_text
 from nrecur.tasks import NRecurrence
 from nrecur.train.config import RunConfig
 from nrecur.train.folder import RunFolder

@@ -20,8 +20,8 @@ import time
 import traceback
 from pathlib import Path
 
-from nrecur.jobs.records import AnalysisRecord, write_analysis_records
 from nrecur._text import seconds_text
+from nrecur.jobs.records import AnalysisRecord, write_analysis_records
 from nrecur.train import resume
 
 __all__ = ["ANALYSIS_MLP_ROWS", "ANALYSIS_SEQUENCES", "analyze_run", "main"]

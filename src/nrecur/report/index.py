@@ -25,13 +25,13 @@ from pathlib import Path, PurePath
 from typing import Sequence
 
 from nrecur._io import atomic_write_text
+from nrecur._text import seconds_text
 from nrecur.report.curves import kl_sparkline
 from nrecur.report.embed import Budget, Image, file_image
 from nrecur.report.page import PAGE_LIMIT, ReportResult, version, write_report
 from nrecur.report.reading import RUN_DEPTH, RunRecord, find_runs, read_run
 from nrecur.report.sections import fmt
 from nrecur.report.templates import render
-from nrecur._text import seconds_text
 from nrecur.report.words import task_label
 from nrecur.train.config import RunConfig
 from nrecur.train.folder import RunFolder
