@@ -12,13 +12,13 @@ from pathlib import Path
 import pytest
 
 from nrecur import NRecurrence, train
+from nrecur._text import seconds_text
 from nrecur.cli import main
 from nrecur.model import GPTConfig
 from nrecur.report import PAGE_LIMIT, read_run, write_report, write_reports
 from nrecur.report.index import differences_among_siblings, figure_folders, path_labels
 from nrecur.report.reading import RUN_DEPTH
 from nrecur.report.embed import Budget
-from nrecur._text import seconds_text
 from nrecur.train import RunConfig, TrainConfig
 from nrecur.train.interventions import Intervention
 from nrecur.train.presets import get_preset
