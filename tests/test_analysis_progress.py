@@ -50,6 +50,11 @@ def test_progress_end_to_end_and_refused_without_checkpoints_to_follow(tmp_path,
     assert data["loss"]["clean"][-1] < data["loss"]["clean"][0]  # it learned something
     assert data["loss"]["clean"][-1] >= data["loss_bayes"] - 0.05  # nobody beats the observer (up to sampling)
     assert len(data["weight_norm_sq"]) == len(steps) and {"eval/kl", "train/loss", "train/model_ce"} <= set(data["logged"])
+    # The decayed norm, counted by name: every weight but the LayerNorm scales and the biases.
+    final = load_run(folder).model
+    decayed = sum(float(p.double().pow(2).sum()) for name, p in final.named_parameters() if not (".ln" in name or name.startswith("ln") or name.endswith(".bias")))
+    assert data["decayed_norm_sq"][-1] == pytest.approx(decayed, rel=1e-9) and all(0 < d < t for d, t in zip(data["decayed_norm_sq"], data["weight_norm_sq"]))
+    assert data["logged"]["decayed_norm_sq"]["value"][-1] == pytest.approx(decayed, rel=1e-6)  # as training logged it
     assert "progress.png" in data["figures"]
 
     single = tmp_path / "single"

@@ -31,17 +31,18 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from nrecur.analysis.base import OKABE_ITO, cached, progress_bar, pyplot, register_analysis, save_figure
+from nrecur.analysis.base import OKABE_ITO, cached, plain_log_ticks, progress_bar, pyplot, register_analysis, save_figure
 from nrecur.analysis.heads import period_heads, score_heads
 from nrecur.analysis.probes import best_hooks, probe_inputs, probe_targets, ridge_r2_table, split_sequences
 from nrecur.model import GPT
 from nrecur.tasks import NRecurrence
 from nrecur.train.evaluate import model_log_probs
 from nrecur.train.interventions import intervention_hooks
+from nrecur.train.weights import squared_norms
 
 __all__ = ["ProgressResult", "ablation_hooks", "cross_entropy", "plot_side_by_side", "progress"]
 
-LOGGED = ("weight_norm_sq", "train/loss", "eval/model_ce", "eval/kl", "train/model_ce")
+LOGGED = ("weight_norm_sq", "decayed_norm_sq", "train/loss", "eval/model_ce", "eval/kl", "train/model_ce")
 """Curves read from the run's ``metrics.jsonl`` (those it has)."""
 
 
@@ -106,6 +107,9 @@ class ProgressResult:
     """``period``, ``target`` → per checkpoint, held-out R² of the best single-hook ridge probe."""
     weight_norm_sq: list[float]
     """Per checkpoint, the total squared weight norm."""
+    decayed_norm_sq: list[float]
+    """Per checkpoint, the squared norm of the weights weight decay acts on (matrices and embeddings): in a
+    pre-LayerNorm model it can fall while the total rises with the undecayed LayerNorm scales."""
     logged: dict[str, dict[str, list[float]]]
     """The run's own log: name → steps and values."""
     memorization_step: int | None
@@ -133,6 +137,7 @@ class ProgressResult:
             "period_baseline": self.period_baseline,
             "probe_r2": self.probe_r2,
             "weight_norm_sq": self.weight_norm_sq,
+            "decayed_norm_sq": self.decayed_norm_sq,
             "memorization_step": self.memorization_step,
             "grok_step": self.grok_step,
             "logged": self.logged,
@@ -173,9 +178,13 @@ class ProgressResult:
         ax.set_title("best head's period score (dotted: uniform) and probe R²", fontsize=9)
         ax.legend(fontsize=7)
         ax = axes[1, 1]
-        ax.plot(steps, self.weight_norm_sq, color="#D55E00", marker="o", ms=3)
-        ax.set_ylabel("total squared weight norm")
-        ax.set_title("weight norm", fontsize=9)
+        ax.plot(steps, self.weight_norm_sq, color="#D55E00", marker="o", ms=3, label="all parameters")
+        ax.plot(steps, self.decayed_norm_sq, color="#0072B2", marker="s", ms=3, label="decayed: matrices, embeddings")
+        ax.set_yscale("log")
+        plain_log_ticks(ax.yaxis)
+        ax.set_ylabel("squared weight norm (log)")
+        ax.set_title("weight norm (biases and LayerNorm scales are not decayed)", fontsize=9)
+        ax.legend(fontsize=7)
         for ax in axes.ravel():
             ax.set_xscale("log")
             ax.grid(alpha=0.3)
@@ -195,10 +204,6 @@ def _applies(run) -> str | None:
     if len(run.checkpoint_steps) < 2:
         return "the run has one checkpoint: no training dynamics to follow (train with --log-checkpoints N)"
     return None
-
-
-def _weight_norm_sq(model: GPT) -> float:
-    return float(sum((p.detach().double() ** 2).sum() for p in model.parameters()))
 
 
 @register_analysis("progress", applies=_applies, description="progress measures over the saved checkpoints: losses restricted to and without the period heads, head scores, probes, weight norm")
@@ -234,10 +239,12 @@ def progress(run, n_sequences: int = 512, seed: int = 0, margin: float = 0.25, l
     loss = {"clean": [], "restricted": [], "excluded": []}
     period_best: dict[int, list[float]] = {}
     probe_r2 = {q: [] for q in targets}
-    norms = []
+    norms, decayed_norms = [], []
     for step in progress_bar(steps, "progress measures", show_progress):
         model = load(step).model
-        norms.append(_weight_norm_sq(model))
+        total, decayed = squared_norms(model)
+        norms.append(total)
+        decayed_norms.append(decayed)
         with model.hooks(intervention_hooks(interventions, step)):
             loss["clean"].append(cross_entropy(model, sample.tokens))
             for name, ablated in (("restricted", others), ("excluded", kept)):
@@ -273,6 +280,7 @@ def progress(run, n_sequences: int = 512, seed: int = 0, margin: float = 0.25, l
         period_baseline=scores.baseline,
         probe_r2=probe_r2,
         weight_norm_sq=norms,
+        decayed_norm_sq=decayed_norms,
         logged=_logged(run.path),
         memorization_step=summary.get("memorization_step"),
         grok_step=summary.get("grok_step"),

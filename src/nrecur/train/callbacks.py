@@ -19,6 +19,7 @@ import numpy as np
 
 from nrecur.train.evaluate import EvalSet, Grokking, build_eval_sets, evaluate
 from nrecur.train.folder import RunFolder
+from nrecur.train.weights import squared_norms
 
 if TYPE_CHECKING:  # pragma: no cover
     from nrecur.train.loop import NonFiniteLossError, StepInfo, Trainer
@@ -49,7 +50,8 @@ class Evaluator(Callback):
 
     Evaluates at step 0, every ``train.eval_every`` steps and at the end. Logs
     ``train/loss`` (mean over the steps since the last evaluation), ``lr``,
-    ``grad_norm``, ``weight_norm_sq`` and every set's metrics
+    ``grad_norm``, ``weight_norm_sq`` and ``decayed_norm_sq`` (all parameters, and those weight decay
+    acts on: :mod:`nrecur.train.weights`) and every set's metrics
     (``eval/kl``, ``eval/kl_per_position``, ``train/excess_ce``, …).
     """
 
@@ -104,7 +106,7 @@ class Evaluator(Callback):
         if self._last is not None:
             metrics["lr"] = self._last.lr
             metrics["grad_norm"] = self._last.grad_norm
-        metrics["weight_norm_sq"] = float(sum(float(p.detach().double().pow(2).sum()) for p in trainer.model.parameters()))
+        metrics["weight_norm_sq"], metrics["decayed_norm_sq"] = squared_norms(trainer.model)
         for evaluation in evaluations.values():
             metrics.update(evaluation.metrics())
         metrics["eval/kl_per_position"] = [round(v, 6) for v in evaluations["eval"].kl_per_position]

@@ -48,6 +48,7 @@ from nrecur.train.grokfast import GrokfastEMA
 from nrecur.train.interventions import intervention_hooks
 from nrecur.train.memory import check_training_memory
 from nrecur.train.objectives import OBJECTIVES
+from nrecur.train.weights import is_decayed
 
 if TYPE_CHECKING:  # pragma: no cover
     from nrecur.train.callbacks import Callback
@@ -104,8 +105,8 @@ def build_model(config: RunConfig, device: torch.device | str = "cpu") -> GPT:
 
 def make_optimizer(model: nn.Module, train: TrainConfig) -> torch.optim.AdamW:
     """AdamW with weight decay on matrices and embeddings only (biases and norm scales are not decayed)."""
-    decay = [p for p in model.parameters() if p.dim() >= 2]
-    no_decay = [p for p in model.parameters() if p.dim() < 2]
+    decay = [p for p in model.parameters() if is_decayed(p)]
+    no_decay = [p for p in model.parameters() if not is_decayed(p)]
     groups = [{"params": decay, "weight_decay": train.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     return torch.optim.AdamW(groups, lr=train.lr, betas=train.betas, foreach=True)
 

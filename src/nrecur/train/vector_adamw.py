@@ -23,6 +23,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from nrecur.train.weights import is_decayed
+
 
 @dataclass(frozen=True)
 class Segment:
@@ -51,12 +53,12 @@ class FlatLayout:
     @classmethod
     def of(cls, model: nn.Module) -> FlatLayout:
         named = list(model.named_parameters())
-        ordered = [item for item in named if item[1].dim() >= 2] + [item for item in named if item[1].dim() < 2]
+        ordered = [item for item in named if is_decayed(item[1])] + [item for item in named if not is_decayed(item[1])]
         segments, start = [], 0
         for name, param in ordered:
             segments.append(Segment(name, tuple(param.shape), start, start + param.numel()))
             start += param.numel()
-        decayed = sum(param.numel() for _, param in named if param.dim() >= 2)
+        decayed = sum(param.numel() for _, param in named if is_decayed(param))
         return cls(tuple(segments), decayed, start)
 
     def flatten(self, model: nn.Module) -> Tensor:
