@@ -52,7 +52,8 @@ def test_progress_end_to_end_and_refused_without_checkpoints_to_follow(tmp_path,
     assert len(data["weight_norm_sq"]) == len(steps) and {"eval/kl", "train/loss", "train/model_ce"} <= set(data["logged"])
     # The decayed norm, counted by name: every weight but the LayerNorm scales and the biases.
     final = load_run(folder).model
-    decayed = sum(float(p.double().pow(2).sum()) for name, p in final.named_parameters() if not (".ln" in name or name.startswith("ln") or name.endswith(".bias")))
+    undecayed = (".ln", "ln_", ".bias")
+    decayed = sum(float(p.double().pow(2).sum()) for name, p in final.named_parameters() if not any(part in name for part in undecayed))
     assert data["decayed_norm_sq"][-1] == pytest.approx(decayed, rel=1e-9) and all(0 < d < t for d, t in zip(data["decayed_norm_sq"], data["weight_norm_sq"]))
     assert data["logged"]["decayed_norm_sq"]["value"][-1] == pytest.approx(decayed, rel=1e-6)  # as training logged it
     assert "progress.png" in data["figures"]
