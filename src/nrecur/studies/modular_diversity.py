@@ -106,6 +106,11 @@ def modular_diversity(
     return result
 
 
+def _series(result: ModularDiversityResult, name: str) -> np.ndarray:
+    """One metric per ``n_tasks`` row, NaN where a row has none (matplotlib leaves a gap)."""
+    return np.array([np.nan if row.get(name) is None else row[name] for row in result.rows], dtype=float)
+
+
 def plot_modular_diversity(result: ModularDiversityResult, folder: str | Path, stem: str = "modular_diversity") -> list[Path]:
     """KL to the three references, and the accuracy at ``z``, against the number of training task vectors."""
     from matplotlib.ticker import NullLocator
@@ -114,11 +119,11 @@ def plot_modular_diversity(result: ModularDiversityResult, folder: str | Path, s
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.2), layout="constrained")
     counts = np.array([row["n_tasks"] for row in result.rows])
     for colour, marker, size, (name, label) in zip(OKABE_ITO, ("o", "s", "^"), (9, 6, 6), SERIES.items()):
-        values = np.array([np.nan if row.get(name) is None else row[name] for row in result.rows], dtype=float)
+        values = _series(result, name)
         # markers of different shapes and sizes: the two ID curves can meet (as at n_tasks 48 of 49)
         axes[0].plot(counts, values, marker=marker, markersize=size, color=colour, label=label)
     for name, label in ACCURACY.items():
-        values = np.array([np.nan if row.get(name) is None else row[name] for row in result.rows], dtype=float)
+        values = _series(result, name)
         observer = "bayes_" in name
         # the model drawn over the references: where it matches one, its line stays in view
         axes[1].plot(
