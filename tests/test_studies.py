@@ -221,6 +221,11 @@ def test_a_bad_study_spec_fails_before_anything_runs(tmp_path, capsys):
     spec.write_text('study = "phase-diagram"\n')
     assert main(["study", str(spec), "--out", str(tmp_path / "out")]) == 2
     assert "'study' must be one of minimal-arch, grokking" in capsys.readouterr().err
+    # A model field the study's model table does not have: named, before any trial runs.
+    spec.write_text('study = "modular-diversity"\nn_tasks = [4]\nmodel = { n_layerz = 4 }\n')
+    assert main(["study", str(spec), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "model.n_layerz" in err and "Traceback" not in err and not (tmp_path / "out").exists()
 
 
 @pytest.mark.slow
