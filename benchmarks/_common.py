@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import os
+import platform
+import sys
+import time
+from pathlib import Path
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
-import platform  # noqa: E402
-import sys  # noqa: E402
-import time  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-import torch  # noqa: E402
+import torch
 
 # The reference implementations live with the tests.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))

@@ -11,7 +11,7 @@ reached, and the final KL.
 fixed training set of N sequences (full batch unless ``--batch-size``), weight
 decay 1.0, constant learning rate.
 
-    OMP_NUM_THREADS=1 python benchmarks/bench_grokfast.py                       # quick preset, online, ~5 min
+    OMP_NUM_THREADS=1 python benchmarks/bench_grokfast.py                       # quick-adamw, online, ~5 min
     python benchmarks/bench_grokfast.py --mode finite --train-size 1024 --batch-size 64 --lr 3e-3
 """
 
@@ -27,7 +27,7 @@ from nrecur.train.presets import PRESETS, get_preset
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--preset", default="quick", choices=sorted(PRESETS))
+    parser.add_argument("--preset", default="quick-adamw", choices=sorted(PRESETS))
     parser.add_argument("--mode", default="online", choices=["online", "finite"])
     parser.add_argument("--train-size", type=int, default=2048, help="finite mode: training sequences")
     parser.add_argument("--batch-size", type=int, help="finite mode: sequences per step (default: full batch)")

@@ -21,7 +21,7 @@ import sys
 import time
 from pathlib import Path
 
-from _common import machine  # first: it sets OMP_WAIT_POLICY before torch loads
+from _common import machine
 
 import numpy as np
 import torch

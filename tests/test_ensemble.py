@@ -29,7 +29,7 @@ from nrecur.train.ensemble import Ensemble, can_ensemble, train_ensemble
 from nrecur.train.evaluate import build_eval_sets
 from nrecur.train.grokfast import GrokfastEMA
 from nrecur.train.interventions import Intervention
-from nrecur.train.loop import make_optimizer
+from nrecur.train.optimizers import make_optimizer
 from nrecur.train.vector_adamw import (
     FlatLayout,
     VectorAdamW,
@@ -263,6 +263,7 @@ def test_can_ensemble_needs_the_same_model_batch_and_device():
         assert not verdict and f"config 1 differs from config 0 in {field}" == verdict.reason, (field, verdict.reason)
     ablated = config(interventions=(Intervention(kind="ablate", layer=0, head=0),))
     assert "config 1 has interventions" in can_ensemble([config(), ablated]).reason
+    assert can_ensemble([config(), config(optimizer="muon")]).reason == "config 1 uses optimizer 'muon'; the vectorized optimizer is AdamW only"
     assert not can_ensemble([])
 
 

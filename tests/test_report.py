@@ -267,7 +267,7 @@ def test_each_row_names_what_differs_from_the_runs_beside_it(runs, tmp_path):
     finetune = quick.finetune.model_copy(update={"init_from": str(job / "quick-det")})
     labels = differences_among_siblings([(job / "det", quick.run), (job / "ft", finetune), (job / "mess3", quick.mess3)], most=6)
     assert labels[job / "mess3"] == ()
-    assert " · ".join(labels[job / "ft"]) == "init_from quick-det · p_noise 0.2/n · p_transition 0.2/n · kl_threshold 0.02 · lr 0.001 · steps 12000 · +2 more"
+    assert " · ".join(labels[job / "ft"]) == "init_from quick-det · p_noise 0.2/n · p_transition 0.2/n · decay_steps none · kl_threshold 0.02 · lr 0.001 · +3 more"
     # on the page, under the task label of each trial
     root = tmp_path / "runs"
     for trial, seed in (("t1", 0), ("t2", 7)):

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 
 import pytest
 
 from nrecur.cli import main
 from nrecur.sweep import expand, load_spec, spec_from_data
+from nrecur.sweep.expand import config_id
 from nrecur.sweep.groups import group_trials, shape_key
 
 BASE = {"preset": "tiny", "base": {"train": {"steps": 20}}}
@@ -74,6 +77,24 @@ def test_shape_groups_gather_trials_that_differ_in_seed_and_optimizer_only():
     assert len(groups) == 2 and all(len(g.trials) == 6 for g in groups)
     assert all(len({shape_key(t) for t in g.trials}) == 1 for g in groups)
     assert len(group_trials(trials)) == len(trials)
+
+
+def test_muon_trials_are_groups_of_their_own():
+    spec = spec_from_data({**BASE, "seeds": 2, "grid": {"train.optimizer": ["adamw", "muon"]}})
+    groups = group_trials(expand(spec), by_shape=True)
+    assert sorted(len(g.trials) for g in groups) == [1, 1, 2]
+    assert all(t.config.train.optimizer == "muon" for g in groups if len(g.trials) == 1 for t in g.trials)
+
+
+def test_a_config_with_adamw_keeps_the_id_it_had_before_the_optimizer_field():
+    """Ids are the hash of the config without fields added later at their old value (ADDED_FIELDS)."""
+    config = expand(spec_from_data(BASE))[0].config
+    dump = config.model_dump(mode="json")
+    del dump["train"]["optimizer"]
+    old_id = hashlib.sha256(json.dumps(dump, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:12]
+    assert config_id(config) == old_id
+    muon = config.model_copy(update={"train": config.train.model_copy(update={"optimizer": "muon"})})
+    assert config_id(muon) != old_id
 
 
 BAD_SPECS = [

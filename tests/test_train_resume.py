@@ -61,8 +61,9 @@ def metrics_without_time(run_dir: Path) -> list[dict]:
     [
         (NRecurrence(), TrainConfig(steps=60, grokfast_lambda=2.0, grad_clip=0.5)),
         (NRecurrence(p_noise=0.1), TrainConfig(steps=60, mode="finite", train_size=40, batch_size=16, held_out_fraction=0.2)),
+        (NRecurrence(), TrainConfig(steps=60, optimizer="muon")),
     ],
-    ids=["online-grokfast", "finite-heldout"],
+    ids=["online-grokfast", "finite-heldout", "online-muon"],
 )
 def test_interrupted_run_resumes_to_identical_weights_and_metrics(tmp_path, task, train_config):
     train_config = train_config.model_copy(

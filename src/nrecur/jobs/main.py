@@ -14,7 +14,7 @@ same worker); fine-tune (waits for the deterministic run); the deterministic
 run's analyses (a worker of their own, so the fine-tune can start as soon
 as its initial weights exist); Mess3. A free slot takes the first job whose
 run it needs has finished. On two cores this keeps both busy from the
-start: a lone run with two threads is only ~1.25× as fast as with one.
+start: a lone run with two threads is only ~1.5× as fast as with one.
 4. Summarize: steps and time to reach the KL threshold, final KL and
    cross-entropies against the Bayes floor.
 

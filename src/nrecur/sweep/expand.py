@@ -50,9 +50,18 @@ def _show(value: Any) -> str:
     return ",".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
 
 
+ADDED_FIELDS: dict[tuple[str, str], Any] = {("train", "optimizer"): "adamw"}
+"""Config fields added after sweeps were first written, with the value runs had before: left out of the id
+at that value, so a trial finished by an earlier version keeps its id and is not trained again."""
+
+
 def config_id(config: RunConfig) -> str:
-    """12 hex digits of the SHA-256 of the config's canonical JSON."""
-    text = json.dumps(config.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    """12 hex digits of the SHA-256 of the config's canonical JSON (without :data:`ADDED_FIELDS` at their old value)."""
+    dump = config.model_dump(mode="json")
+    for (section, name), old in ADDED_FIELDS.items():
+        if dump[section][name] == old:
+            del dump[section][name]
+    text = json.dumps(dump, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 

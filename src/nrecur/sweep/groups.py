@@ -42,11 +42,12 @@ class TrialGroup:
 
 
 def shape_key(trial: Trial) -> str:
-    """What trials trained together share: the model, the sequences per step, the device, and no interventions
-    (as :func:`nrecur.train.ensemble.can_ensemble` asks; seeds, optimizer, schedule and task may differ)."""
+    """What trials trained together share: the model, the sequences per step, the device, AdamW and no
+    interventions (as :func:`nrecur.train.ensemble.can_ensemble` asks; seeds, optimizer settings, schedule and
+    task may differ). A trial with interventions or Muon is a group of its own."""
     train = trial.config.train
     batch = min(train.batch_size, train.train_size) if train.mode == "finite" else train.batch_size
-    alone = trial.trial_id if train.interventions else ""
+    alone = trial.trial_id if train.interventions or train.optimizer != "adamw" else ""
     return json.dumps([trial.config.model.model_dump(mode="json"), batch, train.device, alone])
 
 

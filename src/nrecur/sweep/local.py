@@ -3,8 +3,9 @@
 Workers are started once (``spawn``: no inherited torch state) and trained one
 group after another, so the start-up (importing torch, ~2 s) is paid once per
 worker, not per trial. Each worker sets ``torch.set_num_threads(threads)``
-(default 1) and, via the package, ``OMP_WAIT_POLICY=PASSIVE``: on a busy
-machine, OpenMP threads that spin while they wait cut throughput several fold.
+(default 1) and starts with ``OMP_WAIT_POLICY=PASSIVE`` (unless the environment sets
+it): on a busy machine, OpenMP threads that spin while they wait cut throughput
+several fold.
 
 Safety: a worker asks the kernel to kill it when the sweep process dies
 (Linux ``PR_SET_PDEATHSIG``), and holds each trial's lock while it works, so
@@ -17,13 +18,14 @@ in one invocation is recorded as failed.
 from __future__ import annotations
 
 import collections
+import contextlib
 import ctypes
 import multiprocessing
 import os
 import signal
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
-from typing import Callable
+from typing import Callable, Iterator
 
 from nrecur.sweep.groups import GROUP_RUNNERS, TrialGroup
 from nrecur.sweep.store import SweepDir, TrialRecord
@@ -45,6 +47,19 @@ def _die_with_parent() -> None:
         libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
     except (OSError, AttributeError):  # pragma: no cover - not Linux: the trial locks still keep folders safe
         pass
+
+
+@contextlib.contextmanager
+def _passive_wait() -> Iterator[None]:
+    """``OMP_WAIT_POLICY=PASSIVE`` (unless set) in the environment of processes started inside: OpenMP reads it
+    when torch loads, and side-by-side workers whose threads spin-wait on each other collapse in throughput."""
+    given = os.environ.get("OMP_WAIT_POLICY")
+    os.environ["OMP_WAIT_POLICY"] = given or "PASSIVE"
+    try:
+        yield
+    finally:
+        if given is None:
+            del os.environ["OMP_WAIT_POLICY"]
 
 
 def _worker_main(connection: Connection, sweep_path: str, runner: str, threads: int, parent: int) -> None:
@@ -96,7 +111,8 @@ def run_local(
         process = context.Process(
             target=_worker_main, args=(theirs, str(sweep.path), runner, threads, os.getpid()), daemon=True, name="nrecur-sweep-worker"
         )
-        process.start()
+        with _passive_wait():
+            process.start()
         theirs.close()
         return _Worker(process, mine)
 

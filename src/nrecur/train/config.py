@@ -37,12 +37,14 @@ class TrainConfig(Config):
     """Maximum number of optimizer steps."""
     batch_size: int = 64
     """Sequences per step (finite mode: capped at train_size, i.e. full batch)."""
+    optimizer: Literal["adamw", "muon"] = "adamw"
+    """adamw: AdamW on every parameter; muon: Muon on the weight matrices inside the blocks and AdamW on the rest, with Muon's step scaled to AdamW's RMS so that lr and weight_decay serve both (nrecur.train.optimizers)."""
     lr: float = 3e-3
-    """Peak learning rate of AdamW."""
+    """Peak learning rate (of both halves with optimizer muon)."""
     betas: tuple[float, float] = (0.9, 0.98)
-    """AdamW betas."""
+    """AdamW betas (with optimizer muon: of its AdamW half; Muon's momentum is 0.95, Nesterov)."""
     weight_decay: float = 0.1
-    """AdamW weight decay, applied to matrices and embeddings (not to biases and norm scales)."""
+    """Decoupled weight decay, applied to matrices and embeddings (not to biases and norm scales)."""
     warmup_steps: int = 100
     """Linear warm-up of the learning rate from lr/warmup_steps to lr."""
     schedule: Literal["constant", "cosine", "linear"] = "cosine"

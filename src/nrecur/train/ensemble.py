@@ -5,7 +5,7 @@ each ran alone with :func:`~nrecur.train.session.train`, and writes the same run
 folders (``config.json``, ``metrics.jsonl``, checkpoints, ``summary.json``), so
 ``load_run``, ``resume`` and the analyses work on them as on any run.
 :func:`can_ensemble` says whether a group qualifies: the same model, batch
-size and device, and no interventions; seeds, optimizer and schedule settings
+size and device, AdamW (not Muon), and no interventions; seeds, optimizer and schedule settings
 (``lr``, ``weight_decay``, ``betas``, Grokfast, clipping, warm-up), steps, task
 parameters, objective and evaluation settings may all differ.
 
@@ -115,13 +115,15 @@ class Eligibility:
 
 def can_ensemble(configs: Sequence[RunConfig]) -> Eligibility:
     """Whether ``configs`` can train as one ensemble: the same model, batch size (sequences per step) and
-    device, and no interventions. Everything else may differ between members (seeds, optimizer and
+    device, AdamW, and no interventions. Everything else may differ between members (seeds, optimizer and
     schedule settings, steps, task parameters, objective, evaluation and stopping rules)."""
     if not configs:
         return Eligibility(False, "no configs")
     for index, config in enumerate(configs):
         if config.train.interventions:
             return Eligibility(False, f"config {index} has interventions, which hook the model; the vmapped forward pass runs none")
+        if config.train.optimizer != "adamw":
+            return Eligibility(False, f"config {index} uses optimizer {config.train.optimizer!r}; the vectorized optimizer is AdamW only")
     common = _shape(configs[0])
     for index, config in enumerate(configs[1:], start=1):
         shape = _shape(config)

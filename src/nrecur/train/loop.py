@@ -1,7 +1,8 @@
 """The training loop: one optimizer step at a time, everything else in callbacks.
 
-:class:`Trainer` owns the model, the AdamW optimizer (warm-up and schedule
-from :class:`~nrecur.train.config.TrainConfig`), optional Grokfast, and the
+:class:`Trainer` owns the model, the optimizer (AdamW or Muon,
+:mod:`nrecur.train.optimizers`; warm-up and schedule from
+:class:`~nrecur.train.config.TrainConfig`), optional Grokfast, and the
 data source. Evaluation, logging, checkpoints, the progress bar and stopping
 rules are :class:`~nrecur.train.callbacks.Callback` objects: they see every
 step (``on_step``), every batch of metrics (``on_log``) and the end, may ask
@@ -48,7 +49,7 @@ from nrecur.train.grokfast import GrokfastEMA
 from nrecur.train.interventions import intervention_hooks
 from nrecur.train.memory import check_training_memory
 from nrecur.train.objectives import OBJECTIVES
-from nrecur.train.weights import is_decayed
+from nrecur.train.optimizers import make_optimizer
 
 if TYPE_CHECKING:  # pragma: no cover
     from nrecur.train.callbacks import Callback
@@ -101,14 +102,6 @@ def build_model(config: RunConfig, device: torch.device | str = "cpu") -> GPT:
         torch.manual_seed(config.train.init_seed)
         model = GPT(config.model)
     return model.to(device)
-
-
-def make_optimizer(model: nn.Module, train: TrainConfig) -> torch.optim.AdamW:
-    """AdamW with weight decay on matrices and embeddings only (biases and norm scales are not decayed)."""
-    decay = [p for p in model.parameters() if is_decayed(p)]
-    no_decay = [p for p in model.parameters() if not is_decayed(p)]
-    groups = [{"params": decay, "weight_decay": train.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=train.lr, betas=train.betas, foreach=True)
 
 
 def init_weights_from(model: nn.Module, source: str | Path, expected: InitSource | None = None) -> InitSource:

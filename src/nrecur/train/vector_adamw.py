@@ -8,7 +8,7 @@ the number of models and parameters, with the per-model learning rate, weight
 decay, betas and Grokfast constants as ``[model, 1]`` columns that broadcast
 over the row. The arithmetic per model is the one of ``torch.optim.AdamW``
 (decoupled weight decay on matrices and embeddings only, as
-:func:`~nrecur.train.loop.make_optimizer` sets it up), of
+:func:`~nrecur.train.optimizers.make_optimizer` sets it up), of
 ``torch.nn.utils.clip_grad_norm_`` and of
 :class:`~nrecur.train.grokfast.GrokfastEMA`, so a model's trajectory is the one
 it has when trained alone, to float rounding (sums are taken in another order).

@@ -1,0 +1,91 @@
+"""Optimizers: Muon on the blocks' matrices with AdamW on the rest, as one optimizer, against the two run apart."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import torch
+
+from nrecur.model import GPT, GPTConfig
+from nrecur.tasks import NRecurrence
+from nrecur.train import RunConfig, TrainConfig, train
+from nrecur.train.optimizers import MuonWithAdamW, make_optimizer, muon_parameters
+
+MODEL = GPTConfig(vocab_size=8, n_ctx=12, d_model=16, n_layers=2, n_heads=2, d_head=8, d_mlp=32)
+
+
+def loss_of(model: GPT, step: int) -> torch.Tensor:
+    tokens = torch.randint(0, 8, (4, 12), generator=torch.Generator().manual_seed(step))
+    return torch.nn.functional.cross_entropy(model(tokens[:, :-1]).flatten(0, 1), tokens[:, 1:].flatten())
+
+
+def test_muon_trains_exactly_the_linear_weights_inside_the_blocks():
+    model = GPT(MODEL)
+    names = {name for name, p in model.named_parameters() if any(p is h for h in muon_parameters(model))}
+    expected = {f"blocks.{i}.{part}.weight" for i in range(2) for part in ("attn.qkv", "attn.out", "mlp.fc_in", "mlp.fc_out")}
+    assert names == expected
+
+
+def test_muon_with_adamw_steps_like_torch_muon_and_adamw_apart():
+    """Same trajectory, bit for bit, as torch.optim.Muon on the matrices plus torch.optim.AdamW on the rest,
+    including a learning rate changed on the param groups between steps (as the trainer's schedule does)."""
+    torch.manual_seed(0)
+    ours, reference = GPT(MODEL), GPT(MODEL)
+    reference.load_state_dict(ours.state_dict())
+    train_config = TrainConfig(optimizer="muon", lr=5e-3, weight_decay=0.1, betas=(0.9, 0.98))
+    optimizer = make_optimizer(ours, train_config)
+    assert isinstance(optimizer, MuonWithAdamW)
+    hidden = muon_parameters(reference)
+    rest = [p for p in reference.parameters() if all(p is not h for h in hidden)]
+    muon = torch.optim.Muon(hidden, lr=5e-3, weight_decay=0.1, adjust_lr_fn="match_rms_adamw")
+    adamw = torch.optim.AdamW(
+        [{"params": [p for p in rest if p.dim() >= 2], "weight_decay": 0.1}, {"params": [p for p in rest if p.dim() < 2], "weight_decay": 0.0}],
+        lr=5e-3, betas=(0.9, 0.98), foreach=True,
+    )  # fmt: skip
+    for step in range(6):
+        lr = 5e-3 * (1 - step / 10)
+        for opt in (optimizer, muon, adamw):
+            for group in opt.param_groups:
+                group["lr"] = lr
+            opt.zero_grad(set_to_none=True)
+        loss_of(ours, step).backward()
+        loss_of(reference, step).backward()
+        optimizer.step()
+        muon.step()
+        adamw.step()
+    for (name, a), b in zip(ours.named_parameters(), reference.parameters()):
+        assert torch.equal(a, b), name
+    assert not torch.equal(ours.blocks[0].attn.qkv.weight, GPT(MODEL).blocks[0].attn.qkv.weight)
+
+
+def test_muon_with_adamw_state_dict_round_trip_continues_identically():
+    torch.manual_seed(1)
+    model = GPT(MODEL)
+    optimizer = make_optimizer(model, TrainConfig(optimizer="muon"))
+    for step in range(3):
+        optimizer.zero_grad()
+        loss_of(model, step).backward()
+        optimizer.step()
+    state = copy.deepcopy(optimizer.state_dict())
+    assert len(state["state"]) == len(list(model.parameters()))  # both halves' state in one dict
+    twin = copy.deepcopy(model)
+    restored = make_optimizer(twin, TrainConfig(optimizer="muon"))
+    restored.load_state_dict(state)
+    for net, opt in ((model, optimizer), (twin, restored)):
+        opt.zero_grad()
+        loss_of(net, 3).backward()
+        opt.step()
+    for a, b in zip(model.parameters(), twin.parameters()):
+        assert torch.equal(a, b)
+
+
+def test_a_run_with_muon_learns(tmp_path):
+    config = RunConfig(
+        task=NRecurrence(vocab_size=4, periods=(2,)),
+        model=MODEL.model_copy(update={"vocab_size": 4}),
+        train=TrainConfig(optimizer="muon", steps=150, batch_size=32, lr=5e-3, eval_every=150, eval_size=64, device="cpu"),
+    )
+    result = train(config, tmp_path / "run", progress=False)
+    first = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[0])
+    assert result.steps == 150 and result.evaluations["eval"].kl < 0.5 * first["eval/kl"], (first["eval/kl"], result.evaluations["eval"].kl)
