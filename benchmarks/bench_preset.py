@@ -5,10 +5,12 @@ DIR --no-progress``, alone on the machine with torch's default threads), so Open
 the one the environment gives; ``--policies`` also runs every preset under other policies, e.g.
 ``default PASSIVE`` (``default``: the variable unset). The presets alternate seed by seed, so drifts in
 machine load hit them alike; the table reports each preset's steps and seconds to the threshold
-(``summary.json``'s grok step and seconds: training time, evaluations included, start-up not) and
-the median ratio to ``quick-adamw`` under the same policy.
+(``summary.json``'s grok step and seconds: training time, evaluations included, start-up not), how
+many seeds reached it, and the median over seeds of the ratio of ``quick-adamw``'s time to the
+preset's under the same policy (seeds where either missed the threshold count as misses, not times).
+The default seeds 3 and 4 were not among those the ``quick`` preset was tuned on (0–2).
 
-    python benchmarks/bench_preset.py                                  # seeds 0 and 1, the environment's policy
+    python benchmarks/bench_preset.py                                  # seeds 3 and 4, the environment's policy
     python benchmarks/bench_preset.py --seeds 0 1 2 --policies default PASSIVE
 """
 
@@ -22,14 +24,22 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import NamedTuple
 
 from _common import machine
 
 REFERENCE = "quick-adamw"
 
 
-def time_to_threshold(preset: str, seed: int, policy: str, folder: Path) -> tuple[int | None, float | None]:
-    """(grok step, grok seconds) of one ``nrecur train`` run; (None, None) when it did not reach the threshold."""
+class Reached(NamedTuple):
+    """Where one run reached the threshold (both None: it did not)."""
+
+    step: int | None
+    seconds: float | None
+
+
+def time_to_threshold(preset: str, seed: int, policy: str, folder: Path) -> Reached:
+    """Where one ``nrecur train`` run reached the KL threshold."""
     env = {key: value for key, value in os.environ.items() if key != "OMP_WAIT_POLICY"}
     if policy != "default":
         env["OMP_WAIT_POLICY"] = policy
@@ -38,37 +48,41 @@ def time_to_threshold(preset: str, seed: int, policy: str, folder: Path) -> tupl
                "--init-seed", str(seed), "--data-seed", str(seed + 1)]  # fmt: skip
     subprocess.run(command, env=env, check=True, stdout=subprocess.DEVNULL)
     summary = json.loads((out / "summary.json").read_text())
-    return summary["grok_step"], summary["grok_seconds"]
+    return Reached(summary["grok_step"], summary["grok_seconds"])
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--presets", nargs="+", default=["quick", REFERENCE])
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1], help="init seeds (data seed: seed + 1; the presets use 0)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[3, 4], help="init seeds (data seed: seed + 1)")
     parser.add_argument("--policies", nargs="+", default=[os.environ.get("OMP_WAIT_POLICY", "default")], help="OMP_WAIT_POLICY values; default: unset")
     args = parser.parse_args()
     print(machine())
-    results: dict[tuple[str, str], list[tuple[int | None, float | None]]] = {}
+    results: dict[tuple[str, str], list[Reached]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         for seed in args.seeds:
             for policy in args.policies:
                 for preset in args.presets:
-                    step, seconds = time_to_threshold(preset, seed, policy, Path(tmp))
-                    results.setdefault((preset, policy), []).append((step, seconds))
-                    shown = f"step {step}, {seconds:.1f} s" if seconds is not None else "not reached"
-                    print(f"  seed {seed}, OMP_WAIT_POLICY {policy}, {preset}: {shown}", flush=True)
+                    reached = time_to_threshold(preset, seed, policy, Path(tmp))
+                    results.setdefault((preset, policy), []).append(reached)
+                    line = f"step {reached.step}, {reached.seconds:.1f} s" if reached.seconds is not None else "not reached"
+                    print(f"  seed {seed}, OMP_WAIT_POLICY {policy}, {preset}: {line}", flush=True)
     print()
-    print(f"{'preset':<14}{'OMP_WAIT_POLICY':<17}{'steps to threshold':<24}{'seconds to threshold':<32}{'median':>8}{'speed-up':>10}")
+    print(f"{'preset':<14}{'OMP_WAIT_POLICY':<17}{'reached':<9}{'steps to threshold':<24}{'seconds to threshold':<28}{'median':>8}{'speed-up':>10}")
     for policy in args.policies:
-        reference = [s for _, s in results.get((REFERENCE, policy), []) if s is not None]
+        reference = results.get((REFERENCE, policy))
         for preset in args.presets:
             rows = results[(preset, policy)]
-            steps = ", ".join(str(step) if step is not None else "-" for step, _ in rows)
-            seconds = [s for _, s in rows if s is not None]
-            shown = ", ".join(f"{s:.1f}" if s is not None else "-" for _, s in rows)
+            seconds = [r.seconds for r in rows if r.seconds is not None]
+            steps_text = ", ".join(str(r.step) if r.step is not None else "-" for r in rows)
+            seconds_text = ", ".join(f"{r.seconds:.1f}" if r.seconds is not None else "-" for r in rows)
             median = statistics.median(seconds) if seconds else float("nan")
-            ratio = statistics.median(reference) / median if reference and seconds else float("nan")
-            print(f"{preset:<14}{policy:<17}{steps:<24}{shown:<32}{median:>7.1f}s{ratio:>9.2f}x")
+            paired = [ref.seconds / r.seconds for ref, r in zip(reference or [], rows) if ref.seconds is not None and r.seconds is not None]
+            ratio = statistics.median(paired) if paired else float("nan")
+            print(
+                f"{preset:<14}{policy:<17}{f'{len(seconds)}/{len(rows)}':<9}{steps_text:<24}{seconds_text:<28}"
+                f"{median:>7.1f}s{ratio:>9.2f}x"
+            )
 
 
 if __name__ == "__main__":

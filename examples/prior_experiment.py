@@ -51,7 +51,7 @@ def train_condition(folder: Path, priors: dict, time_budget: float, seed: int) -
     if (folder / "summary.json").exists():
         print(f"{folder}: trained already, reused")
         return
-    base = get_preset("quick").run
+    base = get_preset("quick-adamw").run
     config = base.model_copy(update={
         "task": base.task.model_validate({**base.task.model_dump(), **priors}),
         "train": base.train.model_copy(update={"time_budget": time_budget, "init_seed": seed}),

@@ -263,7 +263,7 @@ def test_can_ensemble_needs_the_same_model_batch_and_device():
         assert not verdict and f"config 1 differs from config 0 in {field}" == verdict.reason, (field, verdict.reason)
     ablated = config(interventions=(Intervention(kind="ablate", layer=0, head=0),))
     assert "config 1 has interventions" in can_ensemble([config(), ablated]).reason
-    assert can_ensemble([config(), config(optimizer="muon")]).reason == "config 1 uses optimizer 'muon'; the vectorized optimizer is AdamW only"
+    assert can_ensemble([config(), config(optimizer="muon")]).reason == "config 1 has train.optimizer 'muon'; the ensemble supports only 'adamw'"
     assert not can_ensemble([])
 
 

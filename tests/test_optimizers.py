@@ -5,6 +5,8 @@ from __future__ import annotations
 import copy
 import json
 
+import pydantic
+import pytest
 import torch
 
 from nrecur.model import GPT, GPTConfig
@@ -20,6 +22,18 @@ def loss_of(model: GPT, step: int) -> torch.Tensor:
     return torch.nn.functional.cross_entropy(model(tokens[:, :-1]).flatten(0, 1), tokens[:, 1:].flatten())
 
 
+def assert_same_next_step(*pairs: tuple[GPT, torch.optim.Optimizer], step: int) -> None:
+    """One step of each (model, optimizer) on batch ``step`` leaves the models with identical weights."""
+    for model, optimizer in pairs:
+        optimizer.zero_grad()
+        loss_of(model, step).backward()
+        optimizer.step()
+    first = list(pairs[0][0].parameters())
+    for model, _ in pairs[1:]:
+        for a, b in zip(first, model.parameters()):
+            assert torch.equal(a, b)
+
+
 def test_muon_trains_exactly_the_linear_weights_inside_the_blocks():
     model = GPT(MODEL)
     names = {name for name, p in model.named_parameters() if any(p is h for h in muon_parameters(model))}
@@ -33,12 +47,13 @@ def test_muon_with_adamw_steps_like_torch_muon_and_adamw_apart():
     torch.manual_seed(0)
     ours, reference = GPT(MODEL), GPT(MODEL)
     reference.load_state_dict(ours.state_dict())
+    initial_qkv = ours.blocks[0].attn.qkv.weight.detach().clone()
     train_config = TrainConfig(optimizer="muon", lr=5e-3, weight_decay=0.1, betas=(0.9, 0.98))
     optimizer = make_optimizer(ours, train_config)
     assert isinstance(optimizer, MuonWithAdamW)
-    hidden = muon_parameters(reference)
-    rest = [p for p in reference.parameters() if all(p is not h for h in hidden)]
-    muon = torch.optim.Muon(hidden, lr=5e-3, weight_decay=0.1, adjust_lr_fn="match_rms_adamw")
+    matrices = muon_parameters(reference)
+    rest = [p for p in reference.parameters() if all(p is not m for m in matrices)]
+    muon = torch.optim.Muon(matrices, lr=5e-3, weight_decay=0.1, adjust_lr_fn="match_rms_adamw")
     adamw = torch.optim.AdamW(
         [{"params": [p for p in rest if p.dim() >= 2], "weight_decay": 0.1}, {"params": [p for p in rest if p.dim() < 2], "weight_decay": 0.0}],
         lr=5e-3, betas=(0.9, 0.98), foreach=True,
@@ -56,7 +71,7 @@ def test_muon_with_adamw_steps_like_torch_muon_and_adamw_apart():
         adamw.step()
     for (name, a), b in zip(ours.named_parameters(), reference.parameters()):
         assert torch.equal(a, b), name
-    assert not torch.equal(ours.blocks[0].attn.qkv.weight, GPT(MODEL).blocks[0].attn.qkv.weight)
+    assert not torch.equal(ours.blocks[0].attn.qkv.weight, initial_qkv)
 
 
 def test_muon_with_adamw_state_dict_round_trip_continues_identically():
@@ -72,12 +87,24 @@ def test_muon_with_adamw_state_dict_round_trip_continues_identically():
     twin = copy.deepcopy(model)
     restored = make_optimizer(twin, TrainConfig(optimizer="muon"))
     restored.load_state_dict(state)
-    for net, opt in ((model, optimizer), (twin, restored)):
-        opt.zero_grad()
-        loss_of(net, 3).backward()
-        opt.step()
-    for a, b in zip(model.parameters(), twin.parameters()):
-        assert torch.equal(a, b)
+    assert_same_next_step((model, optimizer), (twin, restored), step=3)
+
+
+def test_a_copy_steps_like_the_original_and_groups_cannot_be_added():
+    torch.manual_seed(2)
+    model = GPT(MODEL)
+    optimizer = make_optimizer(model, TrainConfig(optimizer="muon"))
+    loss_of(model, 0).backward()
+    optimizer.step()
+    twin_model, twin = copy.deepcopy((model, optimizer))  # one memo: the copy's groups hold the copied weights
+    assert_same_next_step((model, optimizer), (twin_model, twin), step=1)
+    with pytest.raises(NotImplementedError, match="cannot take new parameter groups"):
+        optimizer.add_param_group({"params": [torch.nn.Parameter(torch.zeros(3))]})
+
+
+def test_muon_refuses_a_model_without_blocks():
+    with pytest.raises(pydantic.ValidationError, match="train.optimizer 'muon' needs model.n_layers >= 1"):
+        RunConfig(task=NRecurrence(), model=MODEL.model_copy(update={"n_layers": 0}), train=TrainConfig(optimizer="muon"))
 
 
 def test_a_run_with_muon_learns(tmp_path):

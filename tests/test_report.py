@@ -319,3 +319,12 @@ def test_the_report_help_states_how_deep_runs_are_found(capsys):
     with pytest.raises(SystemExit):
         main(["report", "--help"])
     assert f"up to {RUN_DEPTH} levels below it" in " ".join(capsys.readouterr().out.split())
+
+
+def test_the_training_text_names_the_optimizer_and_where_the_decay_ends():
+    from nrecur.report.words import training_in_words
+    from nrecur.train.presets import get_preset
+
+    muon, adamw = training_in_words(get_preset("quick").run), training_in_words(get_preset("quick-adamw").run)
+    assert "Muon on the blocks' matrices and AdamW on the rest, lr 0.005" in muon and "to 0.02·lr ending at step 1750" in muon
+    assert "AdamW lr 0.003" in adamw and "Muon" not in adamw and "ending at step" not in adamw

@@ -357,7 +357,11 @@ def _register_run(subparsers) -> None:
         "reuses finished runs, resumes interrupted ones and analyzes only runs not analyzed yet (or whose analyses "
         "failed). Exit code 1 when a worker or an analysis failed (the summary and index of the rest are written).",
     )
-    parser.add_argument("--preset", default="quick", choices=["quick", "proposal", "tiny"], help="scale (default: quick, for a 2-core CPU)")
+    main_job_presets = [name for name, preset in PRESETS.items() if preset().stochastic is not None]
+    parser.add_argument(
+        "--preset", default="quick", choices=main_job_presets,
+        help="scale and recipe (default: quick, for a 2-core CPU; quick-adamw: quick with AdamW, as before Muon)",
+    )  # fmt: skip
     parser.add_argument("--out", default="runs", metavar="DIR", help="where the run folders go (default: runs)")
     parser.add_argument("--jobs", type=int, default=2, help="run the trainings and analyses side by side in this many processes (1: one after the other)")
     parser.add_argument("--threads", type=int, help="CPU threads in all, split between the side-by-side workers (default: all cores)")

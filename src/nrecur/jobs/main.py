@@ -19,7 +19,7 @@ start: a lone run with two threads is only ~1.5× as fast as with one.
    cross-entropies against the Bayes floor.
 
 Every training runs in a worker process (:mod:`nrecur.jobs.worker`) with
-``OMP_WAIT_POLICY=PASSIVE``: on a busy machine, OpenMP threads that spin while
+``OMP_WAIT_POLICY=PASSIVE`` unless the environment sets a policy (:mod:`nrecur._threads`): on a busy machine, OpenMP threads that spin while
 waiting cut throughput several fold. Every run lives in its own folder under
 ``out``. Running the job again reuses finished runs and resumes interrupted
 ones, and analyzes only runs that no job has analyzed yet or whose analyses
@@ -38,6 +38,7 @@ from pathlib import Path
 
 from nrecur._io import atomic_write_text
 from nrecur._text import seconds_text
+from nrecur._threads import side_by_side_env
 from nrecur.jobs.records import read_analysis_records
 from nrecur.report import read_run, write_index
 from nrecur.tasks import NRecurrence
@@ -160,7 +161,10 @@ def prepare(config: RunConfig, folder: RunFolder, fresh: bool) -> bool:
         folder.clear()
     if folder.is_run():
         if folder.read_config() != config:
-            raise FileExistsError(f"{folder.path} holds a run with another config; pass --fresh to start it over")
+            raise FileExistsError(
+                f"{folder.path} holds a run with another config (another preset's, or one the preset has changed "
+                "since); pass --fresh to start it over, or --out to keep it"
+            )
         return not folder.is_finished()
     if folder.contents() and not fresh:
         raise FileExistsError(f"{folder.path} is not empty and holds no run; move it away, or pass --fresh to write the run there anyway")
@@ -192,7 +196,7 @@ def run_main_job(
     """Run the trainings of ``preset`` and the Mess3 model under ``out`` (see the module docstring); with
     ``analyze``, their analyses, reports and the index too.
 
-    Every job runs in a worker process with ``OMP_WAIT_POLICY=PASSIVE``, ``jobs`` at a time with
+    Every job runs in a worker process with ``OMP_WAIT_POLICY=PASSIVE`` (unless set), ``jobs`` at a time with
     ``threads // jobs`` threads each (``threads`` default: all cores; at least one each), in the queue order
     of the module docstring; a new one starts as soon as one ends.
     """
@@ -265,7 +269,7 @@ def run_in_workers(
     ``sequences``: the most sequences an analysis uses.
     """
     folders = [job.folder for job in jobs if job.train]
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads), "OMP_WAIT_POLICY": "PASSIVE"}
+    env = side_by_side_env({**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)})
     alone = len(jobs) == 1
     waiting = list(jobs)
     running: list[tuple[WorkerJob, subprocess.Popen, object]] = []

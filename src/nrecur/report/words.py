@@ -101,13 +101,19 @@ def model_in_words(config: RunConfig, parameters: int) -> str:
     )
 
 
+OPTIMIZER_WORDS = {"adamw": "AdamW", "muon": "Muon on the blocks' matrices and AdamW on the rest,"}
+"""How the optimizer of ``TrainConfig.optimizer`` reads, before its lr."""
+
+
 def training_in_words(config: RunConfig) -> str:
     t = config.train
     data = "fresh sequences every step (online)" if t.mode == "online" else f"a fixed set of {t.train_size} sequences (finite mode)"
     parts = [
         f"{t.objective.replace('_', '-')} objective on {data}, batch {t.batch_size}",
-        f"AdamW lr {t.lr:g}, betas ({t.betas[0]:g}, {t.betas[1]:g}), weight decay {t.weight_decay:g}",
-        f"{t.warmup_steps} warm-up steps, {t.schedule} schedule" + ("" if t.schedule == "constant" else f" to {t.min_lr_ratio:g}·lr"),
+        OPTIMIZER_WORDS[t.optimizer] + f" lr {t.lr:g}, betas ({t.betas[0]:g}, {t.betas[1]:g}), weight decay {t.weight_decay:g}",
+        f"{t.warmup_steps} warm-up steps, {t.schedule} schedule"
+        + ("" if t.schedule == "constant" else f" to {t.min_lr_ratio:g}·lr")
+        + (f" ending at step {t.decay_steps}" if t.decay_steps is not None and t.schedule != "constant" else ""),
         f"at most {t.steps} steps" + (f" or {t.time_budget:g} s" if t.time_budget else ""),
         f"evaluated every {t.eval_every} steps on {t.eval_size} sequences; KL threshold {t.kl_threshold:g} nats/token"
         + (" (stops when reached)" if t.stop_when_grokked else ""),

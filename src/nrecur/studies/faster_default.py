@@ -33,6 +33,8 @@ from nrecur._io import atomic_write_text
 from nrecur.analysis.base import OKABE_ITO, pyplot, save_figure
 from nrecur.model import GPT, GPTConfig
 from nrecur.sweep import BackendOptions, load_sweep, run_sweep, spec_from_data
+from nrecur.train.config import TrainConfig
+from nrecur.train.optimizers import make_optimizer
 
 __all__ = ["DECAY_FRACTIONS", "SEARCH", "FasterDefaultResult", "faster_default", "seconds_per_step"]
 
@@ -56,25 +58,27 @@ WIDTHS = (
 """The model sizes searched (a zip axis; the same fields are set when a candidate is confirmed)."""
 
 
-def seconds_per_step(model: GPTConfig, batch_size: int, length: int, steps: int = 30, threads: int | None = None) -> float:
-    """Median seconds of one training step (forward, cross-entropy, backward, AdamW) of ``model`` on random
-    tokens ``[batch_size, length]``, alone in this process with ``threads`` torch threads (default: as set)."""
+def seconds_per_step(
+    model: GPTConfig, batch_size: int, length: int, steps: int = 30, threads: int | None = None, optimizer: str = "adamw"
+) -> float:
+    """Median seconds of one training step (forward, cross-entropy, backward, the ``optimizer`` step) of ``model``
+    on random tokens ``[batch_size, length]``, alone in this process with ``threads`` torch threads (default: as set)."""
     previous = torch.get_num_threads()
     if threads is not None:
         torch.set_num_threads(threads)
     try:
         torch.manual_seed(0)
         net = GPT(model).train()
-        optimizer = torch.optim.AdamW(net.parameters(), lr=1e-3)
+        stepper = make_optimizer(net, TrainConfig(optimizer=optimizer, lr=1e-3))
         tokens = torch.randint(0, model.vocab_size, (batch_size, length + 1))
         times = []
         for index in range(steps + 5):
             start = time.perf_counter()
             logits = net(tokens[:, :-1])  # [batch, pos, vocab]
             loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1), tokens[:, 1:].flatten())
-            optimizer.zero_grad(set_to_none=True)
+            stepper.zero_grad(set_to_none=True)
             loss.backward()
-            optimizer.step()
+            stepper.step()
             if index >= 5:  # warm-up steps do not count
                 times.append(time.perf_counter() - start)
         return float(np.median(times))
@@ -139,7 +143,7 @@ def faster_default(
         model = GPTConfig.model_validate({**base["model"], **{key.split(".", 1)[1]: int(row[key]) for key in WIDTHS[0]}})
         shape = (model.d_model, model.n_heads, model.d_mlp, int(row["train.batch_size"]))
         if shape not in timing:
-            timing[shape] = seconds_per_step(model, shape[-1], length, threads=threads)
+            timing[shape] = seconds_per_step(model, shape[-1], length, threads=threads, optimizer=base["train"]["optimizer"])
         reached = None if pd.isna(row["steps_to_threshold"]) else int(row["steps_to_threshold"])
         searched.append({
             **_settings(row), "steps_to_threshold": reached, "seconds_per_step": timing[shape],

@@ -2,8 +2,10 @@
 
 The trials are the product of the grid's axes (in the spec's order), each zip
 group, the random points and the seeds, the last varying fastest. A trial's id
-is a digest of its whole config: the same trial has the same id in any spec,
-so extending a sweep (more seeds, another value) reruns nothing that is done.
+is a digest of its whole config (less fields added in later versions, at the
+value runs had before them: :data:`ADDED_FIELDS`): the same trial has the same
+id in any spec and version, so extending a sweep (more seeds, another value)
+reruns nothing that is done.
 A config that pydantic refuses is reported naming the spec entry that set the
 bad value, or every value of the trial when the problem is between fields
 (``model.vocab_size (5) must equal task.vocab_size (4)``).

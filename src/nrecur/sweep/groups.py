@@ -8,7 +8,7 @@ each in its own run folder (:func:`~nrecur.sweep.trial.run_trial`).
 ``ensemble`` trains same-shape trials at once with
 :func:`nrecur.train.ensemble.train_ensemble` (stacked parameters, ``vmap``):
 ``group_trials(trials, by_shape=True)`` puts trials with the same
-:func:`shape_key` (model, batch size, device, no interventions) in groups of at
+:func:`shape_key` (model, batch size, device, AdamW, no interventions) in groups of at
 most ``max_size``; the runner trains the group's fresh trials together into
 ordinary run folders and records each from its folder, while trials that had
 started before (a killed sweep) resume alone, as any trial does. Another way to
@@ -45,9 +45,11 @@ def shape_key(trial: Trial) -> str:
     """What trials trained together share: the model, the sequences per step, the device, AdamW and no
     interventions (as :func:`nrecur.train.ensemble.can_ensemble` asks; seeds, optimizer settings, schedule and
     task may differ). A trial with interventions or Muon is a group of its own."""
+    from nrecur.train.ensemble import can_ensemble
+
     train = trial.config.train
     batch = min(train.batch_size, train.train_size) if train.mode == "finite" else train.batch_size
-    alone = trial.trial_id if train.interventions or train.optimizer != "adamw" else ""
+    alone = "" if can_ensemble([trial.config]) else trial.trial_id
     return json.dumps([trial.config.model.model_dump(mode="json"), batch, train.device, alone])
 
 

@@ -18,15 +18,15 @@ in one invocation is recorded as failed.
 from __future__ import annotations
 
 import collections
-import contextlib
 import ctypes
 import multiprocessing
 import os
 import signal
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
-from typing import Callable, Iterator
+from typing import Callable
 
+from nrecur._threads import side_by_side
 from nrecur.sweep.groups import GROUP_RUNNERS, TrialGroup
 from nrecur.sweep.store import SweepDir, TrialRecord
 from nrecur.sweep.trial import record_from_folder
@@ -47,19 +47,6 @@ def _die_with_parent() -> None:
         libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
     except (OSError, AttributeError):  # pragma: no cover - not Linux: the trial locks still keep folders safe
         pass
-
-
-@contextlib.contextmanager
-def _passive_wait() -> Iterator[None]:
-    """``OMP_WAIT_POLICY=PASSIVE`` (unless set) in the environment of processes started inside: OpenMP reads it
-    when torch loads, and side-by-side workers whose threads spin-wait on each other collapse in throughput."""
-    given = os.environ.get("OMP_WAIT_POLICY")
-    os.environ["OMP_WAIT_POLICY"] = given or "PASSIVE"
-    try:
-        yield
-    finally:
-        if given is None:
-            del os.environ["OMP_WAIT_POLICY"]
 
 
 def _worker_main(connection: Connection, sweep_path: str, runner: str, threads: int, parent: int) -> None:
@@ -111,7 +98,7 @@ def run_local(
         process = context.Process(
             target=_worker_main, args=(theirs, str(sweep.path), runner, threads, os.getpid()), daemon=True, name="nrecur-sweep-worker"
         )
-        with _passive_wait():
+        with side_by_side():
             process.start()
         theirs.close()
         return _Worker(process, mine)

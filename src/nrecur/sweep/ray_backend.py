@@ -24,6 +24,7 @@ import math
 import os
 from pathlib import Path
 
+from nrecur._threads import side_by_side
 from nrecur.sweep.groups import GROUP_RUNNERS, TrialGroup
 from nrecur.sweep.store import SweepDir, TrialRecord
 from nrecur.sweep.trial import record_from_folder, run_trial
@@ -57,7 +58,8 @@ def run_ray(groups: list[TrialGroup], sweep: SweepDir, on_done, options) -> None
         if options.address:
             ray.init(address=options.address, log_to_driver=False)
         else:
-            ray.init(num_cpus=options.num_cpus, include_dashboard=False, log_to_driver=False)
+            with side_by_side():  # the local instance's workers inherit the environment it starts with
+                ray.init(num_cpus=options.num_cpus, include_dashboard=False, log_to_driver=False)
     try:
         if options.asha_grace is not None:
             _run_tune(groups, sweep, on_done, options)

@@ -217,6 +217,11 @@ class RunConfig(Config):
             raise ValueError(
                 f"train.held_out_fraction must be 0 for task kind {self.task.kind!r}: it has no hidden rules to hold out"
             )
+        if self.train.optimizer == "muon" and self.model.n_layers == 0:
+            raise ValueError(
+                "train.optimizer 'muon' needs model.n_layers >= 1: Muon trains the blocks' weight matrices and a "
+                "0-layer model has none; use optimizer 'adamw'"
+            )
         for index, intervention in enumerate(self.train.interventions):
             self._check_intervention(index, intervention)
         return self

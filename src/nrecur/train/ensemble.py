@@ -123,7 +123,7 @@ def can_ensemble(configs: Sequence[RunConfig]) -> Eligibility:
         if config.train.interventions:
             return Eligibility(False, f"config {index} has interventions, which hook the model; the vmapped forward pass runs none")
         if config.train.optimizer != "adamw":
-            return Eligibility(False, f"config {index} uses optimizer {config.train.optimizer!r}; the vectorized optimizer is AdamW only")
+            return Eligibility(False, f"config {index} has train.optimizer {config.train.optimizer!r}; the ensemble supports only 'adamw'")
     common = _shape(configs[0])
     for index, config in enumerate(configs[1:], start=1):
         shape = _shape(config)

@@ -4,13 +4,13 @@
   only (:func:`nrecur.train.weights.is_decayed`).
 * ``muon``: Muon (``torch.optim.Muon``: Nesterov momentum 0.95, then the update
   orthogonalized by five Newton–Schulz iterations) on the weight matrices
-  inside the transformer blocks — attention's ``qkv`` and ``out``, the MLP's
-  ``fc_in`` and ``fc_out`` — and AdamW on everything else (embeddings,
-  unembedding, biases, norm scales), as one optimizer. Muon's step is scaled
-  as in Moonshot's "Muon is Scalable for LLM Training" (``adjust_lr_fn =
-  "match_rms_adamw"``: the orthogonalized update times 0.2·√max(rows, cols),
-  the RMS of a typical AdamW update), so one ``lr`` and ``weight_decay`` serve
-  both halves and the schedule scales both.
+  inside the transformer blocks — attention's ``qkv`` (one fused matrix) and
+  ``out``, the MLP's ``fc_in`` and ``fc_out`` — and AdamW on everything else
+  (embeddings, unembedding, biases, norm scales), as one optimizer. Muon's
+  step is scaled as in Moonshot's "Muon is Scalable for LLM Training"
+  (``adjust_lr_fn = "match_rms_adamw"``: the orthogonalized update times
+  0.2·√max(rows, cols), the RMS of a typical AdamW update), so one ``lr`` and
+  ``weight_decay`` serve both halves and the schedule scales both.
 
 Both are ordinary ``torch.optim.Optimizer`` objects: the trainer sets every
 group's ``lr`` each step, and checkpoints save and restore their state through
@@ -19,24 +19,36 @@ group's ``lr`` each step, and checkpoints save and restore their state through
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from torch import nn
 
+from nrecur.model import GPT
 from nrecur.train.config import TrainConfig
 from nrecur.train.weights import is_decayed
 
-__all__ = ["MuonWithAdamW", "make_optimizer", "muon_parameters"]
+__all__ = ["OPTIMIZERS", "MuonWithAdamW", "make_optimizer", "muon_parameters"]
 
 
-def make_optimizer(model: nn.Module, train: TrainConfig) -> torch.optim.Optimizer:
-    """The optimizer ``train.optimizer`` names, over ``model``'s parameters (see the module docstring)."""
-    if train.optimizer == "muon":
-        hidden = muon_parameters(model)
-        rest = [p for p in model.parameters() if all(p is not h for h in hidden)]
-        return MuonWithAdamW(hidden, _decay_groups(rest, train.weight_decay), lr=train.lr, weight_decay=train.weight_decay, betas=train.betas)
+def make_optimizer(model: GPT, train: TrainConfig) -> torch.optim.Optimizer:
+    """The optimizer ``train.optimizer`` names (:data:`OPTIMIZERS`), over ``model``'s parameters."""
+    return OPTIMIZERS[train.optimizer](model, train)
+
+
+def _adamw(model: GPT, train: TrainConfig) -> torch.optim.AdamW:
     return torch.optim.AdamW(_decay_groups(list(model.parameters()), train.weight_decay), lr=train.lr, betas=train.betas, foreach=True)
+
+
+def _muon(model: GPT, train: TrainConfig) -> MuonWithAdamW:
+    matrices = muon_parameters(model)
+    trained_by_muon = {id(p) for p in matrices}
+    rest = [p for p in model.parameters() if id(p) not in trained_by_muon]
+    return MuonWithAdamW(matrices, _decay_groups(rest, train.weight_decay), lr=train.lr, weight_decay=train.weight_decay, betas=train.betas)
+
+
+OPTIMIZERS: dict[str, Callable[[GPT, TrainConfig], torch.optim.Optimizer]] = {"adamw": _adamw, "muon": _muon}
+"""``TrainConfig.optimizer`` → how to build it for a model."""
 
 
 def _decay_groups(parameters: list[nn.Parameter], weight_decay: float) -> list[dict[str, Any]]:
@@ -46,8 +58,9 @@ def _decay_groups(parameters: list[nn.Parameter], weight_decay: float) -> list[d
     ]
 
 
-def muon_parameters(model: nn.Module) -> list[nn.Parameter]:
-    """The weight matrices of the ``nn.Linear`` layers inside ``model.blocks`` (what Muon trains), in order."""
+def muon_parameters(model: GPT) -> list[nn.Parameter]:
+    """The weight matrices of the ``nn.Linear`` layers inside ``model.blocks`` (what Muon trains), in order;
+    attention's ``qkv`` is one fused ``[3·n_heads·d_head, d_model]`` matrix, orthogonalized as a whole."""
     return [module.weight for block in model.blocks for module in block.modules() if isinstance(module, nn.Linear)]
 
 
@@ -56,7 +69,8 @@ class MuonWithAdamW(torch.optim.Optimizer):
 
     Its ``param_groups`` are Muon's groups then AdamW's (the same dicts, so setting a group's ``lr`` reaches
     the optimizer that uses it) and its ``state`` is the one both write to, so ``state_dict`` and
-    ``load_state_dict`` cover both halves.
+    ``load_state_dict`` cover both halves. ``weight_decay`` is both halves' default; an AdamW group may set
+    its own. Groups cannot be added afterwards (neither half would step them).
     """
 
     def __init__(
@@ -68,16 +82,23 @@ class MuonWithAdamW(torch.optim.Optimizer):
         weight_decay: float,
         betas: tuple[float, float],
     ) -> None:
+        if not muon_params:
+            raise ValueError("Muon needs at least one weight matrix inside the blocks (a model with n_layers >= 1)")
         self.muon = torch.optim.Muon(muon_params, lr=lr, weight_decay=weight_decay, adjust_lr_fn="match_rms_adamw")
-        self.adamw = torch.optim.AdamW(adamw_groups, lr=lr, betas=betas, foreach=True)
+        self.adamw = torch.optim.AdamW(adamw_groups, lr=lr, betas=betas, weight_decay=weight_decay, foreach=True)
         super().__init__([*self.muon.param_groups, *self.adamw.param_groups], defaults={})
         self._share()
 
     def _share(self) -> None:
-        """Point both halves at this optimizer's groups and state (again after ``load_state_dict`` replaced them)."""
+        """Point both halves at this optimizer's groups and state (again whenever ``__setstate__`` replaced them)."""
         split = len(self.muon.param_groups)
         self.muon.param_groups, self.adamw.param_groups = self.param_groups[:split], self.param_groups[split:]
         self.muon.state = self.adamw.state = self.state
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        if len(self.param_groups) == len(self.muon.param_groups) + len(self.adamw.param_groups):  # all are in: built
+            raise NotImplementedError("MuonWithAdamW cannot take new parameter groups; build a new optimizer")
+        super().add_param_group(param_group)
 
     @torch.no_grad()
     def step(self, closure: None = None) -> None:  # type: ignore[override]
@@ -87,6 +108,10 @@ class MuonWithAdamW(torch.optim.Optimizer):
         self.muon.step()
         self.adamw.step()
 
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        super().load_state_dict(state_dict)
+    def __getstate__(self) -> dict[str, Any]:
+        return {**super().__getstate__(), "muon": self.muon, "adamw": self.adamw}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        # load_state_dict, copy and pickle all come here with new groups and state: share them again.
+        super().__setstate__(state)
         self._share()
