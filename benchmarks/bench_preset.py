@@ -53,9 +53,12 @@ def time_to_threshold(preset: str, seed: int, policy: str, folder: Path) -> Reac
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--presets", nargs="+", default=["quick", REFERENCE])
-    parser.add_argument("--seeds", type=int, nargs="+", default=[3, 4], help="init seeds (data seed: seed + 1)")
-    parser.add_argument("--policies", nargs="+", default=[os.environ.get("OMP_WAIT_POLICY", "default")], help="OMP_WAIT_POLICY values; default: unset")
+    parser.add_argument("--presets", nargs="+", default=["quick", REFERENCE], help=f"presets to time (default: quick {REFERENCE}; ratios are to {REFERENCE})")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[3, 4], help="init seeds; data seed: seed + 1 (default: 3 4)")
+    parser.add_argument(
+        "--policies", nargs="+", default=[os.environ.get("OMP_WAIT_POLICY", "default")],
+        help="OMP_WAIT_POLICY values to run under, 'default' for unset (default: this environment's)",
+    )  # fmt: skip
     args = parser.parse_args()
     print(machine())
     results: dict[tuple[str, str], list[Reached]] = {}

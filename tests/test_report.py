@@ -267,7 +267,7 @@ def test_each_row_names_what_differs_from_the_runs_beside_it(runs, tmp_path):
     finetune = quick.finetune.model_copy(update={"init_from": str(job / "quick-det")})
     labels = differences_among_siblings([(job / "det", quick.run), (job / "ft", finetune), (job / "mess3", quick.mess3)], most=6)
     assert labels[job / "mess3"] == ()
-    assert " · ".join(labels[job / "ft"]) == "init_from quick-det · p_noise 0.2/n · p_transition 0.2/n · decay_steps none · kl_threshold 0.02 · lr 0.001 · +3 more"
+    assert " · ".join(labels[job / "ft"]) == "init_from quick-det · p_noise 0.2/n · p_transition 0.2/n · kl_threshold 0.02 · lr 0.001 · steps 5000 · +2 more"
     # on the page, under the task label of each trial
     root = tmp_path / "runs"
     for trial, seed in (("t1", 0), ("t2", 7)):
@@ -325,6 +325,9 @@ def test_the_training_text_names_the_optimizer_and_where_the_decay_ends():
     from nrecur.report.words import training_in_words
     from nrecur.train.presets import get_preset
 
-    muon, adamw = training_in_words(get_preset("quick").run), training_in_words(get_preset("quick-adamw").run)
-    assert "Muon on the blocks' matrices and AdamW on the rest, lr 0.005" in muon and "to 0.02·lr ending at step 1750" in muon
-    assert "AdamW lr 0.003" in adamw and "Muon" not in adamw and "ending at step" not in adamw
+    quick = get_preset("quick").run
+    muon, adamw = training_in_words(quick), training_in_words(get_preset("quick-adamw").run)
+    assert "Muon on the blocks' matrices and AdamW on the rest, lr 0.005" in muon and "ending at step" not in muon
+    assert "AdamW lr 0.003" in adamw and "Muon" not in adamw
+    extended = quick.model_copy(update={"train": quick.train.model_copy(update={"steps": 4000, "decay_steps": 1750})})
+    assert "cosine schedule to 0.02·lr ending at step 1750; at most 4000 steps" in training_in_words(extended)

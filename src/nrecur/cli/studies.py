@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 
 from nrecur.cli import UsageError
+from nrecur.train.presets import STUDY_PRESET, STUDY_PRESET_WHY
 
 
 def _add_common(parser: argparse.ArgumentParser) -> None:
@@ -38,7 +39,7 @@ def register(subparsers) -> None:
         "OUT/minimal_arch.png (steps to the threshold against parameters). With --init-from RUN the candidate is RUN's "
         "own architecture, fine-tuned from its weights.",
     )
-    parser.add_argument("--preset", default="quick", help="the task, base model and training settings (default: quick)")
+    parser.add_argument("--preset", default=STUDY_PRESET, help=f"the task, base model and training settings (default: {STUDY_PRESET}, {STUDY_PRESET_WHY})")
     parser.add_argument("--task", default="deterministic", choices=["deterministic", "stochastic"], help="the preset's deterministic run or its stochastic companion (default: deterministic)")
     parser.add_argument("--threshold", type=float, help="KL threshold, nats/token (default: the preset's: 0.01 deterministic, 0.02 stochastic)")
     parser.add_argument("--steps", type=int, default=5000, help="step budget per trial (default: 5000)")
@@ -65,7 +66,7 @@ def register(subparsers) -> None:
         "writes OUT/grokking.json, OUT/grokking.png (class and delay heatmaps) and the progress measures of the "
         "grokked trial with the longest delay in OUT/progress/.",
     )
-    grok.add_argument("--preset", default="quick", help="the task, model and training settings (default: quick)")
+    grok.add_argument("--preset", default=STUDY_PRESET, help=f"the task, model and training settings (default: {STUDY_PRESET}, {STUDY_PRESET_WHY})")
     grok.add_argument("--sizes", type=int, nargs="+", default=[256, 512, 1024, 2048], help="training-set sizes, sequences (default: 256 512 1024 2048)")
     grok.add_argument("--decays", type=float, nargs="+", default=[0.0, 0.1, 0.3, 1.0], help="weight decays (default: 0 0.1 0.3 1)")
     grok.add_argument("--seeds", type=int, default=2, help="seeds per cell (default: 2)")
@@ -84,7 +85,7 @@ def register(subparsers) -> None:
         "finished run, and write OUT/icl_rate.json and OUT/icl_rate.png: the model's median learning rate and "
         "discreteness after transitions against the observer's, and the rate against context length.",
     )
-    icl.add_argument("--preset", default="quick", help="the task, model and training settings (default: quick)")
+    icl.add_argument("--preset", default=STUDY_PRESET, help=f"the task, model and training settings (default: {STUDY_PRESET}, {STUDY_PRESET_WHY})")
     icl.add_argument("--rates", type=float, nargs="+", default=[0.1, 0.2], help="C of p_noise = p_transition = C/n (default: 0.1 0.2)")
     icl.add_argument("--lengths", type=int, nargs="+", default=[32, 48], help="context lengths, each with room for events (default: 32 48)")
     icl.add_argument("--widths", type=int, nargs="+", default=[32, 64], help="residual widths d_model (default: 32 64)")

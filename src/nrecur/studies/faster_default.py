@@ -35,6 +35,7 @@ from nrecur.model import GPT, GPTConfig
 from nrecur.sweep import BackendOptions, load_sweep, run_sweep, spec_from_data
 from nrecur.train.config import TrainConfig
 from nrecur.train.optimizers import make_optimizer
+from nrecur.train.presets import STUDY_PRESET
 
 __all__ = ["DECAY_FRACTIONS", "SEARCH", "FasterDefaultResult", "faster_default", "seconds_per_step"]
 
@@ -112,7 +113,7 @@ def _search_fields(steps: int) -> dict:
 
 def faster_default(
     out: str | Path,
-    preset: str = "quick",
+    preset: str = STUDY_PRESET,
     samples: int = 8,
     steps: int = 5000,
     confirm: int = 3,

@@ -41,6 +41,7 @@ from nrecur.analysis.progress import progress
 from nrecur.report.words import counted
 from nrecur.runs import load_run
 from nrecur.sweep import BackendOptions, load_sweep, run_sweep, spec_from_data
+from nrecur.train.presets import STUDY_PRESET
 
 __all__ = ["CLASSES", "GrokkingResult", "classify", "figure_title", "grokking_diagram", "plot_grokking"]
 
@@ -111,7 +112,7 @@ def summarize(frame: pd.DataFrame, sizes: list[int], decays: list[float], option
 
 def grokking_diagram(
     out: str | Path,
-    preset: str = "quick",
+    preset: str = STUDY_PRESET,
     sizes=(256, 512, 1024, 2048),
     decays=(0.0, 0.1, 0.3, 1.0),
     seeds: int = 2,

@@ -31,7 +31,7 @@ from nrecur.analysis.base import OKABE_ITO, pyplot, save_figure
 from nrecur.analysis.updates import default_settle, shortest_context, updates
 from nrecur.runs import load_run
 from nrecur.sweep import BackendOptions, load_sweep, run_sweep, spec_from_data
-from nrecur.train.presets import get_preset
+from nrecur.train.presets import STUDY_PRESET, get_preset
 
 __all__ = ["NEVER", "IclRateResult", "icl_rate", "median_rate", "plot_icl_rate"]
 
@@ -51,7 +51,7 @@ class IclRateResult:
 
 def icl_rate(
     out: str | Path,
-    preset: str = "quick",
+    preset: str = STUDY_PRESET,
     rates=(0.1, 0.2),
     lengths=(32, 48),
     widths=(32, 64),

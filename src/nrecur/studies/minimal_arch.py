@@ -36,6 +36,7 @@ from nrecur.model import GPT, GPTConfig
 from nrecur.runs import load_run
 from nrecur.sweep import BackendOptions, load_sweep, run_sweep, spec_from_data
 from nrecur.train.folder import RunFolder
+from nrecur.train.presets import STUDY_PRESET
 
 __all__ = ["Candidate", "KLCurve", "MinimalArchResult", "answer_run", "candidates", "kl_curves", "minimal_arch", "plot_minimal_arch"]
 
@@ -164,7 +165,7 @@ def answer_run(study: str | Path) -> Path:
 
 def minimal_arch(
     out: str | Path,
-    preset: str = "quick",
+    preset: str = STUDY_PRESET,
     variant: str = "run",
     train: dict | None = None,
     init_from: str | None = None,
