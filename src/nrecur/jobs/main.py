@@ -19,7 +19,8 @@ start: a lone run with two threads is only ~1.5× as fast as with one.
    cross-entropies against the Bayes floor.
 
 Every training runs in a worker process (:mod:`nrecur.jobs.worker`) with
-``OMP_WAIT_POLICY=PASSIVE`` unless the environment sets a policy (:mod:`nrecur._threads`): on a busy machine, OpenMP threads that spin while
+``OMP_WAIT_POLICY=PASSIVE`` unless the environment sets a policy
+(:mod:`nrecur._threads`): on a busy machine, OpenMP threads that spin while
 waiting cut throughput several fold. Every run lives in its own folder under
 ``out``. Running the job again reuses finished runs and resumes interrupted
 ones, and analyzes only runs that no job has analyzed yet or whose analyses
