@@ -106,7 +106,7 @@ def _quick_preset(name: str, description: str, det_train: TrainConfig, stochasti
     """The quick task and model with ``det_train``; the stochastic runs copy it (fine-tuning: lr 1e-3, 20 warm-up steps)."""
     task = NRecurrence(vocab_size=8, periods=(2, 3, 4, 5))
     model = GPTConfig(vocab_size=8, n_ctx=32, d_model=64, n_layers=2, n_heads=8, d_head=8, d_mlp=256)
-    stoch_train = det_train.model_copy(update={"steps": stochastic_steps, "decay_steps": None, "kl_threshold": 0.02, "time_budget": 600.0})
+    stoch_train = det_train.model_copy(update={"steps": stochastic_steps, "kl_threshold": 0.02, "time_budget": 600.0})
     stochastic = RunConfig(task=_stochastic(task), model=model, train=stoch_train)
     return Preset(
         name=name,
