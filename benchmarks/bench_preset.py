@@ -17,7 +17,6 @@ The default seeds 3 and 4 were not among those the ``quick`` preset was tuned on
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import subprocess
@@ -27,6 +26,8 @@ from pathlib import Path
 from typing import NamedTuple
 
 from _common import machine
+
+from nrecur.train.session import read_summary
 
 REFERENCE = "quick-adamw"
 
@@ -47,7 +48,7 @@ def time_to_threshold(preset: str, seed: int, policy: str, folder: Path) -> Reac
     command = [sys.executable, "-m", "nrecur", "train", "--preset", preset, "--out", str(out), "--no-progress",
                "--init-seed", str(seed), "--data-seed", str(seed + 1)]  # fmt: skip
     subprocess.run(command, env=env, check=True, stdout=subprocess.DEVNULL)
-    summary = json.loads((out / "summary.json").read_text())
+    summary = read_summary(out)
     return Reached(summary["grok_step"], summary["grok_seconds"])
 
 

@@ -20,7 +20,7 @@ from nrecur.model import GPTConfig
 from nrecur.tasks import Task
 from nrecur.train.config import RunConfig, TrainConfig
 from nrecur.train.interventions import Intervention
-from nrecur.train.presets import DEFAULT_PRESET_OF_KIND, PRESETS, get_preset
+from nrecur.train.presets import DEFAULT_PRESET_OF_KIND, PRESETS, get_preset, main_job_presets
 
 # Options shared by the three config groups of ``nrecur train``; the model's vocab_size follows the task's.
 MODEL_SKIP = ("vocab_size",)
@@ -357,9 +357,8 @@ def _register_run(subparsers) -> None:
         "reuses finished runs, resumes interrupted ones and analyzes only runs not analyzed yet (or whose analyses "
         "failed). Exit code 1 when a worker or an analysis failed (the summary and index of the rest are written).",
     )
-    main_job_presets = [name for name, preset in PRESETS.items() if preset().stochastic is not None]
     parser.add_argument(
-        "--preset", default="quick", choices=main_job_presets,
+        "--preset", default="quick", choices=main_job_presets(),
         help="scale and recipe (default: quick, for a 2-core CPU; quick-adamw: quick with AdamW, as before Muon)",
     )  # fmt: skip
     parser.add_argument("--out", default="runs", metavar="DIR", help="where the run folders go (default: runs)")

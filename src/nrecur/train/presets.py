@@ -232,6 +232,11 @@ DEFAULT_PRESET_OF_KIND = {"mess3": "mess3", "rrxor": "rrxor", "modular": "modula
 """The preset ``nrecur train --task KIND`` starts from when no --preset is given (n-recurrence and hmm: the defaults)."""
 
 
+def main_job_presets() -> list[str]:
+    """The presets ``nrecur run`` takes: those with the stochastic and fine-tuning runs of a main job (n-recurrence)."""
+    return [name for name in PRESETS if get_preset(name).stochastic is not None]
+
+
 def get_preset(name: str) -> Preset:
     try:
         return PRESETS[name]()
