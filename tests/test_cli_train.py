@@ -172,3 +172,16 @@ def test_the_finetune_preset_form_matches_the_main_jobs_fine_tune(tmp_path):
     config = config_from_train_args(args)
     assert config.train.lr == 1e-3 and config.train.warmup_steps == 20 and not config.task.is_deterministic
     assert config == main_job_configs(get_preset("quick"), tmp_path)["stoch-finetune"]
+
+
+def test_bad_optimizer_choices_are_one_line_errors(tmp_path, capsys):
+    """An unknown optimizer, and Muon on a model without blocks: exit 2, one line naming the problem, no folder."""
+    with pytest.raises(SystemExit) as exit_info:  # argparse's own refusal
+        main(["train", "--preset", "tiny", "--optimizer", "sgd", "--out", str(tmp_path / "a")])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "invalid choice: 'sgd' (choose from 'adamw', 'muon')" in err and "Traceback" not in err
+    assert main(["train", "--preset", "tiny", "--optimizer", "muon", "--n-layers", "0", "--out", str(tmp_path / "b")]) == 2
+    err = capsys.readouterr().err
+    assert "train.optimizer 'muon' needs model.n_layers >= 1" in err and "Traceback" not in err
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
