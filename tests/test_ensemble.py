@@ -364,3 +364,40 @@ def test_finite_training_sets_and_held_out_rules_follow_lone_runs(tmp_path):
         for name in ("train/excess_ce", "in_dist/kl", "out_dist/kl", "train/loss"):
             assert got[name] == pytest.approx(want[name], rel=1e-5, abs=1e-6), name
         assert member.summary["held_out_rules"] == lone.summary["held_out_rules"]
+
+
+@pytest.mark.parametrize("unbatched", [None, 1])
+def test_folded_attention_under_vmap_equals_attention_per_model(unbatched):
+    """One fused call with the models folded into the batch: the outputs and gradients of attention model
+    by model (also when one input is shared by all models, as vmap passes it unbatched)."""
+    from nrecur.train.folded_attention import causal_attention
+
+    generator = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(3, 2, 4, 6, 5, generator=generator, dtype=torch.float64, requires_grad=True) for _ in range(3))
+    inputs = [q, k, v]
+    if unbatched is not None:
+        inputs[unbatched] = inputs[unbatched][0].detach().requires_grad_()
+    in_dims = tuple(None if index == unbatched else 0 for index in range(3))
+    outward = torch.randn(3, 2, 4, 6, 5, generator=generator, dtype=torch.float64)
+    folded = torch.vmap(causal_attention, in_dims=in_dims)(*inputs)
+    grads = torch.autograd.grad(folded, inputs, outward)
+    per_model = [[x[m] if x.dim() == 5 else x for x in inputs] for m in range(3)]
+    reference = torch.stack([torch.nn.functional.scaled_dot_product_attention(*one, is_causal=True) for one in per_model])
+    torch.testing.assert_close(folded, reference, rtol=0, atol=1e-12)
+    for grad, expected in zip(grads, torch.autograd.grad(reference, inputs, outward)):
+        torch.testing.assert_close(grad, expected, rtol=0, atol=1e-12)
+
+
+def test_the_cpu_ensemble_runs_attention_folded():
+    from nrecur.model import Attention
+    from nrecur.train.folded_attention import causal_attention
+
+    configs = [RunConfig(model=GPTConfig(vocab_size=8, n_ctx=16, d_model=16, n_layers=2, n_heads=2, d_head=8, d_mlp=32),
+                         train=TrainConfig(batch_size=4, steps=2, init_seed=seed, eval_size=16, device="cpu")) for seed in (0, 1)]  # fmt: skip
+    ensemble = Ensemble(configs)
+    try:
+        kernels = [module.kernel for module in ensemble.template.modules() if isinstance(module, Attention)]
+        assert len(kernels) == 2 and all(kernel is causal_attention for kernel in kernels)
+        assert all(module.kernel is not causal_attention for m in ensemble.members for module in m.model.modules() if isinstance(module, Attention))
+    finally:
+        ensemble.close()

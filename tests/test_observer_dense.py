@@ -192,3 +192,16 @@ def test_mess3_observer_is_calibrated_and_beats_the_marginal():
     pred = post.predictive[:, :-1]
     expected = -(pred * np.log(pred)).sum(-1).mean()
     assert abs(expected - loss) < 0.01
+
+
+def test_the_kernel_leaves_torchs_thread_count():
+    """numba's parallel kernel shares OpenMP with torch; it must not change the threads torch uses after it."""
+    task = NRecurrence(p_noise=0.1, p_transition=0.05)
+    tokens = task.sample(32, 20, seed=3).tokens
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        task.posterior(tokens, backend="kernel")
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)

@@ -260,3 +260,33 @@ def test_seeds_are_validated():
         with pytest.raises(ValueError, match="seed must be an integer >= 0"):
             NRecurrence().sample(2, 4, seed=seed)
     NRecurrence().sample(2, 4, seed=(3, 4))  # a tuple of ints is a fine seed
+
+
+TASKS_FOR_MANY = [
+    NRecurrence(),
+    NRecurrence(vocab_size=6, periods=(2, 3, 5), p_noise=0.2, p_transition=0.1, fake_source="recent", transition_changes="both"),
+    NRecurrence(p_noise=0.3, p_transition="0.2/n", target_outside=True, transition_changes="period"),
+]
+
+
+@pytest.mark.parametrize("task", TASKS_FOR_MANY)
+@pytest.mark.parametrize("batch_size", [1, 16, 3000])
+def test_sample_many_gives_each_seeds_own_batch(task, batch_size, monkeypatch):
+    """Seeds sampled side by side give, field for field, the batch each seed gives alone (also when they
+    fill several loops over positions, and for batches too large to share one)."""
+    import nrecur.tasks.sampler as sampler
+
+    monkeypatch.setattr(sampler, "CHUNK", 64)  # 16-sequence batches: four seeds per loop, so three loops here
+    seeds = [(index, 0x42, 5) for index in range(10)] + [7, (7,)]
+    together = task.sample_many(batch_size, 40, seeds)
+    assert len(together) == len(seeds)
+    for seed, batch in zip(seeds, together):
+        alone = task.sample(batch_size, 40, seed)
+        for name in alone.FIELDS:
+            np.testing.assert_array_equal(getattr(batch, name), getattr(alone, name), err_msg=f"{name}, seed {seed}")
+            assert getattr(batch, name).flags.c_contiguous
+
+
+def test_sample_many_checks_every_seed():
+    with pytest.raises(ValueError, match="seed"):
+        NRecurrence().sample_many(4, 10, [1, -3])

@@ -142,6 +142,11 @@ ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {"relu": F.relu, "gelu": F.
 # --- the model ---
 
 
+def causal_attention(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+    """The fused causal attention: ``q, k, v [batch, head, pos, d_head]`` → ``z [batch, head, pos, d_head]``."""
+    return F.scaled_dot_product_attention(q, k, v, is_causal=True)
+
+
 class Attention(nn.Module):
     """Causal multi-head self-attention with hooks on q, k, v, scores, pattern and z."""
 
@@ -153,6 +158,9 @@ class Attention(nn.Module):
         causal_mask = torch.ones(config.n_ctx, config.n_ctx, dtype=torch.bool).triu(diagonal=1)
         # [query_pos, key_pos], True where the key is in the future. Not saved: it follows from n_ctx.
         self.register_buffer("causal_mask", causal_mask, persistent=False)
+        self.kernel: Callable[[Tensor, Tensor, Tensor], Tensor] = causal_attention
+        """Computes z from q, k, v when nothing watches the scores or pattern (the ensemble swaps in one that
+        ``vmap`` runs as one call: :mod:`nrecur.train.folded_attention`)."""
         self.hook_q = HookPoint()  # [batch, pos, head, d_head]
         self.hook_k = HookPoint()  # [batch, pos, head, d_head]
         self.hook_v = HookPoint()  # [batch, pos, head, d_head]
@@ -172,7 +180,7 @@ class Attention(nn.Module):
             pattern = self.hook_pattern(scores.softmax(dim=-1))  # [batch, head, query_pos, key_pos]
             z = pattern @ v  # [batch, head, pos, d_head]
         else:
-            z = F.scaled_dot_product_attention(q, k, v, is_causal=True)  # [batch, head, pos, d_head]
+            z = self.kernel(q, k, v)  # [batch, head, pos, d_head]
         z = self.hook_z(z.transpose(1, 2))  # [batch, pos, head, d_head]
         return self.out(z.reshape(batch, pos, -1))  # [batch, pos, d_model]
 

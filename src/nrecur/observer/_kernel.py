@@ -20,6 +20,22 @@ import math
 
 import numba
 import numpy as np
+import torch
+
+
+def run_filter_kernel(*arguments: object) -> None:
+    """:func:`filter_kernel` on as many threads as torch uses, leaving torch's thread count as it was.
+
+    numba's OpenMP threading layer shares the process's OpenMP runtime with torch: a parallel kernel
+    sets the runtime's thread count to numba's own (every core), and torch's operations then ran on
+    every core too (a sweep worker meant to use one thread used them all).
+    """
+    threads = torch.get_num_threads()
+    numba.set_num_threads(max(1, min(threads, numba.config.NUMBA_NUM_THREADS)))
+    try:
+        filter_kernel(*arguments)
+    finally:
+        torch.set_num_threads(threads)
 
 
 @numba.njit(cache=True, parallel=True, fastmath=False)

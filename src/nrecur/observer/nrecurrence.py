@@ -38,7 +38,7 @@ import numpy as np
 import torch
 
 from nrecur.observer._arrays import as_token_tensor, check_impossible
-from nrecur.observer._kernel import filter_kernel
+from nrecur.observer._kernel import run_filter_kernel
 from nrecur.observer.results import Posterior
 from nrecur.tasks.base import register_observer
 from nrecur.tasks.nrecurrence import NRecurrence
@@ -166,7 +166,7 @@ def _posterior_from_kernel(task: "NRecurrence", x: torch.Tensor, back, impossibl
     }
     log_p = np.empty((B, L))
     transitions = TRANSITIONS[task.transition_changes]
-    filter_kernel(
+    run_filter_kernel(
         np.ascontiguousarray(x.numpy()), V, periods, np.concatenate([[0], np.cumsum(periods)[:-1]]).astype(np.int64),
         task.period_probs, task.target_probs, task.noise_by_period, task.transition_by_period,
         transitions.leave_rate(task.period_probs, task.target_probs, task.transition_by_period),

@@ -25,7 +25,7 @@ from pydantic import field_validator, model_validator
 from nrecur.tasks.base import Strata, Task, Truth
 from nrecur.tasks.dense import nrecurrence_to_hmm
 from nrecur.tasks.hmm import HMMProcess
-from nrecur.tasks.sampler import Batch, sample_nrecurrence
+from nrecur.tasks.sampler import Batch, sample_nrecurrence, sample_nrecurrence_many
 from nrecur.tasks.variants import (
     IDENTIFIABLE_CONTEXT,
     TRANSITIONS,
@@ -206,6 +206,10 @@ class NRecurrence(Task):
         the same batch on every run and machine (NumPy's PCG64).
         """
         return sample_nrecurrence(self, batch_size, length, seed)
+
+    def sample_many(self, batch_size: int, length: int, seeds: Sequence[int | Sequence[int]]) -> list[Batch]:
+        """The batches of many seeds, as :meth:`sample` gives each, sampled side by side (faster for small batches)."""
+        return sample_nrecurrence_many(self, batch_size, length, seeds)
 
     # posterior(tokens, *, impossible="raise"|"inf", backend="auto"|"kernel"|"torch") -> Posterior comes from
     # the Task base: the filter lives in nrecur.observer.nrecurrence, which registers itself for this class.

@@ -12,7 +12,8 @@ The semantics follow SPEC §2.3 step by step; the per-sequence loop
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, ClassVar, Sequence
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 
@@ -64,20 +65,55 @@ def sample_nrecurrence(task: "NRecurrence", batch_size: int, length: int, seed: 
     result.update({name: np.empty((B, L), dtype=bool) for name in ("is_target_position", "is_fake", "transition_after")})
     for start in range(0, B, CHUNK):
         stop = min(B, start + CHUNK)
-        for name, array in _sample_chunk(task, stop - start, L, rng).items():
+        size = stop - start
+        for name, array in _sample_chunk(task, L, rng.random((3, size)), lambda i: rng.random((6, size))).items():
             result[name][start:stop] = array.T
     return Batch(**result)
 
 
-def _sample_chunk(task: "NRecurrence", B: int, L: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
-    """Sample ``B`` sequences; arrays come back position-major ``[pos, batch]``."""
+def sample_nrecurrence_many(
+    task: "NRecurrence", batch_size: int, length: int, seeds: Sequence[int | Sequence[int]]
+) -> list[Batch]:
+    """``[sample_nrecurrence(task, batch_size, length, seed) for seed in seeds]``, the same arrays, with the
+    small batches of many seeds sampled side by side in one loop over positions.
+
+    Each seed's uniforms are drawn as :func:`sample_nrecurrence` reads them (three per sequence, then six
+    per sequence and position, from one stream), so only the NumPy calls per position are shared: the
+    ensemble draws the batches of all its members this way.
+    """
+    check_sizes(batch_size, length)
+    for seed in seeds:
+        check_seed(seed)
+    task.check_length(length)
+    B, L = int(batch_size), int(length)
+    if len(seeds) < 2 or B > CHUNK // 2:
+        return [sample_nrecurrence(task, B, L, seed) for seed in seeds]
+    batches: list[Batch] = []
+    per_loop = CHUNK // B
+    for first_seed in range(0, len(seeds), per_loop):
+        group = seeds[first_seed : first_seed + per_loop]
+        streams = [np.random.default_rng(seed).random(3 * B + L * 6 * B) for seed in group]
+        initial = np.concatenate([stream[: 3 * B].reshape(3, B) for stream in streams], axis=1)  # [3, seed*batch]
+        steps = np.concatenate([stream[3 * B :].reshape(L, 6, B) for stream in streams], axis=2)  # [pos, 6, seed*batch]
+        out = _sample_chunk(task, L, initial, lambda i: steps[i])
+        for k in range(len(group)):
+            batches.append(Batch(**{name: np.ascontiguousarray(array[:, k * B : (k + 1) * B].T) for name, array in out.items()}))
+    return batches
+
+
+def _sample_chunk(
+    task: "NRecurrence", L: int, initial: np.ndarray, uniforms: Callable[[int], np.ndarray]
+) -> dict[str, np.ndarray]:
+    """Sample ``B`` sequences from uniforms ``initial [3, B]`` and ``uniforms(i) [6, B]`` for position ``i``
+    (called once per position, in order); arrays come back position-major ``[pos, batch]``."""
     V = task.vocab_size
     periods = np.asarray(task.periods, dtype=np.int64)
     period_probs, target_probs = task.period_probs, task.target_probs
     p_noise, p_transition = task.noise_by_period, task.transition_by_period
     transitions, fakes = TRANSITIONS[task.transition_changes], FAKE_SOURCES[task.fake_source]
 
-    u = rng.random((3, B))
+    B = initial.shape[1]
+    u = initial
     period_index = categorical(period_probs, u[0])
     target = categorical(target_probs, u[1])
     countdown = (u[2] * periods[period_index]).astype(np.int64)
@@ -85,7 +121,7 @@ def _sample_chunk(task: "NRecurrence", B: int, L: int, rng: np.random.Generator)
     out = {name: np.empty((L, B), dtype=np.int64) for name in ("tokens", "period", "target", "countdown")}
     out.update({name: np.empty((L, B), dtype=bool) for name in ("is_target_position", "is_fake", "transition_after")})
     for i in range(L):
-        u = rng.random((6, B))
+        u = uniforms(i)
         n = periods[period_index]
         on = countdown == 0
         fake = on & (u[0] < p_noise[period_index])

@@ -11,6 +11,7 @@ them at any position are rejected and redrawn.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from collections.abc import Sequence
 from typing import Hashable, Protocol
 
 import numpy as np
@@ -90,8 +91,11 @@ class OnlineData:
     held_out: frozenset[Rule] = frozenset()
 
     def batch(self, step: int) -> np.ndarray:
-        seed = (self.seed, _DOMAIN_BATCH, step)
-        return sample_avoiding(self.task, self.batch_size, self.length, seed, self.held_out).tokens
+        return sample_avoiding(self.task, self.batch_size, self.length, self.batch_seed(step), self.held_out).tokens
+
+    def batch_seed(self, step: int) -> tuple[int, int, int]:
+        """The seed of the sequences of step ``step``."""
+        return (self.seed, _DOMAIN_BATCH, step)
 
 
 class FiniteData:
@@ -115,6 +119,25 @@ class FiniteData:
         epoch, index = divmod(step, self.steps_per_epoch)
         order = np.random.default_rng((self.seed, _DOMAIN_EPOCH, epoch)).permutation(len(self.tokens))
         return self.tokens[order[index * self.batch_size : (index + 1) * self.batch_size]]
+
+
+def draw_batches(sources: Sequence[DataSource], step: int) -> list[np.ndarray]:
+    """``[source.batch(step) for source in sources]``, the same arrays; online sources of one task, length and
+    batch size without held-out rules (an ensemble's members that differ in seeds) are drawn together by
+    ``Task.sample_many``, which shares the sampler's work per position between them."""
+    batches: list[np.ndarray | None] = [None] * len(sources)
+    together: dict[tuple[str, int, int], list[int]] = {}
+    for index, source in enumerate(sources):
+        if isinstance(source, OnlineData) and not source.held_out:
+            together.setdefault((source.task.model_dump_json(), source.length, source.batch_size), []).append(index)
+        else:
+            batches[index] = source.batch(step)
+    for indices in together.values():
+        first = sources[indices[0]]
+        drawn = first.task.sample_many(first.batch_size, first.length, [sources[i].batch_seed(step) for i in indices])
+        for index, sample in zip(indices, drawn):
+            batches[index] = sample.tokens
+    return batches
 
 
 DATA_MODES = {

@@ -12,8 +12,8 @@ parameters, objective and evaluation settings may all differ.
 How: the ``M`` models' parameters are rows of one ``[model, param]`` buffer
 (:mod:`nrecur.train.vector_adamw`). A step runs one forward pass of all models,
 ``vmap(functional_call(template, params_m, tokens_m))`` over the rows and the
-models' own batches (attention in the composite form, see
-``ATTENTION_BACKENDS``), then one backward pass and one optimizer step with
+models' own batches (attention as one fused call with the models folded into
+the batch on a CPU, see ``FOLDED_ATTENTION``), then one backward pass and one optimizer step with
 per-model hyper-parameters.
 
 What stays each model's own: its initialization (``init_seed``), its batches
@@ -50,6 +50,7 @@ ensemble, which continues with the rest.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import time
@@ -68,6 +69,7 @@ from nrecur.train.callbacks import Evaluator, ProgressBar
 from nrecur.train.config import RunConfig
 from nrecur.train.ensemble_members import BatchedEvaluator, Batches, Member, Replay
 from nrecur.train.evaluate import EvalSet, Evaluation, build_eval_sets, evaluate
+from nrecur.train.folded_attention import fold_attention
 from nrecur.train.folder import RunFolder
 from nrecur.train.loop import NonFiniteLossError, StepInfo, Trainer, TrainResult, resolve_device
 from nrecur.train.memory import estimate_training_memory
@@ -80,11 +82,17 @@ from nrecur.train.vector_adamw import (
     clip_grad_norms,
 )
 
+FOLDED_ATTENTION = {"cpu": True, "cuda": False}
+"""Device type → whether attention under ``vmap`` is one fused kernel call with the models folded into the
+batch (:mod:`nrecur.train.folded_attention`; on 2 CPU cores a training step of 16 small models took
+0.88× the time of the composite form below, median of 7 rounds). Elsewhere (a GPU: not measured yet) it runs in the
+composite form of ``ATTENTION_BACKENDS``."""
+
 ATTENTION_BACKENDS = [SDPBackend.MATH]
-"""Attention under ``vmap``: the composite "math" form of ``scaled_dot_product_attention`` (matmuls and a
-softmax, batched like any op). The fused CPU kernel has no batching rule (vmap loops over the models),
-and the batched memory-efficient CUDA kernel fails in its backward pass (torch 2.11: "LSE is not
-correctly aligned")."""
+"""Attention under ``vmap`` where it is not folded: the composite "math" form of
+``scaled_dot_product_attention`` (matmuls and a softmax, batched like any op). The fused CPU kernel has
+no batching rule (vmap loops over the models), and the batched memory-efficient CUDA kernel fails in its
+backward pass (torch 2.11: "LSE is not correctly aligned")."""
 
 BATCHABLE_OBJECTIVES = frozenset({"next_token"})
 """Objectives that are torch functions of the logits and tokens alone (no use of the task): when every
@@ -257,6 +265,9 @@ class Ensemble:
         self.config = first.config
         self.device = first.device
         self.template = GPT(self.config.model).to(self.device).requires_grad_(False)
+        self.folded_attention = FOLDED_ATTENTION.get(self.device.type, False)
+        if self.folded_attention:
+            fold_attention(self.template)
         self.layout = FlatLayout.of(first.model)
         self.compile = compile
         self.vmapped_evaluation = VMAPPED_EVALUATION.get(self.device.type, True) if vmapped_evaluation is None else vmapped_evaluation
@@ -401,7 +412,7 @@ class Ensemble:
                 raise ValueError(f"training tokens must lie in 0..{self.config.model.vocab_size - 1}, got {low}..{high}")
         objectives = {member.config.train.objective for member in self.active}
         if len(objectives) == 1 and objectives <= BATCHABLE_OBJECTIVES:
-            with sdpa_kernel(ATTENTION_BACKENDS):
+            with self._attention_backends():
                 return self._batched_losses(objectives.pop())(self.leaves, tokens)
         inputs = tokens[:, :, :-1]  # [model, batch, pos]
         logits = self.forward(self.leaves, inputs, train=True)  # [model, batch, pos, vocab]
@@ -417,8 +428,12 @@ class Ensemble:
 
         ``train``: the training pass (compiled when the ensemble compiles).
         """
-        with sdpa_kernel(ATTENTION_BACKENDS):
+        with self._attention_backends():
             return (self._train_forward if train else self._vmapped)(params, tokens)
+
+    def _attention_backends(self) -> contextlib.AbstractContextManager:
+        """Where attention is not folded, its composite form (``ATTENTION_BACKENDS``)."""
+        return contextlib.nullcontext() if self.folded_attention else sdpa_kernel(ATTENTION_BACKENDS)
 
     def _forward_one(self, params: dict[str, Tensor], tokens: Tensor) -> Tensor:
         return functional_call(self.template, params, (tokens,), {"check": False})

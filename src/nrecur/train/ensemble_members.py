@@ -22,6 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from nrecur.train.callbacks import Evaluator
+from nrecur.train import data
 from nrecur.train.data import DataSource
 from nrecur.train.evaluate import EvalSet, Evaluation
 from nrecur.train.loop import StepInfo, Trainer, TrainResult
@@ -87,7 +88,7 @@ class Replay(nn.Module):
 
 def draw_batches(sources: Sequence[DataSource], step: int) -> np.ndarray:
     """``[model, batch, pos + 1]``: each source's training batch of ``step``."""
-    return np.stack([source.batch(step) for source in sources])
+    return np.stack(data.draw_batches(sources, step))
 
 
 _WORKER_SOURCES: list[DataSource] = []
