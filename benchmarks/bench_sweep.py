@@ -4,12 +4,14 @@
    training each) are trained, each way in a fresh process so both pay one
    start-up, (a) by a plain loop calling ``nrecur.train`` one trial after the
    other with torch's default threads (all cores), and (b) by ``nrecur sweep``
-   on the local backend (one worker per core, one thread each; the workers'
-   start-up included). The two alternate for ``--rounds`` rounds, so drifts in
+   as a user runs it: the local backend (one worker per core, one thread each;
+   the workers' start-up included) and the default group runner ``auto``, which
+   for these small steps trains each group of same-shape trials at once
+   (``torch.func``). The two alternate for ``--rounds`` rounds, so drifts in
    machine load hit both; each round gives trials per hour and the ratio
-   (target ≥ 1.8× on 2 cores). With ``--ensemble``, (c) the same sweep with
-   ``--group-runner ensemble`` (same-shape trials trained at once, ``torch.func``)
-   joins each round: the measurement behind ``--group-runner auto``'s choice.
+   (target ≥ 1.8× on 2 cores). With ``--one-by-one``, (c) the same sweep with
+   ``--group-runner one-by-one`` (one trial at a time per worker) joins each
+   round: the measurement behind ``auto``'s choice.
 2. **Overhead.** A sweep of ``--tiny`` tiny trials. Overhead per trial =
    (workers × wall time − Σ pure training time) / trials, where a trial's pure
    training time is its optimizer steps alone (``Trainer.train_step`` timed
@@ -21,7 +23,7 @@
 
     python benchmarks/bench_sweep.py                 # both; ~3 min on 2 cores
     python benchmarks/bench_sweep.py --rounds 1 --tiny 16
-    python benchmarks/bench_sweep.py --ensemble --tiny 16    # also the ensemble runner
+    python benchmarks/bench_sweep.py --one-by-one --tiny 16  # also the one-by-one runner
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ from _common import machine
 import torch
 
 from nrecur.sweep import BackendOptions, expand, load_sweep, run_sweep, spec_from_data
+from nrecur.sweep.groups import resolve_runner
 from nrecur.train import train
 from nrecur.train.loop import Trainer
 
@@ -81,8 +84,9 @@ def timed(command: list[str]) -> float:
 
 
 def swept(spec: dict, folder: Path, workers: int | None = None) -> float:
+    """Wall time of the sweep, one trial at a time per worker (so that its pure training time is the lone trainer's)."""
     start = time.perf_counter()
-    result = run_sweep(spec_from_data(spec), folder, options=BackendOptions(workers=workers), report=None)
+    result = run_sweep(spec_from_data(spec), folder, options=BackendOptions(workers=workers, runner="one-by-one"), report=None)
     assert result.status_counts.get("ok") == result.trials, result.status_counts
     return time.perf_counter() - start
 
@@ -112,14 +116,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=2, help="alternating rounds of the throughput comparison")
     parser.add_argument("--tiny", type=int, default=64, help="trials of the overhead sweep")
-    parser.add_argument("--ensemble", action="store_true", help="also time the sweep with --group-runner ensemble in each round")
+    parser.add_argument("--one-by-one", action="store_true", help="also time the sweep with --group-runner one-by-one in each round")
     parser.add_argument("--loop", nargs=2, metavar=("SPEC_JSON", "DIR"), help=argparse.SUPPRESS)  # the sequential side
     args = parser.parse_args()
     if args.loop:
         sequential(json.loads(Path(args.loop[0]).read_text()), Path(args.loop[1]))
         return
     print(f"machine: {machine()}")
-    n = len(expand(spec_from_data(SMALL)))
+    trials = expand(spec_from_data(SMALL))
+    n = len(trials)
+    print(f"group runner auto: {resolve_runner('auto', trials)[1]}")
     rows = []
     with tempfile.TemporaryDirectory() as scratch:
         scratch = Path(scratch)
@@ -127,18 +133,18 @@ def main() -> None:
         spec_file.write_text(json.dumps(SMALL))
         for round_ in range(args.rounds):
             loop = timed([sys.executable, __file__, "--loop", str(spec_file), str(scratch / f"loop{round_}")])
-            command = [sys.executable, "-m", "nrecur", "sweep", str(spec_file), "--quiet", "--group-runner"]
-            sweep = timed([*command, "one-by-one", "--out", str(scratch / f"sweep{round_}")])
+            command = [sys.executable, "-m", "nrecur", "sweep", str(spec_file), "--quiet"]
+            sweep = timed([*command, "--out", str(scratch / f"sweep{round_}")])
             frame = load_sweep(scratch / f"sweep{round_}")
             assert (frame["status"] == "ok").all()
             rows.append((loop, sweep))
             print(f"round {round_ + 1}: {n} trials; sequential loop {loop:.1f} s ({3600 * n / loop:.0f} trials/h), "
                   f"local sweep {sweep:.1f} s ({3600 * n / sweep:.0f} trials/h): {loop / sweep:.2f}x")  # fmt: skip
-            if args.ensemble:
-                together = timed([*command, "ensemble", "--out", str(scratch / f"ensemble{round_}")])
-                assert (load_sweep(scratch / f"ensemble{round_}")["status"] == "ok").all()
-                print(f"         local sweep, --group-runner ensemble {together:.1f} s ({3600 * n / together:.0f} trials/h): "
-                      f"{loop / together:.2f}x the loop, {sweep / together:.2f}x the one-by-one sweep")  # fmt: skip
+            if args.one_by_one:
+                alone = timed([*command, "--group-runner", "one-by-one", "--out", str(scratch / f"alone{round_}")])
+                assert (load_sweep(scratch / f"alone{round_}")["status"] == "ok").all()
+                print(f"         local sweep, --group-runner one-by-one {alone:.1f} s ({3600 * n / alone:.0f} trials/h): "
+                      f"{loop / alone:.2f}x the loop; auto is {alone / sweep:.2f}x as fast")  # fmt: skip
         ratios = [loop / sweep for loop, sweep in rows]
         if ratios:
             print(f"throughput: local backend / sequential loop = {statistics.median(ratios):.2f}x (median of {len(ratios)} rounds; target >= 1.8x)")

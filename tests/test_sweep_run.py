@@ -59,7 +59,7 @@ def test_local_sweep_table_plots_and_nothing_rerun(tmp_path, capsys):
     assert main(["sweep", str(spec_file), "--out", str(out), "--workers", "2"]) == 0
     printed = capsys.readouterr().out
     assert "8 trials (8 ok); 8 ran now" in printed
-    assert "group runner auto: one-by-one (on 2 CPU cores a sweep of 24 small trials ran" in printed  # the log says why
+    assert "group runner auto: ensemble (on a CPU, trials of at most 6e+07 multiply-adds per step" in printed  # the log says why
     frame = load_sweep(out)
     trials = expand(spec_from_data(__import__("tomllib").loads(SPEC)))
     assert list(frame["trial_id"]) == [t.trial_id for t in trials]
@@ -140,7 +140,8 @@ def test_failures_are_recorded_and_the_sweep_goes_on(tmp_path):
 
 def _start(spec_file: Path, out: Path) -> subprocess.Popen:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    command = [sys.executable, "-m", "nrecur", "sweep", str(spec_file), "--out", str(out), "--workers", "2", "--quiet"]
+    # one trial at a time per worker: records appear one by one, so kills land between and inside trials
+    command = [sys.executable, "-m", "nrecur", "sweep", str(spec_file), "--out", str(out), "--workers", "2", "--quiet", "--group-runner", "one-by-one"]
     return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
 
 
@@ -204,13 +205,16 @@ def test_sigkill_of_the_parent_and_of_a_worker_loses_nothing_and_reruns_nothing(
     assert SweepDir(out).attempts() == attempts
 
 
-def test_the_auto_runner_trains_at_once_only_where_every_trial_is_on_a_gpu(monkeypatch):
-    from nrecur.sweep.groups import resolve_runner
+def test_the_auto_runner_trains_at_once_on_a_gpu_or_small_steps_on_a_cpu(monkeypatch):
+    from nrecur.sweep.groups import CPU_ENSEMBLE_MAX_WORK, resolve_runner, step_work
 
-    def trials(*devices):
-        return expand(spec_from_data({"preset": "tiny", "zip": [{"train.device": list(devices), "train.lr": [1e-3 * (i + 1) for i in range(len(devices))]}]}))
+    def trials(*devices, preset="quick-adamw"):
+        lrs = [1e-3 * (i + 1) for i in range(len(devices))]
+        return expand(spec_from_data({"preset": preset, "zip": [{"train.device": list(devices), "train.lr": lrs}]}))
 
+    assert step_work(trials("cpu")[0]) > CPU_ENSEMBLE_MAX_WORK >= step_work(trials("cpu", preset="tiny")[0])
     assert resolve_runner("auto", trials("cpu", "cpu"))[0] == "one-by-one"
+    assert resolve_runner("auto", trials("cpu", "cpu", preset="tiny"))[0] == "ensemble"
     assert resolve_runner("auto", trials("cuda", "cuda"))[0] == "ensemble"
     assert resolve_runner("auto", trials("cuda", "cpu"))[0] == "one-by-one"
     assert resolve_runner("ensemble", trials("cpu")) == ("ensemble", "")  # a runner asked for by name is kept
@@ -219,6 +223,16 @@ def test_the_auto_runner_trains_at_once_only_where_every_trial_is_on_a_gpu(monke
     assert chosen == "ensemble" and "10× a one-by-one loop" in why
     monkeypatch.setattr("torch.cuda.is_available", lambda: False)
     assert resolve_runner("auto", trials("auto"))[0] == "one-by-one"
+
+
+def test_groups_with_the_most_work_go_first():
+    from nrecur.sweep.groups import group_trials, longest_first, training_work
+
+    spec = {"preset": "tiny", "zip": [{"model.d_model": [16, 64, 32], "train.steps": [100, 100, 300]}]}
+    groups = group_trials(expand(spec_from_data(spec)))
+    ordered = longest_first(groups)
+    work = [sum(training_work(t) for t in group.trials) for group in ordered]
+    assert work == sorted(work, reverse=True) and [g.trials[0].config.model.d_model for g in ordered] == [32, 64, 16]
 
 
 @pytest.mark.slow

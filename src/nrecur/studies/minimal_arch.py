@@ -34,7 +34,7 @@ from nrecur._io import atomic_write_text
 from nrecur.analysis.base import OKABE_ITO, pyplot, save_figure
 from nrecur.model import GPT, GPTConfig
 from nrecur.runs import load_run
-from nrecur.sweep import BackendOptions, load_sweep, run_sweep, spec_from_data
+from nrecur.sweep import STUDY_RUNNER, BackendOptions, load_sweep, run_sweep, spec_from_data
 from nrecur.train.folder import RunFolder
 from nrecur.train.presets import STUDY_PRESET
 
@@ -175,7 +175,7 @@ def minimal_arch(
     batch: int = 4,
     complete: bool = False,
     backend: str = "local",
-    options: BackendOptions = BackendOptions(),
+    options: BackendOptions = BackendOptions(runner=STUDY_RUNNER),
     report=print,
 ) -> MinimalArchResult:
     """Walk the architectures of :func:`candidates` (``arch``: its keyword arguments) for ``preset``'s

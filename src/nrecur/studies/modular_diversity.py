@@ -36,7 +36,7 @@ import pandas as pd
 from nrecur._io import atomic_write_text
 from nrecur.analysis.base import OKABE_ITO, plain_log_ticks, pyplot, save_figure
 from nrecur.report.words import counted
-from nrecur.sweep import BackendOptions, load_sweep, run_sweep, spec_from_data
+from nrecur.sweep import STUDY_RUNNER, BackendOptions, load_sweep, run_sweep, spec_from_data
 
 __all__ = ["ACCURACY", "SERIES", "ModularDiversityResult", "modular_diversity", "plot_modular_diversity"]
 
@@ -72,7 +72,7 @@ def modular_diversity(
     seeds: int = 1,
     train: dict | None = None,
     model: dict | None = None,
-    options: BackendOptions = BackendOptions(),
+    options: BackendOptions = BackendOptions(runner=STUDY_RUNNER),
     report=print,
 ) -> ModularDiversityResult:
     """Train ``preset`` at every ``n_tasks`` (one sweep in ``out/sweep``) and write ``out/modular_diversity.json``

@@ -9,7 +9,7 @@ for the spec, :mod:`nrecur.sweep.store` for the folder.
 """
 
 from nrecur.sweep.expand import Trial, expand
-from nrecur.sweep.groups import GROUP_RUNNERS, TrialGroup, group_trials, register_group_runner
+from nrecur.sweep.groups import GROUP_RUNNERS, STUDY_RUNNER, TrialGroup, group_trials, register_group_runner
 from nrecur.sweep.runner import BACKENDS, BackendOptions, SweepResult, run_sweep
 from nrecur.sweep.spec import SweepSpec, load_spec, spec_from_data
 from nrecur.sweep.store import SweepDir, TrialRecord, load_sweep
@@ -19,6 +19,7 @@ __all__ = [
     "BACKENDS",
     "BackendOptions",
     "GROUP_RUNNERS",
+    "STUDY_RUNNER",
     "SweepDir",
     "SweepResult",
     "SweepSpec",

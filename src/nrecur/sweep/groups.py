@@ -2,7 +2,8 @@
 
 Backends only ever call ``GROUP_RUNNERS[name](group, sweep)`` in a worker.
 ``auto`` (the default) is resolved before that, by :func:`resolve_runner`, to
-the runner measured faster on the trials' device (:data:`AUTO_RUNNER`).
+the runner measured faster for the trials: on a GPU, or on a CPU for small
+steps (:data:`CPU_ENSEMBLE_MAX_WORK`), ``ensemble``.
 ``one-by-one`` trains a group's trials one after the other,
 each in its own run folder (:func:`~nrecur.sweep.trial.run_trial`).
 ``ensemble`` trains same-shape trials at once with
@@ -64,6 +65,26 @@ def group_trials(trials: list[Trial], by_shape: bool = False, max_size: int = 16
     return [TrialGroup(tuple(members[i : i + max_size])) for members in groups.values() for i in range(0, len(members), max_size)]
 
 
+def step_work(trial: Trial) -> float:
+    """Rough multiply-adds of one training step of a trial: sequences per step × positions × the model's
+    multiply-adds per position (forward; backward passes and per-operation overheads left out)."""
+    model, train = trial.config.model, trial.config.train
+    batch = min(train.batch_size, train.train_size) if train.mode == "finite" else train.batch_size
+    per_layer = model.d_model * 4 * model.d_attn + 2 * model.d_model * model.d_mlp + 2 * model.n_ctx * model.d_attn
+    return float(batch * model.n_ctx * (model.n_layers * per_layer + model.d_model * model.vocab_size))
+
+
+def training_work(trial: Trial) -> float:
+    """:func:`step_work` times the trial's steps: only used to order work."""
+    return step_work(trial) * trial.config.train.steps
+
+
+def longest_first(groups: list[TrialGroup]) -> list[TrialGroup]:
+    """``groups`` with the most work (:func:`training_work`) first, ties in their order: workers that take the
+    next group as they free up then end closer together (the longest-processing-time rule)."""
+    return sorted(groups, key=lambda group: -sum(training_work(trial) for trial in group.trials))
+
+
 def run_one_by_one(group: TrialGroup, sweep: SweepDir) -> list[TrialRecord]:
     """Train the group's trials one after the other."""
     return [run_trial(trial, sweep) for trial in group.trials]
@@ -110,20 +131,27 @@ GROUPS_BY_SHAPE: dict[str, bool] = {"one-by-one": False, "ensemble": True}
 """Whether a runner wants same-shape trials grouped."""
 
 
-AUTO_RUNNER: dict[str, tuple[str, str]] = {
-    "cuda": ("ensemble", "on a GPU (an H100), 16 same-shape models trained at once measured 10× a one-by-one loop"),
-    "cpu": (
-        "one-by-one",
-        "on 2 CPU cores a sweep of 24 small trials ran at 0.92–0.96× the speed with the ensemble runner "
-        "as with one trial per worker process",
-    ),
-}
-"""Device type → the runner ``auto`` picks and the measurement behind it (README, *Many models at once*)."""
+GPU_RUNNER = ("ensemble", "on a GPU (an H100), 16 same-shape models trained at once measured 10× a one-by-one loop")
+"""The runner ``auto`` picks when every trial trains on CUDA, and the measurement behind it."""
+
+CPU_ENSEMBLE_MAX_WORK = 6e7
+"""Multiply-adds per training step (:func:`step_work`) up to which ``auto`` trains same-shape trials at once on
+a CPU. On 2 cores, 16 default models (d_model 64, 2 layers, context 32) trained at once took 0.66× the time
+of the one-by-one loop at batch 16 (5.5e7 per step) but 1.16× at batch 64 (2.2e8), and a sweep of 24
+small trials (at most 6.3e6 per step) ran 1.15× as fast with the ensemble runner as one by one
+(benchmarks/bench_ensemble.py, benchmarks/bench_sweep.py; README, *Many models at once*)."""
+
+
+STUDY_RUNNER = "one-by-one"
+"""The group runner of the study commands (``nrecur study`` and the study functions): their stored tables were
+trained one by one, and an ensemble agrees with a lone run to float rounding only, so a rerun with ``auto``
+could differ from them in the last digits."""
 
 
 def resolve_runner(runner: str, trials: list[Trial]) -> tuple[str, str]:
-    """``runner``, or for ``auto`` the runner :data:`AUTO_RUNNER` gives the trials' device (``ensemble`` only
-    when every trial trains on CUDA), with the reason in words ("" when no choice was made)."""
+    """``runner``, or for ``auto`` the runner measured faster for the trials (``ensemble`` when every trial
+    trains on CUDA, or on a CPU when every trial's step is small, see :data:`CPU_ENSEMBLE_MAX_WORK`; else
+    ``one-by-one``), with the reason in words ("" when no choice was made)."""
     if runner != "auto":
         return runner, ""
     import torch
@@ -132,8 +160,18 @@ def resolve_runner(runner: str, trials: list[Trial]) -> tuple[str, str]:
         wanted = trial.config.train.device
         return ("cuda" if torch.cuda.is_available() else "cpu") if wanted == "auto" else wanted.split(":")[0]
 
-    kind = "cuda" if trials and all(device(trial) == "cuda" for trial in trials) else "cpu"
-    chosen, why = AUTO_RUNNER[kind]
+    if trials and all(device(trial) == "cuda" for trial in trials):
+        chosen, why = GPU_RUNNER
+    elif trials and all(step_work(trial) <= CPU_ENSEMBLE_MAX_WORK for trial in trials):
+        chosen, why = "ensemble", (
+            f"on a CPU, trials of at most {CPU_ENSEMBLE_MAX_WORK:.0e} multiply-adds per step measured faster trained "
+            "at once (2 cores: 16 small-batch models 1.5× a one-by-one loop, a sweep of small trials 1.15×)"
+        )
+    else:
+        chosen, why = "one-by-one", (
+            f"on a CPU, trials of more than {CPU_ENSEMBLE_MAX_WORK:.0e} multiply-adds per step measured faster one by one "
+            "(2 cores: 16 models at batch 64 trained at once took 1.16× the time)"
+        )
     return chosen, f"{chosen} ({why})"
 
 

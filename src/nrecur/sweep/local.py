@@ -22,6 +22,7 @@ import ctypes
 import multiprocessing
 import os
 import signal
+import sys
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from typing import Callable
@@ -64,7 +65,10 @@ def _worker_main(connection: Connection, sweep_path: str, runner: str, threads: 
         except (EOFError, OSError):
             return
         if group is None:
-            return
+            # Everything is on disk and sent: leave without the interpreter's teardown (torch's takes ~0.5 s).
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(0)
         connection.send(GROUP_RUNNERS[runner](group, sweep))
 
 

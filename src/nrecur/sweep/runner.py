@@ -20,7 +20,7 @@ from typing import Callable
 
 from nrecur._text import seconds_text
 from nrecur.sweep.expand import Trial, expand
-from nrecur.sweep.groups import GROUP_RUNNERS, GROUPS_BY_SHAPE, TrialGroup, group_trials, resolve_runner
+from nrecur.sweep.groups import GROUP_RUNNERS, GROUPS_BY_SHAPE, TrialGroup, group_trials, longest_first, resolve_runner
 from nrecur.sweep.spec import SweepSpec
 from nrecur.sweep.store import SweepDir, TrialRecord
 
@@ -146,7 +146,7 @@ def run_sweep(
     options = dataclasses.replace(options, runner=runner)
     if report is not None and why and todo:
         report(f"{spec.name}: group runner auto: {why}")
-    groups = group_trials(todo, by_shape=GROUPS_BY_SHAPE.get(options.runner, False))
+    groups = longest_first(group_trials(todo, by_shape=GROUPS_BY_SHAPE.get(options.runner, False)))
     if report is not None and GROUPS_BY_SHAPE.get(options.runner, False) and todo:
         sizes = ", ".join(str(len(group.trials)) for group in groups)
         report(f"{spec.name}: {len(todo)} trials in {len(groups)} groups of the same shape ({sizes}), each trained at once ({options.runner})")
