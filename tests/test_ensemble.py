@@ -367,19 +367,24 @@ def test_finite_training_sets_and_held_out_rules_follow_lone_runs(tmp_path):
 
 
 @pytest.mark.parametrize("unbatched", [None, 1])
-def test_folded_attention_under_vmap_equals_attention_per_model(unbatched):
+@pytest.mark.parametrize("q_models_dim", [0, 2])
+def test_folded_attention_under_vmap_equals_attention_per_model(unbatched, q_models_dim):
     """One fused call with the models folded into the batch: the outputs and gradients of attention model
-    by model (also when one input is shared by all models, as vmap passes it unbatched)."""
-    from nrecur.train.folded_attention import causal_attention
+    by model (also when one input is shared by all models, as vmap passes it unbatched, and when the models'
+    dimension of an input is not its first)."""
+    from nrecur.train.folded_attention import folded_causal_attention
 
     generator = torch.Generator().manual_seed(0)
     q, k, v = (torch.randn(3, 2, 4, 6, 5, generator=generator, dtype=torch.float64, requires_grad=True) for _ in range(3))
     inputs = [q, k, v]
     if unbatched is not None:
         inputs[unbatched] = inputs[unbatched][0].detach().requires_grad_()
-    in_dims = tuple(None if index == unbatched else 0 for index in range(3))
+    in_dims = [None if index == unbatched else 0 for index in range(3)]
+    called = list(inputs)
+    if q_models_dim:
+        called[0], in_dims[0] = inputs[0].movedim(0, q_models_dim), q_models_dim
     outward = torch.randn(3, 2, 4, 6, 5, generator=generator, dtype=torch.float64)
-    folded = torch.vmap(causal_attention, in_dims=in_dims)(*inputs)
+    folded = torch.vmap(folded_causal_attention, in_dims=tuple(in_dims))(*called)
     grads = torch.autograd.grad(folded, inputs, outward)
     per_model = [[x[m] if x.dim() == 5 else x for x in inputs] for m in range(3)]
     reference = torch.stack([torch.nn.functional.scaled_dot_product_attention(*one, is_causal=True) for one in per_model])
@@ -390,14 +395,14 @@ def test_folded_attention_under_vmap_equals_attention_per_model(unbatched):
 
 def test_the_cpu_ensemble_runs_attention_folded():
     from nrecur.model import Attention
-    from nrecur.train.folded_attention import causal_attention
+    from nrecur.train.folded_attention import folded_causal_attention
 
     configs = [RunConfig(model=GPTConfig(vocab_size=8, n_ctx=16, d_model=16, n_layers=2, n_heads=2, d_head=8, d_mlp=32),
                          train=TrainConfig(batch_size=4, steps=2, init_seed=seed, eval_size=16, device="cpu")) for seed in (0, 1)]  # fmt: skip
     ensemble = Ensemble(configs)
     try:
         kernels = [module.kernel for module in ensemble.template.modules() if isinstance(module, Attention)]
-        assert len(kernels) == 2 and all(kernel is causal_attention for kernel in kernels)
-        assert all(module.kernel is not causal_attention for m in ensemble.members for module in m.model.modules() if isinstance(module, Attention))
+        assert len(kernels) == 2 and all(kernel is folded_causal_attention for kernel in kernels)
+        assert all(module.kernel is not folded_causal_attention for m in ensemble.members for module in m.model.modules() if isinstance(module, Attention))
     finally:
         ensemble.close()

@@ -1,5 +1,7 @@
 """The fast n-recurrence observer equals the dense-HMM forward filter; HMM processes behave."""
 
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -195,13 +197,18 @@ def test_mess3_observer_is_calibrated_and_beats_the_marginal():
 
 
 def test_the_kernel_leaves_torchs_thread_count():
-    """numba's parallel kernel shares OpenMP with torch; it must not change the threads torch uses after it."""
-    task = NRecurrence(p_noise=0.1, p_transition=0.05)
-    tokens = task.sample(32, 20, seed=3).tokens
-    before = torch.get_num_threads()
-    try:
-        torch.set_num_threads(1)
-        task.posterior(tokens, backend="kernel")
-        assert torch.get_num_threads() == 1
-    finally:
-        torch.set_num_threads(before)
+    """numba's parallel kernel shares OpenMP with torch: the first one of a process (when numba's pool starts)
+    must not change the threads torch uses after it. Run in a fresh process, where that first call happens."""
+    import subprocess
+    import sys
+
+    code = (
+        "import torch; torch.set_num_threads(1)\n"
+        "from nrecur import NRecurrence\n"
+        "task = NRecurrence(p_noise=0.1, p_transition=0.05)\n"
+        "task.posterior(task.sample(32, 20, seed=3).tokens, backend='kernel')\n"
+        "print(torch.get_num_threads())\n"
+    )
+    env = {**os.environ, "NUMBA_NUM_THREADS": "2"}  # numba's own count above torch's, whatever the machine
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    assert result.stdout.strip().splitlines()[-1] == "1"

@@ -276,7 +276,9 @@ def test_sample_many_gives_each_seeds_own_batch(task, batch_size, monkeypatch):
     fill several loops over positions, and for batches too large to share one)."""
     import nrecur.tasks.sampler as sampler
 
-    monkeypatch.setattr(sampler, "CHUNK", 64)  # 16-sequence batches: four seeds per loop, so three loops here
+    # 16-sequence batches: CHUNK allows four seeds per loop, MANY_UNIFORMS three, so the 12 seeds take four loops
+    monkeypatch.setattr(sampler, "CHUNK", 64)
+    monkeypatch.setattr(sampler, "MANY_UNIFORMS", 6 * 40 * 16 * 3)
     seeds = [(index, 0x42, 5) for index in range(10)] + [7, (7,)]
     together = task.sample_many(batch_size, 40, seeds)
     assert len(together) == len(seeds)

@@ -254,3 +254,41 @@ def test_ensemble_group_runner_gives_the_one_by_one_table(tmp_path, capsys):
     assert (together["steps"] == 20).all() and (together["attempts"] == 1).all()
     np.testing.assert_allclose(together["final_kl"], alone["final_kl"], rtol=1e-5)
     np.testing.assert_allclose(together["final_train_loss"], alone["final_train_loss"], rtol=1e-5)
+
+
+def test_groups_are_halved_to_keep_every_worker_busy():
+    spec = {"preset": "tiny", "seeds": 10}
+    trials = expand(spec_from_data(spec))
+    from nrecur.sweep.groups import group_trials
+
+    assert [len(g.trials) for g in group_trials(trials, by_shape=True)] == [10]
+    assert [len(g.trials) for g in group_trials(trials, by_shape=True, workers=2)] == [5, 5]
+    assert [len(g.trials) for g in group_trials(trials, by_shape=True, workers=4)] == [2, 3, 2, 3]  # 5 halved twice
+    assert sorted(len(g.trials) for g in group_trials(trials[:3], by_shape=True, workers=2)) == [3]  # too small to halve
+    halves = group_trials(trials, by_shape=True, workers=3)
+    assert sorted(t.trial_id for g in halves for t in g.trials) == sorted(t.trial_id for t in trials)
+
+
+@pytest.mark.slow
+def test_sigkill_of_an_ensemble_sweep_loses_nothing(tmp_path):
+    """The ensemble runner, killed while its groups train: the rerun resumes the members alone and ends every trial once."""
+    spec_file = write_spec(tmp_path, SPEC.replace("seeds = 2", "seeds = 3").replace("steps = 24", "steps = 96"))
+    out = tmp_path / "sweep"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    command = [sys.executable, "-m", "nrecur", "sweep", str(spec_file), "--out", str(out), "--workers", "2", "--quiet", "--group-runner", "ensemble"]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    _wait(lambda: (out / "trials").is_dir() and any(_checkpointed(out, p.name) for p in (out / "trials").iterdir()))
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    before = records(out)
+    assert len(before) < 12, "the kill came too late to interrupt anything"
+    again = subprocess.run(command, capture_output=True, text=True, env=env)
+    assert again.returncode == 0, again.stderr
+    frame = load_sweep(out)
+    assert len(frame) == 12 and frame["trial_id"].is_unique
+    assert (frame["status"] == "ok").all(), frame[["status", "reason"]]
+    assert (frame["steps"] == 96).all()
+    assert all(records(out)[name] == text for name, text in before.items())  # a record is never rewritten
+    for row in frame.itertuples():  # each evaluation once: a resumed member continues its own metrics
+        steps = [json.loads(line)["step"] for line in (Path(row.run_dir) / "metrics.jsonl").read_text().splitlines()]
+        assert steps == list(range(0, 97, 8)), (row.trial_id, steps)

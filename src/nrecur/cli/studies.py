@@ -73,7 +73,7 @@ def register(subparsers) -> None:
     grok.add_argument("--steps", type=int, default=5000, help="step budget per trial (default: 5000)")
     grok.add_argument("--lr", type=float, help="peak learning rate (default: the preset's)")
     grok.add_argument("--batch-size", type=int, help="sequences per step, capped at the training-set size (default: the preset's)")
-    grok.add_argument("--runner", default="one-by-one", choices=["one-by-one", "ensemble"], help="one-by-one: a process per trial (default; faster on a CPU); ensemble: same-shape trials together with torch.func (10x on a GPU)")
+    grok.add_argument("--runner", default="one-by-one", choices=["one-by-one", "ensemble"], help="one-by-one: a process per trial (default; faster on a CPU at the preset's batch of 64); ensemble: same-shape trials together with torch.func (10x on a GPU)")
     _add_common(grok)
     grok.set_defaults(handler=grokking_command, command="grokking")
 
@@ -114,7 +114,7 @@ def register(subparsers) -> None:
 
 def minimal_arch_command(args: argparse.Namespace) -> int:
     from nrecur.studies import minimal_arch
-    from nrecur.sweep import STUDY_RUNNER, BackendOptions
+    from nrecur.sweep import BackendOptions
 
     if args.steps < 1 or args.seeds < 1:
         raise UsageError(f"--steps and --seeds must be >= 1, got {args.steps} and {args.seeds}")
@@ -133,7 +133,7 @@ def minimal_arch_command(args: argparse.Namespace) -> int:
     result = minimal_arch(
         args.out, preset=args.preset, variant="run" if args.task == "deterministic" else "stochastic", train=train,
         init_from=args.init_from, seeds=args.seeds, need=args.need, arch=arch, batch=args.batch, complete=args.complete,
-        options=BackendOptions(workers=args.workers, runner=STUDY_RUNNER), report=None if args.quiet else print,
+        options=BackendOptions(workers=args.workers), report=None if args.quiet else print,
     )  # fmt: skip
     for entry in result.table:
         steps = "—" if entry["median_steps_to_threshold"] is None else f"{entry['median_steps_to_threshold']:.0f}"
@@ -148,14 +148,14 @@ def minimal_arch_command(args: argparse.Namespace) -> int:
 
 def grokking_command(args: argparse.Namespace) -> int:
     from nrecur.studies import grokking_diagram
-    from nrecur.sweep import STUDY_RUNNER, BackendOptions
+    from nrecur.sweep import BackendOptions
 
     if args.steps < 1 or args.seeds < 1 or min(args.sizes) < 1 or (args.batch_size is not None and args.batch_size < 1):
         raise UsageError(f"--steps, --seeds, --sizes and --batch-size must be >= 1, got {args.steps}, {args.seeds}, {args.sizes} and {args.batch_size}")
     train = {"steps": args.steps, **({"lr": args.lr} if args.lr is not None else {}), **({"batch_size": args.batch_size} if args.batch_size is not None else {})}
     result = grokking_diagram(
         args.out, preset=args.preset, sizes=args.sizes, decays=args.decays, seeds=args.seeds, train=train, runner=args.runner,
-        options=BackendOptions(workers=args.workers, runner=STUDY_RUNNER), report=None if args.quiet else print,
+        options=BackendOptions(workers=args.workers), report=None if args.quiet else print,
     )  # fmt: skip
     for cell in result.cells:
         delay = "" if cell["median_delay"] is None else f", delay {cell['median_delay']:.0f} steps"
@@ -169,7 +169,7 @@ def grokking_command(args: argparse.Namespace) -> int:
 
 def icl_rate_command(args: argparse.Namespace) -> int:
     from nrecur.studies import icl_rate
-    from nrecur.sweep import STUDY_RUNNER, BackendOptions
+    from nrecur.sweep import BackendOptions
 
     if args.seeds < 1 or args.sequences < 8 or (args.steps is not None and args.steps < 1):
         raise UsageError("--seeds and --steps must be >= 1 and --sequences >= 8")
@@ -177,7 +177,7 @@ def icl_rate_command(args: argparse.Namespace) -> int:
         raise UsageError(f"--rates must be > 0 (rule transitions are the events measured), got {args.rates}")
     result = icl_rate(
         args.out, preset=args.preset, rates=args.rates, lengths=args.lengths, widths=args.widths, seeds=args.seeds,
-        train={"steps": args.steps} if args.steps else None, n_sequences=args.sequences, options=BackendOptions(workers=args.workers, runner=STUDY_RUNNER),
+        train={"steps": args.steps} if args.steps else None, n_sequences=args.sequences, options=BackendOptions(workers=args.workers),
         report=None if args.quiet else print,
     )  # fmt: skip
     for run in result.runs:
@@ -197,13 +197,13 @@ def _fmt(value: float | None) -> str:
 def modular_diversity_command(args: argparse.Namespace) -> int:
     from nrecur.studies import modular_diversity
     from nrecur.studies.modular_diversity import ACCURACY, SERIES
-    from nrecur.sweep import STUDY_RUNNER, BackendOptions
+    from nrecur.sweep import BackendOptions
 
     if args.seeds < 1 or (args.steps is not None and args.steps < 1):
         raise UsageError("--seeds and --steps must be >= 1")
     result = modular_diversity(
         args.out, n_tasks=args.n_tasks, preset=args.preset, seeds=args.seeds, train={"steps": args.steps} if args.steps else None,
-        options=BackendOptions(workers=args.workers, runner=STUDY_RUNNER), report=None if args.quiet else print,
+        options=BackendOptions(workers=args.workers), report=None if args.quiet else print,
     )  # fmt: skip
     for row in result.rows:
         values = "  ".join(f"{name} {_fmt(row.get(name))}" for name in (*SERIES, *ACCURACY))

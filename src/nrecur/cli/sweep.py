@@ -28,9 +28,10 @@ def register(subparsers) -> None:
     parser.add_argument("--asha", type=int, metavar="GRACE", help="ray: stop hopeless trials early (ASHA on eval KL), each after at least GRACE evaluations")
     parser.add_argument(
         "--group-runner", default="auto", choices=["auto", "one-by-one", "ensemble"],
-        help="auto (default): ensemble when every trial trains on a GPU, else one-by-one (the faster on each, as "
-        "measured; the log says which); one-by-one: each trial alone; ensemble: trials of the same model and batch "
-        "size trained at once in one process (torch.func vmap, nrecur.train.ensemble), up to 16 per group",
+        help="auto (default): ensemble when every trial trains on a GPU, or on a CPU when every trial's steps are small "
+        "(at most 6e7 multiply-adds), else one-by-one (the faster, as measured; the log says which); one-by-one: each "
+        "trial alone; ensemble: trials of the same model and batch size trained at once in one process (torch.func "
+        "vmap, nrecur.train.ensemble), up to 16 per group",
     )  # fmt: skip
     parser.add_argument("--retry-failed", action="store_true", help="run failed and early-stopped trials again (they resume from their run folders)")
     parser.add_argument("--dry-run", action="store_true", help="validate the spec and list its trials; run nothing")

@@ -23,19 +23,21 @@ import numpy as np
 import torch
 
 
-def run_filter_kernel(*arguments: object) -> None:
-    """:func:`filter_kernel` on as many threads as torch uses, leaving torch's thread count as it was.
+def run_filter_kernel(*arrays: object) -> None:
+    """:func:`filter_kernel` (same arguments) on as many threads as torch uses; torch's and numba's thread
+    counts are as they were afterwards.
 
-    numba's OpenMP threading layer shares the process's OpenMP runtime with torch: a parallel kernel
-    sets the runtime's thread count to numba's own (every core), and torch's operations then ran on
-    every core too (a sweep worker meant to use one thread used them all).
+    numba's OpenMP threading layer shares the process's OpenMP runtime with torch. When numba's pool
+    starts (the first parallel kernel of a process) it sets the runtime's thread count to numba's own, every
+    core, and torch then used every core too: a sweep worker meant to run on one thread ran on all of them.
     """
-    threads = torch.get_num_threads()
-    numba.set_num_threads(max(1, min(threads, numba.config.NUMBA_NUM_THREADS)))
+    torch_threads, numba_threads = torch.get_num_threads(), numba.get_num_threads()
+    numba.set_num_threads(max(1, min(torch_threads, numba.config.NUMBA_NUM_THREADS)))
     try:
-        filter_kernel(*arguments)
+        filter_kernel(*arrays)
     finally:
-        torch.set_num_threads(threads)
+        numba.set_num_threads(numba_threads)
+        torch.set_num_threads(torch_threads)
 
 
 @numba.njit(cache=True, parallel=True, fastmath=False)

@@ -32,7 +32,7 @@ import torch
 from nrecur._io import atomic_write_text
 from nrecur.analysis.base import OKABE_ITO, pyplot, save_figure
 from nrecur.model import GPT, GPTConfig
-from nrecur.sweep import STUDY_RUNNER, BackendOptions, load_sweep, run_sweep, spec_from_data
+from nrecur.sweep import STUDY_RUNNER, BackendOptions, load_sweep, run_sweep, spec_from_data, study_options
 from nrecur.train.config import TrainConfig
 from nrecur.train.optimizers import make_optimizer
 from nrecur.train.presets import STUDY_PRESET
@@ -120,7 +120,7 @@ def faster_default(
     confirm_seeds: int = 2,
     threshold: float | None = None,
     threads: int | None = None,
-    options: BackendOptions = BackendOptions(runner=STUDY_RUNNER),
+    options: BackendOptions = BackendOptions(),
     report=print,
 ) -> FasterDefaultResult:
     """Search (``samples`` random optimizer settings × the widths of :data:`WIDTHS`), then confirm the best
@@ -134,7 +134,7 @@ def faster_default(
         "zip": [{key: [width[key] for width in WIDTHS] for key in WIDTHS[0]}],
         "random": {"samples": samples, "seed": 0, "fields": _search_fields(steps)},
     }, "faster-default")  # fmt: skip
-    run_sweep(search, out / "search", options=options, report=report)
+    run_sweep(search, out / "search", options=study_options(options), report=report)
     frame = load_sweep(out / "search")
     base = search.base_config()
     length = base["model"]["n_ctx"]

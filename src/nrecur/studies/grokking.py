@@ -124,7 +124,7 @@ def grokking_diagram(
 ) -> GrokkingResult:
     """Train the grid as one resumable sweep in ``out/sweep`` (``runner``: how same-shape trials train, see
     :data:`nrecur.sweep.GROUP_RUNNERS`; ``ensemble`` trains them together with torch.func, 10× faster on a GPU
-    but slower than one process per trial on a 2-core CPU — benchmarks/bench_ensemble.py), classify it, write ``out/grokking.json`` and the heatmaps, and the
+    but slower than one process per trial on a 2-core CPU at the preset's batch of 64 — benchmarks/bench_ensemble.py), classify it, write ``out/grokking.json`` and the heatmaps, and the
     progress measures of the grokked trial with the longest delay (``out/progress/``)."""
     out = Path(out)
     sizes, decays = sorted(int(s) for s in sizes), sorted(float(d) for d in decays)

@@ -30,7 +30,7 @@ from nrecur._io import atomic_write_text
 from nrecur.analysis.base import OKABE_ITO, pyplot, save_figure
 from nrecur.analysis.updates import default_settle, shortest_context, updates
 from nrecur.runs import load_run
-from nrecur.sweep import STUDY_RUNNER, BackendOptions, load_sweep, run_sweep, spec_from_data
+from nrecur.sweep import BackendOptions, load_sweep, run_sweep, spec_from_data, study_options
 from nrecur.train.presets import STUDY_PRESET, get_preset
 
 __all__ = ["NEVER", "IclRateResult", "icl_rate", "median_rate", "plot_icl_rate"]
@@ -58,7 +58,7 @@ def icl_rate(
     seeds: int = 1,
     train: dict | None = None,
     n_sequences: int = 1024,
-    options: BackendOptions = BackendOptions(runner=STUDY_RUNNER),
+    options: BackendOptions = BackendOptions(),
     report=print,
 ) -> IclRateResult:
     """Train the grid (``rates``: the ``c`` of ``p_noise = p_transition = c/n``) as one sweep in ``out/sweep``,
@@ -80,7 +80,7 @@ def icl_rate(
         "zip": [{"task.p_noise": rates_as_text, "task.p_transition": rates_as_text}],
         "grid": {"model.n_ctx": [int(n) for n in lengths], "model.d_model": [int(d) for d in widths]},
     }, "icl-rate")  # fmt: skip
-    run_sweep(spec, out / "sweep", options=options, report=report)
+    run_sweep(spec, out / "sweep", options=study_options(options), report=report)
     frame = load_sweep(out / "sweep")
     runs = []
     for _, row in frame[frame["status"] == "ok"].iterrows():

@@ -34,7 +34,7 @@ from nrecur._io import atomic_write_text
 from nrecur.analysis.base import OKABE_ITO, pyplot, save_figure
 from nrecur.model import GPT, GPTConfig
 from nrecur.runs import load_run
-from nrecur.sweep import STUDY_RUNNER, BackendOptions, load_sweep, run_sweep, spec_from_data
+from nrecur.sweep import BackendOptions, load_sweep, run_sweep, spec_from_data, study_options
 from nrecur.train.folder import RunFolder
 from nrecur.train.presets import STUDY_PRESET
 
@@ -175,7 +175,7 @@ def minimal_arch(
     batch: int = 4,
     complete: bool = False,
     backend: str = "local",
-    options: BackendOptions = BackendOptions(runner=STUDY_RUNNER),
+    options: BackendOptions = BackendOptions(),
     report=print,
 ) -> MinimalArchResult:
     """Walk the architectures of :func:`candidates` (``arch``: its keyword arguments) for ``preset``'s
@@ -208,7 +208,7 @@ def minimal_arch(
     for start in range(0, len(pool), batch):
         walked = pool[: start + batch]
         spec = spec_from_data(_spec(f"minimal-arch-{preset}-{variant}", preset, variant, base, walked, seeds), "minimal-arch")
-        run_sweep(spec, out / "sweep", backend=backend, options=options, report=report)
+        run_sweep(spec, out / "sweep", backend=backend, options=study_options(options), report=report)
         table, per_seed = _summarize(load_sweep(out / "sweep"), walked, need)
         if not complete and any(entry["qualifies"] for entry in table):
             break

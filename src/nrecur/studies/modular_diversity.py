@@ -36,7 +36,7 @@ import pandas as pd
 from nrecur._io import atomic_write_text
 from nrecur.analysis.base import OKABE_ITO, plain_log_ticks, pyplot, save_figure
 from nrecur.report.words import counted
-from nrecur.sweep import STUDY_RUNNER, BackendOptions, load_sweep, run_sweep, spec_from_data
+from nrecur.sweep import BackendOptions, load_sweep, run_sweep, spec_from_data, study_options
 
 __all__ = ["ACCURACY", "SERIES", "ModularDiversityResult", "modular_diversity", "plot_modular_diversity"]
 
@@ -72,7 +72,7 @@ def modular_diversity(
     seeds: int = 1,
     train: dict | None = None,
     model: dict | None = None,
-    options: BackendOptions = BackendOptions(runner=STUDY_RUNNER),
+    options: BackendOptions = BackendOptions(),
     report=print,
 ) -> ModularDiversityResult:
     """Train ``preset`` at every ``n_tasks`` (one sweep in ``out/sweep``) and write ``out/modular_diversity.json``
@@ -85,7 +85,7 @@ def modular_diversity(
         "base": {"model": model or {}, "train": {"time_budget": 0.0, **(train or {})}},
         "grid": {"task.n_tasks": [int(n) for n in n_tasks]}, "record": {"metrics": metrics},
     }, "modular-diversity")  # fmt: skip
-    run_sweep(spec, out / "sweep", options=options, report=report)
+    run_sweep(spec, out / "sweep", options=study_options(options), report=report)
     frame = load_sweep(out / "sweep")
     frame = frame[frame["status"] == "ok"]
     rows = []

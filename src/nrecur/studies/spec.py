@@ -26,7 +26,7 @@ from nrecur.studies.grokking import grokking_diagram
 from nrecur.studies.icl_rate import icl_rate
 from nrecur.studies.minimal_arch import minimal_arch
 from nrecur.studies.modular_diversity import modular_diversity
-from nrecur.sweep import STUDY_RUNNER, BackendOptions
+from nrecur.sweep import BackendOptions
 
 __all__ = ["STUDIES", "load_study", "run_study"]
 
@@ -65,4 +65,4 @@ def run_study(path: str | Path, out: str | Path, report=print):
     """Run the study of spec ``path`` into the folder ``out``; returns the study's result."""
     name, options = load_study(path)
     workers = options.pop("workers", None)
-    return STUDIES[name](out, **options, options=BackendOptions(workers=workers, runner=STUDY_RUNNER), report=report)
+    return STUDIES[name](out, **options, options=BackendOptions(workers=workers), report=report)

@@ -10,7 +10,7 @@ for the spec, :mod:`nrecur.sweep.store` for the folder.
 
 from nrecur.sweep.expand import Trial, expand
 from nrecur.sweep.groups import GROUP_RUNNERS, STUDY_RUNNER, TrialGroup, group_trials, register_group_runner
-from nrecur.sweep.runner import BACKENDS, BackendOptions, SweepResult, run_sweep
+from nrecur.sweep.runner import BACKENDS, BackendOptions, SweepResult, run_sweep, study_options
 from nrecur.sweep.spec import SweepSpec, load_spec, spec_from_data
 from nrecur.sweep.store import SweepDir, TrialRecord, load_sweep
 from nrecur.sweep.trial import run_trial
@@ -34,4 +34,5 @@ __all__ = [
     "run_sweep",
     "run_trial",
     "spec_from_data",
+    "study_options",
 ]

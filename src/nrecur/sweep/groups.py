@@ -49,29 +49,35 @@ def shape_key(trial: Trial) -> str:
     from nrecur.train.ensemble import can_ensemble
 
     train = trial.config.train
-    batch = min(train.batch_size, train.train_size) if train.mode == "finite" else train.batch_size
     alone = "" if can_ensemble([trial.config]) else trial.trial_id
-    return json.dumps([trial.config.model.model_dump(mode="json"), batch, train.device, alone])
+    return json.dumps([trial.config.model.model_dump(mode="json"), train.sequences_per_step, train.device, alone])
 
 
-def group_trials(trials: list[Trial], by_shape: bool = False, max_size: int = 16) -> list[TrialGroup]:
+def group_trials(trials: list[Trial], by_shape: bool = False, max_size: int = 16, workers: int = 1) -> list[TrialGroup]:
     """One group per trial, or (``by_shape``) groups of at most ``max_size`` trials with the same :func:`shape_key`,
-    in the order of first appearance."""
+    in the order of first appearance; while there are fewer groups than ``workers``, the largest group of four
+    or more trials is halved (an idle worker would cost more than a smaller ensemble)."""
     if not by_shape:
         return [TrialGroup((trial,)) for trial in trials]
-    groups: dict[str, list[Trial]] = {}
+    shapes: dict[str, list[Trial]] = {}
     for trial in trials:
-        groups.setdefault(shape_key(trial), []).append(trial)
-    return [TrialGroup(tuple(members[i : i + max_size])) for members in groups.values() for i in range(0, len(members), max_size)]
+        shapes.setdefault(shape_key(trial), []).append(trial)
+    groups = [members[i : i + max_size] for members in shapes.values() for i in range(0, len(members), max_size)]
+    while len(groups) < workers:
+        largest = max(range(len(groups)), key=lambda index: len(groups[index]), default=None)
+        if largest is None or len(groups[largest]) < 4:
+            break
+        members = groups[largest]
+        groups[largest : largest + 1] = [members[: len(members) // 2], members[len(members) // 2 :]]
+    return [TrialGroup(tuple(members)) for members in groups]
 
 
 def step_work(trial: Trial) -> float:
     """Rough multiply-adds of one training step of a trial: sequences per step × positions × the model's
     multiply-adds per position (forward; backward passes and per-operation overheads left out)."""
-    model, train = trial.config.model, trial.config.train
-    batch = min(train.batch_size, train.train_size) if train.mode == "finite" else train.batch_size
+    model = trial.config.model
     per_layer = model.d_model * 4 * model.d_attn + 2 * model.d_model * model.d_mlp + 2 * model.n_ctx * model.d_attn
-    return float(batch * model.n_ctx * (model.n_layers * per_layer + model.d_model * model.vocab_size))
+    return float(trial.config.train.sequences_per_step * model.n_ctx * (model.n_layers * per_layer + model.d_model * model.vocab_size))
 
 
 def training_work(trial: Trial) -> float:
@@ -81,7 +87,9 @@ def training_work(trial: Trial) -> float:
 
 def longest_first(groups: list[TrialGroup]) -> list[TrialGroup]:
     """``groups`` with the most work (:func:`training_work`) first, ties in their order: workers that take the
-    next group as they free up then end closer together (the longest-processing-time rule)."""
+    next group as they free up then end closer together (the longest-processing-time rule). The local backend
+    hands groups out in this order; Ray starts its tasks roughly in the order they are submitted, so there the
+    large trials also tend to reach ASHA's rungs first."""
     return sorted(groups, key=lambda group: -sum(training_work(trial) for trial in group.trials))
 
 
@@ -131,15 +139,35 @@ GROUPS_BY_SHAPE: dict[str, bool] = {"one-by-one": False, "ensemble": True}
 """Whether a runner wants same-shape trials grouped."""
 
 
-GPU_RUNNER = ("ensemble", "on a GPU (an H100), 16 same-shape models trained at once measured 10× a one-by-one loop")
-"""The runner ``auto`` picks when every trial trains on CUDA, and the measurement behind it."""
+@dataclass(frozen=True)
+class RunnerChoice:
+    """What ``auto`` picks in one situation, and the measurement behind it (said in the sweep's log)."""
+
+    runner: str
+    why: str
+
 
 CPU_ENSEMBLE_MAX_WORK = 6e7
 """Multiply-adds per training step (:func:`step_work`) up to which ``auto`` trains same-shape trials at once on
-a CPU. On 2 cores, 16 default models (d_model 64, 2 layers, context 32) trained at once took 0.66× the time
-of the one-by-one loop at batch 16 (5.5e7 per step) but 1.16× at batch 64 (2.2e8), and a sweep of 24
-small trials (at most 6.3e6 per step) ran 1.15× as fast with the ensemble runner as one by one
-(benchmarks/bench_ensemble.py, benchmarks/bench_sweep.py; README, *Many models at once*)."""
+a CPU. On 2 cores, 16 default models (d_model 64, 2 layers, context 32) trained at once took 0.59–0.66× the
+time of the one-by-one loop at batch 16 (5.5e7 per step) but 1.16× at batch 64 (2.2e8), and a sweep of 24
+small trials (at most 4.8e6 per step) ran 1.14–1.35× as fast with the ensemble runner as one by one
+(benchmarks/bench_ensemble.py, benchmarks/bench_sweep.py; README, *Many models at once* and *Sweeps*)."""
+
+AUTO_CHOICES: dict[str, RunnerChoice] = {
+    "cuda": RunnerChoice("ensemble", "on a GPU (an H100), 16 same-shape models trained at once measured 10× a one-by-one loop"),
+    "cpu, small steps": RunnerChoice(
+        "ensemble",
+        f"on a CPU, trials of at most {CPU_ENSEMBLE_MAX_WORK:.0e} multiply-adds per step measured faster trained at once "
+        "(2 cores: 16 models at batch 16 1.5–1.7× a one-by-one loop, a sweep of small trials 1.14–1.35× one by one)",
+    ),
+    "cpu": RunnerChoice(
+        "one-by-one",
+        f"on a CPU, trials of more than {CPU_ENSEMBLE_MAX_WORK:.0e} multiply-adds per step measured faster one by one "
+        "(2 cores: 16 models at batch 64 trained at once took 1.16× the time)",
+    ),
+}
+"""The situations ``auto`` tells apart (:func:`resolve_runner`) → its choice."""
 
 
 STUDY_RUNNER = "one-by-one"
@@ -161,18 +189,12 @@ def resolve_runner(runner: str, trials: list[Trial]) -> tuple[str, str]:
         return ("cuda" if torch.cuda.is_available() else "cpu") if wanted == "auto" else wanted.split(":")[0]
 
     if trials and all(device(trial) == "cuda" for trial in trials):
-        chosen, why = GPU_RUNNER
+        choice = AUTO_CHOICES["cuda"]
     elif trials and all(step_work(trial) <= CPU_ENSEMBLE_MAX_WORK for trial in trials):
-        chosen, why = "ensemble", (
-            f"on a CPU, trials of at most {CPU_ENSEMBLE_MAX_WORK:.0e} multiply-adds per step measured faster trained "
-            "at once (2 cores: 16 small-batch models 1.5× a one-by-one loop, a sweep of small trials 1.15×)"
-        )
+        choice = AUTO_CHOICES["cpu, small steps"]
     else:
-        chosen, why = "one-by-one", (
-            f"on a CPU, trials of more than {CPU_ENSEMBLE_MAX_WORK:.0e} multiply-adds per step measured faster one by one "
-            "(2 cores: 16 models at batch 64 trained at once took 1.16× the time)"
-        )
-    return chosen, f"{chosen} ({why})"
+        choice = AUTO_CHOICES["cpu"]
+    return choice.runner, f"{choice.runner} ({choice.why})"
 
 
 def register_group_runner(name: str, runner: Callable[[TrialGroup, SweepDir], list[TrialRecord]], by_shape: bool) -> None:

@@ -20,7 +20,8 @@ from typing import Callable
 
 from nrecur._text import seconds_text
 from nrecur.sweep.expand import Trial, expand
-from nrecur.sweep.groups import GROUP_RUNNERS, GROUPS_BY_SHAPE, TrialGroup, group_trials, longest_first, resolve_runner
+from nrecur.sweep.groups import GROUP_RUNNERS, GROUPS_BY_SHAPE, STUDY_RUNNER, TrialGroup, group_trials, longest_first, resolve_runner
+from nrecur.sweep.local import available_cpus
 from nrecur.sweep.spec import SweepSpec
 from nrecur.sweep.store import SweepDir, TrialRecord
 
@@ -35,7 +36,7 @@ class BackendOptions:
     """Torch threads per trial."""
     runner: str = "auto"
     """How a group of trials is trained (:data:`nrecur.sweep.groups.GROUP_RUNNERS`), or ``auto``: the one measured
-    faster on the trials' device (:func:`nrecur.sweep.groups.resolve_runner`)."""
+    faster for the trials' device and step size (:func:`nrecur.sweep.groups.resolve_runner`)."""
     address: str | None = None
     """Ray: the cluster to join (``auto``, ``ray://host:10001``, ``host:6379``); None starts a local Ray."""
     num_cpus: int | None = None
@@ -84,6 +85,11 @@ class SweepResult:
             f"{self.trials} trials ({counts}); {self.ran} ran now, {self.already_done} were done before; "
             f"{self.seconds:.1f} s; table: {self.path / 'results.parquet'} (and .csv)"
         )
+
+
+def study_options(options: BackendOptions) -> BackendOptions:
+    """``options`` with the study commands' runner (:data:`~nrecur.sweep.groups.STUDY_RUNNER`) in place of ``auto``."""
+    return dataclasses.replace(options, runner=STUDY_RUNNER) if options.runner == "auto" else options
 
 
 def check_options(backend: str, options: BackendOptions) -> None:
@@ -146,7 +152,8 @@ def run_sweep(
     options = dataclasses.replace(options, runner=runner)
     if report is not None and why and todo:
         report(f"{spec.name}: group runner auto: {why}")
-    groups = longest_first(group_trials(todo, by_shape=GROUPS_BY_SHAPE.get(options.runner, False)))
+    workers = (options.workers or available_cpus()) if backend == "local" else 1
+    groups = longest_first(group_trials(todo, by_shape=GROUPS_BY_SHAPE.get(options.runner, False), workers=workers))
     if report is not None and GROUPS_BY_SHAPE.get(options.runner, False) and todo:
         sizes = ", ".join(str(len(group.trials)) for group in groups)
         report(f"{spec.name}: {len(todo)} trials in {len(groups)} groups of the same shape ({sizes}), each trained at once ({options.runner})")

@@ -54,6 +54,9 @@ class Batch(Sequences):
 #: Sequences sampled together: small enough for the per-position arrays to stay in cache.
 CHUNK = 4096
 
+#: Uniforms drawn ahead for seeds sampled side by side (8 MB of float64).
+MANY_UNIFORMS = 1 << 20
+
 
 def sample_nrecurrence(task: "NRecurrence", batch_size: int, length: int, seed: int | Sequence[int]) -> Batch:
     check_sizes(batch_size, length)
@@ -86,15 +89,16 @@ def sample_nrecurrence_many(
         check_seed(seed)
     task.check_length(length)
     B, L = int(batch_size), int(length)
-    if len(seeds) < 2 or B > CHUNK // 2:
+    per_loop = min(CHUNK // B, MANY_UNIFORMS // (6 * B * L))  # seeds per loop over positions
+    if len(seeds) < 2 or per_loop < 2:
         return [sample_nrecurrence(task, B, L, seed) for seed in seeds]
     batches: list[Batch] = []
-    per_loop = CHUNK // B
     for first_seed in range(0, len(seeds), per_loop):
         group = seeds[first_seed : first_seed + per_loop]
         streams = [np.random.default_rng(seed).random(3 * B + L * 6 * B) for seed in group]
-        initial = np.concatenate([stream[: 3 * B].reshape(3, B) for stream in streams], axis=1)  # [3, seed*batch]
-        steps = np.concatenate([stream[3 * B :].reshape(L, 6, B) for stream in streams], axis=2)  # [pos, 6, seed*batch]
+        # the seeds' batches side by side: column k * B + b is sequence b of seed k
+        initial = np.concatenate([stream[: 3 * B].reshape(3, B) for stream in streams], axis=1)  # [3, batch]
+        steps = np.concatenate([stream[3 * B :].reshape(L, 6, B) for stream in streams], axis=2)  # [pos, 6, batch]
         out = _sample_chunk(task, L, initial, lambda i: steps[i])
         for k in range(len(group)):
             batches.append(Batch(**{name: np.ascontiguousarray(array[:, k * B : (k + 1) * B].T) for name, array in out.items()}))

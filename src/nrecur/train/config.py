@@ -145,6 +145,11 @@ class TrainConfig(Config):
             raise ValueError(f"{info.field_name} must lie in {interval}, got {value}")
         return value
 
+    @property
+    def sequences_per_step(self) -> int:
+        """Sequences in one training step: ``batch_size``, or a smaller finite training set whole."""
+        return min(self.batch_size, self.train_size) if self.mode == "finite" else self.batch_size
+
     def lr_at(self, step: int) -> float:
         """Learning rate of the update that takes the model from ``step`` to ``step + 1``."""
         if step < self.warmup_steps:

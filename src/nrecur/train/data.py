@@ -10,8 +10,9 @@ them at any position are rejected and redrawn.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import functools
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Hashable, Protocol
 
 import numpy as np
@@ -97,6 +98,11 @@ class OnlineData:
         """The seed of the sequences of step ``step``."""
         return (self.seed, _DOMAIN_BATCH, step)
 
+    @functools.cached_property
+    def task_key(self) -> str:
+        """The task as text: sources with the same one (and length and batch size) are drawn together."""
+        return self.task.model_dump_json()
+
 
 class FiniteData:
     """A fixed training set of ``size`` sequences; each epoch visits it in a fresh order.
@@ -122,14 +128,14 @@ class FiniteData:
 
 
 def draw_batches(sources: Sequence[DataSource], step: int) -> list[np.ndarray]:
-    """``[source.batch(step) for source in sources]``, the same arrays; online sources of one task, length and
-    batch size without held-out rules (an ensemble's members that differ in seeds) are drawn together by
-    ``Task.sample_many``, which shares the sampler's work per position between them."""
+    """``[source.batch(step) for source in sources]`` (each ``[batch, pos]``), the same arrays; plain online
+    sources of one task, length and batch size without held-out rules (an ensemble's members that differ in
+    seeds) are drawn together by ``Task.sample_many``, which shares the sampler's work per position."""
     batches: list[np.ndarray | None] = [None] * len(sources)
     together: dict[tuple[str, int, int], list[int]] = {}
     for index, source in enumerate(sources):
-        if isinstance(source, OnlineData) and not source.held_out:
-            together.setdefault((source.task.model_dump_json(), source.length, source.batch_size), []).append(index)
+        if type(source) is OnlineData and not source.held_out:
+            together.setdefault((source.task_key, source.length, source.batch_size), []).append(index)
         else:
             batches[index] = source.batch(step)
     for indices in together.values():

@@ -144,7 +144,7 @@ def can_ensemble(configs: Sequence[RunConfig]) -> Eligibility:
 def _shape(config: RunConfig) -> dict:
     """What members must share: the stacked tensors' shapes and their device."""
     train = config.train
-    batch = min(train.batch_size, train.train_size) if train.mode == "finite" else train.batch_size
+    batch = train.sequences_per_step
     return {"model": config.model, "batch size": batch, "train.device": train.device}
 
 

@@ -22,8 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from nrecur.train.callbacks import Evaluator
-from nrecur.train import data
-from nrecur.train.data import DataSource
+from nrecur.train.data import DataSource, draw_batches
 from nrecur.train.evaluate import EvalSet, Evaluation
 from nrecur.train.loop import StepInfo, Trainer, TrainResult
 
@@ -86,9 +85,9 @@ class Replay(nn.Module):
         return self.logits[rows]
 
 
-def draw_batches(sources: Sequence[DataSource], step: int) -> np.ndarray:
+def stacked_batches(sources: Sequence[DataSource], step: int) -> np.ndarray:
     """``[model, batch, pos + 1]``: each source's training batch of ``step``."""
-    return np.stack(data.draw_batches(sources, step))
+    return np.stack(draw_batches(sources, step))
 
 
 _WORKER_SOURCES: list[DataSource] = []
@@ -101,7 +100,7 @@ def _start_worker(sources: list[DataSource]) -> None:
 
 
 def _draw_in_worker(rows: tuple[int, ...], step: int) -> np.ndarray:
-    return draw_batches([_WORKER_SOURCES[row] for row in rows], step)
+    return stacked_batches([_WORKER_SOURCES[row] for row in rows], step)
 
 
 class Batches:
@@ -150,7 +149,7 @@ class Batches:
         return _draw_in_worker if self.workers > 0 else self._draw
 
     def _draw(self, rows: tuple[int, ...], step: int) -> np.ndarray:
-        return draw_batches([self.sources[row] for row in rows], step)
+        return stacked_batches([self.sources[row] for row in rows], step)
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)

@@ -76,7 +76,7 @@ def estimate_training_memory(config: RunConfig) -> MemoryEstimate:
     weights = FLOAT32 * params
     # Gradients and AdamW's two moments (Muon keeps one buffer for its matrices: this bounds it), Grokfast's EMA.
     optimizer = FLOAT32 * params * (3 + (1 if train.grokfast_lambda > 0 else 0))
-    batch = min(train.batch_size, train.train_size) if train.mode == "finite" else train.batch_size
+    batch = train.sequences_per_step
     pos, d, a, m, v, heads = model.n_ctx, model.d_model, model.d_attn, model.d_mlp, model.vocab_size, model.n_heads
     per_layer = batch * pos * (6 * d + 4 * a + 2 * m) + batch * heads * pos * pos
     activations = FLOAT32 * (model.n_layers * per_layer + batch * pos * (2 * d + 3 * v))
