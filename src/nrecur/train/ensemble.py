@@ -85,8 +85,9 @@ from nrecur.train.vector_adamw import (
 FOLDED_ATTENTION = {"cpu": True, "cuda": False}
 """Device type → whether attention under ``vmap`` is one fused kernel call with the models folded into the
 batch (:mod:`nrecur.train.folded_attention`; on 2 CPU cores a training step of 16 small models took
-0.88× the time of the composite form below, median of 7 rounds). Elsewhere (a GPU: not measured yet) it runs in the
-composite form of ``ATTENTION_BACKENDS``."""
+0.88× the time of the composite form below, median of 7 rounds). Not with ``compile=True``: inductor fuses
+the composite form, which then measured faster (62.8 against 71.9 ms a step, median of 7 rounds). Elsewhere
+(a GPU: not measured yet) attention runs in the composite form of ``ATTENTION_BACKENDS``."""
 
 ATTENTION_BACKENDS = [SDPBackend.MATH]
 """Attention under ``vmap`` where it is not folded: the composite "math" form of
@@ -265,7 +266,7 @@ class Ensemble:
         self.config = first.config
         self.device = first.device
         self.template = GPT(self.config.model).to(self.device).requires_grad_(False)
-        self.folded_attention = FOLDED_ATTENTION.get(self.device.type, False)
+        self.folded_attention = FOLDED_ATTENTION.get(self.device.type, False) and not compile
         if self.folded_attention:
             fold_attention(self.template)
         self.layout = FlatLayout.of(first.model)
