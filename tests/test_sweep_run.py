@@ -218,11 +218,15 @@ def test_the_auto_runner_trains_at_once_on_a_gpu_or_small_steps_on_a_cpu(monkeyp
     assert resolve_runner("auto", trials("cuda", "cuda"))[0] == "ensemble"
     assert resolve_runner("auto", trials("cuda", "cpu"))[0] == "one-by-one"
     assert resolve_runner("ensemble", trials("cpu")) == ("ensemble", "")  # a runner asked for by name is kept
+    muon = expand(spec_from_data({"preset": "tiny", "base": {"train": {"optimizer": "muon"}}, "seeds": 3}))
+    chosen, why = resolve_runner("auto", muon)  # Muon trials never train together
+    assert chosen == "one-by-one" and "no two trials can train at once" in why
+    assert resolve_runner("auto", trials("cuda"))[0] == "one-by-one"  # one trial: nothing to group
     monkeypatch.setattr("torch.cuda.is_available", lambda: True)
-    chosen, why = resolve_runner("auto", trials("auto"))
+    chosen, why = resolve_runner("auto", trials("auto", "auto"))
     assert chosen == "ensemble" and "10× a one-by-one loop" in why
     monkeypatch.setattr("torch.cuda.is_available", lambda: False)
-    assert resolve_runner("auto", trials("auto"))[0] == "one-by-one"
+    assert resolve_runner("auto", trials("auto", "auto"))[0] == "one-by-one"
 
 
 def test_groups_with_the_most_work_go_first():

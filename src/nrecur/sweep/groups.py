@@ -161,6 +161,10 @@ AUTO_CHOICES: dict[str, RunnerChoice] = {
         f"on a CPU, trials of at most {CPU_ENSEMBLE_MAX_WORK:.0e} multiply-adds per step measured faster trained at once "
         "(2 cores: 16 models at batch 16 1.5–1.7× a one-by-one loop, a sweep of small trials 1.14–1.35× one by one)",
     ),
+    "nothing to group": RunnerChoice(
+        "one-by-one",
+        "no two trials can train at once: that needs the same model, batch size and device, AdamW and no interventions",
+    ),
     "cpu": RunnerChoice(
         "one-by-one",
         f"on a CPU, trials of more than {CPU_ENSEMBLE_MAX_WORK:.0e} multiply-adds per step measured faster one by one "
@@ -177,9 +181,9 @@ could differ from them in the last digits."""
 
 
 def resolve_runner(runner: str, trials: list[Trial]) -> tuple[str, str]:
-    """``runner``, or for ``auto`` the runner measured faster for the trials (``ensemble`` when every trial
-    trains on CUDA, or on a CPU when every trial's step is small, see :data:`CPU_ENSEMBLE_MAX_WORK`; else
-    ``one-by-one``), with the reason in words ("" when no choice was made)."""
+    """``runner``, or for ``auto`` the runner measured faster for the trials (``ensemble`` when some trials can
+    train together and every trial trains on CUDA, or on a CPU with a small step, see
+    :data:`CPU_ENSEMBLE_MAX_WORK`; else ``one-by-one``), with the reason in words ("" when no choice was made)."""
     if runner != "auto":
         return runner, ""
     import torch
@@ -188,9 +192,11 @@ def resolve_runner(runner: str, trials: list[Trial]) -> tuple[str, str]:
         wanted = trial.config.train.device
         return ("cuda" if torch.cuda.is_available() else "cpu") if wanted == "auto" else wanted.split(":")[0]
 
-    if trials and all(device(trial) == "cuda" for trial in trials):
+    if all(len(group.trials) < 2 for group in group_trials(trials, by_shape=True)):
+        choice = AUTO_CHOICES["nothing to group"]
+    elif all(device(trial) == "cuda" for trial in trials):
         choice = AUTO_CHOICES["cuda"]
-    elif trials and all(step_work(trial) <= CPU_ENSEMBLE_MAX_WORK for trial in trials):
+    elif all(step_work(trial) <= CPU_ENSEMBLE_MAX_WORK for trial in trials):
         choice = AUTO_CHOICES["cpu, small steps"]
     else:
         choice = AUTO_CHOICES["cpu"]
