@@ -156,6 +156,15 @@ def test_dry_run_lists_trials(tmp_path, capsys):
     assert main(["sweep", str(spec), "--out", str(tmp_path / "o"), "--dry-run"]) == 0
     out = capsys.readouterr().out
     assert "4 trials, all valid" in out and "model.d_model=32 seed=1" in out
+    # the plan a run would follow: auto's choice and the groups, the larger model's first
+    assert "group runner auto: ensemble (on a CPU" in out
+    assert "4 trials in 2 groups of the same shape (2, 2), each trained at once (ensemble)" in out
+    assert not (tmp_path / "o").exists()
+    # options a run would refuse are refused here too
+    assert main(["sweep", str(spec), "--out", str(tmp_path / "o"), "--dry-run", "--asha", "2"]) == 2
+    assert "options of --backend ray" in capsys.readouterr().err
+    assert main(["sweep", str(spec), "--out", str(tmp_path / "o"), "--dry-run", "--workers", "0"]) == 2
+    assert "workers must be an integer >= 1" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
 
 

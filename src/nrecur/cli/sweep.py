@@ -57,20 +57,24 @@ def register(subparsers) -> None:
 
 def sweep_command(args: argparse.Namespace) -> int:
     from nrecur.sweep import BackendOptions, expand, load_spec, run_sweep
+    from nrecur.sweep.runner import check_options, plan_groups
 
     spec = load_spec(args.spec)
-    if args.dry_run:
-        trials = expand(spec)
-        for trial in trials:
-            print(f"{trial.index:4d} {trial.trial_id} {trial.describe()}")
-        print(f"{spec.name}: {len(trials)} trials, all valid")
-        return 0
     if args.backend != "ray" and (args.address or args.asha is not None or args.num_cpus is not None):
         raise UsageError("--address, --num-cpus and --asha are options of --backend ray")
     options = BackendOptions(
         workers=args.workers, threads=args.threads, address=args.address, num_cpus=args.num_cpus, asha_grace=args.asha,
         runner=args.group_runner,
     )  # fmt: skip
+    if args.dry_run:
+        check_options(args.backend, options)
+        trials = expand(spec)
+        for trial in trials:
+            print(f"{trial.index:4d} {trial.trial_id} {trial.describe()}")
+        for line in plan_groups(trials, args.backend, options).describe():  # all trials, as if none were done
+            print(f"{spec.name}: {line}")
+        print(f"{spec.name}: {len(trials)} trials, all valid")
+        return 0
     result = run_sweep(spec, args.out, args.backend, options, retry_failed=args.retry_failed, report=None if args.quiet else print)
     print(result.describe())
     return 0

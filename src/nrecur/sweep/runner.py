@@ -87,6 +87,37 @@ class SweepResult:
         )
 
 
+@dataclass(frozen=True)
+class Plan:
+    """How a sweep's trials will train: the group runner (``auto`` resolved), why, and the groups in order."""
+
+    runner: str
+    why: str
+    """Why ``auto`` chose ``runner`` ("" when the runner was named)."""
+    groups: list[TrialGroup]
+    grouped: bool
+    """Whether the runner trains same-shape trials together."""
+
+    def describe(self) -> list[str]:
+        """The lines a sweep's log starts with."""
+        lines = [f"group runner auto: {self.why}"] if self.why else []
+        if self.grouped and self.groups:
+            sizes = ", ".join(str(len(group.trials)) for group in self.groups)
+            count = sum(len(group.trials) for group in self.groups)
+            lines.append(f"{count} trials in {len(self.groups)} groups of the same shape ({sizes}), each trained at once ({self.runner})")
+        return lines
+
+
+def plan_groups(trials: list[Trial], backend: str = "local", options: BackendOptions = BackendOptions()) -> Plan:
+    """The runner and the groups ``run_sweep`` trains ``trials`` with: ``auto`` resolved (:func:`resolve_runner`),
+    same-shape groups for a runner that wants them (halved while the local backend has idle workers), the
+    groups with the most work first."""
+    runner, why = resolve_runner(options.runner, trials)
+    grouped = GROUPS_BY_SHAPE.get(runner, False)
+    workers = (options.workers or available_cpus()) if backend == "local" else 1
+    return Plan(runner, why, longest_first(group_trials(trials, by_shape=grouped, workers=workers)), grouped)
+
+
 def study_options(options: BackendOptions) -> BackendOptions:
     """``options`` with the study commands' runner (:data:`~nrecur.sweep.groups.STUDY_RUNNER`) in place of ``auto``."""
     return dataclasses.replace(options, runner=STUDY_RUNNER) if options.runner == "auto" else options
@@ -148,15 +179,12 @@ def run_sweep(
 
     if report is not None and done:
         report(f"{spec.name}: {len(done)} of {len(trials)} trials are done already; running the other {len(todo)}")
-    runner, why = resolve_runner(options.runner, todo)
-    options = dataclasses.replace(options, runner=runner)
-    if report is not None and why and todo:
-        report(f"{spec.name}: group runner auto: {why}")
-    workers = (options.workers or available_cpus()) if backend == "local" else 1
-    groups = longest_first(group_trials(todo, by_shape=GROUPS_BY_SHAPE.get(options.runner, False), workers=workers))
-    if report is not None and GROUPS_BY_SHAPE.get(options.runner, False) and todo:
-        sizes = ", ".join(str(len(group.trials)) for group in groups)
-        report(f"{spec.name}: {len(todo)} trials in {len(groups)} groups of the same shape ({sizes}), each trained at once ({options.runner})")
+    plan = plan_groups(todo, backend, options)
+    options = dataclasses.replace(options, runner=plan.runner)
+    if report is not None and todo:
+        for line in plan.describe():
+            report(f"{spec.name}: {line}")
+    groups = plan.groups
     try:
         BACKENDS[backend](groups, sweep, on_done, options)
     finally:
