@@ -53,13 +53,14 @@ def records(sweep: Path) -> dict[str, str]:
     return {p.name: p.read_text() for p in (sweep / "records").glob("*.json")}
 
 
-def test_local_sweep_table_plots_and_nothing_rerun(tmp_path, capsys):
+def test_local_sweep_table_plots_and_nothing_rerun(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr("torch.cuda.is_available", lambda: False)  # the tiny preset's device "auto" is the CPU
     spec_file = write_spec(tmp_path)
     out = tmp_path / "sweep"
     assert main(["sweep", str(spec_file), "--out", str(out), "--workers", "2"]) == 0
     printed = capsys.readouterr().out
     assert "8 trials (8 ok); 8 ran now" in printed
-    assert "group runner auto: ensemble (on a CPU, trials of at most 6e+07 multiply-adds per step" in printed  # the log says why
+    assert "group runner auto: ensemble (on a CPU, trials of at most 6e7 multiply-adds per step" in printed  # the log says why
     frame = load_sweep(out)
     trials = expand(spec_from_data(__import__("tomllib").loads(SPEC)))
     assert list(frame["trial_id"]) == [t.trial_id for t in trials]
@@ -216,7 +217,8 @@ def test_the_auto_runner_trains_at_once_on_a_gpu_or_small_steps_on_a_cpu(monkeyp
     assert resolve_runner("auto", trials("cpu", "cpu"))[0] == "one-by-one"
     assert resolve_runner("auto", trials("cpu", "cpu", preset="tiny"))[0] == "ensemble"
     assert resolve_runner("auto", trials("cuda", "cuda"))[0] == "ensemble"
-    assert resolve_runner("auto", trials("cuda", "cpu"))[0] == "one-by-one"
+    assert resolve_runner("auto", trials("cuda", "cuda", "cpu", "cpu"))[0] == "one-by-one"  # not all on a GPU, large steps
+    assert resolve_runner("auto", []) == ("one-by-one", "")
     assert resolve_runner("ensemble", trials("cpu")) == ("ensemble", "")  # a runner asked for by name is kept
     muon = expand(spec_from_data({"preset": "tiny", "base": {"train": {"optimizer": "muon"}}, "seeds": 3}))
     chosen, why = resolve_runner("auto", muon)  # Muon trials never train together
@@ -260,7 +262,7 @@ def test_ensemble_group_runner_gives_the_one_by_one_table(tmp_path, capsys):
     np.testing.assert_allclose(together["final_train_loss"], alone["final_train_loss"], rtol=1e-5)
 
 
-def test_groups_are_halved_to_keep_every_worker_busy():
+def test_groups_are_halved_to_keep_every_cpu_worker_busy(monkeypatch):
     spec = {"preset": "tiny", "seeds": 10}
     trials = expand(spec_from_data(spec))
     from nrecur.sweep.groups import group_trials
@@ -271,6 +273,13 @@ def test_groups_are_halved_to_keep_every_worker_busy():
     assert sorted(len(g.trials) for g in group_trials(trials[:3], by_shape=True, workers=2)) == [3]  # too small to halve
     halves = group_trials(trials, by_shape=True, workers=3)
     assert sorted(t.trial_id for g in halves for t in g.trials) == sorted(t.trial_id for t in trials)
+    # the plan halves for CPU trials on the local backend only: a GPU keeps its 16-model ensembles
+    from nrecur.sweep import BackendOptions, plan_groups
+
+    cpu = expand(spec_from_data({**spec, "base": {"train": {"device": "cpu"}}}))
+    assert [len(g.trials) for g in plan_groups(cpu, "local", BackendOptions(workers=2, runner="ensemble")).groups] == [5, 5]
+    gpu = expand(spec_from_data({**spec, "base": {"train": {"device": "cuda"}}}))
+    assert [len(g.trials) for g in plan_groups(gpu, "local", BackendOptions(workers=2, runner="ensemble")).groups] == [10]
 
 
 @pytest.mark.slow

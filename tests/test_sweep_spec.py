@@ -150,13 +150,14 @@ def test_out_must_be_a_sweep_or_empty(tmp_path, capsys):
     assert (tmp_path / "busy" / "notes.txt").read_text() == "mine"
 
 
-def test_dry_run_lists_trials(tmp_path, capsys):
+def test_dry_run_lists_trials(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr("torch.cuda.is_available", lambda: False)  # the tiny preset's device "auto" is the CPU
     spec = tmp_path / "s.toml"
     spec.write_text('preset = "tiny"\nseeds = 2\n[grid]\n"model.d_model" = [16, 32]\n')
     assert main(["sweep", str(spec), "--out", str(tmp_path / "o"), "--dry-run"]) == 0
     out = capsys.readouterr().out
     assert "4 trials, all valid" in out and "model.d_model=32 seed=1" in out
-    # the plan a run would follow: auto's choice and the groups, the larger model's first
+    # the plan a run would follow: auto's choice and the groups
     assert "group runner auto: ensemble (on a CPU" in out
     assert "4 trials in 2 groups of the same shape (2, 2), each trained at once (ensemble)" in out
     assert not (tmp_path / "o").exists()

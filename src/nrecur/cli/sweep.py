@@ -29,12 +29,13 @@ def register(subparsers) -> None:
     parser.add_argument(
         "--group-runner", default="auto", choices=["auto", "one-by-one", "ensemble"],
         help="auto (default): ensemble when every trial trains on a GPU, or on a CPU when every trial's steps are small "
-        "(at most 6e7 multiply-adds), else one-by-one (the faster, as measured; the log says which); one-by-one: each "
+        "(at most 6e7 multiply-adds), else one-by-one (the faster, as measured; also when no two trials can train "
+        "together; the log says which); one-by-one: each "
         "trial alone; ensemble: trials of the same model and batch size trained at once in one process (torch.func "
         "vmap, nrecur.train.ensemble), up to 16 per group",
     )  # fmt: skip
     parser.add_argument("--retry-failed", action="store_true", help="run failed and early-stopped trials again (they resume from their run folders)")
-    parser.add_argument("--dry-run", action="store_true", help="validate the spec and list its trials; run nothing")
+    parser.add_argument("--dry-run", action="store_true", help="validate the spec and the options, list its trials and the plan for all of them (the group runner, the groups); run nothing")
     parser.add_argument("--quiet", action="store_true", help="no line per finished trial")
     parser.set_defaults(handler=sweep_command, command="sweep")
 
@@ -56,8 +57,7 @@ def register(subparsers) -> None:
 
 
 def sweep_command(args: argparse.Namespace) -> int:
-    from nrecur.sweep import BackendOptions, expand, load_spec, run_sweep
-    from nrecur.sweep.runner import check_options, plan_groups
+    from nrecur.sweep import BackendOptions, check_options, expand, load_spec, plan_groups, run_sweep
 
     spec = load_spec(args.spec)
     if args.backend != "ray" and (args.address or args.asha is not None or args.num_cpus is not None):

@@ -31,12 +31,15 @@ def run_filter_kernel(*arrays: object) -> None:
     starts (the first parallel kernel of a process) it sets the runtime's thread count to numba's own, every
     core, and torch then used every core too: a sweep worker meant to run on one thread ran on all of them.
     """
-    torch_threads, numba_threads = torch.get_num_threads(), numba.get_num_threads()
-    numba.set_num_threads(max(1, min(torch_threads, numba.config.NUMBA_NUM_THREADS)))
+    torch_threads = torch.get_num_threads()
+    numba_threads = None
     try:
+        numba_threads = numba.get_num_threads()  # starts numba's pool if it has not started
+        numba.set_num_threads(max(1, min(torch_threads, numba.config.NUMBA_NUM_THREADS)))
         filter_kernel(*arrays)
     finally:
-        numba.set_num_threads(numba_threads)
+        if numba_threads is not None:
+            numba.set_num_threads(numba_threads)
         torch.set_num_threads(torch_threads)
 
 

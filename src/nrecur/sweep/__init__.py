@@ -10,7 +10,7 @@ for the spec, :mod:`nrecur.sweep.store` for the folder.
 
 from nrecur.sweep.expand import Trial, expand
 from nrecur.sweep.groups import GROUP_RUNNERS, STUDY_RUNNER, TrialGroup, group_trials, register_group_runner
-from nrecur.sweep.runner import BACKENDS, BackendOptions, SweepResult, run_sweep, study_options
+from nrecur.sweep.runner import BACKENDS, BackendOptions, Plan, SweepResult, check_options, plan_groups, run_sweep, study_options
 from nrecur.sweep.spec import SweepSpec, load_spec, spec_from_data
 from nrecur.sweep.store import SweepDir, TrialRecord, load_sweep
 from nrecur.sweep.trial import run_trial
@@ -19,6 +19,7 @@ __all__ = [
     "BACKENDS",
     "BackendOptions",
     "GROUP_RUNNERS",
+    "Plan",
     "STUDY_RUNNER",
     "SweepDir",
     "SweepResult",
@@ -27,9 +28,11 @@ __all__ = [
     "TrialGroup",
     "TrialRecord",
     "expand",
+    "check_options",
     "group_trials",
     "load_spec",
     "load_sweep",
+    "plan_groups",
     "register_group_runner",
     "run_sweep",
     "run_trial",

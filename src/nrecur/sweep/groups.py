@@ -149,17 +149,21 @@ class RunnerChoice:
 
 CPU_ENSEMBLE_MAX_WORK = 6e7
 """Multiply-adds per training step (:func:`step_work`) up to which ``auto`` trains same-shape trials at once on
-a CPU. On 2 cores, 16 default models (d_model 64, 2 layers, context 32) trained at once took 0.59–0.66× the
-time of the one-by-one loop at batch 16 (5.5e7 per step) but 1.16× at batch 64 (2.2e8), and a sweep of 24
+a CPU. On 2 cores, 16 default models (d_model 64, 2 layers, context 32) trained at once were 1.49–1.74× as
+fast as the one-by-one loop at batch 16 (5.5e7 per step) but 0.86× at batch 64 (2.2e8), and a sweep of 24
 small trials (at most 4.8e6 per step) ran 1.14–1.35× as fast with the ensemble runner as one by one
 (benchmarks/bench_ensemble.py, benchmarks/bench_sweep.py; README, *Many models at once* and *Sweeps*)."""
+
+def _work_text(work: float) -> str:
+    return f"{work:.0e}".replace("e+0", "e")  # 6e7
+
 
 AUTO_CHOICES: dict[str, RunnerChoice] = {
     "cuda": RunnerChoice("ensemble", "on a GPU (an H100), 16 same-shape models trained at once measured 10× a one-by-one loop"),
     "cpu, small steps": RunnerChoice(
         "ensemble",
-        f"on a CPU, trials of at most {CPU_ENSEMBLE_MAX_WORK:.0e} multiply-adds per step measured faster trained at once "
-        "(2 cores: 16 models at batch 16 1.5–1.7× a one-by-one loop, a sweep of small trials 1.14–1.35× one by one)",
+        f"on a CPU, trials of at most {_work_text(CPU_ENSEMBLE_MAX_WORK)} multiply-adds per step measured faster trained at once "
+        "(2 cores: 16 models at batch 16 1.49–1.74× a one-by-one loop, a sweep of small trials 1.14–1.35× one by one)",
     ),
     "nothing to group": RunnerChoice(
         "one-by-one",
@@ -167,8 +171,8 @@ AUTO_CHOICES: dict[str, RunnerChoice] = {
     ),
     "cpu": RunnerChoice(
         "one-by-one",
-        f"on a CPU, trials of more than {CPU_ENSEMBLE_MAX_WORK:.0e} multiply-adds per step measured faster one by one "
-        "(2 cores: 16 models at batch 64 trained at once took 1.16× the time)",
+        f"on a CPU, trials of more than {_work_text(CPU_ENSEMBLE_MAX_WORK)} multiply-adds per step measured faster one by one "
+        "(2 cores: 16 models at batch 64 trained at once were 0.86× as fast)",
     ),
 }
 """The situations ``auto`` tells apart (:func:`resolve_runner`) → its choice."""
@@ -180,21 +184,25 @@ trained one by one, and an ensemble agrees with a lone run to float rounding onl
 could differ from them in the last digits."""
 
 
+def trial_device(trial: Trial) -> str:
+    """The device type a trial trains on (``auto`` resolved on this machine): ``cpu`` or ``cuda``."""
+    import torch
+
+    wanted = trial.config.train.device
+    return ("cuda" if torch.cuda.is_available() else "cpu") if wanted == "auto" else wanted.split(":")[0]
+
+
 def resolve_runner(runner: str, trials: list[Trial]) -> tuple[str, str]:
     """``runner``, or for ``auto`` the runner measured faster for the trials (``ensemble`` when some trials can
     train together and every trial trains on CUDA, or on a CPU with a small step, see
     :data:`CPU_ENSEMBLE_MAX_WORK`; else ``one-by-one``), with the reason in words ("" when no choice was made)."""
     if runner != "auto":
         return runner, ""
-    import torch
-
-    def device(trial: Trial) -> str:
-        wanted = trial.config.train.device
-        return ("cuda" if torch.cuda.is_available() else "cpu") if wanted == "auto" else wanted.split(":")[0]
-
+    if not trials:
+        return "one-by-one", ""
     if all(len(group.trials) < 2 for group in group_trials(trials, by_shape=True)):
         choice = AUTO_CHOICES["nothing to group"]
-    elif all(device(trial) == "cuda" for trial in trials):
+    elif all(trial_device(trial) == "cuda" for trial in trials):
         choice = AUTO_CHOICES["cuda"]
     elif all(step_work(trial) <= CPU_ENSEMBLE_MAX_WORK for trial in trials):
         choice = AUTO_CHOICES["cpu, small steps"]

@@ -20,7 +20,16 @@ from typing import Callable
 
 from nrecur._text import seconds_text
 from nrecur.sweep.expand import Trial, expand
-from nrecur.sweep.groups import GROUP_RUNNERS, GROUPS_BY_SHAPE, STUDY_RUNNER, TrialGroup, group_trials, longest_first, resolve_runner
+from nrecur.sweep.groups import (
+    GROUP_RUNNERS,
+    GROUPS_BY_SHAPE,
+    STUDY_RUNNER,
+    TrialGroup,
+    group_trials,
+    longest_first,
+    resolve_runner,
+    trial_device,
+)
 from nrecur.sweep.local import available_cpus
 from nrecur.sweep.spec import SweepSpec
 from nrecur.sweep.store import SweepDir, TrialRecord
@@ -92,9 +101,10 @@ class Plan:
     """How a sweep's trials will train: the group runner (``auto`` resolved), why, and the groups in order."""
 
     runner: str
+    """The group runner (:data:`~nrecur.sweep.groups.GROUP_RUNNERS`)."""
     why: str
     """Why ``auto`` chose ``runner`` ("" when the runner was named)."""
-    groups: list[TrialGroup]
+    groups: tuple[TrialGroup, ...]
     grouped: bool
     """Whether the runner trains same-shape trials together."""
 
@@ -110,16 +120,18 @@ class Plan:
 
 def plan_groups(trials: list[Trial], backend: str = "local", options: BackendOptions = BackendOptions()) -> Plan:
     """The runner and the groups ``run_sweep`` trains ``trials`` with: ``auto`` resolved (:func:`resolve_runner`),
-    same-shape groups for a runner that wants them (halved while the local backend has idle workers), the
-    groups with the most work first."""
+    same-shape groups for a runner that wants them (for CPU trials on the local backend, halved while workers
+    would sit idle: measured there only), the groups with the most work first."""
     runner, why = resolve_runner(options.runner, trials)
     grouped = GROUPS_BY_SHAPE.get(runner, False)
-    workers = (options.workers or available_cpus()) if backend == "local" else 1
-    return Plan(runner, why, longest_first(group_trials(trials, by_shape=grouped, workers=workers)), grouped)
+    on_cpus = backend == "local" and all(trial_device(trial) == "cpu" for trial in trials)
+    workers = (options.workers or available_cpus()) if on_cpus else 1
+    return Plan(runner, why, tuple(longest_first(group_trials(trials, by_shape=grouped, workers=workers))), grouped)
 
 
 def study_options(options: BackendOptions) -> BackendOptions:
-    """``options`` with the study commands' runner (:data:`~nrecur.sweep.groups.STUDY_RUNNER`) in place of ``auto``."""
+    """``options`` with the study commands' runner (:data:`~nrecur.sweep.groups.STUDY_RUNNER`) in place of ``auto``
+    (a study trains together only when asked by name: ``runner="ensemble"``)."""
     return dataclasses.replace(options, runner=STUDY_RUNNER) if options.runner == "auto" else options
 
 
