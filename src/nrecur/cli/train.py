@@ -280,6 +280,10 @@ def format_result(result) -> str:
             delay = f", delay {grok.delay} steps" if grok.delay is not None else ""
             line += f"; memorization: {memorized}{delay}"
         lines.append(line)
+    if result.stop_reason == "time budget":
+        lines.append(f"continue it: nrecur train --resume {result.run_dir} --time-budget S (S > {result.seconds:.0f}, or 0 for no limit)")
+    elif result.stop_reason == "steps" and grok is not None and grok.grok_step is None:
+        lines.append(f"continue it: nrecur train --resume {result.run_dir} --steps N (N > {result.steps})")
     return "\n".join(lines)
 
 
