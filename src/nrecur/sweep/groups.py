@@ -154,6 +154,7 @@ fast as the one-by-one loop at batch 16 (5.5e7 per step) but 0.86× at batch 64 
 small trials (at most 4.8e6 per step) ran 1.14–1.35× as fast with the ensemble runner as one by one
 (benchmarks/bench_ensemble.py, benchmarks/bench_sweep.py; README, *Many models at once* and *Sweeps*)."""
 
+
 def _work_text(work: float) -> str:
     return f"{work:.0e}".replace("e+0", "e")  # 6e7
 
