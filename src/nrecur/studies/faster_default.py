@@ -32,7 +32,7 @@ import torch
 from nrecur._io import atomic_write_text
 from nrecur.analysis.base import OKABE_ITO, pyplot, save_figure
 from nrecur.model import GPT, GPTConfig
-from nrecur.sweep import STUDY_RUNNER, BackendOptions, load_sweep, run_sweep, spec_from_data, study_options
+from nrecur.sweep import BackendOptions, load_sweep, run_sweep, spec_from_data, study_options
 from nrecur.train.config import TrainConfig
 from nrecur.train.optimizers import make_optimizer
 from nrecur.train.presets import STUDY_PRESET
@@ -163,7 +163,7 @@ def faster_default(
                      **({"model": model_fields} if model_fields else {})},
         }, "faster-default confirm")  # fmt: skip
         folder = out / "confirm" / candidate["name"].replace(" #", "-")
-        run_sweep(spec, folder, options=BackendOptions(workers=1, threads=threads or torch.get_num_threads(), runner=STUDY_RUNNER), report=report)
+        run_sweep(spec, folder, options=study_options(BackendOptions(workers=1, threads=threads or torch.get_num_threads())), report=report)
         table = load_sweep(folder)
         seconds = [None if pd.isna(v) else float(v) for v in table["seconds_to_threshold"]]
         reached = [None if pd.isna(v) else int(v) for v in table["steps_to_threshold"]]

@@ -105,8 +105,11 @@ class Plan:
     why: str
     """Why ``auto`` chose ``runner`` ("" when the runner was named)."""
     groups: tuple[TrialGroup, ...]
-    grouped: bool
-    """Whether the runner trains same-shape trials together."""
+
+    @property
+    def grouped(self) -> bool:
+        """Whether the runner trains same-shape trials together."""
+        return GROUPS_BY_SHAPE.get(self.runner, False)
 
     def describe(self) -> list[str]:
         """The lines a sweep's log starts with."""
@@ -123,10 +126,10 @@ def plan_groups(trials: list[Trial], backend: str = "local", options: BackendOpt
     same-shape groups for a runner that wants them (for CPU trials on the local backend, halved while workers
     would sit idle: measured there only), the groups with the most work first."""
     runner, why = resolve_runner(options.runner, trials)
-    grouped = GROUPS_BY_SHAPE.get(runner, False)
     on_cpus = backend == "local" and all(trial_device(trial) == "cpu" for trial in trials)
     workers = (options.workers or available_cpus()) if on_cpus else 1
-    return Plan(runner, why, tuple(longest_first(group_trials(trials, by_shape=grouped, workers=workers))), grouped)
+    groups = group_trials(trials, by_shape=GROUPS_BY_SHAPE.get(runner, False), workers=workers)
+    return Plan(runner, why, tuple(longest_first(groups)))
 
 
 def study_options(options: BackendOptions) -> BackendOptions:
@@ -196,9 +199,8 @@ def run_sweep(
     if report is not None and todo:
         for line in plan.describe():
             report(f"{spec.name}: {line}")
-    groups = plan.groups
     try:
-        BACKENDS[backend](groups, sweep, on_done, options)
+        BACKENDS[backend](list(plan.groups), sweep, on_done, options)
     finally:
         table = sweep.write_table()
     counts = {status: int((table["status"] == status).sum()) for status in ("ok", "failed", "stopped", "pending")}

@@ -82,7 +82,8 @@ def quick() -> Preset:
         schedule="cosine", min_lr_ratio=0.02, eval_every=250, kl_threshold=0.01, stop_when_grokked=True,
         time_budget=240.0, log_checkpoints=8,
     )  # fmt: skip
-    # The stochastic task from scratch reaches KL <= 0.02 at step 3,750 with 5e-3 (CPU, seed 0). A lower peak
+    # The stochastic task from scratch reaches KL <= 0.02 at step 4,000 with 5e-3 (CPU, seed 0, one thread beside
+    # another; 3,750 when its worker ran on two). A lower peak
     # learning rate keeps what the deterministic model knows: 1e-3 fine-tunes to it at step 3,000, 2e-3 at 3,250.
     return _quick_preset(
         "quick", "vocab 8, periods 2-5, context 32, 2 layers d_model 64, Muon: about a minute on a 2-core CPU",
