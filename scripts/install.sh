@@ -28,8 +28,8 @@ fi
 
 want="$(sha256sum pyproject.toml | cut -d' ' -f1)"
 if [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "$want" ] || ! "$VENV/bin/python" -c "import nrecur" 2>/dev/null; then
-    echo "[install] nrecur and its dependencies (editable, with test tools)"
-    "${PIP[@]}" install -e ".[dev]"
+    echo "[install] nrecur and its dependencies (editable, with test tools and the docs' builder)"
+    "${PIP[@]}" install -e ".[dev,docs]"
     echo "$want" > "$STAMP"
 fi
 
