@@ -62,19 +62,12 @@ initialization. The headline names ``static_*`` use the default estimators
 (``mean_input`` for targets, ``qk_pos_ov`` for periods); every estimator's
 figures are under ``static_*_corr/NAME``.
 
-What works (``examples/prior_experiment.py``: the quick preset trained with a
-Zipf target prior and period prior (0.5, 0.25, 0.15, 0.1), with both reversed,
-and with uniform priors, one seed, 180 s each on a 2-core CPU): for targets,
-``mean_input`` tracks the prior (r = 0.93 and 0.96; at initialization −0.35 and
-−0.15), ``direct`` only in one of the two directions (0.92, 0.30), ``constant``
-not (0.81, −0.39). For periods no static estimator tracks the prior:
-``mean_input_attn`` scores r = 0.92 on the skewed prior only because short
-periods get more attention in every trained model (the uniform-trained model's
-estimate scores 0.96 against that prior) and −0.57 on the reversed one;
-``qk_pos``/``qk_pos_ov`` disagree in sign between the two. The behavioural
-``fit`` recovers both priors (r ≥ 0.996, KL ≤ 0.017) — with four periods a
-correlation is weak evidence on its own (the untrained model's fit scores 0.996
-against the reversed period prior, at KL 0.46): read the KL too.
+Which estimators track a skewed prior is what ``examples/prior_experiment.py``
+measures: the quick preset trained with a Zipf target prior and a skewed period
+prior, with both reversed, and with uniform priors; its numbers are a result
+file, not part of this module. Read a correlation beside its KL: with four
+periods a correlation alone is weak evidence, and an untrained model's ``fit``
+can correlate well with a prior it is far from.
 """
 
 from __future__ import annotations

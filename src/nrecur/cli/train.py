@@ -363,7 +363,7 @@ def _register_run(subparsers) -> None:
     )
     parser.add_argument(
         "--preset", default="quick", choices=main_job_presets(),
-        help="scale and recipe (default: quick, for a 2-core CPU; quick-adamw: quick with AdamW, as before Muon)",
+        help="scale and recipe (default: quick, for a 2-core CPU; quick-adamw: quick with AdamW, the recipe the studies ran with)",
     )  # fmt: skip
     parser.add_argument("--out", default="runs", metavar="DIR", help="where the run folders go (default: runs)")
     parser.add_argument("--jobs", type=int, default=2, help="run the trainings and analyses side by side in this many processes (1: one after the other)")

@@ -1,4 +1,4 @@
-"""Jobs: what runs many trainings and ties them together (the main job; next, sweeps and studies).
+"""Jobs: what runs many trainings and ties them together — the main job (``nrecur run``).
 
 A job only calls the training API (``nrecur.train``) and reads run folders; it
 never reaches into the training loop.

@@ -84,10 +84,9 @@ from nrecur.train.vector_adamw import (
 
 FOLDED_ATTENTION = {"cpu": True, "cuda": False}
 """Device type → whether attention under ``vmap`` is one fused kernel call with the models folded into the
-batch (:mod:`nrecur.train.folded_attention`; on 2 CPU cores a training step of 16 small models took
-0.88× the time of the composite form below, median of 7 rounds). Not with ``compile=True``: inductor fuses
-the composite form, which then measured faster (62.8 against 71.9 ms a step, median of 7 rounds). Elsewhere
-(a GPU: not measured yet) attention runs in the composite form of ``ATTENTION_BACKENDS``."""
+batch (:mod:`nrecur.train.folded_attention`; on a CPU faster than the composite form below, see
+``benchmarks/bench_ensemble.py``). Not with ``compile=True``: inductor fuses the composite form, which is
+then the faster. Elsewhere (a GPU) attention runs in the composite form of ``ATTENTION_BACKENDS``."""
 
 ATTENTION_BACKENDS = [SDPBackend.MATH]
 """Attention under ``vmap`` where it is not folded: the composite "math" form of
@@ -103,10 +102,8 @@ the observer in numpy) is called per member on its share of the logits."""
 VMAPPED_EVALUATION = {"cpu": False, "cuda": True}
 """Device type → whether an evaluation runs all members' forward passes in one ``vmap`` (a GPU: one
 launch instead of one per member) or each member's own model in turn (the CPU, where the lone model's
-fused attention over 512 or more sequences was 1.5× faster than the vmapped composite form). Either
-way, members with the same evaluation sets share them and their one observer pass. Measured again with
-attention folded (2026-12-05): 16 default models on 512 sequences each took 669 ms one by one against
-1256 ms vmapped, 6 tiny ones (one thread) 30 against 44 ms."""
+fused attention over 512 or more sequences is faster than the vmapped form, folded or not). Either way,
+members with the same evaluation sets share them and their one observer pass."""
 
 EVAL_SEQUENCES = 1024
 """Sequences (summed over models) per vmapped evaluation forward pass, as ``evaluate``'s chunk."""

@@ -6,7 +6,7 @@ trained until it groks, then the stochastic task (``p_noise = p_transition =
 deterministic model (``--stochastic``, ``--finetune``).
 
 * ``quick``: vocab 8, periods 2–5, context 32; sized for a 2-core CPU (Muon).
-* ``quick-adamw``: the same with AdamW, as ``quick`` was before Muon; the studies in ``examples/`` ran with it.
+* ``quick-adamw``: the same model and task with AdamW; the studies in ``examples/`` run with it.
 * ``proposal``: the proposal's scale, vocab 16, periods 2–8, context 64; for a GPU.
 * ``tiny``: a few seconds end to end; for tests and smoke checks (it does not grok).
 
@@ -92,13 +92,13 @@ def quick() -> Preset:
 
 
 def quick_adamw() -> Preset:
-    """``quick`` as it was before Muon (AdamW, 5,000 steps): the recipe the studies in ``examples/studies`` ran with."""
+    """``quick``'s model and task with AdamW (5,000 steps): the recipe the studies in ``examples/studies`` run with."""
     det_train = TrainConfig(
         steps=5000, batch_size=64, lr=3e-3, weight_decay=0.1, warmup_steps=100, schedule="cosine", min_lr_ratio=0.02,
         eval_every=250, kl_threshold=0.01, stop_when_grokked=True, time_budget=240.0, log_checkpoints=8,
     )  # fmt: skip
     return _quick_preset(
-        "quick-adamw", "the quick preset with AdamW (before Muon): vocab 8, periods 2-5, context 32, 2 layers d_model 64",
+        "quick-adamw", "the quick preset with AdamW (the studies' recipe): vocab 8, periods 2-5, context 32, 2 layers d_model 64",
         det_train, stochastic_steps=12000,
     )  # fmt: skip
 
