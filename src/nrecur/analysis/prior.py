@@ -64,8 +64,8 @@ figures are under ``static_*_corr/NAME``.
 
 Which estimators track a skewed prior is what ``examples/prior_experiment.py``
 measures: the quick preset trained with a Zipf target prior and a skewed period
-prior, with both reversed, and with uniform priors; its numbers are a result
-file, not part of this module. Read a correlation beside its KL: with four
+prior, with both reversed, and with uniform priors; the numbers are its output,
+not part of this module. Read a correlation beside its KL: with four
 periods a correlation alone is weak evidence, and an untrained model's ``fit``
 can correlate well with a prior it is far from.
 """
@@ -108,8 +108,9 @@ FLOOR = 1e-4
 
 
 def _final_logits(model: GPT, resid: torch.Tensor) -> torch.Tensor:
-    """``resid [..., d_model]`` → ``[..., vocab]`` through ``ln_final`` and the unembedding."""
-    return model.unembed(model.ln_final(resid))
+    """``resid [..., d_model]`` → ``[..., vocab]`` through ``ln_final`` and the unembedding (position-wise)."""
+    logits = model(resid.reshape(-1, 1, resid.shape[-1]), start_at_layer=model.config.n_layers)  # [..., 1, vocab]
+    return logits.reshape(*resid.shape[:-1], -1)
 
 
 def _constant_writes(model: GPT) -> torch.Tensor:
@@ -118,8 +119,7 @@ def _constant_writes(model: GPT) -> torch.Tensor:
     total = torch.zeros(model.config.d_model)
     for block in model.blocks:
         attn = block.attn
-        b_v = attn.qkv.bias.view(3, attn.n_heads, attn.d_head)[2]  # [head, d_head]
-        total = total + torch.einsum("hd,hdm->m", b_v, attn.W_O) + attn.out.bias
+        total = total + torch.einsum("hd,hdm->m", attn.b_V, attn.W_O) + attn.out.bias
         if block.mlp is not None:
             total = total + block.mlp(block.mlp.fc_in.bias.new_zeros(model.config.d_model))
     return total
@@ -130,22 +130,12 @@ def _averaged_embedding(model: GPT, length: int) -> torch.Tensor:
     return (model.embed.weight.mean(0) + model.pos_embed.weight[:length])[None]
 
 
-def _run_blocks(model: GPT, resid: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
-    """The blocks on a residual stream ``[1, pos, d_model]``: the final stream and each layer's pattern
-    ``[head, query, key]``."""
-    patterns = []
-    for block in model.blocks:
-        patterns.append(_pattern(block.attn, block.ln1(resid)[0]))
-        resid = block(resid)
-    return resid, patterns
-
-
-def _pattern(attn, x: torch.Tensor) -> torch.Tensor:
-    """``x [pos, d_model]`` (already normalized) → causal attention pattern ``[head, query, key]``."""
-    pos = x.shape[0]
-    q, k, _ = attn.qkv(x).view(pos, 3, attn.n_heads, attn.d_head).unbind(dim=1)  # [pos, head, d_head]
-    scores = torch.einsum("qhd,khd->hqk", q, k) / attn.d_head**0.5
-    return scores.masked_fill(attn.causal_mask[:pos, :pos], float("-inf")).softmax(-1)
+def _patterns(model: GPT, resid: torch.Tensor, layers: int) -> torch.Tensor:
+    """The attention patterns ``[layer, head, query, key]`` of the first ``layers`` blocks run on the residual
+    stream ``resid [pos, d_model]`` (made of weights) entering block 0."""
+    names = [f"blocks.{layer}.attn.hook_pattern" for layer in range(layers)]
+    _, cache = model.run_with_cache(resid[None], start_at_layer=0, stop_at_layer=layers, names_filter=names)
+    return torch.stack([cache[name][0] for name in names])
 
 
 def _ov_norms(model: GPT, layer: int) -> torch.Tensor:
@@ -187,8 +177,8 @@ def _constant(model: GPT, task: NRecurrence) -> np.ndarray:
 
 @_register(TARGET_ESTIMATORS)
 def _mean_input(model: GPT, task: NRecurrence) -> np.ndarray:
-    resid, _ = _run_blocks(model, _averaged_embedding(model, min(task.max_period, model.config.n_ctx)))
-    return _final_logits(model, resid[0]).log_softmax(-1).mean(0).softmax(-1).double().numpy()
+    logits = model(_averaged_embedding(model, min(task.max_period, model.config.n_ctx)), start_at_layer=0)[0]  # [pos, vocab]
+    return logits.log_softmax(-1).mean(0).softmax(-1).double().numpy()
 
 
 def _lag_excess(pattern: torch.Tensor, periods: tuple[int, ...]) -> np.ndarray:
@@ -212,8 +202,8 @@ def _normalized(scores: np.ndarray) -> np.ndarray:
 
 
 def _positional_pattern(model: GPT) -> torch.Tensor:
-    block = model.blocks[0]
-    return _pattern(block.attn, block.ln1(model.pos_embed.weight))  # [head, query, key]
+    """``[head, query, key]``: layer 0's pattern on the position embeddings alone."""
+    return _patterns(model, model.pos_embed.weight, 1)[0]
 
 
 @_register(PERIOD_ESTIMATORS)
@@ -229,7 +219,7 @@ def _qk_pos_ov(model: GPT, task: NRecurrence) -> np.ndarray:
 
 @_register(PERIOD_ESTIMATORS)
 def _mean_input_attn(model: GPT, task: NRecurrence) -> np.ndarray:
-    _, patterns = _run_blocks(model, _averaged_embedding(model, model.config.n_ctx))
+    patterns = _patterns(model, _averaged_embedding(model, model.config.n_ctx)[0], model.config.n_layers)
     scores = sum((_ov_norms(model, layer).double().numpy()[:, None] * _lag_excess(p, task.periods)).sum(0)
                  for layer, p in enumerate(patterns))  # fmt: skip
     return _normalized(np.asarray(scores))
