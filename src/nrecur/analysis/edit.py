@@ -47,7 +47,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from nrecur.analysis.base import OKABE_ITO, progress_bar, pyplot, register_analysis, save_figure
+from nrecur.analysis.base import OKABE_ITO, progress_bar, pyplot, save_figure
+from nrecur.analysis.legacy import register_analysis
 from nrecur.analysis.edit_methods import EDIT_METHODS, EditedPredictions, Span, edit_belief, edit_hooks, steering_vectors
 from nrecur.analysis.patching import deterministic_task
 from nrecur.analysis.steering import ALPHAS, kl_per_row, probe_directions

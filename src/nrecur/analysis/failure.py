@@ -35,7 +35,8 @@ from pathlib import Path
 
 import numpy as np
 
-from nrecur.analysis.base import pyplot, register_analysis, save_figure
+from nrecur.analysis.base import pyplot, save_figure
+from nrecur.analysis.legacy import register_analysis
 from nrecur.analysis.updates import (
     EVENT_KINDS,
     MODEL_COLOUR,

@@ -13,20 +13,25 @@ How to read it: held-out R² and the mean Euclidean distance in the simplex
 between mapped and true beliefs say how much of the geometry is linearly there
 (the fractal should reappear point for point when R² ≈ 1). The number of
 principal components that explain 90/95/99 % of the residual stream's variance
-says how low-dimensional the representation is. Over training
+says how low-dimensional the representation is. Every figure stands beside the
+same fit on the run's own initialization (``r2_random_init``,
+``mean_distance_random_init``): a random transformer's residual stream already
+encodes the recent tokens, and on Mess3 that alone gives a high R², so only the
+gain over the initialization says what training built. Over training
 (``--checkpoints all``) a strip of small panels shows the decoded simplex at
 every saved checkpoint, from the freshly initialized model on.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 
 import numpy as np
+import pydantic
 
-from nrecur.analysis.base import progress_bar, pyplot, register_analysis, save_figure
+from nrecur.analysis.contract import Analysis, Options, Result, initial_model, register
 from nrecur.analysis.probes import CONCAT, RidgeProbe, best_hooks, probe_inputs, r2_score, split_sequences
+from nrecur.model import GPT
 from nrecur.tasks import HMMTask, NRecurrence, Task
 
 VARIANCE_LEVELS = (0.90, 0.95, 0.99)
@@ -59,66 +64,21 @@ def components_for(activations: np.ndarray, levels=VARIANCE_LEVELS) -> list[int]
     return [int(np.searchsorted(cumulative, level) + 1) for level in levels]
 
 
-def simplex_xy(beliefs: np.ndarray) -> np.ndarray:
-    """``[n, vertex]`` → ``[n, 2]``: vertices on a regular polygon (a triangle for 3 states)."""
-    k = beliefs.shape[-1]
-    angles = np.pi / 2 + 2 * np.pi * np.arange(k) / k
-    corners = np.stack([np.cos(angles), np.sin(angles)], axis=1)  # [vertex, 2]
-    return beliefs @ corners
-
-
-VERTEX_COLOURS = np.array([[0.0, 0.447, 0.698], [0.941, 0.894, 0.259], [0.835, 0.369, 0.0]])
-"""Colours of the first three vertices (Okabe–Ito blue, yellow, vermillion): distinct in lightness and on
-the blue–yellow axis, so the colouring survives the common colour-vision deficiencies."""
-
-
-def belief_colours(beliefs: np.ndarray) -> np.ndarray:
-    """``[n, vertex]`` → ``[n, 3]`` RGB: each point the belief-weighted mix of its vertices' colours."""
-    weights = np.clip(beliefs[:, :3], 0, None)
-    weights = weights / np.maximum(weights.sum(1, keepdims=True), 1e-12)
-    return np.clip(weights @ VERTEX_COLOURS[: weights.shape[1]], 0, 1)
-
-
-def draw_simplex(ax, points: np.ndarray, colours: np.ndarray, title: str, size: float = 1.5) -> None:
-    """Scatter belief-simplex ``points [n, vertex]`` inside the simplex's outline on ``ax``."""
-    corners = simplex_xy(np.eye(points.shape[1]))
-    xy = simplex_xy(points)
-    ax.fill(corners[:, 0], corners[:, 1], facecolor="none", edgecolor="#999999", lw=0.8)
-    ax.scatter(xy[:, 0], xy[:, 1], s=size, c=colours, alpha=0.7, linewidths=0)
-    ax.set_title(title, fontsize=8)
-    ax.set_aspect("equal")
-    ax.axis("off")
-
-
-def simplex_grid(panels: list[tuple[str, np.ndarray]], colours: np.ndarray, columns: int, panel: tuple[float, float], size: float):
-    """A figure of ``(title, points [n, vertex])`` simplex panels, ``columns`` to a row, each ``panel`` inches;
-    returns the figure and its axes (flat)."""
-    plt = pyplot()
-
-    columns = min(columns, len(panels))
-    rows = -(-len(panels) // columns)
-    fig, axes = plt.subplots(rows, columns, figsize=(panel[0] * columns, panel[1] * rows), squeeze=False)
-    axes = axes.ravel()
-    for ax in axes[len(panels) :]:
-        ax.axis("off")
-    for ax, (title, points) in zip(axes, panels):
-        draw_simplex(ax, points, colours, title, size=size)
-    return fig, axes
-
-
-def label_vertices(ax, names) -> None:
-    """Write the vertex names at the corners of the simplex drawn by :func:`draw_simplex`."""
-    for (x, y), name in zip(simplex_xy(np.eye(len(names))), names):
-        ax.annotate(name, (x, y), fontsize=8, ha="center", va="bottom" if y > 0 else "top")
+class GeometryOptions(Options):
+    n_sequences: int = pydantic.Field(2048, ge=8)
+    """Fresh sequences to fit and score the maps on."""
+    held_out: float = pydantic.Field(0.2, gt=0, lt=1)
+    """Share of the sequences held out for scoring (split by sequence)."""
+    points: int = pydantic.Field(3000, ge=1)
+    """Held-out points drawn in the figure."""
+    periods: tuple[int, int, int] | None = None
+    """For n-recurrence, the three periods whose posterior is the simplex (default: the task's first three)."""
 
 
 @dataclass(frozen=True)
-class GeometryResult:
-    """Linear maps from the residual stream to the belief simplex, per hook point."""
+class Fit:
+    """Linear maps from every hook point to the belief simplex, on one model."""
 
-    name: str
-    vertices: tuple[str, ...]
-    hooks: tuple[str, ...]
     r2: dict[str, float]
     """hook → held-out R² of the linear map to the belief."""
     mean_distance: dict[str, float]
@@ -126,39 +86,27 @@ class GeometryResult:
     components: dict[str, list[int]]
     """hook → principal components for 90/95/99 % of the residual stream's variance."""
     best_hook: str
+    """The hook point (not ``concat``) whose map fits best on validation sequences (held-out ones play no part)."""
+    points: list[list[float]]
+    """The shown held-out points as the best hook's map gives them ``[n, vertex]``."""
+
+
+@dataclass(frozen=True)
+class GeometryResult(Result):
+    """Linear maps from the residual stream to the belief simplex, on the trained model and on its initialization."""
+
+    headline: dict[str, float]
+    options: GeometryOptions
+    step: int
+    vertices: tuple[str, ...]
+    hooks: tuple[str, ...]
+    trained: Fit
+    random_init: Fit
+    """The same maps on the run's own initialization (the control)."""
     points_true: list[list[float]]
     """A held-out sample of true beliefs ``[n, vertex]`` for the figure."""
     points_mapped: dict[str, list[list[float]]]
-    """hook → the same points as the linear map gives them."""
-    step: int
-    n_sequences: int
-    headline: dict[str, float] = field(default_factory=dict)
-
-    def to_json(self) -> dict:
-        return {
-            "step": self.step,
-            "n_sequences": self.n_sequences,
-            "vertices": list(self.vertices),
-            "hooks": list(self.hooks),
-            "best_hook": self.best_hook,
-            "r2": self.r2,
-            "mean_distance": self.mean_distance,
-            "components": {hook: dict(zip(("90%", "95%", "99%"), c)) for hook, c in self.components.items()},
-            "points_true": self.points_true,
-            "points_mapped": self.points_mapped,
-        }
-
-    def plot(self, folder: Path) -> list[Path]:
-        truth = np.asarray(self.points_true)
-        panels = [("observer's beliefs", truth)] + [
-            (f"{hook}\nR² {self.r2[hook]:.3f}", np.asarray(self.points_mapped[hook])) for hook in self.hooks
-        ]
-        fig, axes = simplex_grid(panels, belief_colours(truth), columns=6, panel=(2.7, 2.9), size=1.5)
-        label_vertices(axes[0], self.vertices)
-        fig.suptitle("belief simplex: true (first panel) and linearly decoded from the residual stream at each hook,\n"
-                     "each point coloured by its true belief", fontsize=9)
-        fig.tight_layout()
-        return save_figure(fig, folder, "geometry")
+    """hook → the same points as the trained model's linear map gives them."""
 
 
 def _applies(run) -> str | None:
@@ -167,13 +115,6 @@ def _applies(run) -> str | None:
     if isinstance(run.task, (HMMTask, NRecurrence)):
         return None
     return f"task kind {run.task.kind!r} has no belief simplex to draw (HMM kinds and n-recurrence do)"
-
-
-def _sample_beliefs(task: Task, n_sequences: int, length: int, seed: int, periods: tuple[int, ...] | None = None):
-    """Fresh sequences and their beliefs ``[batch, pos, vertex]``, with the vertex names."""
-    sample = task.sample(n_sequences, length, seed)
-    beliefs, vertices = beliefs_of(task, task.posterior(sample.tokens), periods)
-    return sample.tokens, beliefs, vertices
 
 
 def map_to_simplex(acts: dict[str, np.ndarray], beliefs: np.ndarray, train_seq, test_seq, shown):
@@ -191,136 +132,67 @@ def map_to_simplex(acts: dict[str, np.ndarray], beliefs: np.ndarray, train_seq, 
     return r2, distance, mapped
 
 
-def geometry(
-    run, n_sequences: int = 2048, seed: int = 0, held_out: float = 0.2, points: int = 3000, periods: tuple[int, ...] | None = None
-) -> GeometryResult:
-    """Fit the residual stream at every hook point (and concatenated) to the observer's belief; see the module
-    docstring. ``periods``: for n-recurrence, the three periods whose posterior is the simplex (default: the first three)."""
-    tokens, beliefs, vertices = _sample_beliefs(run.task, n_sequences, run.config.length, seed, periods)
-    acts = probe_inputs(run.model, tokens)
-    train_seq, test_seq = split_sequences(n_sequences, held_out, seed)
-    y_test = beliefs[test_seq].reshape(-1, beliefs.shape[-1])
-    shown = np.random.default_rng(seed).choice(len(y_test), size=min(points, len(y_test)), replace=False)
+def fit_model(model: GPT, tokens: np.ndarray, beliefs: np.ndarray, train_seq, test_seq, shown, seed: int) -> tuple[Fit, dict]:
+    """The maps of every hook point of ``model`` on ``tokens [batch, pos]`` to ``beliefs [batch, pos, vertex]``,
+    and hook → its mapped shown points."""
+    acts = probe_inputs(model, tokens)
     r2, distance, mapped = map_to_simplex(acts, beliefs, train_seq, test_seq, shown)
     components = {hook: components_for(x.reshape(-1, x.shape[-1])) for hook, x in acts.items()}
     best = best_hooks(acts, {"belief": beliefs}, train_seq, seed)["belief"]
+    return Fit(r2=r2, mean_distance=distance, components=components, best_hook=best, points=mapped[best]), mapped
+
+
+def compute(run, options: GeometryOptions) -> GeometryResult:
+    """Fit the residual stream at every hook point (and concatenated) to the observer's belief, on the trained
+    model and on its initialization; see the module docstring."""
+    seed = options.seed
+    sample = run.task.sample(options.n_sequences, run.config.length, seed)
+    beliefs, vertices = beliefs_of(run.task, run.task.posterior(sample.tokens), options.periods)
+    train_seq, test_seq = split_sequences(options.n_sequences, options.held_out, seed)
+    y_test = beliefs[test_seq].reshape(-1, beliefs.shape[-1])
+    shown = np.random.default_rng(seed).choice(len(y_test), size=min(options.points, len(y_test)), replace=False)
+    trained, mapped = fit_model(run.model, sample.tokens, beliefs, train_seq, test_seq, shown, seed)
+    control, _ = fit_model(initial_model(run), sample.tokens, beliefs, train_seq, test_seq, shown, seed)
+    best, best_init = trained.best_hook, control.best_hook
     headline = {
-        "r2": r2[best],
-        "mean_distance": distance[best],
-        "r2_concat": r2[CONCAT],
-        "mean_distance_concat": distance[CONCAT],
-        **{f"components_{level}": float(c) for level, c in zip(("90", "95", "99"), components[best])},
+        "r2": trained.r2[best],
+        "r2_random_init": control.r2[best_init],
+        "mean_distance": trained.mean_distance[best],
+        "mean_distance_random_init": control.mean_distance[best_init],
+        "r2_concat": trained.r2[CONCAT],
+        "r2_concat_random_init": control.r2[CONCAT],
+        **{f"components_{level}": float(c) for level, c in zip(("90", "95", "99"), trained.components[best])},
+        **{f"components_{level}_random_init": float(c) for level, c in zip(("90", "95", "99"), control.components[best_init])},
     }
     return GeometryResult(
-        name="geometry",
+        headline=headline,
+        options=options,
+        step=run.step,
         vertices=tuple(vertices),
-        hooks=tuple(acts),
-        r2=r2,
-        mean_distance=distance,
-        components=components,
-        best_hook=best,
+        hooks=tuple(trained.r2),
+        trained=trained,
+        random_init=control,
         points_true=y_test[shown].tolist(),
         points_mapped=mapped,
-        step=run.step,
-        n_sequences=n_sequences,
-        headline=headline,
     )
 
 
-# ---------------------------------------------------------------------------- over training
+def snapshot(result: GeometryResult) -> dict:
+    """Over training, each checkpoint keeps its best hook and its decoded points (the report's slider)."""
+    return {"best_hook": result.trained.best_hook, "points_true": result.points_true, "points_mapped": result.trained.points, "vertices": list(result.vertices)}
 
 
-@dataclass(frozen=True)
-class GeometryTrainingResult:
-    """The belief simplex decoded from the best hook at every saved checkpoint (``--checkpoints all``)."""
-
-    name: str
-    steps: tuple[int, ...]
-    vertices: tuple[str, ...]
-    best_hook: list[str]
-    """Per checkpoint, the hook point whose linear map fits best."""
-    r2_best: list[float]
-    r2_concat: list[float]
-    mean_distance: list[float]
-    """Per checkpoint, at the best hook."""
-    points_true: list[list[float]]
-    points_mapped: list[list[list[float]]]
-    """Per checkpoint, the held-out points as the best hook's linear map gives them."""
-    n_sequences: int
-    headline: dict[str, float] = field(default_factory=dict)
-
-    def to_json(self) -> dict:
-        return {
-            "steps": list(self.steps),
-            "n_sequences": self.n_sequences,
-            "vertices": list(self.vertices),
-            "best_hook": self.best_hook,
-            "r2_best": self.r2_best,
-            "r2_concat": self.r2_concat,
-            "mean_distance": self.mean_distance,
-            "points_true": self.points_true,
-            "points_mapped": self.points_mapped,
-        }
-
-    def plot(self, folder: Path) -> list[Path]:
-        truth = np.asarray(self.points_true)
-        panels = [("observer", truth)] + [
-            (f"step {step}\nR² {r2:.3f}", np.asarray(points)) for step, r2, points in zip(self.steps, self.r2_best, self.points_mapped)
-        ]
-        fig, _ = simplex_grid(panels, belief_colours(truth), columns=5, panel=(2.6, 2.8), size=0.8)
-        fig.suptitle("belief simplex decoded from the best hook at each checkpoint (coloured by the true belief)", fontsize=9)
-        fig.tight_layout()
-        return save_figure(fig, folder, "geometry_over_training")
-
-
-def geometry_over_training(
-    run,
-    steps,
-    load,
-    n_sequences: int = 2048,
-    seed: int = 0,
-    held_out: float = 0.2,
-    points: int = 1500,
-    periods: tuple[int, ...] | None = None,
-    show_progress: bool = False,
-) -> GeometryTrainingResult:
-    """:func:`geometry`'s linear maps at each checkpoint step; ``load(step)`` gives that step's run.
-
-    The same sequences, split and shown points at every step, so the panels differ only by the weights; with
-    the defaults of :func:`geometry`, the last panel's figures are the latest checkpoint's.
-    """
-    tokens, beliefs, vertices = _sample_beliefs(run.task, n_sequences, run.config.length, seed, periods)
-    train_seq, test_seq = split_sequences(n_sequences, held_out, seed)
-    y_test = beliefs[test_seq].reshape(-1, beliefs.shape[-1])
-    shown = np.random.default_rng(seed).choice(len(y_test), size=min(points, len(y_test)), replace=False)
-    chosen, r2_best, r2_concat, distances, mapped_points = [], [], [], [], []
-    for step in progress_bar(steps, "geometry over training", show_progress):
-        acts = probe_inputs(load(step).model, tokens)
-        r2, distance, mapped = map_to_simplex(acts, beliefs, train_seq, test_seq, shown)
-        best = best_hooks(acts, {"belief": beliefs}, train_seq, seed)["belief"]
-        chosen.append(best)
-        r2_best.append(r2[best])
-        r2_concat.append(r2[CONCAT])
-        distances.append(distance[best])
-        mapped_points.append(mapped[best])
-    return GeometryTrainingResult(
-        name="geometry_over_training",
-        steps=tuple(steps),
-        vertices=tuple(vertices),
-        best_hook=chosen,
-        r2_best=r2_best,
-        r2_concat=r2_concat,
-        mean_distance=distances,
-        points_true=y_test[shown].tolist(),
-        points_mapped=mapped_points,
-        n_sequences=n_sequences,
-        headline={"r2_final": r2_best[-1], "mean_distance_final": distances[-1], "checkpoints": float(len(steps))},
+GEOMETRY = register(
+    Analysis(
+        name="geometry",
+        description="the residual stream mapped linearly onto the belief simplex, beside the same map on the run's initialization",
+        options=GeometryOptions,
+        result=GeometryResult,
+        compute=compute,
+        applies=_applies,
+        figures="nrecur.analysis.figures.geometry:draw",
+        over_training={"points": 1500},
+        snapshot=snapshot,
+        over_training_figures="nrecur.analysis.figures.geometry:draw_over_training",
     )
-
-
-register_analysis(
-    "geometry",
-    applies=_applies,
-    description="the residual stream mapped linearly onto the belief simplex",
-    over_training=geometry_over_training,
-)(geometry)
+)

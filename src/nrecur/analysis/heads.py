@@ -27,7 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
-from nrecur.analysis.base import OKABE_ITO, cached, progress_bar, pyplot, register_analysis, save_figure
+from nrecur.analysis.base import OKABE_ITO, cached, progress_bar, pyplot, save_figure
+from nrecur.analysis.legacy import register_analysis
 from nrecur.model import GPT
 from nrecur.tasks import NRecurrence, Task
 

@@ -50,7 +50,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from nrecur.analysis.base import progress_bar, pyplot, register_analysis, save_figure
+from nrecur.analysis.base import progress_bar, pyplot, save_figure
+from nrecur.analysis.legacy import register_analysis
 from nrecur.analysis.steering import SteeringScan, plot_steering, steering_scan
 from nrecur.model import GPT
 from nrecur.tasks import NRecurrence
@@ -190,44 +191,16 @@ def _reaches_last_from_last_only(model: GPT, hook: str) -> bool:
     return names.index(hook) >= names.index(f"blocks.{model.config.n_layers - 1}.attn.hook_z")
 
 
-def _last_block_at_last_position(block, resid: Tensor) -> Tensor:
-    """The last block's output ``[batch, 1, d_model]`` at the last position only, from its input ``resid
-    [batch, pos, d_model]``: keys and values at every position, the query, attention output and MLP at the
-    last one (nothing later reads the others). The block's modules, without its hook points."""
-    attn = block.attn
-    batch, pos, _ = resid.shape
-    q, k, v = attn.qkv(block.ln1(resid)).view(batch, pos, 3, attn.n_heads, attn.d_head).unbind(dim=2)
-    q = q[:, -1:].transpose(1, 2)  # [batch, head, 1, d_head]
-    z = F.scaled_dot_product_attention(q, k.transpose(1, 2), v.transpose(1, 2))  # [batch, head, 1, d_head]
-    resid = resid[:, -1:] + attn.out(z.transpose(1, 2).reshape(batch, 1, -1))  # [batch, 1, d_model]
-    return resid if block.mlp is None else resid + block.mlp(block.ln2(resid))
-
-
 def _run_from(model: GPT, layer: int | None, start: Tensor) -> Tensor:
     """Logits ``[batch, vocab]`` at the last position from ``start``: the tokens ``[batch, pos]`` (``layer``
-    None) or the residual stream ``[batch, pos, d_model]`` entering block ``layer`` (n_layers: ln_final).
-    Only the hooks of blocks before the last fire: a patch in the last block goes through :func:`_run_hooked`."""
-    resid = start
-    if layer is None:
-        positions = torch.arange(start.shape[1], device=start.device)
-        resid = model.hook_embed(model.embed(start)) + model.hook_pos_embed(model.pos_embed(positions))
-        layer = 0
-    *middle, last = model.blocks[layer:] if layer < model.config.n_layers else [None]
-    for block in middle:
-        resid = block(resid)  # [batch, pos, d_model]
-    if last is not None:
-        resid = _last_block_at_last_position(last, resid)
-    return model.unembed(model.ln_final(resid[:, -1:]))[:, -1]  # [batch, vocab]
+    None) or the residual stream ``[batch, pos, d_model]`` entering block ``layer`` (n_layers: ln_final). The
+    last block runs at the last position only, so a patch in the last block goes through :func:`_run_hooked`."""
+    return model(start, start_at_layer=layer, last_position_only=True)[:, -1]  # [batch, vocab]
 
 
 def _run_hooked(model: GPT, layer: int | None, start: Tensor) -> Tensor:
-    """As :func:`_run_from`, every block in full (its hooks fire)."""
-    if layer is None:
-        return model(start)[:, -1]
-    resid = start
-    for block in model.blocks[layer:]:
-        resid = block(resid)  # [batch, pos, d_model]
-    return model.unembed(model.ln_final(resid))[:, -1]  # [batch, vocab]
+    """As :func:`_run_from`, every block at every position (a hook in the last block sees them all)."""
+    return model(start, start_at_layer=layer)[:, -1]  # [batch, vocab]
 
 
 def _patched_block_output(model: GPT, clean: _Clean, hook: str, layer: int, row_pair: Tensor, row_pos: Tensor, row_head: Tensor) -> Tensor:

@@ -80,7 +80,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from nrecur.analysis.base import OKABE_ITO, pyplot, register_analysis, save_figure
+from nrecur.analysis.base import OKABE_ITO, pyplot, save_figure
+from nrecur.analysis.legacy import register_analysis
 from nrecur.model import GPT
 from nrecur.tasks import NRecurrence
 from nrecur.train.evaluate import model_log_probs

@@ -28,7 +28,8 @@ from typing import Callable
 import numpy as np
 import torch
 
-from nrecur.analysis.base import OKABE_ITO, progress_bar, pyplot, register_analysis, residual_activations, save_figure
+from nrecur.analysis.base import OKABE_ITO, progress_bar, pyplot, residual_activations, save_figure
+from nrecur.analysis.legacy import register_analysis
 from nrecur.model import GPT
 from nrecur.tasks import HMMTask, NRecurrence, Task
 from nrecur.tasks.modular import ModularICL

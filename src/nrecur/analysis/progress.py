@@ -31,7 +31,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from nrecur.analysis.base import OKABE_ITO, cached, plain_log_ticks, progress_bar, pyplot, register_analysis, save_figure
+from nrecur.analysis.base import OKABE_ITO, cached, plain_log_ticks, progress_bar, pyplot, save_figure
+from nrecur.analysis.legacy import register_analysis
 from nrecur.analysis.heads import period_heads, score_heads
 from nrecur.analysis.probes import best_hooks, probe_inputs, probe_targets, ridge_r2_table, split_sequences
 from nrecur.model import GPT

@@ -51,12 +51,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 import torch
 
-from nrecur.analysis.base import pyplot, register_analysis, save_figure
+from nrecur.analysis.base import pyplot, save_figure
+from nrecur.analysis.events import EVENT_KINDS, MODEL_COLOUR, NOISE_COLOUR, OBSERVER_COLOUR, EventKind, Events, mean_band, window_index
+from nrecur.analysis.legacy import register_analysis
 from nrecur.analysis.probes import MLP_ROWS
 from nrecur.tasks import NRecurrence
 from nrecur.tasks.sampler import Batch
@@ -83,47 +84,7 @@ __all__ = [
     "window_index",
 ]
 
-EventKind = Literal["transition", "noise"]
-EVENT_KINDS: tuple[EventKind, ...] = ("transition", "noise")
-
-# Okabe–Ito colours (colour-blind safe).
-MODEL_COLOUR = "#0072B2"
-OBSERVER_COLOUR = "#E69F00"
-NOISE_COLOUR = "#009E73"
-
-
 # ---------------------------------------------------------------------------------------------------------- events
-
-
-@dataclass(frozen=True)
-class Events:
-    """Events of one kind in a batch: all arrays ``[event]``."""
-
-    kind: EventKind
-    sequence: np.ndarray
-    """Row of the batch."""
-    position: np.ndarray
-    """Position of the event: the first position of the new rule, or the noise token."""
-    old_target: np.ndarray
-    """Target of the rule before the event (for noise: the rule's target)."""
-    new_target: np.ndarray
-    """Target of the rule after the event (for noise: the rule's target)."""
-    period: np.ndarray
-    """Period of the rule after the event."""
-    window: int
-
-    def __len__(self) -> int:
-        return len(self.position)
-
-    @property
-    def first_offset(self) -> int:
-        """Offsets before this one are not part of an event's series (noise: its own, pre-noise prediction)."""
-        return 0 if self.kind == "transition" else 1
-
-    @property
-    def target_changed(self) -> np.ndarray:
-        """``[event]``: the event changed the target (False for noise and period-only transitions)."""
-        return self.old_target != self.new_target
 
 
 def _rule_start(transition_after: np.ndarray) -> np.ndarray:
@@ -177,13 +138,6 @@ def find_events(batch: Batch, kind: EventKind, window: int, settle: int = 0) -> 
 
 
 # ---------------------------------------------------------------------------------------------------------- curves
-
-
-def window_index(events: Events) -> tuple[np.ndarray, np.ndarray]:
-    """Row and column indices ``[event, offset]`` of the positions of each event's window."""
-    rows = np.repeat(events.sequence[:, None], events.window, 1)
-    columns = events.position[:, None] + np.arange(events.window)
-    return rows, columns
 
 
 @dataclass(frozen=True)
@@ -333,16 +287,6 @@ def shortest_context(task: NRecurrence) -> int:
 def model_probs(model, tokens: np.ndarray) -> np.ndarray:
     """``tokens [batch, pos]`` → the model's ``[batch, pos, vocab]`` float64 probabilities."""
     return model_log_probs(model, torch.as_tensor(np.asarray(tokens), dtype=torch.long)).exp().numpy()
-
-
-def mean_band(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per column of ``[event, offset]`` (NaN ignored): mean, and the 95 % interval of the mean; count."""
-    count = (~np.isnan(values)).sum(0)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        mean = np.where(count > 0, np.nansum(values, 0) / np.maximum(count, 1), np.nan)
-        spread = np.sqrt(np.nansum((values - mean) ** 2, 0) / np.maximum(count - 1, 1))
-        half = 1.96 * spread / np.sqrt(np.maximum(count, 1))
-    return mean, half, count
 
 
 def _summary(kind_updates: EventUpdates) -> dict:

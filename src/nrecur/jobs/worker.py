@@ -14,17 +14,15 @@ worker that trained the run lets one run's analyses overlap another's training.
 from __future__ import annotations
 
 import argparse
-import inspect
 import sys
 import time
-import traceback
 from pathlib import Path
 
 from nrecur._text import seconds_text
 from nrecur.jobs.records import AnalysisRecord, write_analysis_records
 from nrecur.train import resume
 
-__all__ = ["ANALYSIS_MLP_ROWS", "ANALYSIS_SEQUENCES", "analyze_run", "main"]
+__all__ = ["ANALYSIS_MLP_ROWS", "ANALYSIS_SEQUENCES", "JOB_CAPS", "analyze_run", "main"]
 
 ANALYSIS_SEQUENCES = 1024
 """The most fresh sequences a job's analysis uses: analyses whose default asks for more get this many
@@ -35,57 +33,20 @@ of a job's analysis time; at 8,000 rows they take 40 % of it and read the period
 deterministic run with R² 0.79 instead of 0.82 (the report states the number of rows)."""
 
 
-def _options(fn, max_sequences: int, progress: bool) -> dict:
-    """Keyword arguments for an analysis function: ``n_sequences`` and ``decode_sequences`` capped at
-    ``max_sequences``, ``mlp_rows`` at :data:`ANALYSIS_MLP_ROWS`, progress off."""
-    parameters = inspect.signature(fn).parameters
-    options: dict = {}
-    for name, cap in (("n_sequences", max_sequences), ("decode_sequences", max_sequences), ("mlp_rows", ANALYSIS_MLP_ROWS)):
-        parameter = parameters.get(name)
-        if parameter is not None and isinstance(parameter.default, int) and parameter.default > cap:
-            options[name] = cap
-    if "show_progress" in parameters:
-        options["show_progress"] = progress
-    return options
+JOB_CAPS = {"n_sequences": ANALYSIS_SEQUENCES, "decode_sequences": ANALYSIS_SEQUENCES, "mlp_rows": ANALYSIS_MLP_ROWS}
+"""The options a job's analyses cap where their default is larger."""
 
 
 def analyze_run(folder: str | Path, max_sequences: int = ANALYSIS_SEQUENCES, progress: bool = False) -> list[AnalysisRecord]:
     """Every registered analysis that applies to the run at ``folder`` (latest checkpoint), and over training
     where the run has saved more than one checkpoint; each result written to ``analysis/`` as soon as it is
     done. An analysis that fails is recorded and the others go on (a job should not lose every report to one)."""
-    from nrecur.analysis import ANALYSES, write_analysis
+    from nrecur.analysis import analyze
     from nrecur.runs import load_run
 
-    run = load_run(folder)
-    steps = run.checkpoint_steps
-    records = []
-
-    def attempt(name: str, compute) -> None:
-        start = time.perf_counter()
-        try:
-            result = compute()
-            over = result.name.endswith("_over_training")
-            paths = write_analysis(result, run.folder.analysis_dir, step=None if over else run.step)
-        except Exception as error:  # noqa: BLE001 - recorded and shown, its traceback logged; the job goes on
-            traceback.print_exc(file=sys.stderr)
-            records.append(AnalysisRecord(name, "failed", f"{type(error).__name__}: {error}", time.perf_counter() - start))
-            return
-        records.append(AnalysisRecord(name, "wrote", f"{len(paths)} files", time.perf_counter() - start))
-
-    for analysis in ANALYSES.values():
-        why = analysis.applies(run)
-        if why is not None:
-            records.append(AnalysisRecord(analysis.name, "skipped", why, 0.0))
-            continue
-        attempt(analysis.name, lambda a=analysis: a.run(run, **_options(a.run, max_sequences, progress)))
-        if analysis.over_training is not None and len(steps) > 1:
-
-            def over(a=analysis):
-                load = lambda step: load_run(folder, step=step)  # noqa: E731
-                return a.over_training(run, steps, load, **_options(a.over_training, max_sequences, progress))
-
-            attempt(f"{analysis.name}_over_training", over)
-    return records
+    caps = {**JOB_CAPS, "n_sequences": max_sequences, "decode_sequences": max_sequences}
+    outcomes = analyze(load_run(folder), ["all"], over_training=True, caps=caps, on_error="record", progress=progress)
+    return [AnalysisRecord(o.name, o.status, o.detail, o.seconds) for o in outcomes]
 
 
 def main(argv: list[str]) -> int:

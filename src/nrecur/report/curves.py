@@ -16,7 +16,7 @@ import math
 
 import numpy as np
 
-from nrecur.analysis.base import OKABE_ITO, pyplot
+from nrecur.analysis.figures.common import OKABE_ITO, pyplot
 from nrecur.report.embed import Budget, Image, figure_image
 from nrecur.report.reading import RunRecord
 

@@ -13,14 +13,13 @@ from __future__ import annotations
 import html
 import math
 import re
-import sys
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from nrecur.analysis import ANALYSES
-from nrecur.analysis.geometry import belief_colours, draw_simplex, label_vertices
-from nrecur.analysis.base import pyplot
+from nrecur.analysis.figures.common import pyplot
+from nrecur.analysis.figures.geometry import belief_colours, draw_simplex, label_vertices
 from nrecur.report.curves import SET_LABELS, eval_sets
 from nrecur.report.embed import Budget, Image, figure_image, file_image
 from nrecur.report.reading import AnalysisFile, RunRecord
@@ -193,11 +192,12 @@ def _figures(item: AnalysisFile, budget: Budget, page_dir) -> tuple[Image, ...]:
 def _geometry_slider(item: AnalysisFile, budget: Budget) -> Slider | None:
     data = item.data
     try:
-        truth = np.asarray(data["points_true"], dtype=float)
-        frames = [np.asarray(points, dtype=float) for points in data["points_mapped"]]
-        steps, r2 = list(data["steps"]), list(data["r2_best"])
-        vertices = list(data.get("vertices", []))
-    except (KeyError, TypeError, ValueError):
+        snapshots = data["snapshots"]
+        truth = np.asarray(snapshots[-1]["points_true"], dtype=float)
+        frames = [np.asarray(s["points_mapped"], dtype=float) for s in snapshots]
+        steps, r2 = list(data["steps"]), list(data["series"]["r2"])
+        vertices = list(snapshots[-1].get("vertices", []))
+    except (KeyError, TypeError, ValueError, IndexError):
         return None
     if truth.ndim != 2 or not frames or len(frames) != len(steps):
         return None
@@ -233,7 +233,7 @@ def analysis_sections(analyses: tuple[AnalysisFile, ...], budget: Budget, page_d
     sections = []
     for name, items in by_analysis.items():
         registered = ANALYSES.get(name)
-        doc = sys.modules[registered.run.__module__].__doc__ if registered is not None else None
+        doc = registered.module_doc if registered is not None else None
         parts = []
         for item in items:
             slider_fn = SLIDERS.get(item.name)

@@ -30,7 +30,7 @@ import pandas as pd
 import torch
 
 from nrecur._io import atomic_write_text
-from nrecur.analysis.base import OKABE_ITO, pyplot, save_figure
+from nrecur.analysis.figures.common import OKABE_ITO, pyplot, save_figure
 from nrecur.model import GPT, GPTConfig
 from nrecur.sweep import BackendOptions, load_sweep, run_sweep, spec_from_data, study_options
 from nrecur.train.config import TrainConfig

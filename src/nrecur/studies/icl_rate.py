@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from nrecur._io import atomic_write_text
-from nrecur.analysis.base import OKABE_ITO, pyplot, save_figure
+from nrecur.analysis.figures.common import OKABE_ITO, pyplot, save_figure
 from nrecur.analysis.updates import default_settle, shortest_context, updates
 from nrecur.runs import load_run
 from nrecur.sweep import BackendOptions, load_sweep, run_sweep, spec_from_data, study_options
@@ -89,10 +89,10 @@ def icl_rate(
         if analysis_file.exists() and json.loads(analysis_file.read_text()).get("step") == run.step:
             headline = json.loads(analysis_file.read_text())["headline"]  # analysed before: a rerun reuses it
         else:
-            from nrecur.analysis import write_analysis
+            from nrecur.analysis import write_result
 
             result = updates(run, n_sequences=n_sequences, decode=False)
-            write_analysis(result, run.folder.analysis_dir, step=run.step)
+            write_result(result, run.folder.analysis_dir, step=run.step)
             headline = result.headline
         entry = {
             "rate": str(row["task.p_noise"]), "n_ctx": int(row["model.n_ctx"]), "d_model": int(row["model.d_model"]), "seed": int(row["seed"]),

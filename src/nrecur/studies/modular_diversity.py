@@ -34,7 +34,7 @@ import numpy as np
 import pandas as pd
 
 from nrecur._io import atomic_write_text
-from nrecur.analysis.base import OKABE_ITO, plain_log_ticks, pyplot, save_figure
+from nrecur.analysis.figures.common import OKABE_ITO, plain_log_ticks, pyplot, save_figure
 from nrecur.report.words import counted
 from nrecur.sweep import BackendOptions, load_sweep, run_sweep, spec_from_data, study_options
 

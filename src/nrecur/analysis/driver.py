@@ -1,0 +1,294 @@
+"""One driver for every analysis: the CLI, the main job's workers, the studies and the Python API call it.
+
+:func:`analyze` chooses the analyses that apply to a run, turns the options it is
+given into each analysis's typed options (refusing one that no chosen analysis
+takes), computes every result, and writes each into the run's ``analysis/``
+folder: ``NAME.json`` (the file's ``name``, the ``headline``, the checkpoint
+``step``, then the result's fields) with its figures beside it. With
+``over_training`` it also runs, through one generic wrapper
+(:func:`over_checkpoints`), every analysis that makes sense over training at each
+saved checkpoint (``NAME_over_training.json``). :func:`compute` is the one-line
+Python entry: ``compute(run, "probes", n_sequences=512)``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Literal, Mapping
+
+from nrecur._io import atomic_write_text
+from nrecur.analysis.base import showing_progress, progress_bar
+from nrecur.analysis.contract import ANALYSES, Analysis, OptionError, Options, Result, json_ready, resolve_reference
+from nrecur.runs import load_run
+from nrecur.train.interventions import intervention_hooks
+
+__all__ = ["Outcome", "OverTraining", "analyze", "choose", "compute", "over_checkpoints", "read_result", "resolve_options", "write_result"]
+
+OVER_TRAINING = "_over_training"
+
+
+@dataclass(frozen=True)
+class OverTraining:
+    """An analysis at every saved checkpoint: each headline figure as a curve over steps, and per checkpoint the
+    small part of its result the analysis keeps (``snapshots``: a figure's points)."""
+
+    analysis: str
+    steps: tuple[int, ...]
+    series: dict[str, list[float]]
+    """headline name → its value at each step."""
+    snapshots: list[dict]
+    """Per step, what the analysis's ``snapshot`` keeps of that step's result (empty dicts where it keeps none)."""
+    options: dict
+    headline: dict[str, float] = field(default_factory=dict)
+    """The last checkpoint's headline, and ``checkpoints``."""
+
+    @property
+    def name(self) -> str:
+        return self.analysis + OVER_TRAINING
+
+    def to_json(self) -> dict:
+        data = json_ready(self)
+        return {"headline": data.pop("headline"), **data}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> "OverTraining":
+        series = {key: [float("nan") if v is None else float(v) for v in values] for key, values in data["series"].items()}
+        headline = {key: float("nan") if v is None else float(v) for key, v in data["headline"].items()}
+        return cls(data["analysis"], tuple(data["steps"]), series, list(data["snapshots"]), dict(data["options"]), headline)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What the driver did with one analysis (``NAME_over_training`` for one over the saved checkpoints)."""
+
+    name: str
+    status: Literal["wrote", "computed", "skipped", "failed"]
+    detail: str
+    """Why it was skipped, the error it failed with, or what it wrote."""
+    seconds: float
+    result: Result | OverTraining | None = None
+    paths: tuple[Path, ...] = ()
+
+
+def choose(run, what: Iterable[str] = ("all",)) -> tuple[list[Analysis], list[tuple[str, str]]]:
+    """The analyses ``what`` names (``all``: every registered one that applies) and ``(name, why)`` for those
+    left out. An unknown name, or one named explicitly that does not apply, is an :class:`OptionError`."""
+    what = list(dict.fromkeys(what))
+    unknown = [name for name in what if name != "all" and name not in ANALYSES]
+    if unknown:
+        raise OptionError(f"unknown analysis {', '.join(unknown)}; choose from {', '.join(ANALYSES)} or all")
+    if "all" in what:
+        reasons = {name: analysis.applies(run) for name, analysis in ANALYSES.items()}
+        return [ANALYSES[n] for n, why in reasons.items() if why is None], [(n, why) for n, why in reasons.items() if why is not None]
+    chosen = [ANALYSES[name] for name in what]
+    for analysis in chosen:
+        why = analysis.applies(run)
+        if why is not None:
+            raise OptionError(f"{analysis.name} does not apply to {run.path}: {why}")
+    return chosen, []
+
+
+def resolve_options(
+    chosen: list[Analysis], given: Mapping[str, Any] | None = None, caps: Mapping[str, int] | None = None, explicit: bool = True
+) -> tuple[dict[str, Options], list[str]]:
+    """Each chosen analysis's typed options, and notes on options that some analyses do not take.
+
+    ``given`` maps an option (``n_sequences``) or an analysis's option (``probes.mlp_rows``) to its value. An
+    option no chosen analysis takes is an :class:`OptionError`; so is one that an analysis named explicitly
+    (``explicit``) does not take. ``caps`` lowers an option's default where it is larger (a job's analyses use
+    fewer sequences); a value given explicitly is never capped.
+    """
+    given = dict(given or {})
+    names = {a.name for a in chosen}
+    qualified = {key for key in given if "." in key}
+    for key in qualified:
+        analysis = key.split(".", 1)[0]
+        if analysis not in names:
+            raise OptionError(f"option {key}: {analysis} is not among the analyses to run ({', '.join(names)})")
+    plain = {key: value for key, value in given.items() if key not in qualified}
+    notes = []
+    for key in plain:
+        takers = [a.name for a in chosen if key in a.options.model_fields]
+        if not takers:
+            raise OptionError(f"no analysis to run takes option {key}; " + "; ".join(f"{a.name} takes {', '.join(a.options.model_fields)}" for a in chosen))
+        others = [a for a in chosen if a.name not in takers]
+        if others and explicit:
+            raise OptionError(f"{others[0].name} takes no option {key}; it takes {', '.join(others[0].options.model_fields)}")
+        if others:
+            notes.append(f"{', '.join(a.name for a in others)} take no option {key} and run with their own settings")
+    resolved = {}
+    for analysis in chosen:
+        fields = analysis.options.model_fields
+        mine = {key: value for key, value in plain.items() if key in fields}
+        mine.update({key.split(".", 1)[1]: value for key, value in given.items() if key.startswith(analysis.name + ".")})
+        for key, cap in (caps or {}).items():
+            default = fields[key].default if key in fields else None
+            if key not in mine and isinstance(default, int) and not isinstance(default, bool) and default > cap:
+                mine[key] = cap
+        resolved[analysis.name] = analysis.make_options(mine)
+    return resolved, notes
+
+
+def compute(run, name: str, **options) -> Result:
+    """One analysis's result on ``run`` (nothing written, nothing drawn): ``compute(run, "probes", seed=1)``."""
+    (analysis,), _ = choose(run, [name])
+    return analysis.compute(run, analysis.make_options(options))
+
+
+def write_result(result: Result | OverTraining, folder: str | Path, step: int | None = None, interventions: list[str] | None = None) -> list[Path]:
+    """``folder/NAME.json`` and the result's figures beside it (atomically); returns the JSON's path, then the
+    figures'."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    if isinstance(result, OverTraining):
+        figures = resolve_reference("nrecur.analysis.figures.over_training:draw")(result, folder)
+    else:
+        figures = ANALYSES[result.name].draw(result, folder)
+    data = {"name": result.name, **({"step": step} if step is not None else {})}
+    data.update({"analyzed_with_interventions": interventions} if interventions else {})
+    body = result.to_json()
+    body.pop("headline", None)
+    data = {"name": data.pop("name"), "headline": json_ready(result.headline), **data, **body}
+    data["figures"] = [path.name for path in figures]
+    path = folder / f"{result.name}.json"
+    atomic_write_text(path, json.dumps(json_ready(data), indent=1) + "\n")
+    return [path, *figures]
+
+
+def read_result(path: str | Path) -> Result | OverTraining:
+    """A result again from its ``NAME.json`` (to redraw its figures, or to use its numbers)."""
+    data = json.loads(Path(path).read_text())
+    name = data.get("name", "")
+    if name.endswith(OVER_TRAINING) and "series" in data:
+        return OverTraining.from_json(data)
+    if name not in ANALYSES:
+        raise ValueError(f"{path}: {name!r} is not a registered analysis ({', '.join(ANALYSES)})")
+    return ANALYSES[name].result.from_json(data)
+
+
+def over_checkpoints(analysis: Analysis, run, options: Options, steps: list[int] | None = None, load: Callable | None = None) -> OverTraining:
+    """``analysis`` at every saved checkpoint of ``run`` (or at ``steps``), with its over-training options on
+    top of ``options``. ``load(step)`` gives that step's run (default: :func:`nrecur.runs.load_run`). The same
+    seed, so the same sequences and splits, at every step: the curves differ only by the weights."""
+    steps = list(run.checkpoint_steps if steps is None else steps)
+    load = load or (lambda step: load_run(run.path, step=step, device=next(run.model.parameters()).device))
+    options = analysis.make_options({**options.model_dump(), **(analysis.over_training or {})})
+    series: dict[str, list[float]] = {}
+    snapshots = []
+    for index, step in enumerate(progress_bar(steps, f"{analysis.name} over training", total=len(steps))):
+        result = analysis.compute(load(step), options)
+        for key, value in result.headline.items():
+            series.setdefault(key, [float("nan")] * index).append(float(value))
+        for key in series.keys() - result.headline.keys():
+            series[key].append(float("nan"))
+        snapshots.append(analysis.snapshot(result) if analysis.snapshot else {})
+    headline = {key: values[-1] for key, values in series.items()}
+    headline["checkpoints"] = float(len(steps))
+    return OverTraining(analysis.name, tuple(steps), series, snapshots, options.model_dump(mode="json"), headline)
+
+
+def analyze(
+    run,
+    what: Iterable[str] = ("all",),
+    options: Mapping[str, Any] | None = None,
+    *,
+    over_training: bool = False,
+    folder: str | Path | None = None,
+    write: bool = True,
+    caps: Mapping[str, int] | None = None,
+    with_interventions: bool = False,
+    on_error: Literal["raise", "record"] = "raise",
+    progress: bool = False,
+    log: Callable[[str], None] | None = None,
+) -> list[Outcome]:
+    """Run the analyses ``what`` (default: every one that applies) on ``run`` and write each result.
+
+    ``folder``: where results go (default: the run's ``analysis/``, or ``analysis/step_NNNNNNNN/`` for an
+    earlier checkpoint). With ``on_error="raise"`` every analysis is computed before anything is written, so
+    a failure leaves the folder as it was; with ``"record"`` (a job) each result is written as soon as it is
+    done and a failure is recorded while the others go on. ``with_interventions``: the model as training saw
+    it, with the run's interventions active at its step (an analysis with its own ``with_interventions``
+    option applies them itself). ``log`` receives one line per note and per result.
+    """
+    log = log or (lambda line: None)
+    explicit = "all" not in list(what)
+    chosen, skipped = choose(run, what)
+    resolved, notes = resolve_options(chosen, options, caps, explicit=explicit)
+    for note in notes:
+        log(f"note: {note}")
+    outcomes = [Outcome(name, "skipped", why, 0.0) for name, why in skipped]
+    for name, why in skipped:
+        log(f"skipped {name}: {why}")
+    if folder is None:
+        latest = not run.checkpoint_steps or run.step == run.checkpoint_steps[-1]
+        folder = run.folder.analysis_dir if latest else run.folder.analysis_dir_at(run.step)
+    interventions = run.config.train.interventions if with_interventions else []
+    active_hooks, seen = _interventions(interventions, run.step)
+    jobs: list[tuple[str, Callable[[], Result | OverTraining], bool]] = []
+    for analysis in chosen:
+        opts = resolved[analysis.name]
+        itself = "with_interventions" in analysis.options.model_fields
+        if itself and with_interventions:
+            opts = opts.model_copy(update={"with_interventions": True})
+        hooks = [] if itself else active_hooks
+        jobs.append((analysis.name, lambda a=analysis, o=opts, h=hooks: _hooked(run, h, lambda: a.compute(run, o)), False))
+        if over_training and analysis.over_training is not None and len(run.checkpoint_steps) > 1:
+            jobs.append((analysis.name + OVER_TRAINING, lambda a=analysis, o=opts: over_checkpoints(a, run, o), True))
+    pending: list[tuple[Outcome, bool]] = []
+    with showing_progress(progress):
+        for name, job, is_series in jobs:
+            start = time.perf_counter()
+            try:
+                result = job()
+            except Exception as error:  # noqa: BLE001 - a job records it and goes on; the CLI raises it
+                if on_error == "raise":
+                    raise
+                traceback.print_exc()
+                outcomes.append(Outcome(name, "failed", f"{type(error).__name__}: {error}", time.perf_counter() - start))
+                log(f"{name} failed: {type(error).__name__}: {error}")
+                continue
+            outcome = Outcome(name, "computed", "", time.perf_counter() - start, result)
+            if on_error == "record" and write:
+                outcome = _write(outcome, folder, run, is_series, seen, log, on_error)
+                outcomes.append(outcome)
+            else:
+                pending.append((outcome, is_series))
+    for outcome, is_series in pending:
+        outcomes.append(_write(outcome, folder, run, is_series, seen, log, on_error) if write else outcome)
+    return outcomes
+
+
+def _write(outcome: Outcome, folder, run, is_series: bool, seen: list[str], log, on_error: str) -> Outcome:
+    start = time.perf_counter()
+    try:
+        paths = write_result(outcome.result, folder, step=None if is_series else run.step, interventions=None if is_series else seen)
+    except Exception as error:  # noqa: BLE001
+        if on_error == "raise":
+            raise
+        traceback.print_exc()
+        log(f"{outcome.name} failed while writing: {type(error).__name__}: {error}")
+        return Outcome(outcome.name, "failed", f"{type(error).__name__}: {error}", outcome.seconds)
+    written = time.perf_counter() - start
+    head = ", ".join(f"{k} {v:.3f}" for k, v in list(outcome.result.headline.items())[:6])
+    at = "all checkpoints" if is_series else f"step {run.step}"
+    log(f"{outcome.name} ({at}, {outcome.seconds:.1f} s): {head}{' …' if len(outcome.result.headline) > 6 else ''}")
+    log(f"  wrote {paths[0]} and {len(paths) - 1} figure files in {written:.1f} s")
+    return Outcome(outcome.name, "wrote", f"{len(paths)} files", outcome.seconds, outcome.result, tuple(paths))
+
+
+def _interventions(interventions, step: int) -> tuple[list, list[str]]:
+    if not interventions:
+        return [], []
+    return intervention_hooks(interventions, step), [i.describe() for i in interventions if i.active(step)]
+
+
+def _hooked(run, hooks: list, fn: Callable):
+    if not hooks:
+        return fn()
+    with run.model.hooks(hooks):
+        return fn()
+

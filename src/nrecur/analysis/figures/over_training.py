@@ -1,0 +1,69 @@
+"""The figure every analysis gets over training: its headline figures as curves over the saved checkpoints.
+
+Each headline figure is drawn beside its control (the ``…_random_init`` /
+``…_no_edit`` / ``…_shuffled`` figure of the same name) in one panel; an
+analysis with a figure of its own over training (the belief simplex at each
+checkpoint) adds it.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+
+from nrecur.analysis.contract import ANALYSES, resolve_reference
+from nrecur.analysis.figures.common import OKABE_ITO, pyplot, save_figure
+
+__all__ = ["CONTROL_SUFFIXES", "draw", "headline_panels"]
+
+CONTROL_SUFFIXES = ("_random_init", "_shuffled", "_no_edit", "_random", "_ceiling", "_baseline")
+"""Suffixes that mark a headline figure as a control of the figure named without it."""
+
+
+def headline_panels(names: list[str]) -> list[tuple[str, list[str]]]:
+    """Headline names grouped as ``(figure, [figure, its controls…])``, a control beside the figure it controls."""
+    panels: dict[str, list[str]] = {}
+    for name in names:
+        base = name
+        for suffix in CONTROL_SUFFIXES:
+            stem, _, tail = name.partition("/")
+            if stem.endswith(suffix):
+                base = stem[: -len(suffix)] + (f"/{tail}" if tail else "")
+                break
+        panels.setdefault(base if base in names else name, []).append(name)
+    return list(panels.items())
+
+
+def draw(over, folder: Path) -> list[Path]:
+    """The headline curves (``NAME_over_training_headline``) and the analysis's own figure over training."""
+    plt = pyplot()
+    names = [name for name in over.series if name != "checkpoints"]
+    panels = headline_panels(names)
+    paths: list[Path] = []
+    if panels:
+        columns = min(3, len(panels))
+        rows = math.ceil(len(panels) / columns)
+        fig, axes = plt.subplots(rows, columns, figsize=(4.6 * columns, 3.2 * rows), squeeze=False)
+        steps = np.maximum(np.asarray(over.steps, dtype=float), 1)  # step 0 drawn at 1 on the log axis
+        for ax in axes.ravel()[len(panels) :]:
+            ax.axis("off")
+        for ax, (title, members) in zip(axes.ravel(), panels):
+            for colour, name in zip(OKABE_ITO, members):
+                control = name != title
+                ax.plot(steps, over.series[name], color="#777777" if control else colour, ls="--" if control else "-",
+                        marker="o", ms=3, label=name if control else "model")  # fmt: skip
+            ax.set_xscale("log")
+            ax.set_title(title, fontsize=11)
+            ax.set_xlabel("training step (log)")
+            ax.grid(alpha=0.3)
+            if len(members) > 1:
+                ax.legend(fontsize=9)
+        fig.suptitle(f"{over.analysis} over training: each headline figure (solid) beside its controls (dashed grey)", fontsize=12)
+        fig.tight_layout()
+        paths += save_figure(fig, folder, f"{over.name}_headline")
+    own = ANALYSES[over.analysis].over_training_figures if over.analysis in ANALYSES else None
+    if own:
+        paths += resolve_reference(own)(over, folder)
+    return paths
