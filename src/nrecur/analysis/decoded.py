@@ -22,7 +22,7 @@ import numpy as np
 
 from nrecur.analysis.base import pyplot, save_figure
 from nrecur.analysis.probes import MLP_ROWS, choose_probe, probe_inputs, split_sequences
-from nrecur.analysis.updates import EVENT_KINDS, MODEL_COLOUR, NOISE_COLOUR, Events, mean_band, window_index
+from nrecur.analysis.events import EVENT_KINDS, MODEL_COLOUR, NOISE_COLOUR, Events, mean_band, window_index
 from nrecur.tasks import NRecurrence
 
 __all__ = ["aligned_beliefs", "decode_rule_beliefs", "decoded_summary", "plot_decoded"]
