@@ -4,7 +4,8 @@ A callback sees the start, every step, every batch of metrics and the end of
 training. It may ask the trainer to stop (``trainer.stop(reason)``) and may
 keep JSON state (``state_dict``) that checkpoints carry, so that a resumed run
 behaves as if it had never been interrupted. Order matters: the evaluator logs
-before the checkpointer saves, so a checkpoint always follows its metrics.
+before the checkpointer saves, so a checkpoint always follows its metrics. Their base class,
+:class:`~nrecur.train.loop.Callback`, is defined beside the loop that calls it (and importable from here).
 """
 
 from __future__ import annotations
@@ -13,36 +14,13 @@ import math
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from nrecur.train.evaluate import EvalSet, Grokking, build_eval_sets, evaluate
 from nrecur.train.folder import RunFolder
+from nrecur.train.loop import Callback, StepInfo, Trainer
 from nrecur.train.weights import squared_norms
-
-if TYPE_CHECKING:  # pragma: no cover
-    from nrecur.train.loop import NonFiniteLossError, StepInfo, Trainer
-
-
-class Callback:
-    """Base class: every hook does nothing."""
-
-    def on_start(self, trainer: "Trainer") -> None: ...
-
-    def on_step(self, trainer: "Trainer", info: "StepInfo") -> None: ...
-
-    def on_log(self, trainer: "Trainer", step: int, metrics: dict) -> None: ...
-
-    def on_end(self, trainer: "Trainer") -> None: ...
-
-    def on_abort(self, trainer: "Trainer", error: "NonFiniteLossError") -> None: ...
-
-    def state_dict(self) -> dict:
-        """JSON-serializable state saved in checkpoints."""
-        return {}
-
-    def load_state_dict(self, state: dict) -> None: ...
 
 
 class Evaluator(Callback):
@@ -63,9 +41,9 @@ class Evaluator(Callback):
         self.last_eval_step = -1
         self._loss_sum = 0.0
         self._loss_count = 0
-        self._last: "StepInfo | None" = None
+        self._last: StepInfo | None = None
 
-    def on_start(self, trainer: "Trainer") -> None:
+    def on_start(self, trainer: Trainer) -> None:
         if self.eval_sets is None:
             config = trainer.config
             train_batch = getattr(trainer.data, "sequences", None)
@@ -79,23 +57,23 @@ class Evaluator(Callback):
             # Resumed right after an evaluation: recompute it (it is deterministic) without logging it twice.
             trainer.evaluations = self.evaluate_all(trainer)
 
-    def evaluate_all(self, trainer: "Trainer") -> dict:
+    def evaluate_all(self, trainer: Trainer) -> dict:
         # The model as training sees it at this step: with the interventions active now.
         with trainer.interventions():
             return {name: evaluate(trainer.model, eval_set) for name, eval_set in self.eval_sets.items()}
 
-    def on_step(self, trainer: "Trainer", info: "StepInfo") -> None:
+    def on_step(self, trainer: Trainer, info: StepInfo) -> None:
         self._loss_sum += info.loss
         self._loss_count += 1
         self._last = info
         if trainer.step % trainer.config.train.eval_every == 0:
             self.run(trainer)
 
-    def on_end(self, trainer: "Trainer") -> None:
+    def on_end(self, trainer: Trainer) -> None:
         if self.last_eval_step != trainer.step:
             self.run(trainer)
 
-    def run(self, trainer: "Trainer") -> None:
+    def run(self, trainer: Trainer) -> None:
         """Evaluate now, log, update the grokking record, maybe stop."""
         train = trainer.config.train
         evaluations = trainer.evaluations = self.evaluate_all(trainer)
@@ -124,7 +102,7 @@ class Evaluator(Callback):
         if train.stop_when_grokked and self.grok_step is not None:
             trainer.stop("grokked")
 
-    def _publish(self, trainer: "Trainer") -> None:
+    def _publish(self, trainer: Trainer) -> None:
         trainer.grokking = Grokking(
             memorization_step=self.memorization_step,
             grok_step=self.grok_step,
@@ -162,17 +140,17 @@ class MetricsWriter(Callback):
         self.folder = folder
         self._ready = False
 
-    def on_start(self, trainer: "Trainer") -> None:
+    def on_start(self, trainer: Trainer) -> None:
         self._prepare(trainer)
 
-    def _prepare(self, trainer: "Trainer") -> None:
+    def _prepare(self, trainer: Trainer) -> None:
         # Runs at the first of on_start / on_log: the evaluator may log before this callback's on_start.
         if not self._ready:
             kept = [line for line in self.folder.read_metrics() if trainer.step > 0 and line["step"] <= trainer.step]
             self.folder.write_metrics(kept)
             self._ready = True
 
-    def on_log(self, trainer: "Trainer", step: int, metrics: dict) -> None:
+    def on_log(self, trainer: Trainer, step: int, metrics: dict) -> None:
         self._prepare(trainer)
         self.folder.append_metrics(metrics)
 
@@ -192,28 +170,28 @@ class TensorBoardWriter(Callback):
             return False
         return True
 
-    def on_start(self, trainer: "Trainer") -> None:
+    def on_start(self, trainer: Trainer) -> None:
         self._open(trainer)
 
-    def _open(self, trainer: "Trainer") -> None:
+    def _open(self, trainer: Trainer) -> None:
         if self._writer is None:
             from torch.utils.tensorboard import SummaryWriter
 
             self._writer = SummaryWriter(str(self.log_dir), purge_step=trainer.step or None)
 
-    def on_log(self, trainer: "Trainer", step: int, metrics: dict) -> None:
+    def on_log(self, trainer: Trainer, step: int, metrics: dict) -> None:
         self._open(trainer)
         for name, value in metrics.items():
             if name != "step" and isinstance(value, (int, float)) and math.isfinite(value):
                 self._writer.add_scalar(name, value, step)
         self._writer.flush()
 
-    def on_end(self, trainer: "Trainer") -> None:
+    def on_end(self, trainer: Trainer) -> None:
         if self._writer is not None:
             self._writer.close()
             self._writer = None
 
-    def on_abort(self, trainer: "Trainer", error) -> None:
+    def on_abort(self, trainer: Trainer, error) -> None:
         self.on_end(trainer)
 
 
@@ -236,18 +214,18 @@ class Checkpointer(Callback):
         self.every = every
         self.keep_steps = keep_steps
 
-    def on_start(self, trainer: "Trainer") -> None:
+    def on_start(self, trainer: Trainer) -> None:
         if trainer.step == 0 and 0 in self.keep_steps:
             self.save(trainer)
 
-    def on_step(self, trainer: "Trainer", info: "StepInfo") -> None:
+    def on_step(self, trainer: Trainer, info: StepInfo) -> None:
         if trainer.step % self.every == 0 or trainer.step in self.keep_steps:
             self.save(trainer)
 
-    def on_end(self, trainer: "Trainer") -> None:
+    def on_end(self, trainer: Trainer) -> None:
         self.save(trainer)
 
-    def save(self, trainer: "Trainer") -> None:
+    def save(self, trainer: Trainer) -> None:
         path = trainer.save(self.folder.checkpoint_path(trainer.step))
         for step, old in self.folder.checkpoints():
             if old != path and step not in self.keep_steps and step < trainer.step:
@@ -260,7 +238,7 @@ class TimeBudget(Callback):
     def __init__(self, seconds: float) -> None:
         self.seconds = seconds
 
-    def on_step(self, trainer: "Trainer", info: "StepInfo") -> None:
+    def on_step(self, trainer: Trainer, info: StepInfo) -> None:
         if trainer.elapsed() >= self.seconds:
             trainer.stop("time budget")
 
@@ -276,7 +254,7 @@ class ProgressBar(Callback):
         self._kl = float("nan")
         self._loss = float("nan")
 
-    def on_start(self, trainer: "Trainer") -> None:
+    def on_start(self, trainer: Trainer) -> None:
         from tqdm.auto import tqdm
 
         self._bar = tqdm(  # disable=None: no bar when the stream is not a terminal (logs stay readable)
@@ -289,30 +267,30 @@ class ProgressBar(Callback):
         if evaluation is not None:
             self._kl = evaluation.kl
 
-    def on_step(self, trainer: "Trainer", info: "StepInfo") -> None:
+    def on_step(self, trainer: Trainer, info: StepInfo) -> None:
         self._loss = info.loss if math.isnan(self._loss) else 0.9 * self._loss + 0.1 * info.loss
         if trainer.step % self.every == 0:
             self._bar.update(trainer.step - self._bar.n)
             self._bar.set_postfix_str(self._postfix(trainer), refresh=False)
 
-    def on_log(self, trainer: "Trainer", step: int, metrics: dict) -> None:
+    def on_log(self, trainer: Trainer, step: int, metrics: dict) -> None:
         self._kl = metrics.get("eval/kl", self._kl)
         if self._bar is not None:
             self._bar.set_postfix_str(self._postfix(trainer))
 
-    def _postfix(self, trainer: "Trainer") -> str:
+    def _postfix(self, trainer: Trainer) -> str:
         text = f"loss {self._loss:.4f} KL {self._kl:.4f}"
         budget = trainer.config.train.time_budget
         if budget > 0:
             text += f" budget left {max(0.0, budget - trainer.elapsed()):.0f}s"
         return text
 
-    def on_end(self, trainer: "Trainer") -> None:
+    def on_end(self, trainer: Trainer) -> None:
         if self._bar is not None:
             self._bar.update(trainer.step - self._bar.n)
             self._bar.set_postfix_str(self._postfix(trainer))
             self._bar.close()
 
-    def on_abort(self, trainer: "Trainer", error) -> None:
+    def on_abort(self, trainer: Trainer, error) -> None:
         if self._bar is not None:
             self._bar.close()

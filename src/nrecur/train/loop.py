@@ -4,7 +4,7 @@
 :mod:`nrecur.train.optimizers`; warm-up and schedule from
 :class:`~nrecur.train.config.TrainConfig`), optional Grokfast, and the
 data source. Evaluation, logging, checkpoints, the progress bar and stopping
-rules are :class:`~nrecur.train.callbacks.Callback` objects: they see every
+rules are :class:`Callback` objects (:mod:`nrecur.train.callbacks`): they see every
 step (``on_step``), every batch of metrics (``on_log``) and the end, may ask
 the trainer to stop, and may keep state that goes into checkpoints.
 
@@ -23,7 +23,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -51,10 +51,6 @@ from nrecur.train.memory import check_training_memory
 from nrecur.train.objectives import OBJECTIVES
 from nrecur.train.optimizers import make_optimizer
 
-if TYPE_CHECKING:  # pragma: no cover
-    from nrecur.train.callbacks import Callback
-
-
 class NonFiniteLossError(RuntimeError):
     """The training loss became NaN or infinite; the run stopped without saving the broken state."""
 
@@ -70,6 +66,27 @@ class StepInfo:
     lr: float
     grad_norm: float
     """Global gradient norm before clipping (after Grokfast)."""
+
+
+class Callback:
+    """What the trainer calls at the start, after every step, with every batch of metrics and at the end;
+    every hook does nothing here. The callbacks themselves live in :mod:`nrecur.train.callbacks`."""
+
+    def on_start(self, trainer: Trainer) -> None: ...
+
+    def on_step(self, trainer: Trainer, info: StepInfo) -> None: ...
+
+    def on_log(self, trainer: Trainer, step: int, metrics: dict) -> None: ...
+
+    def on_end(self, trainer: Trainer) -> None: ...
+
+    def on_abort(self, trainer: Trainer, error: NonFiniteLossError) -> None: ...
+
+    def state_dict(self) -> dict:
+        """JSON-serializable state saved in checkpoints."""
+        return {}
+
+    def load_state_dict(self, state: dict) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -155,7 +172,7 @@ class Trainer:
     def __init__(
         self,
         config: RunConfig,
-        callbacks: Sequence["Callback"] = (),
+        callbacks: Sequence[Callback] = (),
         run_dir: str | Path | None = None,
         load_init_from: bool = True,
         expected_init: InitSource | None = None,
