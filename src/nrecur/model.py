@@ -168,21 +168,43 @@ class Attention(nn.Module):
         self.hook_pattern = HookPoint()  # [batch, head, query_pos, key_pos]
         self.hook_z = HookPoint()  # [batch, pos, head, d_head]
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, *, last_position_only: bool = False) -> Tensor:
+        """``x [batch, pos, d_model]`` (normalized) → ``[batch, pos, d_model]``, what the heads write.
+
+        ``last_position_only``: the output at the last position only, ``[batch, 1, d_model]`` — keys and
+        values at every position, the query at the last one (``hook_q``, ``hook_z`` and the query axis of the
+        scores and pattern have length 1).
+        """
         batch, pos, _ = x.shape  # x: [batch, pos, d_model]
         q, k, v = self.qkv(x).view(batch, pos, 3, self.n_heads, self.d_head).unbind(dim=2)
-        q = self.hook_q(q).transpose(1, 2)  # [batch, head, pos, d_head]
+        if last_position_only:
+            q = q[:, -1:]  # [batch, 1, head, d_head]
+        queries = q.shape[1]
+        q = self.hook_q(q).transpose(1, 2)  # [batch, head, query_pos, d_head]
         k = self.hook_k(k).transpose(1, 2)  # [batch, head, pos, d_head]
         v = self.hook_v(v).transpose(1, 2)  # [batch, head, pos, d_head]
         if self.hook_attn_scores.is_active or self.hook_pattern.is_active:
-            scores = q @ k.transpose(-1, -2) / math.sqrt(self.d_head)  # [batch, head, query_pos, key_pos]
-            scores = self.hook_attn_scores(scores.masked_fill(self.causal_mask[:pos, :pos], float("-inf")))
+            scores = self.hook_attn_scores(self.scores(q, k))  # [batch, head, query_pos, key_pos]
             pattern = self.hook_pattern(scores.softmax(dim=-1))  # [batch, head, query_pos, key_pos]
-            z = pattern @ v  # [batch, head, pos, d_head]
+            z = pattern @ v  # [batch, head, query_pos, d_head]
+        elif last_position_only:
+            # The last query sees every key, so no mask (is_causal would align a short query axis at the top).
+            z = F.scaled_dot_product_attention(q, k, v)  # [batch, head, 1, d_head]
         else:
             z = self.kernel(q, k, v)  # [batch, head, pos, d_head]
-        z = self.hook_z(z.transpose(1, 2))  # [batch, pos, head, d_head]
-        return self.out(z.reshape(batch, pos, -1))  # [batch, pos, d_model]
+        z = self.hook_z(z.transpose(1, 2))  # [batch, query_pos, head, d_head]
+        return self.out(z.reshape(batch, queries, -1))  # [batch, query_pos, d_model]
+
+    def scores(self, q: Tensor, k: Tensor) -> Tensor:
+        """Causal attention scores: ``q [..., head, query_pos, d_head]``, ``k [..., head, key_pos, d_head]`` →
+        ``[..., head, query_pos, key_pos]``, ``q·k / sqrt(d_head)`` and ``-inf`` where the key comes after
+        the query. The queries are the *last* ``query_pos`` of the ``key_pos`` positions (all of them when
+        the lengths agree). Softmax over the last axis gives the pattern."""
+        queries, keys = q.shape[-2], k.shape[-2]
+        if queries > keys or keys > self.causal_mask.shape[0]:
+            raise ValueError(f"scores need query_pos <= key_pos <= n_ctx={self.causal_mask.shape[0]}, got {queries} queries and {keys} keys")
+        scores = q @ k.transpose(-1, -2) / math.sqrt(self.d_head)  # [..., head, query_pos, key_pos]
+        return scores.masked_fill(self.causal_mask[keys - queries : keys, :keys], float("-inf"))
 
     def _per_head(self, which: int) -> Tensor:
         weight = self.qkv.weight.view(3, self.n_heads, self.d_head, -1)[which]  # [head, d_head, d_model]
@@ -202,6 +224,21 @@ class Attention(nn.Module):
     def W_V(self) -> Tensor:
         """``[head, d_model, d_head]``"""
         return self._per_head(2)
+
+    @property
+    def b_Q(self) -> Tensor:
+        """``[head, d_head]``: the query bias of each head."""
+        return self.qkv.bias.view(3, self.n_heads, self.d_head)[0]
+
+    @property
+    def b_K(self) -> Tensor:
+        """``[head, d_head]``"""
+        return self.qkv.bias.view(3, self.n_heads, self.d_head)[1]
+
+    @property
+    def b_V(self) -> Tensor:
+        """``[head, d_head]``: the pattern's rows sum to 1, so each head writes ``b_V[h] @ W_O[h]`` whatever its input."""
+        return self.qkv.bias.view(3, self.n_heads, self.d_head)[2]
 
     @property
     def W_O(self) -> Tensor:
@@ -244,9 +281,14 @@ class Block(nn.Module):
             self.hook_mlp_out = HookPoint()  # [batch, pos, d_model]
         self.hook_resid_post = HookPoint()  # [batch, pos, d_model]
 
-    def forward(self, resid: Tensor) -> Tensor:
+    def forward(self, resid: Tensor, *, last_position_only: bool = False) -> Tensor:
+        """``resid [batch, pos, d_model]`` → ``[batch, pos, d_model]``; with ``last_position_only``,
+        ``[batch, 1, d_model]``: attention reads every position, everything after it runs at the last one."""
         resid_pre = self.hook_resid_pre(resid)  # [batch, pos, d_model]
-        attn_out = self.hook_attn_out(self.attn(self.ln1(resid_pre)))  # [batch, pos, d_model]
+        attn_out = self.attn(self.ln1(resid_pre), last_position_only=last_position_only)  # [batch, query_pos, d_model]
+        attn_out = self.hook_attn_out(attn_out)  # [batch, query_pos, d_model]
+        if last_position_only:
+            resid_pre = resid_pre[:, -1:]  # [batch, 1, d_model]
         if self.mlp is None:
             return self.hook_resid_post(resid_pre + attn_out)  # [batch, pos, d_model]
         resid_mid = self.hook_resid_mid(resid_pre + attn_out)  # [batch, pos, d_model]
@@ -258,7 +300,12 @@ class GPT(HookedModule):
     """Decoder-only transformer: ``GPT(config)(tokens [batch, pos]) -> logits [batch, pos, vocab]``.
 
     Hooks: ``hook_names``, ``hooks([(name, fn), ...])``, ``run_with_cache(tokens, names_filter)``,
-    ``run_with_hooks(tokens, fwd_hooks=...)`` (see :mod:`nrecur.hooks`).
+    ``run_with_hooks(tokens, fwd_hooks=...)`` (see :mod:`nrecur.hooks`). Part of the forward pass:
+    ``model(resid, start_at_layer=k)`` runs from the residual stream entering block ``k``,
+    ``model(tokens, stop_at_layer=k)`` returns it, ``last_position_only=True`` computes the last position's
+    output only. Attention patterns ``[batch, head, query_pos, key_pos]``:
+    ``model.run_with_cache(tokens, names_filter="blocks.0.attn.hook_pattern").cache["blocks.0.attn.hook_pattern"]``
+    (also with ``start_at_layer``, for inputs made of weights).
     """
 
     def __init__(self, config: GPTConfig) -> None:
@@ -298,12 +345,67 @@ class GPT(HookedModule):
         """Number of trainable scalars."""
         return sum(p.numel() for p in self.parameters())
 
-    def forward(self, tokens: Tensor, *, check: bool = True) -> Tensor:
-        """``tokens [batch, pos]`` (int64 or int32 in 0..vocab_size-1, pos ≤ n_ctx) → ``logits [batch, pos, vocab]``.
+    def forward(
+        self,
+        input: Tensor,
+        *,
+        check: bool = True,
+        start_at_layer: int | None = None,
+        stop_at_layer: int | None = None,
+        last_position_only: bool = False,
+    ) -> Tensor:
+        """``input``: tokens ``[batch, pos]`` (int64 or int32 in 0..vocab_size-1, pos ≤ n_ctx) → ``logits [batch,
+        pos, vocab]``.
 
-        ``check=False`` skips the range check of ``tokens``: for callers that have checked them already,
-        and under ``torch.func.vmap``, which cannot run its data-dependent ``if``.
+        Layers as in TransformerLens (``-n_layers ≤ k ≤ n_layers``; a negative ``k`` counts from the end):
+
+        - ``start_at_layer=k``: ``input`` is the residual stream entering block ``k``, ``[batch, pos, d_model]``
+          (``k = n_layers``: entering ``ln_final``); the embeddings and the blocks before ``k`` do not run.
+        - ``stop_at_layer=k``: return the residual stream entering block ``k`` ``[batch, pos, d_model]``
+          instead of logits (``k = 0``: the embeddings; ``k = n_layers``: after the last block).
+        - ``last_position_only``: only what the last position's output needs; the last block that runs computes
+          its queries, attention output and MLP at the last position only. Returns ``[batch, 1, vocab]`` (or
+          ``[batch, 1, d_model]``); that block's position-wise hooks see one position.
+
+        Hooks of the parts that do not run do not fire. ``check=False`` skips the range check of ``tokens``:
+        for callers that have checked them already, and under ``torch.func.vmap``, which cannot run its
+        data-dependent ``if``.
         """
+        start = self._layer_index("start_at_layer", start_at_layer, 0)
+        stop = self._layer_index("stop_at_layer", stop_at_layer, self.config.n_layers)
+        if start > stop:
+            raise ValueError(f"start_at_layer={start_at_layer} comes after stop_at_layer={stop_at_layer} (n_layers={self.config.n_layers})")
+        resid = self._embed(input, check) if start_at_layer is None else self._check_resid(input)  # [batch, pos, d_model]
+        blocks = self.blocks[start:stop]
+        for index, block in enumerate(blocks):
+            resid = block(resid, last_position_only=last_position_only and index == len(blocks) - 1)  # [batch, pos, d_model]
+        if last_position_only and not blocks:
+            resid = resid[:, -1:]  # [batch, 1, d_model]
+        if stop_at_layer is not None:
+            return resid
+        return self.unembed(self.ln_final(resid))  # [batch, pos, vocab]
+
+    def _layer_index(self, name: str, layer: int | None, default: int) -> int:
+        """``layer`` in ``-n_layers..n_layers`` → ``0..n_layers`` (None → ``default``)."""
+        n = self.config.n_layers
+        if layer is None:
+            return default
+        if isinstance(layer, bool) or not isinstance(layer, int) or not -n <= layer <= n:
+            raise ValueError(f"{name} must be an integer in {-n}..{n} (n_layers={n}), got {layer!r}")
+        return layer if layer >= 0 else layer + n
+
+    def _check_resid(self, resid: Tensor) -> Tensor:
+        if resid.dim() != 3 or resid.shape[-1] != self.config.d_model or not resid.is_floating_point():
+            raise ValueError(
+                f"with start_at_layer the input is the residual stream, a float tensor [batch, pos, d_model={self.config.d_model}]; "
+                f"got {resid.dtype} of shape {tuple(resid.shape)}"
+            )
+        if resid.shape[1] > self.config.n_ctx:
+            raise ValueError(f"the residual stream has {resid.shape[1]} positions but the context length n_ctx is {self.config.n_ctx}")
+        return resid
+
+    def _embed(self, tokens: Tensor, check: bool) -> Tensor:
+        """``tokens [batch, pos]`` → token plus position embedding ``[batch, pos, d_model]``, after checking them."""
         if tokens.dim() != 2:
             raise ValueError(f"tokens must have shape [batch, pos], got shape {tuple(tokens.shape)}")
         if tokens.dtype not in (torch.long, torch.int):
@@ -321,7 +423,4 @@ class GPT(HookedModule):
         positions = torch.arange(pos, device=tokens.device)  # [pos]
         embed = self.hook_embed(self.embed(tokens))  # [batch, pos, d_model]
         pos_embed = self.hook_pos_embed(self.pos_embed(positions).expand(batch, pos, -1))  # [batch, pos, d_model]
-        resid = embed + pos_embed  # [batch, pos, d_model]
-        for block in self.blocks:
-            resid = block(resid)  # [batch, pos, d_model]
-        return self.unembed(self.ln_final(resid))  # [batch, pos, vocab]
+        return embed + pos_embed  # [batch, pos, d_model]
