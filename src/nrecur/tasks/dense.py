@@ -9,23 +9,19 @@ with ``"recent"`` the emission depends on the observed window.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import numpy as np
 
 from nrecur.tasks.hmm import HMMProcess
+from nrecur.tasks.nrecurrence_params import NRecurrenceParams
 from nrecur.tasks.variants import FAKE_SOURCES, TRANSITIONS
 
-if TYPE_CHECKING:  # pragma: no cover
-    from nrecur.tasks.nrecurrence import NRecurrence
 
-
-def state_list(task: "NRecurrence") -> list[tuple[int, int, int]]:
+def state_list(task: NRecurrenceParams) -> list[tuple[int, int, int]]:
     """The hidden states ``(period index, target, countdown c)`` in the HMM's order."""
     return [(k, t, c) for k, n in enumerate(task.periods) for t in range(task.vocab_size) for c in range(n)]
 
 
-def nrecurrence_to_hmm(task: "NRecurrence") -> HMMProcess:
+def nrecurrence_to_hmm(task: NRecurrenceParams) -> HMMProcess:
     if FAKE_SOURCES[task.fake_source].window:
         raise ValueError(
             "the dense HMM form needs fakes that do not depend on the observed tokens (fake_source='uniform'); "

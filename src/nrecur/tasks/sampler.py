@@ -13,15 +13,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, ClassVar
+from typing import ClassVar
 
 import numpy as np
 
 from nrecur.tasks.base import Sequences, check_seed, check_sizes
+from nrecur.tasks.nrecurrence_params import NRecurrenceParams
 from nrecur.tasks.variants import FAKE_SOURCES, TRANSITIONS, categorical, uniform_other
-
-if TYPE_CHECKING:  # pragma: no cover
-    from nrecur.tasks.nrecurrence import NRecurrence
 
 
 @dataclass(frozen=True)
@@ -58,7 +56,7 @@ CHUNK = 4096
 MANY_UNIFORMS = 1 << 20
 
 
-def sample_nrecurrence(task: "NRecurrence", batch_size: int, length: int, seed: int | Sequence[int]) -> Batch:
+def sample_nrecurrence(task: NRecurrenceParams, batch_size: int, length: int, seed: int | Sequence[int]) -> Batch:
     check_sizes(batch_size, length)
     check_seed(seed)
     task.check_length(length)
@@ -75,7 +73,7 @@ def sample_nrecurrence(task: "NRecurrence", batch_size: int, length: int, seed: 
 
 
 def sample_nrecurrence_many(
-    task: "NRecurrence", batch_size: int, length: int, seeds: Sequence[int | Sequence[int]]
+    task: NRecurrenceParams, batch_size: int, length: int, seeds: Sequence[int | Sequence[int]]
 ) -> list[Batch]:
     """``[sample_nrecurrence(task, batch_size, length, seed) for seed in seeds]``, the same arrays, with the
     small batches of many seeds sampled side by side in one loop over positions.
@@ -106,7 +104,7 @@ def sample_nrecurrence_many(
 
 
 def _sample_chunk(
-    task: "NRecurrence", L: int, initial: np.ndarray, uniforms: Callable[[int], np.ndarray]
+    task: NRecurrenceParams, L: int, initial: np.ndarray, uniforms: Callable[[int], np.ndarray]
 ) -> dict[str, np.ndarray]:
     """Sample ``B`` sequences from uniforms ``initial [3, B]`` and ``uniforms(i) [6, B]`` for position ``i``
     (called once per position, in order); arrays come back position-major ``[pos, batch]``."""
