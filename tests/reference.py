@@ -30,6 +30,18 @@ def _priors(task):
     return pi / pi.sum(), tau / tau.sum()
 
 
+def rule_weights(task):
+    """``{(n, t): prior probability}`` over every rule: ``rule_prior`` as the config holds it (triples),
+    normalized, absent rules 0; else ``period_prior × target_prior``."""
+    rules = [(n, t) for n in task.periods for t in range(task.vocab_size)]
+    if task.rule_prior is None:
+        pi, tau = _priors(task)
+        return {(n, t): pi[list(task.periods).index(n)] * tau[t] for n, t in rules}
+    given = {(n, t): w for n, t, w in task.rule_prior}
+    total = sum(given.values())
+    return {rule: given.get(rule, 0.0) / total for rule in rules}
+
+
 def _per_period(value, n):
     if isinstance(value, dict):
         return value[n]
@@ -66,10 +78,9 @@ def _fake_pool(task, history, n, t):
 
 def transition_matrix(task):
     """``[state, state]`` P(next state | state) by explicit conditioning on the allowed rules."""
-    pi, tau = _priors(task)
+    prior = rule_weights(task)
     states = states_of(task)
     index = {s: k for k, s in enumerate(states)}
-    period_index = {n: k for k, n in enumerate(task.periods)}
     M = np.zeros((len(states), len(states)))
     for s in states:
         n, t, c = s
@@ -81,7 +92,7 @@ def transition_matrix(task):
         for n2 in task.periods:
             for t2 in range(task.vocab_size):
                 if ALLOWED[task.transition_changes](n2 == n, t2 == t):
-                    allowed.append((n2, t2, pi[period_index[n2]] * tau[t2]))
+                    allowed.append((n2, t2, prior[(n2, t2)]))
         total = sum(w for _, _, w in allowed)
         if total == 0:  # a rule the prior never reaches
             continue
@@ -98,9 +109,8 @@ def brute_force_posterior(task, x):
     V, L = task.vocab_size, len(x)
     states = states_of(task)
     S = len(states)
-    pi, tau = _priors(task)
-    period_index = {n: k for k, n in enumerate(task.periods)}
-    init = np.array([pi[period_index[n]] * tau[t] / n for n, t, c in states])
+    prior = rule_weights(task)
+    init = np.array([prior[(n, t)] / n for n, t, c in states])
     M = transition_matrix(task)
 
     def emit_vector(i, v):
@@ -141,6 +151,7 @@ def loop_sample(task, batch_size, length, seed):
     V, periods = task.vocab_size, list(task.periods)
     pi, tau = _priors(task)
     rules = [(n, t) for n in periods for t in range(V)]
+    prior = rule_weights(task)
 
     def draw(items, weights):
         return rng.choices(items, weights=weights)[0]
@@ -149,7 +160,10 @@ def loop_sample(task, batch_size, length, seed):
     period = np.empty((batch_size, length), dtype=np.int64)
     target = np.empty((batch_size, length), dtype=np.int64)
     for b in range(batch_size):
-        n, t = draw(periods, pi), draw(range(V), tau)
+        if task.rule_prior is None:
+            n, t = draw(periods, pi), draw(range(V), tau)
+        else:
+            n, t = draw(rules, [prior[rule] for rule in rules])
         c = rng.randrange(n)
         for i in range(length):
             others = [u for u in range(V) if u != t]
@@ -163,7 +177,7 @@ def loop_sample(task, batch_size, length, seed):
             tokens[b, i], period[b, i], target[b, i] = x, n, t
             if rng.random() < _per_period(task.p_transition, n):
                 allowed = [(n2, t2) for n2, t2 in rules if ALLOWED[task.transition_changes](n2 == n, t2 == t)]
-                weights = [pi[periods.index(n2)] * tau[t2] for n2, t2 in allowed]
+                weights = [prior[rule] for rule in allowed]
                 n, t = draw(allowed, weights)
                 c = rng.randrange(n)
             else:

@@ -377,8 +377,8 @@ def test_the_config_reads_text_with_the_same_parser():
 # ---------------------------------------------------------------------------------------------- import graph
 
 SRC = Path(__file__).resolve().parent.parent / "src" / "nrecur"
-#: Inside tasks/ imports run left to right: base → variants → sampler/hmm → dense (an HMMProcess) → nrecurrence.
-TASK_LAYERS = {"base": 0, "variants": 1, "sampler": 2, "hmm": 2, "dense": 3, "nrecurrence": 4}
+#: Inside tasks/ imports run left to right: base → variants → priors/sampler/hmm → dense (an HMMProcess) → nrecurrence.
+TASK_LAYERS = {"base": 0, "variants": 1, "priors": 2, "sampler": 2, "hmm": 2, "dense": 3, "nrecurrence": 4}
 
 
 def imports_of(path: Path) -> tuple[set[str], set[str]]:

@@ -6,10 +6,12 @@ token costs one pass over the ``V·Σn`` states with everything in cache. The
 tensor filter stays the reference and the CUDA path; the tests run both
 against brute-force enumeration and against each other.
 
-The kernel knows no variant by name. A transition kind arrives as the arrays
-of ``TransitionKind`` (``tasks/variants.py``): ``leave_rate [period, vocab]``
-(a rule's mass times it is its ``w``), ``arrival [period, vocab]`` (the prior
-factor of an arriving rule) and ``spread [4]`` (coefficients on the sums
+The kernel knows no variant by name. The rule prior arrives as its table
+``prior [period, vocab]`` (the belief before the first token), a transition
+kind as the arrays the prior and ``TransitionKind`` give (``tasks/priors.py``,
+``tasks/variants.py``): ``leave_rate [period, vocab]`` (a rule's mass times it
+is its ``w``), ``arrival [period, vocab]`` (the prior factor of an arriving
+rule) and ``spread [4]`` (coefficients on the sums
 ``W, W_n, W_t, w``); a fake source as its ``window`` (a multiplier of n; 0: no
 window, fakes uniform over the other tokens).
 """
@@ -45,7 +47,7 @@ def run_filter_kernel(*arrays: object) -> None:
 
 @numba.njit(cache=True, parallel=True, fastmath=False)
 def filter_kernel(
-    x, V, periods, offsets, pi, tau, p_noise, p_transition, leave_rate, arrival, spread, target_outside, window_factor,
+    x, V, periods, offsets, prior, p_noise, p_transition, leave_rate, arrival, spread, target_outside, window_factor,
     pred_out, period_out, target_out, countdown_out, log_p_out,
 ):  # pragma: no cover - compiled; covered through nrecurrence_posterior
     """Fill the outputs for tokens ``x [batch, pos]``; see ``nrecurrence_posterior`` for their meaning.
@@ -79,9 +81,9 @@ def filter_kernel(
         fake_per_token = np.empty(V)  # window fakes: mass of each target's fake per window token
         for p in range(P):
             for t in range(V):
-                mass[p, t] = pi[p] * tau[t]
+                mass[p, t] = prior[p, t]
                 for phi in range(periods[p]):
-                    alpha[offsets[p] + phi, t] = pi[p] * tau[t] / periods[p]
+                    alpha[offsets[p] + phi, t] = prior[p, t] / periods[p]
         for i in range(L):
             xi = x[b, i]
             # --- emission of x_i (slot-major loops: the inner loop runs over contiguous targets)

@@ -13,7 +13,10 @@ HMM's O((V·Σn)²):
   redistributed with the prior conditioned on the change: a few sums over the
   ``[period, vocab]`` table, never a state-by-state matrix. Which sums is the
   transition kind's business (``TransitionKind.inflow`` in
-  ``tasks/variants.py``); the filter only asks it.
+  ``tasks/variants.py``), the share that leaves each rule and the weight each
+  arriving rule gets the rule prior's (``tasks/priors.py``: the product
+  ``period_prior × target_prior`` or a joint ``rule_prior``); the filter only
+  asks them.
 
 Emissions of off-target positions depend only on ``t``; only one slot per
 period is a target slot at each position, so the update is one broadcast
@@ -22,6 +25,11 @@ distinct tokens ``≠ t`` of the observed window ``x[i-w·n..i-1]`` (``w`` the f
 source's ``window``, 3 for ``"recent"``), else uniform over ``V \\ {t}``; the
 observer sees the window, so the filter stays exact. ``"uniform"`` fakes have
 ``w = 0`` and skip the window tables.
+
+Two priors per task when a run held rules out of training: ``prior="universal"``
+(the task's rule prior) and ``prior="in_distribution"`` (that prior restricted
+to the training rules: :meth:`NRecurrence.in_distribution`), the generalizing
+and the memorizing observer.
 
 Tensors: ``alpha [batch, slot, vocab]`` with ``slot`` running over
 ``(period, φ)`` (``Σn`` slots) and ``vocab`` over the target ``t``;
@@ -32,7 +40,7 @@ from __future__ import annotations
 
 import contextlib
 from concurrent.futures import ThreadPoolExecutor
-from typing import Literal
+from typing import Collection, Literal
 
 import numpy as np
 import torch
@@ -46,6 +54,9 @@ from nrecur.tasks.variants import FAKE_SOURCES, TRANSITIONS
 
 #: Sequences filtered together; bounds memory and keeps the working set in cache.
 DEFAULT_CHUNK = 512
+
+#: The priors over rules the observer knows (SPEC §2.3): the task's own, and the in-distribution one.
+PRIORS = ("universal", "in_distribution")
 
 
 class _Tables:
@@ -62,18 +73,16 @@ class _Tables:
         slot_period_index = np.repeat(np.arange(self.P), periods)
         self.K = int(periods.sum())
         self.n = torch.tensor(periods, **f64)
-        self.pi = torch.tensor(task.period_probs, **f64)
-        self.tau = torch.tensor(task.target_probs, **f64)
+        prior = task.rule_distribution
         self.p_noise = torch.tensor(task.noise_by_period, **f64)
         self.p_transition = torch.tensor(task.transition_by_period, **f64)
         self.has_transitions = bool(np.any(task.transition_by_period > 0))
         self.slot_period_index = torch.as_tensor(slot_period_index, device=device)  # [slot]
         self.keep_slot = (1.0 - self.p_transition)[self.slot_period_index]  # [slot]
-        rate = self.transitions.leave_rate(task.period_probs, task.target_probs, task.transition_by_period)
-        self.leave_rate = torch.tensor(rate, **f64)  # [period, vocab]
-        self.arrival = torch.tensor(self.transitions.arrival(task.period_probs, task.target_probs), **f64)  # [period, vocab]
-        self.alpha0 = (self.pi / self.n)[self.slot_period_index][:, None] * self.tau[None, :]  # [slot, vocab]
-        self.mass0 = self.pi[:, None] * self.tau[None, :]  # [period, vocab]
+        self.leave_rate = torch.tensor(prior.leave_rate(self.transitions, task.transition_by_period), **f64)  # [period, vocab]
+        self.arrival = torch.tensor(prior.arrival(self.transitions), **f64)  # [period, vocab]
+        self.mass0 = torch.tensor(prior.table, **f64)  # [period, vocab]
+        self.alpha0 = (self.mass0 / self.n[:, None])[self.slot_period_index]  # [slot, vocab]
         # Target slot of each period at each position j = 0..length: offset + j mod n.
         j = np.arange(length + 1)[:, None]
         self.on_slot = torch.as_tensor(offsets[None, :] + j % periods[None, :], device=device)  # [pos+1, period]
@@ -93,11 +102,17 @@ def nrecurrence_posterior(
     task: "NRecurrence",
     tokens,
     *,
+    prior: Literal["universal", "in_distribution"] = "universal",
+    held_out: Collection[tuple[int, int]] | None = None,
     impossible: Literal["raise", "inf"] = "raise",
     backend: Literal["auto", "kernel", "torch"] = "auto",
     chunk_size: int = DEFAULT_CHUNK,
 ) -> Posterior:
     """Exact posterior of ``task`` after every prefix of ``tokens`` ``[batch, pos]``.
+
+    ``prior="universal"``: under the task's rule prior; ``"in_distribution"``: under that prior restricted
+    to the rules not in ``held_out`` (the rules ``(n, t)`` a run kept out of training, which this prior
+    needs: ``held_out_rules`` in ``nrecur.train.data``, ``held_out_rules`` in a run's summary.json).
 
     Computes in float64 on the tokens' device (CPU for NumPy input) and returns
     arrays of the input's kind (see :class:`Posterior`). A sequence with
@@ -112,6 +127,15 @@ def nrecurrence_posterior(
         raise ValueError(f"backend must be 'auto', 'kernel' or 'torch', got {backend!r}")
     if impossible not in ("raise", "inf"):
         raise ValueError(f"impossible must be 'raise' or 'inf', got {impossible!r}")
+    if prior not in PRIORS:
+        raise ValueError(f"prior must be one of {PRIORS}, got {prior!r}")
+    if prior == "in_distribution":
+        if held_out is None:
+            raise ValueError(
+                "prior='in_distribution' needs the rules the run held out of training: held_out=[(n, t), ...] "
+                "(an empty list when it held none out)"
+            )
+        task = task.in_distribution(held_out)
     x, back = as_token_tensor(tokens, task.vocab_size)
     B, L = x.shape
     if backend == "kernel" or (backend == "auto" and x.device.type == "cpu"):
@@ -165,12 +189,12 @@ def _posterior_from_kernel(task: "NRecurrence", x: torch.Tensor, back, impossibl
         "countdown": np.zeros((B, L, P, task.max_period)),
     }
     log_p = np.empty((B, L))
-    transitions = TRANSITIONS[task.transition_changes]
+    transitions, prior = TRANSITIONS[task.transition_changes], task.rule_distribution
     run_filter_kernel(
         np.ascontiguousarray(x.numpy()), V, periods, np.concatenate([[0], np.cumsum(periods)[:-1]]).astype(np.int64),
-        task.period_probs, task.target_probs, task.noise_by_period, task.transition_by_period,
-        transitions.leave_rate(task.period_probs, task.target_probs, task.transition_by_period),
-        transitions.arrival(task.period_probs, task.target_probs), np.asarray(transitions.spread, dtype=np.float64),
+        np.ascontiguousarray(prior.table), task.noise_by_period, task.transition_by_period,
+        prior.leave_rate(transitions, task.transition_by_period),
+        np.ascontiguousarray(prior.arrival(transitions)), np.asarray(transitions.spread, dtype=np.float64),
         task.target_outside, FAKE_SOURCES[task.fake_source].window,
         out["predictive"], out["period"], out["target"], out["countdown"], log_p,
     )

@@ -2,7 +2,8 @@
 
 Built state by state from the spec (SPEC §2.3), independently of the closed
 forms of the observers: a change from a rule goes to every rule its
-transition kind allows (``TransitionKind.allows``), weighted by the prior.
+transition kind allows (``TransitionKind.allows``), weighted by the rule prior
+(``task.rule_probs``: the product or the joint ``rule_prior``).
 Only fake sources without a window (``"uniform"``) make an HMM in this sense;
 with ``"recent"`` the emission depends on the observed window.
 """
@@ -32,7 +33,7 @@ def nrecurrence_to_hmm(task: NRecurrenceParams) -> HMMProcess:
     states = state_list(task)
     index = {s: i for i, s in enumerate(states)}
     S = len(states)
-    pi, tau = task.period_probs, task.target_probs
+    prior = task.rule_probs  # [period, vocab]
     p_noise, p_tr = task.noise_by_period, task.transition_by_period
     rules = [(k, t) for k in range(task.n_periods) for t in range(V)]
 
@@ -51,7 +52,7 @@ def nrecurrence_to_hmm(task: NRecurrenceParams) -> HMMProcess:
         move = np.zeros(S)
         move[index[(k, t, (c - 1) % n)]] += 1 - p_tr[k]
         if p_tr[k] > 0:
-            weights = {r: pi[r[0]] * tau[r[1]] for r in rules if kind.allows(r[0] == k, r[1] == t)}
+            weights = {r: prior[r] for r in rules if kind.allows(r[0] == k, r[1] == t)}
             total = sum(weights.values())
             if total == 0:  # a rule with zero prior is never reached; any valid row will do
                 move[index[(k, t, (c - 1) % n)]] += p_tr[k]
@@ -61,6 +62,6 @@ def nrecurrence_to_hmm(task: NRecurrenceParams) -> HMMProcess:
                 for c2 in range(n2):
                     move[index[(k2, t2, c2)]] += p_tr[k] * w / total / n2
         T[:, i, :] = emit[:, None] * move[None, :]
-    initial = np.array([pi[k] * tau[t] / task.periods[k] for k, t, c in states])
+    initial = np.array([prior[k, t] / task.periods[k] for k, t, c in states])
     names = [f"n={task.periods[k]},t={t},c={c}" for k, t, c in states]
     return HMMProcess(T, initial=initial, state_names=names)

@@ -10,7 +10,10 @@ conditioned by ``transition_changes`` to differ from the old one.
 ``NRecurrence`` is a frozen config: it validates every parameter at
 construction, samples sequences with their hidden truth (vectorized over the
 batch, one loop over positions), and hands out the exact observer
-(``posterior``) and the dense-HMM form (``to_hmm``).
+(``posterior``) and the dense-HMM form (``to_hmm``). The prior over rules is
+the product ``period_prior × target_prior`` or, with ``rule_prior``, a joint
+table (``tasks/priors.py``); a run that holds rules out of training has a
+second one, :meth:`NRecurrence.in_distribution`.
 """
 
 from __future__ import annotations
@@ -20,11 +23,12 @@ import warnings
 from typing import Literal, Sequence
 
 import numpy as np
-from pydantic import field_validator, model_validator
+from pydantic import field_validator, model_serializer, model_validator
 
 from nrecur.tasks.base import Strata, Task, Truth
 from nrecur.tasks.dense import nrecurrence_to_hmm
 from nrecur.tasks.hmm import HMMProcess
+from nrecur.tasks.priors import RULE_PRIOR_FORMS, JointPrior, ProductPrior, RulePrior, RuleWeights, parse_rule_prior, rule_table
 from nrecur.tasks.sampler import Batch, sample_nrecurrence, sample_nrecurrence_many
 from nrecur.tasks.variants import (
     IDENTIFIABLE_CONTEXT,
@@ -65,6 +69,8 @@ class NRecurrence(Task):
     """Fake tokens: uniform over V minus t, or uniform over the distinct tokens other than t in the previous 3n positions."""
     transition_changes: TransitionName = "either"
     """What a transition must change: (n,t) differs ('either'), both differ, only the period, or only the target."""
+    rule_prior: RuleWeights | None = None
+    """Joint prior over rules (n, t), in place of period_prior x target_prior: a list of [n, t, weight] triples (weights normalized; rules absent have prior 0), or of [n, t] pairs for a uniform prior over those rules; None for the product."""
 
     # ------------------------------------------------------------------ validation
 
@@ -99,10 +105,25 @@ class NRecurrence(Task):
             raise ValueError(f"{info.field_name}: {error}") from None
         return value
 
+    @field_validator("rule_prior", mode="before")
+    @classmethod
+    def _read_rule_prior(cls, value):
+        """Any form :func:`~nrecur.tasks.priors.parse_rule_prior` reads → ``((n, t, weight), ...)``."""
+        return None if value is None else parse_rule_prior(value)
+
     @model_validator(mode="after")
     def _check_all(self) -> "NRecurrence":
         _check_prior("period_prior", self.period_prior, len(self.periods), "periods")
         _check_prior("target_prior", self.target_prior, self.vocab_size, "vocab_size tokens")
+        if self.rule_prior is not None:
+            for name in ("period_prior", "target_prior"):
+                marginal = getattr(self, name)
+                if marginal is not None and np.ptp(marginal) > 1e-9:
+                    raise ValueError(
+                        f"rule_prior replaces period_prior and target_prior, so {name} must be left out (or uniform) "
+                        f"with it; got {name}={list(marginal)} (put the weights into rule_prior: {RULE_PRIOR_FORMS})"
+                    )
+            rule_table(self.rule_prior, self.periods, self.vocab_size)  # names a period or token the task lacks
         for name in ("p_noise", "p_transition"):
             value = getattr(self, name)
             if isinstance(value, dict):
@@ -120,16 +141,22 @@ class NRecurrence(Task):
         return self
 
     def _check_transitions_possible(self) -> None:
-        """A rule change must be able to happen as ``transition_changes`` says (its kind knows how)."""
+        """A rule change must be able to happen as ``transition_changes`` says (the prior and the kind know how)."""
         p_transition = self.transition_by_period
         if not np.any(p_transition > 0):
             return
-        why = TRANSITIONS[self.transition_changes].impossible_because(self.period_probs, self.target_probs, p_transition)
-        if why is not None:
-            raise ValueError(
-                f"transition_changes={self.transition_changes!r} cannot happen with this prior: {why} "
-                f"(p_transition > 0 for periods {[n for n, p in zip(self.periods, p_transition) if p > 0]})"
-            )
+        problem = self.rule_distribution.transition_problem(TRANSITIONS[self.transition_changes], p_transition)
+        if problem is not None:
+            raise ValueError(problem)
+
+    @model_serializer(mode="wrap")
+    def _leave_out_absent_rule_prior(self, handler):
+        """Without ``rule_prior`` a task dumps as it did before the field existed: the same config.json,
+        the same sweep trial ids and the same cache keys."""
+        data = handler(self)
+        if isinstance(data, dict) and data.get("rule_prior", ...) is None:
+            del data["rule_prior"]
+        return data
 
     # ------------------------------------------------------------------ derived values
 
@@ -156,7 +183,9 @@ class NRecurrence(Task):
 
     @property
     def period_probs(self) -> np.ndarray:
-        """``[period]`` prior over ``periods`` (float64)."""
+        """``[period]`` prior over ``periods`` (float64): the marginal of ``rule_prior`` when given."""
+        if self.rule_prior is not None:
+            return self.rule_probs.sum(axis=1)
         if self.period_prior is None:
             return np.full(self.n_periods, 1.0 / self.n_periods)
         probs = np.asarray(self.period_prior, dtype=np.float64)
@@ -164,11 +193,26 @@ class NRecurrence(Task):
 
     @property
     def target_probs(self) -> np.ndarray:
-        """``[vocab]`` prior over target tokens (float64)."""
+        """``[vocab]`` prior over target tokens (float64): the marginal of ``rule_prior`` when given."""
+        if self.rule_prior is not None:
+            return self.rule_probs.sum(axis=0)
         if self.target_prior is None:
             return np.full(self.vocab_size, 1.0 / self.vocab_size)
         probs = np.asarray(self.target_prior, dtype=np.float64)
         return probs / probs.sum()
+
+    @property
+    def rule_probs(self) -> np.ndarray:
+        """``[period, vocab]`` prior of each rule ``(periods[k], t)`` (float64, sums to 1): ``rule_prior``
+        normalized, else ``period_probs ⊗ target_probs``."""
+        return self.rule_distribution.table
+
+    @property
+    def rule_distribution(self) -> RulePrior:
+        """The prior over rules as the sampler, the observers and the dense form use it (``tasks/priors.py``)."""
+        if self.rule_prior is None:
+            return ProductPrior(self.period_probs, self.target_probs, self.periods)
+        return JointPrior(rule_table(self.rule_prior, self.periods, self.vocab_size), self.periods)
 
     @property
     def noise_by_period(self) -> np.ndarray:
@@ -229,13 +273,31 @@ class NRecurrence(Task):
         )
 
     def rules(self) -> tuple[tuple[int, int], ...]:
-        """The rules ``(period, target)`` with positive prior."""
-        return tuple(
-            (int(n), int(t))
-            for n, p_n in zip(self.periods, self.period_probs)
-            for t, p_t in enumerate(self.target_probs)
-            if p_n > 0 and p_t > 0
-        )
+        """The rules ``(period, target)`` with positive prior, periods in the order of ``periods``, then targets."""
+        table = self.rule_probs
+        return tuple((int(n), int(t)) for k, n in enumerate(self.periods) for t in range(self.vocab_size) if table[k, t] > 0)
+
+    def in_distribution(self, held_out) -> "NRecurrence":
+        """This task under its in-distribution prior: the rule prior restricted to the rules not in
+        ``held_out`` (rules of :meth:`rules`) and renormalized, as a joint ``rule_prior``; every other
+        parameter as here. The memorizing observer of a run trained without ``held_out`` is its posterior."""
+        held_out = {(int(n), int(t)) for n, t in held_out}
+        rules = self.rules()
+        unknown = sorted(held_out - set(rules))
+        if unknown:
+            raise ValueError(f"held_out names rules the task does not have (with positive prior): {unknown[:5]}")
+        table = self.rule_probs
+        kept = [(n, t, float(table[self.periods.index(n), t])) for n, t in rules if (n, t) not in held_out]
+        if not kept:
+            raise ValueError(f"held_out holds every one of the task's {len(rules)} rules out; keep at least one")
+        try:
+            return self.model_validate({**self.model_dump(), "period_prior": None, "target_prior": None, "rule_prior": kept})
+        except ValueError as error:
+            message = str(error.errors()[0]["msg"]).removeprefix("Value error, ") if hasattr(error, "errors") else str(error)
+            raise ValueError(
+                f"the in-distribution prior (the rule prior without the {len(held_out)} held-out rules) is not a "
+                f"valid prior: {message}"
+            ) from None
 
     def rule_index(self, sample: Batch) -> np.ndarray:
         """``[batch, pos]`` index into :meth:`rules` of the rule ``(period, target)`` in force."""

@@ -2,9 +2,10 @@
 
 Every position draws the same six uniforms per sequence (noise, token choice,
 transition, new rule ×2, new offset), so a seed fixes the whole batch on every
-run and machine. How a rule change draws the new rule and where a fake token
-comes from belong to the variant objects of ``variants.py``
-(``TRANSITIONS``, ``FAKE_SOURCES``), which get their share of those uniforms.
+run and machine. How a fresh rule is drawn belongs to the task's rule prior
+(``priors.py``: the product's draws are the transition kinds', a joint table's
+its own), where a fake token comes from to the variant objects of
+``variants.py`` (``FAKE_SOURCES``); each gets its share of those uniforms.
 The semantics follow SPEC §2.3 step by step; the per-sequence loop
 ``loop_sample`` of ``tests/reference.py`` and the statistical tests check them.
 """
@@ -19,7 +20,7 @@ import numpy as np
 
 from nrecur.tasks.base import Sequences, check_seed, check_sizes
 from nrecur.tasks.nrecurrence_params import NRecurrenceParams
-from nrecur.tasks.variants import FAKE_SOURCES, TRANSITIONS, categorical, uniform_other
+from nrecur.tasks.variants import FAKE_SOURCES, TRANSITIONS, uniform_other
 
 
 @dataclass(frozen=True)
@@ -110,14 +111,13 @@ def _sample_chunk(
     (called once per position, in order); arrays come back position-major ``[pos, batch]``."""
     V = task.vocab_size
     periods = np.asarray(task.periods, dtype=np.int64)
-    period_probs, target_probs = task.period_probs, task.target_probs
+    prior = task.rule_distribution
     p_noise, p_transition = task.noise_by_period, task.transition_by_period
     transitions, fakes = TRANSITIONS[task.transition_changes], FAKE_SOURCES[task.fake_source]
 
     B = initial.shape[1]
     u = initial
-    period_index = categorical(period_probs, u[0])
-    target = categorical(target_probs, u[1])
+    period_index, target = prior.draw_initial(u[0], u[1])
     countdown = (u[2] * periods[period_index]).astype(np.int64)
 
     out = {name: np.empty((L, B), dtype=np.int64) for name in ("tokens", "period", "target", "countdown")}
@@ -140,8 +140,8 @@ def _sample_chunk(
         countdown = (countdown - 1) % n
         if np.any(change):
             rows = np.flatnonzero(change)
-            new_period_index, new_target = transitions.draw(
-                period_probs, target_probs, period_index[rows], target[rows], u[3, rows], u[4, rows]
+            new_period_index, new_target = prior.draw_change(
+                transitions, period_index[rows], target[rows], u[3, rows], u[4, rows]
             )
             period_index[rows], target[rows] = new_period_index, new_target
             countdown[rows] = (u[5, rows] * periods[new_period_index]).astype(np.int64)

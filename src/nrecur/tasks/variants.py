@@ -74,6 +74,8 @@ MIN_ALTERNATIVE_MASS = 1e-6
 
 Move = tuple[bool, bool]
 """``(same period, same target)`` of a rule change."""
+#: Rule-table cells a generic transition draw handles at once (its masked tables: 8 MB of float64).
+_DRAW_BLOCK = 1 << 20
 #: Coefficients on ``(W, W_n, W_t, w)`` of the mass reaching a rule through each move (see the module docstring).
 _MOVE_SPREAD: dict[Move, tuple[int, int, int, int]] = {
     (True, True): (0, 0, 0, 1),
@@ -227,21 +229,55 @@ class TransitionKind:
     ) -> tuple[np.ndarray, np.ndarray]:
         """New ``(period index, target)`` per changing row, from the old ones and two uniforms per row.
 
-        This generic draw inverts the CDF of the joint ``[period, vocab]`` prior, masked to the allowed
-        moves, with ``u_period``; the kinds of the spec override it with their own (seeds stay as they were).
+        This generic draw is :meth:`draw_from_table` on the product prior; the kinds of the spec override
+        it with their own (seeds stay as they were).
         """
-        P, V = len(period_probs), len(target_probs)
-        same_n = np.arange(P)[None, :, None] == old_period_index[:, None, None]  # [rows, period, 1]
-        same_t = np.arange(V)[None, None, :] == old_target[:, None, None]  # [rows, 1, vocab]
-        allowed = np.zeros((len(old_period_index), P, V), dtype=bool)
-        for move_n, move_t in self.moves:
-            allowed |= (same_n == move_n) & (same_t == move_t)
-        weights = (np.outer(period_probs, target_probs)[None] * allowed).reshape(len(old_period_index), P * V)
-        cdf = np.cumsum(weights, axis=1)  # [rows, rule]
-        index = np.sum(cdf <= (u_period * cdf[:, -1])[:, None], axis=1)  # the first rule whose CDF passes u·total
-        last = P * V - 1 - np.argmax(weights[:, ::-1] > 0, axis=1)  # rounding never lands on a zero weight
-        index = np.minimum(index, last)
-        return index // V, index % V
+        return self.draw_from_table(np.outer(period_probs, target_probs), old_period_index, old_target, u_period)
+
+    def draw_from_table(
+        self, table: np.ndarray, old_period_index: np.ndarray, old_target: np.ndarray, u: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """New ``(period index, target)`` per changing row from a joint prior ``table [period, vocab]``:
+        its CDF, masked to the rules the allowed moves reach from the old rule, inverted at ``u [rows]``.
+        The task's validation guarantees that every changing row can reach a rule of positive weight."""
+        P, V = table.shape
+        rows = len(old_period_index)
+        period_index, target = np.empty(rows, dtype=np.int64), np.empty(rows, dtype=np.int64)
+        step = max(1, _DRAW_BLOCK // (P * V))  # rows at a time: the masked tables take rows · P · V floats
+        for start in range(0, rows, step):
+            part = slice(start, min(rows, start + step))
+            count = part.stop - part.start
+            same_n = np.arange(P)[None, :, None] == old_period_index[part, None, None]  # [rows, period, 1]
+            same_t = np.arange(V)[None, None, :] == old_target[part, None, None]  # [rows, 1, vocab]
+            allowed = np.zeros((count, P, V), dtype=bool)
+            for move_n, move_t in self.moves:
+                allowed |= (same_n == move_n) & (same_t == move_t)
+            weights = (table[None] * allowed).reshape(count, P * V)
+            cdf = np.cumsum(weights, axis=1)  # [rows, rule]
+            index = np.sum(cdf <= (u[part] * cdf[:, -1])[:, None], axis=1)  # the first rule whose CDF passes u·total
+            last = P * V - 1 - np.argmax(weights[:, ::-1] > 0, axis=1)  # rounding never lands on a zero weight
+            index = np.minimum(index, last)
+            period_index[part], target[part] = index // V, index % V
+        return period_index, target
+
+    # --- a joint prior over rules
+
+    def reachable(self, table):
+        """``[period, vocab]``: for each rule ``(n, t)`` the sum of ``table [period, vocab]`` over the rules a
+        change from it may reach. The allowed-move relation is symmetric, so this is :meth:`inflow` of
+        ``table`` itself: the mass of a joint prior a change may reach (``table`` the prior), or how
+        many rules of its support (``table`` the support's indicator; exact, the sums are of integers)."""
+        return self.inflow(table, np.ones_like(table))
+
+    def successors_in_words(self, period: int, target: int) -> str:
+        """The rules a change from ``(period, target)`` may reach, e.g. ``(n', 3) with n' != 2``."""
+        words = {
+            (True, True): f"({period}, {target}) itself",
+            (True, False): f"({period}, t') with t' != {target}",
+            (False, True): f"(n', {target}) with n' != {period}",
+            (False, False): f"(n', t') with n' != {period} and t' != {target}",
+        }
+        return " or ".join(words[move] for move in sorted(self.moves, reverse=True))
 
 
 class Either(TransitionKind):
