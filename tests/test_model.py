@@ -133,15 +133,16 @@ def test_zero_layer_model_sees_only_the_current_token():
 def test_per_head_weights_reproduce_the_attention_activations():
     model = make_model()
     tokens = make_tokens(model)
-    names = [f"blocks.1.{name}" for name in ("hook_resid_pre", "attn.hook_q", "attn.hook_z", "hook_attn_out")]
+    names = [f"blocks.1.{name}" for name in ("hook_resid_pre", "attn.hook_q", "attn.hook_v", "attn.hook_z", "hook_attn_out")]
     with torch.no_grad():
         _, cache = model.run_with_cache(tokens, names_filter=names)
         attn = model.blocks[1].attn
         x = model.blocks[1].ln1(cache["blocks.1.hook_resid_pre"])  # [batch, pos, d_model]
-        b_Q = attn.qkv.bias[: model.config.d_attn].view(model.config.n_heads, model.config.d_head)
-        q = torch.einsum("bpm,hmd->bphd", x, attn.W_Q) + b_Q
+        q = torch.einsum("bpm,hmd->bphd", x, attn.W_Q) + attn.b_Q
+        v = torch.einsum("bpm,hmd->bphd", x, attn.W_V) + attn.b_V
         out = torch.einsum("bphd,hdm->bpm", cache["blocks.1.attn.hook_z"], attn.W_O) + attn.out.bias
     torch.testing.assert_close(q, cache["blocks.1.attn.hook_q"], rtol=0, atol=1e-5)
+    torch.testing.assert_close(v, cache["blocks.1.attn.hook_v"], rtol=0, atol=1e-5)
     torch.testing.assert_close(out, cache["blocks.1.hook_attn_out"], rtol=0, atol=1e-5)
     assert attn.W_K.shape == attn.W_V.shape == (2, 16, 8)
 
@@ -413,3 +414,129 @@ def test_nnsight_can_read_the_pattern_and_ablate_a_head():
     torch.testing.assert_close(pattern, cache["blocks.0.attn.hook_pattern"], rtol=0, atol=1e-6)
     # nnsight replaces each module's forward, which our modules see as "watched": explicit attention.
     torch.testing.assert_close(logits, reference, rtol=0, atol=5e-6)
+
+
+# --- part of the forward pass: start_at_layer, stop_at_layer, last_position_only, patterns ---
+
+PARTS = [dict(), dict(d_mlp=0, norm="rmsnorm", n_layers=3), dict(n_layers=1, norm="none")]
+
+
+def _resid_before(cache: ActivationCache, model: GPT, layer: int) -> torch.Tensor:
+    """The residual stream entering block ``layer`` as the hooks name it (n_layers: after the last block)."""
+    n = model.config.n_layers
+    return cache[f"blocks.{layer}.hook_resid_pre"] if layer < n else cache[f"blocks.{n - 1}.hook_resid_post"]
+
+
+@pytest.mark.parametrize("overrides", PARTS)
+@pytest.mark.parametrize("hooked", [False, True], ids=["fused", "hooked"])
+def test_stop_then_start_at_every_layer_gives_the_plain_forward(overrides, hooked):
+    model = make_model(torch.float64, **overrides)
+    tokens = make_tokens(model)
+    n = model.config.n_layers
+    # Identity hooks on every point force the explicit attention and norms; without them the fused kernels run.
+    watch = [(lambda name: True, noop)] if hooked else []
+    with torch.no_grad(), model.hooks(watch):
+        plain = model(tokens)
+        for k in range(-n, n + 1):
+            resid = model(tokens, stop_at_layer=k)  # [batch, pos, d_model]
+            assert resid.shape == (*tokens.shape, model.config.d_model)
+            torch.testing.assert_close(model(resid, start_at_layer=k), plain, rtol=0, atol=1e-12, msg=f"k={k}")
+            for j in range(k + n if k < 0 else k, n + 1):  # start and stop together: j from k on
+                middle = model(resid, start_at_layer=k, stop_at_layer=j)
+                torch.testing.assert_close(middle, model(tokens, stop_at_layer=j), rtol=0, atol=1e-12, msg=f"{k}..{j}")
+    assert attached_hooks(model) == 0
+
+
+@pytest.mark.parametrize("overrides", PARTS)
+def test_stop_at_layer_is_the_cached_residual_stream_before_that_block(overrides):
+    model = make_model(torch.float64, **overrides)
+    tokens = make_tokens(model)
+    n = model.config.n_layers
+    names = [f"blocks.{l}.hook_resid_pre" for l in range(n)] + [f"blocks.{n - 1}.hook_resid_post"]
+    with torch.no_grad():
+        _, cache = model.run_with_cache(tokens, names_filter=names)
+        for k in range(n + 1):
+            assert torch.equal(model(tokens, stop_at_layer=k), _resid_before(cache, model, k)), k
+        for k in range(n):  # a negative layer counts from the end, as in TransformerLens
+            assert torch.equal(model(tokens, stop_at_layer=k - n), _resid_before(cache, model, k)), k - n
+
+
+def test_only_the_layers_that_run_fire_their_hooks():
+    model = make_model()
+    tokens = make_tokens(model)
+    fired = []
+    with torch.no_grad(), model.hooks([(lambda name: True, lambda a, hook: fired.append(hook.name))]):
+        resid = model(tokens, stop_at_layer=1)
+        assert fired[-1] == "blocks.0.hook_resid_post" and "hook_embed" in fired and not any(n.startswith(("blocks.1", "ln_final")) for n in fired)
+        fired.clear()
+        model(resid, start_at_layer=1)
+        assert fired[0] == "blocks.1.hook_resid_pre" and fired[-1] == "ln_final.hook_normalized"
+        assert not any(n.startswith(("hook_", "blocks.0")) for n in fired)
+
+
+@pytest.mark.parametrize("overrides", PARTS + [dict(n_layers=0)])
+@pytest.mark.parametrize("hooked", [False, True], ids=["fused", "hooked"])
+def test_last_position_only_is_the_last_position_of_the_full_forward(overrides, hooked, monkeypatch):
+    model = make_model(torch.float64, **overrides)
+    tokens = make_tokens(model)
+    n = model.config.n_layers
+    watch = [(watch_patterns, noop)] if hooked else []
+    with torch.no_grad(), model.hooks(watch):
+        plain = model(tokens)
+        assert model(tokens, last_position_only=True).shape == (len(tokens), 1, model.config.vocab_size)
+        torch.testing.assert_close(model(tokens, last_position_only=True)[:, 0], plain[:, -1], rtol=0, atol=1e-12)
+        for k in range(n + 1):
+            resid = model(tokens, stop_at_layer=k)
+            torch.testing.assert_close(model(resid, start_at_layer=k, last_position_only=True)[:, 0], plain[:, -1], rtol=0, atol=1e-12)
+            torch.testing.assert_close(model(tokens, stop_at_layer=k, last_position_only=True)[:, 0], resid[:, -1], rtol=0, atol=1e-12)
+
+
+def test_last_position_only_pattern_is_the_last_row_of_the_full_pattern():
+    model = make_model(torch.float64)
+    tokens = make_tokens(model)
+    name = "blocks.1.attn.hook_pattern"
+    full = model.run_with_cache(tokens, names_filter=name).cache[name]
+    last = model.run_with_cache(tokens, names_filter=name, last_position_only=True).cache[name]
+    assert last.shape == (3, 2, 1, model.config.n_ctx)
+    torch.testing.assert_close(last, full[:, :, -1:], rtol=0, atol=1e-12)
+
+
+def test_attention_pattern_is_the_softmax_of_the_scores_of_the_cached_queries_and_keys():
+    model = make_model(torch.float64)
+    tokens = make_tokens(model, pos=9)
+    names = ["blocks.0.attn.hook_q", "blocks.0.attn.hook_k", "blocks.0.attn.hook_pattern"]
+    _, cache = model.run_with_cache(tokens, names_filter=names)
+    pattern = cache["blocks.0.attn.hook_pattern"]
+    assert pattern.shape == (3, 2, 9, 9)  # [batch, head, query_pos, key_pos]
+    torch.testing.assert_close(pattern.sum(-1), torch.ones(3, 2, 9, dtype=torch.float64), rtol=0, atol=1e-12)
+    assert (pattern.triu(diagonal=1) == 0).all()  # causal
+    q, k = (cache[f"blocks.0.attn.hook_{x}"].transpose(1, 2) for x in "qk")  # [batch, head, pos, d_head]
+    scores = model.blocks[0].attn.scores(q, k)
+    torch.testing.assert_close(scores.softmax(-1), pattern, rtol=0, atol=1e-12)
+    # The last query against every key: the last row.
+    torch.testing.assert_close(model.blocks[0].attn.scores(q[:, :, -1:], k).softmax(-1), pattern[:, :, -1:], rtol=0, atol=1e-12)
+    with pytest.raises(ValueError, match="query_pos <= key_pos"):
+        model.blocks[0].attn.scores(k, q[:, :, :3])
+
+
+def test_out_of_range_layers_and_wrong_inputs_are_clear_errors():
+    model = make_model()
+    tokens = make_tokens(model)
+    resid = model(tokens, stop_at_layer=1)
+    for bad in (3, -3, 1.0, True):
+        with pytest.raises(ValueError, match=r"start_at_layer must be an integer in -2\.\.2 \(n_layers=2\)"):
+            model(resid, start_at_layer=bad)
+        with pytest.raises(ValueError, match=r"stop_at_layer must be an integer in -2\.\.2"):
+            model(tokens, stop_at_layer=bad)
+    with pytest.raises(ValueError, match="start_at_layer=2 comes after stop_at_layer=1"):
+        model(resid, start_at_layer=2, stop_at_layer=1)
+    with pytest.raises(ValueError, match="start_at_layer=-1 comes after stop_at_layer=0"):
+        model(resid, start_at_layer=-1, stop_at_layer=0)
+    with pytest.raises(ValueError, match=r"the input is the residual stream, a float tensor \[batch, pos, d_model=16\]"):
+        model(tokens, start_at_layer=1)
+    with pytest.raises(ValueError, match="d_model=16"):
+        model(resid[..., :8], start_at_layer=1)
+    with pytest.raises(ValueError, match="n_ctx is 12"):
+        model(torch.cat([resid, resid], dim=1), start_at_layer=1)
+    with pytest.raises(ValueError, match="tokens must have shape"):
+        model(resid, stop_at_layer=1)
