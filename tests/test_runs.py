@@ -58,7 +58,7 @@ def test_load_run_at_an_earlier_checkpoint_and_evaluate_on_another_task(finished
         load_run(folder, step=7)
 
     own = run.evaluate()
-    assert set(own) == {"eval", "in_dist", "out_dist"}
+    assert set(own) == {"eval", "in_dist", "out_dist", "in_dist_mem"}
     assert own["eval"].kl == pytest.approx(result.evaluations["eval"].kl)
     other = run.evaluate(NRecurrence(p_noise="0.2/n", p_transition="0.2/n"), size=64, seed=3)
     assert set(other) == {"eval"} and other["eval"].n_sequences == 64

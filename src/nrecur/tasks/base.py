@@ -16,7 +16,8 @@ A task is a frozen config (``Config``) with a ``kind`` discriminator, so a run's
   (one view for most tasks; in- and out-of-distribution for modular
   arithmetic);
 * optionally ``rules()`` / ``rule_index(sample)``: the finite set of hidden
-  rules, so that training can hold some of them out.
+  rules, so that training can hold some of them out, and
+  ``held_out_observer(held_out)``: the observer of a run trained without them.
 
 Tasks never import their observers (the module graph runs tasks → observer):
 an observer module registers itself for a task class with
@@ -135,7 +136,7 @@ class EvalView:
     """One evaluation set: sequences from ``split`` scored against the observer called with ``observer``."""
 
     name: str
-    """Set name; metrics are ``{name}/kl`` etc. ``eval`` is the one grokking is measured on."""
+    """Set name; metrics are ``{name}/kl`` etc. ``eval`` is the one the KL threshold is measured on."""
     split: str | None = None
     """Keyword ``split`` of ``sample`` (None: the task's default sequences)."""
     observer: tuple[tuple[str, Any], ...] = ()
@@ -223,6 +224,12 @@ class Task(Config):
     def rule_index(self, sample: Sequences) -> np.ndarray:
         """``[batch, pos]`` index into :meth:`rules` of the rule in force at each position."""
         raise NotImplementedError(f"{self.kind} has no rules to hold out")
+
+    def held_out_observer(self, held_out: frozenset) -> tuple[tuple[str, Any], ...] | None:
+        """Keyword arguments of ``posterior`` for the *in-distribution* observer of a run trained without the
+        rules ``held_out`` (the prior restricted to its training rules), or None when the kind has none.
+        Raises ValueError when that prior is not a valid one (the message says why)."""
+        return None
 
     def describe(self) -> str:
         """The task in words, for tables and reports."""

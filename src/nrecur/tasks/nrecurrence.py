@@ -306,6 +306,12 @@ class NRecurrence(Task):
             lookup[n, t] = index
         return lookup[np.asarray(sample.period), np.asarray(sample.target)]
 
+    def held_out_observer(self, held_out: frozenset) -> tuple[tuple[str, object], ...]:
+        """``prior="in_distribution"`` with ``held_out``; raises ValueError (naming the rule) when the rule prior
+        restricted to the training rules leaves a rule that must be able to change with nowhere to go."""
+        self.in_distribution(held_out)
+        return (("prior", "in_distribution"), ("held_out", frozenset(held_out)))
+
     def to_hmm(self) -> HMMProcess:
         """The same process as a dense HMM over ``(n, t, c)`` (only for ``fake_source='uniform'``)."""
         return nrecurrence_to_hmm(self)

@@ -14,12 +14,15 @@ position is a target position; HMMs: everywhere; modular arithmetic: when the
 next token is a ``z``), and KL and accuracy by the task's hidden-truth stratum
 (period, state, slot). Which sets exist is the task's choice
 (``task.evaluation_views()``), plus in/out-of-distribution subsets when rules
-are held out and the training set in finite mode. :class:`Grokking` records
+are held out — against the task's observer and, on the in-distribution
+sequences, against the in-distribution observer too, whose prior knows only
+the training rules — and the training set in finite mode. :class:`Grokking` records
 when a run memorized and when it generalized.
 """
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -260,6 +263,15 @@ def _masked_mean(values: Tensor, mask: Tensor) -> float:
     return float(values[mask].sum() / count) if count else float("nan")
 
 
+def _held_out_observer(task: Task, held_out: frozenset) -> tuple | None:
+    """``task.held_out_observer(held_out)``, or None with a warning when the in-distribution prior is invalid."""
+    try:
+        return task.held_out_observer(held_out)
+    except ValueError as error:
+        warnings.warn(f"no in_dist_mem evaluation for this run: {error}", stacklevel=3)
+        return None
+
+
 def build_eval_sets(
     task: Task,
     length: int,
@@ -273,8 +285,12 @@ def build_eval_sets(
     One set per view of ``task.evaluation_views()`` (``eval`` first: ``size``
     fresh sequences, seed ``seed``); with held-out rules also ``in_dist`` /
     ``out_dist``, the ``eval`` sequences whose hidden rule never / at some
-    position is held out; with a finite training set also ``train``, its first
-    ``size`` sequences.
+    position is held out, and ``in_dist_mem``, the ``in_dist`` sequences
+    against the in-distribution observer (``task.held_out_observer``: the
+    memorizing one; out-of-distribution sequences may be impossible under it,
+    so they are scored against the task's observer only, as for modular
+    arithmetic); with a finite training set also ``train``, its first ``size``
+    sequences.
     """
     sets: dict[str, EvalSet] = {}
     samples: dict[str, Sequences] = {}
@@ -289,6 +305,9 @@ def build_eval_sets(
         for name, mask in (("in_dist", ~outside), ("out_dist", outside)):
             if mask.any():
                 sets[name] = sets["eval"].subset(name, mask)
+        memorizing = _held_out_observer(task, held_out) if (~outside).any() else None
+        if memorizing is not None:
+            sets["in_dist_mem"] = EvalSet.build("in_dist_mem", task, samples["eval"].select(~outside), **dict(memorizing))
     if train_batch is not None:
         # Training sequences carry one token more than the context (the last target); the model sees ``length``.
         first = task.evaluation_views()[0]  # the training data's own observer, as for ``eval``
