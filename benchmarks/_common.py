@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
 import platform
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -39,3 +41,29 @@ def best_time(fn, repeats: int = 3) -> float:
         fn()
         times.append(time.perf_counter() - start)
     return min(times)
+
+
+def add_json_option(parser) -> None:
+    """``--json PATH``: also write the tables as a result file (what the documentation renders its numbers from)."""
+    parser.add_argument(
+        "--json", metavar="PATH",
+        help="also write the results to this JSON file, e.g. docs/results/benchmarks/NAME.json (the docs render it)",
+    )  # fmt: skip
+
+
+def write_json(path: str | None, machine_text: str, settings: dict, **tables: list[dict]) -> None:
+    """Write ``{"command", "machine", "settings", TABLE: [row, ...], ...}`` to ``path`` atomically (nothing when
+    ``path`` is None). ``command`` is this script's command line; ``machine_text`` is :func:`machine` at the start."""
+    if path is None:
+        return
+    from nrecur._io import atomic_write_text
+
+    script = Path(sys.argv[0])
+    try:
+        script = script.resolve().relative_to(Path.cwd())
+    except ValueError:
+        pass
+    command = shlex.join(["python", str(script), *sys.argv[1:]])
+    data = {"command": command, "machine": machine_text, "settings": settings, **tables}
+    atomic_write_text(path, json.dumps(data, indent=1) + "\n")
+    print(f"wrote {path}")

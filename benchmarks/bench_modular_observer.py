@@ -18,7 +18,7 @@ import os
 import time
 
 import numpy as np
-from _common import best_time, machine
+from _common import add_json_option, best_time, machine, write_json
 from reference import modular_loop_posterior
 
 from nrecur.observer.modular import modular_posterior
@@ -32,8 +32,11 @@ def main() -> None:
     parser.add_argument("--n-tasks", type=int, default=256)
     parser.add_argument("--batch-size", type=int, default=4096)
     parser.add_argument("--reference-batch-size", type=int, default=256)
+    add_json_option(parser)
     args = parser.parse_args()
-    print(machine())
+    where = machine()
+    print(where)
+    rows = []
     task = ModularICL(p=args.p, n_examples=args.n_examples, n_tasks=args.n_tasks)
     L = task.max_length
     print(f"\n{task.describe()}; fast {args.batch_size} x {L}, reference {args.reference_batch_size} x {L} tokens")
@@ -52,8 +55,13 @@ def main() -> None:
         reference = args.reference_batch_size * L / reference_s
         per_1000 = 1000 * 1000 * fast_s / args.batch_size
         print(f"{split:<20} {prior:<16} {fast:12.3e} {reference:12.3e} {fast / reference:7.1f}x {per_1000:14.1f}")
+        rows.append({"split": split, "prior": prior, "fast_tokens_per_s": fast, "reference_tokens_per_s": reference,
+                     "ratio": fast / reference, "ms_per_1000_sequences": per_1000})  # fmt: skip
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"\nload average {load:.2f} at the end ({time.strftime('%H:%M:%S')})")
+    settings = {"p": args.p, "n_examples": args.n_examples, "n_tasks": args.n_tasks, "batch_size": args.batch_size,
+                "reference_batch_size": args.reference_batch_size}  # fmt: skip
+    write_json(args.json, where, settings, rows=rows)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 
 import torch
-from _common import best_time, machine
+from _common import add_json_option, best_time, machine, write_json
 
 from nrecur import NRecurrence
 
@@ -36,8 +36,11 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=2048)
     parser.add_argument("--length", type=int, default=64)
     parser.add_argument("--dense-batch-size", type=int, default=512)
+    add_json_option(parser)
     args = parser.parse_args()
-    print(machine())
+    where = machine()
+    print(where)
+    quick, grid = [], []
     L = args.length
 
     print(f"\nQuick default task, {args.batch_size} x {L} tokens (compiled kernel; tensor filter for comparison):")
@@ -48,6 +51,7 @@ def main() -> None:
         rate = args.batch_size * L / best_time(lambda: task.posterior(tokens, backend="kernel"))
         tensor = args.batch_size * L / best_time(lambda: task.posterior(tokens, backend="torch"))
         print(f"  {name:<32} {rate:12.3e} tokens/s   (tensor filter {tensor:10.3e})")
+        quick.append({"task": name, "kernel_tokens_per_s": rate, "tensor_tokens_per_s": tensor})
 
     print(f"\nFast vs dense, stochastic 0.2/n, periods 2..max; fast {args.batch_size} x {L}, dense {args.dense_batch_size} x {L} tokens")
     print("(dense: the better of 1 and all torch threads):")
@@ -63,6 +67,10 @@ def main() -> None:
             for n in (1, torch.get_num_threads())
         )
         print(f"{V:>4} {n_max:>6} {task.n_states:>7} {fast:12.3e} {dense:12.3e} {fast / dense:8.1f}x")
+        grid.append({"vocab_size": V, "max_period": n_max, "states": task.n_states, "fast_tokens_per_s": fast,
+                     "dense_tokens_per_s": dense, "ratio": fast / dense})  # fmt: skip
+    settings = {"batch_size": args.batch_size, "dense_batch_size": args.dense_batch_size, "length": L}
+    write_json(args.json, where, settings, quick=quick, grid=grid)
 
 
 if __name__ == "__main__":
