@@ -9,19 +9,10 @@ the studies call it), :func:`compute` gives one result without writing it. Figur
 from nrecur.analysis.contract import ANALYSES, Analysis, OptionError, Options, Result, initial_model
 from nrecur.analysis.driver import Outcome, OverTraining, analyze, compute, over_checkpoints, read_result, write_result
 
-# Registration order is the order of ``--what all`` and of the report's sections.
-from nrecur.analysis.probes import ProbeResult, probes
-from nrecur.analysis.geometry import GeometryOptions, GeometryResult
-from nrecur.analysis.updates import updates
-from nrecur.analysis.failure import failure
-from nrecur.analysis.heads import heads
-from nrecur.analysis.progress import progress
-from nrecur.analysis.patching import PatchingResult, patching
-from nrecur.analysis.prior import PriorResult, prior
-from nrecur.analysis.edit import EditResult, edit, edit_belief
+# Importing each analysis module registers it; this order is the order of ``--what all`` and of the report.
+from nrecur.analysis import probes, geometry, updates, failure, heads, progress, patching, prior, edit  # noqa: E402, F401
 
 __all__ = [
-    "ANALYSES", "Analysis", "EditResult", "GeometryOptions", "GeometryResult", "OptionError", "Options", "Outcome", "OverTraining",
-    "PatchingResult", "PriorResult", "ProbeResult", "Result", "analyze", "compute", "edit", "edit_belief", "failure", "heads",
-    "initial_model", "over_checkpoints", "patching", "prior", "probes", "progress", "read_result", "updates", "write_result",
+    "ANALYSES", "Analysis", "OptionError", "Options", "Outcome", "OverTraining", "Result", "analyze", "compute",
+    "initial_model", "over_checkpoints", "read_result", "write_result",
 ]  # fmt: skip

@@ -192,6 +192,8 @@ def register(analysis: Analysis) -> Analysis:
     """Add ``analysis`` to :data:`ANALYSES` (its result class learns its name); returns it."""
     if analysis.name in ANALYSES:
         raise ValueError(f"an analysis named {analysis.name!r} is already registered")
+    if analysis.result.name and analysis.result.name != analysis.name and analysis.result.name in ANALYSES:
+        raise ValueError(f"{analysis.result.__name__} is already the result of {analysis.result.name}; each analysis has its own result class")
     analysis.result.name = analysis.name
     ANALYSES[analysis.name] = analysis
     return analysis

@@ -113,6 +113,8 @@ def resolve_options(
     notes = []
     for key in plain:
         takers = [a.name for a in chosen if key in a.options.model_fields]
+        if not takers and len(chosen) == 1:
+            raise OptionError(f"{chosen[0].name} takes no option {key}; it takes {', '.join(chosen[0].options.model_fields)}")
         if not takers:
             raise OptionError(f"no analysis to run takes option {key}; " + "; ".join(f"{a.name} takes {', '.join(a.options.model_fields)}" for a in chosen))
         others = [a for a in chosen if a.name not in takers]
@@ -218,6 +220,9 @@ def analyze(
     explicit = "all" not in list(what)
     chosen, skipped = choose(run, what)
     resolved, notes = resolve_options(chosen, options, caps, explicit=explicit)
+    if over_training and explicit and not any(a.over_training is not None for a in chosen):
+        over = ", ".join(name for name, a in ANALYSES.items() if a.over_training is not None)
+        raise OptionError(f"over the checkpoints (--checkpoints all) run {over}; none of them is chosen")
     for note in notes:
         log(f"note: {note}")
     outcomes = [Outcome(name, "skipped", why, 0.0) for name, why in skipped]

@@ -39,7 +39,7 @@ def register_analysis(name: str, applies: Callable[[Any], str | None], descripti
             return fn(run, **kwargs)
 
         compute.__module__ = fn.__module__
-        register(Analysis(name=name, description=description, options=options, result=Result, compute=compute, applies=applies, figures="nrecur.analysis.legacy:draw"))
+        register(Analysis(name=name, description=description, options=options, result=type(f"{name.title()}LegacyResult", (Result,), {}), compute=compute, applies=applies, figures="nrecur.analysis.legacy:draw"))
         return fn
 
     return decorate

@@ -83,6 +83,11 @@ def analyze_command(args: argparse.Namespace) -> int:
         return 0
     if args.run is None:
         raise UsageError("give a run folder: nrecur analyze RUN (or --list to see the analyses)")
+    from nrecur.analysis import ANALYSES
+
+    unknown = [name for name in args.what if name != "all" and name not in ANALYSES]
+    if unknown:  # before the run is loaded: a typo costs no time
+        raise UsageError(f"unknown analysis {', '.join(unknown)}; choose from {', '.join(ANALYSES)} or all")
     options = parse_settings(args.set)
     if args.sequences is not None:
         if args.sequences < 8:

@@ -1,0 +1,200 @@
+"""The analysis contract and its one driver: typed options, results whose JSON is their fields, controls.
+
+The worked example here is the one the documentation shows: a new analysis is one module (options,
+result, ``compute``, ``applies``, one ``register``) and one figure function.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pydantic
+import pytest
+import torch
+
+from nrecur import NRecurrence, load_run, train
+from nrecur.analysis import ANALYSES, Analysis, OptionError, Options, Result, analyze, compute, initial_model, read_result
+from nrecur.analysis.contract import register
+from nrecur.analysis.driver import resolve_options
+from nrecur.cli import main
+from nrecur.model import GPTConfig
+from nrecur.train import RunConfig, TrainConfig
+from nrecur.train.checkpoint import load_model_tensors
+
+
+# ---------------------------------------------------------------------------- a worked example
+
+
+class ConfidenceOptions(Options):
+    n_sequences: int = pydantic.Field(64, ge=8)
+    """Fresh sequences to score."""
+
+
+@dataclass(frozen=True)
+class ConfidenceResult(Result):
+    """How sure the model is of its next token: the mean top probability, beside its initialization's."""
+
+    headline: dict[str, float]
+    options: ConfidenceOptions
+    step: int
+    by_position: tuple[float, ...]
+
+
+def confidence(run, options: ConfidenceOptions) -> ConfidenceResult:
+    tokens = torch.as_tensor(run.task.sample(options.n_sequences, run.config.length, options.seed).tokens)
+
+    def top(model) -> torch.Tensor:  # [pos]
+        with torch.no_grad():
+            return model(tokens).softmax(-1).amax(-1).mean(0)
+
+    trained, control = top(run.model), top(initial_model(run))
+    headline = {"confidence": float(trained.mean()), "confidence_random_init": float(control.mean())}
+    return ConfidenceResult(headline=headline, options=options, step=run.step, by_position=tuple(trained.tolist()))
+
+
+def draw_confidence(result: ConfidenceResult, folder: Path) -> list[Path]:
+    from nrecur.analysis.figures.common import pyplot, save_figure
+
+    fig, ax = pyplot().subplots(figsize=(5, 3))
+    ax.plot(result.by_position)
+    ax.set_title("mean top probability by position")
+    return save_figure(fig, folder, "confidence")
+
+
+@pytest.fixture
+def confidence_analysis():
+    analysis = register(
+        Analysis(
+            name="confidence", description="the model's mean top probability", options=ConfidenceOptions,
+            result=ConfidenceResult, compute=confidence, applies=lambda run: None,
+            figures=f"{__name__}:draw_confidence", over_training={},
+        )  # fmt: skip
+    )
+    yield analysis
+    del ANALYSES["confidence"]
+
+
+def tiny(folder: Path, steps: int = 2, **train_options) -> Path:
+    task = NRecurrence(vocab_size=4, periods=(2, 3, 4))
+    model = GPTConfig(vocab_size=4, n_ctx=12, d_model=16, n_layers=1, n_heads=2, d_head=8, d_mlp=32)
+    settings = TrainConfig(steps=steps, batch_size=16, eval_every=steps, eval_size=32, device="cpu", **train_options)
+    train(RunConfig(task=task, model=model, train=settings), folder, progress=False)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def run_folder(tmp_path_factory) -> Path:
+    return tiny(tmp_path_factory.mktemp("contract") / "run", steps=3, log_checkpoints=2)
+
+
+def test_a_new_analysis_is_a_module_a_figure_and_one_registration(confidence_analysis, run_folder, capsys):
+    assert main(["analyze", str(run_folder), "--what", "confidence", "--sequences", "16", "--checkpoints", "all"]) == 0
+    out = capsys.readouterr().out
+    assert "confidence (step 3," in out and "confidence_over_training (all checkpoints," in out
+    data = json.loads((run_folder / "analysis" / "confidence.json").read_text())
+    assert list(data)[:3] == ["name", "headline", "step"]  # what heads the file, then the result's fields
+    assert data["options"] == {"seed": 0, "n_sequences": 16} and len(data["by_position"]) == 12
+    assert data["figures"] == ["confidence.png", "confidence.svg"]
+    again = read_result(run_folder / "analysis" / "confidence.json")
+    assert isinstance(again, ConfidenceResult) and again.options == ConfidenceOptions(n_sequences=16)
+    assert again.by_position == pytest.approx(tuple(data["by_position"]))
+    series = json.loads((run_folder / "analysis" / "confidence_over_training.json").read_text())
+    assert series["steps"] == load_run(run_folder).checkpoint_steps
+    assert series["series"]["confidence"][0] == series["series"]["confidence_random_init"][0]  # step 0 is the initialization
+
+
+def test_an_option_an_analysis_does_not_take_names_those_it_takes(confidence_analysis, run_folder, capsys):
+    with pytest.raises(OptionError, match="confidence takes no option mlp_rows; it takes seed, n_sequences"):
+        compute(load_run(run_folder), "confidence", mlp_rows=10)
+    with pytest.raises(OptionError, match=r"confidence option n_sequences: Input should be greater than or equal to 8 \(got 2\)"):
+        compute(load_run(run_folder), "confidence", n_sequences=2)
+    before = sorted(run_folder.rglob("*"))
+    assert main(["analyze", str(run_folder), "--what", "confidence", "--set", "mlp_rows=10"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "it takes seed, n_sequences" in err
+    assert main(["analyze", str(run_folder), "--what", "confidence", "--set", "probes.mlp_rows=10"]) == 2
+    assert "probes is not among the analyses to run" in capsys.readouterr().err
+    assert main(["analyze", str(run_folder), "--what", "confidence", "--set", "n_sequences"]) == 2
+    assert "give OPTION=VALUE" in capsys.readouterr().err
+    assert sorted(run_folder.rglob("*")) == before
+
+
+def test_options_given_to_all_reach_the_analyses_that_take_them():
+    takes = Analysis("a", "", ConfidenceOptions, ConfidenceResult, confidence, lambda run: None, "x:y")
+    other = Analysis("b", "", Options, ConfidenceResult, confidence, lambda run: None, "x:y")
+    resolved, notes = resolve_options([takes, other], {"n_sequences": 32, "seed": 3}, explicit=False)
+    assert resolved["a"] == ConfidenceOptions(n_sequences=32, seed=3) and resolved["b"] == Options(seed=3)
+    assert notes == ["b take no option n_sequences and run with their own settings"]
+    with pytest.raises(OptionError, match="b takes no option n_sequences"):
+        resolve_options([takes, other], {"n_sequences": 32}, explicit=True)
+    resolved, _ = resolve_options([takes], {}, caps={"n_sequences": 16})
+    assert resolved["a"].n_sequences == 16  # a job's cap lowers a larger default …
+    resolved, _ = resolve_options([takes], {"n_sequences": 48}, caps={"n_sequences": 16})
+    assert resolved["a"].n_sequences == 48  # … never a value given
+
+
+@dataclass(frozen=True)
+class Inner:
+    values: tuple[float, ...]
+    by_name: dict[str, list[int]]
+
+
+@dataclass(frozen=True)
+class Nested(Result):
+    headline: dict[str, float]
+    options: ConfidenceOptions
+    inner: Inner
+    maybe: Inner | None
+    missing: float
+
+
+def test_a_result_round_trips_through_its_json():
+    result = Nested({"x": 1.0, "y": math.nan}, ConfidenceOptions(seed=2), Inner((0.5, np.float32(2.0)), {"a": [1, 2]}), None, math.nan)
+    data = json.loads(json.dumps(result.to_json()))  # NaN becomes null: valid JSON
+    assert list(data) == ["headline", "options", "inner", "maybe", "missing"] and data["missing"] is None
+    again = Nested.from_json(data)
+    assert again.inner == Inner((0.5, 2.0), {"a": [1, 2]}) and again.maybe is None and math.isnan(again.missing)
+    assert again.options == ConfidenceOptions(seed=2) and math.isnan(again.headline["y"])
+    with pytest.raises(ValueError, match="Nested JSON lacks inner"):
+        Nested.from_json({"headline": {}, "options": {}, "maybe": None, "missing": 0})
+
+
+def test_the_control_model_is_the_runs_own_initialization(run_folder, tmp_path):
+    run = load_run(run_folder)
+    start = load_model_tensors(run.folder.checkpoint_path(0))
+    for name, tensor in initial_model(run).state_dict().items():
+        torch.testing.assert_close(tensor, start[name], rtol=0, atol=0)
+    # A fine-tune starts from its source's weights: those are its initialization, not a fresh model.
+    finetuned = load_run(_finetune(run_folder, tmp_path / "ft"))
+    source = load_run(run_folder).model.state_dict()
+    for name, tensor in initial_model(finetuned).state_dict().items():
+        torch.testing.assert_close(tensor, source[name], rtol=0, atol=0)
+
+
+def _finetune(source: Path, folder: Path) -> Path:
+    config = load_run(source).config
+    config = config.model_copy(update={"init_from": str(source), "train": config.train.model_copy(update={"steps": 2, "eval_every": 2})})
+    train(RunConfig.model_validate(config.model_dump()), folder, progress=False)
+    return folder
+
+
+def test_a_job_records_a_failed_analysis_and_writes_the_others(confidence_analysis, run_folder, tmp_path, monkeypatch):
+    def broken(run, options):
+        raise RuntimeError("no such luck")
+
+    with pytest.raises(ValueError, match="ConfidenceResult is already the result of confidence"):
+        register(Analysis("broken", "fails", Options, ConfidenceResult, broken, lambda run: None, f"{__name__}:draw_confidence"))
+    register(Analysis("broken", "fails", Options, Nested, broken, lambda run: None, f"{__name__}:draw_confidence"))
+    try:
+        outcomes = analyze(load_run(run_folder), ["broken", "confidence"], folder=tmp_path / "out", on_error="record")
+        assert [(o.name, o.status) for o in outcomes] == [("broken", "failed"), ("confidence", "wrote")]
+        assert outcomes[0].detail == "RuntimeError: no such luck" and (tmp_path / "out" / "confidence.json").exists()
+        with pytest.raises(RuntimeError, match="no such luck"):  # the CLI's mode: nothing written on a failure
+            analyze(load_run(run_folder), ["confidence", "broken"], folder=tmp_path / "none")
+        assert not (tmp_path / "none").exists()
+    finally:
+        del ANALYSES["broken"]
