@@ -190,6 +190,8 @@ def test_a_job_records_a_failed_analysis_and_writes_the_others(confidence_analys
         register(Analysis("broken", "fails", Options, ConfidenceResult, broken, lambda run: None, f"{__name__}:draw_confidence"))
     register(Analysis("broken", "fails", Options, Nested, broken, lambda run: None, f"{__name__}:draw_confidence"))
     try:
+        with pytest.raises(OptionError, match="over the checkpoints .* run probes, geometry.*none of them is chosen"):
+            analyze(load_run(run_folder), ["broken"], over_training=True)  # nothing to do over training
         outcomes = analyze(load_run(run_folder), ["broken", "confidence"], folder=tmp_path / "out", on_error="record")
         assert [(o.name, o.status) for o in outcomes] == [("broken", "failed"), ("confidence", "wrote")]
         assert outcomes[0].detail == "RuntimeError: no such luck" and (tmp_path / "out" / "confidence.json").exists()

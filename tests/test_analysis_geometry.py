@@ -127,10 +127,6 @@ def test_geometry_over_training_sharpens_and_draws_a_strip(mess3_run, capsys):
     assert data["headline"]["r2"] == pytest.approx(series["r2"][-1])
     assert (mess3_run / "analysis" / "geometry_over_training.png").exists()
     assert (mess3_run / "analysis" / "geometry_over_training_headline.png").exists()
-    capsys.readouterr()
-    assert main(["analyze", str(mess3_run), "--what", "failure", "--checkpoints", "all"]) == 2  # nothing to do over training
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "none of them is chosen" in err and "geometry" in err
 
 
 @pytest.mark.slow
