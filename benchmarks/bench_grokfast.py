@@ -1,4 +1,4 @@
-"""Steps to grok with and without Grokfast.
+"""Steps to the KL threshold with and without Grokfast.
 
 Each seed is trained once per ``--lambdas`` value (0 = plain gradients; > 0 =
 Grokfast's EMA filter with ``--alpha``), starting from a preset's deterministic
@@ -34,14 +34,14 @@ def main() -> None:
     parser.add_argument("--steps", type=int, help="step cap (default: the preset's)")
     parser.add_argument("--lr", type=float, help="default: the preset's")
     parser.add_argument("--weight-decay", type=float, help="default: the preset's (finite mode: 1.0)")
-    parser.add_argument("--threshold", type=float, default=0.02, help="eval KL that counts as grokked (nats/token)")
+    parser.add_argument("--threshold", type=float, default=0.02, help="eval KL that counts as converged (nats/token)")
     parser.add_argument("--alpha", type=float, default=0.98)
     parser.add_argument("--lambdas", type=float, nargs="+", default=[0.0, 2.0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     args = parser.parse_args()
 
     base: RunConfig = get_preset(args.preset).deterministic
-    update = {"kl_threshold": args.threshold, "stop_when_grokked": True, "time_budget": 0.0, "device": "cpu"}
+    update = {"kl_threshold": args.threshold, "stop_at_threshold": True, "time_budget": 0.0, "device": "cpu"}
     if args.mode == "finite":
         update.update(
             mode="finite", train_size=args.train_size, batch_size=args.batch_size or args.train_size,
@@ -58,21 +58,21 @@ def main() -> None:
         f"model {base.model.n_layers} layers d_model {base.model.d_model} {base.model.n_heads} heads; {t.mode} data"
         + (f" ({t.train_size} sequences)" if t.mode == "finite" else "")
         + f", batch {min(t.batch_size, t.train_size) if t.mode == 'finite' else t.batch_size}"
-        + f"; lr {t.lr} ({t.schedule}), weight decay {t.weight_decay}, cap {t.steps} steps; grokked = eval KL <= {args.threshold}\n"
+        + f"; lr {t.lr} ({t.schedule}), weight decay {t.weight_decay}, cap {t.steps} steps; threshold = eval KL <= {args.threshold}\n"
     )
-    print(f"{'seed':>4} {'grokfast':>12} {'memorized':>10} {'grokked':>9} {'seconds':>8} {'final KL':>9}")
+    print(f"{'seed':>4} {'grokfast':>12} {'memorized':>10} {'threshold':>9} {'seconds':>8} {'final KL':>9}")
     for seed in args.seeds:
         for lamb in args.lambdas:
             train_config = t.model_copy(
                 update={"grokfast_lambda": lamb, "grokfast_alpha": args.alpha, "init_seed": seed, "data_seed": 1000 + seed}
             )
             result = train(base.model_copy(update={"train": train_config}), progress=False)
-            grok = result.grokking
+            milestones = result.grokking
             label = f"α={args.alpha:g} λ={lamb:g}" if lamb else "off"
-            grokked = str(grok.grok_step) if grok.grok_step is not None else f">{result.steps}"
-            memorized = str(grok.memorization_step) if grok.memorization_step is not None else "-"
+            reached = str(milestones.threshold_step) if milestones.threshold_step is not None else f">{result.steps}"
+            memorized = str(milestones.memorization_step) if milestones.memorization_step is not None else "-"
             print(
-                f"{seed:>4} {label:>12} {memorized:>10} {grokked:>9} {result.seconds:>8.1f} "
+                f"{seed:>4} {label:>12} {memorized:>10} {reached:>9} {result.seconds:>8.1f} "
                 f"{result.evaluations['eval'].kl:>9.4f}",
                 flush=True,
             )

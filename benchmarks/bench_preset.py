@@ -5,7 +5,7 @@ DIR --no-progress``, alone on the machine with torch's default threads), so Open
 the one the environment gives; ``--policies`` also runs every preset under other policies, e.g.
 ``default PASSIVE`` (``default``: the variable unset). The presets alternate seed by seed, so drifts in
 machine load hit them alike; the table reports each preset's steps and seconds to the threshold
-(``summary.json``'s grok step and seconds: training time, evaluations included, start-up not), how
+(``summary.json``'s ``threshold_step`` and ``threshold_seconds``: training time, evaluations included, start-up not), how
 many seeds reached it, and the median over seeds of the ratio of ``quick-adamw``'s time to the
 preset's under the same policy (seeds where either missed the threshold count as misses, not times).
 The default seeds 3 and 4 were not among those the ``quick`` preset was tuned on (0–2).
@@ -49,7 +49,7 @@ def time_to_threshold(preset: str, seed: int, policy: str, folder: Path) -> Reac
                "--init-seed", str(seed), "--data-seed", str(seed + 1)]  # fmt: skip
     subprocess.run(command, env=env, check=True, stdout=subprocess.DEVNULL)
     summary = read_summary(out)
-    return Reached(summary["grok_step"], summary["grok_seconds"])
+    return Reached(summary["threshold_step"], summary["threshold_seconds"])
 
 
 def main() -> None:

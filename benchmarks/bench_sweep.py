@@ -53,7 +53,7 @@ SMALL = {
     "seeds": 6,
     "base": {
         "model": {"n_ctx": 16},
-        "train": {"steps": 300, "eval_every": 50, "eval_size": 256, "batch_size": 32, "checkpoint_every": 50, "stop_when_grokked": False},
+        "train": {"steps": 300, "eval_every": 50, "eval_size": 256, "batch_size": 32, "checkpoint_every": 50, "stop_at_threshold": False},
     },
     "grid": {"model.d_model": [16, 32], "model.n_layers": [1, 2]},
 }
@@ -65,7 +65,7 @@ def tiny_spec(trials: int) -> dict:
         "name": "bench-tiny",
         "preset": "tiny",
         "seeds": trials // 2,
-        "base": {"train": {"steps": 40, "eval_every": 20, "checkpoint_every": 20, "stop_when_grokked": False}},
+        "base": {"train": {"steps": 40, "eval_every": 20, "checkpoint_every": 20, "stop_at_threshold": False}},
         "grid": {"model.d_model": [16, 32]},
     }
 

@@ -47,7 +47,7 @@ def train_condition(folder: Path, interventions: list[Intervention], steps: int,
         print(f"{folder}: trained already, reused")
         return
     base = get_preset("quick-adamw").run
-    update = {"steps": steps, "interventions": tuple(interventions), "init_seed": seed, "stop_when_grokked": False, "time_budget": 0.0, "log_checkpoints": 10}
+    update = {"steps": steps, "interventions": tuple(interventions), "init_seed": seed, "stop_at_threshold": False, "time_budget": 0.0, "log_checkpoints": 10}
     config = base.model_copy(update={"train": base.train.model_validate({**base.train.model_dump(), **update})})
     described = ", ".join(i.describe() for i in interventions) or "no intervention"
     print(f"{folder}: training {steps} steps with {described}")

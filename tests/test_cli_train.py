@@ -35,12 +35,12 @@ def test_the_end_of_training_line_keeps_a_tenth_of_a_short_time():
 def test_the_end_of_training_says_how_to_continue_a_run_that_stopped_short():
     from nrecur.cli.train import format_result
 
-    short = SimpleNamespace(grok_step=None, kl_threshold=0.01, memorization_step=None, delay=None)
+    short = SimpleNamespace(threshold_step=None, kl_threshold=0.01, memorization_step=None, delay=None)
     result = SimpleNamespace(run_dir="runs/det", stop_reason="time budget", steps=20, seconds=61.2, evaluations={}, grokking=short)
     assert format_result(result).endswith("continue it: nrecur train --resume runs/det --time-budget S (S > 61, or 0 for no limit)")
     result = SimpleNamespace(**{**vars(result), "stop_reason": "steps"})
     assert format_result(result).endswith("KL <= 0.01: not reached\ncontinue it: nrecur train --resume runs/det --steps N (N > 20)")
-    reached = SimpleNamespace(**{**vars(short), "grok_step": 18, "grok_seconds": 50.0})
+    reached = SimpleNamespace(**{**vars(short), "threshold_step": 18, "threshold_seconds": 50.0})
     assert "continue it" not in format_result(SimpleNamespace(**{**vars(result), "grokking": reached}))
 
 

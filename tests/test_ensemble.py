@@ -303,7 +303,7 @@ def test_a_diverging_member_stops_as_alone_and_the_others_go_on(tmp_path):
     assert_same_weights(load_run(tmp_path / "calm").model, load_run(tmp_path / "calm_alone").model, calm.train)
 
 
-def test_a_member_that_groks_leaves_and_the_others_go_on(tmp_path):
+def test_a_member_that_reaches_its_threshold_leaves_and_the_others_go_on(tmp_path):
     first, second = config(**VARIED[0]), config(**VARIED[1])
     plain = train_ensemble([first, second])
     kls = [r.evaluations["eval"].kl for r in plain]
@@ -311,9 +311,9 @@ def test_a_member_that_groks_leaves_and_the_others_go_on(tmp_path):
     at_three = [load_kl_at(first, 3), load_kl_at(second, 3)]
     threshold = sum(at_three) / 2
     better = at_three.index(min(at_three))
-    stopping = [c.model_copy(update={"train": c.train.model_copy(update={"stop_when_grokked": True, "kl_threshold": threshold})}) for c in (first, second)]
+    stopping = [c.model_copy(update={"train": c.train.model_copy(update={"stop_at_threshold": True, "kl_threshold": threshold})}) for c in (first, second)]
     results = train_ensemble(stopping, [tmp_path / "a", tmp_path / "b"])
-    assert results[better].stop_reason == "grokked" and results[better].steps == 3
+    assert results[better].stop_reason == "threshold" and results[better].steps == 3
     saved = load_checkpoint(load_run(results[better].run_dir).checkpoint)
     assert {float(t) for name, t in saved.optimizer.items() if name.endswith(".step")} == {3.0}
     other = 1 - better

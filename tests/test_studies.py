@@ -70,15 +70,15 @@ def test_bad_walks_are_refused(tmp_path, capsys):
     assert "unknown preset" in capsys.readouterr().err
 
 
-def test_a_trial_is_classified_by_its_memorization_and_grok_steps():
+def test_a_trial_is_classified_by_its_memorization_and_threshold_steps():
     from nrecur.studies import classify
 
-    assert classify(memorization_step=100, grok_step=900) == "grokked"
-    assert classify(memorization_step=None, grok_step=900) == "generalized"
-    assert classify(memorization_step=900, grok_step=900) == "generalized"  # no memorization phase before it
-    assert classify(memorization_step=1200, grok_step=900) == "generalized"
-    assert classify(memorization_step=100, grok_step=None) == "memorized"
-    assert classify(memorization_step=None, grok_step=None) == "neither"
+    assert classify(memorization_step=100, threshold_step=900) == "grokked"
+    assert classify(memorization_step=None, threshold_step=900) == "generalized"
+    assert classify(memorization_step=900, threshold_step=900) == "generalized"  # no memorization phase before it
+    assert classify(memorization_step=1200, threshold_step=900) == "generalized"
+    assert classify(memorization_step=100, threshold_step=None) == "memorized"
+    assert classify(memorization_step=None, threshold_step=None) == "neither"
 
 
 def test_the_phase_diagram_title_names_the_recipe_budget_and_seeds():
@@ -118,7 +118,7 @@ def test_the_grokking_study_end_to_end(tmp_path, capsys):
     for trial in data["trials"]:
         from nrecur.studies import classify
 
-        assert trial["class"] == classify(trial["memorization_step"], trial["grok_step"])
+        assert trial["class"] == classify(trial["memorization_step"], trial["threshold_step"])
     assert (out / "grokking.png").stat().st_size > 0 and "wrote" in capsys.readouterr().out
 
 

@@ -13,7 +13,7 @@ SPEC = {
     "name": "ray-check",
     "preset": "tiny",
     "seeds": 2,
-    "base": {"train": {"steps": 16, "eval_every": 4, "eval_size": 64, "stop_when_grokked": False}},
+    "base": {"train": {"steps": 16, "eval_every": 4, "eval_size": 64, "stop_at_threshold": False}},
     "grid": {"model.d_model": [8, 16]},
 }
 

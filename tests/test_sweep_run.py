@@ -30,7 +30,7 @@ steps = 24
 eval_every = 8
 eval_size = 64
 checkpoint_every = 8
-stop_when_grokked = false
+stop_at_threshold = false
 mode = "finite"
 train_size = 64
 
@@ -82,7 +82,7 @@ def test_local_sweep_table_plots_and_nothing_rerun(tmp_path, capsys, monkeypatch
         assert row["final_kl"] == summary["final"]["eval"]["eval/kl"]
         assert row["final_train_ce"] == summary["final"]["train"]["train/model_ce"]
         assert row["eval/target_acc"] == summary["final"]["eval"]["eval/target_acc"]
-        assert same(row["steps_to_threshold"], summary["grok_step"]) and same(row["memorization_step"], summary["memorization_step"])
+        assert same(row["steps_to_threshold"], summary["threshold_step"]) and same(row["memorization_step"], summary["memorization_step"])
     # the parquet and the CSV hold the same table
     import pandas as pd
 
@@ -247,7 +247,7 @@ def test_ensemble_group_runner_gives_the_one_by_one_table(tmp_path, capsys):
         {
             "preset": "tiny",
             "seeds": 2,
-            "base": {"train": {"steps": 20, "eval_every": 10, "eval_size": 64, "stop_when_grokked": False}},
+            "base": {"train": {"steps": 20, "eval_every": 10, "eval_size": 64, "stop_at_threshold": False}},
             "grid": {"train.lr": [1e-3, 3e-3], "train.weight_decay": [0.0, 1.0]},
         }
     )

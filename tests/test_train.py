@@ -265,7 +265,7 @@ def test_finite_mode_reports_train_and_memorization(tmp_path):
     train_eval, fresh = result.evaluations["train"], result.evaluations["eval"]
     # 16 sequences memorized: the model beats the observer on its own training data, not on fresh data.
     assert train_eval.excess_ce < 0 < fresh.excess_ce
-    assert result.grokking.memorization_step is not None and result.grokking.grok_step is None
+    assert result.grokking.memorization_step is not None and result.grokking.threshold_step is None
     lines = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [line["step"] for line in lines] == [0, 50, 100, 150]
     assert "train/excess_ce" in lines[-1] and "eval/kl" in lines[-1]

@@ -85,13 +85,13 @@ def test_interrupted_run_resumes_to_identical_weights_and_metrics(tmp_path, task
         resume(tmp_path / "cut", progress=False)
 
 
-def test_stop_when_grokked_is_kept_across_a_resume(tmp_path):
+def test_stop_at_threshold_is_kept_across_a_resume(tmp_path):
     config = RunConfig(
         model=MODEL,
-        train=TrainConfig(steps=100, eval_every=10, eval_size=32, checkpoint_every=10, kl_threshold=10.0, stop_when_grokked=True, device="cpu"),
+        train=TrainConfig(steps=100, eval_every=10, eval_size=32, checkpoint_every=10, kl_threshold=10.0, stop_at_threshold=True, device="cpu"),
     )
     result = train(config, tmp_path / "run", progress=False)
-    assert result.stop_reason == "grokked" and result.steps == 0 and result.grokking.grok_step == 0
+    assert result.stop_reason == "threshold" and result.steps == 0 and result.grokking.threshold_step == 0
 
 
 NRECUR = [sys.executable, "-c", "import sys; from nrecur.cli import main; sys.exit(main(sys.argv[1:]))"]

@@ -12,7 +12,7 @@ checkpoint (heads that beat the uniform baseline by ``margin`` on some period;
 at least the best head per period). The **restricted loss** keeps only them: the
 ``z`` of every other head is replaced by its mean over the sequences at that
 position (mean ablation). The **excluded loss** mean-ablates the period heads
-and keeps the rest. The memorization and grok steps of the run are marked.
+and keeps the rest. The memorization and threshold (KL ≤ kl_threshold) steps of the run are marked.
 
 How to read it: a mechanism that forms gradually shows as period scores and
 probe R² rising and the restricted loss falling before the test loss drops; a
@@ -38,6 +38,7 @@ from nrecur.analysis.probes import best_hooks, probe_inputs, probe_targets, ridg
 from nrecur.model import GPT
 from nrecur.tasks import NRecurrence
 from nrecur.train.evaluate import model_log_probs
+from nrecur.train.folder import RunFolder
 from nrecur.train.interventions import intervention_hooks
 from nrecur.train.weights import squared_norms
 
@@ -114,7 +115,8 @@ class ProgressResult:
     logged: dict[str, dict[str, list[float]]]
     """The run's own log: name → steps and values."""
     memorization_step: int | None
-    grok_step: int | None
+    threshold_step: int | None
+    """First evaluation with KL ≤ the run's threshold (``summary.json``)."""
     n_sequences: int
     interventions: list[str] = field(default_factory=list)
     """The run's training-time interventions (``describe()`` form); empty: it trained without any."""
@@ -140,7 +142,7 @@ class ProgressResult:
             "weight_norm_sq": self.weight_norm_sq,
             "decayed_norm_sq": self.decayed_norm_sq,
             "memorization_step": self.memorization_step,
-            "grok_step": self.grok_step,
+            "threshold_step": self.threshold_step,
             "logged": self.logged,
         }
 
@@ -189,7 +191,7 @@ class ProgressResult:
         for ax in axes.ravel():
             ax.set_xscale("log")
             ax.grid(alpha=0.3)
-            for step, label in ((self.memorization_step, "memorized"), (self.grok_step, "grokked")):
+            for step, label in ((self.memorization_step, "memorized"), (self.threshold_step, "KL ≤ threshold")):
                 if step is not None:
                     ax.axvline(max(step, 1), color="#555555", ls="--", lw=0.8)
                     ax.annotate(label, (max(step, 1), 0.02), xycoords=("data", "axes fraction"), fontsize=7, rotation=90, va="bottom", ha="right")
@@ -258,8 +260,7 @@ def progress(run, n_sequences: int = 512, seed: int = 0, margin: float = 0.25, l
         table, hooks = ridge_r2_table(acts, targets, train_seq, test_seq), best_hooks(acts, targets, train_seq, seed)
         for quantity in targets:
             probe_r2[quantity].append(table[quantity][hooks[quantity]])
-    summary_path = run.path / "summary.json"
-    summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
+    summary = RunFolder(run.path).read_summary() or {}
     headline = {
         "loss_clean_final": loss["clean"][-1],
         "loss_restricted_final": loss["restricted"][-1],
@@ -268,7 +269,7 @@ def progress(run, n_sequences: int = 512, seed: int = 0, margin: float = 0.25, l
         "n_period_heads": float(len(kept)),
         "checkpoints": float(len(steps)),
     }
-    for name in ("memorization_step", "grok_step"):
+    for name in ("memorization_step", "threshold_step"):
         if summary.get(name) is not None:
             headline[name] = float(summary[name])
     return ProgressResult(
@@ -284,7 +285,7 @@ def progress(run, n_sequences: int = 512, seed: int = 0, margin: float = 0.25, l
         decayed_norm_sq=decayed_norms,
         logged=_logged(run.path),
         memorization_step=summary.get("memorization_step"),
-        grok_step=summary.get("grok_step"),
+        threshold_step=summary.get("threshold_step"),
         n_sequences=n_sequences,
         interventions=[i.describe() for i in run.config.train.interventions],
         intervention_steps=[(i.start, i.end) for i in run.config.train.interventions],
@@ -327,7 +328,7 @@ def plot_side_by_side(results: dict[str, ProgressResult], folder: str | Path, st
             ax.grid(alpha=0.3)
             for start, end in dict.fromkeys(result.intervention_steps):
                 ax.axvspan(max(start, 1), end if end is not None else steps[-1], color="#999999", alpha=0.15, lw=0)
-            for step, text in ((result.memorization_step, "memorized"), (result.grok_step, "grokked")):
+            for step, text in ((result.memorization_step, "memorized"), (result.threshold_step, "KL ≤ threshold")):
                 if step is not None:
                     ax.axvline(max(step, 1), color="#555555", ls="--", lw=0.8)
                     ax.annotate(text, (max(step, 1), 0.02), xycoords=("data", "axes fraction"), fontsize=7, rotation=90, va="bottom", ha="right")

@@ -260,9 +260,9 @@ def train_command(args: argparse.Namespace) -> int:
 
 
 def format_result(result) -> str:
-    grok = result.grokking
+    milestones = result.grokking
     evaluation = result.evaluations.get("eval")
-    why = {"steps": "ran all its steps", "grokked": "reached the KL threshold"}.get(result.stop_reason, f"stopped ({result.stop_reason})")
+    why = {"steps": "ran all its steps", "threshold": "reached the KL threshold"}.get(result.stop_reason, f"stopped ({result.stop_reason})")
     lines = [f"{result.run_dir}: {why}: {result.steps} steps, {seconds_text(result.seconds)} s"]
     if evaluation is not None:
         lines.append(
@@ -272,17 +272,17 @@ def format_result(result) -> str:
         for name, other in result.evaluations.items():
             if name != "eval":
                 lines.append(f"{name}: KL {other.kl:.4f}, {other.accuracy_name} {other.accuracy:.3f} (Bayes {other.bayes_accuracy:.3f})")
-    if grok is not None:
-        reached = f"step {grok.grok_step} ({seconds_text(grok.grok_seconds)} s)" if grok.grok_step is not None else "not reached"
-        line = f"KL <= {grok.kl_threshold:g}: {reached}"
+    if milestones is not None:
+        reached = f"step {milestones.threshold_step} ({seconds_text(milestones.threshold_seconds)} s)" if milestones.threshold_step is not None else "not reached"
+        line = f"KL <= {milestones.kl_threshold:g}: {reached}"
         if "train" in result.evaluations:  # memorization is about a fixed training set (finite mode)
-            memorized = grok.memorization_step if grok.memorization_step is not None else "not reached"
-            delay = f", delay {grok.delay} steps" if grok.delay is not None else ""
+            memorized = milestones.memorization_step if milestones.memorization_step is not None else "not reached"
+            delay = f", delay {milestones.delay} steps" if milestones.delay is not None else ""
             line += f"; memorization: {memorized}{delay}"
         lines.append(line)
     if result.stop_reason == "time budget":
         lines.append(f"continue it: nrecur train --resume {result.run_dir} --time-budget S (S > {result.seconds:.0f}, or 0 for no limit)")
-    elif result.stop_reason == "steps" and grok is not None and grok.grok_step is None:
+    elif result.stop_reason == "steps" and milestones is not None and milestones.threshold_step is None:
         lines.append(f"continue it: nrecur train --resume {result.run_dir} --steps N (N > {result.steps})")
     return "\n".join(lines)
 
@@ -353,7 +353,7 @@ def format_evaluation_table(run, task: Task, evaluations: dict) -> str:
 def _register_run(subparsers) -> None:
     parser = subparsers.add_parser(
         "run",
-        help="the main job: deterministic until it groks, then stochastic from scratch and fine-tuned, and Mess3",
+        help="the main job: deterministic until it reaches its KL threshold, then stochastic from scratch and fine-tuned, and Mess3",
         description="Train the preset's deterministic task until eval KL reaches its threshold, then its stochastic "
         "task (p_noise = p_transition = 1/(5n)) from scratch and fine-tuned from the first run, and the Mess3 "
         "belief-geometry model, and print a summary table; then run the analyses that apply to each run, write "

@@ -69,8 +69,8 @@ class RunRow:
     seconds: float
     stop_reason: str
     kl_threshold: float
-    grok_step: int | None
-    grok_seconds: float | None
+    threshold_step: int | None
+    threshold_seconds: float | None
     kl: float
     model_ce: float
     bayes_ce: float
@@ -94,8 +94,8 @@ class RunRow:
             seconds=summary["seconds"],
             stop_reason=summary["stop_reason"],
             kl_threshold=summary["kl_threshold"],
-            grok_step=summary["grok_step"],
-            grok_seconds=summary["grok_seconds"],
+            threshold_step=summary["threshold_step"],
+            threshold_seconds=summary["threshold_seconds"],
             kl=final["eval/kl"],
             model_ce=final["eval/model_ce"],
             bayes_ce=final["eval/bayes_ce"],
@@ -145,8 +145,8 @@ class MainJobResult:
         lines = [head, "|" + "---|" * 10]
         for row in self.rows:
             reached = (
-                f"step {row.grok_step} ({seconds_text(row.grok_seconds)} s) for ≤ {row.kl_threshold:g}"
-                if row.grok_step is not None
+                f"step {row.threshold_step} ({seconds_text(row.threshold_seconds)} s) for ≤ {row.kl_threshold:g}"
+                if row.threshold_step is not None
                 else f"not reached (≤ {row.kl_threshold:g})"
             )
             lines.append(

@@ -5,7 +5,7 @@ Every evaluation set a run logs (``eval``; ``train`` in finite mode;
 arithmetic) gets one colour in every figure: its model cross-entropy is a solid
 line and its Bayes cross-entropy — the floor no model beats on that data — a
 dotted one of the same colour. KL(observer ‖ model) goes on a log axis with the
-run's threshold; the memorization and grok steps are marked where the run
+run's threshold; the memorization and threshold steps are marked where the run
 reached them. KL per position over training is a heatmap (step × position, log
 colour scale). All axes in nats/token and optimizer steps.
 """
@@ -46,9 +46,9 @@ def _colours(sets: list[str]) -> dict[str, str]:
 
 
 def _mark_steps(ax, record: RunRecord) -> None:
-    """Dashed vertical lines at the memorization and grok steps, named in the legend (text on the plot
+    """Dashed vertical lines at the memorization and threshold steps, named in the legend (text on the plot
     would collide with the curves or the legend)."""
-    for step, label, style in ((record.memorization_step, "memorized", ":"), (record.grok_step, "KL ≤ threshold", "--")):
+    for step, label, style in ((record.memorization_step, "memorized", ":"), (record.threshold_step, "KL ≤ threshold", "--")):
         if step is not None:
             ax.axvline(step, color="#555555", ls=style, lw=1.0, label=f"{label} at step {step}")
 
@@ -122,7 +122,7 @@ def _position_figure(record: RunRecord):
     ax.set_xlabel("training step")
     ax.set_ylabel("position i (predicting i+1)")
     ax.set_title("KL(observer ‖ model) per position over training, held-out sequences", fontsize=10)
-    for step, style in ((record.memorization_step, ":"), (record.grok_step, "--")):
+    for step, style in ((record.memorization_step, ":"), (record.threshold_step, "--")):
         if step is not None:
             ax.axvline(step, color="#FFFFFF", ls=style, lw=1.0)
     fig.tight_layout()

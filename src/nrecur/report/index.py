@@ -5,7 +5,7 @@ run folder in ``RUNS_DIR`` and up to :data:`~nrecur.report.reading.RUN_DEPTH` le
 below it (a study's trials are ``studies/NAME/sweep/trials/ID``), writes each run's report
 and then the index — task (with :func:`differences_among_siblings`: what sets a run apart
 from the runs beside it, such as a sweep's axes and seeds, and where a fine-tuned run's
-weights came from), model size, steps, training time, final KL, grok step, status and a
+weights came from), model size, steps, training time, final KL, threshold step, status and a
 small curve of the eval KL, each row linking to its run's page. A run that cannot be read (a damaged ``config.json``) is named in the index and
 left out; the others are not held up by it. Under the table, the figures of every folder
 below ``RUNS_DIR`` that has figures of its own and is not a run (a sweep's ``plots/``, a
@@ -61,8 +61,8 @@ class IndexRow:
     kl: str
     kl_sort: str
     threshold: str
-    grok: str
-    grok_sort: str
+    threshold_step: str
+    threshold_step_sort: str
     status: str
     spark: str
 
@@ -71,7 +71,7 @@ class IndexRow:
         last = record.last
         parameters = parameter_count(record.config.model)
         kl = last["eval/kl"] if last else None
-        grok = record.grok_step
+        reached = record.threshold_step
         return cls(
             name=name,
             link=link,
@@ -86,8 +86,8 @@ class IndexRow:
             kl=fmt(kl),
             kl_sort="" if kl is None else repr(float(kl)),
             threshold=f"{record.config.train.kl_threshold:g}",
-            grok=_count_text(grok),
-            grok_sort="" if grok is None else str(grok),
+            threshold_step=_count_text(reached),
+            threshold_step_sort="" if reached is None else str(reached),
             status=record.status if last is not None else "not evaluated yet",
             spark=kl_sparkline(record),
         )

@@ -71,7 +71,7 @@ def _facts(record: RunRecord) -> list[tuple[str, str]]:
         facts.append(("latest evaluation", f"step {last['step']}: KL {fmt(last['eval/kl'])} nats/token, model CE {fmt(last.get('eval/model_ce'))} "
                       f"vs Bayes CE {fmt(last.get('eval/bayes_ce'))}"))  # fmt: skip
     threshold = config.train.kl_threshold
-    facts.append(("KL ≤ threshold", f"step {record.grok_step} (threshold {threshold:g})" if record.grok_step is not None else f"not reached (threshold {threshold:g})"))
+    facts.append(("KL ≤ threshold", f"step {record.threshold_step} (threshold {threshold:g})" if record.threshold_step is not None else f"not reached (threshold {threshold:g})"))
     if config.train.mode == "finite":
         step = record.memorization_step
         facts.append(("memorized", f"step {step}" if step is not None else "not reached (training-set loss never came within "

@@ -110,11 +110,11 @@ class RunRecord:
         return [s for s, _ in rows], [v for _, v in rows]
 
     @property
-    def grok_step(self) -> int | None:
+    def threshold_step(self) -> int | None:
         """The first evaluation with KL ≤ the run's threshold: ``summary.json``'s record, or, while the run
         has no summary, the first such line of its metrics."""
         if self.summary is not None:
-            return self.summary.get("grok_step")
+            return self.summary.get("threshold_step")
         threshold = self.config.train.kl_threshold
         return next((line["step"] for line in self.evaluations if line["eval/kl"] <= threshold), None)
 

@@ -200,12 +200,12 @@ INDEX_PAGE = HEAD + MACROS + """
 <p class="subtitle">{{ runs|length }} run{{ "" if runs|length == 1 else "s" }} under <code>{{ path }}</code>. Click a column to sort.</p>
 {% if warnings %}<div class="warnings"><strong>Left out or damaged:</strong><ul>{% for w in warnings %}<li>{{ w }}</li>{% endfor %}</ul></div>{% endif %}
 <div class="scroll"><table class="sortable" id="runs">
-<thead><tr><th>run</th><th class="text">task</th><th>parameters</th><th>steps</th><th>time (s)</th><th>final KL</th><th>KL threshold</th><th>grok step</th><th class="text">status</th><th class="text">eval KL over training (log)</th></tr></thead>
+<thead><tr><th>run</th><th class="text">task</th><th>parameters</th><th>steps</th><th>time (s)</th><th>final KL</th><th>KL threshold</th><th>threshold step</th><th class="text">status</th><th class="text">eval KL over training (log)</th></tr></thead>
 <tbody>{% for r in runs %}<tr>
 <td class="text name" data-sort="{{ r.name }}">{% set shown %}{% for part in r.name.split("/") %}<span class="seg">{{ part }}{% if not loop.last %}/{% endif %}</span><wbr>{% endfor %}{% endset %}{% if r.link %}<a href="{{ r.link }}">{{ shown }}</a>{% else %}{{ shown }}{% endif %}</td>
 <td class="text task">{{ r.task }}{% if r.varied %}<br><span class="varied" title="what differs from the runs beside it, and where a fine-tuned run's weights came from">{% for part in r.varied %}<span class="part">{{ part }}</span>{% if not loop.last %} · {% endif %}{% endfor %}</span>{% endif %}</td><td data-sort="{{ r.parameters_sort }}">{{ r.parameters }}</td><td data-sort="{{ r.steps_sort }}">{{ r.steps }}</td>
 <td data-sort="{{ r.seconds_sort }}">{{ r.seconds }}</td><td data-sort="{{ r.kl_sort }}">{{ r.kl }}</td><td>{{ r.threshold }}</td>
-<td data-sort="{{ r.grok_sort }}">{{ r.grok }}</td><td class="text">{{ r.status }}</td><td class="text" data-sort="{{ r.kl_sort }}">{{ r.spark|safe }}</td></tr>{% endfor %}</tbody>
+<td data-sort="{{ r.threshold_step_sort }}">{{ r.threshold_step }}</td><td class="text">{{ r.status }}</td><td class="text" data-sort="{{ r.kl_sort }}">{{ r.spark|safe }}</td></tr>{% endfor %}</tbody>
 </table></div>
 {% for shown in figure_folders %}<section><h2>{{ shown.name }}</h2><div class="figures">{% for img in shown.figures %}{{ image(img) }}{% endfor %}</div></section>{% endfor %}
 <footer>Written by <code>nrecur report</code> {{ version }}. Every figure, style and script is inside this file.</footer>

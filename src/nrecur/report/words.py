@@ -116,7 +116,7 @@ def training_in_words(config: RunConfig) -> str:
         + (f" ending at step {t.decay_steps}" if t.decay_steps is not None and t.schedule != "constant" else ""),
         f"at most {t.steps} steps" + (f" or {t.time_budget:g} s" if t.time_budget else ""),
         f"evaluated every {t.eval_every} steps on {t.eval_size} sequences; KL threshold {t.kl_threshold:g} nats/token"
-        + (" (stops when reached)" if t.stop_when_grokked else ""),
+        + (" (stops when reached)" if t.stop_at_threshold else ""),
     ]
     if t.grokfast_lambda > 0:
         parts.append(f"Grokfast α {t.grokfast_alpha:g}, λ {t.grokfast_lambda:g}")
@@ -143,7 +143,7 @@ def interventions_in_words(config: RunConfig) -> list[str]:
 
 
 STOP_REASONS = {
-    "grokked": "reached its KL threshold",
+    "threshold": "reached its KL threshold",
     "steps": "reached its step limit",
     "time budget": "ran out of its time budget",
 }

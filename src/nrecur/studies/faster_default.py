@@ -127,7 +127,7 @@ def faster_default(
     ``confirm`` estimates and the preset alone with ``threads`` threads (default: torch's), to the preset's KL
     threshold or ``threshold``; see the module docstring. Writes ``out/faster_default.json`` and the figure."""
     out = Path(out)
-    stopping = {"steps": steps, "stop_when_grokked": True, "time_budget": 0.0, "log_checkpoints": 0, **({"kl_threshold": threshold} if threshold is not None else {})}
+    stopping = {"steps": steps, "stop_at_threshold": True, "time_budget": 0.0, "log_checkpoints": 0, **({"kl_threshold": threshold} if threshold is not None else {})}
     search = spec_from_data({
         "name": f"faster-default-{preset}", "preset": preset, "seeds": 1,
         "base": {"train": stopping},

@@ -3,11 +3,12 @@
 Finite mode (a fixed training set, many epochs) on a preset's deterministic
 task: every cell of the grid ``train_size × weight_decay`` trains from ``seeds``
 seeds, with log-spaced checkpoints, until the held-out KL reaches the threshold
-or the step budget ends. Each trial is one of (SPEC §5's memorization and grok
-steps, from the run's own evaluations):
+or the step budget ends. Each trial is one of (from its memorization step and
+its threshold step, the first evaluation with KL ≤ the threshold, both from the
+run's own evaluations):
 
 * ``grokked``: memorized the training set first, generalized later — the
-  *delay* is ``grok step − memorization step``;
+  *delay* is ``threshold step − memorization step``;
 * ``generalized``: reached the threshold with no memorization phase before it
   (never memorized, or both at the same evaluation);
 * ``memorized``: memorized, never generalized within the budget;
@@ -50,11 +51,11 @@ CLASSES = ("grokked", "generalized", "memorized", "neither")
 COLOURS = {"grokked": OKABE_ITO[2], "generalized": OKABE_ITO[0], "memorized": OKABE_ITO[1], "neither": "#BBBBBB"}
 
 
-def classify(memorization_step: int | None, grok_step: int | None) -> str:
-    """The class of one trial from its memorization and grok steps (None: never)."""
-    if grok_step is None:
+def classify(memorization_step: int | None, threshold_step: int | None) -> str:
+    """The class of one trial from its memorization and threshold steps (None: never)."""
+    if threshold_step is None:
         return "neither" if memorization_step is None else "memorized"
-    if memorization_step is not None and memorization_step < grok_step:
+    if memorization_step is not None and memorization_step < threshold_step:
         return "grokked"
     return "generalized"
 
@@ -72,7 +73,7 @@ class GrokkingResult:
     cells: list[dict]
     """Per cell: train_size, weight_decay, class, class counts, median delay, median final KL, trials."""
     trials: list[dict]
-    """Per trial: train_size, weight_decay, seed, class, memorization and grok steps, delay, final KL, run folder."""
+    """Per trial: train_size, weight_decay, seed, class, memorization and threshold steps, delay, final KL, run folder."""
     options: dict
 
     def to_json(self) -> dict:
@@ -86,12 +87,12 @@ def summarize(frame: pd.DataFrame, sizes: list[int], decays: list[float], option
     """Classify every trial of the sweep table ``frame`` and every cell."""
     trials = []
     for _, row in frame.iterrows():
-        memorized, grokked = _step(row["memorization_step"]), _step(row["steps_to_threshold"])
-        kind = classify(memorized, grokked) if row["status"] == "ok" else "neither"
+        memorized, reached = _step(row["memorization_step"]), _step(row["steps_to_threshold"])
+        kind = classify(memorized, reached) if row["status"] == "ok" else "neither"
         trials.append({
             "train_size": int(row["train.train_size"]), "weight_decay": float(row["train.weight_decay"]), "seed": int(row["seed"]),
-            "class": kind, "memorization_step": memorized, "grok_step": grokked,
-            "delay": grokked - memorized if kind == "grokked" else None, "final_kl": None if pd.isna(row["final_kl"]) else float(row["final_kl"]),
+            "class": kind, "memorization_step": memorized, "threshold_step": reached,
+            "delay": reached - memorized if kind == "grokked" else None, "final_kl": None if pd.isna(row["final_kl"]) else float(row["final_kl"]),
             "status": row["status"], "run_dir": str(row["run_dir"]),
         })  # fmt: skip
     cells = []
@@ -128,7 +129,7 @@ def grokking_diagram(
     progress measures of the grokked trial with the longest delay (``out/progress/``)."""
     out = Path(out)
     sizes, decays = sorted(int(s) for s in sizes), sorted(float(d) for d in decays)
-    base = {"train": {"mode": "finite", "stop_when_grokked": True, "time_budget": 0.0, "log_checkpoints": 10, **(train or {})}}
+    base = {"train": {"mode": "finite", "stop_at_threshold": True, "time_budget": 0.0, "log_checkpoints": 10, **(train or {})}}
     spec = spec_from_data({
         "name": f"grokking-{preset}", "preset": preset, "base": base, "seeds": seeds,
         "grid": {"train.train_size": sizes, "train.weight_decay": decays},
@@ -180,7 +181,7 @@ def plot_grokking(result: GrokkingResult, folder: str | Path, stem: str = "grokk
     axes[0].legend(handles=[Patch(color=COLOURS[c], label=c) for c in CLASSES], fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
     axes[0].set_title("how each cell learned (majority over seeds)", fontsize=9)
     if np.isfinite(delay).any():
-        _annotated_heatmap(fig, axes[1], delay, "{:.0f}", "grok step − memorization step (median)", "cividis")
+        _annotated_heatmap(fig, axes[1], delay, "{:.0f}", "threshold step − memorization step (median)", "cividis")
     else:
         axes[1].imshow(np.zeros_like(delay), cmap=ListedColormap(["white"]), aspect="auto", origin="lower")
         axes[1].text((columns - 1) / 2, (rows - 1) / 2, f"no cell grokked\nwithin {o['step_budget']:,} steps", ha="center", va="center", fontsize=10)

@@ -186,7 +186,7 @@ def minimal_arch(
     if batch < 1:
         raise ValueError(f"batch must be >= 1, got {batch}")
     out = Path(out)
-    base: dict = {"train": {"stop_when_grokked": True, "time_budget": 0.0, "log_checkpoints": 0, **(train or {})}}
+    base: dict = {"train": {"stop_at_threshold": True, "time_budget": 0.0, "log_checkpoints": 0, **(train or {})}}
     from nrecur.sweep.spec import SweepSpec
 
     base_config = SweepSpec.model_validate({"preset": preset, "variant": variant, "base": base}).base_config()

@@ -27,6 +27,7 @@ from nrecur.studies.icl_rate import icl_rate
 from nrecur.studies.minimal_arch import minimal_arch
 from nrecur.studies.modular_diversity import modular_diversity
 from nrecur.sweep import BackendOptions
+from nrecur.train.renames import RENAMED_TRAIN_FIELDS, renamed_fields
 
 __all__ = ["STUDIES", "load_study", "run_study"]
 
@@ -58,6 +59,11 @@ def load_study(path: str | Path) -> tuple[str, dict]:
     for key in data:
         if key not in (*allowed, "workers"):
             raise ValueError(f"{path}: unknown option {key!r} of study {name!r}; it takes {', '.join([*allowed, 'workers'])}")
+    if isinstance(data.get("train"), dict):  # the study merges it over its own train settings: new names only
+        try:
+            data["train"] = renamed_fields(data["train"], RENAMED_TRAIN_FIELDS, "train.")
+        except ValueError as error:
+            raise ValueError(f"{path}: {error}") from None
     return name, data
 
 

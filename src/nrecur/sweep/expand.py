@@ -3,9 +3,10 @@
 The trials are the product of the grid's axes (in the spec's order), each zip
 group, the random points and the seeds, the last varying fastest. A trial's id
 is a digest of its whole config (less fields added in later versions, at the
-value runs had before them: :data:`ADDED_FIELDS`): the same trial has the same
-id in any spec and version, so extending a sweep (more seeds, another value)
-reruns nothing that is done.
+value runs had before them: :data:`ADDED_FIELDS`; renamed fields under their
+first name: :data:`FIRST_NAMES`): the same trial has the same id in any spec and
+version, so extending a sweep (more seeds, another value) reruns nothing that is
+done.
 A config that pydantic refuses is reported naming the spec entry that set the
 bad value, or every value of the trial when the problem is between fields
 (``model.vocab_size (5) must equal task.vocab_size (4)``).
@@ -28,6 +29,7 @@ from nrecur._config import format_error
 from nrecur.sweep.spec import RandomField, SpecError, SweepSpec
 from nrecur.tasks import task_from_data
 from nrecur.train.config import RunConfig
+from nrecur.train.renames import RENAMED_TRAIN_FIELDS
 
 
 @dataclass(frozen=True)
@@ -56,13 +58,20 @@ ADDED_FIELDS: dict[tuple[str, str], Any] = {("train", "optimizer"): "adamw"}
 """Config fields added after sweeps were first written, with the value runs had before: left out of the id
 at that value, so a trial finished by an earlier version keeps its id and is not trained again."""
 
+FIRST_NAMES: dict[tuple[str, str], str] = {("train", new): old for old, new in RENAMED_TRAIN_FIELDS.items()}
+"""Config fields renamed after sweeps were first written → their first name, under which the id hashes them,
+so a trial keeps its id (:mod:`nrecur.train.renames`)."""
+
 
 def config_id(config: RunConfig) -> str:
-    """12 hex digits of the SHA-256 of the config's canonical JSON (without :data:`ADDED_FIELDS` at their old value)."""
+    """12 hex digits of the SHA-256 of the config's canonical JSON (without :data:`ADDED_FIELDS` at their old value,
+    :data:`FIRST_NAMES` under their first name)."""
     dump = config.model_dump(mode="json")
     for (section, name), old in ADDED_FIELDS.items():
         if dump[section][name] == old:
             del dump[section][name]
+    for (section, name), first in FIRST_NAMES.items():
+        dump[section][first] = dump[section].pop(name)
     text = json.dumps(dump, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 

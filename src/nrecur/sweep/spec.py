@@ -49,6 +49,7 @@ from nrecur.model import GPTConfig
 from nrecur.tasks import Task
 from nrecur.train.config import RunConfig, TrainConfig
 from nrecur.train.presets import PRESETS
+from nrecur.train.renames import RENAMED_TRAIN_FIELDS, renamed_fields, warn_old_names
 
 class SpecError(ValueError):
     """A sweep spec that cannot run; the message names the entry (and the file, once it is known)."""
@@ -56,6 +57,9 @@ class SpecError(ValueError):
 
 SECTIONS: dict[str, type[pydantic.BaseModel] | None] = {"task": None, "model": GPTConfig, "train": TrainConfig}
 """The parts of a RunConfig a path may name (task fields depend on the task's kind)."""
+
+RENAMED_PATHS = {f"train.{old}": f"train.{new}" for old, new in RENAMED_TRAIN_FIELDS.items()}
+"""Old dotted path → its field's name (:mod:`nrecur.train.renames`)."""
 
 
 class RandomField(Config):
@@ -147,6 +151,28 @@ class SweepSpec(Config):
     """Extra columns of the results table."""
     source: str | None = pydantic.Field(default=None, exclude=True)
     """The file the spec was read from (set by load_spec; not part of the spec)."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _old_names(cls, data: Any) -> Any:
+        # A spec written with old field names runs as if it named the new ones (one warning).
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        for entry in ("base", "grid"):
+            if isinstance(data.get(entry), dict):
+                data[entry] = renamed_fields(data[entry], RENAMED_PATHS)
+        if isinstance(data.get("base"), dict) and isinstance(data["base"].get("train"), dict):
+            data["base"] = {**data["base"], "train": renamed_fields(data["base"]["train"], RENAMED_TRAIN_FIELDS, "train.")}
+        if isinstance(data.get("zip"), list):
+            data["zip"] = [renamed_fields(group, RENAMED_PATHS) if isinstance(group, dict) else group for group in data["zip"]]
+        random = data.get("random")
+        if isinstance(random, dict) and isinstance(random.get("fields"), dict):
+            data["random"] = {**random, "fields": renamed_fields(random["fields"], RENAMED_PATHS)}
+        if isinstance(data.get("seed_fields"), (list, tuple)) and any(path in RENAMED_PATHS for path in data["seed_fields"]):
+            warn_old_names()
+            data["seed_fields"] = [RENAMED_PATHS.get(path, path) for path in data["seed_fields"]]
+        return data
 
     @field_validator("preset")
     @classmethod

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from nrecur._io import atomic_write_bytes, atomic_write_text, remove_stale_temporaries
+from nrecur.train.renames import renamed_record
 
 STATUSES = ("ok", "failed", "stopped", "pending")
 """ok: trained to its end; failed: NaN loss, an error or a dead worker (see ``reason``); stopped: ended early by
@@ -52,10 +53,10 @@ class TrialRecord:
     seconds: float | None = None
     """Training time (summed over resumes)."""
     stop_reason: str | None = None
-    """The trainer's: ``steps``, ``grokked``, ``time budget``, ``non-finite loss`` …"""
+    """The trainer's: ``steps``, ``threshold``, ``time budget``, ``non-finite loss`` …"""
     kl_threshold: float | None = None
     steps_to_threshold: int | None = None
-    """First evaluated step with eval KL <= kl_threshold (the run's grok step), None if never."""
+    """First evaluated step with eval KL <= kl_threshold (the run's ``threshold_step``), None if never."""
     seconds_to_threshold: float | None = None
     memorization_step: int | None = None
     """First evaluated step whose training-set loss came within memorization_threshold of its Bayes loss (finite mode)."""
@@ -82,7 +83,7 @@ class TrialRecord:
 
     @classmethod
     def from_json(cls, text: str) -> "TrialRecord":
-        data = json.loads(text)
+        data = renamed_record(json.loads(text))  # a record written under the old stop reason
         known = {f.name for f in dataclasses.fields(cls)}
         return cls(**{key: value for key, value in data.items() if key in known})
 

@@ -94,10 +94,10 @@ def record_from_folder(trial: Trial, folder: RunFolder, status: str, reason: str
     evaluation = final.get("eval") or {k: v for k, v in (lines[-1] if lines else {}).items() if k.startswith("eval/")}
     train_set = final.get("train") or {k: v for k, v in (lines[-1] if lines else {}).items() if k.startswith("train/")}
     losses = [line["train/loss"] for line in lines if isinstance(line.get("train/loss"), (int, float))]
-    memorized, grokked = summary.get("memorization_step"), summary.get("grok_step")
-    grok_seconds = summary.get("grok_seconds")
+    memorized, reached = summary.get("memorization_step"), summary.get("threshold_step")
+    reached_seconds = summary.get("threshold_seconds")
     if not summary:
-        memorized, grokked, grok_seconds = _milestones(lines, trial.config)
+        memorized, reached, reached_seconds = _milestones(lines, trial.config)
     parts = final.values() if final else [lines[-1]] if lines else []
     metrics = {name: value for part in parts for name, value in part.items() if "/" in name and _finite_number(value)}
     return TrialRecord(
@@ -108,10 +108,10 @@ def record_from_folder(trial: Trial, folder: RunFolder, status: str, reason: str
         seconds=summary.get("seconds", lines[-1].get("seconds") if lines else None),
         stop_reason=summary.get("stop_reason"),
         kl_threshold=trial.config.train.kl_threshold,
-        steps_to_threshold=grokked,
-        seconds_to_threshold=grok_seconds,
+        steps_to_threshold=reached,
+        seconds_to_threshold=reached_seconds,
         memorization_step=memorized,
-        grok_delay=grokked - memorized if grokked is not None and memorized is not None else None,
+        grok_delay=reached - memorized if reached is not None and memorized is not None else None,
         final_kl=evaluation.get("eval/kl"),
         final_train_loss=losses[-1] if losses else None,
         final_eval_ce=evaluation.get("eval/model_ce"),
@@ -124,12 +124,12 @@ def record_from_folder(trial: Trial, folder: RunFolder, status: str, reason: str
 
 
 def _milestones(lines: list[dict], config: RunConfig) -> tuple[int | None, int | None, float | None]:
-    """Memorization step, grok step and its seconds from the metrics of a run that has no summary, by the
+    """Memorization step, threshold step and its seconds from the metrics of a run that has no summary, by the
     Evaluator's own rules (training-set excess CE <= memorization_threshold; eval KL <= kl_threshold)."""
     train = config.train
     memorized = next((l["step"] for l in lines if l.get("train/excess_ce", math.inf) <= train.memorization_threshold), None)
-    grokked = next((l for l in lines if l.get("eval/kl", math.inf) <= train.kl_threshold), None)
-    return memorized, grokked["step"] if grokked else None, grokked.get("seconds") if grokked else None
+    reached = next((l for l in lines if l.get("eval/kl", math.inf) <= train.kl_threshold), None)
+    return memorized, reached["step"] if reached else None, reached.get("seconds") if reached else None
 
 
 def _finite_number(value) -> bool:

@@ -20,11 +20,12 @@ import numpy as np
 from nrecur.train.evaluate import EvalSet, Grokking, build_eval_sets, evaluate
 from nrecur.train.folder import RunFolder
 from nrecur.train.loop import Callback, StepInfo, Trainer
+from nrecur.train.renames import renamed_record
 from nrecur.train.weights import squared_norms
 
 
 class Evaluator(Callback):
-    """Scores the model against the exact observer on fixed sets and detects memorization and grokking.
+    """Scores the model against the exact observer on fixed sets; finds when it memorized and when it reached the KL threshold.
 
     Evaluates at step 0, every ``train.eval_every`` steps and at the end. Logs
     ``train/loss`` (mean over the steps since the last evaluation), ``lr``,
@@ -36,8 +37,8 @@ class Evaluator(Callback):
     def __init__(self, eval_sets: dict[str, EvalSet] | None = None) -> None:
         self.eval_sets = eval_sets
         self.memorization_step: int | None = None
-        self.grok_step: int | None = None
-        self.grok_seconds: float | None = None
+        self.threshold_step: int | None = None
+        self.threshold_seconds: float | None = None
         self.last_eval_step = -1
         self._loss_sum = 0.0
         self._loss_count = 0
@@ -74,7 +75,7 @@ class Evaluator(Callback):
             self.run(trainer)
 
     def run(self, trainer: Trainer) -> None:
-        """Evaluate now, log, update the grokking record, maybe stop."""
+        """Evaluate now, log, update the memorization and threshold steps, maybe stop."""
         train = trainer.config.train
         evaluations = trainer.evaluations = self.evaluate_all(trainer)
         seconds = trainer.elapsed()
@@ -93,37 +94,38 @@ class Evaluator(Callback):
         memorized = evaluations.get("train")
         if self.memorization_step is None and memorized is not None and memorized.excess_ce <= train.memorization_threshold:
             self.memorization_step = trainer.step
-        if self.grok_step is None and evaluations["eval"].kl <= train.kl_threshold:
-            self.grok_step, self.grok_seconds = trainer.step, seconds
+        if self.threshold_step is None and evaluations["eval"].kl <= train.kl_threshold:
+            self.threshold_step, self.threshold_seconds = trainer.step, seconds
         self._publish(trainer)
         self._loss_sum, self._loss_count = 0.0, 0
         self.last_eval_step = trainer.step
         trainer.log(trainer.step, metrics)
-        if train.stop_when_grokked and self.grok_step is not None:
-            trainer.stop("grokked")
+        if train.stop_at_threshold and self.threshold_step is not None:
+            trainer.stop("threshold")
 
     def _publish(self, trainer: Trainer) -> None:
         trainer.grokking = Grokking(
             memorization_step=self.memorization_step,
-            grok_step=self.grok_step,
-            grok_seconds=self.grok_seconds,
+            threshold_step=self.threshold_step,
+            threshold_seconds=self.threshold_seconds,
             kl_threshold=trainer.config.train.kl_threshold,
         )
 
     def state_dict(self) -> dict:
         return {
             "memorization_step": self.memorization_step,
-            "grok_step": self.grok_step,
-            "grok_seconds": self.grok_seconds,
+            "threshold_step": self.threshold_step,
+            "threshold_seconds": self.threshold_seconds,
             "last_eval_step": self.last_eval_step,
             "loss_sum": self._loss_sum,
             "loss_count": self._loss_count,
         }
 
     def load_state_dict(self, state: dict) -> None:
+        state = renamed_record(state)  # a checkpoint written under the old names
         self.memorization_step = state["memorization_step"]
-        self.grok_step = state["grok_step"]
-        self.grok_seconds = state["grok_seconds"]
+        self.threshold_step = state["threshold_step"]
+        self.threshold_seconds = state["threshold_seconds"]
         self.last_eval_step = state["last_eval_step"]
         self._loss_sum = state["loss_sum"]
         self._loss_count = state["loss_count"]

@@ -17,6 +17,7 @@ from nrecur._config import Config, format_error
 from nrecur.model import GPTConfig
 from nrecur.tasks import NRecurrence, Task, task_from_data
 from nrecur.train.interventions import Intervention
+from nrecur.train.renames import RENAMED_TRAIN_FIELDS, renamed_fields
 
 
 class TrainConfig(Config):
@@ -70,16 +71,16 @@ class TrainConfig(Config):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     """Where to train: auto picks cuda when available, else cpu."""
 
-    # --- evaluation and grokking detection
+    # --- evaluation, memorization and the KL threshold
     eval_every: int = 250
     """Evaluate against the exact observer every this many steps (and at the start and the end)."""
     eval_size: int = 1024
     """Number of fresh sequences in the fixed evaluation set."""
     kl_threshold: float = 0.01
-    """Grokking: the first evaluation whose mean KL(observer || model) over all positions is <= this (nats/token)."""
+    """Converged at the threshold: the first evaluation whose mean KL(observer || model) over all positions is <= this (nats/token)."""
     memorization_threshold: float = 0.01
     """Memorization: the first evaluation whose training-data loss is within this of the Bayes loss on the same data (nats/token)."""
-    stop_when_grokked: bool = False
+    stop_at_threshold: bool = False
     """Stop as soon as the evaluation KL reaches kl_threshold."""
     time_budget: float = 0.0
     """Stop after this many seconds of training (summed over resumes); 0 means no limit."""
@@ -93,6 +94,12 @@ class TrainConfig(Config):
     # --- interventions
     interventions: tuple[Intervention, ...] = ()
     """Heads ablated or attention patterns clamped during training, each for its steps [start, end) (and the evaluations at those steps); see nrecur.train.interventions."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _old_names(cls, data):
+        # Configs and specs written with the old names (RENAMED_TRAIN_FIELDS) load, with one warning.
+        return renamed_fields(data, RENAMED_TRAIN_FIELDS) if isinstance(data, dict) else data
 
     @field_validator("steps", "batch_size", "train_size", "eval_every", "eval_size", "checkpoint_every")
     @classmethod

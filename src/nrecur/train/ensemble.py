@@ -44,7 +44,7 @@ Differences from lone runs: numbers agree to float rounding, not bit for bit
 (batched kernels sum in another order). ``seconds`` in metrics and summaries is
 the ensemble's wall-clock time, shared by its members. A member whose loss
 becomes NaN stops as a lone run would (``summary.json`` says ``diverged``) and
-the others go on; a member that stops early (grokked, time budget) leaves the
+the others go on; a member that stops early (KL threshold, time budget) leaves the
 ensemble, which continues with the rest.
 """
 

@@ -17,7 +17,8 @@ next token is a ``z``), and KL and accuracy by the task's hidden-truth stratum
 are held out — against the task's observer and, on the in-distribution
 sequences, against the in-distribution observer too, whose prior knows only
 the training rules — and the training set in finite mode. :class:`Grokking` records
-when a run memorized and when it generalized.
+when a run memorized and when it converged at the KL threshold: grokking is
+the second long after the first.
 """
 
 from __future__ import annotations
@@ -36,22 +37,23 @@ from nrecur.train.data import touches
 
 @dataclass(frozen=True)
 class Grokking:
-    """When the model memorized and when it generalized (``None``: not reached)."""
+    """When the model memorized its training set and when it converged at the KL threshold (``None``: not
+    reached); ``delay`` is the grokking delay from the one to the other."""
 
     memorization_step: int | None
     """First evaluation where the loss on training data came within memorization_threshold of its Bayes loss."""
-    grok_step: int | None
+    threshold_step: int | None
     """First evaluation where KL(observer || model) on fresh data fell to kl_threshold."""
-    grok_seconds: float | None
-    """Training time (seconds) at grok_step."""
+    threshold_seconds: float | None
+    """Training time (seconds) at threshold_step."""
     kl_threshold: float
 
     @property
     def delay(self) -> int | None:
-        """``grok_step - memorization_step`` when both happened."""
-        if self.grok_step is None or self.memorization_step is None:
+        """``threshold_step - memorization_step`` when both happened."""
+        if self.threshold_step is None or self.memorization_step is None:
             return None
-        return self.grok_step - self.memorization_step
+        return self.threshold_step - self.memorization_step
 
 
 @dataclass(frozen=True)

@@ -35,6 +35,7 @@ import pydantic
 from nrecur._config import format_error
 from nrecur._io import atomic_write_text, remove_stale_temporaries
 from nrecur.train.config import RunConfig
+from nrecur.train.renames import renamed_record
 
 _CHECKPOINT_NAME = re.compile(r"^step_(\d{8,})\.safetensors$")
 
@@ -207,7 +208,7 @@ class RunFolder:
         atomic_write_text(self.init_file, source.to_json())
 
     def read_summary(self) -> dict | None:
-        """``summary.json`` (None when the run has not ended)."""
+        """``summary.json`` (None when the run has not ended); one written under old names reads under the new ones."""
         if not self.summary_file.exists():
             return None
         try:
@@ -216,7 +217,7 @@ class RunFolder:
             raise ValueError(f"{self.summary_file} is not valid JSON ({error})") from None
         if not isinstance(summary, dict):
             raise ValueError(f"{self.summary_file} does not hold a JSON object")
-        return summary
+        return renamed_record(summary)
 
     def is_finished(self) -> bool:
         """Its summary says it finished (False without a summary, or with one that cannot be read: finishing

@@ -50,6 +50,7 @@ from nrecur.train.interventions import intervention_hooks
 from nrecur.train.memory import check_training_memory
 from nrecur.train.objectives import OBJECTIVES
 from nrecur.train.optimizers import make_optimizer
+from nrecur.train.renames import renamed_stop_reason
 
 class NonFiniteLossError(RuntimeError):
     """The training loss became NaN or infinite; the run stopped without saving the broken state."""
@@ -97,7 +98,7 @@ class TrainResult:
     seconds: float
     """Training time, summed over resumes."""
     stop_reason: str
-    """``"steps"``, ``"grokked"``, ``"time budget"``, or another callback's reason."""
+    """``"steps"``, ``"threshold"`` (the KL threshold, with ``stop_at_threshold``), ``"time budget"``, or another callback's reason."""
     evaluations: dict[str, Evaluation]
     """The last evaluation of each set (``eval``, and ``train`` / ``in_dist`` / ``out_dist`` when they exist)."""
     grokking: Grokking | None
@@ -207,7 +208,7 @@ class Trainer:
         self.evaluations: dict[str, Evaluation] = {}
         """Latest evaluation of each set (filled by the Evaluator callback)."""
         self.grokking: Grokking | None = None
-        """Memorization and grokking steps (filled by the Evaluator callback)."""
+        """Memorization and threshold steps (filled by the Evaluator callback)."""
         self._clock: float | None = None
 
     # --- the loop
@@ -319,7 +320,7 @@ class Trainer:
         restore_rng(checkpoint.rng)
         self.step = checkpoint.step
         self.seconds = float(checkpoint.state.get("seconds", 0.0))
-        self.stop_reason = checkpoint.state.get("stop_reason")
+        self.stop_reason = renamed_stop_reason(checkpoint.state.get("stop_reason"))
         self.last_checkpoint = checkpoint.path
         states = checkpoint.state.get("callbacks", {})
         for callback in self.callbacks:

@@ -1,14 +1,14 @@
 """Named setups for ``nrecur train --preset`` and ``nrecur run``.
 
 An n-recurrence preset is the main job at one scale: a deterministic run
-trained until it groks, then the stochastic task (``p_noise = p_transition =
+trained until it reaches its KL threshold, then the stochastic task (``p_noise = p_transition =
 0.2/n``, i.e. ``1/(5n)``) trained from scratch and fine-tuned from the
 deterministic model (``--stochastic``, ``--finetune``).
 
 * ``quick``: vocab 8, periods 2–5, context 32; sized for a 2-core CPU (Muon).
 * ``quick-adamw``: the same model and task with AdamW; the studies in ``examples/`` run with it.
 * ``proposal``: the proposal's scale, vocab 16, periods 2–8, context 64; for a GPU.
-* ``tiny``: a few seconds end to end; for tests and smoke checks (it does not grok).
+* ``tiny``: a few seconds end to end; for tests and smoke checks (it does not reach its KL threshold).
 
 The other task kinds have one run each:
 
@@ -79,7 +79,7 @@ def quick() -> Preset:
     # 1,750, for seeds 0-4 (a run short of it can go on: nrecur train --resume RUN --steps N).
     det_train = TrainConfig(
         optimizer="muon", steps=1750, batch_size=64, lr=5e-3, weight_decay=0.1, warmup_steps=100,
-        schedule="cosine", min_lr_ratio=0.02, eval_every=250, kl_threshold=0.01, stop_when_grokked=True,
+        schedule="cosine", min_lr_ratio=0.02, eval_every=250, kl_threshold=0.01, stop_at_threshold=True,
         time_budget=240.0, log_checkpoints=8,
     )  # fmt: skip
     # The stochastic task from scratch reaches KL <= 0.02 at step 4,000 with 5e-3 (CPU, seed 0, one thread beside
@@ -95,7 +95,7 @@ def quick_adamw() -> Preset:
     """``quick``'s model and task with AdamW (5,000 steps): the recipe the studies in ``examples/studies`` run with."""
     det_train = TrainConfig(
         steps=5000, batch_size=64, lr=3e-3, weight_decay=0.1, warmup_steps=100, schedule="cosine", min_lr_ratio=0.02,
-        eval_every=250, kl_threshold=0.01, stop_when_grokked=True, time_budget=240.0, log_checkpoints=8,
+        eval_every=250, kl_threshold=0.01, stop_at_threshold=True, time_budget=240.0, log_checkpoints=8,
     )  # fmt: skip
     return _quick_preset(
         "quick-adamw", "the quick preset with AdamW (the studies' recipe): vocab 8, periods 2-5, context 32, 2 layers d_model 64",
@@ -124,7 +124,7 @@ def proposal() -> Preset:
     model = GPTConfig(vocab_size=16, n_ctx=64, d_model=128, n_layers=4, n_heads=8, d_head=16, d_mlp=512)
     det_train = TrainConfig(
         steps=30000, batch_size=128, lr=1e-3, weight_decay=0.1, warmup_steps=500, schedule="cosine",
-        eval_every=500, kl_threshold=0.01, stop_when_grokked=True, checkpoint_every=1000,
+        eval_every=500, kl_threshold=0.01, stop_at_threshold=True, checkpoint_every=1000,
     )  # fmt: skip
     stoch_train = det_train.model_copy(update={"kl_threshold": 0.02})
     stochastic = RunConfig(task=_stochastic(task), model=model, train=stoch_train)
@@ -143,13 +143,13 @@ def tiny() -> Preset:
     model = GPTConfig(vocab_size=4, n_ctx=12, d_model=16, n_layers=1, n_heads=2, d_head=8, d_mlp=32)
     det_train = TrainConfig(
         steps=40, batch_size=16, lr=3e-3, warmup_steps=5, eval_every=20, eval_size=128, checkpoint_every=20,
-        stop_when_grokked=True,
+        stop_at_threshold=True,
     )  # fmt: skip
     stoch_train = det_train.model_copy(update={"kl_threshold": 0.02})
     stochastic = RunConfig(task=_stochastic(task), model=model, train=stoch_train)
     return Preset(
         name="tiny",
-        description="a few seconds end to end; for tests (does not grok)",
+        description="a few seconds end to end; for tests (does not reach its KL threshold)",
         run=RunConfig(task=task, model=model, train=det_train),
         stochastic=stochastic,
         finetune=stochastic,
@@ -162,7 +162,7 @@ def _hmm_preset(name: str, description: str, task, steps: int, eval_every: int, 
     model = GPTConfig(vocab_size=task.vocab_size, n_ctx=10, d_model=64, n_layers=4, n_heads=4, d_head=16, d_mlp=256)
     train = TrainConfig(
         steps=steps, batch_size=128, lr=3e-3, weight_decay=0.1, warmup_steps=50, schedule="cosine", min_lr_ratio=0.02,
-        eval_every=eval_every, kl_threshold=kl_threshold, stop_when_grokked=True, time_budget=time_budget, log_checkpoints=8,
+        eval_every=eval_every, kl_threshold=kl_threshold, stop_at_threshold=True, time_budget=time_budget, log_checkpoints=8,
     )  # fmt: skip
     return Preset(name=name, description=description, run=RunConfig(task=task, model=model, train=train))
 

@@ -64,8 +64,8 @@ def write_summary(folder: RunFolder, trainer: Trainer, status: str, error: str |
             "stop_reason": trainer.stop_reason,
             "error": error,
             "memorization_step": grokking.memorization_step if grokking else None,
-            "grok_step": grokking.grok_step if grokking else None,
-            "grok_seconds": grokking.grok_seconds if grokking else None,
+            "threshold_step": grokking.threshold_step if grokking else None,
+            "threshold_seconds": grokking.threshold_seconds if grokking else None,
             "kl_threshold": trainer.config.train.kl_threshold,
             "held_out_rules": sorted(list(rule) if isinstance(rule, tuple) else rule for rule in trainer.held_out),
             "checkpoint": str(checkpoint.relative_to(folder.path)) if checkpoint else None,
@@ -212,7 +212,7 @@ def _continue_or_refuse(trainer: Trainer, folder: RunFolder, steps: int | None, 
     how = {
         "steps": f"continue it with --steps N (N > {step})",
         "time budget": f"continue it with --time-budget S (S > {elapsed:.0f}, or 0 for no limit)",
-        "grokked": "it reached its KL threshold with stop_when_grokked, so a longer run would stop again at once",
+        "threshold": "it reached its KL threshold with stop_at_threshold, so a longer run would stop again at once",
     }.get(reason, "it cannot be continued")
     raise ValueError(f"{folder.path} has already finished at step {step} (stop reason: {reason}); {how}")
 
