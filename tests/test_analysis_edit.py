@@ -1,5 +1,6 @@
-"""Editing a belief (SPEC §5): the problems follow their rules, edits equal their exact references, success and
-moved are what the definitions say, and the analysis writes its result."""
+"""Editing a belief (SPEC §5): the problems follow their rules, edits equal their exact references, success, hold and
+moved are what the definitions say, a model that has learned nothing holds as much with an edit as without, and the
+analysis writes its result and redraws it from the JSON."""
 
 from __future__ import annotations
 
@@ -11,8 +12,9 @@ import torch
 import torch.nn.functional as F
 
 from nrecur import NRecurrence, load_run, train
-from nrecur.analysis import ANALYSES, write_analysis
-from nrecur.analysis.edit import CEILING, EditedPredictions, edit, edit_belief, edit_hooks, edit_problems, score, steering_vectors
+from nrecur.analysis import ANALYSES, OptionError, compute, read_result, write_result
+from nrecur.analysis.edit import CEILING, EditedPredictions, EditOptions, edit_belief, edit_hooks, edit_problems, hold_rate, hits, method_candidates, score, steering_vectors
+from nrecur.analysis.figures.edit import draw
 from nrecur.analysis.steering import ProbeDirections
 from nrecur.analysis.weight_edit import RankOneEdit, key_second_moment, rank_one_edits, specificity
 from nrecur.cli import main
@@ -53,6 +55,35 @@ def test_problems_splice_a_destination_of_another_target_with_a_donor_of_the_rul
     assert (reads[:, 0] == POSITION).all()
     np.testing.assert_array_equal(reads[:, 1], np.where(POSITION + problems.period < LENGTH, POSITION + problems.period, -1))
     np.testing.assert_allclose(problems.desired, np.asarray(TASK.posterior(problems.donor).predictive))
+    for t, tokens in zip(problems.target, problems.random_donor):  # each random donor follows a rule of another target
+        assert any(len(set(tokens[phase::n].tolist())) == 1 and tokens[phase] != t for n in TASK.periods for phase in range(n))
+
+def test_the_hold_counts_the_reads_after_p_that_the_tokens_since_p_do_not_reveal(problems):
+    """A read counts when it lies after p and the observer of the tokens since p alone (a sequence of its own)
+    does not predict t* there; worked out row by row, one observer call per row."""
+    counted = problems.counted
+    assert not counted[:, 0].any() and counted.any() and (problems.revealed & (problems.reads >= 0))[:, 1:].any()
+    for row in range(len(problems.tokens)):
+        since = problems.donor[row : row + 1, POSITION + 1 :]
+        predictive = np.asarray(TASK.posterior(since).predictive)[0]  # [pos - p - 1, vocab]
+        for k, read in enumerate(problems.reads[row]):
+            if k == 0 or read < 0:
+                assert not counted[row, k]
+                continue
+            revealed = predictive[read - POSITION - 1].argmax() == problems.target[row]
+            assert counted[row, k] == (not revealed), (row, k)
+
+
+def test_the_hold_rate_of_the_observer_on_the_donor_is_one_and_of_a_constant_model_its_guess(problems):
+    """The ideal model reading the donor (the ceiling, for the observer) holds at every counted read; a model that
+    always says token 0 holds exactly where t* is 0."""
+    observer = torch.as_tensor(problems.desired).clamp_min(1e-30).log()
+    assert hold_rate(problems, observer) == 1.0
+    constant = torch.full((len(problems.tokens), LENGTH, TASK.vocab_size), -5.0, dtype=torch.float64)
+    constant[..., 0] = 0.0
+    expected = np.broadcast_to(problems.target[:, None] == 0, problems.counted.shape)[problems.counted].mean()
+    assert hold_rate(problems, constant) == pytest.approx(expected)
+    np.testing.assert_array_equal(hits(problems, constant)[problems.reads < 0], np.nan)
 
 
 def test_patching_the_embeddings_of_the_context_is_the_model_on_the_donor(untrained, problems):
@@ -128,6 +159,8 @@ def test_success_and_moved_follow_their_definitions(problems):
     assert (result.success[1:, 0] == 1).all()  # O* at p puts its mass on t* (next is a target position)
     np.testing.assert_array_equal(result.success_clean[:, 0], problems.target == 0)  # uniform: argmax is token 0
     np.testing.assert_allclose(result.moved[1:], 1.0, atol=1e-9)
+    assert result.hold == 1.0  # the change of row 0 is at p, which the hold never counts
+    assert result.hold_clean == pytest.approx(np.broadcast_to(problems.target[:, None] == 0, problems.counted.shape)[problems.counted].mean())
     # moved = 1 - KL(O* ‖ edited) / KL(O* ‖ clean), written out by hand for a mixture half-way to O* and for no edit.
     mixture = (0.5 * desired + 0.5 / vocab).log()
     mixed = score(problems, EditedPredictions(log_probs=mixture, clean=clean, position=POSITION))
@@ -141,36 +174,65 @@ def test_success_and_moved_follow_their_definitions(problems):
     assert np.isnan(result.success[problems.reads < 0]).all()
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("edit") / "run"
+def tiny_run(folder, steps: int):
     model = GPTConfig(vocab_size=4, n_ctx=LENGTH, d_model=32, n_layers=2, n_heads=4, d_head=8, d_mlp=64)
-    config = RunConfig(task=TASK, model=model, train=TrainConfig(steps=400, batch_size=64, eval_every=400, eval_size=128, device="cpu"))
+    config = RunConfig(task=TASK, model=model, train=TrainConfig(steps=steps, batch_size=64, eval_every=steps, eval_size=128, device="cpu"))
     train(config, folder, progress=False)
     return load_run(folder)
 
 
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    return tiny_run(tmp_path_factory.mktemp("edit") / "run", steps=400)
+
+
+def test_a_model_trained_for_one_step_holds_as_much_with_an_edit_as_without(tmp_path):
+    """The headline a model that has learned nothing reaches is its controls': no edit, a random edit and the
+    ceiling hold alike (the edits are chosen on other problems than they are scored on)."""
+    result = compute(tiny_run(tmp_path / "one", steps=1), "edit", n_sequences=96)
+    head = result.headline
+    assert head["hold_positions"] >= 25
+    for control in ("hold_rate_no_edit", "hold_rate_random", "hold_rate_ceiling", "hold_rate_random_init"):
+        assert head["hold_rate"] == pytest.approx(head[control], abs=0.1), control
+    for method in ("patch", "steer", "rank_one"):
+        assert head[f"hold_rate/{method}"] == pytest.approx(head["hold_rate_no_edit"], abs=0.1), method
+
+
 @pytest.mark.slow
 def test_the_edit_analysis_on_a_trained_model(trained, tmp_path, capsys):
-    result = edit(trained, per_rule=4, seed=1)
+    result = compute(trained, "edit", n_sequences=64, seed=1)
     head = result.headline
-    assert all(isinstance(v, float) for v in head.values())
-    assert result.chosen["name"] != CEILING.name and head["success_rate"] == result.chosen["success"][0]
-    names = {m["name"] for m in result.methods}
-    assert CEILING.name in names and any(m["method"] == "steer" for m in result.methods) and any(m["span"] == "position" for m in result.methods)
-    rank_one = next(m for m in result.methods if m["method"] == "rank_one")
-    assert rank_one["specificity_kl"] > 0 and head[f"specificity_kl/{rank_one['name']}"] == rank_one["specificity_kl"]
-    assert head["kl_after"] == result.chosen["kl_after"] and np.isfinite(head["kl_after_clean"])
-    # Every context patch is the model on the donor at p: one success there for all of them.
-    context = [m for m in result.methods if m["method"] == "patch" and m["span"] == "context"]
-    assert len({float(m["success"][0]) for m in context}) == 1
-    assert result.by_rule.shape == (2, 4) and np.isfinite(result.by_rule).all()
-    paths = write_analysis(result, tmp_path / "analysis")
-    data = json.loads((tmp_path / "analysis" / "edit.json").read_text())
-    assert data["chosen"]["name"] == result.chosen["name"] and {p.suffix for p in paths} == {".json", ".png", ".svg"}
+    assert all(isinstance(v, float) for v in head.values()) and list(head)[:5] == ["hold_rate", "hold_rate_no_edit", "hold_rate_ceiling", "hold_rate_random", "hold_rate_random_init"]
+    # The model has learned the rules: reading a context that followed (n*, t*), it holds far more than without.
+    assert head["hold_rate_ceiling"] > head["hold_rate_no_edit"] + 0.3
+    names = {m.name for m in result.methods}
+    assert CEILING.name not in names and {m.method for m in result.methods} == {"patch", "steer", "rank_one"}
+    assert set(result.best_by_method) == {"patch", "steer", "rank_one"} and result.chosen in result.best_by_method.values()
+    assert head["hold_rate"] == result.method(result.chosen).hold_rate and head["hold_rate_random"] == result.method(result.chosen).hold_rate_random
+    rank_one = result.method(result.best_by_method["rank_one"])
+    assert rank_one.specificity_kl > 0 and head["specificity_kl/rank_one"] == rank_one.specificity_kl and rank_one.budget.rank == 1
+    # Every context patch, and any patch of the final residual stream, is the model on the donor at p: its success
+    # there is the ceiling's, and labelled automatic; a steer's is not.
+    for m in result.methods:
+        assert m.budget.hooks == (m.hook,) and m.budget.positions in ("0..p", "p", "every position of every sequence")
+        if m.method == "patch" and m.span == "context":
+            assert m.success_at_p_automatic and m.success[0] == pytest.approx(result.ceiling.success[0])
+        if m.method == "steer":
+            assert not m.success_at_p_automatic
+    assert np.asarray(result.by_rule).shape == (2, 4) and np.isfinite(np.asarray(result.by_rule)).any()
+    paths = write_result(result, tmp_path / "analysis")
+    assert {p.suffix for p in paths} == {".json", ".png", ".svg"}
+    again = read_result(tmp_path / "analysis" / "edit.json")  # the result again from its file alone, and its figures
+    assert again.headline == pytest.approx(head, nan_ok=True) and again.methods[0] == result.methods[0]
+    assert [p.name for p in draw(again, tmp_path / "redrawn")] == [p.name for p in paths[1:]]
     assert ANALYSES["edit"].applies(trained) is None
-    assert main(["analyze", str(trained.path), "--what", "edit", "--no-progress"]) == 0
-    assert "success_rate" in capsys.readouterr().out
+    capsys.readouterr()
+    assert main(["analyze", str(trained.path), "--what", "edit", "--no-progress", "--sequences", "16"]) == 0
+    data = json.loads((trained.path / "analysis" / "edit.json").read_text())
+    assert data["options"]["n_sequences"] == 16 and data["held_out_problems"] == 16 and "hold_rate" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as exit:
+        main(["analyze", str(trained.path), "--what", "edit", "--set", "per_rule=4"])
+    assert exit.value.code == 2 and "takes no option per_rule" in capsys.readouterr().err
 
 
 def test_bad_edit_input(untrained, problems):
@@ -184,3 +246,10 @@ def test_bad_edit_input(untrained, problems):
         edit_belief(untrained, problems.tokens, 2, 1, method="rome", donor=problems.donor)
     with pytest.raises(ValueError, match="unknown span"):
         edit_belief(untrained, problems.tokens, 2, 1, span="everywhere", donor=problems.donor)
+    with pytest.raises(OptionError, match="edit takes no option per_rule; it takes seed, n_sequences"):
+        ANALYSES["edit"].make_options({"per_rule": 4})
+    with pytest.raises(OptionError, match="alphas"):
+        ANALYSES["edit"].make_options({"alphas": (0.0,)})
+    assert EditOptions(n_sequences=8).n_sequences == 8
+    # Patching the embeddings rewrites tokens: the ceiling, never a method.
+    assert all(c.hook != CEILING.hook or c.method != "patch" for c in method_candidates(untrained))
