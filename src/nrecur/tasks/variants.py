@@ -30,6 +30,12 @@ the rest of nrecur needs follows from that set:
   every seed gives the same sequences as before; a new kind inherits a generic
   draw on the joint ``[period, vocab]`` table.
 
+The same set serves a joint prior over rules (``rule_prior``,
+``tasks/priors.py``): the alternative mass is then the sum of the joint table
+over the reachable rules, which is the closed form above taken of the table
+itself (:meth:`TransitionKind.reachable`), and a draw inverts the table's CDF
+masked to the allowed moves (:meth:`TransitionKind.draw_from_table`).
+
 **Fake sources.** The observers know one family: a fake is uniform over the
 distinct tokens ``≠ t`` among the last ``window·n`` positions, and uniform over
 ``V \\ {t}`` when there are none. ``"uniform"`` is ``window = 0`` (the window is
