@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from mkdocs.structure.files import File
 
 INDEX = "reference/cli/index.md"
-WIDTH = 100
+WIDTH = 80
 """Columns of the usage lines (argparse reads ``COLUMNS``), so a page does not depend on the terminal."""
 
 

@@ -149,10 +149,9 @@ class RunnerChoice:
 
 CPU_ENSEMBLE_MAX_WORK = 6e7
 """Multiply-adds per training step (:func:`step_work`) up to which ``auto`` trains same-shape trials at once on
-a CPU. On 2 cores, 16 default models (d_model 64, 2 layers, context 32) trained at once were 1.49–1.74× as
-fast as the one-by-one loop at batch 16 (5.5e7 per step) but 0.86× at batch 64 (2.2e8), and a sweep of 24
-small trials (at most 4.8e6 per step) ran 1.14–1.35× as fast with the ensemble runner as one by one
-(benchmarks/bench_ensemble.py, benchmarks/bench_sweep.py; README, *Many models at once* and *Sweeps*)."""
+a CPU: on 2 cores, 16 default models (d_model 64, 2 layers, context 32) trained faster at once than one by
+one at batch 16 (5.5e7 per step) and slower at batch 64 (2.2e8), and sweeps of small trials faster with the
+ensemble runner (``benchmarks/bench_ensemble.py`` and ``benchmarks/bench_sweep.py`` measure both)."""
 
 
 def _work_text(work: float) -> str:
