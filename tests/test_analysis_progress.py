@@ -8,10 +8,12 @@ import numpy as np
 import pytest
 import torch
 
-from nrecur import load_run
-from nrecur.analysis.progress import ablation_hooks, cross_entropy
+from nrecur import NRecurrence, load_run, train
+from nrecur.analysis import ANALYSES, compute, read_result
+from nrecur.analysis.progress import ProgressResult, ablation_hooks, cross_entropy
 from nrecur.cli import main
 from nrecur.model import GPT, GPTConfig
+from nrecur.train import RunConfig, TrainConfig
 
 TINY_RUN = ["--vocab-size", "4", "--periods", "2", "3", "--n-ctx", "12", "--n-layers", "1", "--d-model", "32", "--n-heads", "4",
             "--d-head", "8", "--d-mlp", "64", "--batch-size", "64", "--eval-size", "128", "--no-progress"]  # fmt: skip
@@ -35,28 +37,65 @@ def test_mean_ablation_replaces_exactly_the_chosen_heads_by_their_mean():
         assert cross_entropy(model, tokens) != clean_ce  # every head mean-ablated: a different model
 
 
+def tiny_run(folder, steps: int, log_checkpoints: int):
+    task = NRecurrence(vocab_size=4, periods=(2, 3))
+    model = GPTConfig(vocab_size=4, n_ctx=12, d_model=32, n_layers=1, n_heads=4, d_head=8, d_mlp=64)
+    settings = TrainConfig(steps=steps, batch_size=64, eval_every=steps, eval_size=128, device="cpu", log_checkpoints=log_checkpoints)
+    train(RunConfig(task=task, model=model, train=settings), folder, progress=False)
+    return folder
+
+
+def test_a_model_trained_for_one_step_sits_at_its_control_and_step_zero_is_it(tmp_path):
+    """Checkpoints at steps 0 and 1: the headline of the 1-step model is its initialization's, and the measures at
+    step 0 are the control's exactly (the same model, the same heads ablated)."""
+    run = load_run(tiny_run(tmp_path / "one", steps=1, log_checkpoints=1))
+    assert run.checkpoint_steps == [0, 1]
+    result = compute(run, "progress", n_sequences=64, head_sequences=32)
+    head = result.headline
+    for name in ("loss", "loss_restricted", "loss_excluded"):
+        assert head[name] == pytest.approx(head[f"{name}_random_init"], abs=0.02), name
+        assert head[name] > head["loss_bayes"] + 0.1  # far from the observer: it learned nothing
+    # What the period heads carry: nothing yet, the ablations cost (almost) nothing beside the full model.
+    assert head["loss_excluded"] - head["loss_excluded_no_edit"] == pytest.approx(head["loss_excluded_random_init"] - head["loss_random_init"], abs=0.02)
+    for quantity in ("period", "target"):
+        assert head[f"probe_r2/{quantity}"] == pytest.approx(head[f"probe_r2_random_init/{quantity}"], abs=0.05)
+    assert result.steps == [0, 1] and result.checkpoints[0] == result.random_init
+    assert 1 <= len(result.period_heads) <= 2  # each period's best head, nobody beyond the margin
+    again = ProgressResult.from_json(json.loads(json.dumps(result.to_json())))
+    assert again == result
+
+
 @pytest.mark.slow
-def test_progress_end_to_end_and_refused_without_checkpoints_to_follow(tmp_path, capsys):
+def test_progress_end_to_end_redrawn_from_its_json_and_refused_without_checkpoints_to_follow(tmp_path, capsys):
     folder = tmp_path / "run"
     finite = ["--mode", "finite", "--train-size", "256"]  # the grokking setting: a fixed training set
     assert main(["train", "--out", str(folder), *TINY_RUN, *finite, "--steps", "300", "--eval-every", "100", "--log-checkpoints", "3"]) == 0
     assert main(["analyze", str(folder), "--what", "heads", "progress", "--sequences", "128"]) == 0
     data = json.loads((folder / "analysis" / "progress.json").read_text())
-    found = json.loads((folder / "analysis" / "heads.json").read_text())["period_heads"]
+    heads = json.loads((folder / "analysis" / "heads.json").read_text())
     steps = load_run(folder).checkpoint_steps
-    assert data["steps"] == steps and all(len(data["loss"][k]) == len(steps) for k in ("clean", "restricted", "excluded"))
-    assert sorted(data["period_heads"]) == sorted({h for heads in found.values() for h in heads})  # one definition
-    assert set(data["period_score_best"]) == {"2", "3"}
-    assert data["loss"]["clean"][-1] < data["loss"]["clean"][0]  # it learned something
-    assert data["loss"]["clean"][-1] >= data["loss_bayes"] - 0.05  # nobody beats the observer (up to sampling)
-    assert len(data["weight_norm_sq"]) == len(steps) and {"eval/kl", "train/loss", "train/model_ce"} <= set(data["logged"])
+    assert [m["step"] for m in data["checkpoints"]] == steps
+    assert sorted(data["period_heads"]) == sorted({h for found in heads["period_heads"] for h in found})  # one rule
+    assert data["periods"] == [2, 3] and all(len(m["period_score"]) == 2 for m in data["checkpoints"])
+    head = data["headline"]
+    assert head["loss"] < head["loss_random_init"] - 0.1  # it learned something
+    assert head["loss"] >= head["loss_bayes"] - 0.05  # nobody beats the observer (up to sampling)
+    # The period heads carry what it learned: ablating them costs more than it did at initialization.
+    assert head["loss_excluded"] - head["loss_excluded_no_edit"] > head["loss_excluded_random_init"] - head["loss_random_init"] + 0.05
+    assert {"eval/kl", "train/loss", "train/model_ce"} <= set(data["logged"])
     # The decayed norm, counted by name: every weight but the LayerNorm scales and the biases.
     final = load_run(folder).model
     undecayed = (".ln", "ln_", ".bias")
     decayed = sum(float(p.double().pow(2).sum()) for name, p in final.named_parameters() if not any(part in name for part in undecayed))
-    assert data["decayed_norm_sq"][-1] == pytest.approx(decayed, rel=1e-9) and all(0 < d < t for d, t in zip(data["decayed_norm_sq"], data["weight_norm_sq"]))
+    measures = data["checkpoints"]
+    assert measures[-1]["decayed_norm_sq"] == pytest.approx(decayed, rel=1e-9)
+    assert all(0 < m["decayed_norm_sq"] < m["weight_norm_sq"] for m in measures)
     assert data["logged"]["decayed_norm_sq"]["value"][-1] == pytest.approx(decayed, rel=1e-6)  # as training logged it
     assert "progress.png" in data["figures"]
+    again = read_result(folder / "analysis" / "progress.json")
+    assert isinstance(again, ProgressResult) and again.headline == pytest.approx(head) and again.steps == steps
+    redrawn = ANALYSES["progress"].draw(again, tmp_path / "redrawn")
+    assert sorted(p.name for p in redrawn) == sorted(data["figures"])
 
     single = tmp_path / "single"
     assert main(["train", "--out", str(single), *TINY_RUN, "--steps", "5", "--eval-every", "5"]) == 0
@@ -100,7 +139,7 @@ def test_ablating_a_hand_built_period_head_costs_loss_on_its_period_and_the_rest
 
 @pytest.mark.slow
 def test_progress_sees_the_interventions_where_they_were_active_and_runs_side_by_side(tmp_path, capsys):
-    from nrecur.analysis.progress import plot_side_by_side, progress
+    from nrecur.analysis.figures.progress import draw_side_by_side
     from nrecur.train.interventions import intervention_hooks
 
     folder = tmp_path / "ablated"
@@ -108,16 +147,17 @@ def test_progress_sees_the_interventions_where_they_were_active_and_runs_side_by
     assert main(["train", "--out", str(folder), *TINY_RUN, "--steps", "120", "--eval-every", "60", "--log-checkpoints", "4", "--ablate-head", "0.1@0:60"]) == 0
     run = load_run(folder)
     sample = run.task.sample(64, run.config.length, 0)
-    bare, seen = progress(run, n_sequences=64), progress(run, n_sequences=64, with_interventions=True)
-    assert bare.interventions == seen.interventions == ["ablate 0.1@0:60"]
+    bare = compute(run, "progress", n_sequences=64, head_sequences=32)
+    seen = compute(run, "progress", n_sequences=64, head_sequences=32, with_interventions=True)
+    assert bare.interventions == seen.interventions == ("ablate 0.1@0:60",)
     assert not bare.measured_with_interventions and seen.measured_with_interventions
     for index, step in enumerate(run.checkpoint_steps):
         model = load_run(folder, step=step).model
         with model.hooks(intervention_hooks(run.config.train.interventions, step)):
             expected = cross_entropy(model, sample.tokens)
-        assert seen.loss["clean"][index] == pytest.approx(expected, abs=1e-6), step
-        assert (seen.loss["clean"][index] == bare.loss["clean"][index]) == (step >= 60), step
-    paths = plot_side_by_side({"bare": bare, "ablated 0.1 until step 60": seen}, tmp_path / "figures")
+        assert seen.checkpoints[index].loss == pytest.approx(expected, abs=1e-6), step
+        assert (seen.checkpoints[index].loss == bare.checkpoints[index].loss) == (step >= 60), step
+    paths = draw_side_by_side({"bare": bare, "ablated 0.1 until step 60": seen}, tmp_path / "figures")
     assert [p.suffix for p in paths] == [".png", ".svg"] and all(p.stat().st_size > 0 for p in paths)
 
     capsys.readouterr()
