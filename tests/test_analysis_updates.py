@@ -7,13 +7,27 @@ import json
 
 import numpy as np
 import pytest
+import torch
+from torch import nn
 
 import nrecur
-from nrecur.analysis.base import ANALYSES, residual_hooks, write_analysis
-from nrecur.analysis.failure import compare_failure, failure, failure_from_probs, overreaction, perseveration, scoring_task
+from nrecur.analysis import ANALYSES, OptionError, compute, read_result, write_result
+from nrecur.analysis.base import residual_hooks
+from nrecur.analysis.contract import json_ready
 from nrecur.analysis.decoded import aligned_beliefs
-from nrecur.analysis.probes import MLP_ROWS
+from nrecur.analysis.failure import (
+    FailureComparison,
+    FailureResult,
+    compare_failure,
+    overreaction,
+    perseveration,
+    scores_of,
+    scoring_task,
+    summary,
+)
+from nrecur.analysis.figures.failure import draw_comparison
 from nrecur.analysis.updates import (
+    UpdatesResult,
     default_settle,
     default_window,
     discreteness,
@@ -21,8 +35,6 @@ from nrecur.analysis.updates import (
     find_events,
     learning_rate,
     shortest_context,
-    updates,
-    updates_across_runs,
 )
 from nrecur.tasks import NRecurrence
 from nrecur.tasks.sampler import Batch
@@ -76,12 +88,14 @@ def test_event_detection_on_a_hand_made_batch():
     assert transitions.sequence.tolist() == [0] and transitions.position.tolist() == [6]
     assert transitions.old_target.tolist() == [1] and transitions.new_target.tolist() == [2]
     assert transitions.period.tolist() == [3]
+    assert transitions.horizon.tolist() == [6] and not transitions.cut_by_transition.any()  # (3, 2) holds to the end
     noise = find_events(batch, "noise", window=4, settle=3)
     assert noise.sequence.tolist() == [1] and noise.position.tolist() == [4]
     assert noise.old_target.tolist() == noise.new_target.tolist() == [0]
     # Without the settle requirement the event at row 2, position 6 is kept too.
     loose = find_events(batch, "transition", window=4, settle=0)
     assert sorted(zip(loose.sequence.tolist(), loose.position.tolist())) == [(0, 6), (2, 6)]
+    assert noise.horizon.tolist() == [8]  # the noise token's rule holds from 4 to the end
     # A window reaching past the end drops the events near it.
     assert len(find_events(batch, "transition", window=7, settle=0)) == 0
 
@@ -142,6 +156,42 @@ def test_learning_rate_and_discreteness_on_hand_made_curves():
     assert discreteness(np.array([[0.0, 0.9, 0.5]]))[0] == pytest.approx(0.9 / 0.5)
 
 
+
+def _long_rule_batch() -> Batch:
+    """Two sequences of 20 tokens: (2, 1) on 0..7, a transition after 7, then (2, 2) to the end (row 0) or
+    only to 13, where a transition to (3, 0) ends it (row 1). Target positions of (2, 2): 8, 10, 12, …"""
+    length = 20
+    period = np.full((2, length), 2)
+    target = np.ones((2, length), np.int64)
+    target[:, 8:] = 2
+    countdown = np.tile(np.arange(length) % 2, (2, 1))
+    transition_after = np.zeros((2, length), bool)
+    transition_after[:, 7] = True
+    transition_after[1, 13] = True
+    period[1, 14:], target[1, 14:], countdown[1, 14:] = 3, 0, (np.arange(6) * 2) % 3
+    return Batch(
+        tokens=np.zeros((2, length), np.int64), period=period, target=target, countdown=countdown,
+        is_target_position=countdown == 0, is_fake=np.zeros((2, length), bool), transition_after=transition_after,
+    )  # fmt: skip
+
+
+def test_a_crossing_after_the_window_is_the_learning_rate_not_never():
+    """The window is for drawing: P(new target) first passes 0.5 at position 18 (offset 10, past a 4-token
+    window); it counts as 10 while the rule holds there, and as never where a transition ended it first."""
+    batch = _long_rule_batch()
+    probs = np.full((2, 20, 4), 0.8 / 3)
+    probs[:, :, 2] = 0.2  # not the most likely token either
+    probs[:, 17] = [0.2 / 3, 0.2 / 3, 0.8, 0.2 / 3]  # index 17 predicts position 18
+    result = event_updates(probs, probs, batch, window=4, settle=8)["transition"]  # not row 1's second transition
+    assert result.events.position.tolist() == [8, 8]
+    assert result.events.horizon.tolist() == [12, 6] and result.events.cut_by_transition.tolist() == [False, True]
+    assert (result.model.p_new[~np.isnan(result.model.p_new)] < 0.5).all()  # never within the window
+    assert result.model.learning_rate[0] == 10.0 and np.isnan(result.model.learning_rate[1])
+    assert perseveration(result.model.top_is_new_to_end).tolist()[0] == 10.0
+    assert np.isnan(perseveration(result.model.top_is_new_to_end)[1])
+    assert result.model.p_new.shape == (2, 4) and result.model.p_new_to_end.shape == (2, 12)
+
+
 def test_perseveration_and_overreaction_on_hand_made_values():
     top = np.array([[False, False, True, True], [False] * 4])
     values = perseveration(top)
@@ -163,15 +213,13 @@ def test_the_observer_as_model_reproduces_the_observer_exactly(stochastic_sample
     by_kind = event_updates(observer.copy(), observer, batch, window=8, settle=3)
     for kind, result in by_kind.items():
         assert len(result.events) > 5, kind
-        for name in ("p_old", "p_new", "top_is_new", "learning_rate", "discreteness"):
+        for name in ("p_old", "p_new", "top_is_new", "p_new_to_end", "top_is_new_to_end", "learning_rate", "discreteness"):
             assert np.array_equal(getattr(result.model, name), getattr(result.observer, name), equal_nan=True), (kind, name)
         assert np.all(result.kl == 0.0)
         assert np.any(~np.isnan(result.observer.learning_rate)) and np.any(~np.isnan(result.observer.discreteness))
-    headline, data = failure_from_probs(observer.copy(), observer, batch, window=8, settle=3)
-    for name in ("perseveration", "overreaction"):
-        assert np.array_equal(data[f"{name}_model"], data[f"{name}_observer"], equal_nan=True)
-        assert headline[f"{name}_model"] == headline[f"{name}_observer"]
-    # The observer does learn the new target within the window after most transitions.
+    model, ceiling = scores_of(by_kind, "model"), scores_of(by_kind, "observer")
+    assert same(model, ceiling) and summary(model, ceiling)["overreaction_gap"] == 0.0
+    # The observer does learn the new target after most transitions.
     assert np.mean(np.isnan(by_kind["transition"].observer.learning_rate)) < 0.5
 
 
@@ -183,37 +231,74 @@ def test_a_uniform_model_never_learns(stochastic_sample):
     assert (result.kl > 0).any()
 
 
-@pytest.fixture(scope="module")
-def trained_run(tmp_path_factory):
+def _trained(tmp_path_factory, name: str, steps: int):
     config = get_preset("tiny").stochastic
-    config = config.model_copy(update={"train": config.train.model_copy(update={"steps": 150, "eval_every": 150, "checkpoint_every": 150})})
-    folder = tmp_path_factory.mktemp("runs") / "tiny-stoch"
+    config = config.model_copy(update={"train": config.train.model_copy(update={"steps": steps, "eval_every": steps, "checkpoint_every": steps})})
+    folder = tmp_path_factory.mktemp("runs") / name
     nrecur.train(config, folder, progress=False)
     return nrecur.load_run(folder)
 
 
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    return _trained(tmp_path_factory, "tiny-stoch", 150)
+
+
+@pytest.fixture(scope="module")
+def one_step_run(tmp_path_factory):
+    return _trained(tmp_path_factory, "tiny-stoch-1", 1)
+
+
+class ObserverModel(nn.Module):
+    """A 'model' whose logits are the exact observer's log predictive."""
+
+    def __init__(self, task: NRecurrence) -> None:
+        super().__init__()
+        self.task = task
+        self.dummy = nn.Parameter(torch.zeros(()))  # gives the analyses a device
+
+    def forward(self, tokens):
+        return torch.as_tensor(np.asarray(self.task.posterior(tokens.cpu().numpy()).predictive)).clamp_min(1e-300).log()
+
+
+def same(a, b) -> bool:
+    """Equal results, NaN equal to NaN (as their JSON says)."""
+    return json_ready(a) == json_ready(b)
+
+
+SMALL = {"n_sequences": 256, "seed": 1, "window": 4, "settle": 2}
+
+
+@pytest.mark.slow
 def test_updates_and_failure_end_to_end(trained_run, tmp_path):
     run = trained_run
     assert ANALYSES["updates"].applies(run) is None and ANALYSES["failure"].applies(run) is None
-    result = updates(run, n_sequences=256, seed=1, window=4, settle=2)
-    for name in ("learning_rate_model/transition", "learning_rate_observer/transition", "discreteness_model/transition",
-                 "discreteness_observer/transition", "learning_rate_model/noise", "discreteness_observer/noise"):  # fmt: skip
-        assert name in result.headline
-    assert result.headline["n_events/transition"] > 0 and result.headline["n_events/noise"] > 0
-    written = write_analysis(result, tmp_path / "analysis")
+    result = compute(run, "updates", **SMALL, decode_sequences=128)
+    assert isinstance(result, UpdatesResult) and result.step == run.step and result.window == 4
+    for kind in ("transition", "noise"):
+        for stem in ("learning_rate", "never", "discreteness"):
+            assert {f"{stem}/{kind}", f"{stem}_ceiling/{kind}", f"{stem}_random_init/{kind}"} <= set(result.headline)
+        assert {f"kl/{kind}", f"kl_random_init/{kind}", f"decoded_error/{kind}", f"decoded_error_random_init/{kind}"} <= set(result.headline)
+        assert result.headline[f"n_events/{kind}"] == result.kind(kind).n_events > 0
+    # Trained for 150 steps, the model is nearer the observer than its initialization is.
+    assert result.headline["kl/transition"] < result.headline["kl_random_init/transition"]
+    assert len(result.transition.model.p_new.mean) == 4 and len(result.transition.model.learning_rate) == result.transition.n_events
+    # The beliefs decoded by probes sit beside the observer's marginals, from the model and from its initialization.
+    decoded = result.transition.decoded
+    assert len(decoded.observer.period_new.mean) == 4 and decoded.observer.error_target_new == 0.0
+    assert 0 < result.headline["decoded_r2/target"] <= 1 and set(result.decoders) == set(result.decoders_random_init) == {"period", "target"}
+    assert result.decoders["target"].hook in [*residual_hooks(run.model), "concat"]
+
+    written = write_result(result, tmp_path / "analysis", step=run.step)
     names = {path.name for path in written}
-    assert {"updates.json", "updates_curves.png", "updates_curves.svg", "updates_histograms.png"} <= names
+    assert {"updates.json", "updates_curves.png", "updates_curves.svg", "updates_histograms.png", "updates_decoded.png"} <= names
     data = json.loads((tmp_path / "analysis" / "updates.json").read_text())
     assert data["headline"]["n_events/transition"] == result.headline["n_events/transition"]
-    assert len(data["by_kind"]["transition"]["p_new_model"]["mean"]) == 4
-    # The beliefs decoded by probes sit beside the observer's marginals around the same events.
-    decoded = data["by_kind"]["transition"]["decoded"]
-    assert {"target_new_probe", "target_new_observer", "target_old_observer", "period_new_probe"} <= set(decoded)
-    assert len(decoded["period_new_observer"]["mean"]) == 4 and "updates_decoded.png" in names
-    assert 0 < result.headline["decoded_r2/target"] <= 1 and set(data["options"]["decoders"]) == {"period", "target"}
-    assert data["options"]["decoders"]["target"]["hook"] in [*residual_hooks(run.model), "concat"]
-
-    assert data["options"]["decode_sequences"] == 1024 and data["options"]["mlp_rows"] == MLP_ROWS
+    assert data["options"]["decode_sequences"] == 128 and data["transition"]["model"]["learning_rate"]
+    again = read_result(tmp_path / "analysis" / "updates.json")  # the JSON alone gives the result back, and its figures
+    assert again.transition.events == result.transition.events and again.decoders == result.decoders
+    np.testing.assert_array_equal(again.transition.model.learning_rate, result.transition.model.learning_rate)
+    assert {p.name for p in ANALYSES["updates"].draw(again, tmp_path / "redrawn")} == names - {"updates.json"}
 
     # The same model as if it had been trained on the deterministic task: failure scores it on the
     # stochastic version; updates refuses it with one line.
@@ -222,27 +307,73 @@ def test_updates_and_failure_end_to_end(trained_run, tmp_path):
     reason = ANALYSES["updates"].applies(det_run)
     assert reason and "deterministic" in reason and "\n" not in reason
     with pytest.raises(ValueError, match="deterministic"):
-        updates(det_run)
+        ANALYSES["updates"].compute(det_run, ANALYSES["updates"].make_options({}))
     assert not scoring_task(deterministic).is_deterministic
-    scored = failure(det_run, n_sequences=256, seed=1, window=4, settle=2)
-    assert {"perseveration_model", "perseveration_observer", "overreaction_model", "overreaction_observer"} <= set(scored.headline)
-    written = write_analysis(scored, tmp_path / "analysis")
+    scored = compute(det_run, "failure", **SMALL)
+    assert isinstance(scored, FailureResult) and scored.scoring_task == scoring_task(deterministic)
+    for stem in ("perseveration", "perseveration_never", "overreaction"):
+        assert {stem, f"{stem}_ceiling", f"{stem}_random_init"} <= set(scored.headline)
+    assert {"overreaction_gap", "overreaction_gap_random_init", "kl/noise", "kl_random_init/noise"} <= set(scored.headline)
+    written = write_result(scored, tmp_path / "analysis", step=run.step)
     assert {"failure.json", "failure.png", "failure.svg"} <= {path.name for path in written}
+    again = read_result(tmp_path / "analysis" / "failure.json")
+    assert same(again.model, scored.model) and again.scoring_task == scored.scoring_task and again.options == scored.options
+    assert ANALYSES["failure"].draw(again, tmp_path / "redrawn-failure")
 
     # Side by side on the same events: the same model under two names scores the same, and the observer once.
-    both = compare_failure({"a": run, "b": det_run}, n_sequences=256, seed=1, window=4, settle=2)
-    assert both.headline["perseveration/a"] == both.headline["perseveration/b"] == scored.headline["perseveration_model"]
-    assert both.headline["overreaction/observer"] == scored.headline["overreaction_observer"]
-    assert {"failure_comparison.json", "failure_comparison.png"} <= {p.name for p in write_analysis(both, tmp_path / "cmp")}
-    listed = compare_failure([run], n_sequences=256, seed=1, window=4, settle=2)  # a list: runs named by their folders
-    assert listed.headline[f"perseveration/{run.path.name}"] == scored.headline["perseveration_model"]
-    assert all(path.exists() for path in listed.plot(str(tmp_path / "as-str")))  # a folder given as a str
-    across = updates_across_runs({"a": run}, x="p_noise", n_sequences=256, seed=1, window=4, settle=2)
-    assert across.runs["a"]["x"] == pytest.approx(float(np.mean(run.task.noise_by_period)))
-    assert across.headline["learning_rate_observer/transition@a"] == result.headline["learning_rate_observer/transition"]
-    assert {"updates_by_p_noise.json", "updates_by_p_noise.png"} <= {p.name for p in write_analysis(across, tmp_path / "x")}
+    both = compare_failure({"a": run, "b": det_run}, **SMALL)
+    assert both.headline["perseveration/a"] == both.headline["perseveration/b"] == scored.headline["perseveration"]
+    assert both.headline["perseveration_random_init/a"] == scored.headline["perseveration_random_init"]
+    assert both.headline["overreaction_ceiling"] == scored.headline["overreaction_ceiling"]
+    assert same(FailureComparison.from_json(json.loads(json.dumps(both.to_json()))).models, both.models)
+    listed = compare_failure([run], **SMALL)  # a list: runs named by their folders
+    assert listed.headline[f"perseveration/{run.path.name}"] == scored.headline["perseveration"]
+    assert {p.name for p in draw_comparison(listed, str(tmp_path / "as-str"))} == {"failure_comparison.png", "failure_comparison.svg"}
+    with pytest.raises(OptionError, match="takes no option windw"):
+        compare_failure([run], windw=3)
 
 
+def test_the_observer_as_the_model_sits_at_the_ceiling(trained_run):
+    """With the exact observer standing in for the model, every figure equals its ceiling (SPEC §5)."""
+    run = dataclasses.replace(trained_run, model=ObserverModel(trained_run.task))
+    result = compute(run, "updates", **SMALL, decode=False)
+    assert not result.decoders and result.transition.decoded is None
+    for kind in ("transition", "noise"):
+        model, observer = result.kind(kind).model, result.kind(kind).observer  # equal up to the float64 log-softmax
+        for name in ("p_old", "p_new"):
+            np.testing.assert_allclose(getattr(model, name).mean, getattr(observer, name).mean, rtol=1e-12)
+        assert same(model.learning_rate, observer.learning_rate)
+        np.testing.assert_allclose(model.discreteness, observer.discreteness, rtol=1e-9)
+        assert np.isfinite(observer.learning_rate).any()
+        for stem in ("learning_rate", "never", "discreteness"):
+            assert result.headline[f"{stem}/{kind}"] == pytest.approx(result.headline[f"{stem}_ceiling/{kind}"], rel=1e-9, nan_ok=True)
+        assert result.headline[f"kl/{kind}"] == pytest.approx(0.0, abs=1e-9)
+    scored = compute(run, "failure", **SMALL)
+    for stem in ("perseveration", "perseveration_never", "overreaction"):
+        assert scored.headline[stem] == scored.headline[f"{stem}_ceiling"]
+    assert scored.headline["overreaction_gap"] == pytest.approx(0.0, abs=1e-9)
+
+
+@pytest.mark.slow
+def test_a_one_step_model_sits_at_its_initialization(one_step_run, trained_run):
+    """Trained for one step, the model learns no rule: its figures are its initialization's, not the observer's."""
+    result = compute(one_step_run, "updates", **SMALL, decode_sequences=128)
+    for kind in ("transition", "noise"):
+        head = result.headline
+        assert head[f"never/{kind}"] > 0.9 and abs(head[f"never/{kind}"] - head[f"never_random_init/{kind}"]) < 0.05
+        assert head[f"never_ceiling/{kind}"] < 0.5
+        assert head[f"kl/{kind}"] == pytest.approx(head[f"kl_random_init/{kind}"], rel=0.05)
+        assert head[f"decoded_error/{kind}"] == pytest.approx(head[f"decoded_error_random_init/{kind}"], abs=0.05)
+    # The trained model's figures move away from the control.
+    trained = compute(trained_run, "updates", **SMALL, decode=False)
+    assert trained.headline["kl/transition"] < 0.8 * trained.headline["kl_random_init/transition"]
+    scored = compute(one_step_run, "failure", **SMALL)
+    assert scored.headline["perseveration_never"] == pytest.approx(scored.headline["perseveration_never_random_init"], abs=0.05)
+    assert scored.headline["overreaction_gap"] == pytest.approx(scored.headline["overreaction_gap_random_init"], abs=0.05)
+    assert scored.headline["overreaction"] == pytest.approx(scored.headline["overreaction_random_init"], abs=0.05)
+
+
+@pytest.mark.slow
 def test_updates_fits_its_decoding_mlp_probes_on_at_most_mlp_rows_positions(trained_run, monkeypatch):
     from nrecur.analysis.probes import MLPProbe
 
@@ -254,6 +385,13 @@ def test_updates_fits_its_decoding_mlp_probes_on_at_most_mlp_rows_positions(trai
         return fit(cls, x, y, *args, **kwargs)
 
     monkeypatch.setattr(MLPProbe, "fit", classmethod(recording))
-    result = updates(trained_run, n_sequences=64, seed=1, window=4, settle=2, decode_sequences=64, mlp_rows=100)
-    assert rows == [100, 100]  # one MLP probe each for period and target, on 100 of 64 × 0.64 × length positions
-    assert result.options["mlp_rows"] == 100 and result.options["decode_sequences"] == 64
+    result = compute(trained_run, "updates", n_sequences=64, seed=1, window=4, settle=2, decode_sequences=64, mlp_rows=100)
+    assert rows == [100] * 4  # period and target, on the model and on its initialization: 100 of 64 × 0.64 × length positions
+    assert result.options.mlp_rows == 100 and result.options.decode_sequences == 64
+
+
+def test_an_option_updates_does_not_take_is_one_line(trained_run):
+    with pytest.raises(OptionError, match="updates takes no option show_progress; it takes seed, n_sequences"):
+        compute(trained_run, "updates", show_progress=False)
+    with pytest.raises(OptionError, match="window"):
+        compute(trained_run, "updates", window=0)

@@ -2,10 +2,11 @@
 
 An :class:`Events` holds the events of one kind (a rule transition, or a noise
 token) found in a batch: where each is, the old and new target, the period
-after it and the window of positions read from it on. :mod:`nrecur.analysis.updates`
-finds them and measures the model and the observer around them;
-:mod:`nrecur.analysis.decoded` reads the beliefs probes decode around the same
-events. Both draw with the colours and the mean band defined here.
+after it, how long the rule after it holds, and the window of positions read
+from it on for the curves. :mod:`nrecur.analysis.updates` finds them and
+measures the model and the observer around them; :mod:`nrecur.analysis.decoded`
+reads the beliefs probes decode around the same events; both summarize a
+series over events as a :class:`Band`.
 """
 
 from __future__ import annotations
@@ -15,15 +16,10 @@ from typing import Literal
 
 import numpy as np
 
-__all__ = ["EVENT_KINDS", "MODEL_COLOUR", "NOISE_COLOUR", "OBSERVER_COLOUR", "EventKind", "Events", "mean_band", "window_index"]
+__all__ = ["EVENT_KINDS", "Band", "EventKind", "Events", "mean_band", "window_index"]
 
 EventKind = Literal["transition", "noise"]
 EVENT_KINDS: tuple[EventKind, ...] = ("transition", "noise")
-
-# Okabe–Ito colours (colour-blind safe).
-MODEL_COLOUR = "#0072B2"
-OBSERVER_COLOUR = "#E69F00"
-NOISE_COLOUR = "#009E73"
 
 
 @dataclass(frozen=True)
@@ -41,7 +37,13 @@ class Events:
     """Target of the rule after the event (for noise: the rule's target)."""
     period: np.ndarray
     """Period of the rule after the event."""
+    horizon: np.ndarray
+    """Offsets the rule after the event holds: up to the next transition, or to the end of the sequence
+    (at least ``window``)."""
     window: int
+    """Offsets of the curves drawn around each event (and of the discreteness index)."""
+    length: int
+    """Length of the batch's sequences."""
 
     def __len__(self) -> int:
         return len(self.position)
@@ -56,11 +58,18 @@ class Events:
         """``[event]``: the event changed the target (False for noise and period-only transitions)."""
         return self.old_target != self.new_target
 
+    @property
+    def cut_by_transition(self) -> np.ndarray:
+        """``[event]``: a later transition ended the rule before the sequence ended."""
+        return self.position + self.horizon < self.length
 
-def window_index(events: Events) -> tuple[np.ndarray, np.ndarray]:
-    """Row and column indices ``[event, offset]`` of the positions of each event's window."""
-    rows = np.repeat(events.sequence[:, None], events.window, 1)
-    columns = events.position[:, None] + np.arange(events.window)
+
+def window_index(events: Events, span: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Row and column indices ``[event, offset]`` of the positions of each event's window, or of its first
+    ``span`` offsets (columns past the sequence's end are clipped to its last position)."""
+    span = events.window if span is None else span
+    rows = np.repeat(events.sequence[:, None], span, 1)
+    columns = np.minimum(events.position[:, None] + np.arange(span), events.length - 1)
     return rows, columns
 
 
@@ -72,3 +81,19 @@ def mean_band(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         spread = np.sqrt(np.nansum((values - mean) ** 2, 0) / np.maximum(count - 1, 1))
         half = 1.96 * spread / np.sqrt(np.maximum(count, 1))
     return mean, half, count
+
+
+@dataclass(frozen=True)
+class Band:
+    """A series by offset over events: its mean, the 95 % interval of the mean (half-width), and how many
+    events have a value there (NaN where none)."""
+
+    mean: tuple[float, ...]
+    ci95: tuple[float, ...]
+    count: tuple[int, ...]
+
+    @classmethod
+    def of(cls, values: np.ndarray) -> "Band":
+        """The band of ``values [event, offset]`` (NaN ignored)."""
+        mean, half, count = mean_band(np.asarray(values, dtype=np.float64))
+        return cls(tuple(float(v) for v in mean), tuple(float(v) for v in half), tuple(int(c) for c in count))

@@ -9,44 +9,44 @@ measure two failures, each against the exact observer of the scoring task:
 * **perseveration** (per transition): the number of tokens after the
   transition (offset of the first position of the new rule = 0) until the
   predictor's most likely token at a target position of the new rule is the
-  new target; "never" within the window is NaN, shown as a share and counted
-  as longer than any window by the median;
+  new target, searched while the new rule holds — up to the next transition or
+  the end of the sequence, never only the window; "never" (NaN) is shown as a
+  share and counted as longer than any number of tokens by the median;
 * **over-reaction** (per noise token): the probability of the true target ``t``
   moved off it by one fake token: P(t) predicted at the noise position (before
   seeing it) minus P(t) at the next target position (offset ``n``). The
   observer's value is the normative shift; a larger one is over-reaction, a
   smaller (or negative) one under-reaction.
 
-Headline: ``perseveration_model`` / ``perseveration_observer`` are medians over
-transitions; ``overreaction_model`` / ``overreaction_observer`` are means over
-noise events; ``overreaction_gap`` is the mean over noise events of
-|model − observer| (a mean alone can hide a model that is usually unmoved and
-sometimes thrown off entirely); plus never-shares, event counts and the mean KL(observer ‖ model)
-after each kind of event. How to read it: a deterministic model that has never
-seen a transition tends to keep predicting the old target (perseveration far
-above the observer's, many "never"), and one noise token may throw it off more
-than it should (over-reaction above the observer's), or not at all.
+Headline: ``perseveration`` is the median over transitions, ``perseveration_never``
+the share of "never"; ``overreaction`` the mean over noise events and
+``overreaction_gap`` the mean over noise events of |model − observer| (a mean
+alone can hide a model that is usually unmoved and sometimes thrown off
+entirely); ``kl/<kind>`` the mean KL(observer ‖ model) over the window after
+each kind of event. Each beside the observer's (``…_ceiling``) and the run's
+initialization's (``…_random_init``: a model that learned nothing). How to read
+it: a deterministic model that has never seen a transition tends to keep
+predicting the old target (perseveration far above the observer's, many
+"never"), and one noise token may throw it off more than it should
+(over-reaction above the observer's), or not at all — as the initialization,
+which follows nothing, is not moved either.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
+import pydantic
 
-from nrecur.analysis.base import pyplot, save_figure
-from nrecur.analysis.legacy import register_analysis
+from nrecur.analysis.contract import Analysis, Options, Result, initial_model, register
+from nrecur.analysis.events import EVENT_KINDS, Band
 from nrecur.analysis.updates import (
-    EVENT_KINDS,
-    MODEL_COLOUR,
-    NOISE_COLOUR,
-    OBSERVER_COLOUR,
     EventUpdates,
     default_settle,
     default_window,
     event_updates,
-    mean_band,
     model_probs,
     never_last_median,
     sample_events,
@@ -54,7 +54,19 @@ from nrecur.analysis.updates import (
 from nrecur.tasks import NRecurrence
 from nrecur.tasks.sampler import Batch
 
-__all__ = ["FailureComparison", "FailureResult", "compare_failure", "failure", "failure_from_probs", "overreaction", "perseveration", "scoring_task"]
+__all__ = [
+    "FailureComparison",
+    "FailureOptions",
+    "FailureResult",
+    "Scores",
+    "compare_failure",
+    "compute",
+    "overreaction",
+    "perseveration",
+    "scores_of",
+    "scoring_task",
+    "summary",
+]
 
 STOCHASTIC = "0.2/n"
 
@@ -84,85 +96,100 @@ def overreaction(p_true: np.ndarray) -> np.ndarray:
     return out
 
 
+class FailureOptions(Options):
+    n_sequences: int = pydantic.Field(2048, ge=8)
+    """Fresh sequences of the scoring task whose events are scored."""
+    task: NRecurrence | None = None
+    """The task to score on (same vocabulary as the model; default: the run's task, made stochastic with
+    p_noise = p_transition = 0.2/n when it is deterministic)."""
+    window: int | None = pydantic.Field(None, ge=1)
+    """Offsets after each event of the KL curves (default min(4 × largest period, length // 2)); only events
+    with a full window of one rule after them are kept. It never caps perseveration."""
+    settle: int | None = pydantic.Field(None, ge=0)
+    """Positions the rule before an event must have held (default: twice the largest period)."""
+
+
 @dataclass(frozen=True)
-class FailureResult:
-    """Perseveration and over-reaction of one run's model against the observer."""
+class Scores:
+    """One predictor's failures on the events: per event, and KL by offset."""
 
-    name: str
+    perseveration: tuple[float, ...]
+    """Per transition: tokens until the most likely token at a target position is the new target (NaN: never
+    while the new rule held)."""
+    overreaction: tuple[float, ...]
+    """Per noise token: P(t) before it minus P(t) at the next target position (NaN: no later target position)."""
+    kl_transition: Band
+    """KL(observer ‖ this predictor) by offset after a transition (0 for the observer)."""
+    kl_noise: Band
+    """The same after a noise token."""
+
+
+def scores_of(by_kind: dict[str, EventUpdates], who: str) -> Scores:
+    """``who``'s (``model`` or ``observer``) scores from :func:`nrecur.analysis.updates.event_updates`."""
+    curves = {kind: getattr(by_kind[kind], who) for kind in EVENT_KINDS}
+    kl = {kind: by_kind[kind].kl if who == "model" else np.zeros_like(by_kind[kind].kl) for kind in EVENT_KINDS}
+    return Scores(
+        perseveration=tuple(float(v) for v in perseveration(curves["transition"].top_is_new_to_end)),
+        overreaction=tuple(float(v) for v in overreaction(curves["noise"].p_new)),
+        kl_transition=Band.of(kl["transition"]),
+        kl_noise=Band.of(kl["noise"]),
+    )
+
+
+def _mean(values) -> float:
+    values = np.asarray(values, dtype=np.float64)
+    return float(np.nanmean(values)) if np.any(~np.isnan(values)) else float("nan")
+
+
+def _weighted(band: Band) -> float:
+    counts = np.asarray(band.count, dtype=np.float64)
+    return float((np.nan_to_num(np.asarray(band.mean, dtype=np.float64)) * counts).sum() / counts.sum()) if counts.sum() else float("nan")
+
+
+def summary(scores: Scores, observer: Scores) -> dict[str, float]:
+    """``scores``' figures: median perseveration (never as longer than any), its share of never, mean
+    over-reaction, mean |over-reaction − the observer's|, mean KL after each kind of event."""
+    rates = np.asarray(scores.perseveration, dtype=np.float64)
+    gap = np.abs(np.asarray(scores.overreaction, dtype=np.float64) - np.asarray(observer.overreaction, dtype=np.float64))
+    return {
+        "perseveration": never_last_median(rates),
+        "perseveration_never": float(np.mean(np.isnan(rates))) if len(rates) else float("nan"),
+        "overreaction": _mean(scores.overreaction),
+        "overreaction_gap": _mean(gap),
+        "kl/transition": _weighted(scores.kl_transition),
+        "kl/noise": _weighted(scores.kl_noise),
+    }
+
+
+def _named(figures: dict[str, float], suffix: str) -> dict[str, float]:
+    """``perseveration`` → ``perseveration<suffix>``, ``kl/noise`` → ``kl<suffix>/noise``."""
+    out = {}
+    for key, value in figures.items():
+        stem, slash, tail = key.partition("/")
+        out[f"{stem}{suffix}{slash}{tail}"] = value
+    return out
+
+
+@dataclass(frozen=True)
+class FailureResult(Result):
+    """Perseveration and over-reaction of one run's model, beside the observer's and its initialization's."""
+
     headline: dict[str, float]
-    options: dict
-    data: dict = field(repr=False)
-
-    def to_json(self) -> dict:
-        return {"options": self.options, **self.data}
-
-    def plot(self, folder: Path) -> list[Path]:
-        return plot_failure(self.data, folder, self.name)
-
-
-def failure_from_probs(
-    model: np.ndarray, observer: np.ndarray, batch: Batch, window: int, settle: int = 0
-) -> tuple[dict[str, float], dict]:
-    """``(headline, data)`` from the model's and the observer's predictive ``[batch, pos, vocab]`` on ``batch``."""
-    by_kind: dict[str, EventUpdates] = event_updates(model, observer, batch, window, settle)
-    transitions, noise = by_kind["transition"], by_kind["noise"]
-    data: dict = {"offsets": list(range(window))}
-    headline: dict[str, float] = {}
-    for who in ("model", "observer"):
-        values = perseveration(getattr(transitions, who).top_is_new)
-        data[f"perseveration_{who}"] = values
-        headline[f"perseveration_{who}"] = never_last_median(values)
-        headline[f"perseveration_never_{who}"] = float(np.mean(np.isnan(values))) if len(values) else float("nan")
-    for who in ("model", "observer"):
-        values = overreaction(getattr(noise, who).p_new)
-        data[f"overreaction_{who}"] = values
-        headline[f"overreaction_{who}"] = float(np.nanmean(values)) if np.any(~np.isnan(values)) else float("nan")
-    # A mean can hide a bimodal model (often unmoved, sometimes thrown off entirely): the per-event gap cannot.
-    gap = np.abs(data["overreaction_model"] - data["overreaction_observer"])
-    headline["overreaction_gap"] = float(np.nanmean(gap)) if np.any(~np.isnan(gap)) else float("nan")
-    for kind in EVENT_KINDS:
-        mean, half, count = mean_band(by_kind[kind].kl)
-        data[f"kl/{kind}"] = {"mean": mean, "ci95": half, "count": count}
-        headline[f"kl/{kind}"] = float(np.mean(by_kind[kind].kl)) if by_kind[kind].kl.size else float("nan")
-        headline[f"n_events/{kind}"] = float(len(by_kind[kind].events))
-    data["target_changed"] = transitions.events.target_changed
-    return headline, data
-
-
-def plot_failure(data: dict, folder: Path, stem: str) -> list[Path]:
-    plt = pyplot()
-
-    window = len(data["offsets"])
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
-    ax = axes[0]
-    for who, colour in (("observer", OBSERVER_COLOUR), ("model", MODEL_COLOUR)):
-        values = np.asarray(data[f"perseveration_{who}"], float)
-        ax.hist(np.where(np.isnan(values), window, values), bins=np.arange(-0.5, window + 1.5), color=colour, alpha=0.5, label=who)
-    ax.set_xlabel(f"perseveration (tokens after the transition; bin {window} = never)")
-    ax.set_ylabel("transitions")
-    ax.set_title("perseveration")
-    ax.legend(fontsize=8)
-    ax = axes[1]
-    for who, colour in (("observer", OBSERVER_COLOUR), ("model", MODEL_COLOUR)):
-        values = np.asarray(data[f"overreaction_{who}"], float)
-        ax.hist(values[~np.isnan(values)], bins=np.linspace(-1, 1, 41), color=colour, alpha=0.5, label=who)
-    ax.set_xlabel("over-reaction (P(t) before the noise − at the next target position)")
-    ax.set_ylabel("noise events")
-    ax.set_title("over-reaction to one noise token")
-    ax.legend(fontsize=8)
-    ax = axes[2]
-    offsets = np.asarray(data["offsets"])
-    for kind, colour in zip(EVENT_KINDS, (MODEL_COLOUR, NOISE_COLOUR)):
-        mean, half = np.asarray(data[f"kl/{kind}"]["mean"], float), np.asarray(data[f"kl/{kind}"]["ci95"], float)
-        good = ~np.isnan(mean)
-        ax.plot(offsets[good], mean[good], color=colour, marker="o", markersize=3, label=f"after a {kind}")
-        ax.fill_between(offsets[good], (mean - half)[good], (mean + half)[good], color=colour, alpha=0.2)
-    ax.set_xlabel("offset from the event (tokens)")
-    ax.set_ylabel("KL(observer ‖ model) (nats)")
-    ax.set_title("KL by offset")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    return save_figure(fig, folder, stem)
+    options: FailureOptions
+    step: int
+    scoring_task: NRecurrence
+    """The task scored on."""
+    length: int
+    window: int
+    settle: int
+    offsets: tuple[int, ...]
+    n_events: dict[str, int]
+    """Event kind → events scored."""
+    target_changed: tuple[bool, ...]
+    """Per transition: the new rule's target differs from the old one's."""
+    model: Scores
+    observer: Scores
+    random_init: Scores
 
 
 def _applies(run) -> str | None:
@@ -171,138 +198,136 @@ def _applies(run) -> str | None:
     return None
 
 
-@register_analysis(
-    "failure",
-    applies=_applies,
-    description="perseveration after transitions and over-reaction to noise on stochastic data, model vs observer",
-)
-def failure(
-    run,
-    task: NRecurrence | None = None,
-    n_sequences: int = 2048,
-    seed: int = 0,
-    window: int | None = None,
-    settle: int | None = None,
-) -> FailureResult:
-    """Score ``run.model`` on ``task`` (default :func:`scoring_task` of the run's task; same vocabulary).
+def _scored_task(task: NRecurrence, vocab_sizes: dict[str, int]) -> NRecurrence:
+    if task.is_deterministic:
+        raise ValueError("the scoring task is deterministic: there are no transitions or noise tokens to score")
+    for name, vocab in vocab_sizes.items():
+        if vocab != task.vocab_size:
+            raise ValueError(f"the scoring task has vocab_size {task.vocab_size} but {name} has {vocab}")
+    return task
 
-    ``window`` defaults to ``min(4 × largest period, length // 2)`` and ``settle`` to twice the largest
-    period, as in :func:`nrecur.analysis.updates.updates`.
-    """
+
+def _events(task: NRecurrence, options: FailureOptions, length: int) -> tuple[Batch, np.ndarray, int, int]:
+    window = default_window(task, length) if options.window is None else options.window
+    settle = default_settle(task) if options.settle is None else options.settle
+    batch, post = sample_events(task, options.n_sequences, length, options.seed)
+    return batch, np.asarray(post.predictive, dtype=np.float64), window, settle
+
+
+def compute(run, options: FailureOptions) -> FailureResult:
+    """Score ``run.model`` and the run's initialization on ``options.task`` (default :func:`scoring_task` of the
+    run's task); see the module docstring."""
     reason = _applies(run)
     if reason is not None:
         raise ValueError(f"failure does not apply: {reason}")
-    task = scoring_task(run.task) if task is None else task
-    if task.vocab_size != run.config.model.vocab_size:
-        raise ValueError(f"the scoring task has vocab_size {task.vocab_size} but the model has {run.config.model.vocab_size}")
-    if task.is_deterministic:
-        raise ValueError("the scoring task is deterministic: there are no transitions or noise tokens to score")
+    task = _scored_task(scoring_task(run.task) if options.task is None else options.task, {"the model": run.config.model.vocab_size})
     length = run.config.length
-    window = default_window(task, length) if window is None else window
-    settle = default_settle(task) if settle is None else settle
-    batch, post = sample_events(task, n_sequences, length, seed)
-    observer = np.asarray(post.predictive, dtype=np.float64)
-    headline, data = failure_from_probs(model_probs(run.model, batch.tokens), observer, batch, window, settle)
-    options = {
-        "task": task.model_dump(mode="json"),
-        "n_sequences": n_sequences,
-        "seed": seed,
-        "window": window,
-        "settle": settle,
-        "length": length,
-    }
-    return FailureResult(name="failure", headline=headline, options=options, data=data)
+    batch, observer, window, settle = _events(task, options, length)
+    trained = event_updates(model_probs(run.model, batch.tokens), observer, batch, window, settle)
+    control = event_updates(model_probs(initial_model(run), batch.tokens), observer, batch, window, settle)
+    model, ceiling, init = scores_of(trained, "model"), scores_of(trained, "observer"), scores_of(control, "model")
+    figures = {"": summary(model, ceiling), "_ceiling": summary(ceiling, ceiling), "_random_init": summary(init, ceiling)}
+    headline = {}
+    for name in figures[""]:
+        for suffix, values in figures.items():
+            if suffix == "_ceiling" and name.startswith(("overreaction_gap", "kl")):
+                continue  # the observer's own gap and KL are 0
+            headline.update(_named({name: values[name]}, suffix))
+    headline.update({f"n_events/{kind}": float(len(trained[kind].events)) for kind in EVENT_KINDS})
+    return FailureResult(
+        headline=headline,
+        options=options,
+        step=run.step,
+        scoring_task=task,
+        length=length,
+        window=window,
+        settle=settle,
+        offsets=tuple(range(window)),
+        n_events={kind: len(trained[kind].events) for kind in EVENT_KINDS},
+        target_changed=tuple(bool(v) for v in trained["transition"].events.target_changed),
+        model=model,
+        observer=ceiling,
+        random_init=init,
+    )
+
+
+FAILURE = register(
+    Analysis(
+        name="failure",
+        description="perseveration after transitions and over-reaction to noise on stochastic data, beside the "
+        "observer's (ceiling) and the run's initialization's (control)",
+        options=FailureOptions,
+        result=FailureResult,
+        compute=compute,
+        applies=_applies,
+        figures="nrecur.analysis.figures.failure:draw",
+    )
+)
 
 
 # ---------------------------------------------------------------------------------------------------------- side by side
 
 
 @dataclass(frozen=True)
-class FailureComparison:
-    """Several runs' models scored on the same events (e.g. deterministic, fine-tuned, from scratch)."""
+class FailureComparison(Result):
+    """Several runs' models scored on the same events (e.g. deterministic, fine-tuned, from scratch), each beside
+    its own initialization, and the observer once. Drawn by :func:`nrecur.analysis.figures.failure.draw_comparison`."""
 
-    name: str
+    name: ClassVar[str] = "failure_comparison"
+
     headline: dict[str, float]
-    """``<measure>/<run name>`` for every headline figure of :func:`failure`, observer once as ``<measure>/observer``."""
-    options: dict
-    data: dict = field(repr=False)
-    """Per run name: the data of :func:`failure_from_probs`."""
-
-    def to_json(self) -> dict:
-        return {"options": self.options, "runs": self.data}
-
-    def plot(self, folder: Path) -> list[Path]:
-        plt = pyplot()
-
-        colours = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#56B4E9", "#F0E442")
-        names = list(self.data)
-        fig, axes = plt.subplots(1, 3, figsize=(15, 4))
-        for ax, kind in zip(axes[:2], EVENT_KINDS):
-            for index, name in enumerate(names):
-                curve = self.data[name][f"kl/{kind}"]
-                mean, half = np.asarray(curve["mean"], float), np.asarray(curve["ci95"], float)
-                offsets = np.asarray(self.data[name]["offsets"])
-                colour = colours[index % len(colours)]
-                ax.plot(offsets, mean, color=colour, marker="o", markersize=3, label=name)
-                ax.fill_between(offsets, mean - half, mean + half, color=colour, alpha=0.2)
-            ax.set_xlabel("offset from the event (tokens)")
-            ax.set_ylabel("KL(observer ‖ model) (nats)")
-            ax.set_title(f"KL after a {kind}")
-            ax.legend(fontsize=8)
-        ax = axes[2]
-        labels = [*names, "observer"]
-        persev = [self.headline[f"perseveration/{name}"] for name in labels]
-        over = [self.headline[f"overreaction/{name}"] for name in labels]
-        x = np.arange(len(labels))
-        window = self.options["window"]
-        ax.bar(x - 0.2, np.minimum(persev, window) / window, width=0.4, color="#0072B2", label="perseveration / window")
-        ax.bar(x + 0.2, over, width=0.4, color="#E69F00", label="over-reaction (P moved off t)")
-        ax.set_xticks(x, labels, rotation=20)
-        ax.set_ylabel("share of the window / probability")
-        ax.set_title("medians of perseveration, means of over-reaction")
-        ax.legend(fontsize=8)
-        fig.tight_layout()
-        return save_figure(fig, folder, self.name)
+    """``<figure>/<run name>`` and ``<figure>_random_init/<run name>`` for every figure of :func:`summary`
+    (``kl/noise`` as ``kl/noise/<run name>``), the observer once as ``<figure>_ceiling``."""
+    options: FailureOptions
+    scoring_task: NRecurrence
+    length: int
+    """The shortest context of the runs: the sequences' length."""
+    window: int
+    settle: int
+    offsets: tuple[int, ...]
+    runs: dict[str, str]
+    """Run name → its folder."""
+    observer: Scores
+    models: dict[str, Scores]
+    random_inits: dict[str, Scores]
+    """Run name → the scores of its initialization."""
 
 
-def compare_failure(
-    runs: dict | list,
-    task: NRecurrence | None = None,
-    n_sequences: int = 2048,
-    seed: int = 0,
-    window: int | None = None,
-    settle: int | None = None,
-) -> FailureComparison:
-    """Score every run of ``{name: Run}`` (or a list of runs, named by their folders) on the same sequences of
-    ``task`` (default :func:`scoring_task` of the first run's task); the shortest context of the runs is the
-    sequence length."""
+def compare_failure(runs: dict | list, **options) -> FailureComparison:
+    """Score every run of ``{name: Run}`` (or a list of runs, named by their folders) and its initialization on
+    the same sequences of ``task`` (an option; default :func:`scoring_task` of the first run's task); the
+    shortest context of the runs is the sequence length. ``options`` are :class:`FailureOptions`'."""
     if isinstance(runs, (list, tuple)):
         runs = {run.path.name: run for run in runs}
     if not runs:
         raise ValueError("compare_failure needs at least one run")
+    opts: FailureOptions = FAILURE.make_options(options)
     first = next(iter(runs.values()))
-    task = scoring_task(first.task) if task is None else task
-    if task.is_deterministic:
-        raise ValueError("the scoring task is deterministic: there are no transitions or noise tokens to score")
-    for name, run in runs.items():
-        if run.config.model.vocab_size != task.vocab_size:
-            raise ValueError(f"run {name!r} has vocab_size {run.config.model.vocab_size}, the task {task.vocab_size}")
+    task = scoring_task(first.task) if opts.task is None else opts.task
+    task = _scored_task(task, {f"run {name!r}": run.config.model.vocab_size for name, run in runs.items()})
     length = min(run.config.length for run in runs.values())
-    window = default_window(task, length) if window is None else window
-    settle = default_settle(task) if settle is None else settle
-    batch, post = sample_events(task, n_sequences, length, seed)
-    observer = np.asarray(post.predictive, dtype=np.float64)
-    headline: dict[str, float] = {}
-    data = {}
+    batch, observer, window, settle = _events(task, opts, length)
+    models, inits = {}, {}
+    ceiling = None
     for name, run in runs.items():
-        run_headline, data[name] = failure_from_probs(model_probs(run.model, batch.tokens), observer, batch, window, settle)
-        for key, value in run_headline.items():
-            if key.endswith("_observer"):
-                headline[f"{key.removesuffix('_observer')}/observer"] = value
-            elif key.endswith("_model"):
-                headline[f"{key.removesuffix('_model')}/{name}"] = value
-            else:
-                headline[f"{key}/{name}"] = value
-    options = {"task": task.model_dump(mode="json"), "n_sequences": n_sequences, "seed": seed, "window": window,
-               "settle": settle, "length": length, "runs": {name: str(run.path) for name, run in runs.items()}}  # fmt: skip
-    return FailureComparison(name="failure_comparison", headline=headline, options=options, data=data)
+        trained = event_updates(model_probs(run.model, batch.tokens), observer, batch, window, settle)
+        control = event_updates(model_probs(initial_model(run), batch.tokens), observer, batch, window, settle)
+        ceiling = scores_of(trained, "observer")
+        models[name], inits[name] = scores_of(trained, "model"), scores_of(control, "model")
+    headline = _named(summary(ceiling, ceiling), "_ceiling")
+    for name in runs:
+        headline.update({f"{key}/{name}": value for key, value in summary(models[name], ceiling).items()})
+        headline.update({f"{key}/{name}": value for key, value in _named(summary(inits[name], ceiling), "_random_init").items()})
+    return FailureComparison(
+        headline=headline,
+        options=opts,
+        scoring_task=task,
+        length=length,
+        window=window,
+        settle=settle,
+        offsets=tuple(range(window)),
+        runs={name: str(run.path) for name, run in runs.items()},
+        observer=ceiling,
+        models=models,
+        random_inits=inits,
+    )

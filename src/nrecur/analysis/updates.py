@@ -10,13 +10,17 @@ align them on the event. Offset ``k`` is position ``event + k``; the value
 there is the *prediction* of that position's token, made having seen ``k``
 tokens from the event on. At the target positions of the rule in force after
 the event we read the probability of the old and of the new target, for the
-model and for the exact observer, and KL(observer ‖ model) at every offset.
+model and for the exact observer, and KL(observer ‖ model) at every offset of
+the window.
 
 Per event, on the probability of the new target at target positions:
 
 * the **in-context learning rate** is the first offset (tokens seen from the
-  event on) at which it exceeds 0.5; "never" within the window is NaN, counted
-  in the ``never_*`` share, and taken as longer than any window by the medians;
+  event on) at which it exceeds 0.5, searched over every target position of
+  the rule after the event — up to the next transition or the end of the
+  sequence, never only the window; "never" (NaN) means not while that rule
+  held, is counted in the ``never`` share, and is taken as longer than any
+  number of tokens by the medians;
 * the **discreteness index** is the largest step between consecutive target
   positions in the direction of the total change, divided by the size of that
   total change (first to last target position of the window): 1 is a single
@@ -32,56 +36,55 @@ series starts at the first target position *after* the noise token (offset
 when the belief never dropped below 0.5), and the discreteness is that of the
 rise from the first target position after the noise to the end of the window.
 
-The model's own belief over the rule is read from its activations too (:mod:`nrecur.analysis.decoded`): the
-best probe of the probes analysis (ridge at every hook, concatenated included,
-or the MLP at the best hook; chosen by held-out R²) for the period and the
-target marginals is fitted on separate sequences and decoded around the same
-events, beside the observer's marginals: P(new target), P(old target) and
-P(new period) having seen ``k`` tokens from the event on.
+The model's own belief over the rule is read from its activations too
+(:mod:`nrecur.analysis.decoded`): the best probe for the period and the target
+marginals, fitted on separate sequences and decoded around the same events,
+beside the observer's marginals.
 
-How to read it: the model matches the normative learner when its curves lie on
-the observer's and its learning rates and discreteness indices have the same
-distribution; a model that learns too slowly has larger learning rates
-(perseverates), a model that jumps where the observer shifts gradually has a
-larger discreteness index. Passing the observer itself as the model reproduces
-the observer's values exactly (``event_updates``), which the tests check.
+Every figure stands beside its controls: the exact observer (``…_ceiling``: the
+normative learning rate and discreteness) and the run's own initialization
+(``…_random_init``: what a model that learned nothing gives, the same probes
+fitted on it included). How to read it: the model matches the normative
+learner when its curves lie on the observer's and its learning rates and
+discreteness indices have the same distribution; a model that learns too
+slowly has larger learning rates (perseverates), a model that jumps where the
+observer shifts gradually has a larger discreteness index. Passing the
+observer itself as the model reproduces the observer's values exactly
+(:func:`event_updates`), which the tests check.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 
 import numpy as np
+import pydantic
 import torch
 
-from nrecur.analysis.base import pyplot, save_figure
-from nrecur.analysis.events import EVENT_KINDS, MODEL_COLOUR, NOISE_COLOUR, OBSERVER_COLOUR, EventKind, Events, mean_band, window_index
-from nrecur.analysis.legacy import register_analysis
+from nrecur.analysis.contract import Analysis, Options, Result, initial_model, register
+from nrecur.analysis.decoded import Beliefs, Decoded, Decoder, beliefs_around, decode_rule_beliefs
+from nrecur.analysis.events import EVENT_KINDS, Band, EventKind, Events, window_index
 from nrecur.analysis.probes import MLP_ROWS
 from nrecur.tasks import NRecurrence
 from nrecur.tasks.sampler import Batch
 from nrecur.train.evaluate import model_log_probs
 
 __all__ = [
-    "EVENT_KINDS",
-    "RUN_DESCRIPTORS",
-    "UpdatesAcross",
+    "Around",
     "Curves",
+    "EventTable",
     "EventUpdates",
-    "Events",
+    "KindUpdates",
+    "UpdatesOptions",
     "UpdatesResult",
     "aligned_curves",
+    "compute",
     "discreteness",
     "event_updates",
     "find_events",
     "kl_by_offset",
-    "mean_band",
     "learning_rate",
     "never_last_median",
-    "updates",
-    "updates_across_runs",
-    "window_index",
 ]
 
 # ---------------------------------------------------------------------------------------------------------- events
@@ -93,6 +96,13 @@ def _rule_start(transition_after: np.ndarray) -> np.ndarray:
     starts = np.zeros((batch, length), dtype=np.int64)
     starts[:, 1:] = np.where(transition_after[:, :-1], np.arange(1, length), 0)
     return np.maximum.accumulate(starts, axis=1)
+
+
+def _rule_end(transition_after: np.ndarray) -> np.ndarray:
+    """``[batch, pos]``: last position of the rule in force at each position (the sequence's last at most)."""
+    length = transition_after.shape[1]
+    ends = np.where(transition_after, np.arange(length), length - 1)
+    return np.minimum.accumulate(ends[:, ::-1], axis=1)[:, ::-1]
 
 
 def find_events(batch: Batch, kind: EventKind, window: int, settle: int = 0) -> Events:
@@ -133,7 +143,9 @@ def find_events(batch: Batch, kind: EventKind, window: int, settle: int = 0) -> 
         old_target=old,
         new_target=target[sequence, position],
         period=np.asarray(batch.period)[sequence, position],
+        horizon=_rule_end(transition_after)[sequence, position] - position + 1,
         window=window,
+        length=length,
     )
 
 
@@ -145,32 +157,42 @@ class Curves:
     """One predictor (model or observer) around events: arrays ``[event, offset]`` and ``[event]``."""
 
     p_old: np.ndarray
-    """``[event, offset]``: probability of the old target at target positions of the new rule, NaN elsewhere."""
+    """``[event, offset]``: probability of the old target at target positions of the new rule in the window, NaN
+    elsewhere."""
     p_new: np.ndarray
     """``[event, offset]``: probability of the new target there, NaN elsewhere."""
     top_is_new: np.ndarray
     """``[event, offset]``: the most likely token is the new target (False off target positions)."""
+    p_new_to_end: np.ndarray
+    """``[event, offset]``: ``p_new`` at every offset of the rule after the event (to the next transition or the
+    sequence's end), NaN past it; as many offsets as the longest such rule."""
+    top_is_new_to_end: np.ndarray
+    """``[event, offset]``: ``top_is_new`` over the same offsets."""
     learning_rate: np.ndarray
-    """``[event]``: first offset (>= the kind's first offset) where ``p_new > 0.5``; NaN when never."""
+    """``[event]``: first offset (>= the kind's first offset) where ``p_new_to_end > 0.5``; NaN when never."""
     discreteness: np.ndarray
-    """``[event]``: the discreteness index of ``p_new`` (NaN when its total change is below ``min_change``)."""
+    """``[event]``: the discreteness index of ``p_new`` in the window (NaN when its total change is below
+    ``min_change``)."""
 
 
 def aligned_curves(probs: np.ndarray, events: Events, is_target_position: np.ndarray, min_change: float) -> Curves:
     """``probs [batch, pos, vocab]`` (index i predicts token i+1) aligned on ``events``."""
-    rows, columns = window_index(events)
-    predicted = probs[rows, columns - 1]  # [event, offset, vocab]: the prediction of position e + k
-    at_target = np.asarray(is_target_position, dtype=bool)[rows, columns]  # [event, offset]
-    events_index = np.arange(len(events))[:, None]
-    p_old = np.where(at_target, predicted[events_index, np.arange(events.window), events.old_target[:, None]], np.nan)
-    p_new = np.where(at_target, predicted[events_index, np.arange(events.window), events.new_target[:, None]], np.nan)
-    top_is_new = at_target & (predicted.argmax(-1) == events.new_target[:, None])
+    span = max(int(events.horizon.max()), events.window) if len(events) else events.window
+    rows, columns = window_index(events, span)
+    inside = np.arange(span)[None, :] < events.horizon[:, None]
+    at_target = np.asarray(is_target_position, dtype=bool)[rows, columns] & inside  # [event, offset]
+    p_new = np.where(at_target, probs[rows, columns - 1, events.new_target[:, None]], np.nan)
+    p_old = np.where(at_target, probs[rows, columns - 1, events.old_target[:, None]], np.nan)
+    top_is_new = at_target & (probs.argmax(-1)[rows, columns - 1] == events.new_target[:, None])
+    window = events.window
     return Curves(
-        p_old=p_old,
-        p_new=p_new,
-        top_is_new=top_is_new,
+        p_old=p_old[:, :window],
+        p_new=p_new[:, :window],
+        top_is_new=top_is_new[:, :window],
+        p_new_to_end=p_new,
+        top_is_new_to_end=top_is_new,
         learning_rate=learning_rate(p_new, events.first_offset),
-        discreteness=discreteness(p_new, events.first_offset, min_change),
+        discreteness=discreteness(p_new[:, :window], events.first_offset, min_change),
     )
 
 
@@ -255,6 +277,166 @@ def event_updates(
     return out
 
 
+# ---------------------------------------------------------------------------------------------------------- the result
+
+
+class UpdatesOptions(Options):
+    n_sequences: int = pydantic.Field(2048, ge=8)
+    """Fresh sequences of the run's task whose events are measured."""
+    window: int | None = pydantic.Field(None, ge=1)
+    """Offsets drawn after each event: the curves, the KL by offset and the discreteness index (default
+    min(4 × largest period, length // 2)); only events with a full window of one rule after them are kept. It
+    never caps the learning rate, which is read up to the end of the rule."""
+    settle: int | None = pydantic.Field(None, ge=0)
+    """Positions the rule before an event must have held for the event to be kept (default: twice the largest
+    period)."""
+    min_change: float = pydantic.Field(0.1, ge=0, le=1)
+    """Smallest total change of P(new target) over the window for which a discreteness index is given."""
+    decode: bool = True
+    """Also read the model's beliefs over period and target around the events by probes (and the
+    initialization's, as their control)."""
+    decode_sequences: int = pydantic.Field(1024, ge=8)
+    """Other sequences the decoding probes are chosen and fitted on."""
+    mlp_rows: int = pydantic.Field(MLP_ROWS, ge=1)
+    """The most positions a decoding MLP probe is fitted on."""
+
+
+@dataclass(frozen=True)
+class Around:
+    """One predictor around the events of one kind: curves by offset over the window, per event its
+    learning rate and discreteness index."""
+
+    p_old: Band
+    """P(old target) at target positions of the new rule (noise: P(true target))."""
+    p_new: Band
+    """P(new target) there."""
+    kl: Band
+    """KL(observer ‖ this predictor) at every offset (nats; 0 for the observer)."""
+    learning_rate: tuple[float, ...]
+    """Per event: tokens from the event until P(new target) at a target position first exceeds 0.5, while the
+    rule after the event held (NaN: never)."""
+    discreteness: tuple[float, ...]
+    """Per event: the discreteness index over the window (NaN: too little change to measure)."""
+
+
+@dataclass(frozen=True)
+class EventTable:
+    """The events of one kind, one entry per event."""
+
+    sequence: tuple[int, ...]
+    position: tuple[int, ...]
+    old_target: tuple[int, ...]
+    new_target: tuple[int, ...]
+    period: tuple[int, ...]
+    horizon: tuple[int, ...]
+    """Offsets the rule after the event held (to the next transition or the sequence's end)."""
+    cut_by_transition: tuple[bool, ...]
+    """A later transition, not the sequence's end, ended the rule."""
+
+    @classmethod
+    def of(cls, events: Events) -> "EventTable":
+        ints = lambda values: tuple(int(v) for v in values)  # noqa: E731
+        return cls(
+            sequence=ints(events.sequence), position=ints(events.position), old_target=ints(events.old_target),
+            new_target=ints(events.new_target), period=ints(events.period), horizon=ints(events.horizon),
+            cut_by_transition=tuple(bool(v) for v in events.cut_by_transition),
+        )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class KindUpdates:
+    """The model, the observer (the ceiling) and the run's initialization (the control) around the events of
+    one kind, and the beliefs decoded around them."""
+
+    kind: str
+    offsets: tuple[int, ...]
+    """The window's offsets, ``0 .. window - 1``."""
+    first_offset: int
+    """The first offset of each event's series (transition 0; noise 1: the noise token's own prediction is not
+    part of it)."""
+    events: EventTable
+    model: Around
+    observer: Around
+    random_init: Around
+    decoded: Decoded | None = None
+
+    @property
+    def n_events(self) -> int:
+        return len(self.events.position)
+
+
+@dataclass(frozen=True)
+class UpdatesResult(Result):
+    """Event-aligned updates of one run's model, beside the observer's and its initialization's."""
+
+    headline: dict[str, float]
+    options: UpdatesOptions
+    step: int
+    length: int
+    window: int
+    """The window used (``options.window`` or its default)."""
+    settle: int
+    transition: KindUpdates
+    noise: KindUpdates
+    decoders: dict[str, Decoder]
+    """quantity (``period``, ``target``) → the probe that reads it from the trained model (empty without
+    ``decode``)."""
+    decoders_random_init: dict[str, Decoder]
+    """The same from the run's initialization."""
+
+    def kind(self, kind: EventKind) -> KindUpdates:
+        """The updates around events of ``kind``."""
+        return {"transition": self.transition, "noise": self.noise}[kind]
+
+
+PREDICTORS = (("", "model"), ("_ceiling", "observer"), ("_random_init", "random_init"))
+"""(headline suffix, :class:`KindUpdates` field) of each predictor: the model, its ceiling, its control."""
+
+
+def headline_of(kinds: dict[str, KindUpdates], decoders: dict[str, Decoder], decoders_random_init: dict[str, Decoder]) -> dict[str, float]:
+    """The headline: per event kind the median learning rate (``never`` as longer than any), the share of
+    "never", the median discreteness and the mean KL, each for the model, the observer (``_ceiling``) and the
+    initialization (``_random_init``); the events counted; the decoded beliefs' error and R² beside the
+    initialization's."""
+    headline: dict[str, float] = {}
+    for kind, updates in kinds.items():
+        for measure in ("learning_rate", "never", "discreteness"):
+            for suffix, who in PREDICTORS:
+                around: Around = getattr(updates, who)
+                rates = np.asarray(around.learning_rate, dtype=np.float64)
+                if measure == "learning_rate":
+                    value = never_last_median(rates)
+                elif measure == "never":
+                    value = float(np.mean(np.isnan(rates))) if len(rates) else float("nan")
+                else:
+                    values = np.asarray(around.discreteness, dtype=np.float64)
+                    value = float(np.nanmedian(values)) if np.any(~np.isnan(values)) else float("nan")
+                headline[f"{measure}{suffix}/{kind}"] = value
+        for suffix, who in PREDICTORS[::2]:
+            counts = np.asarray(getattr(updates, who).kl.count, dtype=np.float64)
+            means = np.nan_to_num(np.asarray(getattr(updates, who).kl.mean, dtype=np.float64))
+            headline[f"kl{suffix}/{kind}"] = float((means * counts).sum() / counts.sum()) if counts.sum() else float("nan")
+        headline[f"n_events/{kind}"] = float(updates.n_events)
+    for kind, updates in kinds.items():
+        if updates.decoded is not None:
+            headline[f"decoded_error/{kind}"] = updates.decoded.model.error_target_new
+            headline[f"decoded_error_random_init/{kind}"] = updates.decoded.random_init.error_target_new
+    for quantity, decoder in decoders.items():
+        headline[f"decoded_r2/{quantity}"] = decoder.r2
+        headline[f"decoded_r2_random_init/{quantity}"] = decoders_random_init[quantity].r2
+    return headline
+
+
+def _around(curves: Curves, kl: np.ndarray) -> Around:
+    return Around(
+        p_old=Band.of(curves.p_old),
+        p_new=Band.of(curves.p_new),
+        kl=Band.of(kl),
+        learning_rate=tuple(float(v) for v in curves.learning_rate),
+        discreteness=tuple(float(v) for v in curves.discreteness),
+    )
+
+
 # ---------------------------------------------------------------------------------------------------------- the analysis
 
 
@@ -289,243 +471,77 @@ def model_probs(model, tokens: np.ndarray) -> np.ndarray:
     return model_log_probs(model, torch.as_tensor(np.asarray(tokens), dtype=torch.long)).exp().numpy()
 
 
-def _summary(kind_updates: EventUpdates) -> dict:
-    """Curves by offset and per-event values of one kind, for JSON and figures."""
-    data = {"n_events": len(kind_updates.events), "offsets": list(range(kind_updates.events.window))}
-    for who in ("model", "observer"):
-        curves: Curves = getattr(kind_updates, who)
-        for name in ("p_old", "p_new"):
-            mean, half, count = mean_band(getattr(curves, name))
-            data[f"{name}_{who}"] = {"mean": mean, "ci95": half, "count": count}
-        data[f"learning_rate_{who}"] = curves.learning_rate
-        data[f"discreteness_{who}"] = curves.discreteness
-    mean, half, count = mean_band(kind_updates.kl)
-    data["kl"] = {"mean": mean, "ci95": half, "count": count}
-    events = kind_updates.events
-    data["events"] = {
-        "sequence": events.sequence,
-        "position": events.position,
-        "old_target": events.old_target,
-        "new_target": events.new_target,
-        "period": events.period,
-    }
-    return data
-
-
-def _headline(by_kind: dict[EventKind, EventUpdates]) -> dict[str, float]:
-    headline: dict[str, float] = {}
-    for kind, kind_updates in by_kind.items():
-        for who in ("model", "observer"):
-            curves: Curves = getattr(kind_updates, who)
-            headline[f"learning_rate_{who}/{kind}"] = never_last_median(curves.learning_rate)
-            headline[f"discreteness_{who}/{kind}"] = (
-                float(np.nanmedian(curves.discreteness)) if np.any(~np.isnan(curves.discreteness)) else float("nan")
-            )
-            headline[f"never_{who}/{kind}"] = float(np.mean(np.isnan(curves.learning_rate))) if len(curves.learning_rate) else float("nan")
-        headline[f"kl/{kind}"] = float(np.mean(kind_updates.kl)) if kind_updates.kl.size else float("nan")
-        headline[f"n_events/{kind}"] = float(len(kind_updates.events))
-    return headline
-
-
-@dataclass(frozen=True)
-class UpdatesResult:
-    """Event-aligned updates of one run's model against the observer."""
-
-    name: str
-    headline: dict[str, float]
-    options: dict
-    by_kind: dict[str, dict] = field(repr=False)
-    """Per event kind: curves by offset (mean and 95 % interval over events), per-event values."""
-
-    def to_json(self) -> dict:
-        return {"options": self.options, "by_kind": self.by_kind}
-
-    def plot(self, folder: Path) -> list[Path]:
-        return plot_updates(self.by_kind, folder, self.name, self.options.get("decoders"))
-
-
-def plot_updates(by_kind: dict[str, dict], folder: Path, stem: str, decoders: dict[str, dict] | None = None) -> list[Path]:
-    """Event-aligned curves, KL by offset, and histograms of learning rate and discreteness."""
-    plt = pyplot()
-
-    paths = []
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
-    for ax, kind in zip(axes[:2], EVENT_KINDS):
-        data = by_kind[kind]
-        offsets = np.asarray(data["offsets"])
-        names = ("p_old", "p_new") if kind == "transition" else ("p_new",)
-        for name in names:
-            for who, colour in (("observer", OBSERVER_COLOUR), ("model", MODEL_COLOUR)):
-                curve = data[f"{name}_{who}"]
-                mean, half = np.asarray(curve["mean"], float), np.asarray(curve["ci95"], float)
-                good = ~np.isnan(mean)
-                style = "--" if name == "p_old" else "-"
-                label = f"{who}: {'old' if name == 'p_old' else 'new'} target" if kind == "transition" else f"{who}: true target"
-                ax.plot(offsets[good], mean[good], style, color=colour, marker="o", markersize=3, label=label)
-                ax.fill_between(offsets[good], (mean - half)[good], (mean + half)[good], color=colour, alpha=0.2)
-        ax.axhline(0.5, color="grey", linewidth=0.8, linestyle=":")
-        ax.set_title(f"after a {kind} ({data['n_events']} events)")
-        ax.set_xlabel("offset from the event (tokens)")
-        ax.set_ylabel("P(target) at target positions")
-        ax.set_ylim(-0.02, 1.02)
-        ax.legend(fontsize=8)
-    ax = axes[2]
-    for kind, colour in zip(EVENT_KINDS, (MODEL_COLOUR, NOISE_COLOUR)):
-        data = by_kind[kind]
-        mean, half = np.asarray(data["kl"]["mean"], float), np.asarray(data["kl"]["ci95"], float)
-        offsets = np.asarray(data["offsets"])
-        good = ~np.isnan(mean)
-        ax.plot(offsets[good], mean[good], color=colour, marker="o", markersize=3, label=f"after a {kind}")
-        ax.fill_between(offsets[good], (mean - half)[good], (mean + half)[good], color=colour, alpha=0.2)
-    ax.set_xlabel("offset from the event (tokens)")
-    ax.set_ylabel("KL(observer ‖ model) (nats)")
-    ax.set_title("KL by offset (all positions)")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    paths += save_figure(fig, folder, f"{stem}_curves")
-
-    fig, axes = plt.subplots(2, 2, figsize=(10, 7))
-    for row, kind in enumerate(EVENT_KINDS):
-        data = by_kind[kind]
-        window = len(data["offsets"])
-        for column, (metric, unit, bins) in enumerate(
-            (("learning_rate", "tokens after the event", np.arange(-0.5, window + 1.5)), ("discreteness", "index", np.linspace(0, 1.5, 31)))
-        ):
-            ax = axes[row, column]
-            for who, colour in (("observer", OBSERVER_COLOUR), ("model", MODEL_COLOUR)):
-                values = np.asarray(data[f"{metric}_{who}"], float)
-                if metric == "learning_rate":  # "never" drawn in the last bin
-                    values = np.where(np.isnan(values), window, values)
-                else:
-                    values = np.clip(values[~np.isnan(values)], 0, 1.5)
-                ax.hist(values, bins=bins, color=colour, alpha=0.5, label=who)
-            label = f"{'learning rate' if metric == 'learning_rate' else 'discreteness'} ({unit})"
-            label += f"; bin {window} = never" if metric == "learning_rate" else "; clipped at 1.5"
-            ax.set_xlabel(label)
-            ax.set_ylabel("events")
-            ax.set_title(f"{kind}: {metric.replace('_', ' ')}")
-            ax.legend(fontsize=8)
-    fig.tight_layout()
-    paths += save_figure(fig, folder, f"{stem}_histograms")
-    if decoders and all("decoded" in by_kind[kind] for kind in EVENT_KINDS):
-        from nrecur.analysis.decoded import plot_decoded
-
-        paths += plot_decoded(by_kind, decoders, folder, f"{stem}_decoded")
-    return paths
-
-
 def sample_events(task: NRecurrence, n_sequences: int, length: int, seed: int) -> tuple[Batch, object]:
     """A batch of ``task`` and its observer's posterior on it (``.predictive [batch, pos, vocab]``, marginals)."""
     batch = task.sample(n_sequences, length, seed)
     return batch, task.posterior(batch.tokens)
 
 
-@register_analysis(
-    "updates",
-    applies=_stochastic_reason,
-    description="event-aligned updates after transitions and noise: in-context learning rate and discreteness, model vs observer",
-)
-def updates(
-    run,
-    n_sequences: int = 2048,
-    seed: int = 0,
-    window: int | None = None,
-    settle: int | None = None,
-    min_change: float = 0.1,
-    decode: bool = True,
-    decode_sequences: int = 1024,
-    mlp_rows: int = MLP_ROWS,
-) -> UpdatesResult:
-    """Event-aligned updates of ``run.model`` against the exact observer on fresh sequences of its task.
-
-    ``window`` defaults to ``min(4 × largest period, length // 2)``, ``settle`` (positions the rule before
-    the event must have held) to twice the largest period. With ``decode``, the model's beliefs over period
-    and target are also read by probes (fitted on ``decode_sequences`` other sequences, an MLP probe on at most
-    ``mlp_rows`` of their positions) around the events.
-    """
+def compute(run, options: UpdatesOptions) -> UpdatesResult:
+    """Event-aligned updates of ``run.model`` beside the exact observer's and the run's initialization's, on
+    fresh sequences of its task; see the module docstring."""
     reason = _stochastic_reason(run)
     if reason is not None:
         raise ValueError(f"updates does not apply: {reason}")
     task: NRecurrence = run.task
     length = run.config.length
-    window = default_window(task, length) if window is None else window
-    settle = default_settle(task) if settle is None else settle
-    batch, post = sample_events(task, n_sequences, length, seed)
-    by_kind = event_updates(model_probs(run.model, batch.tokens), post.predictive, batch, window, settle, min_change)
-    options = {"n_sequences": n_sequences, "seed": seed, "window": window, "settle": settle, "min_change": min_change, "length": length}
-    headline, summaries = _headline(by_kind), {kind: _summary(value) for kind, value in by_kind.items()}
-    if decode:
-        from nrecur.analysis.decoded import decode_rule_beliefs, decoded_summary
-
-        decoded, chosen = decode_rule_beliefs(run.model, task, length, batch.tokens, decode_sequences, seed, mlp_rows=mlp_rows)
-        options.update(decode_sequences=decode_sequences, mlp_rows=mlp_rows)
-        for kind, kind_updates in by_kind.items():
-            summaries[kind]["decoded"] = decoded_summary(task, decoded, post, kind_updates.events)
-            headline[f"decoded_error/{kind}"] = summaries[kind]["decoded"]["error_target_new"]
-        options["decoders"] = {quantity: {"hook": c.hook, "kind": c.kind, "r2": c.r2} for quantity, c in chosen.items()}
-        headline.update({f"decoded_r2/{quantity}": c.r2 for quantity, c in chosen.items()})
-    return UpdatesResult(name="updates", headline=headline, options=options, by_kind=summaries)
-
-
-# ---------------------------------------------------------------------------------------------------------- across runs
-
-#: What :func:`updates_across_runs` can put on the x axis, read off a run.
-RUN_DESCRIPTORS = {
-    "length": lambda run: float(run.config.length),
-    "n_params": lambda run: float(sum(p.numel() for p in run.model.parameters())),
-    "n_layers": lambda run: float(run.config.model.n_layers),
-    "d_model": lambda run: float(run.config.model.d_model),
-    "p_noise": lambda run: float(np.mean(run.task.noise_by_period)),
-    "p_transition": lambda run: float(np.mean(run.task.transition_by_period)),
-}
-
-
-@dataclass(frozen=True)
-class UpdatesAcross:
-    """:func:`updates` over several runs, against one run property (``x``)."""
-
-    name: str
-    headline: dict[str, float]
-    """``<updates headline name>@<run name>`` for every run."""
-    x: str
-    runs: dict[str, dict] = field(repr=False)
-    """Per run name: ``x`` (its value), ``path``, ``headline`` (of :func:`updates`)."""
-
-    def to_json(self) -> dict:
-        return {"x": self.x, "runs": self.runs}
-
-    def plot(self, folder: Path) -> list[Path]:
-        plt = pyplot()
-
-        names = sorted(self.runs, key=lambda name: self.runs[name]["x"])
-        xs = np.array([self.runs[name]["x"] for name in names])
-        fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-        for ax, kind in zip(axes, EVENT_KINDS):
-            for who, colour, marker in (("observer", OBSERVER_COLOUR, "s"), ("model", MODEL_COLOUR, "o")):
-                ys = np.array([self.runs[name]["headline"][f"learning_rate_{who}/{kind}"] for name in names], float)
-                ys[np.isinf(ys)] = np.nan  # more than half "never": no median to draw
-                ax.plot(xs, ys, marker=marker, color=colour, label=who)
-            for x, name in zip(xs, names):
-                ax.annotate(name, (x, 0), textcoords="offset points", xytext=(0, 4), fontsize=7, rotation=30)
-            ax.set_xlabel(self.x)
-            ax.set_ylabel("median learning rate (tokens after the event)")
-            ax.set_title(f"after a {kind}")
-            ax.set_ylim(bottom=0)
-            ax.legend(fontsize=8)
-        fig.tight_layout()
-        return save_figure(fig, folder, self.name)
+    window = default_window(task, length) if options.window is None else options.window
+    settle = default_settle(task) if options.settle is None else options.settle
+    batch, post = sample_events(task, options.n_sequences, length, options.seed)
+    init = initial_model(run)
+    trained = event_updates(model_probs(run.model, batch.tokens), post.predictive, batch, window, settle, options.min_change)
+    control = event_updates(model_probs(init, batch.tokens), post.predictive, batch, window, settle, options.min_change)
+    decoded: dict[str, Decoded | None] = dict.fromkeys(EVENT_KINDS)
+    decoders: dict[str, Decoder] = {}
+    decoders_random_init: dict[str, Decoder] = {}
+    if options.decode:
+        common = (task, length, batch.tokens, options.decode_sequences, options.seed)
+        beliefs, decoders = decode_rule_beliefs(run.model, *common, mlp_rows=options.mlp_rows)
+        beliefs_init, decoders_random_init = decode_rule_beliefs(init, *common, mlp_rows=options.mlp_rows)
+        observer = {"period": np.asarray(post.period, dtype=np.float64), "target": np.asarray(post.target, dtype=np.float64)}
+        for kind in EVENT_KINDS:
+            events = trained[kind].events
+            decoded[kind] = Decoded(
+                model=beliefs_around(task, beliefs, observer, events),
+                random_init=beliefs_around(task, beliefs_init, observer, events),
+                observer=beliefs_around(task, observer, observer, events),
+            )
+    kinds = {
+        kind: KindUpdates(
+            kind=kind,
+            offsets=tuple(range(window)),
+            first_offset=trained[kind].events.first_offset,
+            events=EventTable.of(trained[kind].events),
+            model=_around(trained[kind].model, trained[kind].kl),
+            observer=_around(trained[kind].observer, np.zeros_like(trained[kind].kl)),
+            random_init=_around(control[kind].model, control[kind].kl),
+            decoded=decoded[kind],
+        )
+        for kind in EVENT_KINDS
+    }
+    return UpdatesResult(
+        headline=headline_of(kinds, decoders, decoders_random_init),
+        options=options,
+        step=run.step,
+        length=length,
+        window=window,
+        settle=settle,
+        transition=kinds["transition"],
+        noise=kinds["noise"],
+        decoders=decoders,
+        decoders_random_init=decoders_random_init,
+    )
 
 
-def updates_across_runs(runs: dict, x: str = "length", **options) -> UpdatesAcross:
-    """:func:`updates` on every run of ``{name: Run}`` (same ``options``), with each run's ``x`` (one of
-    :data:`RUN_DESCRIPTORS`: context length, model size, noise and transition rates) for the plot of the
-    median learning rate against it — how context length and model size change it."""
-    if x not in RUN_DESCRIPTORS:
-        raise ValueError(f"unknown x {x!r}; choose one of {sorted(RUN_DESCRIPTORS)}")
-    headline: dict[str, float] = {}
-    data = {}
-    for name, run in runs.items():
-        result = updates(run, **options)
-        data[name] = {"x": RUN_DESCRIPTORS[x](run), "path": str(run.path), "headline": result.headline}
-        headline.update({f"{key}@{name}": value for key, value in result.headline.items()})
-    return UpdatesAcross(name=f"updates_by_{x}", headline=headline, x=x, runs=data)
+UPDATES = register(
+    Analysis(
+        name="updates",
+        description="event-aligned updates after transitions and noise: in-context learning rate and discreteness, "
+        "beside the observer's (ceiling) and the run's initialization's (control)",
+        options=UpdatesOptions,
+        result=UpdatesResult,
+        compute=compute,
+        applies=_stochastic_reason,
+        figures="nrecur.analysis.figures.updates:draw",
+    )
+)

@@ -6,9 +6,11 @@ widths, one sweep; then the ``updates`` analysis (:mod:`nrecur.analysis.updates`
 of every finished run aligns the model's predictions on the rule transitions
 of fresh sequences and measures, per event, its *in-context learning rate*
 (tokens after the transition until the new target's probability first exceeds
-0.5; "never" within the window counts as infinitely slow, and a median of
-"never" is drawn hollow on a row of its own) and *discreteness index*, beside the exact
-observer's on the same events (SPEC §5).
+0.5, read to the end of the new rule; "never" — not before the rule ends —
+counts as infinitely slow, and a median of "never" is drawn hollow on a row of
+its own) and *discreteness index*, beside the exact observer's on the same
+events (SPEC §5); each run's initialization gives the control beside them in
+``icl_rate.json``.
 
 How to read it: one point per run, the model's median against the observer's,
 with the diagonal where they agree — points above it learn more slowly than
@@ -28,7 +30,8 @@ import pandas as pd
 
 from nrecur._io import atomic_write_text
 from nrecur.analysis.figures.common import OKABE_ITO, pyplot, save_figure
-from nrecur.analysis.updates import default_settle, shortest_context, updates
+from nrecur.analysis.driver import compute, write_result
+from nrecur.analysis.updates import PREDICTORS, default_settle, shortest_context
 from nrecur.runs import load_run
 from nrecur.sweep import BackendOptions, load_sweep, run_sweep, spec_from_data, study_options
 from nrecur.train.presets import STUDY_PRESET, get_preset
@@ -36,11 +39,14 @@ from nrecur.train.presets import STUDY_PRESET, get_preset
 __all__ = ["NEVER", "IclRateResult", "icl_rate", "median_rate", "plot_icl_rate"]
 
 MEASURES = ("learning_rate", "discreteness")
+SUFFIX = {who: suffix for suffix, who in PREDICTORS}
+"""Predictor (``model``, ``observer``, ``random_init``) → the suffix of its figures in the ``updates`` headline."""
 
 
 @dataclass(frozen=True)
 class IclRateResult:
-    """Per run: its grid values, final KL, and the model's and observer's median rate and discreteness."""
+    """Per run: its grid values, final KL, and the median rate and discreteness of the model, the observer and
+    the run's initialization (the control)."""
 
     runs: list[dict]
     options: dict
@@ -86,12 +92,11 @@ def icl_rate(
     for _, row in frame[frame["status"] == "ok"].iterrows():
         run = load_run(row["run_dir"])
         analysis_file = run.folder.analysis_dir / "updates.json"
-        if analysis_file.exists() and json.loads(analysis_file.read_text()).get("step") == run.step:
-            headline = json.loads(analysis_file.read_text())["headline"]  # analysed before: a rerun reuses it
+        earlier = json.loads(analysis_file.read_text()) if analysis_file.exists() else {}
+        if earlier.get("step") == run.step and "learning_rate_ceiling/transition" in earlier.get("headline", {}):
+            headline = earlier["headline"]  # analysed before: a rerun reuses it
         else:
-            from nrecur.analysis import write_result
-
-            result = updates(run, n_sequences=n_sequences, decode=False)
+            result = compute(run, "updates", n_sequences=n_sequences, decode=False)
             write_result(result, run.folder.analysis_dir, step=run.step)
             headline = result.headline
         entry = {
@@ -99,9 +104,9 @@ def icl_rate(
             "final_kl": float(row["final_kl"]), "steps": int(row["steps"]), "run_dir": str(row["run_dir"]),
             "n_events": headline.get("n_events/transition"),
         }  # fmt: skip
-        for who in ("model", "observer"):
+        for who in SUFFIX:
             entry[f"learning_rate_{who}"] = median_rate(headline, who)
-            value = headline.get(f"discreteness_{who}/transition")
+            value = headline.get(f"discreteness{SUFFIX[who]}/transition")
             entry[f"discreteness_{who}"] = None if value is None or not np.isfinite(value) else float(value)
         runs.append(entry)
     run_options = {"preset": preset, "rates": rates_as_text, "lengths": list(lengths), "widths": list(widths), "seeds": seeds, "n_sequences": n_sequences}
@@ -112,27 +117,27 @@ def icl_rate(
 
 
 NEVER = "never"
-"""A median learning rate of "never": at least half of the events' new target stayed at or below 0.5 within
-the window (the median counts "never" as slower than any number of tokens). ``None`` means no median at all
-(no events)."""
+"""A median learning rate of "never": at least half of the events' new target stayed at or below 0.5 until
+the rule ended (the median counts "never" as slower than any number of tokens). ``None`` means no median at
+all (no events)."""
 
 
 def median_rate(headline: dict, who: str) -> float | str | None:
-    """The ``updates`` headline's median learning rate of ``who`` after transitions: tokens, :data:`NEVER`,
-    or None without events. A headline read back from JSON holds None for an infinite median; its share of
-    "never" events (at least half) tells the two apart."""
-    value = headline.get(f"learning_rate_{who}/transition")
+    """The ``updates`` headline's median learning rate of ``who`` (``model``, ``observer`` or ``random_init``)
+    after transitions: tokens, :data:`NEVER`, or None without events. A headline read back from JSON holds
+    None for an infinite median; its share of "never" events (at least half) tells the two apart."""
+    value = headline.get(f"learning_rate{SUFFIX[who]}/transition")
     if value is not None and np.isfinite(value):
         return float(value)
-    never = headline.get(f"never_{who}/transition")
+    never = headline.get(f"never{SUFFIX[who]}/transition")
     return NEVER if value == np.inf or (never is not None and never >= 0.5) else None
 
 
 def plot_icl_rate(result: IclRateResult, folder: str | Path, stem: str = "icl_rate") -> list[Path]:
     """Model against observer (learning rate, discreteness), and the model's rate against context length.
 
-    A median learning rate of "never" (the new target not above 0.5 within the window in at least half of the
-    events) is drawn as a hollow marker on a row of its own above the finite values, so no run goes missing."""
+    A median learning rate of "never" (the new target not above 0.5 before the rule ended in at least half of
+    the events) is drawn as a hollow marker on a row of its own above the finite values, so no run goes missing."""
     plt = pyplot()
     frame = pd.DataFrame(result.runs)
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.4), layout="constrained")
@@ -198,7 +203,7 @@ def plot_icl_rate(result: IclRateResult, folder: str | Path, stem: str = "icl_ra
     if np.isinf(frame["learning_rate_model"]).any():
         for ax in (axes[0], axes[2]):
             ax.axhline(never, color="#999999", lw=0.6)
-            ax.text(0.01, never, " never within the window (hollow)", transform=ax.get_yaxis_transform(), va="bottom", **label)
+            ax.text(0.01, never, " never (hollow)", transform=ax.get_yaxis_transform(), va="bottom", **label)
     if np.isinf(frame["learning_rate_observer"]).any():
         axes[0].axvline(never, color="#999999", lw=0.6)
         axes[0].text(never, 0.01, " observer: never (hollow)", transform=axes[0].get_xaxis_transform(), rotation=90, va="bottom", **label)
