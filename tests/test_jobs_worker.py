@@ -9,8 +9,7 @@ from pathlib import Path
 import pytest
 
 from nrecur import NRecurrence, train
-from nrecur.analysis import ANALYSES
-from nrecur.analysis.base import Analysis
+from nrecur.analysis import ANALYSES, Analysis, Options, Result
 from nrecur.cli import main
 from nrecur.jobs import main as job
 from nrecur.jobs.records import AnalysisRecord, read_analysis_records, write_analysis_records
@@ -31,26 +30,31 @@ def trained(tmp_path_factory) -> Path:
     return folder
 
 
-def _boom(run, **options):
+def _boom(run, options):
     raise RuntimeError("boom")
 
 
-class _Unplottable:
-    """A result that computes but cannot be written (no figures, no JSON): a plotting error."""
+class _Unplottable(Result):
+    """A result that computes but whose figure cannot be drawn: a plotting error."""
 
     name = "unplottable"
+    headline: dict = {}
+
+
+def _cannot_draw(result, folder):
+    return result.figure_that_is_not_there
 
 
 def _registry_with_failures(monkeypatch) -> None:
     always = lambda run: None  # noqa: E731
-    analyses = {
-        "probes": ANALYSES["probes"],
-        "boom": Analysis(name="boom", run=_boom, applies=always, description="fails"),
-        "unplottable": Analysis(name="unplottable", run=lambda run, **o: _Unplottable(), applies=always, description="cannot be written"),
-        "never": Analysis(name="never", run=_boom, applies=lambda run: "not for this run", description="does not apply"),
-    }
-    monkeypatch.setattr("nrecur.analysis.base.ANALYSES", analyses)
-    monkeypatch.setattr("nrecur.analysis.ANALYSES", analyses)
+    for name in [name for name in ANALYSES if name != "probes"]:
+        monkeypatch.delitem(ANALYSES, name)
+    for analysis in (
+        Analysis("boom", "fails", Options, _Unplottable, _boom, always, f"{__name__}:_cannot_draw"),
+        Analysis("unplottable", "cannot be drawn", Options, _Unplottable, lambda run, options: _Unplottable(), always, f"{__name__}:_cannot_draw"),
+        Analysis("never", "does not apply", Options, _Unplottable, _boom, lambda run: "not for this run", f"{__name__}:_cannot_draw"),
+    ):
+        monkeypatch.setitem(ANALYSES, analysis.name, analysis)
 
 
 def test_a_failing_analysis_or_figure_is_recorded_and_the_others_go_on(trained, tmp_path, monkeypatch, capsys):
@@ -180,11 +184,13 @@ def test_a_job_whose_run_failed_leaves_its_dependents_unstarted(tmp_path):
 
 def test_a_jobs_analyses_cap_the_sequences_and_the_mlp_probe_rows():
     """The main job's worker asks for at most its caps, never for more than an analysis's default."""
-    from nrecur.analysis.probes import MLP_ROWS, probes
-    from nrecur.analysis.updates import updates
-    from nrecur.jobs.worker import ANALYSIS_MLP_ROWS, _options
+    from nrecur.analysis import ANALYSES
+    from nrecur.analysis.driver import resolve_options
+    from nrecur.jobs.worker import JOB_CAPS
 
-    assert ANALYSIS_MLP_ROWS < MLP_ROWS
-    assert _options(probes, 1024, False) == {"n_sequences": 1024, "mlp_rows": ANALYSIS_MLP_ROWS, "show_progress": False}
-    assert "n_sequences" not in _options(probes, 4096, True)  # the default (2048) is below the cap
-    assert _options(updates, 512, False) == {"n_sequences": 512, "decode_sequences": 512, "mlp_rows": ANALYSIS_MLP_ROWS}
+    probes = ANALYSES["probes"]
+    assert JOB_CAPS["mlp_rows"] < probes.options.model_fields["mlp_rows"].default
+    resolved, _ = resolve_options([probes], caps=JOB_CAPS)
+    assert resolved["probes"].n_sequences == JOB_CAPS["n_sequences"] and resolved["probes"].mlp_rows == JOB_CAPS["mlp_rows"]
+    resolved, _ = resolve_options([probes], caps={**JOB_CAPS, "n_sequences": 4096})
+    assert resolved["probes"].n_sequences == probes.options.model_fields["n_sequences"].default  # below the cap: kept
