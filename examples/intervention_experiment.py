@@ -8,8 +8,8 @@ for a fixed number of steps (no early stop), with 10 log-spaced checkpoints:
   the earlier positions in the phase of the next token for its period) — the period heads handed over;
 * ``ablated``: every head of layer 0 ablated (its ``z`` zeroed) for the first 40 % of the steps, then released.
 
-Then :func:`nrecur.analysis.progress.progress` of each run, measured with its interventions where they were
-active, side by side (``OUT/progress_side_by_side.png``), and per run the first step with held-out
+Then the progress measures of each run (``nrecur.analysis.compute(run, "progress", ...)``), measured with its
+interventions where they were active, side by side (``OUT/progress_side_by_side.png``), and per run the first step with held-out
 KL ≤ 0.05 and ≤ 0.01 and the final KL (``OUT/intervention_experiment.json``)::
 
     OMP_WAIT_POLICY=PASSIVE .venv/bin/python examples/intervention_experiment.py --out runs/intervention-experiment
@@ -28,7 +28,8 @@ from pathlib import Path
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from nrecur import load_run, train
-from nrecur.analysis.progress import plot_side_by_side, progress
+from nrecur.analysis import compute
+from nrecur.analysis.figures.progress import draw_side_by_side
 from nrecur.train.interventions import Intervention
 from nrecur.train.presets import get_preset
 
@@ -70,7 +71,7 @@ def main() -> None:
         folder = args.out / name
         train_condition(folder, interventions, args.steps, args.seed)
         run = load_run(folder)
-        result = progress(run, n_sequences=args.sequences, seed=args.seed, with_interventions=True)
+        result = compute(run, "progress", n_sequences=args.sequences, seed=args.seed, with_interventions=True)
         results[name] = result
         kl = result.logged["eval/kl"]
         summary[name] = {
@@ -78,11 +79,11 @@ def main() -> None:
             "steps_to_kl_0.05": first_step_below(kl, 0.05),
             "steps_to_kl_0.01": first_step_below(kl, 0.01),
             "final_kl": kl["value"][-1],
-            "period_heads": result.period_heads,
-            **{key: value for key, value in result.headline.items() if key.startswith("loss_")},
+            "period_heads": list(result.period_heads),
+            **{key: value for key, value in result.headline.items() if key.startswith("loss")},
         }
         print(f"{name}: {json.dumps(summary[name])}")
-    paths = plot_side_by_side(results, args.out)
+    paths = draw_side_by_side(results, args.out)
     (args.out / "intervention_experiment.json").write_text(json.dumps(summary, indent=1) + "\n")
     print(f"wrote {paths[0]} and {args.out / 'intervention_experiment.json'}")
 

@@ -36,9 +36,8 @@ import numpy as np
 import pandas as pd
 
 from nrecur._io import atomic_write_text
-from nrecur.analysis import write_result
+from nrecur.analysis import compute, write_result
 from nrecur.analysis.figures.common import OKABE_ITO, plain_log_ticks, pyplot, save_figure
-from nrecur.analysis.progress import progress
 from nrecur.report.words import counted
 from nrecur.runs import load_run
 from nrecur.sweep import BackendOptions, load_sweep, run_sweep, spec_from_data
@@ -147,7 +146,7 @@ def grokking_diagram(
         chosen = max(grokked, key=lambda t: t["delay"])
         run = load_run(chosen["run_dir"])
         if len(run.checkpoint_steps) >= 2:
-            write_result(progress(run, n_sequences=progress_sequences), out / "progress")
+            write_result(compute(run, "progress", n_sequences=progress_sequences), out / "progress")
             result.options["progress_of"] = {key: chosen[key] for key in ("train_size", "weight_decay", "seed", "delay", "run_dir")}
     atomic_write_text(out / "grokking.json", json.dumps(result.to_json(), indent=1) + "\n")
     plot_grokking(result, out)
