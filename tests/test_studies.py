@@ -132,8 +132,9 @@ def test_the_icl_rate_study_reads_each_runs_updates_analysis(tmp_path):
     assert len(data["runs"]) == 1 and data["runs"][0]["rate"] == "0.2/n"
     run = data["runs"][0]
     analysis = json.loads((Path(run["run_dir"]) / "analysis" / "updates.json").read_text())  # load_sweep gives absolute paths
-    observer, never = analysis["headline"]["learning_rate_observer/transition"], analysis["headline"]["never_observer/transition"]
-    assert run["learning_rate_observer"] == (observer if observer is not None else "never" if never >= 0.5 else None)
+    for who, suffix in (("model", ""), ("observer", "_ceiling"), ("random_init", "_random_init")):
+        rate, never = analysis["headline"][f"learning_rate{suffix}/transition"], analysis["headline"][f"never{suffix}/transition"]
+        assert run[f"learning_rate_{who}"] == (rate if rate is not None else "never" if never >= 0.5 else None)
     assert (out / "icl_rate.png").stat().st_size > 0 and run["n_events"] > 0
     assert main(args) == 0  # a rerun reuses the runs and their analyses
 
@@ -174,10 +175,11 @@ def test_a_median_rate_read_back_from_json_tells_never_from_no_events():
 
     median_rate = importlib.import_module("nrecur.studies.icl_rate").median_rate
 
-    assert median_rate({"learning_rate_model/transition": 12.0, "never_model/transition": 0.1}, "model") == 12.0
-    assert median_rate({"learning_rate_model/transition": float("inf"), "never_model/transition": 0.6}, "model") == "never"
-    assert median_rate({"learning_rate_model/transition": None, "never_model/transition": 0.5}, "model") == "never"  # JSON's inf
-    assert median_rate({"learning_rate_model/transition": None, "never_model/transition": None}, "model") is None  # no events
+    assert median_rate({"learning_rate/transition": 12.0, "never/transition": 0.1}, "model") == 12.0
+    assert median_rate({"learning_rate_ceiling/transition": 9.0, "never_ceiling/transition": 0.1}, "observer") == 9.0
+    assert median_rate({"learning_rate/transition": float("inf"), "never/transition": 0.6}, "model") == "never"
+    assert median_rate({"learning_rate_random_init/transition": None, "never_random_init/transition": 0.5}, "random_init") == "never"  # JSON's inf
+    assert median_rate({"learning_rate/transition": None, "never/transition": None}, "model") is None  # no events
 
 
 @pytest.mark.slow
