@@ -12,11 +12,13 @@ from nrecur.analysis.driver import Outcome, OverTraining, analyze, compute, over
 # Importing each analysis module registers it; this order is the order of ``--what all`` and of the report.
 from nrecur.analysis import probes, geometry, updates, failure, heads, progress, patching, prior, edit  # noqa: E402, F401
 from nrecur.analysis.edit import EditOptions, EditResult, edit_belief  # noqa: E402
+from nrecur.analysis.failure import FailureComparison, FailureOptions, FailureResult, compare_failure  # noqa: E402
 from nrecur.analysis.heads import HeadsOptions, HeadsResult  # noqa: E402
 from nrecur.analysis.progress import ProgressOptions, ProgressResult  # noqa: E402
+from nrecur.analysis.updates import UpdatesOptions, UpdatesResult  # noqa: E402
 
 __all__ = [
-    "ANALYSES", "Analysis", "EditOptions", "EditResult", "HeadsOptions", "HeadsResult", "OptionError", "Options", "Outcome", "OverTraining",
-    "ProgressOptions", "ProgressResult", "Result", "analyze", "compute",
+    "ANALYSES", "Analysis", "EditOptions", "EditResult", "FailureComparison", "FailureOptions", "FailureResult", "HeadsOptions", "HeadsResult", "OptionError", "Options", "Outcome", "OverTraining",
+    "ProgressOptions", "ProgressResult", "Result", "UpdatesOptions", "UpdatesResult", "analyze", "compare_failure", "compute",
     "edit_belief", "initial_model", "over_checkpoints", "read_result", "write_result",
 ]  # fmt: skip
