@@ -8,8 +8,8 @@ Trains the ``quick`` preset's deterministic model three times, changing only the
   keeps its shape here, one that tracks the prior flips with it;
 * ``uniform``: uniform priors — the control every estimate is also compared with.
 
-Each run then goes through :func:`nrecur.analysis.prior.prior` (which also scores the run's own
-initialization, the untrained baseline). Printed and written to ``OUT/prior_experiment.json``: for every
+Each run then goes through the ``prior`` analysis (:func:`nrecur.analysis.prior.compute`, which also scores the
+run's own initialization, the untrained baseline, and checks every estimator on hand-built models). Printed and written to ``OUT/prior_experiment.json``: for every
 estimator, Pearson correlation and KL(true ‖ estimate) with the run's true prior, for the trained and the
 untrained model; the correlation of the *uniform-trained* model's estimate with each skewed truth (what an
 estimator that ignores the prior scores by shape alone); and the *relative* correlation,
@@ -35,7 +35,8 @@ import numpy as np
 import torch
 
 from nrecur import load_run, train
-from nrecur.analysis.prior import PERIOD_ESTIMATORS, TARGET_ESTIMATORS, prior
+from nrecur.analysis import write_result
+from nrecur.analysis.prior import PERIOD_ESTIMATORS, TARGET_ESTIMATORS, PriorOptions, compute
 from nrecur.train.presets import get_preset
 
 ZIPF = tuple(float(x) for x in (1 / np.arange(1, 9)) / (1 / np.arange(1, 9)).sum())
@@ -79,7 +80,7 @@ def main() -> None:
         folder = args.out / f"{name}-seed{args.seed}"
         train_condition(folder, priors, args.time_budget, args.seed)
         run = load_run(folder)
-        result = prior(run, n_sequences=args.sequences, seed=args.seed)
+        result = compute(run, PriorOptions(n_sequences=args.sequences, seed=args.seed))
         results[name] = {"result": result, "eval_kl": run.metric("eval/kl")[1][-1], "step": run.step}
 
     uniform = results["uniform"]["result"]
@@ -89,19 +90,20 @@ def main() -> None:
         rows = {}
         for what, truth in (("target", result.true_target), ("period", result.true_period)):
             log_shift = np.log(truth) - np.log(np.full(len(truth), 1.0 / len(truth)))
-            static = result.static_target if what == "target" else result.static_period
-            behavioural = result.behavioural_target if what == "target" else result.behavioural_period
-            control_static = uniform.static_target if what == "target" else uniform.static_period
-            control_behavioural = uniform.behavioural_target if what == "target" else uniform.behavioural_period
+            static = result.trained.static_target if what == "target" else result.trained.static_period
+            behavioural = result.trained.behavioural_target if what == "target" else result.trained.behavioural_period
+            control_static = uniform.trained.static_target if what == "target" else uniform.trained.static_period
+            control_behavioural = uniform.trained.behavioural_target if what == "target" else uniform.trained.behavioural_period
             for kind, estimates, controls in (("static", static, control_static), ("behavioural", behavioural, control_behavioural)):
                 for estimator, values in estimates.items():
-                    score = result.scores[what][f"{kind}/{estimator}"]
-                    untrained = result.scores[what].get(f"untrained/{kind}/{estimator}", {})
+                    score = result.trained.scores[what][f"{kind}/{estimator}"]
+                    untrained = result.random_init.scores[what].get(f"{kind}/{estimator}")
                     rows[f"{what} {kind}/{estimator}"] = {
-                        "corr": score["corr"],
-                        "kl": score["kl"],
-                        "untrained_corr": untrained.get("corr", float("nan")),
-                        "untrained_kl": untrained.get("kl", float("nan")),
+                        "corr": score.corr,
+                        "kl": score.kl,
+                        "untrained_corr": untrained.corr if untrained else float("nan"),
+                        "untrained_kl": untrained.kl if untrained else float("nan"),
+                        "validated": result.validated.get(estimator, True),
                         "uniform_model_corr": corr(truth, controls[estimator]),
                         # floored: a static period estimate can put exactly 0 on a period
                         "relative_corr": corr(log_shift, np.log(np.clip(values, 1e-3, None)) - np.log(np.clip(controls[estimator], 1e-3, None))),
@@ -111,10 +113,10 @@ def main() -> None:
     lines = []
     for name, rows in table.items():
         lines.append(f"\n== {name}: eval KL {results[name]['eval_kl']:.4f} at step {results[name]['step']} ==")
-        lines.append(f"{'estimate':36s} {'corr':>6s} {'KL':>7s} {'untr.corr':>9s} {'untr.KL':>8s} {'unif.corr':>9s} {'rel.corr':>8s}")
+        lines.append(f"{'estimate':36s} {'corr':>6s} {'KL':>7s} {'untr.corr':>9s} {'untr.KL':>8s} {'unif.corr':>9s} {'rel.corr':>8s} hand-built")
         for label, row in rows.items():
             lines.append(f"{label:36s} {row['corr']:6.3f} {row['kl']:7.4f} {row['untrained_corr']:9.3f} {row['untrained_kl']:8.4f} "
-                         f"{row['uniform_model_corr']:9.3f} {row['relative_corr']:8.3f}")  # fmt: skip
+                         f"{row['uniform_model_corr']:9.3f} {row['relative_corr']:8.3f} {'passed' if row['validated'] else 'FAILED'}")  # fmt: skip
     report = "\n".join(lines)
     print(report)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -131,7 +133,7 @@ def main() -> None:
     (args.out / "prior_experiment.json").write_text(json.dumps(json.loads(text, parse_constant=lambda c: None), indent=1) + "\n")
     (args.out / "prior_experiment.txt").write_text(report + "\n")
     for name, r in results.items():
-        r["result"].plot(args.out / f"{name}-seed{args.seed}" / "analysis")
+        write_result(r["result"], args.out / f"{name}-seed{args.seed}" / "analysis", step=r["step"])
     print(f"\nwrote {args.out / 'prior_experiment.json'} and the figures under {args.out}/*/analysis/")
 
 
