@@ -361,7 +361,7 @@ def test_a_one_step_model_sits_at_its_initialization(one_step_run, trained_run):
     for kind in ("transition", "noise"):
         head = result.headline
         assert head[f"never/{kind}"] > 0.9 and abs(head[f"never/{kind}"] - head[f"never_random_init/{kind}"]) < 0.05
-        assert head[f"never_ceiling/{kind}"] < 0.5
+        assert head[f"never_ceiling/{kind}"] < head[f"never/{kind}"] - 0.2  # the observer does follow the new rule
         assert head[f"kl/{kind}"] == pytest.approx(head[f"kl_random_init/{kind}"], rel=0.05)
         assert head[f"decoded_error/{kind}"] == pytest.approx(head[f"decoded_error_random_init/{kind}"], abs=0.05)
     # The trained model's figures move away from the control.

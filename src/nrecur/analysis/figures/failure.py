@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from nrecur.analysis.figures.common import OKABE_ITO, pyplot, save_figure
-from nrecur.analysis.figures.updates import COLOURS, KIND_COLOURS, LABELS, STYLES, band, kl_axis
+from nrecur.analysis.figures.updates import COLOURS, EVENT, KIND_COLOURS, LABELS, STYLES, band, kl_axis
 
 __all__ = ["draw", "draw_comparison"]
 
@@ -50,8 +50,8 @@ def draw(result, folder: Path) -> list[Path]:
     _overreaction(axes[1], {LABELS[w]: getattr(result, w).overreaction for w in who}, colours, styles)
     ax = axes[2]
     for kind in ("transition", "noise"):
-        band(ax, result.offsets, getattr(result.model, f"kl_{kind}"), KIND_COLOURS[kind], "-", f"model, after a {kind}")
-        band(ax, result.offsets, getattr(result.random_init, f"kl_{kind}"), KIND_COLOURS[kind], ":", f"initialization, after a {kind}", marker=None)
+        band(ax, result.offsets, getattr(result.model, f"kl_{kind}"), KIND_COLOURS[kind], "-", f"model, after {EVENT[kind]}")
+        band(ax, result.offsets, getattr(result.random_init, f"kl_{kind}"), KIND_COLOURS[kind], ":", f"initialization, after {EVENT[kind]}", marker=None)
     kl_axis(ax)
     ax.set_title("distance from the observer by offset", fontsize=11)
     ax.legend(fontsize=10)

@@ -16,6 +16,7 @@ COLOURS = {"model": OKABE_ITO[0], "observer": OKABE_ITO[1], "random_init": OKABE
 LABELS = {"model": "model", "observer": "observer (ceiling)", "random_init": "initialization (control)"}
 STYLES = {"model": "-", "observer": "-", "random_init": ":"}
 KIND_COLOURS = {"transition": OKABE_ITO[0], "noise": OKABE_ITO[2]}
+EVENT = {"transition": "a transition", "noise": "a noise token"}
 WHO = ("observer", "model", "random_init")
 
 
@@ -61,7 +62,7 @@ def _curves(result, folder: Path) -> list[Path]:
             band(ax, data.offsets, around.p_new, COLOURS[who], STYLES[who], LABELS[who])
         ax.axhline(0.5, color="#999999", linewidth=0.8, linestyle=":")
         target = "new target (solid), old target (dashed)" if kind == "transition" else "true target"
-        ax.set_title(f"after a {kind} ({data.n_events} events):\nP({target}) at target positions", fontsize=11)
+        ax.set_title(f"after {EVENT[kind]} ({data.n_events} events):\nP({target}) at target positions", fontsize=11)
         ax.set_xlabel("tokens seen from the event on", fontsize=10)
         ax.set_ylabel("probability", fontsize=10)
         ax.set_ylim(-0.02, 1.02)
@@ -70,8 +71,8 @@ def _curves(result, folder: Path) -> list[Path]:
     ax = axes[2]
     for kind in ("transition", "noise"):
         data = result.kind(kind)
-        band(ax, data.offsets, data.model.kl, KIND_COLOURS[kind], "-", f"model, after a {kind}")
-        band(ax, data.offsets, data.random_init.kl, KIND_COLOURS[kind], ":", f"initialization, after a {kind}", marker=None)
+        band(ax, data.offsets, data.model.kl, KIND_COLOURS[kind], "-", f"model, after {EVENT[kind]}")
+        band(ax, data.offsets, data.random_init.kl, KIND_COLOURS[kind], ":", f"initialization, after {EVENT[kind]}", marker=None)
     kl_axis(ax)
     ax.set_title("distance from the observer by offset\n(all positions of the window)", fontsize=11)
     ax.legend(fontsize=10)
@@ -98,7 +99,7 @@ def _histograms(result, folder: Path) -> list[Path]:
         ax.set_xlim(-1, never + 1)
         ax.set_xlabel("learning rate: tokens until P(new target) > 0.5, to the end of the rule", fontsize=10)
         ax.set_ylabel("events", fontsize=10)
-        ax.set_title(f"after a {kind}: in-context learning rate", fontsize=11)
+        ax.set_title(f"after {EVENT[kind]}: in-context learning rate", fontsize=11)
         ax.legend(fontsize=10)
         ax = axes[row, 1]
         for who in WHO:
@@ -107,7 +108,7 @@ def _histograms(result, folder: Path) -> list[Path]:
                     color=COLOURS[who], linestyle=STYLES[who], label=LABELS[who])  # fmt: skip
         ax.set_xlabel("discreteness index (1: one jump; near 0: gradual; clipped at 1.5)", fontsize=10)
         ax.set_ylabel("events", fontsize=10)
-        ax.set_title(f"after a {kind}: discreteness over the {len(data.offsets)}-token window", fontsize=11)
+        ax.set_title(f"after {EVENT[kind]}: discreteness over the {len(data.offsets)}-token window", fontsize=11)
         ax.legend(fontsize=10)
     fig.suptitle("per event: how fast (left) and how abruptly (right) the new target's probability rises", fontsize=12)
     fig.tight_layout()
@@ -132,7 +133,7 @@ def draw_decoded(result, folder: Path) -> list[Path]:
         for name in names:
             for who in ("observer", "model", "random_init"):
                 band(ax, data.offsets, getattr(getattr(data.decoded, who), name), DECODED[name], DECODED_STYLES[who], marker=None)
-        ax.set_title(f"after a {kind} ({data.n_events} events)", fontsize=11)
+        ax.set_title(f"after {EVENT[kind]} ({data.n_events} events)", fontsize=11)
         ax.set_xlabel("tokens seen from the event on", fontsize=10)
         ax.set_ylabel("posterior marginal", fontsize=10)
         ax.set_ylim(-0.1, 1.1)
