@@ -10,8 +10,8 @@ import torch
 import torch.nn.functional as F
 
 from nrecur import NRecurrence, load_run, train
-from nrecur.analysis import ANALYSES, write_analysis
-from nrecur.analysis.patching import moved_toward, patch_cell, patch_positions, patching, sample_pairs, site_hooks
+from nrecur.analysis import ANALYSES, compute, read_result, write_result
+from nrecur.analysis.patching import moved_toward, patch_cell, patch_positions, sample_pairs, scan, site_hooks
 from nrecur.analysis.steering import swap_target
 from nrecur.model import GPT, GPTConfig
 from nrecur.train import RunConfig, TrainConfig
@@ -116,33 +116,74 @@ def test_swapping_target_gives_a_sequence_of_the_new_rule(pairs):
     np.testing.assert_array_equal(swap_target(swapped, new, batch.target[:, 0]), batch.tokens)
 
 
+def _train(folder, steps, log_checkpoints=0):
+    model = GPTConfig(vocab_size=4, n_ctx=10, d_model=32, n_layers=2, n_heads=4, d_head=8, d_mlp=64)
+    settings = TrainConfig(steps=steps, batch_size=64, eval_every=steps, eval_size=128, device="cpu", log_checkpoints=log_checkpoints)
+    train(RunConfig(task=TASK, model=model, train=settings), folder, progress=False)
+    return folder
+
+
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("patching") / "run"
-    model = GPTConfig(vocab_size=4, n_ctx=10, d_model=32, n_layers=2, n_heads=4, d_head=8, d_mlp=64)
-    config = RunConfig(task=TASK, model=model, train=TrainConfig(steps=600, batch_size=64, eval_every=600, eval_size=128, device="cpu"))
-    train(config, folder, progress=False)
-    return load_run(folder)
+    return load_run(_train(tmp_path_factory.mktemp("patching") / "run", steps=600))
 
 
 @pytest.mark.slow
-def test_patching_a_trained_model(trained, tmp_path):
-    result = patching(trained, n_sequences=48, seed=1)
+def test_patching_a_trained_model_beside_its_initialization(trained, tmp_path):
+    result = compute(trained, "patching", n_sequences=48, seed=1)
     head = result.headline
     assert all(isinstance(v, float) for v in head.values())
     # The final residual stream at the last position is the model's prediction for the source: a model that
-    # has learned something is closer to the source's observer there than its prediction for the destination.
-    final = result.moved["resid"][-1]
+    # has learned something is closer to the source's observer there than its prediction for the destination;
+    # its initialization, whose prediction hardly depends on the rule, is not.
+    final = np.asarray(result.trained.moved["resid"][-1])
     assert final[-1] > 0.5 and np.abs(final[:-1]).max() < 1e-6
-    assert result.moved["head"].shape == (2, 4, 10) and result.moved["attn_out"].shape == (2, 10)
-    assert head["moved_best"] == pytest.approx(max(head[f"moved_best/{k}"] for k in result.moved))
-    assert result.best_site["name"].startswith(result.best_site["hook"])
-    assert result.steering.moved[:, 0] == pytest.approx(0.0, abs=1e-9)  # α = 0 is no edit
-    paths = write_analysis(result, tmp_path / "analysis")
+    assert head["moved_best"] > head["moved_best_random_init"] + 0.3
+    assert head["moved_best/resid"] > head["moved_best_random_init/resid"] + 0.3
+    assert np.shape(result.trained.moved["head"]) == (2, 4, 10) and np.shape(result.random_init.moved["attn_out"]) == (2, 10)
+    assert head["moved_best"] == pytest.approx(max(head[f"moved_best/{k}"] for k in result.trained.moved))
+    assert result.trained.best.name.startswith(result.trained.best.hook)
+    assert np.asarray(result.steering.moved)[:, 0] == pytest.approx(0.0, abs=1e-9)  # α = 0 is no edit
+    assert {"steer_moved_best_random", "steer_moved_best_random_init", "steer_success_best_no_edit"} <= set(head)
+    paths = write_result(result, tmp_path / "analysis")
     data = json.loads((tmp_path / "analysis" / "patching.json").read_text())
-    assert data["best_site"]["name"] == result.best_site["name"] and data["headline"]["moved_best"] == pytest.approx(head["moved_best"])
-    assert {p.suffix for p in paths} == {".json", ".png", ".svg"}
+    assert data["trained"]["best"]["name"] == result.trained.best.name and data["headline"]["moved_best"] == pytest.approx(head["moved_best"])
+    assert [p.name for p in paths] == ["patching.json"] + [f"patching_{f}.{s}" for f in ("sites", "heads", "steering") for s in ("png", "svg")]
+    again = read_result(paths[0])
+    assert again.trained.best == result.trained.best and again.steering.hooks == result.steering.hooks
+    assert [p.name for p in ANALYSES["patching"].draw(again, tmp_path / "again")] == [p.name for p in paths[1:]]
     assert ANALYSES["patching"].applies(trained) is None
+
+
+def test_a_model_trained_for_one_step_sits_at_its_control(tmp_path):
+    """One step teaches no rule: patching moves the prediction as much as on the initialization."""
+    run = load_run(_train(tmp_path / "one", steps=1))
+    result = compute(run, "patching", n_sequences=24, steer=False)
+    head = result.headline
+    for name in ("moved_best", "moved_best/resid", "moved_best/head", "moved_best_before_last"):
+        base, _, kind = name.partition("/")
+        assert head[name] == pytest.approx(head[f"{base}_random_init" + (f"/{kind}" if kind else "")], abs=0.05), name
+    assert head["kl_clean"] == pytest.approx(head["kl_clean_random_init"], rel=0.05)
+    assert result.steering is None and not any(name.startswith("steer_") for name in head)
+
+
+def test_at_step_zero_every_figure_equals_its_control(tmp_path):
+    run = load_run(_train(tmp_path / "zero", steps=1, log_checkpoints=1), step=0)
+    result = compute(run, "patching", n_sequences=8, steer=False)
+    assert result.trained == result.random_init
+
+
+def test_the_scan_is_the_batched_patching_averaged_over_pairs(untrained, pairs):
+    found = scan(untrained, pairs, max_rows=64)
+    target = torch.as_tensor(pairs.observer_source)
+    clean = _log_probs(untrained, pairs.destination.tokens)
+    for kind, hooks in site_hooks(untrained).items():
+        for row, hook in enumerate(hooks):
+            moved = moved_toward(target, clean, patch_positions(untrained, pairs.destination.tokens, pairs.source.tokens, hook)).mean(0)
+            expected = moved.T if kind == "head" else moved  # heads: [head, pos]
+            np.testing.assert_allclose(found.moved[kind][row], expected.numpy(), atol=1e-6, err_msg=hook)
+    assert found.best.moved == pytest.approx(max(cell.moved for cell in found.best_by_kind.values()))
+    assert found.best_before_last.position < pairs.destination.tokens.shape[1] - 1
 
 
 @pytest.mark.parametrize("n_layers, d_mlp, norm", [(1, 0, "rmsnorm"), (3, 16, "layernorm")])

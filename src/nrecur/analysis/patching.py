@@ -18,12 +18,19 @@ phase asserted is the source's. 0 is no effect, 1 is the source's belief
 exactly, below 0 a move away from it. Every (site, layer[, head], position) is
 averaged over pairs.
 
-How to read it: a layer × position heatmap per site. The residual stream at
-the last position of the last block always moves close to 1 (it *is* the
-prediction, up to the model's own error on the source); what matters is how
-early (layer) and where (which earlier positions, which heads) the rule is
-already carried. A patch at an earlier position of a late site after the last
-attention cannot reach the last position at all and moves exactly nothing.
+How to read it: a position × site heatmap (and one per head). The residual
+stream at the last position of the last block always moves close to 1 on a
+trained model (it *is* the prediction, up to the model's own error on the
+source); what matters is how early (layer) and where (which earlier positions,
+which heads) the rule is already carried (``moved_best_before_last``). A patch
+at an earlier position of a late site after the last attention cannot reach the
+last position at all and moves exactly nothing. Every figure stands beside the
+same scan on the same pairs on the run's own initialization
+(``…_random_init``): a random model's prediction hardly depends on the rule,
+so there even the final residual stream moves little; a model trained for one
+step sits at that control. Steering's figures stand beside a random direction
+of the same norm (``steer_*_random``), no edit (``steer_success_best_no_edit``)
+and the same scan on the initialization.
 
 The batched path patches one site for every position (and head) at once:
 the batch is expanded to pairs × cells, each row patching one cell. Three
@@ -32,42 +39,48 @@ residual stream entering the site's block (the blocks before it are
 unchanged); attention output, MLP output and a head's ``z`` are position-wise,
 so the block is recomputed at the patched position only and the run goes on
 from the next block; and the last block computes its query, attention output
-and MLP at the last position only. ``patch_cell`` is the plain
-one-forward-per-cell reference it is tested against (and
-``benchmarks/bench_patching.py`` times against). Steering along probe
-directions is :mod:`nrecur.analysis.steering`; its result is part of this one.
+and MLP at the last position only (the model's ``start_at_layer`` and
+``last_position_only``). ``patch_cell`` is the plain one-forward-per-cell
+reference it is tested against (and ``benchmarks/bench_patching.py`` times
+against). Steering along probe directions is :mod:`nrecur.analysis.steering`;
+its result is part of this one.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import re
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
+import pydantic
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from nrecur.analysis.base import progress_bar, pyplot, save_figure
-from nrecur.analysis.legacy import register_analysis
-from nrecur.analysis.steering import SteeringScan, plot_steering, steering_scan
+from nrecur.analysis.base import progress_bar
+from nrecur.analysis.contract import Analysis, Options, Result, initial_model, register
+from nrecur.analysis.steering import SteeringScan, steering_scan
 from nrecur.model import GPT
 from nrecur.tasks import NRecurrence
 from nrecur.tasks.sampler import Batch
 
 __all__ = [
+    "Cell",
     "PatchPairs",
+    "PatchingOptions",
     "PatchingResult",
+    "Scan",
+    "compute",
     "deterministic_task",
     "kl_to",
     "moved_toward",
     "patch_cell",
     "patch_positions",
     "patchable_hooks",
-    "patching",
     "sample_pairs",
+    "scan",
     "site_hooks",
 ]
 
@@ -336,94 +349,133 @@ def patch_cell(model: GPT, destination, source, hook: str, position: int, head: 
 # ---------------------------------------------------------------------------- the analysis
 
 
-@dataclass(frozen=True)
-class PatchingResult:
-    """Mean moved toward the source's rule for every (site, layer[, head], position), and steering."""
+class PatchingOptions(Options):
+    n_sequences: int = pydantic.Field(256, ge=2)
+    """Destination–source pairs patched (each destination paired with a source of another target)."""
+    max_rows: int = pydantic.Field(4096, ge=1)
+    """At most this many sequences in one forward pass of the batched scan (memory against speed)."""
+    steer: bool = True
+    """Also steer along probe directions (:mod:`nrecur.analysis.steering`) on the same destinations."""
 
+
+@dataclass(frozen=True)
+class Cell:
+    """One cell of the scan: a site's hook, a position (and a head)."""
+
+    kind: str
+    hook: str
+    row: int
+    """The hook's row in its kind's ``moved`` array (its layer; ``resid`` has the final residual stream last)."""
+    position: int
+    head: int | None
+    moved: float
+    """Mean moved over all pairs."""
     name: str
+    """``hook[head h]@position``."""
+
+
+@dataclass(frozen=True)
+class Scan:
+    """Mean moved toward the source's rule for every (site, layer[, head], position), on one model."""
+
+    moved: dict[str, list]
+    """Site kind → ``[layer, pos]`` (``head``: ``[layer, head, pos]``) mean moved over all pairs."""
+    moved_by_period: dict[str, dict[str, list]]
+    """``"period differs"`` / ``"same period"`` → the same arrays over those pairs only (NaN where there are none)."""
+    best: Cell
+    """The cell with the largest mean moved."""
+    best_by_kind: dict[str, Cell]
+    best_before_last: Cell
+    """The largest before the last position (where the residual stream carries the rule before it is read)."""
+    kl_clean: float
+    """Mean KL(O_src ‖ M_clean): how far the destination's prediction is from the source's rule unpatched."""
+
+
+@dataclass(frozen=True)
+class PatchingResult(Result):
+    """Activation patching between rules on the trained model and on its initialization, and steering."""
+
     headline: dict[str, float]
+    options: PatchingOptions
+    step: int
+    length: int
+    """Positions of every sequence (the prediction is read at the last)."""
     sites: dict[str, list[str]]
     """Site kind → its hook per row of ``moved[kind]`` (``resid`` has one row more: the final residual stream)."""
-    moved: dict[str, np.ndarray]
-    """Site kind → ``[layer, pos]`` (``head``: ``[layer, head, pos]``) mean moved over all pairs."""
-    moved_by_period: dict[str, dict[str, np.ndarray]]
-    """``"period differs"`` / ``"same period"`` → the same arrays over those pairs only."""
-    best_site: dict
-    """The cell with the largest mean moved: kind, hook, layer, position (and head), moved."""
-    best_by_kind: dict[str, dict]
+    share_period_differs: float
+    """Share of the pairs whose source has another period than its destination."""
+    trained: Scan
+    random_init: Scan
+    """The same scan on the run's own initialization (the control), on the same pairs."""
     steering: SteeringScan | None
-    options: dict
-
-    def to_json(self) -> dict:
-        return {
-            "options": self.options,
-            "best_site": self.best_site,
-            "best_by_kind": self.best_by_kind,
-            "sites": self.sites,
-            "moved": self.moved,
-            "moved_by_period": self.moved_by_period,
-            "steering": None if self.steering is None else self.steering.to_json(),
-        }
-
-    def plot(self, folder: Path) -> list[Path]:
-        paths = plot_sites(self.moved, self.sites, self.options, folder, f"{self.name}_sites")
-        paths += plot_heads(self.moved["head"], self.options, folder, f"{self.name}_heads")
-        if self.steering is not None:
-            paths += plot_steering(self.steering, folder, f"{self.name}_steering")
-        return paths
+    steering_random_init: SteeringScan | None
+    """The steering scan on the run's own initialization."""
 
 
-def _row_label(hook: str) -> str:
-    return hook.replace("blocks.", "L").replace(".hook_", " ").replace(".attn", "")
-
-
-def plot_sites(moved: dict[str, np.ndarray], sites: dict[str, list[str]], options: dict, folder: Path, stem: str) -> list[Path]:
-    """One layer × position heatmap per site kind on one colour scale (heads: their own figure); cells that
-    move by 0.1 or more either way carry their value."""
-    plt = pyplot()
-    kinds = [kind for kind in moved if kind != "head"]
-    low = min(0.0, *(float(np.nanmin(moved[k])) for k in kinds))
-    high = max(1.0, *(float(np.nanmax(moved[k])) for k in kinds))
-    pos = moved["resid"].shape[1]
-    heights = [len(sites[k]) for k in kinds]
-    fig, axes = plt.subplots(len(kinds), 1, figsize=(0.34 * pos + 3, 0.6 * sum(heights) + 1.2 * len(kinds) + 1), squeeze=False, gridspec_kw={"height_ratios": heights}, layout="constrained")
-    for ax, kind in zip(axes[:, 0], kinds):
-        image = ax.imshow(moved[kind], cmap="cividis", vmin=low, vmax=high, aspect="auto")
-        ax.set_yticks(range(len(sites[kind])), [_row_label(h) for h in sites[kind]], fontsize=8)
-        ax.set_xticks(range(0, pos, 2))
-        ax.set_title(f"{kind}: mean moved toward the source's rule, patching one position", fontsize=9)
-        for (row, column), value in np.ndenumerate(moved[kind]):
-            if abs(value) >= 0.1:
-                ax.text(column, row, f"{value:.2f}", ha="center", va="center", fontsize=5.5, rotation=90, color="black" if value > (low + high) / 2 else "white")
-    fig.colorbar(image, ax=axes[:, 0], label="moved (0: no effect, 1: the source's belief)", shrink=0.8)
-    axes[-1, 0].set_xlabel("patched position (the prediction is read at the last one)")
-    fig.suptitle(f"activation patching, {options['n_pairs']} pairs whose source has another target", fontsize=10)
-    return save_figure(fig, folder, stem)
-
-
-def plot_heads(moved: np.ndarray, options: dict, folder: Path, stem: str) -> list[Path]:
-    """Per layer, a head × position heatmap of patching that head's ``z``."""
-    plt = pyplot()
-    layers, heads, pos = moved.shape
-    fig, axes = plt.subplots(layers, 1, figsize=(0.28 * pos + 3, 0.35 * heads * layers + 1.8), squeeze=False, layout="constrained")
-    for layer, ax in enumerate(axes[:, 0]):
-        image = ax.imshow(moved[layer], cmap="cividis", vmin=min(0.0, float(np.nanmin(moved))), vmax=max(1e-6, float(np.nanmax(moved))), aspect="auto")
-        ax.set_yticks(range(heads), [f"head {h}" for h in range(heads)], fontsize=7)
-        ax.set_xticks(range(0, pos, 2))
-        ax.set_title(f"layer {layer}: mean moved patching one head's z at one position", fontsize=9)
-        fig.colorbar(image, ax=ax, label="moved", shrink=0.9)
-    axes[-1, 0].set_xlabel("patched position (the prediction is read at the last one)")
-    fig.suptitle(f"per-head activation patching, {options['n_pairs']} pairs", fontsize=10)
-    return save_figure(fig, folder, stem)
-
-
-def _best(kind: str, hooks: list[str], values: np.ndarray) -> dict:
+def _best(kind: str, hooks: list[str], values: np.ndarray) -> Cell:
     index = np.unravel_index(int(np.nanargmax(values)), values.shape)
-    best = {"kind": kind, "hook": hooks[index[0]], "row": int(index[0]), "position": int(index[-1]), "moved": float(values[index])}
-    if values.ndim == 3:
-        best["head"] = int(index[1])
-    best["name"] = f"{best['hook']}" + (f"[head {best['head']}]" if "head" in best else "") + f"@{best['position']}"
-    return best
+    head = int(index[1]) if values.ndim == 3 else None
+    hook, position = hooks[index[0]], int(index[-1])
+    name = hook + (f"[head {head}]" if head is not None else "") + f"@{position}"
+    return Cell(kind=kind, hook=hook, row=int(index[0]), position=position, head=head, moved=float(values[index]), name=name)
+
+
+@torch.no_grad()
+def scan(model: GPT, pairs: PatchPairs, max_rows: int = 4096, label: str = "") -> Scan:
+    """Patch every site, layer, head and position of ``model`` from each pair's source into its destination;
+    see the module docstring."""
+    sites = site_hooks(model)
+    hooks = [hook for kind_hooks in sites.values() for hook in kind_hooks]
+    target = torch.as_tensor(pairs.observer_source)
+    was_training = model.training
+    model.eval()
+    try:
+        clean = _clean_runs(model, _as_tokens(model, pairs.destination.tokens), _as_tokens(model, pairs.source.tokens), hooks)
+        per_pair = {}  # kind → [batch, layer, pos] or [batch, layer, head, pos]
+        for kind, kind_hooks in progress_bar(sites.items(), f"patching{label}: sites", total=len(sites)):
+            rows = [moved_toward(target, clean.log_probs.cpu(), _patch_from(model, clean, hook, max_rows).cpu()) for hook in kind_hooks]
+            per_pair[kind] = torch.stack(rows, 1).numpy()
+            if kind == "head":
+                per_pair[kind] = per_pair[kind].transpose(0, 1, 3, 2)  # [batch, layer, head, pos]
+    finally:
+        model.train(was_training)
+    differs = pairs.period_differs
+    moved = {kind: values.mean(0) for kind, values in per_pair.items()}
+    by_period = {
+        label: {kind: (values[mask].mean(0) if mask.any() else np.full(values.shape[1:], np.nan)).tolist() for kind, values in per_pair.items()}
+        for label, mask in (("period differs", differs), ("same period", ~differs))
+    }
+    best_by_kind = {kind: _best(kind, sites[kind], values) for kind, values in moved.items()}
+    best_before_last = max((_best(kind, sites[kind], values[..., :-1]) for kind, values in moved.items()), key=lambda cell: cell.moved)
+    return Scan(
+        moved={kind: values.tolist() for kind, values in moved.items()},
+        moved_by_period=by_period,
+        best=max(best_by_kind.values(), key=lambda cell: cell.moved),
+        best_by_kind=best_by_kind,
+        best_before_last=best_before_last,
+        kl_clean=float(kl_to(target, clean.log_probs.cpu()[:, None]).mean()),
+    )
+
+
+def _at(values: list, cell: Cell) -> float:
+    return float(np.asarray(values, dtype=float)[(cell.row, cell.head, cell.position) if cell.head is not None else (cell.row, cell.position)])
+
+
+def _headline(trained: Scan, control: Scan, share_period_differs: float) -> dict[str, float]:
+    headline: dict[str, float] = {}
+    for suffix, found in (("", trained), ("_random_init", control)):
+        headline[f"moved_best{suffix}"] = found.best.moved
+    for suffix, found in (("", trained), ("_random_init", control)):
+        headline.update({f"moved_best{suffix}/{kind}": cell.moved for kind, cell in found.best_by_kind.items()})
+    for suffix, found in (("", trained), ("_random_init", control)):
+        headline[f"moved_best_before_last{suffix}"] = found.best_before_last.moved
+    for suffix, found in (("", trained), ("_random_init", control)):
+        for label, key in (("period differs", "period_differs"), ("same period", "same_period")):
+            headline[f"moved_best{suffix}/{key}"] = _at(found.moved_by_period[label][found.best.kind], found.best)
+    headline["share_period_differs"] = share_period_differs
+    headline["kl_clean"] = trained.kl_clean
+    headline["kl_clean_random_init"] = control.kl_clean
+    return headline
 
 
 def _applies(run) -> str | None:
@@ -434,62 +486,49 @@ def _applies(run) -> str | None:
     return None
 
 
-@register_analysis("patching", applies=_applies, description="activation patching between rules (resid, attn, MLP, heads) and steering along probe directions")
-def patching(run, n_sequences: int = 256, seed: int = 0, max_rows: int = 4096, steer: bool = True, show_progress: bool = False) -> PatchingResult:
-    """Patch every site, layer, head and position of ``run.model`` from a source sequence of another rule
-    into ``n_sequences`` destination sequences; see the module docstring. With ``steer``, also the steering
-    scan of :func:`nrecur.analysis.steering.steering_scan` on the same destinations."""
+def compute(run, options: PatchingOptions) -> PatchingResult:
+    """Patch every site, layer, head and position of ``run.model`` from a source sequence of another rule into
+    ``n_sequences`` destination sequences, and the same on the run's initialization; with ``steer``, also the
+    steering scan of :func:`nrecur.analysis.steering.steering_scan` on the same destinations, on both models."""
     why = _applies(run)
     if why is not None:
         raise ValueError(f"patching does not apply: {why}")
-    model, length = run.model, run.config.length
-    pairs = sample_pairs(run.task, n_sequences, length, seed)
-    sites = site_hooks(model)
-    hooks = [hook for kind_hooks in sites.values() for hook in kind_hooks]
-    target = torch.as_tensor(pairs.observer_source)
-    was_training = model.training
-    model.eval()
-    try:
-        clean = _clean_runs(model, _as_tokens(model, pairs.destination.tokens), _as_tokens(model, pairs.source.tokens), hooks)
-        per_pair = {}  # kind → [batch, layer, pos] or [batch, layer, head, pos]
-        for kind, kind_hooks in progress_bar(sites.items(), "patching: sites", show_progress, total=len(sites)):
-            rows = [moved_toward(target, clean.log_probs.cpu(), _patch_from(model, clean, hook, max_rows).cpu()) for hook in kind_hooks]
-            per_pair[kind] = torch.stack(rows, 1).numpy()
-            if kind == "head":
-                per_pair[kind] = per_pair[kind].transpose(0, 1, 3, 2)  # [batch, layer, head, pos]
-    finally:
-        model.train(was_training)
-    differs = pairs.period_differs
-    moved = {kind: values.mean(0) for kind, values in per_pair.items()}
-    by_period = {
-        label: {kind: values[mask].mean(0) if mask.any() else np.full(values.shape[1:], np.nan) for kind, values in per_pair.items()}
-        for label, mask in (("period differs", differs), ("same period", ~differs))
-    }
-    best_by_kind = {kind: _best(kind, sites[kind], values) for kind, values in moved.items()}
-    best = max(best_by_kind.values(), key=lambda b: b["moved"])
-    before_last = {kind: values[..., :-1] for kind, values in moved.items()}
-    best_before_last = max((_best(k, sites[k], v) for k, v in before_last.items()), key=lambda b: b["moved"])
-    headline = {"moved_best": best["moved"]}
-    headline.update({f"moved_best/{kind}": b["moved"] for kind, b in best_by_kind.items()})
-    headline["moved_best_before_last"] = best_before_last["moved"]
-    for label, key in (("period differs", "period_differs"), ("same period", "same_period")):
-        cell = by_period[label][best["kind"]][(best["row"], best["head"], best["position"]) if "head" in best else (best["row"], best["position"])]
-        headline[f"moved_best/{key}"] = float(cell)
-    headline["share_period_differs"] = float(differs.mean())
-    headline["kl_clean"] = float(kl_to(target, clean.log_probs.cpu()[:, None]).mean())
-    options = {"n_pairs": n_sequences, "seed": seed, "length": length, "best_before_last": best_before_last}
-    steering = None
-    if steer:
-        steering = steering_scan(run, pairs.destination, seed=seed)
+    pairs = sample_pairs(run.task, options.n_sequences, run.config.length, options.seed)
+    initial = initial_model(run)
+    trained = scan(run.model, pairs, options.max_rows)
+    control = scan(initial, pairs, options.max_rows, " (initialization)")
+    share = float(pairs.period_differs.mean())
+    headline = _headline(trained, control, share)
+    steering = steering_init = None
+    if options.steer:
+        steering = steering_scan(run, pairs.destination, seed=options.seed)
+        steering_init = steering_scan(dataclasses.replace(run, model=initial), pairs.destination, seed=options.seed)
         headline.update(steering.headline)
+        for name in ("steer_moved_best", "steer_success_best", "steer_probe_r2"):
+            headline[f"{name}_random_init"] = steering_init.headline[name]
     return PatchingResult(
-        name="patching",
         headline=headline,
-        sites=sites,
-        moved=moved,
-        moved_by_period=by_period,
-        best_site=best,
-        best_by_kind=best_by_kind,
-        steering=steering,
         options=options,
+        step=run.step,
+        length=run.config.length,
+        sites=site_hooks(run.model),
+        share_period_differs=share,
+        trained=trained,
+        random_init=control,
+        steering=steering,
+        steering_random_init=steering_init,
     )
+
+
+PATCHING = register(
+    Analysis(
+        name="patching",
+        description="activation patching between rules (residual stream, attention and MLP outputs, heads) and steering "
+        "along probe directions, beside the same on the run's initialization",
+        options=PatchingOptions,
+        result=PatchingResult,
+        compute=compute,
+        applies=_applies,
+        figures="nrecur.analysis.figures.patching:draw",
+    )
+)

@@ -24,20 +24,19 @@ the push overshoots into activations the model never saw.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from nrecur.analysis.base import cached, pyplot, save_figure
+from nrecur.analysis.base import cached
 from nrecur.analysis.probes import RidgeProbe, r2_score, split_sequences
 from nrecur.model import GPT
 from nrecur.tasks import NRecurrence
 from nrecur.tasks.sampler import Batch
 
-__all__ = ["ALPHAS", "ProbeDirections", "SteeringScan", "kl_per_row", "plot_steering", "probe_directions", "steering_hooks", "steering_scan", "swap_target", "target_directions"]
+__all__ = ["ALPHAS", "ProbeDirections", "SteeringScan", "kl_per_row", "probe_directions", "steering_hooks", "steering_scan", "swap_target", "target_directions"]
 
 ALPHAS = (0.0, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0)
 """Default strengths: how much the probe's reading of P(t*) is raised."""
@@ -70,31 +69,24 @@ class SteeringScan:
 
     hooks: tuple[str, ...]
     alphas: tuple[float, ...]
-    moved: np.ndarray
+    moved: list[list[float]]
     """``[hook, alpha]`` mean moved toward the rule with the target swapped to ``t*``."""
-    moved_random: np.ndarray
+    moved_random: list[list[float]]
     """``[hook, alpha]`` the same along a random direction of the same norm."""
-    success: np.ndarray
+    success: list[list[float]]
     """``[hook, alpha]`` share of sequences whose next position is a target position where the model's most
     likely token is ``t*``."""
-    success_random: np.ndarray
+    success_random: list[list[float]]
     """``[hook, alpha]`` the same along the random direction."""
     probe_r2: dict[str, float]
     """hook → held-out R² of the ridge probe to the target marginal."""
-    best: dict
+    best_hook: str
+    """The hook and α where the probe direction moves the prediction most."""
+    best_alpha: float
     headline: dict[str, float]
-
-    def to_json(self) -> dict:
-        return {
-            "hooks": list(self.hooks),
-            "alphas": list(self.alphas),
-            "moved": self.moved,
-            "moved_random": self.moved_random,
-            "success": self.success,
-            "success_random": self.success_random,
-            "probe_r2": self.probe_r2,
-            "best": self.best,
-        }
+    """At the best hook and α: ``steer_moved_best`` beside ``steer_moved_best_random`` (a random direction),
+    ``steer_success_best`` beside ``…_random`` and ``…_no_edit`` (α = 0), ``steer_alpha_best``,
+    ``steer_probe_r2``."""
 
 
 def kl_per_row(target: Tensor, log_probs: Tensor) -> Tensor:
@@ -206,53 +198,24 @@ def steering_scan(run, destination: Batch, seed: int = 0, alphas=ALPHAS, probe_s
     finally:
         model.train(was_training)
     i, j = np.unravel_index(int(np.argmax(moved)), moved.shape)
-    best = {"hook": hooks[i], "alpha": float(alphas[j]), "moved": float(moved[i, j]), "success": float(success[i, j])}
     headline = {
         "steer_moved_best": float(moved[i, j]),
-        "steer_alpha_best": float(alphas[j]),
+        "steer_moved_best_random": float(moved_random[i, j]),
         "steer_success_best": float(success[i, j]),
-        "steer_moved_random": float(moved_random[i, j]),
-        "steer_success_random": float(success_random[i, j]),
-        "steer_success_clean": float(success[i, 0]) if alphas[0] == 0 else float("nan"),
+        "steer_success_best_random": float(success_random[i, j]),
+        "steer_success_best_no_edit": float(success[i, 0]) if alphas[0] == 0 else float("nan"),
+        "steer_alpha_best": float(alphas[j]),
         "steer_probe_r2": probe_r2[hooks[i]],
     }
     return SteeringScan(
         hooks=tuple(hooks),
         alphas=tuple(float(a) for a in alphas),
-        moved=moved,
-        moved_random=moved_random,
-        success=success,
-        success_random=success_random,
+        moved=moved.tolist(),
+        moved_random=moved_random.tolist(),
+        success=success.tolist(),
+        success_random=success_random.tolist(),
         probe_r2=probe_r2,
-        best=best,
+        best_hook=hooks[i],
+        best_alpha=float(alphas[j]),
         headline=headline,
     )
-
-
-def plot_steering(scan: SteeringScan, folder: Path, stem: str) -> list[Path]:
-    """Moved and success against α per hook; dashed: a random direction of the same norm."""
-    plt = pyplot()
-    colours = plt.get_cmap("viridis")(np.linspace(0, 0.85, len(scan.hooks)))
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    rows = zip(colours, scan.hooks, scan.moved, scan.moved_random, scan.success, scan.success_random)
-    for colour, hook, moved, random, success, success_random in rows:
-        label = f"{hook} (probe R² {scan.probe_r2[hook]:.2f})"
-        axes[0].plot(scan.alphas, moved, marker="o", color=colour, label=label)
-        axes[0].plot(scan.alphas, random, ls="--", color=colour, lw=1)
-        axes[1].plot(scan.alphas, success, marker="o", color=colour, label=hook)
-        axes[1].plot(scan.alphas, success_random, ls="--", color=colour, lw=1)
-    axes[0].axhline(0, color="grey", lw=0.8)
-    axes[0].axhline(1, color="grey", lw=0.8, ls=":")
-    axes[0].set_ylabel("moved toward (n, t*)")
-    axes[0].set_title("steering along the target probe direction (dashed: random direction)", fontsize=9)
-    axes[1].set_ylabel("share with t* most likely (next position a target)")
-    axes[1].set_ylim(-0.02, 1.02)
-    axes[1].set_title("edit success (dashed: random direction)", fontsize=9)
-    for ax in axes:
-        ax.set_xscale("symlog", linthresh=0.5)
-        ax.set_xlim(0, max(scan.alphas) * 1.1)
-        ax.set_xlabel("α (raise of the probe's P(t*))")
-        ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=7)
-    fig.tight_layout()
-    return save_figure(fig, folder, stem)
