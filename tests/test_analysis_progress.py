@@ -86,7 +86,7 @@ def test_progress_end_to_end_redrawn_from_its_json_and_refused_without_checkpoin
     # The decayed norm, counted by name: every weight but the LayerNorm scales and the biases.
     final = load_run(folder).model
     undecayed = (".ln", "ln_", ".bias")
-    decayed = sum(float(p.double().pow(2).sum()) for name, p in final.named_parameters() if not any(part in name for part in undecayed))
+    decayed = sum(float(p.detach().double().pow(2).sum()) for name, p in final.named_parameters() if not any(part in name for part in undecayed))
     measures = data["checkpoints"]
     assert measures[-1]["decayed_norm_sq"] == pytest.approx(decayed, rel=1e-9)
     assert all(0 < m["decayed_norm_sq"] < m["weight_norm_sq"] for m in measures)

@@ -53,7 +53,7 @@ from nrecur.train.evaluate import model_log_probs
 from nrecur.train.interventions import intervention_hooks
 from nrecur.train.weights import squared_norms
 
-__all__ = ["Measures", "ProgressOptions", "ProgressResult", "ablation_hooks", "compute", "cross_entropy", "measure"]
+__all__ = ["Measures", "ProgressOptions", "ProgressResult", "ablation_hooks", "compute", "cross_entropy", "mean_z", "measure"]
 
 LOGGED = ("weight_norm_sq", "decayed_norm_sq", "train/loss", "eval/model_ce", "eval/kl", "train/model_ce")
 """Curves read from the run's ``metrics.jsonl`` (those it has)."""
@@ -69,24 +69,31 @@ def cross_entropy(model: GPT, tokens: np.ndarray) -> float:
     return float(-log_probs.gather(-1, tokens_t[:, 1:, None]).mean())
 
 
-def ablation_hooks(model: GPT, tokens: np.ndarray, ablated: list[tuple[int, int]]) -> list:
-    """Hooks for ``model.hooks(...)`` that replace the ``z`` ``[batch, pos, head, d_head]`` of each ``(layer, head)``
-    in ``ablated`` by its mean over ``tokens [batch, pos]`` at each position."""
-    layers = sorted({layer for layer, _ in ablated})
+def mean_z(model: GPT, tokens: np.ndarray, layers: list[int]) -> dict[int, np.ndarray]:
+    """layer → ``[pos, head, d_head]``: the mean over ``tokens [batch, pos]`` of each head's ``z`` at each position."""
     names = {layer: f"blocks.{layer}.attn.hook_z" for layer in layers}
-    means = cached(model, tokens, list(names.values())) if layers else {}
+    acts = cached(model, tokens, list(names.values())) if layers else {}
+    return {layer: acts[name].mean(0) for layer, name in names.items()}
+
+
+def ablation_hooks(model: GPT, tokens: np.ndarray, ablated: list[tuple[int, int]], means: dict[int, np.ndarray] | None = None) -> list:
+    """Hooks for ``model.hooks(...)`` that replace the ``z`` ``[batch, pos, head, d_head]`` of each ``(layer, head)``
+    in ``ablated`` by its mean over ``tokens [batch, pos]`` at each position (``means``: :func:`mean_z`'s, if
+    computed already)."""
+    layers = sorted({layer for layer, _ in ablated})
+    means = mean_z(model, tokens, layers) if means is None else means
     device = next(model.parameters()).device
     hooks = []
     for layer in layers:
         heads = [head for l, head in ablated if l == layer]
-        mean = torch.as_tensor(means[names[layer]].mean(0), device=device)  # [pos, head, d_head]
+        mean = torch.as_tensor(means[layer], device=device)  # [pos, head, d_head]
 
         def replace(z, hook=None, heads=heads, mean=mean):  # z: [batch, pos, head, d_head]
             z = z.clone()
             z[:, :, heads] = mean[: z.shape[1], heads].to(z.dtype)
             return z
 
-        hooks.append((names[layer], replace))
+        hooks.append((f"blocks.{layer}.attn.hook_z", replace))
     return hooks
 
 
@@ -198,9 +205,10 @@ def measure(model: GPT, step: int, run, options: ProgressOptions, sample, target
     interventions = run.config.train.interventions if options.with_interventions else ()
     with model.hooks(intervention_hooks(interventions, step)):
         loss = cross_entropy(model, tokens)
+        means = mean_z(model, tokens, list(range(model.config.n_layers)))  # one pass for both ablations
         ablated = {}
         for name, heads in (("restricted", others), ("excluded", kept)):
-            with model.hooks(ablation_hooks(model, tokens, heads)):
+            with model.hooks(ablation_hooks(model, tokens, heads, means)):
                 ablated[name] = cross_entropy(model, tokens)
         scores = score_heads(model, run.task, run.config.length, options.head_sequences, options.seed)
         acts = probe_inputs(model, tokens)
