@@ -178,7 +178,12 @@ def over_checkpoints(analysis: Analysis, run, options: Options, steps: list[int]
     seed, so the same sequences and splits, at every step: the curves differ only by the weights."""
     steps = list(run.checkpoint_steps if steps is None else steps)
     load = load or (lambda step: load_run(run.path, step=step, device=next(run.model.parameters()).device))
-    options = analysis.make_options({**options.model_dump(), **(analysis.over_training or {})})
+    given = options.model_dump()
+    overrides = {  # an analysis's lighter settings for every checkpoint, never more than asked for
+        key: min(value, given[key]) if isinstance(value, int) and not isinstance(value, bool) and isinstance(given.get(key), int) else value
+        for key, value in (analysis.over_training or {}).items()
+    }
+    options = analysis.make_options({**given, **overrides})
     series: dict[str, list[float]] = {}
     snapshots = []
     for index, step in enumerate(progress_bar(steps, f"{analysis.name} over training", total=len(steps))):

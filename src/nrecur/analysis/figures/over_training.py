@@ -18,6 +18,8 @@ from nrecur.analysis.figures.common import OKABE_ITO, pyplot, save_figure
 
 __all__ = ["CONTROL_SUFFIXES", "draw", "headline_panels"]
 
+CONTROL_STYLES = (("#555555", "--"), ("#999999", ":"), ("#D55E00", "-."), ("#CC79A7", (0, (1, 1))))
+"""Colour and dash of a panel's first, second, … control: told apart in grey and by their dashes."""
 CONTROL_SUFFIXES = ("_random_init", "_shuffled", "_no_edit", "_random", "_ceiling", "_baseline")
 """Suffixes that mark a headline figure as a control of the figure named without it."""
 
@@ -50,17 +52,17 @@ def draw(over, folder: Path) -> list[Path]:
         for ax in axes.ravel()[len(panels) :]:
             ax.axis("off")
         for ax, (title, members) in zip(axes.ravel(), panels):
-            for colour, name in zip(OKABE_ITO, members):
-                control = name != title
-                ax.plot(steps, over.series[name], color="#777777" if control else colour, ls="--" if control else "-",
-                        marker="o", ms=3, label=name if control else "model")  # fmt: skip
+            controls = iter(CONTROL_STYLES)
+            for name in members:
+                colour, style = (OKABE_ITO[0], "-") if name == title else next(controls)
+                ax.plot(steps, over.series[name], color=colour, ls=style, marker="o", ms=3, label=name if name != title else "model")
             ax.set_xscale("log")
             ax.set_title(title, fontsize=11)
             ax.set_xlabel("training step (log)")
             ax.grid(alpha=0.3)
             if len(members) > 1:
                 ax.legend(fontsize=9)
-        fig.suptitle(f"{over.analysis} over training: each headline figure (solid) beside its controls (dashed grey)", fontsize=12)
+        fig.suptitle(f"{over.analysis} over training: each headline figure (solid) beside its controls (dashed)", fontsize=12)
         fig.tight_layout()
         paths += save_figure(fig, folder, f"{over.name}_headline")
     own = ANALYSES[over.analysis].over_training_figures if over.analysis in ANALYSES else None
