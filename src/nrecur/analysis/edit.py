@@ -56,7 +56,9 @@ over the random edit of its budget — an edit that wrecks the context makes the
 model fall back on the continuation, and a random edit of that size does the
 same — ties within 0.01 going to the lowest ``kl_after``. The best site of each
 method is in the headline (``hold_rate/patch`` beside ``hold_rate_random/patch``,
-…), and the best of those is ``hold_rate``. An edit that installs the belief
+…), and the best of the activation edits — which act on ``0..p`` or ``p`` only —
+is ``hold_rate``; a weight edit acts after ``p`` too, so its hold stands beside
+the headline, never as it. An edit that installs the belief
 holds well above ``hold_rate_no_edit`` and ``hold_rate_random``; the ceiling says
 how far the model itself carries a belief it read from the tokens.
 """
@@ -246,6 +248,11 @@ class EditMethod:
             return Budget((self.hook,), "0..p" if self.span == "context" else "p", min(positions, max_period, d_model), "α times random directions of the probe directions' norms")
         return Budget((self.hook,), "every position of every sequence", 1, "a rank-one edit keyed at p toward a random donor (a sequence of another target)")
 
+    @property
+    def persistent(self) -> bool:
+        """A weight edit: it stays in the model, so it acts after ``p`` too (and on other sequences)."""
+        return self.method == "rank_one"
+
     def automatic(self, model: GPT) -> bool:
         """Whether success at ``p`` is given by construction: the prediction at ``p`` is the model's on the donor."""
         final = f"blocks.{model.config.n_layers - 1}.hook_resid_post"
@@ -409,7 +416,8 @@ class EditResult(Result):
     hold_positions_by_read: tuple[int, ...]
     """Counted reads at ``p + k·n*`` for ``k = 0 … FOLLOWING`` (``k = 0`` never counts)."""
     chosen: str
-    """The name of the edit of ``hold_rate``: the best of the best sites of each method (on the selection problems)."""
+    """The name of the edit of ``hold_rate``: the best of the best sites of the methods that act on ``0..p`` or ``p``
+    only (on the selection problems); a weight edit acts after ``p`` too, so its hold is beside it, never it."""
     best_by_method: dict[str, str]
     """method → the name of its best site."""
     methods: tuple[MethodScore, ...]
@@ -440,20 +448,21 @@ class _Tools:
     second_moment: torch.Tensor | None
     periods: tuple[int, ...]
 
-    def run(self, candidate: EditMethod, problems: EditProblems, random: bool = False, seed: int = 0) -> EditedPredictions:
+    def run(self, candidate: EditMethod, problems: EditProblems, clean: torch.Tensor, random: bool = False, seed: int = 0) -> EditedPredictions:
+        """``candidate`` on ``problems`` (``clean``: the model's log-probs on their tokens), or its random edit."""
         directions = self.directions.get(candidate.hook)
         if random and directions is not None:
             directions = _random_like(directions, seed)
         return edit_belief(
             self.model, problems.tokens, problems.period, problems.target, position=problems.position, method=candidate.method,
             span=candidate.span, hook=candidate.hook, donor=problems.random_donor if random else problems.donor,
-            directions=directions, periods=self.periods, alpha=candidate.alpha, second_moment=self.second_moment,
+            directions=directions, periods=self.periods, alpha=candidate.alpha, second_moment=self.second_moment, clean=clean,
         )  # fmt: skip
 
-    def rank(self, candidate: EditMethod, problems: EditProblems, seed: int) -> tuple[float, float]:
+    def rank(self, candidate: EditMethod, problems: EditProblems, clean: torch.Tensor, seed: int) -> tuple[float, float]:
         """What edits are chosen by: the hold rate's gain over the random edit of the same budget, and ``kl_after``."""
-        edited = self.run(candidate, problems).log_probs
-        random = self.run(candidate, problems, random=True, seed=seed).log_probs
+        edited = self.run(candidate, problems, clean).log_probs
+        random = self.run(candidate, problems, clean, random=True, seed=seed).log_probs
         return hold_rate(problems, edited) - hold_rate(problems, random), _kl(problems, edited)[1]
 
 
@@ -516,14 +525,15 @@ def compute(run, options: EditOptions) -> EditResult:
     try:
         hooks = edit_hooks(model)
         tools = _tools(run, model, hooks, options)
+        clean_selection, clean = _log_probs(model, selection.tokens), _log_probs(model, held_out.tokens)
         candidates = method_candidates(model)
         for hook in progress_bar(hooks, "edit: steering strengths", total=len(hooks)):
             scanned = [EditMethod("steer", hook, "context", float(alpha)) for alpha in options.alphas if alpha > 0]
-            candidates.append(_best([(*tools.rank(c, selection, seed), c) for c in scanned]))
+            candidates.append(_best([(*tools.rank(c, selection, clean_selection, seed), c) for c in scanned]))
         methods, log_probs, ranks = [], {}, {}
         for candidate in progress_bar(candidates, "edit: methods", total=len(candidates)):
-            ranks[candidate.name] = tools.rank(candidate, selection, seed)
-            edited = tools.run(candidate, held_out)
+            ranks[candidate.name] = tools.rank(candidate, selection, clean_selection, seed)
+            edited = tools.run(candidate, held_out, clean)
             log_probs[candidate.name] = edited.log_probs
             result = score(held_out, edited)
             kl, kl_after = _kl(held_out, edited.log_probs)
@@ -531,12 +541,11 @@ def compute(run, options: EditOptions) -> EditResult:
                 MethodScore(
                     name=candidate.name, method=candidate.method, hook=candidate.hook, span=candidate.span, alpha=candidate.alpha,
                     budget=candidate.budget(model, position, task.max_period), hold_rate=result.hold,
-                    hold_rate_random=hold_rate(held_out, tools.run(candidate, held_out, random=True, seed=seed).log_probs),
+                    hold_rate_random=hold_rate(held_out, tools.run(candidate, held_out, clean, random=True, seed=seed).log_probs),
                     gain_selection=ranks[candidate.name][0], success=_share(result.success),
                     success_at_p_automatic=candidate.automatic(model), moved=float(np.mean(result.moved[:, 0])), kl=kl, kl_after=kl_after,
                 )  # fmt: skip
             )
-        clean = edited.clean
         by_name = {c.name: c for c in candidates}
         best = {method: _best([(*ranks[s.name], s) for s in methods if s.method == method]) for method in dict.fromkeys(s.method for s in methods)}
         if "rank_one" in best:
@@ -545,14 +554,15 @@ def compute(run, options: EditOptions) -> EditResult:
             reference = task.sample(SPECIFICITY_SEQUENCES, length, seed + 3).tokens  # unrelated sequences
             best["rank_one"] = dataclasses.replace(best["rank_one"], specificity_kl=float(specificity(model, edits, rows, reference).mean()))
             methods = [best["rank_one"] if s.name == best["rank_one"].name else s for s in methods]
-        chosen = _best([(*ranks[s.name], s) for s in best.values()])
+        chosen = _best([(*ranks[s.name], s) for s in best.values() if not by_name[s.name].persistent])
         ceiling_log_probs = _log_probs(model, held_out.donor)
     finally:
         model.train(was_training)
 
     init = initial_model(run)
     init_tools = _tools(run, init, [chosen.hook] if chosen.method == "steer" else [], options)
-    init_edited = init_tools.run(by_name[chosen.name], held_out)
+    init_clean = _log_probs(init, held_out.tokens)
+    init_edited = init_tools.run(by_name[chosen.name], held_out, init_clean)
 
     no_edit = NoEdit(hold_rate(held_out, clean), _share(hits(held_out, clean)), *_kl(held_out, clean))
     ceiling = NoEdit(hold_rate(held_out, ceiling_log_probs), _share(hits(held_out, ceiling_log_probs)), *_kl(held_out, ceiling_log_probs))
@@ -592,7 +602,7 @@ def compute(run, options: EditOptions) -> EditResult:
         no_edit=no_edit,
         ceiling=ceiling,
         hold_rate_random_init=headline["hold_rate_random_init"],
-        hold_rate_no_edit_random_init=hold_rate(held_out, init_edited.clean),
+        hold_rate_no_edit_random_init=hold_rate(held_out, init_clean),
         by_rule=_by_rule(held_out, log_probs[chosen.name], task),
         probe_r2={hook: {"target": d.target_r2, "countdown": d.countdown_r2} for hook, d in tools.directions.items()},
     )

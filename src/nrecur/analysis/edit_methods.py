@@ -151,6 +151,7 @@ def edit_belief(
     periods: tuple[int, ...] | None = None,
     alpha: float = 1.0,
     second_moment: Tensor | None = None,
+    clean: Tensor | None = None,
 ) -> EditedPredictions:
     """Make ``model`` believe the rule ``(period, target)`` (each ``[batch]`` or one value) on ``tokens
     [batch, pos]`` by editing ``hook`` (default: the input of the last block) at positions ``0..position``
@@ -160,7 +161,8 @@ def edit_belief(
     :func:`edit_problems`); ``steer`` adds ``alpha`` times :func:`steering_vectors` from ``directions`` (with
     ``periods``, the task's periods); ``rank_one`` edits the last MLP's weights for each sequence so that
     its prediction at ``position`` is the donor's (``second_moment``: :func:`key_second_moment` of fresh
-    sequences; default: of ``tokens``). Returns the edited and clean predictions at every position.
+    sequences; default: of ``tokens``). Returns the edited and clean predictions at every position (``clean``:
+    the clean log-probs ``[batch, pos, vocab]`` already computed, to save a forward pass).
     """
     if method not in EDIT_METHODS:
         raise ValueError(f"unknown edit method {method!r}; choose one of {', '.join(EDIT_METHODS)}")
@@ -189,7 +191,8 @@ def edit_belief(
         second_moment=second_moment,
     )
     hooks = EDIT_METHODS[method](model, request)
-    clean = F.log_softmax(model(tokens).double(), -1)
+    if clean is None:
+        clean = F.log_softmax(model(tokens).double(), -1)
     with model.hooks(hooks):
         edited = F.log_softmax(model(tokens).double(), -1)
     return EditedPredictions(log_probs=edited.cpu(), clean=clean.cpu(), position=position)

@@ -19,8 +19,9 @@ def _site(name: str) -> str:
     method, _, hook = name.partition("@")
     method = method.replace("[context]", " 0..p").replace("[position]", " p")
     if method.startswith("rank_one"):
-        method = "rank-one"
-    return f"{method}, {hook.replace('blocks.', 'L').replace('.hook_', ' ')}"
+        return f"rank-one weight edit, {hook.replace('blocks.', 'L').replace('.hook_mlp_out', ' MLP')} (acts after p too)"
+    where = "embeddings" if hook == "blocks.0.hook_resid_pre" else hook.replace("blocks.", "L").replace(".hook_", " ")
+    return f"{method}, {where}"
 
 
 def _method_label(score) -> str:
@@ -30,7 +31,7 @@ def _method_label(score) -> str:
 
 def _read_ticks(result) -> list[str]:
     counted = result.hold_positions_by_read
-    return ["p\n(edited)"] + [f"p + {k}·n*\n({counted[k]} counted)" for k in range(1, len(counted))]
+    return ["p\n(edited)"] + [f"p+{k}·n*\n{counted[k]} counted" for k in range(1, len(counted))]
 
 
 def draw(result, folder: Path) -> list[Path]:
@@ -42,18 +43,18 @@ def draw_hold(result, folder: Path) -> list[Path]:
     and the chosen edit on the initialization. Right: the share with t* most likely at p and at each next target
     position of (n*, t*) (all problems, counted or not)."""
     plt = pyplot()
-    fig, axes = plt.subplots(1, 2, figsize=(13, 5.2), layout="constrained", gridspec_kw={"width_ratios": [1.1, 1]})
+    fig, axes = plt.subplots(1, 2, figsize=(14, 5.6), layout="constrained", gridspec_kw={"width_ratios": [1.3, 1]})
     ax = axes[0]
     best = [result.method(name) for name in result.best_by_method.values()]
     bars = []
     for score in best:
         colour = METHOD_COLOURS.get(score.method, OKABE_ITO[3])
-        bars.append((_method_label(score), score.hold_rate, colour, None))
-        bars.append(("  same budget, random", score.hold_rate_random, colour, "//"))
+        bars.append((_method_label(score) + (" (hold_rate)" if score.name == result.chosen else ""), score.hold_rate, colour, None))
+        bars.append(("random edit of that budget", score.hold_rate_random, colour, "//"))
     bars += [
         ("no edit", result.no_edit.hold_rate, CONTROL_COLOURS["no edit"], None),
         ("ceiling: the context's tokens rewritten", result.ceiling.hold_rate, CONTROL_COLOURS["ceiling"], None),
-        (f"{_site(result.chosen)} on the initialization", result.hold_rate_random_init, CONTROL_COLOURS["random init"], None),
+        ("the chosen edit on the run's initialization", result.hold_rate_random_init, CONTROL_COLOURS["random init"], None),
     ]
     y = np.arange(len(bars))[::-1]
     for row, (label, value, colour, hatch) in zip(y, bars):
@@ -70,7 +71,8 @@ def draw_hold(result, folder: Path) -> list[Path]:
     ticks = np.arange(len(result.no_edit.success))
     for score in best:
         colour = METHOD_COLOURS.get(score.method, OKABE_ITO[3])
-        ax.plot(ticks, score.success, marker="o", color=colour, lw=2, label=_method_label(score) + (" (automatic at p)" if score.success_at_p_automatic else ""))
+        name = score.method.replace("rank_one", "rank-one")
+        ax.plot(ticks, score.success, marker="o", color=colour, lw=2, label=name + (" (automatic at p)" if score.success_at_p_automatic else ""))
     ax.plot(ticks, result.no_edit.success, marker="x", ls="--", color=CONTROL_COLOURS["no edit"], label="no edit")
     ax.plot(ticks, result.ceiling.success, marker="s", ls=":", color=CONTROL_COLOURS["ceiling"], label="ceiling (tokens rewritten)")
     ax.set_xticks(ticks, _read_ticks(result), fontsize=10)
@@ -79,7 +81,7 @@ def draw_hold(result, folder: Path) -> list[Path]:
     ax.set_xlabel("where the next target of (n*, t*) is predicted", fontsize=10)
     ax.set_title("success at p and at the following target positions (all problems)", fontsize=11)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=9, loc="lower left")
+    ax.legend(fontsize=9, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncols=2)
     fig.suptitle(
         f"editing the belief to a rule (n*, t*) at positions 0..p = {result.position} of {result.length}: "
         f"{result.held_out_problems} held-out problems, step {result.step}",
@@ -121,7 +123,7 @@ def draw_sites(result, folder: Path) -> list[Path]:
     ax.set_xlabel("position (edits act on 0..p or on p)", fontsize=10)
     ax.set_ylabel("mean KL(O* ‖ model), nats", fontsize=10)
     ax.set_title("distance to the observer of a sequence that followed (n*, t*) all along", fontsize=11)
-    ax.legend(fontsize=9)
+    ax.legend(fontsize=9, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncols=2)
     ax.grid(alpha=0.3)
     return save_figure(fig, folder, "edit_sites")
 
