@@ -62,8 +62,8 @@ def draw_sites(result, folder: Path) -> list[Path]:
     pos = panels[0][1].shape[0]
     row_inches = min(ROW_INCHES, 10.0 / pos)
     written = row_inches >= 0.2  # values only where a row has room for them
-    width = 0.62 * len(labels)
-    fig, axes = plt.subplots(1, 2, figsize=(2 * width + 3.2, row_inches * pos + 2.4), layout="constrained", sharey=True)
+    width = 0.58 * len(labels)
+    fig, axes = plt.subplots(1, 2, figsize=(2 * width + 3.0, row_inches * pos + 2.4), layout="constrained", sharey=True)
     for ax, (title, matrix) in zip(axes, panels):
         image = ax.imshow(matrix, cmap="cividis", vmin=low, vmax=high, aspect="auto")
         ax.set_xticks(range(len(labels)), labels, fontsize=10)
@@ -102,8 +102,8 @@ def draw_heads(result, folder: Path) -> list[Path]:
     low = min(0.0, *(float(np.nanmin(m)) for _, m in panels))
     high = max(0.05, *(float(np.nanmax(m)) for _, m in panels))
     row_inches = min(0.22, 10.0 / pos)
-    column = min(0.34, 4.6 / (layers * heads))
-    fig, axes = plt.subplots(1, 2, figsize=(2 * column * layers * heads + 3.4, row_inches * pos + 2.2), layout="constrained", sharey=True)
+    column = min(0.34, 4.0 / (layers * heads))
+    fig, axes = plt.subplots(1, 2, figsize=(2 * column * layers * heads + 3.0, row_inches * pos + 2.2), layout="constrained", sharey=True)
     label_every = max(1, int(np.ceil(0.3 / column)))
     for ax, (title, matrix) in zip(axes, panels):
         image = ax.imshow(matrix, cmap="cividis", vmin=low, vmax=high, aspect="auto")
@@ -149,6 +149,8 @@ def draw_steering(result, folder: Path) -> list[Path]:
     for ax in axes:
         ax.set_xscale("symlog", linthresh=0.5)
         ax.set_xlim(0, max(result.steering.alphas) * 1.1)
+        ax.set_xticks(result.steering.alphas, [f"{a:g}" for a in result.steering.alphas])
+        ax.minorticks_off()
         ax.set_xlabel("α (raise of the probe's P(t*))", fontsize=10)
         ax.tick_params(labelsize=10)
         ax.grid(alpha=0.3)
