@@ -232,6 +232,8 @@ def test_the_edit_analysis_on_a_trained_model(trained, tmp_path, capsys):
     assert data["options"]["n_sequences"] == 16 and data["held_out_problems"] == 16 and "hold_rate" in capsys.readouterr().out
     assert main(["analyze", str(trained.path), "--what", "edit", "--set", "per_rule=4"]) == 2
     assert "edit takes no option per_rule" in capsys.readouterr().err
+    assert main(["analyze", str(trained.path), "--what", "edit", "--set", f"position={LENGTH - 1}"]) == 2
+    assert "edit option position: must be in [0, 10]" in capsys.readouterr().err
 
 
 def test_bad_edit_input(untrained, problems):

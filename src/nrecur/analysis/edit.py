@@ -74,7 +74,7 @@ import pydantic
 import torch
 
 from nrecur.analysis.base import progress_bar
-from nrecur.analysis.contract import Analysis, Options, Result, initial_model, register
+from nrecur.analysis.contract import Analysis, OptionError, Options, Result, initial_model, register
 from nrecur.analysis.edit_methods import EDIT_METHODS, EditedPredictions, Span, edit_belief, edit_hooks, steering_vectors
 from nrecur.analysis.patching import deterministic_task
 from nrecur.analysis.steering import ALPHAS, ProbeDirections, kl_per_row, probe_directions
@@ -339,12 +339,10 @@ def _kl(problems: EditProblems, log_probs) -> tuple[tuple[float, ...], float]:
 
 class EditOptions(Options):
     n_sequences: int = pydantic.Field(512, ge=8)
-    """Edit problems in each of the two sets (one to choose the edits on, one held out to report them on), spread
-    evenly over the task's rules ``(n*, t*)``: ⌈n_sequences / rules⌉ per rule."""
+    """Edit problems in each of two sets (edits are chosen on one, reported on the other), ⌈n_sequences / rules⌉ for each rule (n*, t*)."""
     position: int | None = pydantic.Field(None, ge=0)
-    """``p``, the last position an edit acts on (default: room for FOLLOWING more target positions of the
-    longest period after it, and at least half the context before it)."""
-    alphas: tuple[float, ...] = ALPHAS
+    """p, the last position an edit acts on (default: room for three more target positions of the longest period after it, and at least half the context before it)."""
+    alphas: tuple[float, ...] = tuple(alpha for alpha in ALPHAS if alpha > 0)
     """Steering strengths scanned on the selection problems (how much each probe's reading is raised)."""
     probe_sequences: int = pydantic.Field(1024, ge=8)
     """Fresh sequences the steering probes are fitted on."""
@@ -515,7 +513,7 @@ def compute(run, options: EditOptions) -> EditResult:
     task, length, seed = run.task, run.config.length, options.seed
     position = default_position(length, task.max_period) if options.position is None else options.position
     if position > length - 2:
-        raise ValueError(f"the edit position must be in [0, {length - 2}] for sequences of length {length}, got {position}")
+        raise OptionError(f"edit option position: must be in [0, {length - 2}] for the run's sequences of length {length} (got {position})")
     per_rule = max(1, math.ceil(options.n_sequences / len(task.rules())))
     selection = edit_problems(task, per_rule, length, position, seed)
     held_out = edit_problems(task, per_rule, length, position, seed + 1)
