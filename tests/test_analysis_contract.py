@@ -28,7 +28,7 @@ from nrecur.train.checkpoint import load_model_tensors
 
 # ---------------------------------------------------------------------------- a worked example
 
-
+# --8<-- [start:example]
 class ConfidenceOptions(Options):
     n_sequences: int = pydantic.Field(64, ge=8)
     """Fresh sequences to score."""
@@ -63,10 +63,12 @@ def draw_confidence(result: ConfidenceResult, folder: Path) -> list[Path]:
     ax.plot(result.by_position)
     ax.set_title("mean top probability by position")
     return save_figure(fig, folder, "confidence")
+# --8<-- [end:example]
 
 
 @pytest.fixture
 def confidence_analysis():
+    # --8<-- [start:register]
     analysis = register(
         Analysis(
             name="confidence", description="the model's mean top probability", options=ConfidenceOptions,
@@ -74,6 +76,7 @@ def confidence_analysis():
             figures=f"{__name__}:draw_confidence", over_training={},
         )  # fmt: skip
     )
+    # --8<-- [end:register]
     yield analysis
     del ANALYSES["confidence"]
 
