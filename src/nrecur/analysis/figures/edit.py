@@ -94,7 +94,7 @@ def draw_sites(result, folder: Path) -> list[Path]:
     """Every site of every method: held-out hold rate (left) and the mean KL(O* ‖ model) from p on (right)."""
     plt = pyplot()
     methods = list(result.methods)
-    fig, axes = plt.subplots(1, 2, figsize=(13, 0.38 * len(methods) + 2.4), layout="constrained", gridspec_kw={"width_ratios": [1, 1]})
+    fig, axes = plt.subplots(1, 2, figsize=(14, 0.38 * len(methods) + 2.8), layout="constrained", gridspec_kw={"width_ratios": [1, 1]})
     ax = axes[0]
     y = np.arange(len(methods))[::-1]
     for row, score in zip(y, methods):
@@ -107,7 +107,7 @@ def draw_sites(result, folder: Path) -> list[Path]:
     ax.set_yticks(y, [_method_label(s) for s in methods], fontsize=10)
     ax.set_xlim(0, 1.12)
     ax.set_xlabel("hold rate (held out)", fontsize=10)
-    ax.set_title("every site (solid: the best of each method on the selection problems)", fontsize=11)
+    ax.set_title("hold rate of every site\n(solid: each method's best on the selection problems)", fontsize=11)
     ax.legend(fontsize=9, loc="lower right")
     ax.grid(axis="x", alpha=0.3)
 
@@ -122,7 +122,7 @@ def draw_sites(result, folder: Path) -> list[Path]:
     ax.set_yscale("log")
     ax.set_xlabel("position (edits act on 0..p or on p)", fontsize=10)
     ax.set_ylabel("mean KL(O* ‖ model), nats", fontsize=10)
-    ax.set_title("distance to the observer of a sequence that followed (n*, t*) all along", fontsize=11)
+    ax.set_title("distance to the observer of a sequence\nthat followed (n*, t*) all along", fontsize=11)
     ax.legend(fontsize=9, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncols=2)
     ax.grid(alpha=0.3)
     return save_figure(fig, folder, "edit_sites")
