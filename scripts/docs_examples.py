@@ -1,0 +1,58 @@
+"""Copy the example results the analyses' pages show from a main job's runs into ``docs/results/analyses/``.
+
+    python scripts/docs_examples.py runs
+
+For each analysis, the first run of :data:`PREFERRED` (suffixes of the main
+job's run folders) that has ``analysis/NAME.json`` gives the JSON and its PNG
+figures; ``source.json`` records which run each came from and the command that
+made it. The pages (``scripts/docs_analyses.py``) render from these files, so
+rerunning the main job and this script updates them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+from pathlib import Path
+
+DOCS = Path(__file__).resolve().parent.parent / "docs" / "results" / "analyses"
+PREFERRED = {
+    "geometry": ("mess3",),
+    "updates": ("stoch-finetune", "stoch-scratch"),
+    "failure": ("det",),
+}
+"""analysis → run-folder suffixes to take its example from, in order; others: the deterministic run first."""
+DEFAULT = ("det", "stoch-scratch", "stoch-finetune", "mess3")
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("runs", type=Path, help="the main job's output folder (nrecur run --out)")
+    args = parser.parse_args(argv)
+    folders = sorted(p for p in args.runs.iterdir() if (p / "analysis").is_dir())
+    if not folders:
+        parser.error(f"{args.runs} holds no analyzed run folder")
+    names = sorted({p.stem for folder in folders for p in (folder / "analysis").glob("*.json") if not p.stem.endswith("_over_training")})
+    DOCS.mkdir(parents=True, exist_ok=True)
+    sources = {}
+    for name in names:
+        for suffix in PREFERRED.get(name, DEFAULT):
+            found = [f for f in folders if f.name.endswith(suffix) and (f / "analysis" / f"{name}.json").is_file()]
+            if found:
+                folder = found[0]
+                data = json.loads((folder / "analysis" / f"{name}.json").read_text())
+                shutil.copyfile(folder / "analysis" / f"{name}.json", DOCS / f"{name}.json")
+                for figure in data.get("figures", []):
+                    if figure.endswith(".png"):
+                        shutil.copyfile(folder / "analysis" / figure, DOCS / figure)
+                sources[name] = f"the main job's run {folder.name}"
+                break
+    (DOCS / "source.json").write_text(json.dumps({"command": "./run.sh; python scripts/docs_examples.py runs", "runs": sources}, indent=1) + "\n")
+    print(f"copied {len(sources)} example results into {DOCS}: " + ", ".join(f"{k} from {v}" for k, v in sources.items()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
