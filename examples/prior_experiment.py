@@ -90,14 +90,11 @@ def main() -> None:
         rows = {}
         for what, truth in (("target", result.true_target), ("period", result.true_period)):
             log_shift = np.log(truth) - np.log(np.full(len(truth), 1.0 / len(truth)))
-            static = result.trained.static_target if what == "target" else result.trained.static_period
-            behavioural = result.trained.behavioural_target if what == "target" else result.trained.behavioural_period
-            control_static = uniform.trained.static_target if what == "target" else uniform.trained.static_period
-            control_behavioural = uniform.trained.behavioural_target if what == "target" else uniform.trained.behavioural_period
-            for kind, estimates, controls in (("static", static, control_static), ("behavioural", behavioural, control_behavioural)):
-                for estimator, values in estimates.items():
-                    score = result.trained.scores[what][f"{kind}/{estimator}"]
-                    untrained = result.random_init.scores[what].get(f"{kind}/{estimator}")
+            for kind in ("static", "behavioural"):
+                controls = {estimator: e.values for estimator, e in uniform.trained.of(kind, what).items()}
+                for estimator, score in result.trained.of(kind, what).items():
+                    values = score.values
+                    untrained = result.random_init.of(kind, what).get(estimator)
                     rows[f"{what} {kind}/{estimator}"] = {
                         "corr": score.corr,
                         "kl": score.kl,

@@ -94,11 +94,11 @@ from nrecur.train.evaluate import model_log_probs
 __all__ = [
     "PERIOD_ESTIMATORS",
     "TARGET_ESTIMATORS",
+    "Estimate",
     "Estimates",
     "PriorFit",
     "PriorOptions",
     "PriorResult",
-    "Score",
     "compare",
     "compute",
     "emission_affine",
@@ -258,9 +258,11 @@ class PriorOptions(Options):
 
 
 @dataclass(frozen=True)
-class Score:
-    """One estimate against the true prior, and against the same model's behavioural fit."""
+class Estimate:
+    """One estimate of a prior, against the true prior and against the same model's behavioural fit."""
 
+    values: list[float]
+    """``[vocab]`` or ``[period]``."""
     corr: float
     """Pearson correlation with the true prior (NaN when either is uniform)."""
     kl: float
@@ -271,20 +273,18 @@ class Score:
 
 @dataclass(frozen=True)
 class Estimates:
-    """Every estimate of the prior read from one model, each scored against the true prior."""
+    """Every estimate of the prior read from one model."""
 
-    static_target: dict[str, list[float]]
-    """estimator → ``[vocab]`` estimate (inverted from the output distribution)."""
+    static_target: dict[str, Estimate]
+    """estimator → its estimate ``[vocab]`` (inverted from the output distribution)."""
     static_target_raw: dict[str, list[float]]
     """estimator → ``[vocab]`` output distribution of that path, before inversion."""
-    static_period: dict[str, list[float]]
-    """estimator → ``[period]`` (empty for a model without blocks)."""
-    behavioural_target: dict[str, list[float]]
+    static_period: dict[str, Estimate]
+    """estimator → its estimate ``[period]`` (none for a model without blocks)."""
+    behavioural_target: dict[str, Estimate]
     """``first_position`` and ``fit`` → ``[vocab]``."""
-    behavioural_period: dict[str, list[float]]
+    behavioural_period: dict[str, Estimate]
     """``fit`` → ``[period]``."""
-    scores: dict[str, dict[str, Score]]
-    """``"target"`` / ``"period"`` → ``static/NAME`` or ``behavioural/NAME`` → its score."""
     fit_kl: float
     """Mean KL(observer ‖ model) at the fitted priors (nats per position)."""
     fit_kl_uniform: float
@@ -293,29 +293,29 @@ class Estimates:
     """The same at the task's own priors."""
     fit_iterations: int
 
+    def of(self, kind: str, what: str) -> dict[str, Estimate]:
+        """``kind`` (``static`` / ``behavioural``) estimates of ``what`` (``target`` / ``period``)."""
+        return getattr(self, f"{kind}_{what}")
+
 
 def estimates_of(model: GPT, task: NRecurrence, options: PriorOptions, n_positions: int) -> Estimates:
     """Every static and behavioural estimate of ``model``'s prior, scored against ``task``'s true prior."""
     targets, periods, raw = static_priors(model, task)
     behaviour = _behavioural(model, task, options.n_sequences, n_positions, options.seed, options.fit_iterations)
     fit: PriorFit = behaviour["fit"]
-    found = {
-        "target": {**{f"static/{k}": v for k, v in targets.items()}, "behavioural/first_position": behaviour["first_position"], "behavioural/fit": fit.target},
-        "period": {**{f"static/{k}": v for k, v in periods.items()}, "behavioural/fit": fit.period},
-    }
-    truth = {"target": task.target_probs, "period": task.period_probs}
-    scores = {
-        what: {label: Score(**compare(truth[what], values), corr_behavioural=compare(table["behavioural/fit"], values)["corr"]) for label, values in table.items()}
-        for what, table in found.items()
-    }
-    listed = lambda table: {k: np.asarray(v, float).tolist() for k, v in table.items()}  # noqa: E731
+
+    def scored(values: dict[str, np.ndarray], truth: np.ndarray, behavioural: np.ndarray) -> dict[str, Estimate]:
+        return {
+            name: Estimate(np.asarray(v, float).tolist(), **compare(truth, v), corr_behavioural=compare(behavioural, v)["corr"])
+            for name, v in values.items()
+        }
+
     return Estimates(
-        static_target=listed(targets),
-        static_target_raw=listed(raw),
-        static_period=listed(periods),
-        behavioural_target={"first_position": behaviour["first_position"].tolist(), "fit": fit.target.tolist()},
-        behavioural_period={"fit": fit.period.tolist()},
-        scores=scores,
+        static_target=scored(targets, task.target_probs, fit.target),
+        static_target_raw={k: np.asarray(v, float).tolist() for k, v in raw.items()},
+        static_period=scored(periods, task.period_probs, fit.period),
+        behavioural_target=scored({"first_position": behaviour["first_position"], "fit": fit.target}, task.target_probs, fit.target),
+        behavioural_period=scored({"fit": fit.period}, task.period_probs, fit.period),
         fit_kl=fit.kl,
         fit_kl_uniform=fit.kl_start,
         fit_kl_at_true=float(behaviour["kl_at_true"]),
@@ -350,22 +350,22 @@ def _headline(trained: Estimates, control: Estimates, options: PriorOptions, val
     chosen = {"target": options.target_estimator, "period": options.period_estimator}
     for what in ("target", "period"):
         for suffix, estimates in (("", trained), ("_random_init", control)):
-            static = estimates.scores[what].get(f"static/{chosen[what]}")
+            static = estimates.of("static", what).get(chosen[what])
             if static is not None:
                 headline[f"static_{what}_corr{suffix}"] = static.corr
                 headline[f"static_{what}_kl{suffix}"] = static.kl
                 headline[f"static_vs_behavioural_{what}_corr{suffix}"] = static.corr_behavioural
         headline[f"static_{what}_validated"] = float(validated[chosen[what]])
         for suffix, estimates in (("", trained), ("_random_init", control)):
-            behavioural = estimates.scores[what]["behavioural/fit"]
+            behavioural = estimates.of("behavioural", what)["fit"]
             headline[f"behavioural_{what}_corr{suffix}"] = behavioural.corr
             headline[f"behavioural_{what}_kl{suffix}"] = behavioural.kl
     for what in ("target", "period"):
-        for label in trained.scores[what]:
-            kind, name = label.split("/")
-            if kind == "static" or name == "first_position":
-                for suffix, estimates in (("", trained), ("_random_init", control)):
-                    headline[f"{kind}_{what}_corr{suffix}/{name}"] = estimates.scores[what][label].corr
+        for kind in ("static", "behavioural"):
+            for name in trained.of(kind, what):
+                if kind == "static" or name == "first_position":
+                    for suffix, estimates in (("", trained), ("_random_init", control)):
+                        headline[f"{kind}_{what}_corr{suffix}/{name}"] = estimates.of(kind, what)[name].corr
     for suffix, estimates in (("", trained), ("_random_init", control)):
         headline[f"fit_kl{suffix}"] = estimates.fit_kl
         headline[f"fit_kl_at_true{suffix}"] = estimates.fit_kl_at_true

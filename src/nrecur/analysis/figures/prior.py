@@ -12,18 +12,19 @@ from nrecur.analysis.figures.common import OKABE_ITO, pyplot, save_figure
 __all__ = ["draw"]
 
 
-def _label(kind: str, name: str, score, validated: dict[str, bool]) -> str:
-    corr = f"r={score.corr:.2f}" if math.isfinite(score.corr) else "r undefined"
+def _label(kind: str, name: str, estimate, validated: dict[str, bool]) -> str:
+    corr = f"r={estimate.corr:.2f}" if math.isfinite(estimate.corr) else "r undefined"
     checked = " (failed its hand-built check)" if kind == "static" and not validated.get(name, True) else ""
-    return f"{kind} {name}{checked}: {corr}, KL={score.kl:.3f}"
+    return f"{kind} {name}{checked}: {corr}, KL={estimate.kl:.3f}"
 
 
-def _panel(ax, labels: list[str], truth: list[float], bars: list[tuple[str, str, list[float]]], scores, validated, title: str) -> None:
-    """Grouped bars: the true prior, then each ``(kind, name, values)`` estimate, labelled with its score."""
+def _panel(ax, labels: list[str], truth: list[float], estimates, what: str, validated, title: str) -> None:
+    """Grouped bars: the true prior, then every static and behavioural estimate of ``what``, labelled with its score."""
     series = [("true prior", truth, "#999999", None)]
     colours = iter(OKABE_ITO)
-    for kind, name, values in bars:
-        series.append((_label(kind, name, scores[f"{kind}/{name}"], validated), values, next(colours), "//" if kind == "behavioural" else None))
+    for kind in ("static", "behavioural"):
+        for name, estimate in estimates.of(kind, what).items():
+            series.append((_label(kind, name, estimate, validated), estimate.values, next(colours), "//" if kind == "behavioural" else None))
     width = 0.85 / len(series)
     x = np.arange(len(labels))
     for index, (label, values, colour, hatch) in enumerate(series):
@@ -42,16 +43,13 @@ def draw(result, folder: Path) -> list[Path]:
     targets = [str(v) for v in range(len(result.true_target))]
     periods = [str(n) for n in result.periods]
     fig, axes = plt.subplots(4, 1, figsize=(11.5, 15), layout="constrained")
-    rows = (("trained", result.trained), ("initialization (control)", result.random_init))
-    panels = []
-    for which, estimates in rows:
-        panels.append(("target", which, estimates, targets, result.true_target,
-                       [("static", k, v) for k, v in estimates.static_target.items()] + [("behavioural", k, v) for k, v in estimates.behavioural_target.items()]))  # fmt: skip
-        panels.append(("period", which, estimates, periods, result.true_period,
-                       [("static", k, v) for k, v in estimates.static_period.items()] + [("behavioural", k, v) for k, v in estimates.behavioural_period.items()]))  # fmt: skip
-    order = [panels[0], panels[2], panels[1], panels[3]]  # targets trained/init, then periods trained/init
-    for ax, (what, which, estimates, labels, truth, bars) in zip(axes, order):
-        _panel(ax, labels, truth, bars, estimates.scores[what], result.validated, f"prior over {what}s, {which}: true, static (weights only), behavioural (hatched)")
+    panels = [
+        (what, which, estimates, labels, truth)
+        for what, labels, truth in (("target", targets, result.true_target), ("period", periods, result.true_period))
+        for which, estimates in (("trained", result.trained), ("initialization (control)", result.random_init))
+    ]
+    for ax, (what, which, estimates, labels, truth) in zip(axes, panels):
+        _panel(ax, labels, truth, estimates, what, result.validated, f"prior over {what}s, {which}: true, static (weights only), behavioural (hatched)")
         ax.set_xlabel(what, fontsize=10)
     fig.suptitle("the model's prior read from its weights and from its first predictions, against the task's prior", fontsize=12)
     return save_figure(fig, folder, "prior")
