@@ -38,6 +38,7 @@ def test_import_contracts_hold():
         ("tasks/base.py", "from nrecur.observer.results import Posterior"),
         ("observer/bayes.py", "def later():\n    from nrecur.train import config"),  # inside a function counts too
         ("train/data.py", "import nrecur.jobs.main"),
+        ("analysis/probes.py", "def later():\n    import matplotlib.pyplot"),  # computing never draws
     ],
 )
 def test_contracts_fail_on_a_backward_import(tmp_path, module, backward):

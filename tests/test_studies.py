@@ -250,7 +250,7 @@ def test_the_faster_default_study_estimates_and_confirms(tmp_path):
 
 
 def test_log_axes_read_in_plain_numbers_with_minor_labels_only_under_a_decade():
-    from nrecur.analysis.base import plain_log_ticks, pyplot
+    from nrecur.analysis.figures.common import plain_log_ticks, pyplot
 
     fig, (narrow, wide) = pyplot().subplots(1, 2)
     for ax, (low, high) in ((narrow, (0.2, 0.9)), (wide, (1e-4, 2.0))):

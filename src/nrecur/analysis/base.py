@@ -7,13 +7,12 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-import sys
 
 import numpy as np
 import torch
 
+from nrecur._log import progress
 from nrecur.model import GPT
-from nrecur.analysis.figures.common import OKABE_ITO, plain_log_ticks, pyplot, save_figure  # noqa: F401 - transitional, for analyses not yet in the contract
 
 __all__ = ["cached", "progress_bar", "residual_activations", "residual_hooks", "showing_progress"]
 
@@ -31,17 +30,9 @@ def showing_progress(enabled: bool):
 
 
 def progress_bar(iterable, description: str, enabled: bool | None = None, total: int | None = None):
-    """``iterable`` with progress on stderr: a tqdm bar on a terminal, plain lines elsewhere. ``enabled``:
-    default, as :func:`showing_progress` says."""
-    from tqdm.auto import tqdm
-
-    if not (_PROGRESS.get() if enabled is None else enabled):
-        return iterable
-    terminal = sys.stderr.isatty()
-    return tqdm(
-        iterable, desc=description, total=total, leave=False, dynamic_ncols=True, file=sys.stderr,
-        ascii=not terminal, mininterval=0.1 if terminal else 10.0,
-    )  # fmt: skip
+    """``iterable`` with progress on stderr: a tqdm bar on a terminal, plain lines without control codes elsewhere
+    (:func:`nrecur._log.progress`). ``enabled``: default, as :func:`showing_progress` says."""
+    return progress(iterable, description, total=total, enabled=_PROGRESS.get() if enabled is None else enabled)
 
 
 #: The residual hook points probes read, in the order of the forward pass (``embed`` = hook_embed + hook_pos_embed).

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from nrecur.analysis.base import pyplot, save_figure
+from nrecur.analysis.figures.common import pyplot, save_figure
 from nrecur.sweep.store import SweepDir
 
 
