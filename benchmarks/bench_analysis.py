@@ -2,15 +2,15 @@
 
 For each run of the main job that is there (``nrecur run`` writes them under
 ``runs/``): the wall-clock time of ``nrecur analyze RUN --what all`` as a user
-types it (a fresh process, default sizes, latest checkpoint; target ≤ 2
-minutes on 2 cores), the time of each analysis inside it, and the analyses
+types it (a fresh process, default sizes, latest checkpoint, every headline
+beside its controls; target ≤ 90 s on 2 cores for the deterministic run), the time of each analysis inside it, and the analyses
 over every saved checkpoint (``--checkpoints all``: each analysis that has an
 over-training form; target ≤ 1 minute). Side by side in this process: the table of
 held-out ridge R² for every hook × quantity with one Gram matrix and one solve
 per hook (ours) against a :class:`RidgeProbe` fitted per hook and quantity
 (the reference), on the same activations; they agree to 1e-9.
 
-    python benchmarks/bench_analysis.py [--runs runs] [--preset quick]
+    python benchmarks/bench_analysis.py [--runs runs] [--preset quick] [--json docs/results/benchmarks/analysis.json]
 
 Analyses write into each run's ``analysis/`` folder, as ``nrecur analyze`` does.
 """
@@ -25,14 +25,14 @@ import sys
 import time
 from pathlib import Path
 
-from _common import machine
+from _common import add_json_option, machine, write_json
 
 from nrecur import load_run
 from nrecur.analysis import ANALYSES
 from nrecur.analysis.probes import RidgeProbe, probe_inputs, probe_targets, r2_score, ridge_r2_table, split_sequences
 
 RUNS = ("det", "stoch-finetune", "stoch-scratch", "mess3")
-LINE = re.compile(r"^(\S+) \((step \d+|all checkpoints), (\d+) s\): ", re.MULTILINE)
+LINE = re.compile(r"^(\S+) \((step \d+|all checkpoints), ([\d.]+) s\): ", re.MULTILINE)
 """A line ``nrecur analyze`` prints per analysis: name, checkpoint, seconds."""
 
 
@@ -52,8 +52,11 @@ def main() -> None:
     parser.add_argument("--runs", default="runs", help="folder of the main job's runs (default: runs)")
     parser.add_argument("--preset", default="quick")
     parser.add_argument("--sequences", type=int, default=2048, help="sequences for the ridge-table comparison")
+    add_json_option(parser)
     args = parser.parse_args()
-    print(machine())
+    machine_text = machine()
+    print(machine_text)
+    rows: list[dict] = []
     nrecur = Path(sys.executable).with_name("nrecur")
     folders = [Path(args.runs) / f"{args.preset}-{name}" for name in RUNS]
     folders = [f for f in folders if (f / "checkpoints").is_dir()]
@@ -68,9 +71,12 @@ def main() -> None:
         seconds = time.perf_counter() - start
         if out.returncode != 0:
             sys.exit(out.stderr)
-        print(f"{folder.name:<22} {'nrecur analyze --what all':<34} {seconds:>8.1f} {120:>7}")
+        target = 90 if folder.name.endswith("-det") else None
+        print(f"{folder.name:<22} {'nrecur analyze --what all':<34} {seconds:>8.1f} {target or '':>7}")
+        rows.append({"run": folder.name, "what": "all (one process)", "seconds": round(seconds, 1), "target_seconds": target})
         for name, _, took in LINE.findall(out.stdout):
-            print(f"{'':<22} {'  ' + name:<34} {float(took):>8.0f}")
+            print(f"{'':<22} {'  ' + name:<34} {float(took):>8.1f}")
+            rows.append({"run": folder.name, "what": name, "seconds": float(took), "target_seconds": None})
         over = [name for name, a in ANALYSES.items() if a.over_training is not None and a.applies(load_run(folder)) is None]
         if not over:
             continue
@@ -80,7 +86,8 @@ def main() -> None:
         steps = len(load_run(folder).checkpoint_steps)
         for name, at, took in LINE.findall(out.stdout):
             if at == "all checkpoints":
-                print(f"{'':<22} {f'  {name} ({steps} ckpts)':<34} {float(took):>8.0f} {60:>7}")
+                print(f"{'':<22} {f'  {name} ({steps} ckpts)':<34} {float(took):>8.1f}")
+                rows.append({"run": folder.name, "what": f"{name} ({steps} checkpoints)", "seconds": float(took), "target_seconds": None})
 
     run = load_run(folders[0])
     sample = run.task.sample(args.sequences, run.config.length, 0)
@@ -101,6 +108,8 @@ def main() -> None:
         f"  one solve per hook {ours_s:.2f} s, one probe per hook and quantity {reference_s:.2f} s, "
         f"ratio {reference_s / ours_s:.1f}x; largest difference {worst:.1e}"
     )
+    ridge = [{"ours_seconds": round(ours_s, 3), "reference_seconds": round(reference_s, 3), "ratio": round(reference_s / ours_s, 2), "largest_difference": worst}]
+    write_json(args.json, machine_text, {"preset": args.preset, "sequences": args.sequences}, rows=rows, ridge=ridge)
 
 
 if __name__ == "__main__":
