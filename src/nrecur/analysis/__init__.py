@@ -16,11 +16,12 @@ from nrecur.analysis.failure import FailureComparison, FailureOptions, FailureRe
 from nrecur.analysis.heads import HeadsOptions, HeadsResult  # noqa: E402
 from nrecur.analysis.patching import PatchingOptions, PatchingResult  # noqa: E402
 from nrecur.analysis.prior import PriorOptions, PriorResult  # noqa: E402
+from nrecur.analysis.probes import ProbeResult, ProbesOptions  # noqa: E402
 from nrecur.analysis.progress import ProgressOptions, ProgressResult  # noqa: E402
 from nrecur.analysis.updates import UpdatesOptions, UpdatesResult  # noqa: E402
 
 __all__ = [
     "ANALYSES", "Analysis", "EditOptions", "EditResult", "FailureComparison", "FailureOptions", "FailureResult", "HeadsOptions", "HeadsResult", "OptionError", "Options", "Outcome", "OverTraining",
-    "PatchingOptions", "PatchingResult", "PriorOptions", "PriorResult", "ProgressOptions", "ProgressResult", "Result", "UpdatesOptions", "UpdatesResult", "analyze", "compare_failure", "compute",
+    "PatchingOptions", "PatchingResult", "PriorOptions", "PriorResult", "ProbeResult", "ProbesOptions", "ProgressOptions", "ProgressResult", "Result", "UpdatesOptions", "UpdatesResult", "analyze", "compare_failure", "compute",
     "edit_belief", "initial_model", "over_checkpoints", "read_result", "write_result",
 ]  # fmt: skip
