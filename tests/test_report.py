@@ -95,8 +95,8 @@ def test_a_run_page_states_the_run_and_holds_every_section(runs, tmp_path):
     assert "How to read it: held-out R² near 1 means the quantity is linearly present" in page
     assert f"<dt>r2_linear/target</dt><dd>{headline['r2_linear/target']:.4g}</dd>" in page
     probes = json.loads((run / "analysis" / "probes.json").read_text())
-    assert f"<dt>fresh sequences analysed</dt><dd>{probes['n_sequences']:,}</dd>" in page
-    assert f"<dt>positions each MLP probe is fitted on (at most)</dt><dd>{probes['mlp_rows']:,}</dd>" in page
+    assert f"<dt>fresh sequences analysed</dt><dd>{probes['options']['n_sequences']:,}</dd>" in page
+    assert f"<dt>positions each MLP probe is fitted on (at most)</dt><dd>{probes['options']['mlp_rows']:,}</dd>" in page
     assert page.count('class="frame"') == 4  # one frame per checkpoint (0, 1, 8, 60)
     # Every figure inlined; nothing fetched from anywhere.
     sources = images(page)

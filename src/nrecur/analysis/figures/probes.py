@@ -24,28 +24,32 @@ def _headline(result, folder: Path) -> list[Path]:
     plt = pyplot()
     kinds = [
         ("r2_linear", "ridge probe, best hook: held-out R²"),
-        ("r2_linear_concat", "ridge probe, all hooks concatenated: R²"),
+        ("r2_linear_concat", "ridge probe, all hooks concatenated: held-out R²"),
         ("r2_mlp", "MLP probe, best hook: held-out R²"),
-        ("kl_softmax", "softmax probe, best hook: held-out KL (nats, lower is better)"),
+        ("kl_softmax", "softmax probe, best hook: held-out KL (nats; lower is better)"),
     ]
     kinds = [(name, title) for name, title in kinds if any(key.startswith(name + "/") for key in result.headline)]
-    fig, axes = plt.subplots(1, len(kinds), figsize=(4.6 * len(kinds), 4.2), squeeze=False)
-    for ax, (name, title) in zip(axes[0], kinds):
+    columns = min(2, len(kinds))
+    rows = -(-len(kinds) // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(5.6 * columns, 3.6 * rows + 0.9), squeeze=False, layout="constrained")
+    for ax in axes.ravel()[len(kinds) :]:
+        ax.axis("off")
+    for ax, (name, title) in zip(axes.ravel(), kinds):
         quantities = [q for q in result.quantities if f"{name}/{q}" in result.headline]
         x = np.arange(len(quantities))
         for offset, (suffix, label, colour) in zip((-0.27, 0.0, 0.27), CONTROLS):
             values = [result.headline[f"{name}{suffix}/{q}"] for q in quantities]
             ax.bar(x + offset, values, width=0.27, color=colour, edgecolor="#555555", linewidth=0.5, label=label)
         ax.axhline(0, color="#555555", lw=0.8)
-        ax.set_xticks(x, quantities, rotation=30, ha="right", fontsize=10)
+        ax.set_xticks(x, quantities, rotation=20, ha="right", fontsize=10)
         ax.set_title(title, fontsize=11)
         ax.tick_params(labelsize=10)
         ax.grid(axis="y", alpha=0.3)
         if name.startswith("r2"):
-            ax.set_ylim(min(-0.1, min(ax.get_ylim()[0], 0)), 1.02)
-    axes[0][0].legend(fontsize=10, loc="lower left")
-    fig.suptitle("each probe's headline on the trained model, beside the same probe on the run's initialization and on shuffled targets", fontsize=12)
-    fig.tight_layout()
+            ax.set_ylim(min(-0.1, ax.get_ylim()[0]), 1.05)
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncols=3, fontsize=10, frameon=False)
+    fig.suptitle("each probe on the trained model, beside the same probe on the run's initialization and on shuffled targets", fontsize=12)
     return save_figure(fig, folder, "probes_headline")
 
 
@@ -56,7 +60,7 @@ def _tables(result, folder: Path) -> list[Path]:
     kinds = [(label, table) for label, table in (("ridge", result.r2_linear), ("MLP", result.r2_mlp), ("softmax", result.r2_softmax)) if table]
     columns = (("trained", "trained model"), ("random_init", "initialization"), ("shuffled", "shuffled targets"))
     fig, axes = plt.subplots(
-        len(kinds), 3, figsize=(15, (0.42 * len(result.hooks) + 1.6) * len(kinds)), squeeze=False, sharey=True
+        len(kinds), 3, figsize=(13, (0.4 * len(result.hooks) + 1.9) * len(kinds) + 0.6), squeeze=False, sharey=True, layout="constrained"
     )
     image = None
     for row, (kind, table) in zip(axes, kinds):
@@ -70,8 +74,9 @@ def _tables(result, folder: Path) -> list[Path]:
             ax.set_title(f"{kind} probe, {label}", fontsize=11)
             for (i, j), value in np.ndenumerate(grid):
                 if not np.isnan(value):
-                    ax.text(j, i, f"{value:.2f}", ha="center", va="center", color="white" if value < 0.6 else "black", fontsize=10)
-    fig.colorbar(image, ax=axes, shrink=0.6, label="held-out R² (colours clipped to 0–1)")
+                    text = f"{value:.2f}".replace("-0.00", "0.00")
+                    ax.text(j, i, text, ha="center", va="center", color="white" if value < 0.6 else "black", fontsize=10)
+    fig.colorbar(image, ax=axes, shrink=0.5, label="held-out R² (colours clipped to 0–1)")
     fig.suptitle("held-out R² of each probe at every hook point (blank: that probe is not fitted there)", fontsize=12)
     return save_figure(fig, folder, "probes_r2")
 
@@ -79,8 +84,12 @@ def _tables(result, folder: Path) -> list[Path]:
 def _scatter(result, folder: Path) -> list[Path]:
     """The trained model's linear probe against the observer on held-out positions, per quantity."""
     plt = pyplot()
-    fig, axes = plt.subplots(1, len(result.quantities), figsize=(3.4 * len(result.quantities), 3.6), squeeze=False)
-    for ax, quantity in zip(axes[0], result.quantities):
+    columns = min(3, len(result.quantities))
+    rows = -(-len(result.quantities) // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(3.6 * columns, 3.4 * rows + 0.5), squeeze=False, layout="constrained")
+    for ax in axes.ravel()[len(result.quantities) :]:
+        ax.axis("off")
+    for ax, quantity in zip(axes.ravel(), result.quantities):
         data = result.scatter[quantity]
         hook = result.best_hook[quantity]
         ax.scatter(data.truth, data.linear, s=3, alpha=0.3, color=OKABE_ITO[0])
@@ -89,8 +98,7 @@ def _scatter(result, folder: Path) -> list[Path]:
         ax.set_ylabel("ridge probe", fontsize=10)
         ax.tick_params(labelsize=10)
         ax.set_title(f"{quantity} @ {hook}\nR² {result.r2_linear.trained[quantity][hook]:.3f}", fontsize=10)
-    fig.suptitle("the trained model's ridge probe at its best hook against the observer, held-out positions", fontsize=12)
-    fig.tight_layout()
+    fig.suptitle("the trained model's ridge probe at its best hook against the observer (held-out positions)", fontsize=12)
     return save_figure(fig, folder, "probes_scatter")
 
 
