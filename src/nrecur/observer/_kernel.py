@@ -81,9 +81,10 @@ def filter_kernel(
         fake_per_token = np.empty(V)  # window fakes: mass of each target's fake per window token
         for p in range(P):
             for t in range(V):
-                mass[p, t] = prior[p, t]
+                w = prior[p, t]  # one read into a local: indexing prior twice here compiles to a slower filter loop
+                mass[p, t] = w
                 for phi in range(periods[p]):
-                    alpha[offsets[p] + phi, t] = prior[p, t] / periods[p]
+                    alpha[offsets[p] + phi, t] = w / periods[p]
         for i in range(L):
             xi = x[b, i]
             # --- emission of x_i (slot-major loops: the inner loop runs over contiguous targets)
