@@ -28,7 +28,9 @@ How to read it: held-out R² near 1 means the quantity is linearly present at
 that hook; only the gain over the initialization says that training put it
 there. A gap between the MLP and the linear probe says the quantity is there but
 not linearly. The MLP and softmax probes, hundreds of them, are fitted at once as
-one stacked model (:func:`nrecur.analysis.probe_models.fit_stacked`).
+one stacked model (:func:`nrecur.analysis.probe_models.fit_stacked`). Over training
+(``--checkpoints all``) the ridge probes and their controls are fitted at every
+saved checkpoint.
 """
 
 from __future__ import annotations
@@ -406,6 +408,6 @@ PROBES = register(
         compute=compute,
         applies=_applies,
         figures="nrecur.analysis.figures.probes:draw",
-        over_training={"mlp": False},
+        over_training={"mlp": False, "softmax": False},
     )
 )
