@@ -9,6 +9,7 @@ request off the machine.
 from __future__ import annotations
 
 import argparse
+import html
 import importlib.util
 import json
 import os
@@ -202,7 +203,7 @@ def site(tmp_path_factory) -> Path:
 def test_the_site_builds_strict_with_every_page(site):
     from nrecur.cli import build_parser
 
-    for page in ("index.html", "getting-started.html", "guarantees.html", "benchmarks.html", "reference/api.html", "reference/cli/index.html"):
+    for page in ("index.html", "getting-started.html", "tutorial.html", "guarantees.html", "benchmarks.html", "reference/api.html", "reference/cli/index.html"):
         assert (site / page).is_file(), page
     for command in docs_cli.commands(build_parser()):
         assert (site / command.src_uri.replace(".md", ".html")).is_file(), command.title
@@ -220,6 +221,45 @@ def test_the_site_loads_nothing_from_elsewhere(site):
         assert "fonts.googleapis" not in text and "fonts.gstatic" not in text, page
 
 
+@pytest.mark.slow
+def test_the_tutorial_page_shows_the_notebook_with_its_stored_outputs(site):
+    """mkdocs-jupyter renders docs/tutorial.ipynb as it is stored (nothing run at build time), without the
+    MathJax and Mermaid loaders that would reach a CDN (scripts/docs_notebook.py)."""
+    import nbformat
+
+    notebook = nbformat.read(DOCS / "tutorial.ipynb", as_version=4)
+    page = (site / "tutorial.html").read_text()
+    images = sum("image/png" in o.get("data", {}) for cell in notebook.cells if cell.cell_type == "code" for o in cell.outputs)
+    assert images and page.count('src="data:image/png') == images
+    printed = [o.text for cell in notebook.cells if cell.cell_type == "code" for o in cell.outputs if o.output_type == "stream"]
+    assert printed and all(html.escape(text.splitlines()[0], quote=False) in page for text in printed)  # as stored
+    scripts = re.findall(r"<script\b([^>]*)>(.*?)</script>", page, re.S)
+    assert scripts and not [s for s in scripts if re.search(r"(?:https?:)?//[\w-]+\.[\w.-]+/", "".join(s))]
+    assert (site / "tutorial.ipynb").is_file()  # the download link's target
+
+
+def test_a_notebook_page_loses_its_cdn_loaders_and_any_other_remote_script_fails_the_build():
+    docs_notebook = load_script("docs_notebook")
+    page = (
+        '<!-- Load mathjax --><script src=""> </script><!-- End of mathjax configuration -->'
+        '<script type="module">const m = await import("https://cdn.example.org/mermaid.mjs");</script>'
+        '<script src="assets/local.js"></script><p>out</p>'
+    )
+    assert docs_notebook.strip_loaders(page) == '<script src="assets/local.js"></script><p>out</p>'
+    assert docs_notebook.remote_scripts(docs_notebook.strip_loaders(page)) == []
+    elsewhere = '<script src="https://cdn.example.org/require.js"></script>'
+    assert docs_notebook.remote_scripts(elsewhere) == ["https://cdn.example.org/require.js"]
+
+    class Page:
+        class file:
+            src_uri = "tutorial.ipynb"
+
+    from mkdocs.exceptions import PluginError
+
+    with pytest.raises(PluginError, match=r"tutorial.ipynb: a script on the page loads https://cdn.example.org/require.js"):
+        docs_notebook.on_page_content(page + elsewhere, Page)
+
+
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 LOCAL = ("file:", "data:", "about:", "blob:")
 
@@ -228,7 +268,7 @@ LOCAL = ("file:", "data:", "about:", "blob:")
 @pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium package is not installed (scripts/install.sh installs it as root)")
 def test_the_site_opens_in_a_browser_with_no_error_and_no_request_off_the_machine(site, tmp_path):
     sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install -e '.[dev]')")
-    pages = ["index.html", "reference/cli/index.html", "reference/cli/train.html", "reference/api.html", "benchmarks.html"]
+    pages = ["index.html", "reference/cli/index.html", "reference/cli/train.html", "reference/api.html", "benchmarks.html", "tutorial.html"]
     with sync_api.sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
         try:
