@@ -3,7 +3,9 @@
 The model is rebuilt from ``config.json`` and its weights are read from a
 safetensors checkpoint (the latest intact one unless you ask for a step, with a
 warning naming a damaged newer one); nothing is unpickled, and the checkpoint's
-checksums are verified. ``summary.json`` is not needed to use a run: a
+checksums are verified. Loading never waits for a training writing the run and
+never fails because of it: a checkpoint replaced while it is read is read again
+or passed over for the newest one there is. ``summary.json`` is not needed to use a run: a
 corrupt one is reported with a warning and left out. ``run.evaluate()`` scores it against the exact observer, on its own
 task or on another one with the same vocabulary.
 """
@@ -83,21 +85,37 @@ class Run:
         return {name: evaluate(self.model, eval_set) for name, eval_set in sets.items()}
 
 
+def _weights_and_step(path: Path) -> tuple[dict[str, torch.Tensor], int]:
+    return load_model_tensors(path), checkpoint_step(path)
+
+
+def _load_latest(folder: RunFolder, tries: int = 10) -> tuple[Path, tuple[dict[str, torch.Tensor], int]]:
+    """The newest intact checkpoint's weights and step; listed again when every one listed was replaced while it
+    was read (a training that saves every step)."""
+    for attempt in range(tries):
+        found = [path for _, path in folder.checkpoints()]
+        if not found:
+            raise FileNotFoundError(f"{folder.path} has no checkpoint yet")
+        try:
+            return load_newest(found, _weights_and_step)
+        except FileNotFoundError:
+            if attempt == tries - 1:
+                raise
+    raise AssertionError  # pragma: no cover - the loop returns or raises
+
+
 def load_run(path: str | os.PathLike, step: int | None = None, device: str | torch.device = "cpu") -> Run:
     """Load the run folder ``path`` with the weights of checkpoint ``step`` (default: the latest)."""
     folder = RunFolder(path)
     config = folder.read_config()
     if step is None:
-        found = [path for _, path in folder.checkpoints()]
-        if not found:
-            raise FileNotFoundError(f"{folder.path} has no checkpoint yet")
-        checkpoint, tensors = load_newest(found, load_model_tensors)
+        checkpoint, (tensors, loaded_step) = _load_latest(folder)
     else:
         checkpoint = folder.checkpoint_path(step)
         if not checkpoint.exists():
             steps = [s for s, _ in folder.checkpoints()]
             raise FileNotFoundError(f"{folder.path} has no checkpoint at step {step}; it has {steps}")
-        tensors = load_model_tensors(checkpoint)
+        tensors, loaded_step = _weights_and_step(checkpoint)
     model = build_model(config, device)
     load_weights_into(model, tensors, f"{checkpoint} does not fit the model of {folder.config_file}")
     model.eval()
@@ -110,7 +128,7 @@ def load_run(path: str | os.PathLike, step: int | None = None, device: str | tor
         path=folder.path,
         config=config,
         model=model,
-        step=checkpoint_step(checkpoint),
+        step=loaded_step,
         checkpoint=checkpoint,
         metrics=folder.read_metrics(),
         summary=summary,

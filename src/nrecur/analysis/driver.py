@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Literal, Mapping
 
-from nrecur._io import atomic_write_text
+from nrecur._io import atomic_write_text, remove_stale_temporaries
 from nrecur.analysis.base import showing_progress, progress_bar
 from nrecur.analysis.contract import ANALYSES, Analysis, OptionError, Options, Result, json_ready, resolve_reference
 from nrecur.runs import load_run
@@ -146,6 +146,7 @@ def write_result(result: Result | OverTraining, folder: str | Path, step: int | 
     figures'."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(folder, recursive=False)  # a killed analysis's (never a live writer's)
     if isinstance(result, OverTraining):
         figures = resolve_reference("nrecur.analysis.figures.over_training:draw")(result, folder)
     else:

@@ -24,7 +24,11 @@ Every training runs in a worker process (:mod:`nrecur.jobs.worker`) with
 waiting cut throughput several fold. Every run lives in its own folder under
 ``out``. Running the job again reuses finished runs and resumes interrupted
 ones, and analyzes only runs that no job has analyzed yet or whose analyses
-failed (``RUN/analyzed.json``; ``fresh=True`` starts over).
+failed (``RUN/analyzed.json``; ``fresh=True`` starts over). One job at a time
+writes a folder: the job holds ``out``'s lock until it ends, and each worker the
+lock of the run it trains (:mod:`nrecur._lock`), so a second job in the same
+folder is refused at once and writes nothing. Every run's memory estimate is
+checked before anything is written.
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from nrecur._io import atomic_write_text
+from nrecur._lock import folder_lock
 from nrecur._text import seconds_text
 from nrecur._threads import side_by_side_env
 from nrecur.jobs.records import read_analysis_records
@@ -45,6 +50,8 @@ from nrecur.report import read_run, write_index
 from nrecur.tasks import NRecurrence
 from nrecur.train.config import RunConfig
 from nrecur.train.folder import RunFolder
+from nrecur.train.loop import resolve_device
+from nrecur.train.memory import check_training_memory
 from nrecur.train.presets import Preset
 
 #: The runs of the main job, in the order they start (the first one before all others).
@@ -156,22 +163,41 @@ class MainJobResult:
         return "\n".join(lines)
 
 
+def check_runs(configs: dict[str, RunConfig], folders: dict[str, RunFolder], fresh: bool) -> None:
+    """Refuse, before anything is written, runs that would not fit in memory and folders that hold something
+    else than their run (another config, or files but no run) unless ``fresh``."""
+    for kind, config in configs.items():
+        folder = folders[kind]
+        check_training_memory(config, resolve_device(config.train.device))
+        if fresh:
+            continue
+        if folder.is_run():
+            if folder.read_config() != config:
+                raise FileExistsError(
+                    f"{folder.path} holds a run with another config (another preset's, or one the preset has changed "
+                    "since); pass --fresh to start it over, or --out to keep it"
+                )
+        elif folder.contents():
+            raise FileExistsError(f"{folder.path} is not empty and holds no run; move it away, or pass --fresh to write the run there anyway")
+
+
 def prepare(config: RunConfig, folder: RunFolder, fresh: bool) -> bool:
-    """Make ``folder`` hold ``config``; True when the run still has to (finish) training."""
-    if fresh:
-        folder.clear()
-    if folder.is_run():
-        if folder.read_config() != config:
-            raise FileExistsError(
-                f"{folder.path} holds a run with another config (another preset's, or one the preset has changed "
-                "since); pass --fresh to start it over, or --out to keep it"
-            )
-        return not folder.is_finished()
-    if folder.contents() and not fresh:
-        raise FileExistsError(f"{folder.path} is not empty and holds no run; move it away, or pass --fresh to write the run there anyway")
-    folder.path.mkdir(parents=True, exist_ok=True)
-    folder.write_config(config)
-    return True
+    """Make ``folder`` hold ``config``; True when the run still has to (finish) training. Refused at once
+    (:class:`~nrecur._lock.FolderBusyError`) while another process trains it."""
+    with folder.writing(doing="the main job (nrecur run)", refused="wait for it to end, or give another --out"):
+        if fresh:
+            folder.clear()
+        if folder.is_run():
+            if folder.read_config() != config:
+                raise FileExistsError(
+                    f"{folder.path} holds a run with another config (another preset's, or one the preset has changed "
+                    "since); pass --fresh to start it over, or --out to keep it"
+                )
+            return not folder.is_finished()
+        if folder.contents() and not fresh:
+            raise FileExistsError(f"{folder.path} is not empty and holds no run; move it away, or pass --fresh to write the run there anyway")
+        folder.write_config(config)
+        return True
 
 
 def main_job_configs(preset: Preset, out: Path) -> dict[str, RunConfig]:
@@ -201,8 +227,16 @@ def run_main_job(
     ``threads // jobs`` threads each (``threads`` default: all cores; at least one each), in the queue order
     of the module docstring; a new one starts as soon as one ends.
     """
-    start = time.perf_counter()
     out = Path(out)
+    # One main job per folder: held until it ends, so a second one is refused at once and writes nothing.
+    with folder_lock(out, doing="a main job (nrecur run)", refused="wait for it to end, or give another --out"):
+        folders = {kind: RunFolder(out / f"{preset.name}-{kind}") for kind in MAIN_JOB_RUNS}
+        check_runs(main_job_configs(preset, out), folders, fresh)
+        return _run_main_job(preset, out, jobs, fresh, progress, threads, analyze)
+
+
+def _run_main_job(preset: Preset, out: Path, jobs: int, fresh: bool, progress: bool, threads: int | None, analyze: bool) -> MainJobResult:
+    start = time.perf_counter()
     threads = threads or os.cpu_count() or 1
     names = {kind: f"{preset.name}-{kind}" for kind in MAIN_JOB_RUNS}
     folders = {kind: RunFolder(out / names[kind]) for kind in MAIN_JOB_RUNS}

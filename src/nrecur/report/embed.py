@@ -8,6 +8,10 @@ go through ``<img src="data:image/svg+xml;base64,…">`` rather than inline
 ``<svg>``, so the ids matplotlib gives glyphs and clip paths in one figure
 cannot collide with another's. :class:`Budget` keeps the page under its size
 limit: a figure that would pass it is replaced by a note and a link to its file.
+A figure file is read only from inside the folder the page covers (``within``),
+and every link is relative and URL-encoded (:func:`relative_link`), so a folder
+named ``javascript:…`` or holding ``%`` or ``#`` is a path, never a scheme or a
+fragment.
 """
 
 from __future__ import annotations
@@ -15,10 +19,11 @@ from __future__ import annotations
 import base64
 import io
 import os
+import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["Budget", "Image", "figure_image", "file_image"]
+__all__ = ["Budget", "Image", "figure_image", "file_image", "inside", "relative_link"]
 
 MIME = {".png": "image/png", ".svg": "image/svg+xml"}
 
@@ -53,14 +58,32 @@ class Budget:
         return Image(title=title, uri=uri, link=link)
 
 
-def file_image(stem: Path, budget: Budget, page_dir: Path, title: str | None = None) -> Image:
-    """The smaller of ``stem.png`` and ``stem.svg`` that exists, inlined."""
-    candidates = [stem.with_suffix(suffix) for suffix in (".png", ".svg") if stem.with_suffix(suffix).is_file()]
+def relative_link(path: str | os.PathLike, page_dir: str | os.PathLike) -> str:
+    """The link from a page in ``page_dir`` to ``path``: relative, each part URL-encoded (``a b/x.png`` →
+    ``a%20b/x.png``; a ``:`` is encoded too, so no part reads as a scheme)."""
+    return urllib.parse.quote(Path(os.path.relpath(path, page_dir)).as_posix(), safe="/")
+
+
+def inside(path: str | os.PathLike, root: str | os.PathLike) -> bool:
+    """Whether ``path``, resolved (``..`` and links followed), lies in the folder ``root`` (resolved too)."""
+    try:
+        return Path(path).resolve().is_relative_to(Path(root).resolve())
+    except (OSError, RuntimeError):  # a link loop
+        return False
+
+
+def file_image(stem: Path, budget: Budget, page_dir: Path, title: str | None = None, within: Path | None = None) -> Image:
+    """The smaller of ``stem.png`` and ``stem.svg`` that exists, inlined; only files inside ``within`` (links
+    followed; default ``page_dir``) are read."""
+    root = page_dir if within is None else within
+    # with_name, not with_suffix: a stem such as ``final_kl__by__model.d_model__train.lr`` keeps its last part.
+    found = [path for path in (stem.with_name(stem.name + suffix) for suffix in (".png", ".svg")) if path.is_file()]
+    candidates = [path for path in found if inside(path, root)]
     if not candidates:
-        return Image(title=title or stem.name, uri=None, note="figure file missing")
+        note = "figure file outside the folder, left out" if found else "figure file missing"
+        return Image(title=title or stem.name, uri=None, note=note)
     path = min(candidates, key=lambda p: p.stat().st_size)
-    link = os.path.relpath(path, page_dir)
-    return budget.take(title or stem.name, path.read_bytes(), MIME[path.suffix], link)
+    return budget.take(title or stem.name, path.read_bytes(), MIME[path.suffix], relative_link(path, page_dir))
 
 
 def figure_image(fig, title: str, budget: Budget, fmt: str = "svg", dpi: int = 110, tight: bool = True) -> Image:

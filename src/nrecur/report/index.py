@@ -6,8 +6,9 @@ below it (a study's trials are ``studies/NAME/sweep/trials/ID``), writes each ru
 and then the index — task (with :func:`differences_among_siblings`: what sets a run apart
 from the runs beside it, such as a sweep's axes and seeds, and where a fine-tuned run's
 weights came from), model size, steps, training time, final KL, threshold step, status and a
-small curve of the eval KL, each row linking to its run's page. A run that cannot be read (a damaged ``config.json``) is named in the index and
-left out; the others are not held up by it. Under the table, the figures of every folder
+small curve of the eval KL, each row linking to its run's page (relative, URL-encoded links). A run that cannot be read (a damaged
+``config.json``) is named in the index and left out, and a run whose report cannot be written (a read-only
+folder) keeps its row, with a warning; the others are not held up by either. Under the table, the figures of every folder
 below ``RUNS_DIR`` that has figures of its own and is not a run (a sweep's ``plots/``, a
 study's results, :func:`figure_folders`), one section each.
 """
@@ -24,10 +25,10 @@ from datetime import datetime, timezone
 from pathlib import Path, PurePath
 from typing import Sequence
 
-from nrecur._io import atomic_write_text
+from nrecur._io import atomic_write_text, remove_stale_temporaries
 from nrecur._text import seconds_text
 from nrecur.report.curves import kl_sparkline
-from nrecur.report.embed import Budget, Image, file_image
+from nrecur.report.embed import Budget, Image, file_image, relative_link
 from nrecur.report.page import PAGE_LIMIT, ReportResult, version, write_report
 from nrecur.report.reading import RUN_DEPTH, RunRecord, find_runs, read_run
 from nrecur.report.sections import fmt
@@ -187,6 +188,8 @@ class FolderReport:
     reports: tuple[ReportResult, ...]
     skipped: tuple[str, ...]
     """Run folders that could not be read, with the reason (one line each)."""
+    unwritten: tuple[str, ...] = ()
+    """Runs in the index whose report could not be written (a read-only folder), with the reason."""
 
 
 FIGURE_SUFFIXES = (".png", ".svg")
@@ -210,12 +213,13 @@ def write_index(folder: str | os.PathLike, records: list[RunRecord], skipped: li
     """Write ``folder/index.html`` over ``records`` (runs in or below ``folder``); ``skipped`` lines are shown."""
     folder = Path(folder)
     index = folder / INDEX_FILE
+    remove_stale_temporaries(folder, recursive=False)
     rows = []
     varied = differences_among_siblings([(record.path, record.config) for record in records])
     for record in records:
         name = os.path.relpath(record.path, folder)
         report = record.folder.report_file
-        link = os.path.relpath(report, folder) if report.exists() else None
+        link = relative_link(report, folder) if report.exists() else None
         rows.append(IndexRow.of(record, name, link, varied[record.path]))
     budget = Budget(PAGE_LIMIT)
     figure_sections = []
@@ -242,7 +246,7 @@ def write_reports(folder: str | os.PathLike) -> FolderReport:
     paths = find_runs(folder)
     if not paths:
         raise FileNotFoundError(f"{folder} holds no run folders (folders with a {RunFolder.CONFIG_FILE}), in it or up to {RUN_DEPTH} levels below")
-    records, results, skipped = [], [], []
+    records, results, skipped, unwritten = [], [], [], []
     for path in paths:
         try:
             record = read_run(path)
@@ -250,7 +254,12 @@ def write_reports(folder: str | os.PathLike) -> FolderReport:
             skipped.append(f"{path}: {error}")
             warnings.warn(f"{path} left out of the index: {error}", stacklevel=2)
             continue
-        results.append(write_report(record, index=folder / INDEX_FILE))
         records.append(record)
-    index = write_index(folder, records, skipped)
-    return FolderReport(index=index, reports=tuple(results), skipped=tuple(skipped))
+        try:
+            results.append(write_report(record, index=folder / INDEX_FILE))
+        except OSError as error:  # a read-only run: the index still lists it
+            reason = f"{error.strerror}: {error.filename}" if error.strerror and error.filename else str(error)
+            unwritten.append(f"{path}: its report could not be written ({reason})")
+            warnings.warn(f"{path}: its report could not be written ({reason}); the index lists the run without a new page", stacklevel=2)
+    index = write_index(folder, records, [*skipped, *unwritten])
+    return FolderReport(index=index, reports=tuple(results), skipped=tuple(skipped), unwritten=tuple(unwritten))

@@ -18,9 +18,9 @@ from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 
-from nrecur._io import atomic_write_text
+from nrecur._io import atomic_write_text, remove_stale_temporaries
 from nrecur.report.curves import training_figures
-from nrecur.report.embed import Budget
+from nrecur.report.embed import Budget, relative_link
 from nrecur.report.reading import RunRecord, read_run
 from nrecur.report.sections import analysis_sections, evaluation_tables, fmt
 from nrecur.report.templates import render
@@ -86,6 +86,7 @@ def write_report(run: str | os.PathLike | RunRecord, index: str | os.PathLike | 
     """Write ``RUN/report.html`` for run folder ``run`` (or a record already read); ``index``: an index page to link."""
     record = run if isinstance(run, RunRecord) else read_run(run)
     page = record.folder.report_file
+    remove_stale_temporaries(record.path)  # what a killed analyze or report left (never a live writer's)
     budget = Budget(limit - TEXT_RESERVE)
     curves, curves_note = training_figures(record, budget)
     sections = analysis_sections(record.analyses, budget, record.path)
@@ -109,7 +110,7 @@ def write_report(run: str | os.PathLike | RunRecord, index: str | os.PathLike | 
         sections=sections,
         earlier=earlier,
         analysis_dir=str(record.folder.analysis_dir),
-        index_link=os.path.relpath(index, record.path) if index is not None else None,
+        index_link=relative_link(index, record.path) if index is not None else None,
         version=f"{version()}, {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC",
     )
     atomic_write_text(page, text)

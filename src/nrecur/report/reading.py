@@ -7,7 +7,10 @@ error: a corrupt ``metrics.jsonl`` line is skipped, an unreadable
 ``summary.json`` or analysis JSON is left out, and each such problem is kept
 in ``RunRecord.warnings`` (one line naming the file and, for metrics, the
 line) so the page and the command line can both say it. Only a folder that is
-not a run at all (no readable ``config.json``) is an error.
+not a run at all (no readable ``config.json``) is an error. A report never
+leaves its run: a figure an analysis JSON names is resolved (links followed)
+and left out with a warning unless it lies inside the run folder
+(:func:`~nrecur.report.embed.inside`), so no file from elsewhere is ever inlined into a page.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from nrecur.report.embed import inside
 from nrecur.train.config import RunConfig
 from nrecur.train.folder import RunFolder
 
@@ -160,13 +164,13 @@ def read_run(path: str | Path) -> RunRecord:
     except ValueError as error:
         problems.append(f"{error}; how the run ended is left out")
         summary = None
-    analyses = _read_analyses(folder.analysis_dir, problems)
+    analyses = _read_analyses(folder.analysis_dir, problems, folder.path)
     earlier = {}
     if folder.analysis_dir.is_dir():
         for sub in sorted(folder.analysis_dir.iterdir()):
             match = _STEP_FOLDER.match(sub.name)
             if match and sub.is_dir():
-                found = _read_analyses(sub, problems)
+                found = _read_analyses(sub, problems, folder.path)
                 if found:
                     earlier[int(match.group(1))] = found
     for problem in problems:
@@ -183,7 +187,8 @@ def read_run(path: str | Path) -> RunRecord:
     )
 
 
-def _read_analyses(folder: Path, problems: list[str]) -> tuple[AnalysisFile, ...]:
+def _read_analyses(folder: Path, problems: list[str], root: Path) -> tuple[AnalysisFile, ...]:
+    """The analysis JSONs in ``folder`` with their figures, every figure inside the run folder ``root``."""
     if not folder.is_dir():
         return ()
     found = []
@@ -197,7 +202,13 @@ def _read_analyses(folder: Path, problems: list[str]) -> tuple[AnalysisFile, ...
             problems.append(f"{path} does not hold an analysis result (no headline); its section is left out")
             continue
         names = data.get("figures") if isinstance(data.get("figures"), list) else []
-        figures = tuple(folder / name for name in names if isinstance(name, str) and (folder / name).is_file())
+        figures = []
+        for name in (name for name in names if isinstance(name, str)):
+            if not inside(folder / name, root):
+                problems.append(f"{path} names a figure outside the run folder ({name!r}); left out")
+            elif (folder / name).is_file():
+                figures.append(folder / name)
+        figures = tuple(figures)
         found.append(AnalysisFile(name=str(data.get("name", path.stem)), path=path, data=data, figures=figures))
     return tuple(sorted(found, key=_registry_order))
 

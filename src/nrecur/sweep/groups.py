@@ -12,14 +12,18 @@ each in its own run folder (:func:`~nrecur.sweep.trial.run_trial`).
 :func:`shape_key` (model, batch size, device, AdamW, no interventions) in groups of at
 most ``max_size``; the runner trains the group's fresh trials together into
 ordinary run folders and records each from its folder, while trials that had
-started before (a killed sweep) resume alone, as any trial does. Another way to
-train a group is a function registered with :func:`register_group_runner`.
+started before (a killed sweep) resume alone, as any trial does. An ensemble
+that fails is never hidden: its members that did not end train alone, and each
+one's record (``note``), the sweep's line for it and its closing summary say
+that the ensemble failed and why. Another way to train a group is a function
+registered with :func:`register_group_runner`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import traceback
 from dataclasses import dataclass
 from typing import Callable
 
@@ -99,34 +103,45 @@ def run_one_by_one(group: TrialGroup, sweep: SweepDir) -> list[TrialRecord]:
 
 
 def run_as_ensemble(group: TrialGroup, sweep: SweepDir) -> list[TrialRecord]:
-    """Train the group's fresh trials at once (``train_ensemble``); recorded or started ones go one by one."""
+    """Train the group's fresh trials at once (``train_ensemble``); recorded or started ones go one by one, and
+    so do the members of an ensemble that failed, each record noting the failure (see the module docstring)."""
     from nrecur.train.ensemble import can_ensemble, train_ensemble
 
     fresh = [t for t in group.trials if sweep.read_record(t.trial_id) is None and not RunFolder(sweep.run_dir(t.trial_id)).is_run()]
     if len(fresh) < 2 or not can_ensemble([t.config for t in fresh]):
         return run_one_by_one(group, sweep)
+    records: dict[str, TrialRecord] = {}
+    note: str | None = None
     with contextlib.ExitStack() as stack:
         for trial in sorted(fresh, key=lambda t: t.trial_id):  # one order: two processes never wait on each other
             stack.enter_context(sweep.lock(trial.trial_id))
         folders = [RunFolder(sweep.run_dir(t.trial_id)) for t in fresh]
-        if any(sweep.read_record(t.trial_id) is not None or f.is_run() for t, f in zip(fresh, folders)):
-            return run_one_by_one(group, sweep)  # another process got there first
-        for trial in fresh:
-            sweep.log_attempt(trial.trial_id, 0)
-        try:
-            train_ensemble([t.config for t in fresh], [f.path for f in folders], overwrite=True)
-        except Exception:  # noqa: BLE001 - the members resume (or fail) alone, each with its own reason
-            pass
-        records = {}
-        for trial, folder in zip(fresh, folders):
-            record = ended_record(trial, folder)
-            if record is not None:
-                sweep.write_record(record)
-                records[trial.trial_id] = record
-    # members that did not end (the ensemble failed) and the trials that had started before, alone
-    rest = run_one_by_one(TrialGroup(tuple(t for t in group.trials if t.trial_id not in records)), sweep)
-    records.update({record.trial_id: record for record in rest})
+        if not any(sweep.read_record(t.trial_id) is not None or f.is_run() for t, f in zip(fresh, folders)):
+            for trial in fresh:
+                sweep.log_attempt(trial.trial_id, 0)
+            try:
+                train_ensemble([t.config for t in fresh], [f.path for f in folders], overwrite=True)
+            except Exception as error:  # noqa: BLE001 - the members go on alone; the note says why
+                note = f"trained alone: the ensemble of {len(fresh)} failed ({error_line(error)})"
+            for trial, folder in zip(fresh, folders):
+                record = ended_record(trial, folder)
+                if record is not None:
+                    sweep.write_record(record)
+                    records[trial.trial_id] = record
+        # else another process got there first: every trial goes alone below, its lock taken again there
+    # The locks are let go first. Alone: members that did not end (a failed ensemble) and trials started before.
+    noted = {trial.trial_id for trial in fresh} if note is not None else set()
+    for trial in group.trials:
+        if trial.trial_id not in records:
+            records[trial.trial_id] = run_trial(trial, sweep, note=note if trial.trial_id in noted else None)
     return [records[t.trial_id] for t in group.trials]
+
+
+def error_line(error: BaseException) -> str:
+    """``"ValueError: message (at ensemble.py:123)"``: an exception and where it was raised, on one line."""
+    frames = traceback.extract_tb(error.__traceback__)
+    where = f" (at {frames[-1].filename.rsplit('/', 1)[-1]}:{frames[-1].lineno})" if frames else ""
+    return f"{type(error).__name__}: {error}{where}".replace("\n", " ")
 
 
 GROUP_RUNNERS: dict[str, Callable[[TrialGroup, SweepDir], list[TrialRecord]]] = {

@@ -1,9 +1,11 @@
 """Run a sweep: expand and validate its trials, skip what is done, hand the rest to a backend, write the table.
 
 ``run_sweep(spec, "sweeps/x")`` is what ``nrecur sweep SPEC --out DIR`` calls.
-Every trial's config is built and validated before anything is written or
-run. The folder's ``trials.json`` and spec are then replaced by this
-invocation's; trials with a record are never run again (``retry_failed``
+Every trial's config is built and validated, and the backend found available,
+before anything is written or run. The sweep then holds the folder's lock
+until it ends (:meth:`~nrecur.sweep.store.SweepDir.writing`): a second sweep
+over the same folder is refused at once, naming the first. The folder's
+``trials.json`` and spec are replaced by this invocation's; trials with a record are never run again (``retry_failed``
 runs failed and early-stopped ones again, resuming their run folders), the
 others are handed to the backend (:data:`BACKENDS`: ``local``, ``ray``). The
 table is rewritten as trials end (at most every few seconds) and at the end.
@@ -11,7 +13,9 @@ table is rewritten as trials end (at most every few seconds) and at the end.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
+import importlib.util
 import os
 import time
 from dataclasses import dataclass, field
@@ -72,6 +76,17 @@ BACKENDS: dict[str, Callable[[list[TrialGroup], SweepDir, Callable[[TrialRecord]
 }
 """Backend name → ``run(groups, sweep, on_done, options)``: trains every group, calls ``on_done`` per trial record."""
 
+BACKEND_NEEDS: dict[str, tuple[str, str]] = {"ray": ("ray", "pip install 'nrecur[ray]'")}
+"""Backend name → the package it imports and how to install it (checked before anything is written)."""
+
+
+def backend_missing(backend: str) -> str | None:
+    """Why ``backend`` cannot run here (its package is not installed), or None."""
+    need = BACKEND_NEEDS.get(backend)
+    if need is None or importlib.util.find_spec(need[0]) is not None:
+        return None
+    return f"--backend {backend} needs {need[0]}, which is not installed: {need[1]}"
+
 
 @dataclass(frozen=True)
 class SweepResult:
@@ -87,13 +102,18 @@ class SweepResult:
     seconds: float
     status_counts: dict[str, int] = field(default_factory=dict)
     """Status → number of trials in the table."""
+    notes: dict[str, int] = field(default_factory=dict)
+    """Each note of the trials that ended now (a fallback and its reason) → how many trials have it."""
 
     def describe(self) -> str:
         counts = ", ".join(f"{count} {status}" for status, count in self.status_counts.items())
-        return (
+        text = (
             f"{self.trials} trials ({counts}); {self.ran} ran now, {self.already_done} were done before; "
             f"{self.seconds:.1f} s; table: {self.path / 'results.parquet'} (and .csv)"
         )
+        for note, count in self.notes.items():
+            text += f"\n{count} {'trial' if count == 1 else 'trials'}: {note}"
+        return text
 
 
 @dataclass(frozen=True)
@@ -111,13 +131,17 @@ class Plan:
         """Whether the runner trains same-shape trials together."""
         return GROUPS_BY_SHAPE.get(self.runner, False)
 
-    def describe(self) -> list[str]:
-        """The lines a sweep's log starts with."""
+    def describe(self, most: int = 12) -> list[str]:
+        """The lines a sweep's log starts with (past ``most`` groups, their sizes counted, not listed)."""
         lines = [f"group runner auto: {self.why}"] if self.why else []
         if self.grouped and self.groups:
-            sizes = ", ".join(str(len(group.trials)) for group in self.groups)
-            count = sum(len(group.trials) for group in self.groups)
-            lines.append(f"{count} trials in {len(self.groups)} groups of the same shape ({sizes}), each trained at once ({self.runner})")
+            lengths = [len(group.trials) for group in self.groups]
+            if len(lengths) <= most:
+                sizes = ", ".join(map(str, lengths))
+            else:
+                counted = sorted(collections.Counter(lengths).items(), key=lambda item: -item[0])
+                sizes = ", ".join(f"{count:,} of {size}" for size, count in counted)
+            lines.append(f"{sum(lengths)} trials in {len(self.groups)} groups of the same shape ({sizes}), each trained at once ({self.runner})")
         return lines
 
 
@@ -139,8 +163,12 @@ def study_options(options: BackendOptions) -> BackendOptions:
 
 
 def check_options(backend: str, options: BackendOptions) -> None:
+    """Refuse (ValueError) an unknown or unavailable backend and options out of range, before anything is written."""
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)}")
+    missing = backend_missing(backend)
+    if missing is not None:
+        raise ValueError(missing)
     if options.runner != "auto" and options.runner not in GROUP_RUNNERS:
         raise ValueError(f"unknown group runner {options.runner!r}; choose from auto, {', '.join(GROUP_RUNNERS)}")
     if options.workers is not None and options.workers < 1:
@@ -172,6 +200,22 @@ def run_sweep(
     trials = expand(spec)  # validates every trial before anything is written
     sweep = SweepDir(out)
     sweep.check_usable()
+    with sweep.writing():  # one sweep per folder, until this one ends
+        return _run(spec, trials, sweep, backend, options, retry_failed, report, table_every, start)
+
+
+def _run(
+    spec: SweepSpec,
+    trials: list[Trial],
+    sweep: SweepDir,
+    backend: str,
+    options: BackendOptions,
+    retry_failed: bool,
+    report: Callable[[str], None] | None,
+    table_every: float,
+    start: float,
+) -> SweepResult:
+    sweep.check_usable()  # again, now that no other sweep can be writing here
     sweep.prepare(spec.model_dump(mode="json"), [_trial_row(trial) for trial in trials], list(spec.record.metrics))
     if retry_failed:
         for trial in trials:
@@ -208,9 +252,10 @@ def run_sweep(
         path=sweep.path,
         trials=len(trials),
         already_done=len(done),
-        ran=len(ended),
+        ran=len({record.trial_id for record in ended}),
         seconds=time.perf_counter() - start,
         status_counts={status: count for status, count in counts.items() if count},
+        notes=dict(collections.Counter(record.note for record in ended if record.note)),
     )
 
 
@@ -223,5 +268,7 @@ def _line(position: int, total: int, trial: Trial, record: TrialRecord) -> str:
     if record.status == "ok":
         kl = f"KL {record.final_kl:.4g}" if record.final_kl is not None else "KL n/a"
         reached = f", KL <= {record.kl_threshold:g} at step {record.steps_to_threshold}" if record.steps_to_threshold is not None else ""
-        return f"{head}, {record.steps} steps, {seconds_text(record.seconds)} s, {kl}{reached}"
-    return f"{head} ({record.reason})"
+        line = f"{head}, {record.steps} steps, {seconds_text(record.seconds)} s, {kl}{reached}"
+    else:
+        line = f"{head} ({record.reason})"
+    return f"{line}; {record.note}" if record.note else line

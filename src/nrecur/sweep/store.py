@@ -7,21 +7,22 @@
     trials/<id>/         each trial's run folder (config.json, metrics.jsonl, checkpoints/, …)
     records/<id>.json    each ended trial's result, written once, atomically: its presence means "done"
     attempts.jsonl       one line per start of a trial (pid, time, step it resumed from)
-    locks/<id>.lock      held (flock) by the process working on the trial
+    locks/<id>.lock      held (flock) by the process working on the trial, while it does
+    .lock                held by the sweep writing the folder, while it runs (one sweep per folder)
     results.parquet      the table: one row per trial of the spec (and results.csv, the same)
     plots/               figures of ``nrecur sweep-plot``
     ray/                 Ray Tune's own files (``--backend ray --asha``)
 
 The table is assembled from ``trials.json`` and the records, so it is always
 consistent with them: a killed sweep loses at most the trials in flight, and
-those resume from their run folders.
+those resume from their run folders. One sweep at a time writes a folder
+(:meth:`SweepDir.writing`): a second is refused at once, naming the first.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import fcntl
 import io
 import json
 import math
@@ -31,7 +32,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
-from nrecur._io import atomic_write_bytes, atomic_write_text, remove_stale_temporaries
+from nrecur._io import append_line, atomic_write_bytes, atomic_write_text, remove_stale_temporaries
+from nrecur._lock import LOCK_NAME, folder_lock, locked
 from nrecur.train.renames import renamed_record
 
 STATUSES = ("ok", "failed", "stopped", "pending")
@@ -73,6 +75,8 @@ class TrialRecord:
     final_train_ce: float | None = None
     """The model's cross-entropy on its training set at the end (finite mode; else None)."""
     n_params: int | None = None
+    note: str | None = None
+    """What happened on the way, in one line: a trial trained alone because its ensemble failed says so, and why."""
     metrics: dict[str, float] = field(default_factory=dict)
     """Every final metric of the run's summary (``eval/target_acc``, ``in_dist/kl`` …)."""
     ended: float = 0.0
@@ -91,7 +95,7 @@ class TrialRecord:
 FIXED_COLUMNS = (
     "status", "reason", "steps", "seconds", "stop_reason", "kl_threshold", "steps_to_threshold", "seconds_to_threshold",
     "memorization_step", "grok_delay", "final_kl", "final_train_loss", "final_eval_ce", "bayes_eval_ce", "final_train_ce",
-    "n_params",
+    "n_params", "note",
 )  # fmt: skip
 """Columns every table has after the trial's values (``trial``, ``trial_id``, one per varied field, ``seed``);
 then ``run_dir``, ``attempts`` and the spec's recorded metrics."""
@@ -127,8 +131,13 @@ class SweepDir:
         """Refuse a file, or a non-empty folder that is not a sweep (a sweep would mix with what is there)."""
         if self.path.exists() and not self.path.is_dir():
             raise FileExistsError(f"{self.path} is a file, not a folder; pick another --out")
-        if self.path.is_dir() and any(self.path.iterdir()) and not self.trials_file.exists():
+        if self.path.is_dir() and any(p.name != LOCK_NAME for p in self.path.iterdir()) and not self.trials_file.exists():
             raise FileExistsError(f"{self.path} is not empty and holds no sweep; pick a new or empty --out")
+
+    def writing(self) -> contextlib.AbstractContextManager[Path]:
+        """Hold the sweep folder's lock while the block runs (made if missing, and removed again if nothing was
+        written): one sweep at a time writes a folder; a second raises :class:`~nrecur._lock.FolderBusyError` at once."""
+        return folder_lock(self.path, doing="a sweep", refused="wait for it to end (it runs every trial of the spec), or give another --out")
 
     def prepare(self, spec_json: dict, trials: list[dict], record_metrics: list[str]) -> None:
         """Write the spec and the trials (replacing an earlier invocation's) and clear what a kill left behind."""
@@ -160,23 +169,17 @@ class SweepDir:
 
     @contextlib.contextmanager
     def lock(self, trial_id: str) -> Iterator[None]:
-        """Hold the trial's lock: a process that outlived a killed sweep finishes before another takes the trial."""
+        """Hold the trial's lock, waiting for it: a process that outlived a killed sweep finishes before another
+        takes the trial. Re-entrant within a process (:mod:`nrecur._lock`): a runner that holds it may call one
+        that takes it again."""
         self.locks_dir.mkdir(parents=True, exist_ok=True)
-        with open(self.locks_dir / f"{trial_id}.lock", "a") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
+        with locked(self.locks_dir / f"{trial_id}.lock", doing=f"trial {trial_id}", wait=True):
+            yield
 
     def log_attempt(self, trial_id: str, from_step: int) -> None:
         """Append one line per start of a trial (a single short O_APPEND write: whole or not at all)."""
         line = json.dumps({"trial_id": trial_id, "pid": os.getpid(), "time": round(time.time(), 3), "from_step": from_step})
-        fd = os.open(self.attempts_file, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
-        try:
-            os.write(fd, (line + "\n").encode())
-        finally:
-            os.close(fd)
+        append_line(self.attempts_file, line)
 
     def attempts(self) -> list[dict]:
         """The lines of ``attempts.jsonl`` (a torn last line is skipped)."""

@@ -12,6 +12,7 @@ its reason, and the sweep goes on.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 import traceback
@@ -33,8 +34,9 @@ def n_params(config: RunConfig) -> int:
         return GPT(config.model).num_params
 
 
-def run_trial(trial: Trial, sweep: SweepDir, callbacks: Sequence[Callback] = ()) -> TrialRecord:
-    """Train (or resume, or just record) ``trial`` in its run folder under ``sweep``; write and return its record."""
+def run_trial(trial: Trial, sweep: SweepDir, callbacks: Sequence[Callback] = (), note: str | None = None) -> TrialRecord:
+    """Train (or resume, or just record) ``trial`` in its run folder under ``sweep``; write and return its record.
+    ``note``: why it trains this way (an ensemble that failed), kept in the record it writes."""
     with sweep.lock(trial.trial_id):
         record = sweep.read_record(trial.trial_id)
         if record is not None:
@@ -43,6 +45,8 @@ def run_trial(trial: Trial, sweep: SweepDir, callbacks: Sequence[Callback] = ())
         record = ended_record(trial, folder)
         if record is None:
             record = _train(trial, folder, sweep, callbacks)
+        if note is not None:
+            record = dataclasses.replace(record, note=note)
         sweep.write_record(record)
         return record
 

@@ -14,11 +14,15 @@ returns, so a caller can delete the previous checkpoint only once the new one is
 known to be good. Every load verifies the checksums: a damaged file (truncated,
 bit-flipped, not a checkpoint at all) raises :class:`CheckpointError`, never
 loads wrong numbers. The model checksum doubles as the fingerprint of a
-checkpoint's weights (a fine-tune records its source's).
+checkpoint's weights (a fine-tune records its source's). A reader racing a
+training never mistakes a checkpoint replaced while it read for a damaged one
+(the file is read again), and :func:`load_newest` passes over one deleted
+under it (a periodic checkpoint replaced by the next).
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -170,6 +174,8 @@ def _safetensors(path: str | os.PathLike, action: Callable[[], T]) -> T:
     except OSError:
         raise
     except Exception as error:  # safetensors raises its own SafetensorError (and others on odd input)
+        if not os.path.exists(path):  # deleted while it was opened (a training replaced it): gone, not damaged
+            raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), str(path)) from None
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise CheckpointError(path, f"is not a readable nrecur checkpoint (safetensors: {reason})") from None
 
@@ -209,8 +215,33 @@ def _verify(path: str | os.PathLike, metadata: dict[str, str], group: str, tenso
         )
 
 
+def _identity(path: str | os.PathLike) -> tuple[int, int, int, int] | None:
+    try:
+        stat = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return (stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns)
+
+
+def _read_unchanged(path: str | os.PathLike, read: Callable[[], T], tries: int = 3) -> T:
+    """``read()`` the file ``path``; when it fails its checks because the file was replaced while being read (a
+    checkpoint written again under the same name), read the new file instead of calling it damaged."""
+    for attempt in range(tries):
+        before = _identity(path)
+        try:
+            return read()
+        except CheckpointError:
+            if attempt == tries - 1 or _identity(path) == before:
+                raise
+    raise AssertionError  # pragma: no cover - the loop returns or raises
+
+
 def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
     """Read a whole checkpoint (no pickle involved) and verify every checksum."""
+    return _read_unchanged(path, lambda: _load_checkpoint(path))
+
+
+def _load_checkpoint(path: str | os.PathLike) -> Checkpoint:
     metadata = read_metadata(path)
     tensors = _safetensors(path, lambda: load_file(str(path)))
     groups = {group: _split(tensors, group) for group in _GROUPS}
@@ -229,6 +260,10 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
 
 def load_model_tensors(path: str | os.PathLike) -> dict[str, Tensor]:
     """Only the model weights of a checkpoint, ``{param name: tensor}``, checked against their checksum."""
+    return _read_unchanged(path, lambda: _load_model_tensors(path))
+
+
+def _load_model_tensors(path: str | os.PathLike) -> dict[str, Tensor]:
     metadata = read_metadata(path)
 
     def read() -> dict[str, Tensor]:
@@ -249,7 +284,9 @@ def load_newest(paths: Sequence[Path], load: Callable[[Path], T], then: str = ""
     """``load`` the newest of ``paths`` (oldest first) that reads intact; returns ``(path, loaded)``.
 
     Each damaged file passed over gets a warning naming it (``then`` is added to it: what the caller
-    does with the file); when none reads, the error of the newest is raised.
+    does with the file); one that is gone (deleted since it was listed: a training replaced it) is passed
+    over silently. When none reads, the error of the newest damaged one is raised, or FileNotFoundError
+    when every one is gone (list them again).
     """
     if not paths:
         raise FileNotFoundError("no checkpoint")
@@ -260,10 +297,14 @@ def load_newest(paths: Sequence[Path], load: Callable[[Path], T], then: str = ""
         except CheckpointError as error:
             errors.append(error)
             continue
+        except FileNotFoundError:
+            continue
         for error in errors:
             warnings.warn(f"{error}{then}; using the previous checkpoint {path.name} instead", stacklevel=2)
         return path, loaded
-    raise errors[0]
+    if errors:
+        raise errors[0]
+    raise FileNotFoundError(f"every checkpoint listed is gone ({paths[-1].parent}): they were replaced while being read")
 
 
 def load_weights_into(model: nn.Module, tensors: dict[str, Tensor], problem: str) -> None:

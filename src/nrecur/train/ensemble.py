@@ -174,30 +174,31 @@ def train_ensemble(
         raise ValueError(f"got {len(configs)} configs but {len(folders)} run folders; give one folder per config")
     if len({folder.path.resolve() for folder in folders if folder is not None}) < sum(f is not None for f in folders):
         raise ValueError("two configs of the ensemble have the same run folder; give each its own")
-    for folder in folders:
-        if folder is not None:
-            folder.check_new(overwrite)
-    ensemble = Ensemble(configs, folders, progress, compile=compile, data_workers=data_workers)
-    for member, folder in zip(ensemble.members, folders):
-        if folder is not None:
-            _prepare_folder(folder, member, overwrite)
-    return ensemble.fit()
+    writing = [folder for folder in folders if folder is not None]
+    for folder in writing:
+        folder.check_new(overwrite)
+    with contextlib.ExitStack() as locks:  # every member's folder, one writer each, until the ensemble ends
+        for folder in writing:
+            locks.enter_context(folder.writing(doing="an ensemble training", refused="wait for it to end, or pick other folders"))
+        for folder in writing:
+            folder.check_new(overwrite)  # again, now that no other process can be writing a run there
+        ensemble = Ensemble(configs, folders, progress, compile=compile, data_workers=data_workers)
+        for member, folder in zip(ensemble.members, folders):
+            if folder is not None:
+                _prepare_folder(folder, member, overwrite)
+        return ensemble.fit()
 
 
 def _prepare_folder(folder: RunFolder, member: Trainer, overwrite: bool) -> None:
     """Write the config (and a fine-tune's source) as :func:`~nrecur.train.session.train` does."""
-    created = not folder.path.exists()
     try:
         if overwrite:
             folder.clear()
-        folder.path.mkdir(parents=True, exist_ok=True)
         folder.write_config(member.config)
         if member.init_source is not None:
             folder.write_init_source(member.init_source)
     except BaseException:
         folder.clear()
-        if created and folder.path.is_dir() and not any(folder.path.iterdir()):
-            folder.path.rmdir()
         raise
 
 

@@ -11,16 +11,20 @@ A run folder holds::
     train.log            output of a worker process that trained it (jobs)
     analysis/            one JSON (and figures) per analysis
     report.html          the run's report
+    .lock                held by the process writing the run (training, resuming; gone when it ends)
 
 Everything else (training, ``load_run``, the jobs, the CLI) asks a
 :class:`RunFolder` for paths and for reading and writing these files; every
 write is atomic except the one-line appends to ``metrics.jsonl``, whose torn
 last line (a killed write) readers skip. A checkpoint found damaged on resume is renamed
 ``step_XXXXXXXX.safetensors.damaged`` (kept for inspection, no longer a checkpoint).
+One process at a time writes a run (:meth:`RunFolder.writing`, :mod:`nrecur._lock`): a second
+training or resume of the same folder is refused at once, naming the process that holds it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -33,7 +37,8 @@ from pathlib import Path, PurePath
 import pydantic
 
 from nrecur._config import format_error
-from nrecur._io import atomic_write_text, remove_stale_temporaries
+from nrecur._io import append_line, atomic_write_text, remove_stale_temporaries
+from nrecur._lock import LOCK_NAME, folder_lock
 from nrecur.train.config import RunConfig
 from nrecur.train.renames import renamed_record
 
@@ -134,8 +139,14 @@ class RunFolder:
         return self.config_file.exists()
 
     def contents(self) -> list[str]:
-        """Names of what the folder holds (empty when it does not exist)."""
-        return sorted(p.name for p in self.path.iterdir()) if self.path.is_dir() else []
+        """Names of what the folder holds (empty when it does not exist; its lock left out)."""
+        return sorted(p.name for p in self.path.iterdir() if p.name != LOCK_NAME) if self.path.is_dir() else []
+
+    def writing(self, doing: str = "a training", refused: str = "wait for it to end, or give another folder") -> contextlib.AbstractContextManager[Path]:
+        """Hold the run's lock while the block writes it (:func:`nrecur._lock.folder_lock`): the folder is made if
+        missing (and removed again if nothing was written), and a process already writing it makes this one
+        raise :class:`~nrecur._lock.FolderBusyError` at once, naming that process; ``refused`` says what to do."""
+        return folder_lock(self.path, doing=doing, refused=refused)
 
     def check_new(self, overwrite: bool = False) -> None:
         """Refuse to start a run here unless the folder is missing or empty, or ``overwrite``.
@@ -240,8 +251,7 @@ class RunFolder:
         atomic_write_text(self.metrics_file, "".join(json.dumps(line) + "\n" for line in lines))
 
     def append_metrics(self, line: dict) -> None:
-        with open(self.metrics_file, "a") as handle:
-            handle.write(json.dumps(line) + "\n")
+        append_line(self.metrics_file, json.dumps(line))
 
     # --- housekeeping
 

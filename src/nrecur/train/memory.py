@@ -5,10 +5,14 @@ is refused at once with the estimate, instead of being killed by the kernel
 halfway through allocating (and leaving a run folder that can never finish).
 The estimate counts float32 weights, gradients, AdamW's two moments and
 Grokfast's average; the activations one training step keeps for the backward
-pass (attention patterns included, as the non-fused path stores them); the
-evaluation sets with the observer's float64 answers; a finite training set; and
-the transient copies a checkpoint save makes. It is a lower bound in spirit
-(allocator overheads are not counted), so a refused run would not have fit.
+pass (attention patterns included, as the non-fused path stores them), or those
+of one evaluation forward pass (up to :data:`EVAL_CHUNK` sequences at once,
+without gradients) where that is more; the evaluation sets with the observer's
+float64 answers; a finite training set; and the transient copies a checkpoint
+save makes. It is a lower bound in spirit (allocator overheads are not
+counted), so a refused run would not have fit. Every way a run trains (train,
+resume, an ensemble, a sweep's trial, the main job) checks it before anything
+is allocated or written.
 """
 
 from __future__ import annotations
@@ -23,6 +27,14 @@ from nrecur.train.config import RunConfig
 
 FLOAT32 = 4
 FLOAT64 = 8
+
+EVAL_CHUNK = 1024
+"""Sequences per evaluation forward pass (:func:`nrecur.train.evaluate.evaluate`'s ``chunk``)."""
+
+EVAL_LIVE_TENSORS = 5
+"""``[sequences, pos, d_model]`` tensors alive at once at the peak of a forward pass without gradients: the
+residual stream, a normalized copy, a sublayer's output, their sum and the kernels' scratch
+(``tests/test_locks_and_faults.py`` checks the estimate against a measured peak)."""
 
 
 def parameter_count(model: GPTConfig) -> int:
@@ -42,15 +54,22 @@ class MemoryEstimate:
     """Gradients, AdamW moments and the Grokfast average."""
     activations: int
     """One training step's forward and backward pass."""
+    inference: int
+    """One evaluation forward pass (no gradients; not at the same time as a training step)."""
     evaluation: int
     """Evaluation sets with the observer's answers, and a finite training set."""
     checkpoint: int
     """Transient copies while a checkpoint is written and read back (host memory)."""
 
     @property
+    def peak_activations(self) -> int:
+        """The larger of a training step's and an evaluation pass's activations."""
+        return max(self.activations, self.inference)
+
+    @property
     def device_bytes(self) -> int:
         """On the training device: weights, optimizer state and activations."""
-        return self.weights + self.optimizer + self.activations
+        return self.weights + self.optimizer + self.peak_activations
 
     @property
     def host_bytes(self) -> int:
@@ -59,12 +78,15 @@ class MemoryEstimate:
 
     @property
     def total(self) -> int:
-        return self.weights + self.optimizer + self.activations + self.evaluation + self.checkpoint
+        return self.weights + self.optimizer + self.peak_activations + self.evaluation + self.checkpoint
 
     def describe(self) -> str:
+        activations = f"activations {format_bytes(self.activations)}"
+        if self.inference > self.activations:
+            activations = f"activations {format_bytes(self.inference)} (an evaluation pass)"
         return (
             f"weights {format_bytes(self.weights)}, gradients and optimizer state {format_bytes(self.optimizer)}, "
-            f"activations {format_bytes(self.activations)}, evaluation and data {format_bytes(self.evaluation)}, "
+            f"{activations}, evaluation and data {format_bytes(self.evaluation)}, "
             f"checkpoint copies {format_bytes(self.checkpoint)}"
         )
 
@@ -83,8 +105,10 @@ def estimate_training_memory(config: RunConfig) -> MemoryEstimate:
     views = len(config.task.evaluation_views())
     rows = train.eval_size * views + (train.train_size if train.mode == "finite" else 0)
     evaluation = rows * (pos + 1) * (FLOAT64 * 4 * v + 64)
+    chunk = min(EVAL_CHUNK, max(train.eval_size, train.train_size if train.mode == "finite" else 0))
+    inference = FLOAT32 * chunk * pos * (EVAL_LIVE_TENSORS * d + 2 * a + 2 * m + heads * pos + 3 * v)
     checkpoint = 2 * (weights + FLOAT32 * params * (2 + (1 if train.grokfast_lambda > 0 else 0)))
-    return MemoryEstimate(params, weights, optimizer, activations, evaluation, checkpoint)
+    return MemoryEstimate(params, weights, optimizer, activations, inference, evaluation, checkpoint)
 
 
 def check_training_memory(config: RunConfig, device: torch.device) -> MemoryEstimate:

@@ -4,6 +4,8 @@
 :class:`~nrecur.train.folder.RunFolder` for what it holds): only a missing or
 empty folder unless ``overwrite``, and nothing is written before the run has
 started (memory checked, weights loaded), so a failed start leaves no folder.
+Training and resuming hold the folder's lock until they end: a second process
+that would write the same run is refused at once, naming the first.
 ``resume(run_dir)`` continues an interrupted run from its latest intact
 checkpoint and ends with the same weights an uninterrupted run would have (on
 CPU). ``resume(run_dir, steps=N)`` or ``time_budget=S`` also continues a run
@@ -37,7 +39,8 @@ from nrecur.train.callbacks import (
 from nrecur.train.checkpoint import Checkpoint, load_checkpoint, load_newest
 from nrecur.train.config import RunConfig
 from nrecur.train.folder import RunFolder
-from nrecur.train.loop import NonFiniteLossError, Trainer, TrainResult
+from nrecur.train.loop import NonFiniteLossError, Trainer, TrainResult, resolve_device
+from nrecur.train.memory import check_training_memory
 
 
 class RunSummary(Callback):
@@ -111,26 +114,25 @@ def train(
     """
     if config.init_from is not None and not os.path.isabs(config.init_from):  # made with model_copy, unvalidated
         config = config.model_copy(update={"init_from": os.path.abspath(config.init_from)})
-    folder = RunFolder(run_dir) if run_dir is not None else None
-    if folder is not None:
-        folder.check_new(overwrite)
-    trainer = Trainer(config, [*default_callbacks(config, folder, progress), *callbacks], run_dir=run_dir)
-    if folder is not None:
-        created = not folder.path.exists()
+    if run_dir is None:
+        return Trainer(config, [*default_callbacks(config, None, progress), *callbacks]).fit()
+    folder = RunFolder(run_dir)
+    folder.check_new(overwrite)
+    # One writer: the lock is held until the run ends (a folder made for it goes again if the start fails).
+    with folder.writing(refused="wait for it to end, or pick another --out"):
+        folder.check_new(overwrite)  # again, now that no other process can be writing a run here
+        trainer = Trainer(config, [*default_callbacks(config, folder, progress), *callbacks], run_dir=run_dir)
         try:
             if overwrite:
                 folder.clear()
-            folder.path.mkdir(parents=True, exist_ok=True)
             folder.write_config(config)
             if trainer.init_source is not None:
                 folder.write_init_source(trainer.init_source)
         except BaseException:
             # A start that failed halfway (disk full, read-only folder) leaves nothing half-made behind.
             folder.clear()
-            if created and folder.path.is_dir() and not any(folder.path.iterdir()):
-                folder.path.rmdir()
             raise
-    return trainer.fit()
+        return trainer.fit()
 
 
 def extended_config(config: RunConfig, steps: int | None = None, time_budget: float | None = None) -> RunConfig:
@@ -165,30 +167,33 @@ def resume(
     before its first checkpoint restarts from the weights it started from, or refuses if they changed.
     """
     folder = RunFolder(run_dir)
-    stored = folder.read_config()
-    config = extended_config(stored, steps, time_budget)
-    checkpoint: Checkpoint | None = None
-    found = [path for _, path in folder.checkpoints()]
-    if found:
-        _, checkpoint = load_newest(found, load_checkpoint, then=" (renamed to *.damaged)")
-    init_source = folder.read_init_source() if config.init_from is not None else None
-    trainer = Trainer(
-        config, [*default_callbacks(config, folder, progress), *callbacks], run_dir=run_dir,
-        load_init_from=checkpoint is None, expected_init=init_source,
-    )  # fmt: skip
-    if checkpoint is not None:
-        trainer.restore(checkpoint)
-        _continue_or_refuse(trainer, folder, steps, time_budget)
-    # From here on the folder changes: the run is going ahead.
-    folder.remove_stale_temporaries()  # a run killed mid-write leaves its temporary file behind
-    for step, path in folder.checkpoints():
-        if checkpoint is not None and step > checkpoint.step:
-            folder.set_aside(path)
-    if config != stored:
-        folder.write_config(config)
-    if trainer.init_source is not None and init_source is None:
-        folder.write_init_source(trainer.init_source)  # the first start (the main job), or an older run
-    return trainer.fit()
+    folder.read_config()  # not a run: say so before anything is made there
+    with folder.writing(refused="wait for it to end (then resume it, if it has not finished)"):
+        stored = folder.read_config()
+        config = extended_config(stored, steps, time_budget)
+        check_training_memory(config, resolve_device(config.train.device))  # before the checkpoint is read
+        checkpoint: Checkpoint | None = None
+        found = [path for _, path in folder.checkpoints()]
+        if found:
+            _, checkpoint = load_newest(found, load_checkpoint, then=" (renamed to *.damaged)")
+        init_source = folder.read_init_source() if config.init_from is not None else None
+        trainer = Trainer(
+            config, [*default_callbacks(config, folder, progress), *callbacks], run_dir=run_dir,
+            load_init_from=checkpoint is None, expected_init=init_source,
+        )  # fmt: skip
+        if checkpoint is not None:
+            trainer.restore(checkpoint)
+            _continue_or_refuse(trainer, folder, steps, time_budget)
+        # From here on the folder changes: the run is going ahead.
+        folder.remove_stale_temporaries()  # a run killed mid-write leaves its temporary file behind
+        for step, path in folder.checkpoints():
+            if checkpoint is not None and step > checkpoint.step:
+                folder.set_aside(path)
+        if config != stored:
+            folder.write_config(config)
+        if trainer.init_source is not None and init_source is None:
+            folder.write_init_source(trainer.init_source)  # the first start (the main job), or an older run
+        return trainer.fit()
 
 
 def _continue_or_refuse(trainer: Trainer, folder: RunFolder, steps: int | None, time_budget: float | None) -> None:
