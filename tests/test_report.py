@@ -60,17 +60,59 @@ def images(page: str) -> list[str]:
     return re.findall(r'<img src="([^"]+)"', page)
 
 
-def test_the_headline_table_states_sample_sizes_found_in_an_analysis_options(tmp_path):
+def test_the_headline_states_sample_sizes_found_in_an_analysis_options(tmp_path):
     """``updates`` keeps its sample sizes under ``options``; booleans and missing keys add no row."""
     from nrecur.report.reading import AnalysisFile
-    from nrecur.report.sections import _headline_table
+    from nrecur.report.sections import sample_sizes
 
     data = {"headline": {"n_events/transition": 12}, "options": {"n_sequences": 512, "decode_sequences": 1024, "mlp_rows": 8000, "decode": True}}
-    table = _headline_table(AnalysisFile(name="updates", path=tmp_path / "updates.json", data=data, figures=()))
-    assert table.rows[1:] == (
+    assert sample_sizes(AnalysisFile(name="updates", path=tmp_path / "updates.json", data=data, figures=())) == (
         ("fresh sequences analysed", "512"), ("sequences the belief decoders are fitted on", "1,024"),
         ("positions each MLP probe is fitted on (at most)", "8,000"),
     )  # fmt: skip
+
+
+def test_the_headline_is_a_compact_table_a_figure_beside_its_controls():
+    """Quantities side by side in a grid, a control right under its figure; plain figures in a list with a
+    column per control; a name that merely ends like a control (``success_random`` without ``success``) is a
+    figure of its own."""
+    from nrecur.report.sections import headline_tables
+
+    headline = {
+        "r2_linear_random_init/target": 0.1, "r2_linear/target": 0.9, "r2_linear/period": 0.8, "r2_mlp/target": 0.95,
+        "r2_linear_random_init/period": 0.2, "r2_linear_shuffled/target": 0.0,
+        "hold": 0.5, "hold_no_edit": 0.1, "hold_ceiling": 0.912345, "success_random": 0.3,
+    }  # fmt: skip
+    grid, listed = headline_tables(headline)
+    assert grid.header == ("figure", "target", "period")
+    assert grid.rows == (
+        ("r2_linear", "0.9", "0.8"), ("r2_linear, random init", "0.1", "0.2"), ("r2_linear, shuffled", "0", ""), ("r2_mlp", "0.95", ""),
+    )  # fmt: skip
+    assert listed.header == ("figure", "value", "no edit", "ceiling")
+    assert listed.rows == (("hold", "0.5", "0.1", "0.9123"), ("success_random", "0.3", "", ""))
+    (only,) = headline_tables({"kl/one": 0.5, "kl_random_init/one": 0.7})  # one quantity: no grid
+    assert only.rows == (("kl/one", "0.5", "0.7"),) and only.header == ("figure", "value", "random init")
+
+
+def test_a_figure_caption_is_the_first_line_of_its_title(tmp_path):
+    from nrecur.analysis.figures.common import pyplot, save_figure
+    from nrecur.report.sections import figure_caption
+
+    plt = pyplot()
+    fig, ax = plt.subplots()
+    fig.suptitle("what the figure shows & <why>\nhow to read it")
+    save_figure(fig, tmp_path, "probes_r2")
+    assert figure_caption(tmp_path / "probes_r2") == "what the figure shows & <why>"
+    fig, (left, right) = plt.subplots(1, 2)
+    left.set_title("a panel")
+    save_figure(fig, tmp_path, "one_title")  # one titled panel: its title
+    assert figure_caption(tmp_path / "one_title") == "a panel"
+    right.set_title("another\nsecond line")
+    save_figure(fig, tmp_path, "two_titles")  # several: each panel's
+    assert figure_caption(tmp_path / "two_titles") == "a panel; another"
+    fig, ax = plt.subplots()
+    save_figure(fig, tmp_path, "no_title")  # no title at all: the name in words
+    assert figure_caption(tmp_path / "no_title") == "no title"
 
 
 def test_a_run_page_states_the_run_and_holds_every_section(runs, tmp_path):
@@ -93,10 +135,12 @@ def test_a_run_page_states_the_run_and_holds_every_section(runs, tmp_path):
     headline = json.loads((run / "analysis" / "probes.json").read_text())["headline"]
     assert 'id="analysis-probes"' in page and 'id="analysis-geometry"' in page
     assert "How to read it: held-out R² near 1 means the quantity is linearly present" in page
-    assert f"<dt>r2_linear/target</dt><dd>{headline['r2_linear/target']:.4g}</dd>" in page
+    first = next(name for name in headline if "/" in name).split("/")[1]  # the grid's first column
+    assert f"<tr><td>r2_linear</td><td>{headline[f'r2_linear/{first}']:.4g}</td>" in page
     probes = json.loads((run / "analysis" / "probes.json").read_text())
-    assert f"<dt>fresh sequences analysed</dt><dd>{probes['options']['n_sequences']:,}</dd>" in page
-    assert f"<dt>positions each MLP probe is fitted on (at most)</dt><dd>{probes['options']['mlp_rows']:,}</dd>" in page
+    assert f"fresh sequences analysed: {probes['options']['n_sequences']:,}" in page
+    assert f"positions each MLP probe is fitted on (at most): {probes['options']['mlp_rows']:,}" in page
+    assert "alt=\"probes_r2\"" not in page and "<figcaption>held-out R² of each probe at every hook point" in page  # captions from titles
     assert page.count('class="frame"') == 4  # one frame per checkpoint (0, 1, 8, 60)
     # Every figure inlined; nothing fetched from anywhere.
     sources = images(page)
@@ -316,8 +360,7 @@ def test_a_failed_write_keeps_the_old_page_and_leaves_no_temporary(runs, tmp_pat
 
 
 def test_the_report_help_states_how_deep_runs_are_found(capsys):
-    with pytest.raises(SystemExit):
-        main(["report", "--help"])
+    assert main(["report", "--help"]) == 0
     assert f"up to {RUN_DEPTH} levels below it" in " ".join(capsys.readouterr().out.split())
 
 

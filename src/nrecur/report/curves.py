@@ -55,7 +55,7 @@ def _mark_steps(ax, record: RunRecord) -> None:
 
 def _legend_below(ax) -> None:
     """The legend under the axes, where it cannot hide a curve (the figure is saved with a tight box)."""
-    ax.legend(fontsize=7.5, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2, frameon=False)
+    ax.legend(fontsize=9, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2, frameon=False)
 
 
 def _loss_figure(record: RunRecord, sets: list[str], colours: dict[str, str]):
@@ -138,7 +138,7 @@ def training_figures(record: RunRecord, budget: Budget) -> tuple[list[Image], st
     colours = _colours(sets)
     images = [
         figure_image(_loss_figure(record, sets, colours), "cross-entropy of the model (solid) and of the exact observer (dotted: "
-                     "the floor) on the same sequences; the black line is the mean training loss since the previous evaluation", budget),
+                     "the floor) on the same sequences; the thin grey line is the mean training loss since the previous evaluation", budget),
         figure_image(_kl_figure(record, sets, colours), "mean KL(observer ‖ model) over all positions, log scale; the run counts as "
                      "converged once it is below the dashed threshold", budget),
     ]

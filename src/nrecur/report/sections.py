@@ -3,7 +3,11 @@
 An analysis section opens with the paragraph its module gives on the technique
 and how to read it (the module docstring, as ``nrecur analyze --help`` has
 it), then its headline numbers and its figures; its over-training result, when
-there is one, follows inside the same section. The belief geometry over
+there is one, follows inside the same section. The headline is a compact table:
+a figure and its controls (``x``, ``x_random_init``, ``x_shuffled``, …) share a
+row, and figures of several quantities (``x/period``, ``x/target``) share a
+column each. A figure's caption is the first line of its title, which
+:func:`~nrecur.analysis.figures.common.save_figure` keeps in the file. The belief geometry over
 training also gets a checkpoint slider: one small frame per saved checkpoint,
 drawn here from the points in ``geometry_over_training.json``.
 """
@@ -14,17 +18,19 @@ import html
 import math
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
 from nrecur.analysis import ANALYSES
 from nrecur.analysis.figures.common import pyplot
+from nrecur.analysis.figures.over_training import CONTROL_SUFFIXES
 from nrecur.analysis.figures.geometry import belief_colours, draw_simplex, label_vertices
 from nrecur.report.curves import SET_LABELS, eval_sets
 from nrecur.report.embed import Budget, Image, figure_image, file_image
 from nrecur.report.reading import AnalysisFile, RunRecord
 
-__all__ = ["AnalysisSection", "Slider", "Table", "analysis_sections", "evaluation_tables", "fmt"]
+__all__ = ["AnalysisSection", "Slider", "Table", "analysis_sections", "evaluation_tables", "figure_caption", "fmt", "headline_tables", "sample_sizes"]
 
 
 @dataclass(frozen=True)
@@ -53,9 +59,12 @@ class Part:
 
     name: str
     step: int | None
-    headline: Table
+    headline: tuple[Table, ...]
+    """The headline figures as compact tables (:func:`headline_tables`)."""
     figures: tuple[Image, ...]
     slider: Slider | None = None
+    sizes: tuple[tuple[str, str], ...] = ()
+    """How much data it used: ``(what, how many)``."""
 
 
 @dataclass(frozen=True)
@@ -176,17 +185,81 @@ SAMPLE_SIZES = {
 in its headline table."""
 
 
-def _headline_table(item: AnalysisFile) -> Table:
-    rows = tuple((str(k), fmt(v)) for k, v in item.headline.items())
+def sample_sizes(item: AnalysisFile) -> tuple[tuple[str, str], ...]:
+    """``(what, how many)`` for each :data:`SAMPLE_SIZES` key the analysis's JSON (or its options) holds."""
     options = item.data.get("options") if isinstance(item.data.get("options"), dict) else {}
     found = {key: item.data.get(key, options.get(key)) for key in SAMPLE_SIZES}
-    sizes = tuple((label, f"{found[key]:,}") for key, label in SAMPLE_SIZES.items() if isinstance(found[key], int) and not isinstance(found[key], bool))
-    return Table("headline", ("figure", "value"), rows + sizes)
+    return tuple((label, f"{found[key]:,}") for key, label in SAMPLE_SIZES.items() if isinstance(found[key], int) and not isinstance(found[key], bool))
+
+
+CONTROL_LABELS = {"random_init": "random init", "shuffled": "shuffled", "no_edit": "no edit", "random": "random", "ceiling": "ceiling", "baseline": "baseline"}
+"""A control's suffix (:data:`~nrecur.analysis.figures.over_training.CONTROL_SUFFIXES`) → its column or row label."""
+
+
+def _parts(name: str, names) -> tuple[str, str, str]:
+    """``r2_linear_random_init/target`` → ``("r2_linear", "target", "random_init")`` when ``names`` hold the figure
+    it controls (``r2_linear/target``); a name without one is a figure of its own."""
+    stem, _, tail = name.partition("/")
+    for suffix in CONTROL_SUFFIXES:
+        base = stem[: -len(suffix)]
+        if stem.endswith(suffix) and base and (f"{base}/{tail}" if tail else base) in names:
+            return base, tail, suffix[1:]
+    return stem, tail, ""
+
+
+def headline_tables(headline: dict) -> tuple[Table, ...]:
+    """A headline as compact tables.
+
+    Figures of several quantities (``x/period``, ``x/target``, ``x_random_init/period``, …) form a grid: one
+    row per figure and per control of it, one column per quantity. The others form a list: one row per figure,
+    its value beside each of its controls (``x``, ``x_no_edit``, ``x_ceiling``, …)."""
+    parts = {name: _parts(name, headline) for name in headline}
+    tailed = [name for name in headline if parts[name][1]]
+    rows_of = list(dict.fromkeys((parts[name][0], parts[name][2]) for name in tailed))
+    tails = list(dict.fromkeys(parts[name][1] for name in tailed))
+    grid = len(tails) >= 2 and len(rows_of) < len(tailed)
+    tables = []
+    if grid:
+        stems = list(dict.fromkeys(stem for stem, _ in rows_of))
+        order = [suffix[1:] for suffix in CONTROL_SUFFIXES]
+        rows_of.sort(key=lambda row: (stems.index(row[0]), order.index(row[1]) + 1 if row[1] in order else 0))  # controls under their figure
+        cells = {(parts[name][0], parts[name][2], parts[name][1]): headline[name] for name in tailed}
+        rows = tuple(
+            (stem if not control else f"{stem}, {CONTROL_LABELS.get(control, control)}",) + tuple(fmt(cells[(stem, control, tail)]) if (stem, control, tail) in cells else "" for tail in tails)
+            for stem, control in rows_of
+        )  # fmt: skip
+        tables.append(Table("figures by quantity (a control right under its figure)", ("figure", *tails), rows))
+    listed = [name for name in headline if not (grid and parts[name][1])]
+    if listed:
+        base = {name: parts[name][0] + (f"/{parts[name][1]}" if parts[name][1] else "") for name in listed}
+        controls = list(dict.fromkeys(parts[name][2] for name in listed if parts[name][2]))
+        values: dict[str, dict[str, object]] = {}
+        for name in listed:
+            values.setdefault(base[name], {})[parts[name][2]] = headline[name]
+        header = ("figure", "value", *(CONTROL_LABELS.get(c, c) for c in controls))
+        rows = tuple((figure, fmt(got.get("")) if "" in got else "", *(fmt(got[c]) if c in got else "" for c in controls)) for figure, got in values.items())
+        tables.append(Table("figures" + (" beside their controls" if controls else ""), header, rows))
+    return tuple(tables)
+
+
+def figure_caption(stem: Path) -> str:
+    """What the figure shows: the title kept in ``stem.svg`` (:func:`~nrecur.analysis.figures.common.save_figure`),
+    else the file's name in words."""
+    svg = stem.with_name(stem.name + ".svg")
+    try:
+        with open(svg, encoding="utf-8", errors="replace") as handle:
+            head = handle.read(4096)
+    except OSError:
+        head = ""
+    found = re.search(r"<title>(.*?)</title>", head, re.S)
+    if found and found.group(1).strip():
+        return html.unescape(found.group(1).strip())
+    return stem.name.replace("__", ": ").replace("_", " ")
 
 
 def _figures(item: AnalysisFile, budget: Budget, page_dir) -> tuple[Image, ...]:
     stems = list(dict.fromkeys(path.with_suffix("") for path in item.figures))
-    return tuple(file_image(stem, budget, page_dir, title=stem.name) for stem in stems)
+    return tuple(file_image(stem, budget, page_dir, title=figure_caption(stem)) for stem in stems)
 
 
 def _geometry_slider(item: AnalysisFile, budget: Budget) -> Slider | None:
@@ -241,9 +314,10 @@ def analysis_sections(analyses: tuple[AnalysisFile, ...], budget: Budget, page_d
                 Part(
                     name=item.name,
                     step=item.step,
-                    headline=_headline_table(item),
+                    headline=headline_tables(item.headline),
                     figures=_figures(item, budget, page_dir),
                     slider=slider_fn(item, budget) if slider_fn else None,
+                    sizes=sample_sizes(item),
                 )
             )
         sections.append(

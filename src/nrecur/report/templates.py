@@ -32,6 +32,16 @@ dl.facts dt { color: var(--muted); font-weight: 600; }
 dl.facts dd { margin: 0; }
 details { margin: 10px 0; }
 details > summary { cursor: pointer; color: var(--accent); }
+details.fold { margin: 0; }
+details.fold > summary { display: block; list-style: none; color: inherit; }
+details.fold > summary::-webkit-details-marker { display: none; }
+details.fold > summary > :is(h2, h3)::before { content: "\\25BE\\00A0"; color: var(--muted); font-size: 0.8em; }
+details.fold:not([open]) > summary > :is(h2, h3)::before { content: "\\25B8\\00A0"; }
+nav.toc button { font: inherit; font-size: 13px; color: var(--accent); background: none; border: 1px solid var(--line); border-radius: 3px; padding: 0 6px; cursor: pointer; }
+.headlines { display: flex; flex-wrap: wrap; gap: 0 28px; align-items: flex-start; }
+table.headline { font-size: 13.5px; font-variant-numeric: tabular-nums; }
+table.headline td, table.headline th { padding: 2px 9px; }
+p.sizes { color: var(--muted); font-size: 13px; margin: 0 0 12px; }
 pre { background: var(--band); padding: 10px; overflow-x: auto; font-size: 12.5px; line-height: 1.35; }
 .warnings { border-left: 4px solid var(--warn); background: #fdf1ea; padding: 8px 14px; margin: 14px 0; }
 .warnings li { margin: 2px 0; }
@@ -102,6 +112,13 @@ SCRIPT = """
       });
     });
   });
+  // Fold or unfold every section at once.
+  document.querySelectorAll('button[data-fold]').forEach(function (button) {
+    button.addEventListener('click', function () {
+      var open = button.getAttribute('data-fold') === 'open';
+      document.querySelectorAll('details.fold').forEach(function (d) { d.open = open; });
+    });
+  });
   // Checkpoint sliders: show the frame the range input points at.
   document.querySelectorAll('.slider').forEach(function (slider) {
     var input = slider.querySelector('input[type=range]');
@@ -137,7 +154,7 @@ MACROS = """
 </table></div>
 {%- endmacro %}
 {% macro image(img) -%}
-<figure>{% if img.uri %}<img src="{{ img.uri }}" alt="{{ img.title }}">{% else %}<p class="note">{{ img.title }}: {{ img.note }}{% if img.link %} — <a href="{{ img.link }}">the figure's file</a>{% endif %}</p>{% endif %}
+<figure>{% if img.uri %}<img src="{{ img.uri }}" alt="{{ img.title }}"{% if img.link %} data-file="{{ img.link }}"{% endif %}>{% else %}<p class="note">{{ img.title }}: {{ img.note }}{% if img.link %} — <a href="{{ img.link }}">the figure's file</a>{% endif %}</p>{% endif %}
 <figcaption>{{ img.title }}</figcaption></figure>
 {%- endmacro %}
 {% macro slider(s) -%}
@@ -148,15 +165,16 @@ MACROS = """
 </div></div>
 {%- endmacro %}
 {% macro analysis(section, prefix="") -%}
-<section id="{{ prefix }}analysis-{{ section.name }}"><h3>{{ section.name }} — {{ section.description }}</h3>
+<section id="{{ prefix }}analysis-{{ section.name }}"><details class="fold" open><summary><h3>{{ section.name }} — {{ section.description }}</h3></summary>
 <div class="paragraph">{% for p in section.paragraphs %}{{ p|safe }}{% endfor %}</div>
 {% for part in section.parts %}
 <h4>{{ part.name }}{% if part.step is not none %} (checkpoint step {{ part.step }}){% endif %}</h4>
-<dl class="numbers" aria-label="headline">{% for row in part.headline.rows %}<div><dt>{{ row[0] }}</dt><dd>{{ row[1] }}</dd></div>{% endfor %}</dl>
+<div class="headlines" aria-label="headline">{% for t in part.headline %}{{ table(t, "headline") }}{% endfor %}</div>
+{% if part.sizes %}<p class="sizes">{% for what, count in part.sizes %}{{ what }}: {{ count }}{% if not loop.last %} · {% endif %}{% endfor %}</p>{% endif %}
 {% if part.slider %}{{ slider(part.slider) }}{% endif %}
 <div class="flow">{% for img in part.figures %}{{ image(img) }}{% endfor %}</div>
 {% endfor %}
-</section>
+</details></section>
 {%- endmacro %}
 """
 
@@ -166,21 +184,22 @@ RUN_PAGE = HEAD + MACROS + """
 <p class="subtitle">{{ task_label }} · nrecur run report · <code>{{ path }}</code></p>
 <nav class="toc"><a href="#overview">overview</a><a href="#training">training curves</a><a href="#evaluation">evaluation</a>
 {% for s in sections %}<a href="#analysis-{{ s.name }}">{{ s.name }}</a>{% endfor %}{% if earlier %}<a href="#earlier">earlier checkpoints</a>{% endif %}
-{% if index_link %}<a href="{{ index_link }}">all runs</a>{% endif %}</nav>
+{% if index_link %}<a href="{{ index_link }}">all runs</a>{% endif %}
+<button type="button" data-fold="close">fold all</button><button type="button" data-fold="open">unfold all</button></nav>
 {% if warnings %}<div class="warnings"><strong>While reading this run:</strong><ul>{% for w in warnings %}<li>{{ w }}</li>{% endfor %}</ul></div>{% endif %}
-<section id="overview"><h2>Overview</h2>
+<section id="overview"><details class="fold" open><summary><h2>Overview</h2></summary>
 <dl class="facts">{% for key, value in facts %}<dt>{{ key }}</dt><dd>{{ value }}</dd>{% endfor %}</dl>
 <details><summary>full config (config.json)</summary><pre>{{ config_json }}</pre></details>
-</section>
-<section id="training"><h2>Training curves</h2>
+</details></section>
+<section id="training"><details class="fold" open><summary><h2>Training curves</h2></summary>
 {% if curves_note %}<p class="note">{{ curves_note }}</p>{% endif %}
 <div class="figures">{% for img in curves[:2] %}{{ image(img) }}{% endfor %}</div>
 <div class="figures wide">{% for img in curves[2:] %}{{ image(img) }}{% endfor %}</div>
-</section>
-<section id="evaluation"><h2>Evaluation</h2>
+</details></section>
+<section id="evaluation"><details class="fold" open><summary><h2>Evaluation</h2></summary>
 {% if not tables %}<p class="note">training has not evaluated yet: no evaluation tables.</p>{% endif %}
 {% for t in tables %}{{ table(t) }}{% endfor %}
-</section>
+</details></section>
 <section id="analyses"><h2>Analyses</h2>
 {% if not sections %}<p class="note">no analyses in {{ analysis_dir }} yet (<code>nrecur analyze {{ path }} --what all</code> writes them).</p>{% endif %}
 {% for s in sections %}{{ analysis(s) }}{% endfor %}

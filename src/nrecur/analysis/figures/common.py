@@ -7,7 +7,7 @@ from pathlib import Path
 
 from nrecur._io import atomic_write
 
-__all__ = ["OKABE_ITO", "plain_log_ticks", "pyplot", "save_figure"]
+__all__ = ["OKABE_ITO", "figure_title", "plain_log_ticks", "pyplot", "save_figure"]
 
 OKABE_ITO = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000")
 """The Okabe–Ito colours, distinguishable with the common colour-vision deficiencies: lines of one figure."""
@@ -37,14 +37,26 @@ def plain_log_ticks(axis) -> None:
     axis.set_minor_formatter(FuncFormatter(lambda value, _: f"{value:g}" if under_a_decade() else ""))
 
 
+def figure_title(fig) -> str | None:
+    """The first line of a figure's title: its suptitle, else those of its panels' titles, joined (None without)."""
+    text = fig.get_suptitle().strip() if hasattr(fig, "get_suptitle") else ""
+    if text:
+        return text.splitlines()[0]
+    titles = list(dict.fromkeys(ax.get_title().strip().splitlines()[0] for ax in fig.axes if ax.get_title().strip()))
+    return "; ".join(titles) if titles else None
+
+
 def save_figure(fig, folder: str | Path, stem: str) -> list[Path]:
-    """Save a matplotlib figure as ``stem.png`` and ``stem.svg`` in ``folder`` (atomically); close it."""
+    """Save a matplotlib figure as ``stem.png`` and ``stem.svg`` in ``folder`` (atomically); close it. The first
+    line of its title goes into both files' metadata (the SVG's ``<title>``): a report's caption of the figure."""
     import matplotlib.pyplot as plt
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
-    for suffix, kwargs in ((".png", {"dpi": 120}), (".svg", {})):
+    title = figure_title(fig)
+    metadata = {"Title": title} if title else {}
+    for suffix, kwargs in ((".png", {"dpi": 120, "metadata": metadata}), (".svg", {"metadata": metadata})):
         path = folder / f"{stem}{suffix}"
         atomic_write(path, lambda handle, fmt=suffix[1:], kw=kwargs: fig.savefig(handle, format=fmt, bbox_inches="tight", **kw))
         paths.append(path)

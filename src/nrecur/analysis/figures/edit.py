@@ -81,7 +81,7 @@ def draw_hold(result, folder: Path) -> list[Path]:
     ax.set_xlabel("where the next target of (n*, t*) is predicted", fontsize=10)
     ax.set_title("success at p and at the following target positions (all problems)", fontsize=11)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=9, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncols=2)
+    ax.legend(fontsize=10, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncols=2)
     fig.suptitle(
         f"editing the belief to a rule (n*, t*) at positions 0..p = {result.position} of {result.length}: "
         f"{result.held_out_problems} held-out problems, step {result.step}",
@@ -101,14 +101,14 @@ def draw_sites(result, folder: Path) -> list[Path]:
         colour = METHOD_COLOURS.get(score.method, OKABE_ITO[3])
         value = score.hold_rate if np.isfinite(score.hold_rate) else 0.0
         ax.barh(row, value, color=colour, alpha=1.0 if score.name in result.best_by_method.values() else 0.45)
-        ax.text(value + 0.01, row, f"{value:.2f}", va="center", fontsize=9)
+        ax.text(value + 0.01, row, f"{value:.2f}", va="center", fontsize=10)
     for label, value, style in (("no edit", result.no_edit.hold_rate, "--"), ("ceiling", result.ceiling.hold_rate, ":")):
         ax.axvline(value, color=CONTROL_COLOURS[label], ls=style, lw=1.5, label=f"{label} {value:.2f}")
     ax.set_yticks(y, [_method_label(s) for s in methods], fontsize=10)
     ax.set_xlim(0, 1.12)
     ax.set_xlabel("hold rate (held out)", fontsize=10)
     ax.set_title("hold rate of every site\n(solid: each method's best on the selection problems)", fontsize=11)
-    ax.legend(fontsize=9, loc="lower right")
+    ax.legend(fontsize=10, loc="lower right")
     ax.grid(axis="x", alpha=0.3)
 
     ax = axes[1]
@@ -123,7 +123,7 @@ def draw_sites(result, folder: Path) -> list[Path]:
     ax.set_xlabel("position (edits act on 0..p or on p)", fontsize=10)
     ax.set_ylabel("mean KL(O* ‖ model), nats", fontsize=10)
     ax.set_title("distance to the observer of a sequence\nthat followed (n*, t*) all along", fontsize=11)
-    ax.legend(fontsize=9, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncols=2)
+    ax.legend(fontsize=10, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncols=2)
     ax.grid(alpha=0.3)
     return save_figure(fig, folder, "edit_sites")
 

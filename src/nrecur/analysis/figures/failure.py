@@ -41,7 +41,7 @@ def _overreaction(ax, scores: dict, colours: dict, styles: dict) -> None:
 def draw(result, folder: Path) -> list[Path]:
     """``failure``: perseveration and over-reaction histograms, KL by offset after each kind of event."""
     plt = pyplot()
-    fig, axes = plt.subplots(1, 3, figsize=(17, 4.8))
+    fig, axes = plt.subplots(1, 3, figsize=(14.5, 4.8))
     who = ("observer", "model", "random_init")
     colours = {LABELS[w]: COLOURS[w] for w in who}
     styles = {LABELS[w]: STYLES[w] for w in who}
@@ -69,7 +69,7 @@ def draw_comparison(result, folder: Path) -> list[Path]:
     names = list(result.models)
     colours = {name: OKABE_ITO[i % 6] for i, name in enumerate(names)} | {"observer": OKABE_ITO[7]}
     styles = {name: "-" for name in names} | {"observer": ":"}
-    fig, axes = plt.subplots(1, 3, figsize=(17, 4.8))
+    fig, axes = plt.subplots(1, 3, figsize=(14.5, 4.8))
     scores = {**{name: result.models[name] for name in names}, "observer": result.observer}
     _perseveration(axes[0], {k: s.perseveration for k, s in scores.items()}, result.length - 1, colours, styles)
     _overreaction(axes[1], {k: s.overreaction for k, s in scores.items()}, colours, styles)

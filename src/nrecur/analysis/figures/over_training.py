@@ -61,7 +61,7 @@ def draw(over, folder: Path) -> list[Path]:
             ax.set_xlabel("training step (log)")
             ax.grid(alpha=0.3)
             if len(members) > 1:
-                ax.legend(fontsize=9)
+                ax.legend(fontsize=10)
         fig.suptitle(f"{over.analysis} over training: each headline figure (solid) beside its controls (dashed)", fontsize=12)
         fig.tight_layout()
         paths += save_figure(fig, folder, f"{over.name}_headline")

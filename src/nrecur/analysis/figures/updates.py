@@ -52,7 +52,7 @@ def _curves(result, folder: Path) -> list[Path]:
     plt = pyplot()
     from matplotlib.ticker import MaxNLocator
 
-    fig, axes = plt.subplots(1, 3, figsize=(16, 4.8))
+    fig, axes = plt.subplots(1, 3, figsize=(14.5, 4.8))
     for ax, kind in zip(axes[:2], ("transition", "noise")):
         data = result.kind(kind)
         for who in WHO:
