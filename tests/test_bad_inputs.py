@@ -53,9 +53,12 @@ class Outcome:
 
     @property
     def line(self) -> str:
-        """The one error line (asserts there is exactly one and no traceback)."""
+        """The one error line (asserts there is exactly one and no traceback); a mistake in the arguments
+        prints the command's usage line before it."""
         assert "Traceback" not in self.err, self.err
         lines = self.err.splitlines()
+        if lines and lines[0].startswith("usage: nrecur"):
+            lines = lines[1:]
         assert len(lines) == 1, self.err
         return lines[0]
 

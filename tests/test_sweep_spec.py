@@ -138,7 +138,7 @@ def test_bad_preset_and_missing_file(tmp_path, capsys):
     assert main(["sweep", str(spec), "--out", str(tmp_path / "o")]) == 2
     assert "unknown preset 'huge'" in capsys.readouterr().err
     assert main(["sweep", str(tmp_path / "none.toml"), "--out", str(tmp_path / "o")]) == 2
-    assert "no such file" in capsys.readouterr().err
+    assert "none.toml does not exist" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
 
 

@@ -213,7 +213,7 @@ def test_a_run_stopped_by_its_time_budget_continues_with_a_larger_one(tmp_path, 
     assert main(["train", "--resume", str(tmp_path / "run"), "--time-budget", "0.1", "--no-progress"]) == 2
     assert "--time-budget must be larger" in capsys.readouterr().err
     assert main(["train", "--resume", str(tmp_path / "run"), "--time-budget", "0.8", "--lr", "0.1", "--no-progress"]) == 2
-    assert "only --steps and --time-budget may change); drop lr" in capsys.readouterr().err
+    assert "only --steps and --time-budget may change); drop --lr" in capsys.readouterr().err
 
     assert main(["train", "--resume", str(tmp_path / "run"), "--time-budget", "0.8", "--no-progress"]) == 0
     second = read_summary(tmp_path / "run")

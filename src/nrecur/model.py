@@ -18,76 +18,18 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import ValidationInfo, field_validator
 from torch import Tensor, nn
 
-from nrecur._config import Config
+from nrecur.architecture import GPTConfig  # the config lives apart: reading configs needs no torch
 from nrecur.hooks import HookedModule, HookPoint
 
 NORM_EPS = 1e-5
 """Added to the variance inside every norm (TransformerLens' and torch's default)."""
 
 __all__ = ["ACTIVATIONS", "GPT", "NORMS", "GPTConfig"]
-
-# The smallest value each integer field of GPTConfig accepts.
-_INT_MINIMUM = {
-    "vocab_size": 2, "n_ctx": 1, "d_model": 1, "n_layers": 0, "n_heads": 1, "d_head": 1, "d_mlp": 0,
-}
-
-
-class GPTConfig(Config):
-    """Architecture of a :class:`GPT`. Every dimension the research questions vary is here."""
-
-    vocab_size: int = 8
-    """Number of tokens: ids 0 … vocab_size-1 (at least 2)."""
-    n_ctx: int = 32
-    """Context length: the most positions one forward pass accepts."""
-    d_model: int = 64
-    """Width of the residual stream."""
-    n_layers: int = 2
-    """Number of transformer blocks (0 gives the embed → unembed bigram model)."""
-    n_heads: int = 4
-    """Attention heads per block."""
-    d_head: int = 16
-    """Width of each head's queries, keys and values (n_heads * d_head need not equal d_model)."""
-    d_mlp: int = 256
-    """Hidden width of each block's MLP; 0 means attention-only (no MLP, no ln2)."""
-    act: Literal["relu", "gelu", "silu"] = "gelu"
-    """MLP activation function (gelu is the exact erf form)."""
-    norm: Literal["layernorm", "rmsnorm", "none"] = "layernorm"
-    """Normalization before attention, before the MLP and before the unembedding."""
-    init_std: float = 0.02
-    """Std of the normal init of weights and embeddings (output projections: init_std/sqrt(2*n_layers))."""
-
-    @field_validator(*_INT_MINIMUM)
-    @classmethod
-    def _at_least(cls, value: int, info: ValidationInfo) -> int:
-        minimum = _INT_MINIMUM[info.field_name]
-        if value < minimum:
-            raise ValueError(f"{info.field_name} must be an integer >= {minimum}, got {value}")
-        return value
-
-    @field_validator("init_std")
-    @classmethod
-    def _positive_std(cls, value: float) -> float:
-        if not (math.isfinite(value) and value > 0):
-            raise ValueError(f"init_std must be a finite number > 0, got {value}")
-        return value
-
-    @property
-    def d_attn(self) -> int:
-        """Width of all heads together, ``n_heads * d_head``."""
-        return self.n_heads * self.d_head
-
-    @property
-    def attn_only(self) -> bool:
-        """True when the blocks have no MLP (``d_mlp == 0``)."""
-        return self.d_mlp == 0
-
 
 # --- norms and activations: registries keyed by the config's Literal values ---
 

@@ -26,7 +26,7 @@ from nrecur.analysis.contract import ANALYSES, Analysis, OptionError, Options, R
 from nrecur.runs import load_run
 from nrecur.train.interventions import intervention_hooks
 
-__all__ = ["Outcome", "OverTraining", "analyze", "choose", "compute", "over_checkpoints", "read_result", "resolve_options", "write_result"]
+__all__ = ["AnalysisInterrupted", "Outcome", "OverTraining", "analyze", "choose", "compute", "over_checkpoints", "read_result", "resolve_options", "write_result"]
 
 OVER_TRAINING = "_over_training"
 
@@ -251,10 +251,14 @@ def analyze(
             jobs.append((analysis.name + OVER_TRAINING, lambda a=analysis, o=opts: over_checkpoints(a, run, o), True))
     pending: list[tuple[Outcome, bool]] = []
     with showing_progress(progress):
-        for name, job, is_series in jobs:
+        for index, (name, job, is_series) in enumerate(jobs):
+            if progress:
+                log(f"{name}: computing ({index + 1} of {len(jobs)})")
             start = time.perf_counter()
             try:
                 result = job()
+            except KeyboardInterrupt as error:
+                _interrupted(error, jobs[index:], pending, outcomes, folder, run, seen, log, on_error, write)
             except Exception as error:  # noqa: BLE001 - a job records it and goes on; the CLI raises it
                 if on_error == "raise":
                     raise
@@ -271,6 +275,30 @@ def analyze(
     for outcome, is_series in pending:
         outcomes.append(_write(outcome, folder, run, is_series, seen, log, on_error) if write else outcome)
     return outcomes
+
+
+class AnalysisInterrupted(KeyboardInterrupt):
+    """A signal (Ctrl-C, SIGTERM) stopped :func:`analyze`: the results computed until then were written (each
+    file whole), ``remaining`` names the analyses still to run."""
+
+    def __init__(self, written: list[str], remaining: list[str], cause: KeyboardInterrupt) -> None:
+        self.written = written
+        self.remaining = remaining
+        self.signal_name = getattr(cause, "signal_name", "SIGINT")
+        self.exit_code = getattr(cause, "exit_code", 130)
+        self.done = f"wrote {', '.join(written)}" if written else "nothing was written"
+        """What was kept, in words."""
+        super().__init__(f"{self.done}; still to run: {', '.join(remaining)}")
+
+
+def _interrupted(error, left, pending, outcomes, folder, run, seen, log, on_error, write) -> None:
+    """Write what was computed before the interrupt, then raise :class:`AnalysisInterrupted`."""
+    if write:
+        for outcome, is_series in pending:
+            outcomes.append(_write(outcome, folder, run, is_series, seen, log, on_error))
+    written = [o.name for o in outcomes if o.status == "wrote"]
+    remaining = list(dict.fromkeys(name.removesuffix(OVER_TRAINING) for name, _, _ in left))
+    raise AnalysisInterrupted(written, remaining, error) from error
 
 
 def _write(outcome: Outcome, folder, run, is_series: bool, seen: list[str], log, on_error: str) -> Outcome:

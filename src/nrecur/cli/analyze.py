@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 
-from nrecur.cli import UsageError
+from nrecur.cli import UsageError, existing_path, same_command
 
 
 def register(subparsers) -> None:
@@ -17,7 +18,7 @@ def register(subparsers) -> None:
         "every figure) with its figures (PNG and SVG) beside it. Without --what, every analysis that applies "
         "to the run's task runs. `nrecur analyze --list` lists the analyses and the options each takes.",
     )
-    parser.add_argument("run", metavar="RUN", nargs="?", help="run folder")
+    parser.add_argument("run", metavar="RUN", nargs="?", type=existing_path, help="run folder")
     parser.add_argument("--what", nargs="+", default=["all"], metavar="NAME", help="analyses to run, or all (default: all that apply; --list names them)")
     parser.add_argument("--list", action="store_true", help="list the analyses, what each measures and the options each takes, then exit")
     parser.add_argument("--step", type=int, help="checkpoint step to analyze (default: the latest; an earlier step writes to RUN/analysis/step_NNNNNNNN/)")
@@ -41,7 +42,24 @@ def register(subparsers) -> None:
         "nrecur train) active at the checkpoint's step; progress applies them at every checkpoint (default: the bare model)",
     )  # fmt: skip
     parser.add_argument("--no-progress", action="store_true", help="no progress output")
-    parser.set_defaults(handler=analyze_command, command="analyze")
+    parser.set_defaults(handler=analyze_command, command="analyze", again=analyze_again)
+
+
+def analyze_again(args: argparse.Namespace, error: KeyboardInterrupt) -> str:
+    """After an interrupt: the same command for the analyses not written yet (``error.remaining``)."""
+    remaining = getattr(error, "remaining", None)
+    if not remaining:
+        return same_command(args)
+    words, in_what = [], False
+    for word in args.argv:
+        if word == "--what" or word.startswith("--what="):
+            in_what = word == "--what"
+            continue
+        if in_what and not word.startswith("-"):
+            continue
+        in_what = False
+        words.append(word)
+    return shlex.join(["nrecur", *words, "--what", *remaining])
 
 
 def parse_settings(settings: list[str]) -> dict:

@@ -5,23 +5,35 @@ from __future__ import annotations
 import argparse
 import inspect
 import os
+from typing import TYPE_CHECKING
 
-import numpy as np
-
-from nrecur.cli.options import add_task_options, task_from_args
-from nrecur.cli.views import format_batch, posterior_table
-from nrecur.observer import bayes_cross_entropy
+if TYPE_CHECKING:
+    import numpy as np
 
 
 def register(subparsers) -> None:
-    sample = subparsers.add_parser(
+    subparsers.add_parser(
         "sample",
         help="sample sequences with their hidden truth (print them, or write a .npz)",
         description="Sample sequences of any task kind. Without --out, print them with their hidden truth "
         "(n-recurrence: target positions marked); with --out, write tokens and hidden truth (n-recurrence: period, "
         "target, countdown, is_target_position, is_fake, transition_after; HMMs: states; modular: a, b, slot, "
         "in_distribution) to a .npz file, with the task's config as JSON under 'task'.",
+        build=_sample_options,
     )
+    subparsers.add_parser(
+        "bayes",
+        help="the exact Bayes observer: optimal loss per position, or the posterior on given tokens",
+        description="Without --tokens: the Bayes-optimal next-token cross-entropy of the task per "
+        "position (the floor no model can beat), with standard errors. With --tokens: the observer's beliefs "
+        "after each token (n-recurrence: period and target; HMMs: the state; modular: the task vector).",
+        build=_bayes_options,
+    )
+
+
+def _sample_options(sample: argparse.ArgumentParser) -> None:
+    from nrecur.cli.options import add_task_options
+
     add_task_options(sample)
     sample.add_argument("--batch-size", type=int, default=4, help="number of sequences (default: 4)")
     sample.add_argument("--length", type=int, help="tokens per sequence (default: 32, or the task's whole sequence when shorter: 3 x n_examples for modular)")
@@ -34,13 +46,10 @@ def register(subparsers) -> None:
     )  # fmt: skip
     sample.set_defaults(handler=run_sample, command="sample")
 
-    bayes = subparsers.add_parser(
-        "bayes",
-        help="the exact Bayes observer: optimal loss per position, or the posterior on given tokens",
-        description="Without --tokens: the Bayes-optimal next-token cross-entropy of the task per "
-        "position (the floor no model can beat), with standard errors. With --tokens: the observer's beliefs "
-        "after each token (n-recurrence: period and target; HMMs: the state; modular: the task vector).",
-    )
+
+def _bayes_options(bayes: argparse.ArgumentParser) -> None:
+    from nrecur.cli.options import add_task_options
+
     add_task_options(bayes)
     bayes.add_argument("--tokens", help='a token sequence, e.g. "3 1 3 0 3"; prints the posterior after each token')
     bayes.add_argument("--length", type=int, help="context length for the optimal loss, without --tokens (default: 32, or the task's whole sequence when shorter)")
@@ -55,6 +64,9 @@ def register(subparsers) -> None:
 
 
 def run_sample(args: argparse.Namespace) -> int:
+    from nrecur.cli.options import task_from_args
+    from nrecur.cli.views import format_batch
+
     task = task_from_args(args)
     split = keyword_option(task.sample, "split", args.split, task.kind)
     if args.out is not None:
@@ -80,6 +92,8 @@ def run_sample(args: argparse.Namespace) -> int:
 
 
 def parse_tokens(text: str, vocab_size: int) -> np.ndarray:
+    import numpy as np
+
     pieces = text.replace(",", " ").split()
     if not pieces:
         raise ValueError("--tokens is empty; give tokens like \"3 1 3 0 3\"")
@@ -109,6 +123,12 @@ def keyword_option(method, name: str, value, kind: str) -> dict:
 
 
 def run_bayes(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from nrecur.cli.options import task_from_args
+    from nrecur.cli.views import posterior_table
+    from nrecur.observer import bayes_cross_entropy
+
     task = task_from_args(args)
     observer = keyword_option(task.posterior, "prior", args.prior, task.kind)
     if args.top < 1:

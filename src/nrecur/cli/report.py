@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from nrecur.cli import UsageError
+from nrecur.cli import UsageError, existing_path
 
 
 def register(subparsers) -> None:
@@ -18,7 +18,7 @@ def register(subparsers) -> None:
         "every run's report and PATH/index.html, one sortable row per run, with the figures of the sweeps and studies "
         "below PATH under the table. Pages open offline: every figure, style and script is inside them.",
     )
-    parser.add_argument("path", metavar="PATH", help="a run folder, or a folder of run folders")
+    parser.add_argument("path", metavar="PATH", type=existing_path, help="a run folder, or a folder of run folders")
     parser.set_defaults(handler=report_command, command="report")
 
 

@@ -5,8 +5,12 @@ from __future__ import annotations
 
 import argparse
 
-from nrecur.cli import UsageError
-from nrecur.train.presets import STUDY_PRESET, STUDY_PRESET_WHY
+from nrecur.cli import UsageError, existing_path, same_command
+
+
+def _again(args: argparse.Namespace, error: KeyboardInterrupt) -> str:
+    """A study is a resumable sweep: the same command continues it."""
+    return same_command(args)
 
 
 def _add_common(parser: argparse.ArgumentParser) -> None:
@@ -24,12 +28,12 @@ def register(subparsers) -> None:
         "faster-default | modular-diversity, workers, and the study's options; see examples/studies/) into DIR. "
         "Studies are resumable sweeps: running the same spec into the same DIR again reuses every finished run.",
     )
-    study.add_argument("spec", metavar="SPEC", help="study spec (.toml)")
+    study.add_argument("spec", metavar="SPEC", type=existing_path, help="study spec (.toml)")
     study.add_argument("--out", required=True, metavar="DIR", help="study folder")
     study.add_argument("--quiet", action="store_true", help="no line per finished run")
-    study.set_defaults(handler=study_command, command="study")
+    study.set_defaults(handler=study_command, command="study", again=_again)
 
-    parser = subparsers.add_parser(
+    subparsers.add_parser(
         "minimal-arch",
         help="the smallest architecture that reaches the KL threshold within a step budget in k of m seeds",
         description="Walk architectures (layers × width × heads × MLP or attention-only) in order of parameter count, "
@@ -38,25 +42,9 @@ def register(subparsers) -> None:
         "smaller candidate has run and failed. Writes OUT/minimal_arch.json (the answer and every candidate) and "
         "OUT/minimal_arch.png (steps to the threshold against parameters). With --init-from RUN the candidate is RUN's "
         "own architecture, fine-tuned from its weights.",
+        build=_minimal_arch_options,
     )
-    parser.add_argument("--preset", default=STUDY_PRESET, help=f"the task, base model and training settings (default: {STUDY_PRESET}, {STUDY_PRESET_WHY})")
-    parser.add_argument("--task", default="deterministic", choices=["deterministic", "stochastic"], help="the preset's deterministic run or its stochastic companion (default: deterministic)")
-    parser.add_argument("--threshold", type=float, help="KL threshold, nats/token (default: the preset's: 0.01 deterministic, 0.02 stochastic)")
-    parser.add_argument("--steps", type=int, default=5000, help="step budget per trial (default: 5000)")
-    parser.add_argument("--lr", type=float, help="peak learning rate (default: the preset's)")
-    parser.add_argument("--seeds", type=int, default=3, help="seeds per candidate, m (default: 3)")
-    parser.add_argument("--need", type=int, default=2, help="seeds that must reach the threshold, k (default: 2)")
-    parser.add_argument("--init-from", metavar="RUN", help="fine-tune from RUN's weights (its architecture is the only candidate); a minimal-arch study folder names its answer's run")
-    parser.add_argument("--layers", type=int, nargs="+", default=[1, 2, 3], help="numbers of layers (default: 1 2 3)")
-    parser.add_argument("--widths", type=int, nargs="+", default=[16, 32, 64], help="residual widths d_model (default: 16 32 64)")
-    parser.add_argument("--heads", type=int, nargs="+", default=[1, 2, 4, 8], help="numbers of heads, d_head = d_model / heads >= 4 (default: 1 2 4 8)")
-    parser.add_argument("--mlp", default="both", choices=["both", "yes", "no"], help="with an MLP of 4·d_model, attention-only, or both (default)")
-    parser.add_argument("--batch", type=int, default=4, help="candidates per round of the walk (default: 4)")
-    parser.add_argument("--complete", action="store_true", help="run every candidate (for the whole curve), not only up to the answer")
-    _add_common(parser)
-    parser.set_defaults(handler=minimal_arch_command, command="minimal-arch")
-
-    grok = subparsers.add_parser(
+    subparsers.add_parser(
         "grokking",
         help="a grokking phase diagram: training-set size × weight decay in finite mode, each cell classified",
         description="Train the preset's deterministic task in finite mode (a fixed training set) over the grid "
@@ -65,36 +53,17 @@ def register(subparsers) -> None:
         "is grokked (memorized, then generalized), generalized (no memorization phase first), memorized or neither; "
         "writes OUT/grokking.json, OUT/grokking.png (class and delay heatmaps) and the progress measures of the "
         "grokked trial with the longest delay in OUT/progress/.",
+        build=_grokking_options,
     )
-    grok.add_argument("--preset", default=STUDY_PRESET, help=f"the task, model and training settings (default: {STUDY_PRESET}, {STUDY_PRESET_WHY})")
-    grok.add_argument("--sizes", type=int, nargs="+", default=[256, 512, 1024, 2048], help="training-set sizes, sequences (default: 256 512 1024 2048)")
-    grok.add_argument("--decays", type=float, nargs="+", default=[0.0, 0.1, 0.3, 1.0], help="weight decays (default: 0 0.1 0.3 1)")
-    grok.add_argument("--seeds", type=int, default=2, help="seeds per cell (default: 2)")
-    grok.add_argument("--steps", type=int, default=5000, help="step budget per trial (default: 5000)")
-    grok.add_argument("--lr", type=float, help="peak learning rate (default: the preset's)")
-    grok.add_argument("--batch-size", type=int, help="sequences per step, capped at the training-set size (default: the preset's)")
-    grok.add_argument("--runner", default="one-by-one", choices=["one-by-one", "ensemble"], help="one-by-one: a process per trial (default; faster on a CPU at the preset's batch of 64); ensemble: same-shape trials together with torch.func (10x on a GPU)")
-    _add_common(grok)
-    grok.set_defaults(handler=grokking_command, command="grokking")
-
-    icl = subparsers.add_parser(
+    subparsers.add_parser(
         "icl-rate",
         help="the in-context learning rate after rule transitions, model vs observer, across noise, context and width",
         description="Train the preset's stochastic task over p_noise = p_transition = C/n for each --rates C, context "
         "lengths --lengths and widths --widths (one resumable sweep in OUT/sweep), run the updates analysis on every "
         "finished run, and write OUT/icl_rate.json and OUT/icl_rate.png: the model's median learning rate and "
         "discreteness after transitions against the observer's, and the rate against context length.",
+        build=_icl_rate_options,
     )
-    icl.add_argument("--preset", default=STUDY_PRESET, help=f"the task, model and training settings (default: {STUDY_PRESET}, {STUDY_PRESET_WHY})")
-    icl.add_argument("--rates", type=float, nargs="+", default=[0.1, 0.2], help="C of p_noise = p_transition = C/n (default: 0.1 0.2)")
-    icl.add_argument("--lengths", type=int, nargs="+", default=[32, 48], help="context lengths, each with room for events (default: 32 48)")
-    icl.add_argument("--widths", type=int, nargs="+", default=[32, 64], help="residual widths d_model (default: 32 64)")
-    icl.add_argument("--seeds", type=int, default=1, help="seeds per cell (default: 1)")
-    icl.add_argument("--steps", type=int, help="step budget per run (default: the preset's)")
-    icl.add_argument("--sequences", type=int, default=1024, help="fresh sequences for the updates analysis (default: 1024)")
-    _add_common(icl)
-    icl.set_defaults(handler=icl_rate_command, command="icl-rate")
-
     modular = subparsers.add_parser(
         "modular-diversity",
         help="in-context modular arithmetic: KL to the in-distribution and universal observers, ID and OOD, against n_tasks",
@@ -109,7 +78,60 @@ def register(subparsers) -> None:
     modular.add_argument("--seeds", type=int, default=1, help="seeds per n_tasks (default: 1)")
     modular.add_argument("--steps", type=int, help="step budget per run (default: the preset's)")
     _add_common(modular)
-    modular.set_defaults(handler=modular_diversity_command, command="modular-diversity")
+    modular.set_defaults(handler=modular_diversity_command, command="modular-diversity", again=_again)
+
+
+# The study presets' options are added when the command is used (nrecur.train.presets imports torch).
+
+
+def _minimal_arch_options(parser: argparse.ArgumentParser) -> None:
+    from nrecur.train.presets import STUDY_PRESET, STUDY_PRESET_WHY
+
+    parser.add_argument("--preset", default=STUDY_PRESET, help=f"the task, base model and training settings (default: {STUDY_PRESET}, {STUDY_PRESET_WHY})")
+    parser.add_argument("--task", default="deterministic", choices=["deterministic", "stochastic"], help="the preset's deterministic run or its stochastic companion (default: deterministic)")
+    parser.add_argument("--threshold", type=float, help="KL threshold, nats/token (default: the preset's: 0.01 deterministic, 0.02 stochastic)")
+    parser.add_argument("--steps", type=int, default=5000, help="step budget per trial (default: 5000)")
+    parser.add_argument("--lr", type=float, help="peak learning rate (default: the preset's)")
+    parser.add_argument("--seeds", type=int, default=3, help="seeds per candidate, m (default: 3)")
+    parser.add_argument("--need", type=int, default=2, help="seeds that must reach the threshold, k (default: 2)")
+    parser.add_argument("--init-from", metavar="RUN", type=existing_path, help="fine-tune from RUN's weights (its architecture is the only candidate); a minimal-arch study folder names its answer's run")
+    parser.add_argument("--layers", type=int, nargs="+", default=[1, 2, 3], help="numbers of layers (default: 1 2 3)")
+    parser.add_argument("--widths", type=int, nargs="+", default=[16, 32, 64], help="residual widths d_model (default: 16 32 64)")
+    parser.add_argument("--heads", type=int, nargs="+", default=[1, 2, 4, 8], help="numbers of heads, d_head = d_model / heads >= 4 (default: 1 2 4 8)")
+    parser.add_argument("--mlp", default="both", choices=["both", "yes", "no"], help="with an MLP of 4·d_model, attention-only, or both (default)")
+    parser.add_argument("--batch", type=int, default=4, help="candidates per round of the walk (default: 4)")
+    parser.add_argument("--complete", action="store_true", help="run every candidate (for the whole curve), not only up to the answer")
+    _add_common(parser)
+    parser.set_defaults(handler=minimal_arch_command, command="minimal-arch", again=_again)
+
+
+def _grokking_options(grok: argparse.ArgumentParser) -> None:
+    from nrecur.train.presets import STUDY_PRESET, STUDY_PRESET_WHY
+
+    grok.add_argument("--preset", default=STUDY_PRESET, help=f"the task, model and training settings (default: {STUDY_PRESET}, {STUDY_PRESET_WHY})")
+    grok.add_argument("--sizes", type=int, nargs="+", default=[256, 512, 1024, 2048], help="training-set sizes, sequences (default: 256 512 1024 2048)")
+    grok.add_argument("--decays", type=float, nargs="+", default=[0.0, 0.1, 0.3, 1.0], help="weight decays (default: 0 0.1 0.3 1)")
+    grok.add_argument("--seeds", type=int, default=2, help="seeds per cell (default: 2)")
+    grok.add_argument("--steps", type=int, default=5000, help="step budget per trial (default: 5000)")
+    grok.add_argument("--lr", type=float, help="peak learning rate (default: the preset's)")
+    grok.add_argument("--batch-size", type=int, help="sequences per step, capped at the training-set size (default: the preset's)")
+    grok.add_argument("--runner", default="one-by-one", choices=["one-by-one", "ensemble"], help="one-by-one: a process per trial (default; faster on a CPU at the preset's batch of 64); ensemble: same-shape trials together with torch.func (10x on a GPU)")
+    _add_common(grok)
+    grok.set_defaults(handler=grokking_command, command="grokking", again=_again)
+
+
+def _icl_rate_options(icl: argparse.ArgumentParser) -> None:
+    from nrecur.train.presets import STUDY_PRESET, STUDY_PRESET_WHY
+
+    icl.add_argument("--preset", default=STUDY_PRESET, help=f"the task, model and training settings (default: {STUDY_PRESET}, {STUDY_PRESET_WHY})")
+    icl.add_argument("--rates", type=float, nargs="+", default=[0.1, 0.2], help="C of p_noise = p_transition = C/n (default: 0.1 0.2)")
+    icl.add_argument("--lengths", type=int, nargs="+", default=[32, 48], help="context lengths, each with room for events (default: 32 48)")
+    icl.add_argument("--widths", type=int, nargs="+", default=[32, 64], help="residual widths d_model (default: 32 64)")
+    icl.add_argument("--seeds", type=int, default=1, help="seeds per cell (default: 1)")
+    icl.add_argument("--steps", type=int, help="step budget per run (default: the preset's)")
+    icl.add_argument("--sequences", type=int, default=1024, help="fresh sequences for the updates analysis (default: 1024)")
+    _add_common(icl)
+    icl.set_defaults(handler=icl_rate_command, command="icl-rate", again=_again)
 
 
 def minimal_arch_command(args: argparse.Namespace) -> int:

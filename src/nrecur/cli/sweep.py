@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from nrecur.cli import UsageError
+from nrecur.cli import UsageError, existing_path, same_command
 
 
 def register(subparsers) -> None:
@@ -18,7 +18,7 @@ def register(subparsers) -> None:
         "count, run folder and status. Every trial's config is validated before anything runs. Running it again "
         "continues where it stopped: recorded trials are never rerun, interrupted ones resume from their run folders.",
     )
-    parser.add_argument("spec", metavar="SPEC", help="sweep spec file (.toml, .yaml or .yml)")
+    parser.add_argument("spec", metavar="SPEC", type=existing_path, help="sweep spec file (.toml, .yaml or .yml)")
     parser.add_argument("--out", required=True, metavar="DIR", help="sweep folder (new, empty, or a sweep to continue)")
     parser.add_argument("--backend", default="local", choices=["local", "ray"], help="local: worker processes on this machine (default); ray: a Ray cluster (pip install 'nrecur[ray]')")
     parser.add_argument("--workers", type=int, metavar="N", help="local: worker processes (default: one per available CPU)")
@@ -37,7 +37,7 @@ def register(subparsers) -> None:
     parser.add_argument("--retry-failed", action="store_true", help="run failed and early-stopped trials again (they resume from their run folders)")
     parser.add_argument("--dry-run", action="store_true", help="validate the spec and the options, list its trials and the plan for all of them (the group runner, the groups); run nothing")
     parser.add_argument("--quiet", action="store_true", help="no line per finished trial")
-    parser.set_defaults(handler=sweep_command, command="sweep")
+    parser.set_defaults(handler=sweep_command, command="sweep", again=lambda args, error: same_command(args))
 
     plot = subparsers.add_parser(
         "sweep-plot",
@@ -47,7 +47,7 @@ def register(subparsers) -> None:
         "trials written in each cell; with --facet, one panel per value of a third field. Writes PNG and SVG to "
         "DIR/plots/ (or --out).",
     )
-    plot.add_argument("sweep", metavar="DIR", help="sweep folder")
+    plot.add_argument("sweep", metavar="DIR", type=existing_path, help="sweep folder")
     plot.add_argument("--metric", required=True, help="column to draw, e.g. final_kl")
     plot.add_argument("--x", required=True, help="varied field on the x axis, e.g. model.d_model")
     plot.add_argument("--y", required=True, help="varied field on the y axis (or seed)")

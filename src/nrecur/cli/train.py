@@ -1,26 +1,28 @@
-"""``nrecur train``, ``nrecur eval`` and ``nrecur run``: thin layers over :mod:`nrecur.train` and :mod:`nrecur.runs`."""
+"""``nrecur train``, ``nrecur eval`` and ``nrecur run``: thin layers over :mod:`nrecur.train` and :mod:`nrecur.runs`.
+
+Their options come from the configs and presets, which import torch: they are added when the command is
+used (``build=``), and the library is imported inside the functions that need it.
+"""
 
 from __future__ import annotations
 
 import argparse
 import re
+import shlex
 import shutil
 import sys
 import textwrap
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import pydantic
-
-from nrecur._config import format_error
 from nrecur._text import seconds_text
-from nrecur.cli import UsageError
-from nrecur.cli.options import add_config_options, add_task_options, given_options, given_task_options, task_from_args
-from nrecur.model import GPTConfig
-from nrecur.tasks import Task
-from nrecur.train.config import RunConfig, TrainConfig
-from nrecur.train.interventions import Intervention
-from nrecur.train.presets import DEFAULT_PRESET_OF_KIND, PRESETS, get_preset, main_job_presets
+from nrecur.cli import UsageError, existing_path
+
+if TYPE_CHECKING:
+    from nrecur.tasks import Task
+    from nrecur.train.config import RunConfig
+    from nrecur.train.interventions import Intervention
 
 # Options shared by the three config groups of ``nrecur train``; the model's vocab_size follows the task's.
 MODEL_SKIP = ("vocab_size",)
@@ -40,7 +42,7 @@ def register(subparsers) -> None:
 
 
 def _register_train(subparsers) -> None:
-    parser = subparsers.add_parser(
+    subparsers.add_parser(
         "train",
         help="train a model into a run folder (or resume one)",
         description=textwrap.fill(
@@ -51,7 +53,16 @@ def _register_train(subparsers) -> None:
             width=min(100, shutil.get_terminal_size().columns - 2),
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
+        build=_train_options,
     )
+
+
+def _train_options(parser: argparse.ArgumentParser) -> None:
+    from nrecur.architecture import GPTConfig
+    from nrecur.cli.options import add_config_options, add_task_options
+    from nrecur.train.config import TrainConfig
+    from nrecur.train.presets import PRESETS
+
     run = parser.add_argument_group("run")
     run.add_argument("--out", metavar="DIR", help="run folder to create (default: runs/<preset or train>-<time>)")
     run.add_argument("--preset", choices=list(PRESETS), help="start from a preset's run config (n-recurrence presets: the deterministic run)")
@@ -59,14 +70,14 @@ def _register_train(subparsers) -> None:
     variant.add_argument("--stochastic", action="store_true", help="with an n-recurrence --preset: its stochastic run config instead")
     variant.add_argument("--finetune", action="store_true", help="with an n-recurrence --preset: its fine-tuning config (stochastic task; quick also lowers lr to 1e-3; give --init-from)")
     run.add_argument(
-        "--resume", metavar="RUN",
+        "--resume", metavar="RUN", type=existing_path,
         help="continue the run in folder RUN exactly where it stopped (killed, or out of time). The only options "
         "it takes are --steps and --time-budget, which also continue a run that has ended: a new --time-budget "
         "only moves the stop; a new --steps keeps the learning-rate schedule of the old steps (decay_steps is set "
         "to them, the rate then stays at min_lr_ratio*lr), so the run ends exactly as one trained with --steps N "
         "--decay-steps OLD from the start",
     )  # fmt: skip
-    run.add_argument("--init-from", metavar="RUN", help="initialize the weights from run folder RUN (or a checkpoint file): fine-tuning. Stored as an absolute path, with a fingerprint of the weights used")
+    run.add_argument("--init-from", metavar="RUN", type=existing_path, help="initialize the weights from run folder RUN (or a checkpoint file): fine-tuning. Stored as an absolute path, with a fingerprint of the weights used")
     run.add_argument(
         "--overwrite", "--force", dest="overwrite", action="store_true",
         help="write into --out even if it is not empty, replacing a run there (--force is the same option); "
@@ -79,7 +90,7 @@ def _register_train(subparsers) -> None:
     add_config_options(parser, TrainConfig, skip=TRAIN_SKIP, title="training", notes=notes)
     _add_intervention_options(parser)
     parser.epilog = variant_notes()
-    parser.set_defaults(handler=train_command, command="train")
+    parser.set_defaults(handler=train_command, command="train", again=train_again)
 
 
 _HEAD = r"(?P<layer>\d+)\.(?P<head>\d+)"
@@ -89,6 +100,11 @@ CLAMP_FORM = "L.H=previous|period:N[@A:B]"
 
 
 def _intervention(match: re.Match, **fields) -> Intervention:
+    import pydantic
+
+    from nrecur._config import format_error
+    from nrecur.train.interventions import Intervention
+
     start, end = match["start"], match["end"]
     try:
         return Intervention(
@@ -163,6 +179,8 @@ def _differences(config: RunConfig, base: RunConfig | None = None) -> dict[str, 
 def preset_notes() -> dict[str, str]:
     """``--help`` text per option: the value each preset gives it where that differs from the default
     (generated from the presets' run configs)."""
+    from nrecur.train.presets import PRESETS, get_preset
+
     by_field: dict[str, list[str]] = {}
     for name in PRESETS:
         for field, value in _differences(get_preset(name).run).items():
@@ -172,6 +190,8 @@ def preset_notes() -> dict[str, str]:
 
 def variant_notes() -> str:
     """The ``--stochastic`` and ``--finetune`` variants of each n-recurrence preset, as differences from its run."""
+    from nrecur.train.presets import PRESETS, get_preset
+
     lines = ["The --stochastic and --finetune variants change these values of their preset's run:"]
     for name in PRESETS:
         preset = get_preset(name)
@@ -191,6 +211,11 @@ def _show_value(value: object) -> str:
 
 def base_config(args: argparse.Namespace) -> RunConfig:
     """The config options are applied to: the preset's (variant), the default preset of ``--task``, or the defaults."""
+    from nrecur.architecture import GPTConfig
+    from nrecur.cli.options import task_from_args
+    from nrecur.train.config import RunConfig
+    from nrecur.train.presets import DEFAULT_PRESET_OF_KIND, get_preset
+
     variant = "stochastic" if args.stochastic else "finetune" if args.finetune else "run"
     if variant != "run" and not args.preset:
         raise UsageError(f"--{variant} needs an n-recurrence --preset (quick, proposal, tiny)")
@@ -209,6 +234,10 @@ def base_config(args: argparse.Namespace) -> RunConfig:
 
 def config_from_train_args(args: argparse.Namespace) -> RunConfig:
     """The RunConfig ``nrecur train`` asks for: preset (or defaults), then every option given."""
+    from nrecur.architecture import GPTConfig
+    from nrecur.cli.options import given_options, task_from_args
+    from nrecur.train.config import RunConfig, TrainConfig
+
     if args.finetune and not args.init_from:
         raise UsageError("--finetune starts from another run's weights: give --init-from RUN")
     base = base_config(args)
@@ -228,14 +257,17 @@ def config_from_train_args(args: argparse.Namespace) -> RunConfig:
 
 
 def train_command(args: argparse.Namespace) -> int:
+    from nrecur.architecture import GPTConfig
+    from nrecur.cli.options import given_options, given_task_options
     from nrecur.train import NonFiniteLossError, resume, train
+    from nrecur.train.config import TrainConfig
 
     progress = not args.no_progress
     try:
         if args.resume:
             extend = {name: value for name, value in given_options(TrainConfig, args).items() if name in RESUME_OPTIONS}
             given = [*given_task_options(args), *(name for cls in (GPTConfig, TrainConfig) for name in given_options(cls, args))]
-            given = [name for name in given if name not in extend]
+            given = ["--" + name.replace("_", "-") for name in given if name not in extend]  # as typed: --lr, --d-model
             flags = (
                 ("task", args.task), ("preset", args.preset), ("init-from", args.init_from), ("out", args.out),
                 ("overwrite", args.overwrite), ("stochastic", args.stochastic), ("finetune", args.finetune),
@@ -255,15 +287,28 @@ def train_command(args: argparse.Namespace) -> int:
     except NonFiniteLossError as error:
         print(f"nrecur train: error: {error}", file=sys.stderr)
         return 1
-    print(format_result(result))
+    print(format_result(result, continue_line=not progress))
     return 0
 
 
-def format_result(result) -> str:
+def train_again(args: argparse.Namespace, error: KeyboardInterrupt) -> str:
+    """After an interrupt: resume the run folder once it holds a run, else the same command again."""
+    from nrecur.cli import same_command
+
+    run = getattr(error, "run_dir", None) or args.resume or args.out
+    if run is not None and (Path(run) / "config.json").is_file():
+        return shlex.join(["nrecur", "train", "--resume", str(run)])
+    return same_command(args)
+
+
+def format_result(result, continue_line: bool = True) -> str:
+    """The end of ``nrecur train``: how the run ended, its last evaluation, and (``continue_line``; the progress
+    output's last line says it too) the command that continues a run that stopped short."""
+    from nrecur.train.loop import continue_command, why_stopped
+
     milestones = result.grokking
     evaluation = result.evaluations.get("eval")
-    why = {"steps": "ran all its steps", "threshold": "reached the KL threshold"}.get(result.stop_reason, f"stopped ({result.stop_reason})")
-    lines = [f"{result.run_dir}: {why}: {result.steps} steps, {seconds_text(result.seconds)} s"]
+    lines = [f"{result.run_dir}: {why_stopped(result)}: {result.steps} steps, {seconds_text(result.seconds)} s"]
     if evaluation is not None:
         lines.append(
             f"eval: KL {evaluation.kl:.4f} nats/token, model CE {evaluation.model_ce:.4f}, Bayes CE {evaluation.bayes_ce:.4f}, "
@@ -280,10 +325,9 @@ def format_result(result) -> str:
             delay = f", delay {milestones.delay} steps" if milestones.delay is not None else ""
             line += f"; memorization: {memorized}{delay}"
         lines.append(line)
-    if result.stop_reason == "time budget":
-        lines.append(f"continue it: nrecur train --resume {result.run_dir} --time-budget S (S > {result.seconds:.0f}, or 0 for no limit)")
-    elif result.stop_reason == "steps" and milestones is not None and milestones.threshold_step is None:
-        lines.append(f"continue it: nrecur train --resume {result.run_dir} --steps N (N > {result.steps})")
+    command = continue_command(result)
+    if command and continue_line:
+        lines.append(f"continue it: {command}")
     return "\n".join(lines)
 
 
@@ -291,15 +335,21 @@ def format_result(result) -> str:
 
 
 def _register_eval(subparsers) -> None:
-    parser = subparsers.add_parser(
+    subparsers.add_parser(
         "eval",
         help="evaluate a run against the exact observer (on its task or another)",
         description="Print the evaluation table of run folder RUN: model and Bayes cross-entropy, KL(observer || model) "
         "overall, by position and by stratum (period, state, slot), accuracy where the task scores it. Task options "
         "evaluate on another task: options of the run's own kind replace its values; --task KIND evaluates on "
         "another kind with the same vocabulary.",
+        build=_eval_options,
     )
-    parser.add_argument("run", metavar="RUN", help="run folder")
+
+
+def _eval_options(parser: argparse.ArgumentParser) -> None:
+    from nrecur.cli.options import add_task_options
+
+    parser.add_argument("run", metavar="RUN", type=existing_path, help="run folder")
     parser.add_argument("--step", type=int, help="checkpoint step to load (default: the latest)")
     parser.add_argument("--eval-size", type=int, help="number of fresh sequences (default: the run's eval_size)")
     parser.add_argument("--eval-seed", type=int, help="seed of the sequences (default: the run's eval_seed)")
@@ -309,6 +359,7 @@ def _register_eval(subparsers) -> None:
 
 
 def eval_command(args: argparse.Namespace) -> int:
+    from nrecur.cli.options import given_task_options, task_from_args
     from nrecur.runs import load_run
     from nrecur.train.loop import resolve_device
 
@@ -351,7 +402,7 @@ def format_evaluation_table(run, task: Task, evaluations: dict) -> str:
 
 
 def _register_run(subparsers) -> None:
-    parser = subparsers.add_parser(
+    subparsers.add_parser(
         "run",
         help="the main job: deterministic until it reaches its KL threshold, then stochastic from scratch and fine-tuned, and Mess3",
         description="Train the preset's deterministic task until eval KL reaches its threshold, then its stochastic "
@@ -360,7 +411,14 @@ def _register_run(subparsers) -> None:
         "each run's report.html and the index over them (--out/index.html). Runs go under --out; running again "
         "reuses finished runs, resumes interrupted ones and analyzes only runs not analyzed yet (or whose analyses "
         "failed). Exit code 1 when a worker or an analysis failed (the summary and index of the rest are written).",
+        build=_run_options,
     )
+
+
+def _run_options(parser: argparse.ArgumentParser) -> None:
+    from nrecur.cli import same_command
+    from nrecur.train.presets import main_job_presets
+
     parser.add_argument(
         "--preset", default="quick", choices=main_job_presets(),
         help="scale and recipe (default: quick, for a 2-core CPU; quick-adamw: quick with AdamW, the recipe the studies ran with)",
@@ -371,11 +429,12 @@ def _register_run(subparsers) -> None:
     parser.add_argument("--fresh", action="store_true", help="start every run over instead of reusing or resuming")
     parser.add_argument("--no-analyze", action="store_true", help="train only: no analyses, reports or index")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
-    parser.set_defaults(handler=run_command, command="run")
+    parser.set_defaults(handler=run_command, command="run", again=lambda args, error: same_command(args, drop=("--fresh",)))
 
 
 def run_command(args: argparse.Namespace) -> int:
     from nrecur.jobs.main import run_main_job
+    from nrecur.train.presets import get_preset
 
     if args.jobs < 1:
         raise UsageError(f"--jobs must be >= 1, got {args.jobs}")

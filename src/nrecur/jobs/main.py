@@ -42,6 +42,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from nrecur._io import atomic_write_text
+from nrecur._log import Ticker, is_terminal, logger
 from nrecur._lock import folder_lock
 from nrecur._text import seconds_text
 from nrecur._threads import side_by_side_env
@@ -300,17 +301,17 @@ def run_in_workers(
     the worker's exit code (None: not started, because its ``after`` job failed).
 
     A single worker draws its own progress bar; side-by-side workers write theirs to ``train.log`` and this
-    process shows coarse bars from their ``metrics.jsonl``. ``index``: the page the reports link to;
+    process shows each job's progress from its ``metrics.jsonl`` (:class:`JobsProgress`: waiting until it
+    starts, then training, analyzing, done). ``index``: the page the reports link to;
     ``sequences``: the most sequences an analysis uses.
     """
-    folders = [job.folder for job in jobs if job.train]
     env = side_by_side_env({**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)})
     alone = len(jobs) == 1
     waiting = list(jobs)
     running: list[tuple[WorkerJob, subprocess.Popen, object]] = []
     finished: list[tuple[WorkerJob, int | None]] = []
     codes: dict[int, int | None] = {}  # id(job) → the exit code of a job that ended (None: it never started)
-    bars = _bars(folders) if progress and not alone and folders else None
+    shown = JobsProgress(jobs) if progress and not alone else None
     try:
         while waiting or running:
             for job in [job for job in waiting if job.after is not None and codes.get(id(job.after), 0) != 0]:
@@ -330,6 +331,8 @@ def run_in_workers(
                 command += ["--sequences", str(sequences)] if sequences is not None and job.analyze else []
                 stderr = None if alone and progress else subprocess.STDOUT
                 running.append((job, subprocess.Popen(command, stdout=log, stderr=stderr, env=env), log))
+                if shown:
+                    shown.started(job)
             if waiting and not running:
                 raise ValueError(f"{waiting[0].describe()} waits for a job that is not in the queue")
             for item in list(running):
@@ -339,8 +342,10 @@ def run_in_workers(
                     running.remove(item)
                     finished.append((job, process.returncode))
                     codes[id(job)] = process.returncode
-            if bars:
-                _update_bars(bars, folders)
+                    if shown:
+                        shown.ended(job, process.returncode)
+            if shown:
+                shown.update()
             if running:
                 time.sleep(0.5)
     except BaseException:
@@ -351,25 +356,85 @@ def run_in_workers(
         for _, process, log in running:
             process.wait()
             log.close()
-        if bars:
-            for bar in bars:
-                bar.close()
+        if shown:
+            shown.close()
     return [(job, code) for job, code in finished if code != 0]
 
 
-def _bars(folders: list[RunFolder]):
-    from tqdm.auto import tqdm
+class JobsProgress:
+    """The progress of side-by-side jobs, from their run folders: on a terminal one tqdm bar per job, its clock
+    started when the job starts ("waiting" until then); elsewhere plain lines through the ``nrecur`` logger — one
+    when a job starts, trains to its end or ends, and every :data:`~nrecur._log.PLAIN_EVERY` seconds one on
+    the jobs in training."""
 
-    return [
-        tqdm(total=folder.read_config().train.steps, desc=folder.path.name, position=i, dynamic_ncols=True, leave=True)
-        for i, folder in enumerate(folders)
-    ]
+    def __init__(self, jobs: list[WorkerJob]) -> None:
+        self.jobs = jobs
+        self.state = {id(job): "waiting" for job in jobs}
+        self.steps = {id(job): job.folder.read_config().train.steps for job in jobs if job.train}
+        self.step = {id(job): 0 for job in jobs}
+        self.start = {id(job): time.perf_counter() for job in jobs}
+        self.ticker = Ticker()
+        self.bars = None
+        if is_terminal():
+            from tqdm import tqdm
 
+            self.bars = {
+                id(job): tqdm(total=self.steps.get(id(job)), desc=self._name(job), position=i, dynamic_ncols=True, leave=True, bar_format="{desc}: {postfix}")
+                for i, job in enumerate(jobs)
+            }  # fmt: skip
+            for job in jobs:
+                self.bars[id(job)].set_postfix_str("waiting")
 
-def _update_bars(bars, folders: list[RunFolder]) -> None:
-    for bar, folder in zip(bars, folders):
-        lines = folder.read_metrics()
-        if lines and lines[-1]["step"] != bar.n:
-            last = lines[-1]
-            bar.update(last["step"] - bar.n)
-            bar.set_postfix_str(f"loss {last.get('train/loss', float('nan')):.4f} KL {last['eval/kl']:.4f} t {last['seconds']:.0f}s")
+    @staticmethod
+    def _name(job: WorkerJob) -> str:
+        return job.folder.path.name + ("" if job.train else " analyses")
+
+    def started(self, job: WorkerJob) -> None:
+        self.state[id(job)] = "training" if job.train else "analyzing"
+        self.start[id(job)] = time.perf_counter()
+        if self.bars is not None:
+            bar = self.bars[id(job)]
+            if job.train:
+                bar.bar_format = None  # the usual bar, its clock from now
+                bar.reset(total=self.steps[id(job)])
+            bar.set_postfix_str(self.state[id(job)])
+        else:
+            logger().info(f"{self._name(job)}: {self.state[id(job)]}")
+
+    def ended(self, job: WorkerJob, code: int) -> None:
+        self.state[id(job)] = "done" if code == 0 else f"failed (exit code {code}; see {job.folder.train_log})"
+        seconds = time.perf_counter() - self.start[id(job)]
+        if self.bars is not None:
+            self.bars[id(job)].set_postfix_str(f"{self.state[id(job)]} in {seconds_text(seconds)} s")
+        else:
+            logger().info(f"{self._name(job)}: {self.state[id(job)]} in {seconds_text(seconds)} s")
+
+    def update(self) -> None:
+        lines = []
+        for job in self.jobs:
+            if self.state[id(job)] not in ("training", "analyzing") or not job.train:
+                continue
+            metrics = job.folder.read_metrics()
+            last = metrics[-1] if metrics else None
+            if last is not None and last["step"] != self.step[id(job)]:
+                self.step[id(job)] = last["step"]
+                if self.bars is not None:
+                    bar = self.bars[id(job)]
+                    bar.update(last["step"] - bar.n)
+                    bar.set_postfix_str(f"loss {last.get('train/loss', float('nan')):.4f} KL {last['eval/kl']:.4f}")
+            if self.state[id(job)] == "training" and job.analyze and job.folder.is_finished():
+                self.state[id(job)] = "analyzing"  # trained: the same worker analyzes it now
+                if self.bars is not None:
+                    self.bars[id(job)].set_postfix_str("trained; analyzing")
+                else:
+                    logger().info(f"{self._name(job)}: trained to step {self.step[id(job)]:,}; analyzing")
+            if self.state[id(job)] == "training" and last is not None:
+                total = self.steps[id(job)]
+                lines.append(f"{self._name(job)} step {last['step']:,}/{total:,} ({100 * last['step'] / total:.0f} %), KL {last['eval/kl']:.4f}")
+        if self.bars is None and lines and self.ticker.due():
+            waiting = [self._name(job) for job in self.jobs if self.state[id(job)] == "waiting"]
+            logger().info("; ".join(lines + ([f"waiting: {', '.join(waiting)}"] if waiting else [])))
+
+    def close(self) -> None:
+        for bar in (self.bars or {}).values():
+            bar.close()

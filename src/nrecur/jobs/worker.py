@@ -50,6 +50,15 @@ def analyze_run(folder: str | Path, max_sequences: int = ANALYSIS_SEQUENCES, pro
 
 
 def main(argv: list[str]) -> int:
+    try:
+        return _main(argv)
+    except KeyboardInterrupt as error:  # SIGINT, or SIGTERM from the job: training saved its step (nrecur.train.loop)
+        done = getattr(error, "done", None)
+        print(f"{argv[0]}: interrupted ({getattr(error, 'signal_name', 'SIGINT')}){f'; {done}' if done else ''}", flush=True)
+        return getattr(error, "exit_code", 130)
+
+
+def _main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m nrecur.jobs.worker")
     parser.add_argument("run")
     parser.add_argument("--no-train", action="store_true", help="do not train: the run has finished")
@@ -66,7 +75,7 @@ def main(argv: list[str]) -> int:
         from nrecur.report import write_report
 
         start = time.perf_counter()
-        records = analyze_run(folder, max_sequences=args.sequences)
+        records = analyze_run(folder, max_sequences=args.sequences, progress=not args.no_progress)
         for record in records:
             print(f"{folder.name} analysis {record.line()}", flush=True)
         report = write_report(folder, index=args.index)

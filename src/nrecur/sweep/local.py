@@ -70,7 +70,10 @@ def _worker_main(connection: Connection, sweep_path: str, runner: str, threads: 
             sys.stdout.flush()
             sys.stderr.flush()
             os._exit(0)
-        connection.send(GROUP_RUNNERS[runner](group, sweep))
+        try:
+            connection.send(GROUP_RUNNERS[runner](group, sweep))
+        except KeyboardInterrupt:  # SIGTERM from the sweep: training wrote a checkpoint at the step it reached
+            sys.exit(128 + signal.SIGTERM)
 
 
 @dataclass
@@ -135,13 +138,14 @@ def run_local(
                     pool[index] = start()
         finished = True
     finally:
-        # Done: ask the workers to leave. Interrupted: end them now (their trials resume on the next run).
+        # Done: ask the workers to leave. Interrupted: end them now, each trial in training after a checkpoint of
+        # the step it reached (SIGTERM; nrecur.train.loop), so that the next run resumes it from there.
         for worker in pool:
             try:
                 if finished:
                     worker.connection.send(None)
                 else:
-                    worker.process.kill()
+                    worker.process.terminate()
             except (OSError, ValueError):
                 pass
         for worker in pool:

@@ -163,7 +163,8 @@ def observer_of(task: object) -> Callable[..., Any]:
         if cls in OBSERVERS:
             return OBSERVERS[cls]
     raise LookupError(
-        f"no observer is registered for {type(task).__name__}; import nrecur (which imports nrecur.observer) first"
+        f"no observer is registered for {type(task).__name__}; import nrecur.observer first (nrecur.{type(task).__name__}, "
+        "training and the analyses do)"
     )
 
 

@@ -17,9 +17,11 @@ from pathlib import Path
 
 import numpy as np
 
+from nrecur._log import PLAIN_EVERY, Ticker, is_terminal, logger
+from nrecur._text import seconds_text
 from nrecur.train.evaluate import EvalSet, Grokking, build_eval_sets, evaluate
 from nrecur.train.folder import RunFolder
-from nrecur.train.loop import Callback, StepInfo, Trainer
+from nrecur.train.loop import Callback, StepInfo, Trainer, continue_command, why_stopped
 from nrecur.train.renames import renamed_record
 from nrecur.train.weights import squared_norms
 
@@ -196,6 +198,9 @@ class TensorBoardWriter(Callback):
     def on_abort(self, trainer: Trainer, error) -> None:
         self.on_end(trainer)
 
+    def on_interrupt(self, trainer: Trainer) -> None:
+        self.on_end(trainer)
+
 
 def log_spaced_steps(steps: int, count: int) -> frozenset[int]:
     """``count`` roughly log-spaced steps in ``[1, steps]``, plus step 0 (empty when ``count`` is 0)."""
@@ -205,10 +210,11 @@ def log_spaced_steps(steps: int, count: int) -> frozenset[int]:
 
 
 class Checkpointer(Callback):
-    """Saves ``checkpoints/step_XXXXXXXX.safetensors`` every ``checkpoint_every`` steps, at log-spaced steps and at the end.
+    """Saves ``checkpoints/step_XXXXXXXX.safetensors`` every ``checkpoint_every`` steps, at log-spaced steps, at the
+    end and when a signal interrupts training.
 
     The periodic checkpoint replaces the previous one (once the new one is on
-    disk); log-spaced ones and the final one stay.
+    disk), and so does one written at an interrupt; log-spaced ones and the final one stay.
     """
 
     def __init__(self, folder: RunFolder, every: int, keep_steps: frozenset[int] = frozenset()) -> None:
@@ -226,6 +232,10 @@ class Checkpointer(Callback):
 
     def on_end(self, trainer: Trainer) -> None:
         self.save(trainer)
+
+    def on_interrupt(self, trainer: Trainer) -> None:
+        if trainer.last_checkpoint != self.folder.checkpoint_path(trainer.step):
+            self.save(trainer)
 
     def save(self, trainer: Trainer) -> None:
         path = trainer.save(self.folder.checkpoint_path(trainer.step))
@@ -246,34 +256,50 @@ class TimeBudget(Callback):
 
 
 class ProgressBar(Callback):
-    """A tqdm bar: step, training loss, evaluation KL, time left (by steps or by the time budget)."""
+    """Progress on stderr: a tqdm bar on a terminal (step, training loss, evaluation KL, time left by steps or by
+    the time budget); elsewhere (a file, a pipe, a notebook) a plain line every ``every_seconds`` instead, with no
+    control codes. Either way, through the ``nrecur`` logger (:mod:`nrecur._log`), a line at the start that names
+    a time budget the run has, and one at the end: why it stopped, and the command that continues it when it
+    stopped short."""
 
-    def __init__(self, description: str = "train", every: int = 10, file=None) -> None:
+    def __init__(self, description: str = "train", every: int = 10, file=None, every_seconds: float = PLAIN_EVERY) -> None:
         self.description = description
         self.every = every
-        self.file = file if file is not None else sys.stderr
+        self.file = file
+        self.every_seconds = every_seconds
         self._bar = None
+        self._ticker: Ticker | None = None
         self._kl = float("nan")
         self._loss = float("nan")
 
     def on_start(self, trainer: Trainer) -> None:
-        from tqdm.auto import tqdm
-
-        self._bar = tqdm(  # disable=None: no bar when the stream is not a terminal (logs stay readable)
-            disable=None,
-            total=trainer.config.train.steps, initial=trainer.step, desc=self.description, file=self.file,
-            dynamic_ncols=True, smoothing=0.05,
-        )  # fmt: skip
-        self._start_step, self._start_time = trainer.step, time.perf_counter()
+        train = trainer.config.train
+        start = f"from step {trainer.step:,} " if trainer.step else ""
+        line = f"{self.description}: training {start}to step {train.steps:,}"
+        if train.time_budget > 0:
+            line += f"; stops at a time budget of {train.time_budget:g} s of training (train.time_budget; 0: none)"
+        logger().info(line)
         evaluation = trainer.evaluations.get("eval")
         if evaluation is not None:
             self._kl = evaluation.kl
+        if self.file is not None or is_terminal():
+            from tqdm import tqdm
+
+            self._bar = tqdm(
+                total=train.steps, initial=trainer.step, desc=self.description, file=self.file or sys.stderr,
+                dynamic_ncols=True, smoothing=0.05,
+            )  # fmt: skip
+        else:
+            self._ticker = Ticker(self.every_seconds)
+            self._start_step, self._start_time = trainer.step, time.perf_counter()
 
     def on_step(self, trainer: Trainer, info: StepInfo) -> None:
         self._loss = info.loss if math.isnan(self._loss) else 0.9 * self._loss + 0.1 * info.loss
-        if trainer.step % self.every == 0:
+        if self._bar is not None and trainer.step % self.every == 0:
             self._bar.update(trainer.step - self._bar.n)
             self._bar.set_postfix_str(self._postfix(trainer), refresh=False)
+        elif self._ticker is not None and self._ticker.due():
+            logger().info(self._line(trainer))
 
     def on_log(self, trainer: Trainer, step: int, metrics: dict) -> None:
         self._kl = metrics.get("eval/kl", self._kl)
@@ -287,12 +313,37 @@ class ProgressBar(Callback):
             text += f" budget left {max(0.0, budget - trainer.elapsed()):.0f}s"
         return text
 
-    def on_end(self, trainer: Trainer) -> None:
+    def _line(self, trainer: Trainer) -> str:
+        """A plain progress line: step, share done, loss, KL, time so far and time left."""
+        steps, step = trainer.config.train.steps, trainer.step
+        seconds = time.perf_counter() - self._start_time
+        rate = (step - self._start_step) / seconds if seconds > 0 else 0.0
+        left = (steps - step) / rate if rate > 0 else float("nan")
+        budget = trainer.config.train.time_budget
+        if budget > 0:
+            left = min(left, max(0.0, budget - trainer.elapsed()))
+        left_text = f", about {left:.0f} s left" if math.isfinite(left) else ""
+        return f"{self.description}: step {step:,}/{steps:,} ({100 * step / steps:.0f} %), {self._postfix(trainer)}, {trainer.elapsed():.0f} s{left_text}"
+
+    def _close(self, trainer: Trainer) -> None:
         if self._bar is not None:
             self._bar.update(trainer.step - self._bar.n)
             self._bar.set_postfix_str(self._postfix(trainer))
             self._bar.close()
+            self._bar = None
+
+    def on_end(self, trainer: Trainer) -> None:
+        self._close(trainer)
+        result = trainer.result()
+        line = f"{self.description}: {why_stopped(result)} at step {result.steps:,} of {trainer.config.train.steps:,} ({seconds_text(result.seconds)} s)"
+        evaluation = result.evaluations.get("eval")
+        if evaluation is not None:
+            line += f", KL {evaluation.kl:.4f} (threshold {trainer.config.train.kl_threshold:g})"
+        command = continue_command(result)
+        logger().info(line + (f"; continue it: {command}" if command else ""))
 
     def on_abort(self, trainer: Trainer, error) -> None:
-        if self._bar is not None:
-            self._bar.close()
+        self._close(trainer)
+
+    def on_interrupt(self, trainer: Trainer) -> None:
+        self._close(trainer)

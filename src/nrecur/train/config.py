@@ -14,7 +14,7 @@ import pydantic
 from pydantic import SerializeAsAny, field_validator, model_validator
 
 from nrecur._config import Config, format_error
-from nrecur.model import GPTConfig
+from nrecur.architecture import GPTConfig
 from nrecur.tasks import NRecurrence, Task, task_from_data
 from nrecur.train.interventions import Intervention
 from nrecur.train.renames import RENAMED_TRAIN_FIELDS, renamed_fields

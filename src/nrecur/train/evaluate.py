@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+import nrecur.observer  # noqa: F401 - registers every task kind's observer (tasks never import it)
 from nrecur.tasks import Sequences, Task
 from nrecur.train.data import touches
 

@@ -195,6 +195,8 @@ class RunFolder:
 
     def read_config(self) -> RunConfig:
         if not self.config_file.exists():
+            if not self.path.exists():
+                raise FileNotFoundError(f"{self.path} does not exist")
             raise FileNotFoundError(f"{self.path} is not a run folder (no {self.CONFIG_FILE})")
         try:
             return RunConfig.model_validate_json(self.config_file.read_text())

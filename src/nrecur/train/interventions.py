@@ -24,14 +24,16 @@ Fixed patterns (``PATTERNS``), ``[query_pos, key_pos]``, every row summing to 1:
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-import torch
 from pydantic import field_validator, model_validator
-from torch import Tensor
 
 from nrecur._config import Config
-from nrecur.hooks import HookPoint, HookSpec
+
+if TYPE_CHECKING:  # torch is imported where a pattern is made: reading a config needs no torch
+    from torch import Tensor
+
+    from nrecur.hooks import HookPoint, HookSpec
 
 __all__ = [
     "PATTERNS",
@@ -44,6 +46,8 @@ __all__ = [
 
 def previous_token_pattern(pos: int, period: int | None = None) -> Tensor:
     """``[query_pos, key_pos]``: query i on key i - 1; query 0 on itself."""
+    import torch
+
     pattern = torch.zeros(pos, pos)
     rows = torch.arange(pos)
     pattern[rows, (rows - 1).clamp(min=0)] = 1.0
@@ -52,6 +56,8 @@ def previous_token_pattern(pos: int, period: int | None = None) -> Tensor:
 
 def period_pattern(pos: int, period: int | None) -> Tensor:
     """``[query_pos, key_pos]``: query i uniform over keys j <= i with j ≡ i + 1 (mod period); itself when none."""
+    import torch
+
     if period is None or period < 1:
         raise ValueError(f"the period pattern needs a period >= 1, got {period}")
     queries = torch.arange(pos)[:, None]  # [query_pos, 1]

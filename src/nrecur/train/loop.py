@@ -13,12 +13,22 @@ learning rate a function of the step, and a checkpoint holds the weights, the
 optimizer and Grokfast state, the RNG state and each callback's state, so a
 restored trainer continues bit for bit (on CPU; CUDA kernels may not be
 deterministic).
+
+Interrupts: while :meth:`Trainer.fit` runs, SIGINT (Ctrl-C) and SIGTERM let
+the step under way finish, then every callback's ``on_interrupt`` runs (the
+checkpointer writes the state of that step, like a periodic checkpoint) and
+:class:`TrainingInterrupted` is raised; resuming from that checkpoint ends with
+the weights an uninterrupted run would have. A second signal stops at once. A
+signal the process ignores (a sweep's workers ignore SIGINT) stays ignored.
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
+import shlex
+import signal
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -29,6 +39,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from nrecur._log import logger
 from nrecur.model import GPT
 from nrecur.train.checkpoint import (
     Checkpoint,
@@ -54,6 +65,30 @@ from nrecur.train.renames import renamed_stop_reason
 
 class NonFiniteLossError(RuntimeError):
     """The training loss became NaN or infinite; the run stopped without saving the broken state."""
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Training stopped at a signal (SIGINT or SIGTERM) after a whole step; with a run folder, a checkpoint of
+    that step was written, and ``resume(run_dir)`` continues from it exactly."""
+
+    def __init__(self, signal_name: str, step: int, checkpoint: Path | None, run_dir: Path | None) -> None:
+        self.signal_name = signal_name
+        self.step = step
+        self.checkpoint = checkpoint
+        self.run_dir = run_dir
+        self.done = f"training stopped after step {step}" + (f", checkpoint {checkpoint}" if checkpoint is not None else "")
+        """What was kept, in words."""
+        if checkpoint is not None:
+            saved = f"checkpoint {checkpoint}; continue it: nrecur train --resume {shlex.quote(str(run_dir))} (Python: nrecur.resume)"
+        else:
+            saved = "no run folder, nothing saved"
+        super().__init__(f"{signal_name}: training stopped after step {step}; {saved}")
+
+    @property
+    def exit_code(self) -> int:
+        """The shell's code for a process ended by this signal: 130 for SIGINT, 143 for SIGTERM."""
+        return 128 + int(getattr(signal, self.signal_name, signal.SIGINT))
+
 
 
 @dataclass(frozen=True)
@@ -83,6 +118,9 @@ class Callback:
 
     def on_abort(self, trainer: Trainer, error: NonFiniteLossError) -> None: ...
 
+    def on_interrupt(self, trainer: Trainer) -> None:
+        """A signal stopped training after step ``trainer.step`` (no ``on_end`` follows)."""
+
     def state_dict(self) -> dict:
         """JSON-serializable state saved in checkpoints."""
         return {}
@@ -103,6 +141,30 @@ class TrainResult:
     """The last evaluation of each set (``eval``, and ``train`` / ``in_dist`` / ``out_dist`` when they exist)."""
     grokking: Grokking | None
     run_dir: Path | None = None
+    time_budget: float = 0.0
+    """The run's ``train.time_budget`` (seconds of training; 0: none)."""
+
+
+def why_stopped(result: TrainResult) -> str:
+    """How the run ended, in words: ``ran all its steps``, ``stopped at its time budget of 240 s``, …"""
+    reason = result.stop_reason
+    if reason == "time budget":
+        budget = getattr(result, "time_budget", 0.0)
+        return f"stopped at its time budget of {budget:g} s" if budget else "stopped at its time budget"
+    return {"steps": "ran all its steps", "threshold": "reached the KL threshold"}.get(reason, f"stopped ({reason})")
+
+
+def continue_command(result: TrainResult) -> str | None:
+    """The command that continues a run that stopped short: at its time budget, or at its last step before the
+    KL threshold (None when it reached it, or has no run folder)."""
+    if result.run_dir is None:
+        return None
+    run = shlex.quote(str(result.run_dir))
+    if result.stop_reason == "time budget":
+        return f"nrecur train --resume {run} --time-budget S (S > {result.seconds:.0f}, or 0 for no limit)"
+    if result.stop_reason == "steps" and result.grokking is not None and result.grokking.threshold_step is None:
+        return f"nrecur train --resume {run} --steps N (N > {result.steps})"
+    return None
 
 
 def resolve_device(device: str) -> torch.device:
@@ -210,18 +272,23 @@ class Trainer:
         self.grokking: Grokking | None = None
         """Memorization and threshold steps (filled by the Evaluator callback)."""
         self._clock: float | None = None
+        self._signal: str | None = None
 
     # --- the loop
 
     def fit(self) -> TrainResult:
-        """Train until ``steps``, or until a callback asks to stop; returns how it ended."""
+        """Train until ``steps``, or until a callback asks to stop; returns how it ended. Raises
+        :class:`TrainingInterrupted` after a SIGINT or SIGTERM (see the module docstring)."""
         self._clock = time.perf_counter() - self.seconds
-        for callback in self.callbacks:
-            callback.on_start(self)
-        while self.step < self.config.train.steps and self.stop_reason is None:
-            info = self.train_step()
+        with self._stopping_at_signals():
             for callback in self.callbacks:
-                callback.on_step(self, info)
+                callback.on_start(self)
+            while self.step < self.config.train.steps and self.stop_reason is None and self._signal is None:
+                info = self.train_step()
+                for callback in self.callbacks:
+                    callback.on_step(self, info)
+            if self._signal is not None:
+                self.interrupted()
         if self.stop_reason is None:
             self.stop_reason = "steps"
         self.seconds = self.elapsed()
@@ -271,6 +338,47 @@ class Trainer:
             callback.on_abort(self, error)
         raise error
 
+    def interrupted(self) -> None:
+        """After a signal: let every callback save what it keeps (``on_interrupt``), then raise
+        :class:`TrainingInterrupted`."""
+        self.seconds = self.elapsed()
+        for callback in self.callbacks:
+            callback.on_interrupt(self)
+        checkpoint = self.last_checkpoint if self.run_dir is not None else None
+        raise TrainingInterrupted(self._signal or "SIGINT", self.step, checkpoint, self.run_dir)
+
+    @contextlib.contextmanager
+    def _stopping_at_signals(self) -> Iterator[None]:
+        """Inside: SIGINT and SIGTERM ask the loop to stop after the step under way; the same signal again stops at
+        once (another one does not: a job ends its workers with SIGTERM after the terminal's Ctrl-C reached them
+        too). Only in the main thread (where Python handles signals), and never for a signal the process ignores."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+
+        def stop_after_this_step(number: int, frame) -> None:
+            name = signal.Signals(number).name
+            if self._signal == name:
+                raise KeyboardInterrupt  # asked twice: now
+            if self._signal is not None:
+                return
+            self._signal = name
+            where = f", then a checkpoint in {self.run_dir}" if self.run_dir is not None else ""
+            logger().warning(f"{self._signal}: finishing step {self.step + 1}{where} (again to stop at once)")
+
+        previous = {}
+        for number in (signal.SIGINT, signal.SIGTERM):
+            handler = signal.getsignal(number)
+            if handler is signal.SIG_IGN or handler is None:
+                continue
+            previous[number] = handler
+            signal.signal(number, stop_after_this_step)
+        try:
+            yield
+        finally:
+            for number, handler in previous.items():
+                signal.signal(number, handler)
+
     def elapsed(self) -> float:
         """Training seconds so far (summed over resumes)."""
         return self.seconds if self._clock is None else time.perf_counter() - self._clock
@@ -293,6 +401,7 @@ class Trainer:
             evaluations=dict(self.evaluations),
             grokking=self.grokking,
             run_dir=self.run_dir,
+            time_budget=self.config.train.time_budget,
         )
 
     # --- checkpoints

@@ -24,7 +24,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, Literal
 
-from nrecur.model import GPTConfig
+from nrecur.architecture import GPTConfig
 from nrecur.tasks import Mess3, NRecurrence, RRXOR
 from nrecur.tasks.modular import ModularICL
 from nrecur.train.config import RunConfig, TrainConfig

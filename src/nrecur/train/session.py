@@ -70,6 +70,7 @@ def write_summary(folder: RunFolder, trainer: Trainer, status: str, error: str |
             "threshold_step": grokking.threshold_step if grokking else None,
             "threshold_seconds": grokking.threshold_seconds if grokking else None,
             "kl_threshold": trainer.config.train.kl_threshold,
+            "time_budget": trainer.config.train.time_budget,
             "held_out_rules": sorted(list(rule) if isinstance(rule, tuple) else rule for rule in trainer.held_out),
             "checkpoint": str(checkpoint.relative_to(folder.path)) if checkpoint else None,
             "accuracy_name": trainer.evaluations["eval"].accuracy_name if "eval" in trainer.evaluations else None,
