@@ -158,7 +158,8 @@ print(" ".join(f"{r.status}:{r.steps}" for r in records), flush=True)
 
 
 def test_an_ensemble_that_finds_its_trials_taken_falls_back_without_waiting_on_itself(tmp_path):
-    """Defect: the fallback ran one by one while still holding the trials' locks, and waited on itself forever."""
+    """The fallback to one by one runs after the trials' locks are let go (and a lock held is re-entrant): a second
+    open file description of a lock this process holds would wait on the first forever."""
     result = subprocess.run([sys.executable, "-c", GOT_THERE_FIRST, str(tmp_path)], capture_output=True, text=True, env=ENV, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["ok:7", "ok:7"]  # the other process's records, nothing trained again

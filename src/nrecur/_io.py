@@ -11,6 +11,7 @@ still at work (an ``analyze`` beside a training). One-line appends
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import socket
@@ -89,7 +90,7 @@ def append_line(path: str | os.PathLike, line: str) -> None:
         finally:
             os.close(fd)
         if written != len(data):
-            raise OSError(28, os.strerror(28))  # a short write: the disk filled up
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))  # a short write: the disk filled up
     except OSError as error:
         if error.errno is not None and error.filename is None:
             raise OSError(error.errno, error.strerror or str(error), str(path)) from error

@@ -199,7 +199,8 @@ def run_sweep(
     start = time.perf_counter()
     trials = expand(spec)  # validates every trial before anything is written
     sweep = SweepDir(out)
-    sweep.check_usable()
+    if sweep.path.exists() and not sweep.path.is_dir():
+        sweep.check_usable()  # a file: say so (the lock lives in the folder)
     with sweep.writing():  # one sweep per folder, until this one ends
         return _run(spec, trials, sweep, backend, options, retry_failed, report, table_every, start)
 
@@ -215,7 +216,7 @@ def _run(
     table_every: float,
     start: float,
 ) -> SweepResult:
-    sweep.check_usable()  # again, now that no other sweep can be writing here
+    sweep.check_usable()  # under the lock: a sweep starting here is refused as busy, not as "holds no sweep"
     sweep.prepare(spec.model_dump(mode="json"), [_trial_row(trial) for trial in trials], list(spec.record.metrics))
     if retry_failed:
         for trial in trials:

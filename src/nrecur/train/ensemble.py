@@ -176,12 +176,13 @@ def train_ensemble(
         raise ValueError("two configs of the ensemble have the same run folder; give each its own")
     writing = [folder for folder in folders if folder is not None]
     for folder in writing:
-        folder.check_new(overwrite)
+        if folder.path.exists() and not folder.path.is_dir():
+            folder.check_new(overwrite)  # a file: say so (the lock lives in the folder)
     with contextlib.ExitStack() as locks:  # every member's folder, one writer each, until the ensemble ends
         for folder in writing:
             locks.enter_context(folder.writing(doing="an ensemble training", refused="wait for it to end, or pick other folders"))
         for folder in writing:
-            folder.check_new(overwrite)  # again, now that no other process can be writing a run there
+            folder.check_new(overwrite)  # under the lock: what another process is writing there is not taken for a run
         ensemble = Ensemble(configs, folders, progress, compile=compile, data_workers=data_workers)
         for member, folder in zip(ensemble.members, folders):
             if folder is not None:

@@ -34,7 +34,7 @@ EVAL_CHUNK = 1024
 EVAL_LIVE_TENSORS = 5
 """``[sequences, pos, d_model]`` tensors alive at once at the peak of a forward pass without gradients: the
 residual stream, a normalized copy, a sublayer's output, their sum and the kernels' scratch
-(``tests/test_locks_and_faults.py`` checks the estimate against a measured peak)."""
+(``tests/test_faults.py`` checks the estimate against a measured peak)."""
 
 
 def parameter_count(model: GPTConfig) -> int:

@@ -118,10 +118,12 @@ def train(
     if run_dir is None:
         return Trainer(config, [*default_callbacks(config, None, progress), *callbacks]).fit()
     folder = RunFolder(run_dir)
-    folder.check_new(overwrite)
-    # One writer: the lock is held until the run ends (a folder made for it goes again if the start fails).
+    if folder.path.exists() and not folder.path.is_dir():
+        folder.check_new(overwrite)  # a file: say so (the lock lives in the folder)
+    # One writer: the lock is held until the run ends (a folder made for it goes again if the start fails). What
+    # the folder holds is checked under it: a run another process is starting there is its, not a finished one.
     with folder.writing(refused="wait for it to end, or pick another --out"):
-        folder.check_new(overwrite)  # again, now that no other process can be writing a run here
+        folder.check_new(overwrite)
         trainer = Trainer(config, [*default_callbacks(config, folder, progress), *callbacks], run_dir=run_dir)
         try:
             if overwrite:
