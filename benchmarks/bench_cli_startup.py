@@ -75,7 +75,7 @@ def main() -> None:
             mark = "ok" if row["median_seconds"] <= TARGET_SECONDS else f"over {TARGET_SECONDS} s"
             print(f"{row['command']:<42}{row['median_seconds']:>10.3f}{row['fastest_seconds']:>11.3f}{row['median_cpu_seconds']:>8.3f}  {mark}")
     print(f"load average at the end: {os.getloadavg()[0]:.2f}")
-    write_json(args.json, machine_text, {"repeats": args.repeats, "target_seconds": TARGET_SECONDS}, commands=rows)
+    write_json(args.json, machine_text, {"repeats": args.repeats, "target_seconds": TARGET_SECONDS}, rows=rows)
 
 
 if __name__ == "__main__":

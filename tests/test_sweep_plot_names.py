@@ -50,7 +50,8 @@ def test_every_figure_the_sweep_index_links_exists(sweep):
     assert {path.name for path in written} >= {"final_kl__by__model.d_model__train.lr.png", "final_kl__by__train.lr__model.d_model.svg"}
     page = write_reports(sweep).index.read_text()
     assert "figure file missing" not in page
-    figures = re.findall(r'<figure><img src="data:[^"]+" alt="([^"]+)"', page)
-    assert sorted(figures) == sorted({path.with_suffix("").name for path in written})
+    figures = re.findall(r'<figure><img src="data:[^"]+" alt="[^"]+" data-file="([^"]+)"', page)
+    assert sorted(unquote(f) for f in figures) == sorted(f"plots/{path.name}" for path in written if path.suffix == ".png")
+    assert "<figcaption>dotted: final_kl, one trial per cell</figcaption>" in page  # the plot's title, not its file name
     links = [unquote(href) for href in re.findall(r'href="([^"#]+)"', page)]
     assert links and all((sweep / link).exists() for link in links), links

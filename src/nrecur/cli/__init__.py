@@ -134,6 +134,17 @@ class LazyCommands(argparse._SubParsersAction):
             command.error(f"unrecognized arguments: {' '.join(extra)}")
 
 
+class VersionAction(argparse.Action):
+    """``--version``: print nrecur's version and exit (looked up only then: it reads the package metadata)."""
+
+    def __init__(self, option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS, help="show nrecur's version and exit") -> None:
+        super().__init__(option_strings, dest=dest, default=default, nargs=0, help=help)
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        print(f"nrecur {version()}")
+        parser.exit()
+
+
 def version() -> str:
     """The installed nrecur's version (the source tree's when it is not installed)."""
     from importlib import metadata
@@ -153,7 +164,7 @@ def build_parser(lazy: bool = False) -> argparse.ArgumentParser:
         description="nrecur: hidden-rule processes (n-recurrence, HMMs such as Mess3 and RRXOR, in-context modular "
         "arithmetic), their exact Bayes observers, and small transformers trained on them.",
     )
-    parser.add_argument("--version", action="version", version=f"nrecur {version()}")
+    parser.add_argument("--version", action=VersionAction)
     parser.register("action", "parsers", LazyCommands)
     subparsers = parser.add_subparsers(title="commands", metavar="COMMAND", parser_class=OneLineParser)
     subparsers.lazy = lazy

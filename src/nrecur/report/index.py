@@ -31,7 +31,7 @@ from nrecur.report.curves import kl_sparkline
 from nrecur.report.embed import Budget, Image, file_image, relative_link
 from nrecur.report.page import PAGE_LIMIT, ReportResult, version, write_report
 from nrecur.report.reading import RUN_DEPTH, RunRecord, find_runs, read_run
-from nrecur.report.sections import fmt
+from nrecur.report.sections import figure_caption, fmt
 from nrecur.report.templates import render
 from nrecur.report.words import task_label
 from nrecur.train.config import RunConfig
@@ -226,7 +226,7 @@ def write_index(folder: str | os.PathLike, records: list[RunRecord], skipped: li
     for sub in figure_folders(folder):
         stems = sorted({p.with_suffix("") for p in sub.iterdir() if p.suffix in FIGURE_SUFFIXES and p.is_file()})
         name = folder.resolve().name if sub == folder else os.path.relpath(sub, folder)
-        figure_sections.append(FigureFolder(name, tuple(file_image(stem, budget, folder) for stem in stems)))
+        figure_sections.append(FigureFolder(name, tuple(file_image(stem, budget, folder, title=figure_caption(stem)) for stem in stems)))
     text = render(
         "index.html",
         title=f"nrecur runs in {folder.resolve().name}",

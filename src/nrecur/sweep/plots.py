@@ -108,9 +108,9 @@ def plot_metric(
     else:
         norm = Normalize(vmin=finite.min() if len(finite) else 0, vmax=finite.max() if len(finite) else 1)
     cmap = plt.get_cmap("viridis").with_extremes(bad="#dddddd")
-    width = max(3.2, 1.15 * len(xs) + 1.4)
+    width = max(3.2, 1.4 * len(xs) + 1.4)  # room for the cells' three lines of 9-pt text
     fig, panels = plt.subplots(
-        1, len(facets), figsize=(width * len(facets) + 1.0, max(2.6, 0.8 * len(ys) + 1.6)), squeeze=False, layout="constrained"
+        1, len(facets), figsize=(width * len(facets) + 1.0, max(2.6, 0.95 * len(ys) + 1.6)), squeeze=False, layout="constrained"
     )
     image = None
     for panel, value in zip(panels[0], facets):
@@ -124,7 +124,7 @@ def plot_metric(
                 text = _cell_text(stats, metric)
                 shade = norm(stats.median) if math.isfinite(stats.median) else 1.0
                 colour = "white" if math.isfinite(stats.median) and shade < 0.55 else "black"
-                panel.text(j, i, text, ha="center", va="center", fontsize=7.5, color=colour)
+                panel.text(j, i, text, ha="center", va="center", fontsize=9, color=colour)
         image = panel.imshow(np.ma.masked_invalid(grid), cmap=cmap, norm=norm, aspect="auto", origin="lower")
         panel.set_xticks(range(len(xs)), [_label(v) for v in xs])
         panel.set_yticks(range(len(ys)), [_label(v) for v in ys])
