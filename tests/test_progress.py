@@ -117,3 +117,21 @@ def test_the_main_job_shows_queued_runs_waiting_until_they_start(tmp_path, caplo
     assert lines[2].startswith("first: done in ") and lines[3] == "second: training"
     assert lines[4].startswith(f"second: failed (exit code 3; see {folders[1].train_log}) in ")
     assert not any(code in json.dumps(lines) for code in CONTROL)
+
+
+def test_the_main_job_says_which_runs_stopped_short_and_how_to_continue_them():
+    from types import SimpleNamespace
+
+    from nrecur.cli.train import stopped_short
+
+    row = dict(kl_threshold=0.01, seconds=240.2, threshold_step=None)
+    rows = [
+        SimpleNamespace(name="quick-det", path="runs/quick-det", stop_reason="time budget", steps=1820, **row),
+        SimpleNamespace(name="quick-mess3", path="runs/quick-mess3", stop_reason="threshold", steps=900, **{**row, "threshold_step": 900}),
+        SimpleNamespace(name="tiny-det", path="runs/tiny det", stop_reason="steps", steps=40, **row),
+    ]
+    assert stopped_short(rows) == [
+        "quick-det stopped at its time budget (1820 steps) before KL reached 0.01; "
+        "continue it: nrecur train --resume runs/quick-det --time-budget S (S > 240, or 0 for no limit)",
+        "tiny-det ran all its steps (40 steps) before KL reached 0.01; continue it: nrecur train --resume 'runs/tiny det' --steps N (N > 40)",
+    ]

@@ -331,6 +331,25 @@ def format_result(result, continue_line: bool = True) -> str:
     return "\n".join(lines)
 
 
+def stopped_short(rows) -> list[str]:
+    """For each run of the main job that stopped before its KL threshold (its steps or its time budget ran
+    out): why, and the command that continues it."""
+    from types import SimpleNamespace
+
+    from nrecur.train.loop import continue_command, why_stopped
+
+    lines = []
+    for row in rows:
+        ended = SimpleNamespace(
+            run_dir=row.path, stop_reason=row.stop_reason, seconds=row.seconds, steps=row.steps,
+            grokking=SimpleNamespace(threshold_step=row.threshold_step), time_budget=0.0,
+        )  # fmt: skip
+        command = continue_command(ended) if row.threshold_step is None else None
+        if command:
+            lines.append(f"{row.name} {why_stopped(ended)} ({row.steps} steps) before KL reached {row.kl_threshold:g}; continue it: {command}")
+    return lines
+
+
 # --- nrecur eval
 
 
@@ -449,6 +468,8 @@ def run_command(args: argparse.Namespace) -> int:
         print(f"nrecur run: error: {error}", file=sys.stderr)
         return 1
     print(result.table())
+    for line in stopped_short(result.rows):
+        print(line)
     print(f"\nmain job '{result.preset}' took {seconds_text(result.seconds)} s; summary in {Path(args.out) / (result.preset + '-summary.md')}")
     if result.index is not None:
         print(f"reports: {result.index}")

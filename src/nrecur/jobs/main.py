@@ -379,11 +379,9 @@ class JobsProgress:
             from tqdm import tqdm
 
             self.bars = {
-                id(job): tqdm(total=self.steps.get(id(job)), desc=self._name(job), position=i, dynamic_ncols=True, leave=True, bar_format="{desc}: {postfix}")
+                id(job): tqdm(total=self.steps.get(id(job)), desc=self._name(job), position=i, dynamic_ncols=True, leave=True, bar_format="{desc}: waiting")
                 for i, job in enumerate(jobs)
             }  # fmt: skip
-            for job in jobs:
-                self.bars[id(job)].set_postfix_str("waiting")
 
     @staticmethod
     def _name(job: WorkerJob) -> str:
@@ -394,9 +392,8 @@ class JobsProgress:
         self.start[id(job)] = time.perf_counter()
         if self.bars is not None:
             bar = self.bars[id(job)]
-            if job.train:
-                bar.bar_format = None  # the usual bar, its clock from now
-                bar.reset(total=self.steps[id(job)])
+            bar.bar_format = None if job.train else "{desc}: {elapsed}{postfix}"  # the usual bar, or the time so far
+            bar.reset(total=self.steps.get(id(job)))  # its clock from now
             bar.set_postfix_str(self.state[id(job)])
         else:
             logger().info(f"{self._name(job)}: {self.state[id(job)]}")
@@ -406,6 +403,7 @@ class JobsProgress:
         seconds = time.perf_counter() - self.start[id(job)]
         if self.bars is not None:
             self.bars[id(job)].set_postfix_str(f"{self.state[id(job)]} in {seconds_text(seconds)} s")
+            self.bars[id(job)].close()  # its clock stops here
         else:
             logger().info(f"{self._name(job)}: {self.state[id(job)]} in {seconds_text(seconds)} s")
 
