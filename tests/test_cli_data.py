@@ -91,7 +91,7 @@ def test_bayes_optimal_loss_per_position(capsys):
     (["bayes", "--top", "0"], "--top must be an integer >= 1"),
     (["bayes", "--tokens", "99999999999999999999999"], "--tokens must lie in 0..7"),
     (["sample", "--p-noise", "2:0.1,3:x"], "cannot read '2:0.1,3:x'"),
-    (["sample", "--periods", "99999999999999999999"], "periods must be integers in"),
+    (["sample", "--periods", "99999999999999999999"], "periods[0] = 99999999999999999999 is beyond the 64-bit integers"),
     (["sample", "--out", ""], "--out is empty"),
     (["sample", "--seed", "-1"], "seed must be an integer >= 0"),
     (["frobnicate"], "invalid choice"),
