@@ -47,7 +47,10 @@ def main(argv: list[str]) -> int:
                 for figure in data.get("figures", []):
                     if figure.endswith(".png"):
                         shutil.copyfile(folder / "analysis" / figure, DOCS / figure)
-                sources[name] = f"the main job's run {folder.name}"
+                summary = json.loads((folder / "summary.json").read_text()) if (folder / "summary.json").is_file() else {}
+                kl = (summary.get("final") or {}).get("eval", {}).get("eval/kl")
+                ended = f", {summary['stop_reason']} at step {summary['steps']}, KL {kl:.3f}" if kl is not None else ""
+                sources[name] = f"the main job's run {folder.name}{ended}"
                 break
     (DOCS / "source.json").write_text(json.dumps({"command": "./run.sh; python scripts/docs_examples.py runs", "runs": sources}, indent=1) + "\n")
     print(f"copied {len(sources)} example results into {DOCS}: " + ", ".join(f"{k} from {v}" for k, v in sources.items()))

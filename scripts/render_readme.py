@@ -73,7 +73,7 @@ def analyses_block() -> str:
             raise ValueError(f"{path}: its headline has no {quoted!r} (the README quotes it)")
         run = source.get("runs", {}).get(name, "").replace("the main job's run ", "")
         controls = ", ".join(_controls(headline, quoted)) or "–"
-        lines.append(f"| [{name}](docs/analyses/) | `{quoted}` | {_number(headline[quoted])} | {controls} | {run} |")
+        lines.append(f"| {name} | `{quoted}` | {_number(headline[quoted])} | {controls} | {run} |")
         if (folder / figure).is_file():
             figures.append(f'<img src="docs/results/analyses/{figure}" alt="{name}" width="400">')
     lines += ["", f"Rendered from `docs/results/analyses/` ({source.get('command', '')}).", ""]
@@ -103,9 +103,9 @@ BLOCKS = {"analyses": analyses_block, "benchmarks": benchmarks_block}
 
 def render(text: str) -> str:
     for name, block in BLOCKS.items():
-        pattern = re.compile(rf"(<!-- generated:{name} -->\n).*?(\n<!-- end:{name} -->)", re.DOTALL)
+        pattern = re.compile(rf"(<!-- generated:{name} -->\n)(?:.*?\n)?(<!-- end:{name} -->)", re.DOTALL)
         if pattern.search(text):
-            text = pattern.sub(lambda m: m.group(1) + block() + m.group(2), text)
+            text = pattern.sub(lambda m: m.group(1) + block() + "\n" + m.group(2), text)
     return text
 
 
