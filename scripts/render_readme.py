@@ -25,10 +25,10 @@ ANALYSIS_FIGURE = {
     "probes": ("probes_r2.png", "r2_mlp/period"),
     "geometry": ("geometry.png", "r2"),
     "updates": ("updates_curves.png", "learning_rate/transition"),
-    "failure": ("failure.png", "perseveration"),
+    "failure": ("failure.png", "perseveration_never"),
     "heads": ("heads_scores.png", "period_score"),
     "progress": ("progress.png", "loss_excluded"),
-    "patching": ("patching_sites.png", "moved_best"),
+    "patching": ("patching_sites.png", "moved_best_before_last"),
     "prior": ("prior.png", "static_target_kl"),
     "edit": ("edit_hold.png", "hold_rate"),
 }
@@ -50,7 +50,7 @@ def _controls(headline: dict, name: str) -> list[str]:
         other, _, other_tail = key.partition("/")
         if other != stem and other.startswith(stem + "_") and other_tail == tail:
             suffix = other[len(stem) + 1 :]
-            if suffix in ("random_init", "shuffled", "no_edit", "ceiling", "random", "baseline"):
+            if suffix in ("random_init", "shuffled", "no_edit", "unablated", "ceiling", "random", "baseline"):
                 found.append(f"{suffix.replace('_', ' ')} {_number(headline[key])}")
     return found
 

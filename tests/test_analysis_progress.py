@@ -56,7 +56,7 @@ def test_a_model_trained_for_one_step_sits_at_its_control_and_step_zero_is_it(tm
         assert head[name] == pytest.approx(head[f"{name}_random_init"], abs=0.02), name
         assert head[name] > head["loss_bayes"] + 0.1  # far from the observer: it learned nothing
     # What the period heads carry: nothing yet, the ablations cost (almost) nothing beside the full model.
-    assert head["loss_excluded"] - head["loss_excluded_no_edit"] == pytest.approx(head["loss_excluded_random_init"] - head["loss_random_init"], abs=0.02)
+    assert head["loss_excluded"] - head["loss_excluded_unablated"] == pytest.approx(head["loss_excluded_random_init"] - head["loss_random_init"], abs=0.02)
     for quantity in ("period", "target"):
         assert head[f"probe_r2/{quantity}"] == pytest.approx(head[f"probe_r2_random_init/{quantity}"], abs=0.05)
     assert result.steps == [0, 1] and result.checkpoints[0] == result.random_init
@@ -81,7 +81,7 @@ def test_progress_end_to_end_redrawn_from_its_json_and_refused_without_checkpoin
     assert head["loss"] < head["loss_random_init"] - 0.1  # it learned something
     assert head["loss"] >= head["loss_bayes"] - 0.05  # nobody beats the observer (up to sampling)
     # The period heads carry what it learned: ablating them costs more than it did at initialization.
-    assert head["loss_excluded"] - head["loss_excluded_no_edit"] > head["loss_excluded_random_init"] - head["loss_random_init"] + 0.05
+    assert head["loss_excluded"] - head["loss_excluded_unablated"] > head["loss_excluded_random_init"] - head["loss_random_init"] + 0.05
     assert {"eval/kl", "train/loss", "train/model_ce"} <= set(data["logged"])
     # The decayed norm, counted by name: every weight but the LayerNorm scales and the biases.
     final = load_run(folder).model

@@ -356,7 +356,7 @@ HEADS = register(
         options=HeadsOptions,
         result=HeadsResult,
         compute=compute,
-        applies=lambda run: None,
+        applies=lambda run: "the model has no attention layers: no heads to score" if run.model.config.n_layers == 0 else None,
         figures="nrecur.analysis.figures.heads:draw",
         over_training={"n_sequences": 256},
     )

@@ -18,7 +18,7 @@ KL(observer ‖ model)) and its memorization and threshold (KL ≤ its
 
 Every measure is also taken on the run's own initialization (``…_random_init``),
 ablating the same heads, and the restricted and excluded losses stand beside
-the full model's loss (``…_no_edit``): the period heads carry the solution when
+the full model's loss (``…_unablated``): the period heads carry the solution when
 the restricted loss stays near the full model's while the excluded loss rises
 far above it, and at the initialization all three are alike. The observer's
 cross-entropy on the same sequences (``loss_bayes``) is the floor no model
@@ -191,6 +191,8 @@ class ProgressResult(Result):
 def _applies(run) -> str | None:
     if not isinstance(run.task, NRecurrence):
         return f"needs an n-recurrence task (period heads), not {run.task.kind}"
+    if run.model.config.n_layers == 0:
+        return "the model has no attention layers: no period heads to keep or ablate"
     if len(run.checkpoint_steps) < 2:
         return "the run has one checkpoint: no training dynamics to follow (train with --log-checkpoints N)"
     return None
@@ -258,10 +260,10 @@ def compute(run, options: ProgressOptions) -> ProgressResult:
         "loss_bayes": bayes,
         "loss_restricted": last.loss_restricted,
         "loss_restricted_random_init": control.loss_restricted,
-        "loss_restricted_no_edit": last.loss,
+        "loss_restricted_unablated": last.loss,
         "loss_excluded": last.loss_excluded,
         "loss_excluded_random_init": control.loss_excluded,
-        "loss_excluded_no_edit": last.loss,
+        "loss_excluded_unablated": last.loss,
         **{f"probe_r2/{q}": last.probe_r2[q] for q in targets},
         **{f"probe_r2_random_init/{q}": control.probe_r2[q] for q in targets},
         "n_period_heads": float(len(kept)),

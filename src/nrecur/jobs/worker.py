@@ -26,11 +26,11 @@ __all__ = ["ANALYSIS_MLP_ROWS", "ANALYSIS_SEQUENCES", "JOB_CAPS", "analyze_run",
 
 ANALYSIS_SEQUENCES = 1024
 """The most fresh sequences a job's analysis uses: analyses whose default asks for more get this many
-(the 2,048 of ``nrecur analyze``'s defaults double the cost and change the figures little)."""
+(a job analyzes several runs; ``nrecur analyze`` uses each analysis's own default)."""
 ANALYSIS_MLP_ROWS = 8000
-"""The most positions a job's MLP probe is fitted on (``nrecur analyze``: 20,000). The MLP probes are most
-of a job's analysis time; at 8,000 rows they take 40 % of it and read the period of the quick
-deterministic run with R² 0.79 instead of 0.82 (the report states the number of rows)."""
+"""The most positions a job's MLP probe is fitted on (``nrecur analyze``: the probes' own default). The MLP
+probes are most of a job's analysis time; the report states the number of rows
+(``benchmarks/bench_probes.py`` measures what fewer rows cost and change)."""
 
 
 JOB_CAPS = {"n_sequences": ANALYSIS_SEQUENCES, "decode_sequences": ANALYSIS_SEQUENCES, "mlp_rows": ANALYSIS_MLP_ROWS}

@@ -192,7 +192,7 @@ def sample_sizes(item: AnalysisFile) -> tuple[tuple[str, str], ...]:
     return tuple((label, f"{found[key]:,}") for key, label in SAMPLE_SIZES.items() if isinstance(found[key], int) and not isinstance(found[key], bool))
 
 
-CONTROL_LABELS = {"random_init": "random init", "shuffled": "shuffled", "no_edit": "no edit", "random": "random", "ceiling": "ceiling", "baseline": "baseline"}
+CONTROL_LABELS = {"random_init": "random init", "shuffled": "shuffled", "no_edit": "no edit", "unablated": "unablated", "random": "random", "ceiling": "ceiling", "baseline": "baseline"}
 """A control's suffix (:data:`~nrecur.analysis.figures.over_training.CONTROL_SUFFIXES`) → its column or row label."""
 
 

@@ -20,7 +20,7 @@ __all__ = ["CONTROL_SUFFIXES", "draw", "headline_panels"]
 
 CONTROL_STYLES = (("#555555", "--"), ("#999999", ":"), ("#D55E00", "-."), ("#CC79A7", (0, (1, 1))))
 """Colour and dash of a panel's first, second, … control: told apart in grey and by their dashes."""
-CONTROL_SUFFIXES = ("_random_init", "_shuffled", "_no_edit", "_random", "_ceiling", "_baseline")
+CONTROL_SUFFIXES = ("_random_init", "_shuffled", "_no_edit", "_unablated", "_random", "_ceiling", "_baseline")
 """Suffixes that mark a headline figure as a control of the figure named without it."""
 
 
