@@ -8,7 +8,7 @@ from nrecur import NRecurrence
 
 @pytest.mark.parametrize("kwargs, message", [
     (dict(vocab_size=1), r"vocab_size must be an integer in \[2, 65536\]"),
-    (dict(vocab_size=10**20), "vocab_size must be an integer in"),
+    (dict(vocab_size=10**20), "vocab_size = 100000000000000000000 is beyond the 64-bit integers"),
     (dict(periods=(2, 10**6)), r"periods must be integers in \[2, 4096\]"),
     (dict(p_noise={2: None, 3: 0.1, 4: 0.1, 5: 0.1}), "the probability for period 2 must be a number"),
     (dict(p_noise={2.5: 0.1, 3: 0.1, 4: 0.1, 5: 0.1}), "mapping keys must be periods"),
