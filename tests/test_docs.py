@@ -63,13 +63,31 @@ def test_every_results_page_renders_from_its_files(page):
         assert rows and "|---|" in rendered, call
 
 
-@pytest.mark.parametrize("path", sorted(p.relative_to(DOCS).as_posix() for p in (DOCS / "results").rglob("*") if p.is_file()))
+ANALYSIS_EXAMPLES = DOCS / "results" / "analyses"
+"""The analyses' example results: analysis JSON files with their figures (scripts/docs_examples.py), not tables."""
+
+
+@pytest.mark.parametrize(
+    "path", sorted(p.relative_to(DOCS).as_posix() for p in (DOCS / "results").rglob("*") if p.is_file() and ANALYSIS_EXAMPLES not in p.parents)
+)
 def test_every_result_file_is_well_formed(path):
     data = results.load(path)
     tables = [key for key, value in data.items() if isinstance(value, list)]
     assert tables, f"{path} holds no table"
     for key in tables:
         assert results.table(path, key=key).count("\n") == len(data[key]) + 2
+
+
+@pytest.mark.parametrize("path", sorted(p.name for p in ANALYSIS_EXAMPLES.glob("*.json") if p.name != "source.json"))
+def test_every_analysis_example_rebuilds_from_its_file_and_has_its_figures(path):
+    import json
+
+    from nrecur.analysis import read_result
+
+    result = read_result(ANALYSIS_EXAMPLES / path)
+    assert result.headline
+    figures = [f for f in json.loads((ANALYSIS_EXAMPLES / path).read_text())["figures"] if f.endswith(".png")]
+    assert figures and all((ANALYSIS_EXAMPLES / f).is_file() for f in figures)
 
 
 BAD = {
