@@ -17,6 +17,7 @@ import json
 import math
 from pathlib import Path
 
+from docs_nav import replace_nav
 from mkdocs.structure.files import File
 
 INDEX = "analyses/index.md"
@@ -116,21 +117,9 @@ def _analyses():
     return list(ANALYSES.values())
 
 
-def _replace_nav(nav: list, section: list) -> bool:
-    for index, item in enumerate(nav):
-        if isinstance(item, dict):
-            (title, value), = item.items()
-            if value == INDEX:
-                nav[index] = {title: section}
-                return True
-            if isinstance(value, list) and _replace_nav(value, section):
-                return True
-    return False
-
-
 def on_config(config, **kwargs):
     section = [INDEX, *({a.name: f"analyses/{a.name}.md"} for a in _analyses()), {"Adding an analysis": "analyses/adding.md"}]
-    if config.nav is not None and not _replace_nav(config.nav, section):
+    if config.nav is not None and not replace_nav(config.nav, INDEX, section, "Analyses"):
         raise ValueError(f"mkdocs.yml's nav does not name {INDEX}, where the analyses' pages go")
     return config
 

@@ -14,6 +14,7 @@ import os
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+from docs_nav import replace_nav
 from mkdocs.structure.files import File
 
 INDEX = "reference/cli/index.md"
@@ -156,26 +157,10 @@ def _parser() -> argparse.ArgumentParser:
     return build_parser()
 
 
-def _replace_nav(nav: list, section: list) -> bool:
-    """Put ``section`` where ``nav`` names :data:`INDEX`; True when found."""
-    for index, item in enumerate(nav):
-        if isinstance(item, dict):
-            (title, value), = item.items()
-            if value == INDEX:
-                nav[index] = {title: section}
-                return True
-            if isinstance(value, list) and _replace_nav(value, section):
-                return True
-        elif item == INDEX:
-            nav[index] = {"CLI": section}
-            return True
-    return False
-
-
 def on_config(config, **kwargs):
     found = commands(_parser())
     section = [INDEX, *({command.title: command.src_uri} for command in found)]
-    if config.nav is not None and not _replace_nav(config.nav, section):
+    if config.nav is not None and not replace_nav(config.nav, INDEX, section, "CLI"):
         raise ValueError(f"mkdocs.yml's nav does not name {INDEX}, where the CLI reference goes")
     return config
 

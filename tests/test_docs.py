@@ -30,10 +30,15 @@ pytest.importorskip("mkdocs", reason="the docs extra is not installed (pip insta
 
 
 def load_script(name: str):
+    """A script as MkDocs loads a hook: its folder on ``sys.path`` while it runs (so it imports its neighbours)."""
     spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)
+    sys.path.insert(0, str(ROOT / "scripts"))
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(ROOT / "scripts"))
     return module
 
 
@@ -201,9 +206,17 @@ def test_a_new_option_or_command_appears_without_editing_the_docs():
 
 def test_the_nav_gets_one_page_per_command():
     nav = [{"Home": "index.md"}, {"Reference": [{"API": "reference/api.md"}, {"CLI": docs_cli.INDEX}]}]
-    assert docs_cli._replace_nav(nav, [docs_cli.INDEX, {"nrecur train": "reference/cli/train.md"}])
+    assert docs_cli.replace_nav(nav, docs_cli.INDEX, [docs_cli.INDEX, {"nrecur train": "reference/cli/train.md"}], "CLI")
     assert nav[1]["Reference"][1] == {"CLI": [docs_cli.INDEX, {"nrecur train": "reference/cli/train.md"}]}
-    assert not docs_cli._replace_nav([{"Home": "index.md"}], [])
+    assert not docs_cli.replace_nav([{"Home": "index.md"}], docs_cli.INDEX, [], "CLI")
+
+
+def test_both_generating_hooks_place_their_section_with_one_helper():
+    analyses = load_script("docs_analyses")
+    assert analyses.replace_nav is docs_cli.replace_nav
+    nav = ["index.md", analyses.INDEX]  # a bare entry gets the section's title
+    assert analyses.replace_nav(nav, analyses.INDEX, [analyses.INDEX, {"probes": "analyses/probes.md"}], "Analyses")
+    assert nav[1] == {"Analyses": [analyses.INDEX, {"probes": "analyses/probes.md"}]}
 
 
 # --- the real site
