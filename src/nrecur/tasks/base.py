@@ -16,8 +16,9 @@ A task is a frozen config (``Config``) with a ``kind`` discriminator, so a run's
   (one view for most tasks; in- and out-of-distribution for modular
   arithmetic);
 * optionally ``rules()`` / ``rule_index(sample)``: the finite set of hidden
-  rules, so that training can hold some of them out, and
-  ``held_out_observer(held_out)``: the observer of a run trained without them.
+  rules, so that training can hold some of them out, ``in_distribution(held_out)``:
+  the task under its prior restricted to the others (what such a run trains on),
+  and ``held_out_observer(held_out)``: the observer of a run trained without them.
 
 Tasks never import their observers (the module graph runs tasks → observer):
 an observer module registers itself for a task class with
@@ -225,6 +226,12 @@ class Task(Config):
     def rule_index(self, sample: Sequences) -> np.ndarray:
         """``[batch, pos]`` index into :meth:`rules` of the rule in force at each position."""
         raise NotImplementedError(f"{self.kind} has no rules to hold out")
+
+    def in_distribution(self, held_out: frozenset) -> "Task":
+        """This task under its prior restricted to the rules not in ``held_out``: the process a run that holds
+        them out trains on. Raises ValueError when the kind has no prior over rules to restrict, or the
+        restricted one is not a valid prior (the message says why)."""
+        raise ValueError(f"task kind {self.kind!r} has no prior over rules to restrict")
 
     def held_out_observer(self, held_out: frozenset) -> tuple[tuple[str, Any], ...] | None:
         """Keyword arguments of ``posterior`` for the *in-distribution* observer of a run trained without the

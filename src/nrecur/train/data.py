@@ -5,7 +5,13 @@ sees exactly the batches an uninterrupted one would, with no generator state
 to save. Held-out rules: for a task with a finite set of hidden rules
 (``task.rules()``, e.g. n-recurrence's ``(period, target)``), a fraction of
 them never appears in training; training sequences whose hidden rule is one of
-them at any position are rejected and redrawn.
+them at any position. Training sequences are drawn from the task under its
+in-distribution prior (``task.in_distribution(held_out)``: the rule prior
+restricted to the other rules), so that they follow exactly the process the
+memorizing observer assumes — rejecting sequences of the full process that
+touch a held-out rule would instead favour sequences with fewer rule changes.
+Only where that prior is not a valid one (a rule left with no allowed
+successor) are such sequences rejected and redrawn.
 """
 
 from __future__ import annotations
@@ -52,10 +58,24 @@ def touches(task: Task, sample: Sequences, rules: frozenset[Rule]) -> np.ndarray
     return held[task.rule_index(sample)].any(axis=1)
 
 
+def training_source(task: Task, rules: frozenset[Rule]) -> tuple[Task, frozenset[Rule]]:
+    """``(task to sample, rules still to reject)`` for training without ``rules``: the task under its
+    in-distribution prior with nothing to reject, or — where the kind has none or it is not a valid prior —
+    ``task`` itself with ``rules`` rejected."""
+    if not rules:
+        return task, frozenset()
+    try:
+        return task.in_distribution(rules), frozenset()
+    except ValueError:
+        return task, rules
+
+
 def sample_avoiding(
     task: Task, count: int, length: int, seed: tuple[int, ...], rules: frozenset[Rule], max_rounds: int = 1000
 ) -> Sequences:
-    """``count`` sequences of ``length`` whose hidden rule never is one of ``rules`` (rejection sampling)."""
+    """``count`` sequences of ``length`` whose hidden rule never is one of ``rules``: drawn from
+    :func:`training_source`'s task, rejecting (and redrawing) those that still touch one."""
+    task, rules = training_source(task, rules)
     if not rules:
         return task.sample(count, length, seed)
     kept: list[Sequences] = []
@@ -92,7 +112,13 @@ class OnlineData:
     held_out: frozenset[Rule] = frozenset()
 
     def batch(self, step: int) -> np.ndarray:
-        return sample_avoiding(self.task, self.batch_size, self.length, self.batch_seed(step), self.held_out).tokens
+        task, rejected = self.source
+        return sample_avoiding(task, self.batch_size, self.length, self.batch_seed(step), rejected).tokens
+
+    @functools.cached_property
+    def source(self) -> tuple[Task, frozenset[Rule]]:
+        """:func:`training_source` of the task and the held-out rules (built once)."""
+        return training_source(self.task, self.held_out)
 
     def batch_seed(self, step: int) -> tuple[int, int, int]:
         """The seed of the sequences of step ``step``."""
