@@ -6,9 +6,12 @@ function ``handler(args) -> int``. A command whose options come from the
 configs adds its parser with ``build=fn``: ``fn(parser)`` adds the options when
 the command is used (or for the docs), so ``nrecur --help``, ``--version`` and a
 mistyped command never import torch, the configs or the analyses; handlers
-import what they need. Bad input ends in one line on stderr and exit code 2,
-never a traceback; a mistake in the arguments also prints the command's usage
-line and the closest option or choice.
+import what they need. Such a command's arguments are first parsed by its light
+parser (:mod:`nrecur.cli.light`, rebuilt from a cached description of its
+options), so a mistake in them is reported without the configs either. Bad
+input ends in one line on stderr and exit code 2, never a traceback; a mistake
+in the arguments also prints the command's usage line and the closest option or
+choice.
 """
 
 from __future__ import annotations
@@ -104,6 +107,7 @@ class LazyCommands(argparse._SubParsersAction):
         super().__init__(*args, **kwargs)
         self.lazy = False
         self._builders: dict[str, object] = {}
+        self.built_lazily: dict[str, argparse.ArgumentParser] = {}  # the commands whose options were added on use
 
     def add_parser(self, name: str, *, build=None, **kwargs):  # type: ignore[override]
         parser = super().add_parser(name, **kwargs)
@@ -120,6 +124,7 @@ class LazyCommands(argparse._SubParsersAction):
         build = self._builders.pop(name, None)
         if build is not None:
             build(parser)
+            self.built_lazily[name] = parser
         return parser
 
     def __call__(self, parser, namespace, values, option_string=None) -> None:
@@ -217,13 +222,48 @@ def _terminated(number, frame) -> None:
     raise Terminated()
 
 
-def _main(argv: list[str] | None) -> int:
+def _commands(parser: argparse.ArgumentParser) -> LazyCommands:
+    return next(a for a in parser._actions if isinstance(a, LazyCommands))
+
+
+def check_lightly(argv: list[str]) -> int | None:
+    """The exit code of a mistake in ``argv`` that the chosen command's light parser finds
+    (:mod:`nrecur.cli.light`: no configs imported), printed as the full parser prints it; None when the
+    arguments pass, ask for help, or the command's options need no configs or are not described yet."""
     parser = build_parser(lazy=True)
+    commands = _commands(parser)
+    if not argv or argv[0] not in commands._builders or "-h" in argv or "--help" in argv:
+        return None
+    from nrecur.cli import light
+
+    description = light.load().get(argv[0])
+    if description is None:
+        return None
+    commands._builders[argv[0]] = lambda command: light.rebuild(command, description)
+    try:
+        parser.parse_args(_glue_dash_values(parser, argv))
+    except SystemExit as stop:
+        return stop.code if isinstance(stop.code, int) else 2
+    except (KeyError, TypeError, ValueError):  # a damaged description: the full parser decides
+        return None
+    return None
+
+
+def _main(argv: list[str] | None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    mistake = check_lightly(argv)
+    if mistake is not None:
+        return mistake
+    parser = build_parser(lazy=True)
     try:
         args = parser.parse_args(_glue_dash_values(parser, argv))
     except SystemExit as stop:  # --help, --version, or a mistake in the arguments (already printed)
         return stop.code if isinstance(stop.code, int) else 2
+    finally:
+        if _commands(parser).built_lazily:  # described for the next mistake's light parser
+            from nrecur.cli import light
+
+            light.save(_commands(parser).built_lazily)
     if not hasattr(args, "handler"):
         parser.print_help()
         return 2
