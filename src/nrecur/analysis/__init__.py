@@ -10,7 +10,7 @@ from nrecur.analysis.contract import ANALYSES, Analysis, OptionError, Options, R
 from nrecur.analysis.driver import Outcome, OverTraining, analyze, compute, over_checkpoints, read_result, write_result
 
 # Importing each analysis module registers it; this order is the order of ``--what all`` and of the report.
-from nrecur.analysis import probes, geometry, updates, failure, heads, progress, patching, prior, edit  # noqa: E402, F401
+from nrecur.analysis import probes, geometry, updates, failure, heads, progress, patching, prior, edit, strategy  # noqa: E402, F401
 from nrecur.analysis.edit import EditOptions, EditResult, edit_belief  # noqa: E402
 from nrecur.analysis.failure import FailureComparison, FailureOptions, FailureResult, compare_failure  # noqa: E402
 from nrecur.analysis.heads import HeadsOptions, HeadsResult  # noqa: E402
@@ -18,10 +18,11 @@ from nrecur.analysis.patching import PatchingOptions, PatchingResult  # noqa: E4
 from nrecur.analysis.prior import PriorOptions, PriorResult  # noqa: E402
 from nrecur.analysis.probes import ProbeResult, ProbesOptions  # noqa: E402
 from nrecur.analysis.progress import ProgressOptions, ProgressResult  # noqa: E402
+from nrecur.analysis.strategy import StrategyOptions, StrategyResult  # noqa: E402
 from nrecur.analysis.updates import UpdatesOptions, UpdatesResult  # noqa: E402
 
 __all__ = [
     "ANALYSES", "Analysis", "EditOptions", "EditResult", "FailureComparison", "FailureOptions", "FailureResult", "HeadsOptions", "HeadsResult", "OptionError", "Options", "Outcome", "OverTraining",
-    "PatchingOptions", "PatchingResult", "PriorOptions", "PriorResult", "ProbeResult", "ProbesOptions", "ProgressOptions", "ProgressResult", "Result", "UpdatesOptions", "UpdatesResult", "analyze", "compare_failure", "compute",
+    "PatchingOptions", "PatchingResult", "PriorOptions", "PriorResult", "ProbeResult", "ProbesOptions", "ProgressOptions", "ProgressResult", "Result", "StrategyOptions", "StrategyResult", "UpdatesOptions", "UpdatesResult", "analyze", "compare_failure", "compute",
     "edit_belief", "initial_model", "over_checkpoints", "read_result", "write_result",
 ]  # fmt: skip
