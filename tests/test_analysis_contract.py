@@ -17,13 +17,14 @@ import pytest
 import torch
 
 from nrecur import NRecurrence, load_run, train
-from nrecur.analysis import ANALYSES, Analysis, OptionError, Options, Result, analyze, compute, initial_model, read_result
+from nrecur.analysis import ANALYSES, Analysis, OptionError, Options, Result, analyze, compute, initial_model, read_result, write_result
 from nrecur.analysis.contract import register
 from nrecur.analysis.driver import resolve_options
 from nrecur.cli import main
 from nrecur.model import GPTConfig
 from nrecur.train import RunConfig, TrainConfig
 from nrecur.train.checkpoint import load_model_tensors
+from nrecur.train.interventions import Intervention, intervention_hooks
 
 
 # ---------------------------------------------------------------------------- a worked example
@@ -203,3 +204,73 @@ def test_a_job_records_a_failed_analysis_and_writes_the_others(confidence_analys
         assert not (tmp_path / "none").exists()
     finally:
         del ANALYSES["broken"]
+
+
+def _confidence(model, run, n_sequences: int = 16, seed: int = 0) -> float:
+    tokens = torch.as_tensor(run.task.sample(n_sequences, run.config.length, seed).tokens)
+    with torch.no_grad():
+        return float(model(tokens).softmax(-1).amax(-1).mean())
+
+
+def test_with_interventions_every_model_is_seen_as_training_saw_it_controls_and_over_training_too(confidence_analysis, tmp_path):
+    """Head 0.0 ablated for steps 0 and 1 only: at the latest checkpoint (step 3) the model is bare, its control
+    (the initialization, step 0) ablated, and over training each checkpoint as it was at its step."""
+    ablation = Intervention(kind="ablate", layer=0, head=0, start=0, end=2)
+    folder = tiny(tmp_path / "run", steps=3, log_checkpoints=2, interventions=[ablation])
+    run = load_run(folder)
+    hooks_at = lambda step: intervention_hooks([ablation], step)  # noqa: E731
+    init = initial_model(run)
+    bare_init = _confidence(init, run)
+    with init.hooks(hooks_at(0)):
+        ablated_init = _confidence(init, run)
+    assert ablated_init != pytest.approx(bare_init, abs=1e-6)  # the ablation shows in the figure
+
+    analyze(run, ["confidence"], {"n_sequences": 16}, over_training=True, with_interventions=True, folder=tmp_path / "seen")
+    data = json.loads((tmp_path / "seen" / "confidence.json").read_text())
+    assert data["headline"]["confidence"] == pytest.approx(_confidence(run.model, run), abs=1e-6)  # not active at step 3
+    assert data["headline"]["confidence_random_init"] == pytest.approx(ablated_init, abs=1e-6)
+    assert data["analyzed_with_interventions"] == [] and data["controls_with_interventions"] == ["ablate 0.0@0:2"]
+    series = json.loads((tmp_path / "seen" / "confidence_over_training.json").read_text())
+    for index, step in enumerate(series["steps"]):
+        model = load_run(folder, step=step).model
+        with model.hooks(hooks_at(step)):
+            assert series["series"]["confidence"][index] == pytest.approx(_confidence(model, run), abs=1e-6), step
+        assert series["series"]["confidence_random_init"][index] == pytest.approx(ablated_init, abs=1e-6), step
+    assert series["series"]["confidence"][0] == pytest.approx(ablated_init, abs=1e-6)  # step 0 is the initialization, ablated
+    assert series["analyzed_with_interventions"] == ["ablate 0.0@0:2"]
+    assert not any(point.is_active for point in run.model.hook_dict.values())  # every hook it added is gone
+
+    analyze(run, ["confidence"], {"n_sequences": 16}, folder=tmp_path / "bare")  # without: every model bare
+    bare = json.loads((tmp_path / "bare" / "confidence.json").read_text())
+    assert bare["headline"]["confidence_random_init"] == pytest.approx(bare_init, abs=1e-6)
+    assert "analyzed_with_interventions" not in bare and "controls_with_interventions" not in bare
+
+
+def test_a_result_is_written_as_of_its_own_checkpoint_or_refused(confidence_analysis, run_folder, tmp_path):
+    run = load_run(run_folder)
+    result = compute(run, "confidence", n_sequences=16)
+    with pytest.raises(ValueError, match=r"confidence: the result is of step 3, not of the requested checkpoint 1; nothing written"):
+        write_result(result, tmp_path / "out", step=1)
+    assert not (tmp_path / "out").exists()
+    write_result(result, tmp_path / "out")  # no step asked for: the result's own
+    data = json.loads((tmp_path / "out" / "confidence.json").read_text())
+    assert data["step"] == 3 and list(data).count("step") == 1
+    assert read_result(tmp_path / "out" / "confidence.json").step == 3
+
+
+def test_the_file_says_what_the_control_model_is(confidence_analysis, run_folder, tmp_path):
+    analyze(load_run(run_folder), ["confidence"], {"n_sequences": 16}, folder=tmp_path / "scratch")
+    assert json.loads((tmp_path / "scratch" / "confidence.json").read_text())["initialization"] == "a fresh model (init_seed 0)"
+    finetuned = load_run(_finetune(run_folder, tmp_path / "ft"))
+    analyze(finetuned, ["confidence"], {"n_sequences": 16}, folder=tmp_path / "tuned")
+    said = json.loads((tmp_path / "tuned" / "confidence.json").read_text())["initialization"]
+    assert said == f"its fine-tuning source (init_from {run_folder})"
+
+
+def test_over_training_on_a_run_with_one_checkpoint_says_so_in_one_line(confidence_analysis, tmp_path, capsys):
+    folder = tiny(tmp_path / "one", steps=2)
+    assert load_run(folder).checkpoint_steps == [2]
+    assert main(["analyze", str(folder), "--what", "confidence", "--sequences", "16", "--checkpoints", "all", "--no-progress"]) == 0
+    notes = [line for line in capsys.readouterr().out.splitlines() if "over training" in line]
+    assert notes == [f"note: nothing runs over training: {folder} has 1 saved checkpoint (train with --log-checkpoints N for more)"]
+    assert not (folder / "analysis" / "confidence_over_training.json").exists()

@@ -65,6 +65,17 @@ def test_a_model_trained_for_one_step_sits_at_its_control_and_step_zero_is_it(tm
     assert again == result
 
 
+def test_progress_at_an_earlier_checkpoint_follows_the_checkpoints_up_to_it_and_says_that_step(tmp_path):
+    folder = tiny_run(tmp_path / "three", steps=3, log_checkpoints=2)
+    steps = load_run(folder).checkpoint_steps
+    assert len(steps) == 3
+    earlier = load_run(folder, step=steps[1])
+    result = compute(earlier, "progress", n_sequences=64, head_sequences=32)
+    assert result.step == steps[1] and result.steps == steps[:2] and result.headline["checkpoints"] == 2
+    assert result.checkpoints[-1].loss == pytest.approx(cross_entropy(earlier.model, earlier.task.sample(64, earlier.config.length, 0).tokens), abs=1e-6)
+    assert "one checkpoint up to step 0" in ANALYSES["progress"].applies(load_run(folder, step=steps[0]))
+
+
 @pytest.mark.slow
 def test_progress_end_to_end_redrawn_from_its_json_and_refused_without_checkpoints_to_follow(tmp_path, capsys):
     folder = tmp_path / "run"

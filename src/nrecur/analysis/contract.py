@@ -17,6 +17,8 @@ in :mod:`nrecur.analysis`.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import dataclasses
 import importlib
 import math
@@ -24,7 +26,7 @@ import types
 import typing
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Mapping
+from typing import Any, Callable, ClassVar, Iterator, Mapping, Sequence
 
 import numpy as np
 import pydantic
@@ -32,9 +34,13 @@ import torch
 
 from nrecur.model import GPT
 from nrecur.train.folder import RunFolder
+from nrecur.train.interventions import Intervention, intervention_hooks
 from nrecur.train.loop import build_model, init_weights_from
 
-__all__ = ["ANALYSES", "Analysis", "OptionError", "Options", "Result", "initial_model", "json_ready", "register", "resolve_reference", "untrained_like"]
+__all__ = [
+    "ANALYSES", "Analysis", "OptionError", "Options", "Result", "as_training_saw_it", "describe_initialization", "initial_model", "json_ready",
+    "register", "resolve_reference", "seen_at", "untrained_like",
+]  # fmt: skip
 
 
 class OptionError(ValueError):
@@ -202,18 +208,57 @@ def register(analysis: Analysis) -> Analysis:
 def initial_model(run) -> GPT:
     """The run's own initialization, in eval mode on the run's device: the weights it started training from —
     its fine-tuning source's where it has ``init_from``, else a fresh model from its ``init_seed``. The
-    controls of every analysis are computed on it."""
+    controls of every analysis are computed on it (their headline names end in ``_random_init`` either way;
+    :func:`describe_initialization` says which it is). Inside :func:`as_training_saw_it` it runs with the
+    interventions active at step 0."""
     device = next(run.model.parameters()).device
     model = build_model(run.config, device)
     if run.config.init_from:
         init_weights_from(model, run.config.init_from, RunFolder(run.path).read_init_source())
-    return model.eval()
+    return seen_at(model.eval(), 0)
+
+
+def describe_initialization(config) -> str:
+    """What a run's initialization (the control model of every analysis) is, in words, from its config."""
+    if config.init_from:
+        return f"its fine-tuning source (init_from {config.init_from})"
+    return f"a fresh model (init_seed {config.train.init_seed})"
 
 
 @torch.no_grad()
 def untrained_like(model: GPT, seed: int) -> GPT:
-    """A freshly initialized model of ``model``'s shape (seed ``seed``), in eval mode on its device."""
+    """A freshly initialized model of ``model``'s shape (seed ``seed``), in eval mode on its device (inside
+    :func:`as_training_saw_it`: with the interventions active at step 0)."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         fresh = GPT(model.config)
-    return fresh.to(next(model.parameters()).device).eval()
+    return seen_at(fresh.to(next(model.parameters()).device).eval(), 0)
+
+
+_SEEN = contextvars.ContextVar("nrecur_analysis_interventions", default=None)
+"""Inside :func:`as_training_saw_it`: ``(interventions, exit stack)``, else None."""
+
+
+@contextlib.contextmanager
+def as_training_saw_it(interventions: Sequence[Intervention]) -> Iterator[None]:
+    """Inside the ``with``, every model an analysis runs is seen as training saw it at its own step:
+    :func:`seen_at` attaches the interventions active at a step, :func:`initial_model` (every control) gets
+    those active at step 0. Every hook added is removed on exit, also on error. No interventions: no change."""
+    with contextlib.ExitStack() as stack:
+        token = _SEEN.set((tuple(interventions), stack))
+        try:
+            yield
+        finally:
+            _SEEN.reset(token)
+
+
+def seen_at(model: GPT, step: int) -> GPT:
+    """``model``, with the interventions active at ``step`` attached until the enclosing
+    :func:`as_training_saw_it` ends (unchanged outside one, or with none active)."""
+    scope = _SEEN.get()
+    if scope is not None:
+        interventions, stack = scope
+        hooks = intervention_hooks(interventions, step)
+        if hooks:
+            stack.enter_context(model.hooks(hooks))
+    return model

@@ -18,15 +18,20 @@ import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Literal, Mapping
+from typing import Any, Callable, Iterable, Literal, Mapping, Sequence
 
 from nrecur._io import atomic_write_text, remove_stale_temporaries
 from nrecur.analysis.base import showing_progress, progress_bar
-from nrecur.analysis.contract import ANALYSES, Analysis, OptionError, Options, Result, json_ready, resolve_reference
+from nrecur.analysis.contract import (
+    ANALYSES, Analysis, OptionError, Options, Result, as_training_saw_it, describe_initialization, json_ready, resolve_reference, seen_at,
+)  # fmt: skip
 from nrecur.runs import load_run
-from nrecur.train.interventions import intervention_hooks
+from nrecur.train.interventions import Intervention
 
-__all__ = ["AnalysisInterrupted", "Outcome", "OverTraining", "analyze", "choose", "compute", "over_checkpoints", "read_result", "resolve_options", "write_result"]
+__all__ = [
+    "AnalysisInterrupted", "Outcome", "OverTraining", "analyze", "choose", "compute", "over_checkpoints", "read_result", "resolve_options", "seen_with",
+    "write_result",
+]  # fmt: skip
 
 OVER_TRAINING = "_over_training"
 
@@ -141,9 +146,21 @@ def compute(run, name: str, **options) -> Result:
     return analysis.compute(run, analysis.make_options(options))
 
 
-def write_result(result: Result | OverTraining, folder: str | Path, step: int | None = None, interventions: list[str] | None = None) -> list[Path]:
+def write_result(
+    result: Result | OverTraining, folder: str | Path, step: int | None = None, interventions: list[str] | None = None, about: Mapping[str, Any] | None = None
+) -> list[Path]:
     """``folder/NAME.json`` and the result's figures beside it (atomically); returns the JSON's path, then the
-    figures'."""
+    figures'.
+
+    The file's ``step`` is the checkpoint the result is of (its own ``step``); ``step``, when given, is the
+    checkpoint the caller asked for, and a result of another checkpoint is refused (a ValueError naming both)
+    before anything is written. ``interventions``: those the model was analyzed with
+    (``analyzed_with_interventions``); ``about``: more such facts, written beside ``step`` (the driver's: what
+    the control model is, ``initialization``, and what it was analyzed with, ``controls_with_interventions``)."""
+    own = getattr(result, "step", None)
+    if step is not None and own is not None and own != step:
+        raise ValueError(f"{result.name}: the result is of step {own}, not of the requested checkpoint {step}; nothing written")
+    step = own if own is not None else step
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(folder, recursive=False)  # a killed analysis's (never a live writer's)
@@ -151,11 +168,13 @@ def write_result(result: Result | OverTraining, folder: str | Path, step: int | 
         figures = resolve_reference("nrecur.analysis.figures.over_training:draw")(result, folder)
     else:
         figures = ANALYSES[result.name].draw(result, folder)
-    data = {"name": result.name, **({"step": step} if step is not None else {})}
-    data.update({"analyzed_with_interventions": interventions} if interventions else {})
     body = result.to_json()
     body.pop("headline", None)
-    data = {"name": data.pop("name"), "headline": json_ready(result.headline), **data, **body}
+    body.pop("step", None)
+    data = {"name": result.name, "headline": json_ready(result.headline), **({"step": step} if step is not None else {})}
+    data.update({"analyzed_with_interventions": list(interventions)} if interventions else {})
+    data.update(about or {})
+    data.update(body)
     data["figures"] = [path.name for path in figures]
     path = folder / f"{result.name}.json"
     atomic_write_text(path, json.dumps(json_ready(data), indent=1) + "\n")
@@ -173,10 +192,14 @@ def read_result(path: str | Path) -> Result | OverTraining:
     return ANALYSES[name].result.from_json(data)
 
 
-def over_checkpoints(analysis: Analysis, run, options: Options, steps: list[int] | None = None, load: Callable | None = None) -> OverTraining:
+def over_checkpoints(
+    analysis: Analysis, run, options: Options, steps: list[int] | None = None, load: Callable | None = None, interventions: Sequence[Intervention] = ()
+) -> OverTraining:
     """``analysis`` at every saved checkpoint of ``run`` (or at ``steps``), with its over-training options on
     top of ``options``. ``load(step)`` gives that step's run (default: :func:`nrecur.runs.load_run`). The same
-    seed, so the same sequences and splits, at every step: the curves differ only by the weights."""
+    seed, so the same sequences and splits, at every step: the curves differ only by the weights.
+    ``interventions``: each checkpoint is analyzed with those active at its step, its controls with those
+    active at step 0 (:func:`~nrecur.analysis.contract.as_training_saw_it`)."""
     steps = list(run.checkpoint_steps if steps is None else steps)
     load = load or (lambda step: load_run(run.path, step=step, device=next(run.model.parameters()).device))
     given = options.model_dump()
@@ -188,7 +211,7 @@ def over_checkpoints(analysis: Analysis, run, options: Options, steps: list[int]
     series: dict[str, list[float]] = {}
     snapshots = []
     for index, step in enumerate(progress_bar(steps, f"{analysis.name} over training", total=len(steps))):
-        result = analysis.compute(load(step), options)
+        result = _as_trained(analysis, load(step), options, interventions)
         for key, value in result.headline.items():
             series.setdefault(key, [float("nan")] * index).append(float(value))
         for key in series.keys() - result.headline.keys():
@@ -219,8 +242,10 @@ def analyze(
     earlier checkpoint). With ``on_error="raise"`` every analysis is computed before anything is written, so
     a failure leaves the folder as it was; with ``"record"`` (a job) each result is written as soon as it is
     done and a failure is recorded while the others go on. ``with_interventions``: the model as training saw
-    it, with the run's interventions active at its step (an analysis with its own ``with_interventions``
-    option applies them itself). ``log`` receives one line per note and per result.
+    it: the model with the run's interventions active at its step, every control model (the initialization)
+    with those active at step 0, and over training each checkpoint with those active at its step (an
+    analysis with its own ``with_interventions`` option applies them itself). ``log`` receives one line per
+    note and per result.
     """
     log = log or (lambda line: None)
     explicit = "all" not in list(what)
@@ -237,18 +262,18 @@ def analyze(
     if folder is None:
         latest = not run.checkpoint_steps or run.step == run.checkpoint_steps[-1]
         folder = run.folder.analysis_dir if latest else run.folder.analysis_dir_at(run.step)
-    interventions = run.config.train.interventions if with_interventions else []
-    active_hooks, seen = _interventions(interventions, run.step)
+    interventions = tuple(run.config.train.interventions) if with_interventions else ()
+    seen = seen_with(interventions, run.step)
     jobs: list[tuple[str, Callable[[], Result | OverTraining], bool]] = []
     for analysis in chosen:
         opts = resolved[analysis.name]
-        itself = "with_interventions" in analysis.options.model_fields
-        if itself and with_interventions:
+        if with_interventions and "with_interventions" in analysis.options.model_fields:
             opts = opts.model_copy(update={"with_interventions": True})
-        hooks = [] if itself else active_hooks
-        jobs.append((analysis.name, lambda a=analysis, o=opts, h=hooks: _hooked(run, h, lambda: a.compute(run, o)), False))
+        jobs.append((analysis.name, lambda a=analysis, o=opts: _as_trained(a, run, o, interventions), False))
         if over_training and analysis.over_training is not None and len(run.checkpoint_steps) > 1:
-            jobs.append((analysis.name + OVER_TRAINING, lambda a=analysis, o=opts: over_checkpoints(a, run, o), True))
+            jobs.append((analysis.name + OVER_TRAINING, lambda a=analysis, o=opts: over_checkpoints(a, run, o, interventions=interventions), True))
+    if over_training and len(run.checkpoint_steps) < 2:
+        log(f"note: nothing runs over training: {run.path} has {len(run.checkpoint_steps)} saved checkpoint (train with --log-checkpoints N for more)")
     pending: list[tuple[Outcome, bool]] = []
     with showing_progress(progress):
         for index, (name, job, is_series) in enumerate(jobs):
@@ -301,10 +326,11 @@ def _interrupted(error, left, pending, outcomes, folder, run, seen, log, on_erro
     raise AnalysisInterrupted(written, remaining, error) from error
 
 
-def _write(outcome: Outcome, folder, run, is_series: bool, seen: list[str], log, on_error: str) -> Outcome:
+def _write(outcome: Outcome, folder, run, is_series: bool, seen: dict, log, on_error: str) -> Outcome:
     start = time.perf_counter()
     try:
-        paths = write_result(outcome.result, folder, step=None if is_series else run.step, interventions=None if is_series else seen)
+        about = {"initialization": describe_initialization(run.config), **seen.get("series" if is_series else "checkpoint", {})}
+        paths = write_result(outcome.result, folder, step=None if is_series else run.step, about=about)
     except Exception as error:  # noqa: BLE001
         if on_error == "raise":
             raise
@@ -319,15 +345,25 @@ def _write(outcome: Outcome, folder, run, is_series: bool, seen: list[str], log,
     return Outcome(outcome.name, "wrote", f"{len(paths)} files", outcome.seconds, outcome.result, tuple(paths))
 
 
-def _interventions(interventions, step: int) -> tuple[list, list[str]]:
+def seen_with(interventions: Sequence[Intervention], step: int) -> dict[str, dict[str, list[str]]]:
+    """What the models of an analysis at ``step`` (``checkpoint``) and over training (``series``) are analyzed
+    with, as their files say it: the model with the interventions active at ``step`` (over training: each at
+    the checkpoints where it is active), the controls with those active at step 0. Empty without interventions."""
     if not interventions:
-        return [], []
-    return intervention_hooks(interventions, step), [i.describe() for i in interventions if i.active(step)]
+        return {}
+    controls = {"controls_with_interventions": [i.describe() for i in interventions if i.active(0)]}
+    return {
+        "checkpoint": {"analyzed_with_interventions": [i.describe() for i in interventions if i.active(step)], **controls},
+        "series": {"analyzed_with_interventions": [i.describe() for i in interventions], **controls},
+    }
 
 
-def _hooked(run, hooks: list, fn: Callable):
-    if not hooks:
-        return fn()
-    with run.model.hooks(hooks):
-        return fn()
+def _as_trained(analysis: Analysis, run, options: Options, interventions: Sequence[Intervention]) -> Result:
+    """``analysis.compute(run, options)``, every model seen as training saw it (none for an analysis that
+    applies the interventions itself: its ``with_interventions`` option)."""
+    if "with_interventions" in analysis.options.model_fields:
+        interventions = ()
+    with as_training_saw_it(interventions):
+        seen_at(run.model, run.step)
+        return analysis.compute(run, options)
 

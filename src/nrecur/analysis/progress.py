@@ -1,12 +1,13 @@
 """Progress measures: what changes inside the model while it learns, checkpoint by checkpoint.
 
 Following the grokking progress-measures work, we follow a run over its saved
-(log-spaced) checkpoints with measures that can move before the loss does
-(SPEC §5): the total squared weight norm, and at every checkpoint, on fresh
+(log-spaced) checkpoints up to the one analyzed (the latest, or ``--step``) with
+measures that can move before the loss does (SPEC §5): the total squared weight
+norm, and at every checkpoint, on fresh
 sequences of the run's task, the model's cross-entropy, the best head's period
 score for every period (the heads analysis), the held-out R² of ridge probes for
 the period and the target (the probes analysis), and two losses built from the
-mechanism. The *period heads* are identified once, at the last checkpoint, by
+mechanism. The *period heads* are identified once, at the analyzed checkpoint, by
 the heads analysis's rule (:func:`nrecur.analysis.heads.period_heads`): each
 period's best head, and every other head whose period score beats the uniform
 baseline by at least ``margin``. The **restricted loss** keeps only them: the
@@ -155,7 +156,7 @@ class ProgressResult(Result):
     headline: dict[str, float]
     options: ProgressOptions
     step: int
-    """The last checkpoint's step."""
+    """The analyzed checkpoint's step: the last one followed."""
     periods: tuple[int, ...]
     period_heads: tuple[str, ...]
     """``"L.H"``: the heads kept by the restricted loss and ablated by the excluded one."""
@@ -193,9 +194,15 @@ def _applies(run) -> str | None:
         return f"needs an n-recurrence task (period heads), not {run.task.kind}"
     if run.model.config.n_layers == 0:
         return "the model has no attention layers: no period heads to keep or ablate"
-    if len(run.checkpoint_steps) < 2:
-        return "the run has one checkpoint: no training dynamics to follow (train with --log-checkpoints N)"
+    if len(followed_steps(run)) < 2:
+        return f"the run has one checkpoint up to step {run.step}: no training dynamics to follow (train with --log-checkpoints N)"
     return None
+
+
+def followed_steps(run) -> list[int]:
+    """The saved checkpoints progress follows: those up to the loaded one (``run.step``), so that a result is
+    always of the checkpoint it says it is."""
+    return [step for step in run.checkpoint_steps if step <= run.step]
 
 
 def measure(model: GPT, step: int, run, options: ProgressOptions, sample, targets, split, kept, periods) -> Measures:
@@ -229,17 +236,17 @@ def measure(model: GPT, step: int, run, options: ProgressOptions, sample, target
 
 
 def compute(run, options: ProgressOptions) -> ProgressResult:
-    """Progress measures of ``run`` at each saved checkpoint (each loaded on the model's device) and on its
-    initialization. The period heads are those of the last checkpoint, whichever ``run.step`` was loaded."""
+    """Progress measures of ``run`` at each saved checkpoint up to the loaded one (each loaded on the model's
+    device) and on its initialization. The period heads are those of the loaded checkpoint (``run.step``)."""
     reason = _applies(run)
     if reason is not None:
         raise ValueError(f"progress does not apply: {reason}")
     device = next(run.model.parameters()).device
     load = lambda step: load_run(run.path, step=step, device=device).model  # noqa: E731
     task, length, seed = run.task, run.config.length, options.seed
-    steps = run.checkpoint_steps
+    steps = followed_steps(run)
     interventions = run.config.train.interventions if options.with_interventions else ()
-    final = run.model if run.step == steps[-1] else load(steps[-1])
+    final = run.model
     with final.hooks(intervention_hooks(interventions, steps[-1])):
         scores = score_heads(final, task, length, options.n_sequences, seed)
     periods = tuple(scores.period)
@@ -276,7 +283,7 @@ def compute(run, options: ProgressOptions) -> ProgressResult:
     return ProgressResult(
         headline=headline,
         options=options,
-        step=steps[-1],
+        step=run.step,
         periods=periods,
         period_heads=tuple(f"{layer}.{head}" for layer, head in kept),
         period_baseline=tuple(scores.baseline[n] for n in periods),

@@ -38,8 +38,9 @@ def register(subparsers) -> None:
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"], help="where to run the model (default: cpu)")
     parser.add_argument(
         "--with-interventions", action="store_true",
-        help="analyze the model as training saw it: with the run's interventions (--ablate-head, --clamp-pattern of "
-        "nrecur train) active at the checkpoint's step; progress applies them at every checkpoint (default: the bare model)",
+        help="analyze every model as training saw it, with the run's interventions (--ablate-head, --clamp-pattern of "
+        "nrecur train) active at its step: the checkpoint at its step, the controls (the run's initialization) at step 0, "
+        "each checkpoint over training at its own (default: the bare models)",
     )  # fmt: skip
     parser.add_argument("--no-progress", action="store_true", help="no progress output")
     parser.set_defaults(handler=analyze_command, command="analyze", again=analyze_again)
@@ -119,7 +120,8 @@ def analyze_command(args: argparse.Namespace) -> int:
     if interventions and not args.with_interventions:
         print(f"note: this run trained with interventions ({', '.join(i.describe() for i in interventions)}); analyzing the bare model (--with-interventions applies them)")
     elif args.with_interventions and not any(i.active(run.step) for i in interventions):
-        print(f"note: none of this run's interventions was active at step {run.step}; the latest-checkpoint analyses see the bare model")
+        print(f"note: none of this run's interventions was active at step {run.step}: the model is analyzed bare (its controls, the "
+              "initialization, with those active at step 0; over training, each checkpoint with those active there)")  # fmt: skip
     try:
         analyze(
             run, args.what, options, over_training=args.checkpoints == "all", with_interventions=args.with_interventions,
