@@ -11,8 +11,8 @@ import torch
 
 from nrecur.model import GPT, GPTConfig
 from nrecur.tasks import NRecurrence
-from nrecur.train import RunConfig, TrainConfig, train
-from nrecur.train.optimizers import MuonWithAdamW, make_optimizer, muon_parameters
+from nrecur.train import RunConfig, TrainConfig, optimizers, train
+from nrecur.train.optimizers import MuonWithAdamW, make_optimizer, muon_parameters, newton_schulz, newton_schulz_dtype
 
 MODEL = GPTConfig(vocab_size=8, n_ctx=12, d_model=16, n_layers=2, n_heads=2, d_head=8, d_mlp=32)
 
@@ -41,16 +41,18 @@ def test_muon_trains_exactly_the_linear_weights_inside_the_blocks():
     assert names == expected
 
 
-def test_muon_with_adamw_steps_like_torch_muon_and_adamw_apart():
-    """Same trajectory, bit for bit, as torch.optim.Muon on the matrices plus torch.optim.AdamW on the rest,
-    including a learning rate changed on the param groups between steps (as the trainer's schedule does)."""
+def test_muon_with_adamw_steps_like_torch_muon_and_adamw_apart(monkeypatch):
+    """Orthogonalizing in bfloat16 (torch's dtype): the same trajectory, bit for bit, as torch.optim.Muon on the
+    matrices plus torch.optim.AdamW on the rest, including a learning rate changed on the param groups between
+    steps (as the trainer's schedule does)."""
     torch.manual_seed(0)
     ours, reference = GPT(MODEL), GPT(MODEL)
     reference.load_state_dict(ours.state_dict())
     initial_qkv = ours.blocks[0].attn.qkv.weight.detach().clone()
     train_config = TrainConfig(optimizer="muon", lr=5e-3, weight_decay=0.1, betas=(0.9, 0.98))
+    monkeypatch.setattr(optimizers, "newton_schulz_dtype", lambda device: torch.bfloat16)
     optimizer = make_optimizer(ours, train_config)
-    assert isinstance(optimizer, MuonWithAdamW)
+    assert isinstance(optimizer, MuonWithAdamW) and optimizer.muon.ns_dtype == torch.bfloat16
     matrices = muon_parameters(reference)
     rest = [p for p in reference.parameters() if all(p is not m for m in matrices)]
     muon = torch.optim.Muon(matrices, lr=5e-3, weight_decay=0.1, adjust_lr_fn="match_rms_adamw")
@@ -72,6 +74,39 @@ def test_muon_with_adamw_steps_like_torch_muon_and_adamw_apart():
     for (name, a), b in zip(ours.named_parameters(), reference.parameters()):
         assert torch.equal(a, b), name
     assert not torch.equal(ours.blocks[0].attn.qkv.weight, initial_qkv)
+
+
+def reference_newton_schulz(matrix: torch.Tensor, steps: int = 5) -> torch.Tensor:
+    """The quintic iteration written out in float64 on the tall-or-wide matrix as given (X <- aX + b(XX^T)X +
+    c(XX^T)^2 X on the wide orientation)."""
+    a, b, c = 3.4445, -4.7750, 2.0315
+    x = matrix.double()
+    wide = x if x.shape[0] <= x.shape[1] else x.T
+    wide = wide / torch.linalg.matrix_norm(wide)
+    for _ in range(steps):
+        gram = wide @ wide.T
+        wide = a * wide + b * gram @ wide + c * gram @ gram @ wide
+    return wide if x.shape[0] <= x.shape[1] else wide.T
+
+
+@pytest.mark.parametrize("shape", [(24, 8), (8, 8), (8, 32)])
+def test_newton_schulz_in_float32_follows_the_float64_iteration_and_bfloat16_is_coarser(shape):
+    torch.manual_seed(3)
+    matrix = torch.randn(shape)
+    exact = reference_newton_schulz(matrix)
+    in_float32, in_bfloat16 = newton_schulz(matrix, torch.float32), newton_schulz(matrix, torch.bfloat16)
+    assert in_float32.dtype == torch.float32 and in_float32.shape == shape
+    float32_error = (in_float32.double() - exact).abs().max().item()
+    bfloat16_error = (in_bfloat16.double() - exact).abs().max().item()
+    assert float32_error < 1e-5 < bfloat16_error, (float32_error, bfloat16_error)
+    singular = torch.linalg.svdvals(exact)
+    assert singular.min() > 0.5 and singular.max() < 1.3  # orthogonalized: the iteration's band, not the input's spread
+
+
+def test_muon_orthogonalizes_in_float32_on_a_cpu_and_in_bfloat16_on_cuda():
+    model = GPT(MODEL)
+    assert make_optimizer(model, TrainConfig(optimizer="muon")).muon.ns_dtype == torch.float32
+    assert newton_schulz_dtype("cpu") == torch.float32 and newton_schulz_dtype("cuda") == torch.bfloat16
 
 
 def test_muon_with_adamw_state_dict_round_trip_continues_identically():
