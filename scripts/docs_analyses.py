@@ -32,6 +32,11 @@ def _text(value: str) -> str:
     return escaped
 
 
+def _code(value: str) -> str:
+    """``value`` as a code span in a table cell: literal inside (no backslash escapes), only ``|`` kept out."""
+    return "`" + str(value).replace("`", "'").replace("|", "&#124;") + "`"
+
+
 def _number(value) -> str:
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
         return "–"
@@ -46,15 +51,20 @@ def _paragraphs(doc: str) -> list[str]:
     return [p.replace("``", "`") for p in paragraphs]
 
 
-def headline_table(headline: dict) -> list[str]:
-    """Markdown rows: each headline figure beside its controls (pairing by the controls' suffixes)."""
-    from nrecur.analysis.figures.over_training import headline_panels
+def headline_table(headline: dict, initialization: dict | None = None) -> list[str]:
+    """Markdown rows: each headline figure beside its controls (pairing by the controls' suffixes), each
+    control named with its label (``initialization``: the result file's, naming a fine-tune's source)."""
+    from nrecur.analysis.figures.over_training import CONTROL_SUFFIXES, control_label, headline_panels
+
+    def label(name: str) -> str:
+        suffix = next(c for c in CONTROL_SUFFIXES if name.partition("/")[0].endswith(c))
+        return control_label(suffix, initialization)
 
     panels = headline_panels([name for name in headline if name != "checkpoints"])
     lines = ["| figure | value | controls |", "|---|---|---|"]
     for title, members in panels:
-        controls = ", ".join(f"`{_text(name)}` {_number(headline[name])}" for name in members if name != title) or "–"
-        lines.append(f"| `{_text(title)}` | {_number(headline.get(title))} | {controls} |")
+        controls = ", ".join(f"{label(name)} ({_code(name)}) {_number(headline[name])}" for name in members if name != title) or "–"
+        lines.append(f"| {_code(title)} | {_number(headline.get(title))} | {controls} |")
     return lines
 
 
@@ -68,7 +78,7 @@ def example_section(name: str) -> list[str]:
     origin = json.loads(source.read_text()) if source.is_file() else {}
     run = origin.get("runs", {}).get(name, "a run of the main job")
     lines = ["## An example", "", f"On {_text(run)} (step {data.get('step', '?')}), `nrecur analyze` wrote:", ""]
-    lines += headline_table(data["headline"]) + [""]
+    lines += headline_table(data["headline"], data.get("initialization")) + [""]
     for figure in data.get("figures", []):
         if figure.endswith(".png") and (EXAMPLES / figure).is_file():
             lines += [f"![{_text(figure)}](../results/analyses/{figure})", ""]

@@ -17,6 +17,9 @@ import shutil
 import sys
 from pathlib import Path
 
+from nrecur.analysis.contract import initialization_of
+from nrecur.train.folder import RunFolder
+
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "results" / "analyses"
 PREFERRED = {
     "geometry": ("mess3",),
@@ -25,6 +28,13 @@ PREFERRED = {
 }
 """analysis → run-folder suffixes to take its example from, in order; others: the deterministic run first."""
 DEFAULT = ("det", "stoch-scratch", "stoch-finetune", "mess3")
+
+
+def _with_initialization(data: dict, initialization: dict) -> dict:
+    """``data`` with ``initialization`` where the driver writes it: after ``step`` (or the headline)."""
+    at = list(data).index("step" if "step" in data else "headline") + 1
+    items = list(data.items())
+    return dict(items[:at] + [("initialization", initialization)] + items[at:])
 
 
 def main(argv: list[str]) -> int:
@@ -43,7 +53,11 @@ def main(argv: list[str]) -> int:
             if found:
                 folder = found[0]
                 data = json.loads((folder / "analysis" / f"{name}.json").read_text())
-                shutil.copyfile(folder / "analysis" / f"{name}.json", DOCS / f"{name}.json")
+                if "initialization" in data:
+                    shutil.copyfile(folder / "analysis" / f"{name}.json", DOCS / f"{name}.json")
+                else:  # a file that does not say what the control model is: the run's config does
+                    data = _with_initialization(data, initialization_of(RunFolder(folder).read_config()))
+                    (DOCS / f"{name}.json").write_text(json.dumps(data, indent=1) + "\n")
                 for figure in data.get("figures", []):
                     if figure.endswith(".png"):
                         shutil.copyfile(folder / "analysis" / figure, DOCS / figure)

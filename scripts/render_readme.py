@@ -43,15 +43,19 @@ def _number(value) -> str:
     return str(value)
 
 
-def _controls(headline: dict, name: str) -> list[str]:
+def _controls(headline: dict, name: str, initialization: dict | None = None) -> list[str]:
+    """``["initialization 0.1", "shuffled 0"]``: the controls of headline figure ``name``, labelled as the report
+    labels them (a fine-tune's initialization is its fine-tuning source: the file's ``initialization`` says so)."""
+    from nrecur.analysis.figures.over_training import CONTROL_SUFFIXES, control_label
+
     stem, _, tail = name.partition("/")
     found = []
     for key in headline:
         other, _, other_tail = key.partition("/")
         if other != stem and other.startswith(stem + "_") and other_tail == tail:
-            suffix = other[len(stem) + 1 :]
-            if suffix in ("random_init", "shuffled", "no_edit", "unablated", "ceiling", "random", "baseline"):
-                found.append(f"{suffix.replace('_', ' ')} {_number(headline[key])}")
+            suffix = other[len(stem) :]
+            if suffix in CONTROL_SUFFIXES:
+                found.append(f"{control_label(suffix, initialization)} {_number(headline[key])}")
     return found
 
 
@@ -72,7 +76,7 @@ def analyses_block() -> str:
         if quoted not in headline:
             raise ValueError(f"{path}: its headline has no {quoted!r} (the README quotes it)")
         run = source.get("runs", {}).get(name, "").replace("the main job's run ", "")
-        controls = ", ".join(_controls(headline, quoted)) or "–"
+        controls = ", ".join(_controls(headline, quoted, data.get("initialization"))) or "–"
         lines.append(f"| {name} | `{quoted}` | {_number(headline[quoted])} | {controls} | {run} |")
         if (folder / figure).is_file():
             figures.append(f'<img src="docs/results/analyses/{figure}" alt="{name}" width="400">')

@@ -20,6 +20,7 @@ from nrecur import NRecurrence, load_run, train
 from nrecur.analysis import ANALYSES, Analysis, OptionError, Options, Result, analyze, compute, initial_model, read_result, write_result
 from nrecur.analysis.contract import register
 from nrecur.analysis.driver import resolve_options
+from nrecur.analysis.figures.over_training import control_label
 from nrecur.cli import main
 from nrecur.model import GPTConfig
 from nrecur.train import RunConfig, TrainConfig
@@ -260,11 +261,13 @@ def test_a_result_is_written_as_of_its_own_checkpoint_or_refused(confidence_anal
 
 def test_the_file_says_what_the_control_model_is(confidence_analysis, run_folder, tmp_path):
     analyze(load_run(run_folder), ["confidence"], {"n_sequences": 16}, folder=tmp_path / "scratch")
-    assert json.loads((tmp_path / "scratch" / "confidence.json").read_text())["initialization"] == "a fresh model (init_seed 0)"
+    scratch = json.loads((tmp_path / "scratch" / "confidence.json").read_text())["initialization"]
+    assert scratch == {"init_from": None, "init_seed": 0} and control_label("_random_init", scratch) == "initialization"
     finetuned = load_run(_finetune(run_folder, tmp_path / "ft"))
     analyze(finetuned, ["confidence"], {"n_sequences": 16}, folder=tmp_path / "tuned")
-    said = json.loads((tmp_path / "tuned" / "confidence.json").read_text())["initialization"]
-    assert said == f"its fine-tuning source (init_from {run_folder})"
+    tuned = json.loads((tmp_path / "tuned" / "confidence.json").read_text())["initialization"]
+    assert tuned == {"init_from": str(run_folder), "init_seed": 0} and control_label("_random_init", tuned) == "fine-tuning source"
+    assert control_label("_random_init") == "initialization" and control_label("_shuffled", tuned) == "shuffled"  # a file without it
 
 
 def test_over_training_on_a_run_with_one_checkpoint_says_so_in_one_line(confidence_analysis, tmp_path, capsys):

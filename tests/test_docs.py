@@ -95,6 +95,14 @@ def test_every_analysis_example_rebuilds_from_its_file_and_has_its_figures(path)
     assert figures and all((ANALYSIS_EXAMPLES / f).is_file() for f in figures)
 
 
+def test_an_analysis_page_names_a_fine_tunes_control_its_fine_tuning_source():
+    pages = load_script("docs_analyses")
+    headline = {"kl": 0.1, "kl_random_init": 0.5, "kl_shuffled": 0.4}
+    assert pages.headline_table(headline, {"init_from": None, "init_seed": 0})[2] == "| `kl` | 0.1 | initialization (`kl_random_init`) 0.5, shuffled (`kl_shuffled`) 0.4 |"
+    tuned = pages.headline_table(headline, {"init_from": "/runs/source", "init_seed": 0})[2]
+    assert tuned == "| `kl` | 0.1 | fine-tuning source (`kl_random_init`) 0.5, shuffled (`kl_shuffled`) 0.4 |"
+
+
 BAD = {
     "missing": (None, "no such result file"),
     "not JSON": ("{'rows': ", "not valid JSON"),

@@ -86,12 +86,15 @@ def test_the_headline_is_a_compact_table_a_figure_beside_its_controls():
     grid, listed = headline_tables(headline)
     assert grid.header == ("figure", "target", "period")
     assert grid.rows == (
-        ("r2_linear", "0.9", "0.8"), ("r2_linear, random init", "0.1", "0.2"), ("r2_linear, shuffled", "0", ""), ("r2_mlp", "0.95", ""),
+        ("r2_linear", "0.9", "0.8"), ("r2_linear, initialization", "0.1", "0.2"), ("r2_linear, shuffled", "0", ""), ("r2_mlp", "0.95", ""),
     )  # fmt: skip
     assert listed.header == ("figure", "value", "no edit", "ceiling")
     assert listed.rows == (("hold", "0.5", "0.1", "0.9123"), ("success_random", "0.3", "", ""))
     (only,) = headline_tables({"kl/one": 0.5, "kl_random_init/one": 0.7})  # one quantity: no grid
-    assert only.rows == (("kl/one", "0.5", "0.7"),) and only.header == ("figure", "value", "random init")
+    assert only.rows == (("kl/one", "0.5", "0.7"),) and only.header == ("figure", "value", "initialization")
+    # A fine-tune's control is its source's weights, and its file says so: the label names it.
+    (tuned,) = headline_tables({"kl/one": 0.5, "kl_random_init/one": 0.7}, {"init_from": "/runs/source", "init_seed": 0})
+    assert tuned.header == ("figure", "value", "fine-tuning source")
 
 
 def test_a_figure_caption_is_the_first_line_of_its_title(tmp_path):

@@ -38,7 +38,7 @@ from nrecur.train.interventions import Intervention, intervention_hooks
 from nrecur.train.loop import build_model, init_weights_from
 
 __all__ = [
-    "ANALYSES", "Analysis", "OptionError", "Options", "Result", "as_training_saw_it", "describe_initialization", "initial_model", "json_ready",
+    "ANALYSES", "Analysis", "OptionError", "Options", "Result", "as_training_saw_it", "initial_model", "initialization_of", "json_ready",
     "register", "resolve_reference", "seen_at", "untrained_like",
 ]  # fmt: skip
 
@@ -209,7 +209,7 @@ def initial_model(run) -> GPT:
     """The run's own initialization, in eval mode on the run's device: the weights it started training from —
     its fine-tuning source's where it has ``init_from``, else a fresh model from its ``init_seed``. The
     controls of every analysis are computed on it (their headline names end in ``_random_init`` either way;
-    :func:`describe_initialization` says which it is). Inside :func:`as_training_saw_it` it runs with the
+    :func:`initialization_of` says which it is, and every result file repeats it). Inside :func:`as_training_saw_it` it runs with the
     interventions active at step 0."""
     device = next(run.model.parameters()).device
     model = build_model(run.config, device)
@@ -218,11 +218,10 @@ def initial_model(run) -> GPT:
     return seen_at(model.eval(), 0)
 
 
-def describe_initialization(config) -> str:
-    """What a run's initialization (the control model of every analysis) is, in words, from its config."""
-    if config.init_from:
-        return f"its fine-tuning source (init_from {config.init_from})"
-    return f"a fresh model (init_seed {config.train.init_seed})"
+def initialization_of(config) -> dict:
+    """What a run's initialization (the control model of every analysis, ``…_random_init``) is, from its config:
+    ``init_from`` (a fine-tune's source; None for a fresh model) and ``init_seed`` (a fresh model's seed)."""
+    return {"init_from": config.init_from, "init_seed": config.train.init_seed}
 
 
 @torch.no_grad()

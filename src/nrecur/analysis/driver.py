@@ -23,7 +23,7 @@ from typing import Any, Callable, Iterable, Literal, Mapping, Sequence
 from nrecur._io import atomic_write_text, remove_stale_temporaries
 from nrecur.analysis.base import showing_progress, progress_bar
 from nrecur.analysis.contract import (
-    ANALYSES, Analysis, OptionError, Options, Result, as_training_saw_it, describe_initialization, json_ready, resolve_reference, seen_at,
+    ANALYSES, Analysis, OptionError, Options, Result, as_training_saw_it, initialization_of, json_ready, resolve_reference, seen_at,
 )  # fmt: skip
 from nrecur.runs import load_run
 from nrecur.train.interventions import Intervention
@@ -156,7 +156,8 @@ def write_result(
     checkpoint the caller asked for, and a result of another checkpoint is refused (a ValueError naming both)
     before anything is written. ``interventions``: those the model was analyzed with
     (``analyzed_with_interventions``); ``about``: more such facts, written beside ``step`` (the driver's: what
-    the control model is, ``initialization``, and what it was analyzed with, ``controls_with_interventions``)."""
+    the control model is, ``initialization`` (:func:`~nrecur.analysis.contract.initialization_of`), and what
+    it was analyzed with, ``controls_with_interventions``)."""
     own = getattr(result, "step", None)
     if step is not None and own is not None and own != step:
         raise ValueError(f"{result.name}: the result is of step {own}, not of the requested checkpoint {step}; nothing written")
@@ -329,7 +330,7 @@ def _interrupted(error, left, pending, outcomes, folder, run, seen, log, on_erro
 def _write(outcome: Outcome, folder, run, is_series: bool, seen: dict, log, on_error: str) -> Outcome:
     start = time.perf_counter()
     try:
-        about = {"initialization": describe_initialization(run.config), **seen.get("series" if is_series else "checkpoint", {})}
+        about = {"initialization": initialization_of(run.config), **seen.get("series" if is_series else "checkpoint", {})}
         paths = write_result(outcome.result, folder, step=None if is_series else run.step, about=about)
     except Exception as error:  # noqa: BLE001
         if on_error == "raise":

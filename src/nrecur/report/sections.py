@@ -24,7 +24,7 @@ import numpy as np
 
 from nrecur.analysis import ANALYSES
 from nrecur.analysis.figures.common import pyplot
-from nrecur.analysis.figures.over_training import CONTROL_SUFFIXES
+from nrecur.analysis.figures.over_training import CONTROL_SUFFIXES, control_label
 from nrecur.analysis.figures.geometry import belief_colours, draw_simplex, label_vertices
 from nrecur.report.curves import SET_LABELS, eval_sets
 from nrecur.report.embed import Budget, Image, figure_image, file_image
@@ -192,10 +192,6 @@ def sample_sizes(item: AnalysisFile) -> tuple[tuple[str, str], ...]:
     return tuple((label, f"{found[key]:,}") for key, label in SAMPLE_SIZES.items() if isinstance(found[key], int) and not isinstance(found[key], bool))
 
 
-CONTROL_LABELS = {"random_init": "random init", "shuffled": "shuffled", "no_edit": "no edit", "unablated": "unablated", "random": "random", "ceiling": "ceiling", "baseline": "baseline"}
-"""A control's suffix (:data:`~nrecur.analysis.figures.over_training.CONTROL_SUFFIXES`) → its column or row label."""
-
-
 def _parts(name: str, names) -> tuple[str, str, str]:
     """``r2_linear_random_init/target`` → ``("r2_linear", "target", "random_init")`` when ``names`` hold the figure
     it controls (``r2_linear/target``); a name without one is a figure of its own."""
@@ -207,12 +203,13 @@ def _parts(name: str, names) -> tuple[str, str, str]:
     return stem, tail, ""
 
 
-def headline_tables(headline: dict) -> tuple[Table, ...]:
+def headline_tables(headline: dict, initialization: dict | None = None) -> tuple[Table, ...]:
     """A headline as compact tables.
 
     Figures of several quantities (``x/period``, ``x/target``, ``x_random_init/period``, …) form a grid: one
     row per figure and per control of it, one column per quantity. The others form a list: one row per figure,
-    its value beside each of its controls (``x``, ``x_no_edit``, ``x_ceiling``, …)."""
+    its value beside each of its controls (``x``, ``x_no_edit``, ``x_ceiling``, …), each control labelled by
+    :func:`~nrecur.analysis.figures.over_training.control_label` (``initialization``: the result file's)."""
     parts = {name: _parts(name, headline) for name in headline}
     tailed = [name for name in headline if parts[name][1]]
     rows_of = list(dict.fromkeys((parts[name][0], parts[name][2]) for name in tailed))
@@ -225,7 +222,7 @@ def headline_tables(headline: dict) -> tuple[Table, ...]:
         rows_of.sort(key=lambda row: (stems.index(row[0]), order.index(row[1]) + 1 if row[1] in order else 0))  # controls under their figure
         cells = {(parts[name][0], parts[name][2], parts[name][1]): headline[name] for name in tailed}
         rows = tuple(
-            (stem if not control else f"{stem}, {CONTROL_LABELS.get(control, control)}",) + tuple(fmt(cells[(stem, control, tail)]) if (stem, control, tail) in cells else "" for tail in tails)
+            (stem if not control else f"{stem}, {control_label(control, initialization)}",) + tuple(fmt(cells[(stem, control, tail)]) if (stem, control, tail) in cells else "" for tail in tails)
             for stem, control in rows_of
         )  # fmt: skip
         tables.append(Table("figures by quantity (a control right under its figure)", ("figure", *tails), rows))
@@ -236,7 +233,7 @@ def headline_tables(headline: dict) -> tuple[Table, ...]:
         values: dict[str, dict[str, object]] = {}
         for name in listed:
             values.setdefault(base[name], {})[parts[name][2]] = headline[name]
-        header = ("figure", "value", *(CONTROL_LABELS.get(c, c) for c in controls))
+        header = ("figure", "value", *(control_label(c, initialization) for c in controls))
         rows = tuple((figure, fmt(got.get("")) if "" in got else "", *(fmt(got[c]) if c in got else "" for c in controls)) for figure, got in values.items())
         tables.append(Table("figures" + (" beside their controls" if controls else ""), header, rows))
     return tuple(tables)
@@ -314,7 +311,7 @@ def analysis_sections(analyses: tuple[AnalysisFile, ...], budget: Budget, page_d
                 Part(
                     name=item.name,
                     step=item.step,
-                    headline=headline_tables(item.headline),
+                    headline=headline_tables(item.headline, item.data.get("initialization")),
                     figures=_figures(item, budget, page_dir),
                     slider=slider_fn(item, budget) if slider_fn else None,
                     sizes=sample_sizes(item),

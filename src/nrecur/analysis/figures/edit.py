@@ -11,7 +11,7 @@ from nrecur.analysis.figures.common import OKABE_ITO, pyplot, save_figure
 __all__ = ["draw", "draw_by_rule", "draw_hold", "draw_sites"]
 
 METHOD_COLOURS = {"patch": OKABE_ITO[0], "steer": OKABE_ITO[1], "rank_one": OKABE_ITO[2]}
-CONTROL_COLOURS = {"no edit": "#999999", "ceiling": OKABE_ITO[7], "random init": OKABE_ITO[4]}
+CONTROL_COLOURS = {"no edit": "#999999", "ceiling": OKABE_ITO[7], "initialization": OKABE_ITO[4]}
 
 
 def _site(name: str) -> str:
@@ -54,7 +54,7 @@ def draw_hold(result, folder: Path) -> list[Path]:
     bars += [
         ("no edit", result.no_edit.hold_rate, CONTROL_COLOURS["no edit"], None),
         ("ceiling: the context's tokens rewritten", result.ceiling.hold_rate, CONTROL_COLOURS["ceiling"], None),
-        ("the chosen edit on the run's initialization", result.hold_rate_random_init, CONTROL_COLOURS["random init"], None),
+        ("the chosen edit on the run's initialization", result.hold_rate_random_init, CONTROL_COLOURS["initialization"], None),
     ]
     y = np.arange(len(bars))[::-1]
     for row, (label, value, colour, hatch) in zip(y, bars):

@@ -1,7 +1,7 @@
 """The figure every analysis gets over training: its headline figures as curves over the saved checkpoints.
 
 Each headline figure is drawn beside its control (the ``…_random_init`` /
-``…_no_edit`` / ``…_shuffled`` figure of the same name) in one panel; an
+``…_no_edit`` / ``…_shuffled`` figure of the same name, :data:`CONTROL_LABELS`) in one panel; an
 analysis with a figure of its own over training (the belief simplex at each
 checkpoint) adds it.
 """
@@ -10,18 +10,35 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Any, Mapping
 
 import numpy as np
 
 from nrecur.analysis.contract import ANALYSES, resolve_reference
 from nrecur.analysis.figures.common import OKABE_ITO, pyplot, save_figure
 
-__all__ = ["CONTROL_SUFFIXES", "draw", "headline_panels"]
+__all__ = ["CONTROL_LABELS", "CONTROL_SUFFIXES", "control_label", "draw", "headline_panels"]
 
 CONTROL_STYLES = (("#555555", "--"), ("#999999", ":"), ("#D55E00", "-."), ("#CC79A7", (0, (1, 1))))
 """Colour and dash of a panel's first, second, … control: told apart in grey and by their dashes."""
-CONTROL_SUFFIXES = ("_random_init", "_shuffled", "_no_edit", "_unablated", "_random", "_ceiling", "_baseline")
-"""Suffixes that mark a headline figure as a control of the figure named without it."""
+CONTROL_LABELS = {
+    "_random_init": "initialization", "_shuffled": "shuffled", "_no_edit": "no edit", "_unablated": "unablated", "_random": "random",
+    "_ceiling": "ceiling", "_baseline": "baseline",
+}  # fmt: skip
+"""Suffixes that mark a headline figure as a control of the figure named without it → the control's label.
+``_random_init`` is the run's own initialization, the weights its training started from: a fresh model (its
+``init_seed``), or a fine-tune's ``init_from`` source (labelled "fine-tuning source" where the result file's
+``initialization`` says so); the suffix keeps its name for both, so that every result file reads alike."""
+CONTROL_SUFFIXES = tuple(CONTROL_LABELS)
+
+
+def control_label(suffix: str, initialization: Mapping[str, Any] | None = None) -> str:
+    """The label of the control ``suffix`` (``_random_init`` or ``random_init``); ``initialization``: the result
+    file's (:func:`~nrecur.analysis.contract.initialization_of`), naming a fine-tune's source as such."""
+    suffix = "_" + suffix.removeprefix("_")
+    if suffix == "_random_init" and isinstance(initialization, Mapping) and initialization.get("init_from"):
+        return "fine-tuning source"
+    return CONTROL_LABELS.get(suffix, suffix[1:].replace("_", " "))
 
 
 def headline_panels(names: list[str]) -> list[tuple[str, list[str]]]:
@@ -55,7 +72,8 @@ def draw(over, folder: Path) -> list[Path]:
             controls = iter(CONTROL_STYLES)
             for name in members:
                 colour, style = (OKABE_ITO[0], "-") if name == title else next(controls)
-                ax.plot(steps, over.series[name], color=colour, ls=style, marker="o", ms=3, label=name if name != title else "model")
+                label = "model" if name == title else control_label(next((c for c in CONTROL_SUFFIXES if name.partition("/")[0].endswith(c)), name))
+                ax.plot(steps, over.series[name], color=colour, ls=style, marker="o", ms=3, label=label)
             ax.set_xscale("log")
             ax.set_title(title, fontsize=11)
             ax.set_xlabel("training step (log)")
