@@ -84,6 +84,11 @@ def _train_options(parser: argparse.ArgumentParser) -> None:
         "without it only a new or empty folder is used",
     )  # fmt: skip
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
+    run.add_argument(
+        "--threads", type=int, metavar="N",
+        help="CPU threads (default: chosen from the load at the start and followed while training: all cores when "
+        "the machine is quiet, the free ones beside busy processes; OMP_NUM_THREADS sets them too)",
+    )  # fmt: skip
     notes = preset_notes()
     add_task_options(parser, notes=notes)
     add_config_options(parser, GPTConfig, skip=MODEL_SKIP, title="model", notes=notes)
@@ -257,12 +262,21 @@ def config_from_train_args(args: argparse.Namespace) -> RunConfig:
 
 
 def train_command(args: argparse.Namespace) -> int:
+    from nrecur._threads import plan_threads
     from nrecur.architecture import GPTConfig
     from nrecur.cli.options import given_options, given_task_options
+
+    if args.threads is not None and args.threads < 1:
+        raise UsageError(f"--threads must be an integer >= 1, got {args.threads}")
+    threading = plan_threads(args.threads)  # before torch loads: OpenMP reads its wait policy then
+
     from nrecur.train import NonFiniteLossError, resume, train
     from nrecur.train.config import TrainConfig
+    from nrecur.train.threads import ThreadWatcher
 
     progress = not args.no_progress
+    watcher = ThreadWatcher(threading)
+    watcher.apply()
     try:
         if args.resume:
             extend = {name: value for name, value in given_options(TrainConfig, args).items() if name in RESUME_OPTIONS}
@@ -279,11 +293,11 @@ def train_command(args: argparse.Namespace) -> int:
                     f"--resume continues a run with its own config (only --steps and --time-budget may change); "
                     f"drop {', '.join(given)}"
                 )
-            result = resume(args.resume, progress=progress, **extend)
+            result = resume(args.resume, progress=progress, callbacks=[watcher], **extend)
         else:
             config = config_from_train_args(args)
             out = args.out or f"runs/{args.preset or 'train'}-{time.strftime('%Y%m%d-%H%M%S')}"
-            result = train(config, out, progress=progress, overwrite=args.overwrite)
+            result = train(config, out, progress=progress, overwrite=args.overwrite, callbacks=[watcher])
     except NonFiniteLossError as error:
         print(f"nrecur train: error: {error}", file=sys.stderr)
         return 1
