@@ -13,7 +13,7 @@ import torch
 from nrecur import NRecurrence, load_run, train
 from nrecur.analysis import ANALYSES, analyze, compute, read_result, write_result
 from nrecur.analysis.probe_models import FitRecipe, MLPProbe, RidgeProbe, batch_rows, fit_stacked, kl_rows, r2_score
-from nrecur.analysis.probes import choose_probe, ridge_r2_table, split_sequences
+from nrecur.analysis.probes import ProbeTable, _headline, choose_probe, read_at, ridge_r2_table, split_sequences
 from nrecur.model import GPTConfig
 from nrecur.train import RunConfig, TrainConfig
 
@@ -130,6 +130,25 @@ def trained(tmp_path_factory):
     return load_run(tiny(tmp_path_factory.mktemp("probes") / "run", steps=600, log_checkpoints=2))
 
 
+def test_each_headline_figure_is_read_at_its_models_own_best_hook():
+    """The initialization is read at its own best hook, shuffled targets at the trained model's, the concatenated
+    figure at the concatenation: the figures read these typed values, the headline names them."""
+    table = ProbeTable(
+        trained={"period": {"a": 0.1, "b": 0.9, "concat": 0.95}},
+        random_init={"period": {"a": 0.3, "b": 0.2, "concat": 0.25}},
+        shuffled={"period": {"a": -0.1, "b": 0.01, "concat": 0.0}},
+    )
+    best = {"trained": {"period": "b"}, "random_init": {"period": "a"}}
+    assert [read_at(table, column, best)["period"] for column in ("trained", "random_init", "shuffled")] == [0.9, 0.3, 0.01]
+    assert [read_at(table, column, best, "concat")["period"] for column in ("trained", "random_init", "shuffled")] == [0.95, 0.25, 0.0]
+    assert read_at(None, "trained", best) == {}
+    headline = _headline(["period"], best, table, None, None)
+    assert headline == {
+        "r2_linear/period": 0.9, "r2_linear_random_init/period": 0.3, "r2_linear_shuffled/period": 0.01,
+        "r2_linear_concat/period": 0.95, "r2_linear_concat_random_init/period": 0.25, "r2_linear_concat_shuffled/period": 0.0,
+    }  # fmt: skip
+
+
 def test_at_step_zero_every_figure_is_its_initialization_control(tmp_path):
     """The step-0 checkpoint is the run's initialization: every probe there is its control, exactly."""
     run = load_run(tiny(tmp_path / "zero", steps=1, log_checkpoints=1), step=0)
@@ -138,6 +157,9 @@ def test_at_step_zero_every_figure_is_its_initialization_control(tmp_path):
         for quantity in result.quantities if kind != "kl_softmax" else result.distributions:
             assert result.headline[f"{kind}/{quantity}"] == result.headline[f"{kind}_random_init/{quantity}"]
     assert result.r2_mlp.trained == result.r2_mlp.random_init and result.kl_softmax.trained == result.kl_softmax.random_init
+    suffixes = {"trained": "", "random_init": "_random_init", "shuffled": "_shuffled"}
+    read = {f"{kind}{suffixes[column]}/{q}": value for kind in KINDS for column in suffixes for q, value in result.at_read_hook(kind, column).items()}
+    assert read == result.headline  # what the figures read is what the headline says, name for name
 
 
 def test_a_model_trained_for_one_step_sits_at_its_controls(tmp_path):

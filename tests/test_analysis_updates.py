@@ -326,6 +326,14 @@ def test_updates_and_failure_end_to_end(trained_run, tmp_path):
     assert both.headline["perseveration_random_init/a"] == scored.headline["perseveration_random_init"]
     assert both.headline["overreaction_ceiling"] == scored.headline["overreaction_ceiling"]
     assert same(FailureComparison.from_json(json.loads(json.dumps(both.to_json()))).models, both.models)
+    # The figures it draws read typed fields: each run's summary is its headline's figures, and the model's differ
+    # from its initialization's (so a bar drawn from the wrong one would show).
+    for name in ("a", "b"):
+        assert both.summaries[name].perseveration_never == both.headline[f"perseveration_never/{name}"]
+        assert both.summaries_random_init[name].overreaction_gap == both.headline[f"overreaction_gap_random_init/{name}"]
+        assert both.summaries[name].named(run=name) == {k: v for k, v in both.headline.items() if k.endswith(f"/{name}") and "_random_init" not in k}
+    assert both.summaries["a"] != both.summaries_random_init["a"]
+    assert both.summary_ceiling.perseveration_never == both.headline["perseveration_never_ceiling"] == scored.headline["perseveration_never_ceiling"]
     listed = compare_failure([run], **SMALL)  # a list: runs named by their folders
     assert listed.headline[f"perseveration/{run.path.name}"] == scored.headline["perseveration"]
     assert {p.name for p in draw_comparison(listed, str(tmp_path / "as-str"))} == {"failure_comparison.png", "failure_comparison.svg"}

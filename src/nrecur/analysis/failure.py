@@ -59,6 +59,7 @@ __all__ = [
     "FailureOptions",
     "FailureResult",
     "Scores",
+    "Summary",
     "compare_failure",
     "compute",
     "overreaction",
@@ -146,28 +147,56 @@ def _weighted(band: Band) -> float:
     return float((np.nan_to_num(np.asarray(band.mean, dtype=np.float64)) * counts).sum() / counts.sum()) if counts.sum() else float("nan")
 
 
-def summary(scores: Scores, observer: Scores) -> dict[str, float]:
+@dataclass(frozen=True)
+class Summary:
+    """One predictor's failure figures on the events (:func:`summary`)."""
+
+    perseveration: float
+    """Median perseveration (tokens; never counted as longer than any)."""
+    perseveration_never: float
+    """Share of transitions whose new target never became the top token while the new rule held."""
+    overreaction: float
+    """Mean over-reaction to one noise token."""
+    overreaction_gap: float
+    """Mean |over-reaction − the observer's| (0 for the observer)."""
+    kl_transition: float
+    """Mean KL(observer ‖ predictor) after a transition, over the window (0 for the observer)."""
+    kl_noise: float
+    """The same after a noise token."""
+
+    def named(self, suffix: str = "", run: str | None = None, ceiling: bool = False) -> dict[str, float]:
+        """The headline's names of these figures: ``perseveration<suffix>``, ``kl<suffix>/noise``, each with
+        ``/<run>`` after it when ``run`` is given; ``ceiling``: without the gap and KL (the observer's are 0)."""
+        figures = {
+            "perseveration": self.perseveration,
+            "perseveration_never": self.perseveration_never,
+            "overreaction": self.overreaction,
+            "overreaction_gap": self.overreaction_gap,
+            "kl/transition": self.kl_transition,
+            "kl/noise": self.kl_noise,
+        }
+        if ceiling:
+            figures = {k: v for k, v in figures.items() if not k.startswith(("overreaction_gap", "kl"))}
+        out = {}
+        for key, value in figures.items():
+            stem, slash, tail = key.partition("/")
+            out[f"{stem}{suffix}{slash}{tail}" + (f"/{run}" if run is not None else "")] = value
+        return out
+
+
+def summary(scores: Scores, observer: Scores) -> Summary:
     """``scores``' figures: median perseveration (never as longer than any), its share of never, mean
     over-reaction, mean |over-reaction − the observer's|, mean KL after each kind of event."""
     rates = np.asarray(scores.perseveration, dtype=np.float64)
     gap = np.abs(np.asarray(scores.overreaction, dtype=np.float64) - np.asarray(observer.overreaction, dtype=np.float64))
-    return {
-        "perseveration": never_last_median(rates),
-        "perseveration_never": float(np.mean(np.isnan(rates))) if len(rates) else float("nan"),
-        "overreaction": _mean(scores.overreaction),
-        "overreaction_gap": _mean(gap),
-        "kl/transition": _weighted(scores.kl_transition),
-        "kl/noise": _weighted(scores.kl_noise),
-    }
-
-
-def _named(figures: dict[str, float], suffix: str) -> dict[str, float]:
-    """``perseveration`` → ``perseveration<suffix>``, ``kl/noise`` → ``kl<suffix>/noise``."""
-    out = {}
-    for key, value in figures.items():
-        stem, slash, tail = key.partition("/")
-        out[f"{stem}{suffix}{slash}{tail}"] = value
-    return out
+    return Summary(
+        perseveration=never_last_median(rates),
+        perseveration_never=float(np.mean(np.isnan(rates))) if len(rates) else float("nan"),
+        overreaction=_mean(scores.overreaction),
+        overreaction_gap=_mean(gap),
+        kl_transition=_weighted(scores.kl_transition),
+        kl_noise=_weighted(scores.kl_noise),
+    )
 
 
 @dataclass(frozen=True)
@@ -226,13 +255,18 @@ def compute(run, options: FailureOptions) -> FailureResult:
     trained = event_updates(model_probs(run.model, batch.tokens), observer, batch, window, settle)
     control = event_updates(model_probs(initial_model(run), batch.tokens), observer, batch, window, settle)
     model, ceiling, init = scores_of(trained, "model"), scores_of(trained, "observer"), scores_of(control, "model")
-    figures = {"": summary(model, ceiling), "_ceiling": summary(ceiling, ceiling), "_random_init": summary(init, ceiling)}
+    named = {
+        "": summary(model, ceiling).named(),
+        "_ceiling": summary(ceiling, ceiling).named("_ceiling", ceiling=True),
+        "_random_init": summary(init, ceiling).named("_random_init"),
+    }
     headline = {}
-    for name in figures[""]:
-        for suffix, values in figures.items():
-            if suffix == "_ceiling" and name.startswith(("overreaction_gap", "kl")):
-                continue  # the observer's own gap and KL are 0
-            headline.update(_named({name: values[name]}, suffix))
+    for name in named[""]:  # each figure, then its controls
+        stem, slash, tail = name.partition("/")
+        for suffix, figures in named.items():
+            key = f"{stem}{suffix}{slash}{tail}"
+            if key in figures:
+                headline[key] = figures[key]
     headline.update({f"n_events/{kind}": float(len(trained[kind].events)) for kind in EVENT_KINDS})
     return FailureResult(
         headline=headline,
@@ -291,6 +325,12 @@ class FailureComparison(Result):
     models: dict[str, Scores]
     random_inits: dict[str, Scores]
     """Run name → the scores of its initialization."""
+    summaries: dict[str, Summary]
+    """Run name → its model's figures (the headline's ``<figure>/<run name>``)."""
+    summaries_random_init: dict[str, Summary]
+    """Run name → its initialization's figures."""
+    summary_ceiling: Summary
+    """The observer's figures."""
 
 
 def compare_failure(runs: dict | list, **options) -> FailureComparison:
@@ -314,10 +354,12 @@ def compare_failure(runs: dict | list, **options) -> FailureComparison:
         control = event_updates(model_probs(initial_model(run), batch.tokens), observer, batch, window, settle)
         ceiling = scores_of(trained, "observer")
         models[name], inits[name] = scores_of(trained, "model"), scores_of(control, "model")
-    headline = _named(summary(ceiling, ceiling), "_ceiling")
+    summaries = {name: summary(models[name], ceiling) for name in runs}
+    summaries_init = {name: summary(inits[name], ceiling) for name in runs}
+    summary_ceiling = summary(ceiling, ceiling)
+    headline = summary_ceiling.named("_ceiling")
     for name in runs:
-        headline.update({f"{key}/{name}": value for key, value in summary(models[name], ceiling).items()})
-        headline.update({f"{key}/{name}": value for key, value in _named(summary(inits[name], ceiling), "_random_init").items()})
+        headline.update(summaries[name].named(run=name) | summaries_init[name].named("_random_init", run=name))
     return FailureComparison(
         headline=headline,
         options=opts,
@@ -330,4 +372,7 @@ def compare_failure(runs: dict | list, **options) -> FailureComparison:
         observer=ceiling,
         models=models,
         random_inits=inits,
+        summaries=summaries,
+        summaries_random_init=summaries_init,
+        summary_ceiling=summary_ceiling,
     )

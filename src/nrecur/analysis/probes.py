@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Literal
 
 import numpy as np
 import pydantic
@@ -281,6 +281,14 @@ class ProbeResult(Result):
     scatter: dict[str, Scatter]
     """quantity → held-out values for the figure."""
 
+    def at_read_hook(self, figure: str, column: Column) -> dict[str, float]:
+        """quantity → the headline figure ``figure`` (one of :data:`FIGURES`) of ``column`` (the trained model,
+        its initialization or shuffled targets), at the hook the headline reads it: the model's best hook (the
+        trained model's for shuffled targets), or the concatenated hooks; empty where that probe was not fitted."""
+        table, hook = FIGURES[figure]
+        best = {"trained": self.best_hook, "random_init": self.best_hook_random_init}
+        return read_at(getattr(self, table), column, best, hook)
+
 
 def _applies(run) -> str | None:
     if not any(cls in PROBE_TARGETS for cls in type(run.task).__mro__):
@@ -289,6 +297,20 @@ def _applies(run) -> str | None:
 
 
 MODELS = ("trained", "random_init")
+Column = Literal["trained", "random_init", "shuffled"]
+"""A column of a :class:`ProbeTable`: the trained model, its initialization (the ``_random_init`` control) or
+shuffled targets on the trained model (``_shuffled``)."""
+FIGURES = {"r2_linear": ("r2_linear", None), "r2_linear_concat": ("r2_linear", CONCAT), "r2_mlp": ("r2_mlp", None), "kl_softmax": ("kl_softmax", None)}
+"""Headline figure → (the :class:`ProbeResult` table it reads, the hook: None for each model's best hook)."""
+
+
+def read_at(table: ProbeTable | None, column: Column, best: dict[str, dict[str, str]], hook: str | None = None) -> dict[str, float]:
+    """quantity → ``table``'s ``column`` at ``hook``, or (None) at the best hook of the model the column is of
+    (``best``: model → quantity → hook; shuffled targets are the trained model's); empty for no table."""
+    if table is None:
+        return {}
+    at = best["random_init" if column == "random_init" else "trained"]
+    return {q: values[hook or at[q]] for q, values in getattr(table, column).items()}
 
 
 def _fitted_tables(
@@ -385,16 +407,17 @@ def compute(run, options: ProbesOptions) -> ProbeResult:
 def _headline(quantities, best, r2_linear: ProbeTable, r2_mlp: ProbeTable | None, kl_softmax: ProbeTable | None) -> dict[str, float]:
     """Each figure beside its controls: the trained model at its best hook, the initialization at its own, and
     shuffled targets at the trained model's (the concatenated hooks are one input for all three)."""
-    # suffix → (the table's column, the model whose best hook is read)
-    controls = {"": ("trained", "trained"), "_random_init": ("random_init", "random_init"), "_shuffled": ("shuffled", "trained")}
-    figures = [("r2_linear", r2_linear, None), ("r2_linear_concat", r2_linear, CONCAT), ("r2_mlp", r2_mlp, None), ("kl_softmax", kl_softmax, None)]
+    tables = {"r2_linear": r2_linear, "r2_mlp": r2_mlp, "kl_softmax": kl_softmax}
+    read = {
+        (figure, column): read_at(tables[table], column, best, hook) for figure, (table, hook) in FIGURES.items() for column in ("trained", "random_init", "shuffled")
+    }  # fmt: skip
+    suffixes = {"trained": "", "random_init": "_random_init", "shuffled": "_shuffled"}
     headline = {}
     for quantity in quantities:
-        for name, table, hook in figures:
-            if table is None or quantity not in table.trained:
-                continue
-            for suffix, (column, model) in controls.items():
-                headline[f"{name}{suffix}/{quantity}"] = getattr(table, column)[quantity][hook or best[model][quantity]]
+        for figure in FIGURES:
+            for column, suffix in suffixes.items():
+                if quantity in read[(figure, column)]:
+                    headline[f"{figure}{suffix}/{quantity}"] = read[(figure, column)][quantity]
     return headline
 
 

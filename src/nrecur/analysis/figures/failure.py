@@ -49,9 +49,12 @@ def draw(result, folder: Path) -> list[Path]:
     _perseveration(axes[0], {LABELS[w]: getattr(result, w).perseveration for w in who}, never, colours, styles)
     _overreaction(axes[1], {LABELS[w]: getattr(result, w).overreaction for w in who}, colours, styles)
     ax = axes[2]
-    for kind in ("transition", "noise"):
-        band(ax, result.offsets, getattr(result.model, f"kl_{kind}"), KIND_COLOURS[kind], "-", f"model, after {EVENT[kind]}")
-        band(ax, result.offsets, getattr(result.random_init, f"kl_{kind}"), KIND_COLOURS[kind], ":", f"initialization, after {EVENT[kind]}", marker=None)
+    for kind, trained, control in (
+        ("transition", result.model.kl_transition, result.random_init.kl_transition),
+        ("noise", result.model.kl_noise, result.random_init.kl_noise),
+    ):
+        band(ax, result.offsets, trained, KIND_COLOURS[kind], "-", f"model, after {EVENT[kind]}")
+        band(ax, result.offsets, control, KIND_COLOURS[kind], ":", f"initialization, after {EVENT[kind]}", marker=None)
     kl_axis(ax)
     ax.set_title("distance from the observer by offset", fontsize=11)
     ax.legend(fontsize=10)
@@ -75,16 +78,16 @@ def draw_comparison(result, folder: Path) -> list[Path]:
     _overreaction(axes[1], {k: s.overreaction for k, s in scores.items()}, colours, styles)
     ax = axes[2]
     x = np.arange(len(names))
-    head = result.headline
-    never = [head[f"perseveration_never/{n}"] for n in names]
-    never_init = [head[f"perseveration_never_random_init/{n}"] for n in names]
-    gap = [head[f"overreaction_gap/{n}"] for n in names]
-    gap_init = [head[f"overreaction_gap_random_init/{n}"] for n in names]
+    trained, init = result.summaries, result.summaries_random_init
+    never = [trained[n].perseveration_never for n in names]
+    never_init = [init[n].perseveration_never for n in names]
+    gap = [trained[n].overreaction_gap for n in names]
+    gap_init = [init[n].overreaction_gap for n in names]
     ax.bar(x - 0.3, never, width=0.2, color=OKABE_ITO[0], label="share never followed")
     ax.bar(x - 0.1, never_init, width=0.2, color=OKABE_ITO[0], alpha=0.35, hatch="//", label="the same, initialization")
     ax.bar(x + 0.1, gap, width=0.2, color=OKABE_ITO[1], label="mean |over-reaction − observer's|")
     ax.bar(x + 0.3, gap_init, width=0.2, color=OKABE_ITO[1], alpha=0.35, hatch="//", label="the same, initialization")
-    ax.axhline(head["perseveration_never_ceiling"], color=OKABE_ITO[7], linestyle=":", label="observer: share never")
+    ax.axhline(result.summary_ceiling.perseveration_never, color=OKABE_ITO[7], linestyle=":", label="observer: share never")
     ax.set_xticks(x, names, fontsize=10)
     ax.set_ylabel("share / probability", fontsize=10)
     ax.set_title("each run beside its initialization", fontsize=11)

@@ -10,8 +10,8 @@ from nrecur.analysis.figures.common import OKABE_ITO, pyplot, save_figure
 
 __all__ = ["draw"]
 
-CONTROLS = (("", "trained model", OKABE_ITO[0]), ("_random_init", "its initialization", "#999999"), ("_shuffled", "shuffled targets", "#DDDDDD"))
-"""Headline suffix, label and colour of the trained model's bar and its controls'."""
+CONTROLS = (("trained", "trained model", OKABE_ITO[0]), ("random_init", "its initialization", "#999999"), ("shuffled", "shuffled targets", "#DDDDDD"))
+"""Column (:data:`~nrecur.analysis.probes.Column`), label and colour of the trained model's bar and its controls'."""
 
 
 def draw(result, folder: Path) -> list[Path]:
@@ -28,17 +28,18 @@ def _headline(result, folder: Path) -> list[Path]:
         ("r2_mlp", "MLP probe, best hook: held-out R²"),
         ("kl_softmax", "softmax probe, best hook: held-out KL (nats; lower is better)"),
     ]
-    kinds = [(name, title) for name, title in kinds if any(key.startswith(name + "/") for key in result.headline)]
+    kinds = [(name, title) for name, title in kinds if result.at_read_hook(name, "trained")]
     columns = min(2, len(kinds))
     rows = -(-len(kinds) // columns)
     fig, axes = plt.subplots(rows, columns, figsize=(5.6 * columns, 3.6 * rows + 0.9), squeeze=False, layout="constrained")
     for ax in axes.ravel()[len(kinds) :]:
         ax.axis("off")
     for ax, (name, title) in zip(axes.ravel(), kinds):
-        quantities = [q for q in result.quantities if f"{name}/{q}" in result.headline]
+        read = {column: result.at_read_hook(name, column) for column, _, _ in CONTROLS}
+        quantities = [q for q in result.quantities if q in read["trained"]]
         x = np.arange(len(quantities))
-        for offset, (suffix, label, colour) in zip((-0.27, 0.0, 0.27), CONTROLS):
-            values = [result.headline[f"{name}{suffix}/{q}"] for q in quantities]
+        for offset, (column, label, colour) in zip((-0.27, 0.0, 0.27), CONTROLS):
+            values = [read[column][q] for q in quantities]
             ax.bar(x + offset, values, width=0.27, color=colour, edgecolor="#555555", linewidth=0.5, label=label)
         ax.axhline(0, color="#555555", lw=0.8)
         ax.set_xticks(x, quantities, rotation=20, ha="right", fontsize=10)
