@@ -27,6 +27,14 @@ beats. With ``with_interventions`` every measure at a checkpoint sees the model
 as training saw it there: with the run's interventions active at that step (the
 initialization with those active at step 0).
 
+With ``llc`` the **local learning coefficient** (:mod:`nrecur.analysis.llc`: the
+model's effective number of parameters, estimated by SGLD chains started at the
+checkpoint) is estimated at every checkpoint and at the initialization, with its
+spread over the chains; the loss the chains sample is the model's cross-entropy on
+the same fresh sequences. It is drawn beside the loss, the held-out KL and, when the
+run's ``strategy`` result exists, the strategy weight ``w``, so that a change in the
+model's complexity can be set against a change of strategy.
+
 How to read it: a mechanism that forms gradually shows as period scores and
 probe R² rising and the restricted loss falling before the test loss drops. On
 finite-mode runs (the grokking setting) the training loss falls first and the
@@ -35,6 +43,7 @@ gap to the test loss is memorization.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,11 +51,14 @@ from pathlib import Path
 import numpy as np
 import pydantic
 import torch
+import torch.nn.functional as F
 
 from nrecur.analysis.base import cached, progress_bar
 from nrecur.analysis.contract import Analysis, Options, Result, initial_model, register
 from nrecur.analysis.heads import period_heads, score_heads
+from nrecur.analysis.llc import LLCEstimate, SamplerSettings, estimate_llc
 from nrecur.analysis.probes import best_hooks, probe_inputs, probe_targets, ridge_r2_table, split_sequences
+from nrecur.analysis.strategy import StrategyResult
 from nrecur.model import GPT
 from nrecur.runs import load_run
 from nrecur.tasks import NRecurrence
@@ -54,13 +66,19 @@ from nrecur.train.evaluate import model_log_probs
 from nrecur.train.interventions import intervention_hooks
 from nrecur.train.weights import squared_norms
 
-__all__ = ["Measures", "ProgressOptions", "ProgressResult", "ablation_hooks", "compute", "cross_entropy", "mean_z", "measure"]
+__all__ = [
+    "LLC_DEFAULTS", "Measures", "ProgressOptions", "ProgressResult", "ablation_hooks", "compute", "cross_entropy", "llc_at", "mean_z", "measure",
+    "sequence_loss",
+]  # fmt: skip
 
 LOGGED = ("weight_norm_sq", "decayed_norm_sq", "train/loss", "eval/model_ce", "eval/kl", "train/model_ce")
 """Curves read from the run's ``metrics.jsonl`` (those it has)."""
 
 PROBED = ("period", "target")
 """The observer's quantities the ridge probes read at every checkpoint."""
+
+LLC_DEFAULTS = SamplerSettings(step_size=3e-5, localization=1.0, nbeta=100.0, chains=4, draws=400, burnin=200, batch_size=32)
+"""The LLC sampler's default settings (the ``llc_*`` options), chosen by ``benchmarks/bench_llc_calibration.py``."""
 
 
 def cross_entropy(model: GPT, tokens: np.ndarray) -> float:
@@ -125,6 +143,32 @@ class ProgressOptions(Options):
     """Share of the sequences the probes are scored on (split by sequence)."""
     with_interventions: bool = False
     """Measure every checkpoint with the run's interventions active at its step (default: the bare model)."""
+    llc: bool = False
+    """Also estimate the local learning coefficient at every checkpoint and at the initialization (SGLD chains:
+    several times the other measures' time, so off unless asked). The sampler's defaults below are those the
+    calibration ``benchmarks/bench_llc_calibration.py`` shows recovering a known λ (tests/test_analysis_llc.py)."""
+    llc_step_size: float = pydantic.Field(LLC_DEFAULTS.step_size, gt=0)
+    """ε: the SGLD step size."""
+    llc_localization: float = pydantic.Field(LLC_DEFAULTS.localization, ge=0)
+    """γ: the pull of the chains toward the checkpoint's weights."""
+    llc_nbeta: float = pydantic.Field(LLC_DEFAULTS.nbeta, gt=0)
+    """nβ: the inverse temperature times the number of samples."""
+    llc_chains: int = pydantic.Field(LLC_DEFAULTS.chains, ge=1)
+    """Independent chains per checkpoint (their spread is the estimate's)."""
+    llc_draws: int = pydantic.Field(LLC_DEFAULTS.draws, ge=2)
+    """Draws per chain after the burn-in (one per step)."""
+    llc_burnin: int = pydantic.Field(LLC_DEFAULTS.burnin, ge=0)
+    """Steps dropped at the start of each chain."""
+    llc_batch_size: int = pydantic.Field(LLC_DEFAULTS.batch_size, ge=1)
+    """Sequences in each SGLD step's minibatch (drawn from the fresh sequences)."""
+
+    @property
+    def sampler(self) -> SamplerSettings:
+        """The LLC sampler's settings."""
+        return SamplerSettings(
+            step_size=self.llc_step_size, localization=self.llc_localization, nbeta=self.llc_nbeta, chains=self.llc_chains,
+            draws=self.llc_draws, burnin=self.llc_burnin, batch_size=self.llc_batch_size,
+        )  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -179,6 +223,13 @@ class ProgressResult(Result):
     """``(start, end)`` of each of :attr:`interventions` (``end`` None: to the end of training)."""
     measured_with_interventions: bool = False
     """Whether the measures saw them (each at the checkpoints where it was active) or the bare model."""
+    llc: tuple[LLCEstimate, ...] = ()
+    """With the ``llc`` option: the local learning coefficient at every checkpoint (in order of step); else empty."""
+    llc_random_init: LLCEstimate | None = None
+    """The same at the run's initialization (the control)."""
+    strategy_weight: dict[str, dict[str, list[float]]] = dataclasses.field(default_factory=dict)
+    """``id``, ``ood`` → ``step``, ``value``: the strategy weight ``w`` over training from the run's ``strategy``
+    result, where it was written before (empty: none)."""
 
     @property
     def steps(self) -> list[int]:
@@ -235,6 +286,36 @@ def measure(model: GPT, step: int, run, options: ProgressOptions, sample, target
     )
 
 
+def sequence_loss(model: GPT, tokens: torch.Tensor) -> torch.Tensor:
+    """``[batch]``: each sequence's mean next-token cross-entropy (nats) under ``model``, ``tokens [batch, pos]``
+    (differentiable: the loss the LLC sampler descends)."""
+    logits = model(tokens[:, :-1])  # [batch, pos-1, vocab]
+    return F.cross_entropy(logits.transpose(1, 2).float(), tokens[:, 1:], reduction="none").mean(-1)
+
+
+def llc_at(model: GPT, step: int, run, options: ProgressOptions, tokens: np.ndarray) -> LLCEstimate:
+    """The LLC of ``model`` (at ``step``) on ``tokens [batch, pos]``, with the run's interventions active at
+    ``step`` when ``options.with_interventions``."""
+    interventions = run.config.train.interventions if options.with_interventions else ()
+    device = next(model.parameters()).device
+    pool = (torch.as_tensor(np.asarray(tokens), dtype=torch.long, device=device),)
+    with model.hooks(intervention_hooks(interventions, step)), torch.enable_grad():
+        return estimate_llc(model, sequence_loss, pool, options.sampler, seed=options.seed)
+
+
+def _strategy_weight(run) -> dict[str, dict[str, list[float]]]:
+    """The strategy weight over the checkpoints up to ``run.step`` from the run's ``strategy`` result of that
+    checkpoint (``analysis/`` or ``analysis/step_NNNNNNNN/``), if one was written; else empty."""
+    folder = run.path / "analysis"
+    for path in (folder / f"step_{run.step:08d}" / "strategy.json", folder / "strategy.json"):
+        if path.exists():
+            result = StrategyResult.from_json(json.loads(path.read_text()))
+            if result.step != run.step:
+                continue
+            return {split: {"step": result.steps, "value": result.series(split, "w")} for split in ("id", "ood")}
+    return {}
+
+
 def compute(run, options: ProgressOptions) -> ProgressResult:
     """Progress measures of ``run`` at each saved checkpoint up to the loaded one (each loaded on the model's
     device) and on its initialization. The period heads are those of the loaded checkpoint (``run.step``)."""
@@ -258,8 +339,15 @@ def compute(run, options: ProgressOptions) -> ProgressResult:
     targets = {q: y for q, y in probe_targets(task, post).items() if q in PROBED}
     split = split_sequences(options.n_sequences, options.held_out, seed)
     args = (run, options, sample, targets, split, kept, periods)
-    checkpoints = [measure(final if step == steps[-1] else load(step), step, *args) for step in progress_bar(steps, "progress measures", total=len(steps))]
-    control = measure(initial_model(run), 0, *args)
+    checkpoints, llcs = [], []
+    for step in progress_bar(steps, "progress measures", total=len(steps)):
+        model = final if step == steps[-1] else load(step)
+        checkpoints.append(measure(model, step, *args))
+        if options.llc:
+            llcs.append(llc_at(model, step, run, options, sample.tokens))
+    initial = initial_model(run)
+    control = measure(initial, 0, *args)
+    llc_control = llc_at(initial, 0, run, options, sample.tokens) if options.llc else None
     last = checkpoints[-1]
     headline = {
         "loss": last.loss,
@@ -276,6 +364,8 @@ def compute(run, options: ProgressOptions) -> ProgressResult:
         "n_period_heads": float(len(kept)),
         "checkpoints": float(len(steps)),
     }
+    if options.llc:
+        headline.update(llc=llcs[-1].mean, llc_std=llcs[-1].std, llc_random_init=llc_control.mean, llc_std_random_init=llc_control.std)
     summary = run.summary or {}
     for name in ("memorization_step", "threshold_step"):
         if summary.get(name) is not None:
@@ -296,6 +386,9 @@ def compute(run, options: ProgressOptions) -> ProgressResult:
         interventions=tuple(i.describe() for i in run.config.train.interventions),
         intervention_steps=tuple((i.start, i.end) for i in run.config.train.interventions),
         measured_with_interventions=options.with_interventions and bool(interventions),
+        llc=tuple(llcs),
+        llc_random_init=llc_control,
+        strategy_weight=_strategy_weight(run),
     )
 
 

@@ -53,11 +53,54 @@ def _marks(ax, result) -> None:
             ax.annotate(text, (max(step, 1), 0.02), xycoords=("data", "axes fraction"), fontsize=10, rotation=90, va="bottom", ha="right")
 
 
+def _llc(ax, result) -> None:
+    """The LLC at every checkpoint with its spread over chains, at initialization (dashed), and the run's held-out
+    KL on a second axis."""
+    steps = _steps(result)
+    means = np.array([e.mean for e in result.llc])
+    spread = np.array([e.std for e in result.llc])
+    ax.errorbar(steps, means, yerr=spread, color="#009E73", marker="o", ms=4, capsize=3, label="LLC (± sd over chains)")
+    if result.llc_random_init is not None:
+        ax.axhline(result.llc_random_init.mean, color="#009E73", ls="--", lw=1, label="LLC at initialization")
+    ax.set_ylabel("local learning coefficient λ̂", fontsize=10)
+    if "eval/kl" in result.logged:
+        twin = ax.twinx()
+        curve = result.logged["eval/kl"]
+        twin.plot(np.maximum(curve["step"], 1), curve["value"], color="#D55E00", lw=1.2, label="held-out KL (the run's log)")
+        twin.set_yscale("log")
+        plain_log_ticks(twin.yaxis)
+        twin.set_ylabel("KL(observer ‖ model), nats/token (log)", fontsize=10)
+        twin.tick_params(labelsize=10)
+        handles = [*ax.get_legend_handles_labels()[0], *twin.get_legend_handles_labels()[0]]
+        ax.legend(handles, [h.get_label() for h in handles], fontsize=10)
+    else:
+        ax.legend(fontsize=10)
+    ax.set_title("local learning coefficient (SGLD) beside the held-out KL", fontsize=11)
+
+
+def _strategy(ax, result) -> None:
+    """The strategy weight w over training (from the run's strategy result), or a note that there is none."""
+    if not result.strategy_weight:
+        ax.text(0.5, 0.5, "no strategy result for this checkpoint\n(nrecur analyze RUN --what strategy, then progress)", ha="center", va="center",
+                transform=ax.transAxes, fontsize=10)  # fmt: skip
+        ax.set_title("strategy weight w", fontsize=11)
+        return
+    for colour, (split, label) in zip(("#0072B2", "#E69F00"), (("id", "in-distribution"), ("ood", "out-of-distribution"))):
+        curve = result.strategy_weight[split]
+        ax.plot(np.maximum(curve["step"], 1), curve["value"], color=colour, marker="o", ms=4, label=label)
+    ax.set_ylim(-0.03, 1.03)
+    ax.set_ylabel("w (1: memorizing observer, 0: general)", fontsize=10)
+    ax.set_title("strategy weight w (the strategy analysis)", fontsize=11)
+    ax.legend(fontsize=10)
+
+
 def draw(result, folder: Path) -> list[Path]:
     """``progress``: the losses with the period heads kept and ablated, the logged curves, the period scores and
-    probe R², and the weight norms, over the checkpoints; each beside its value at initialization."""
+    probe R², and the weight norms, over the checkpoints; each beside its value at initialization. With the LLC
+    estimated, a third row: the LLC beside the held-out KL, and the strategy weight where the run has it."""
     plt = pyplot()
-    fig, axes = plt.subplots(2, 2, figsize=(11, 8), sharex=True)
+    rows = 3 if result.llc else 2
+    fig, axes = plt.subplots(rows, 2, figsize=(11, 4 * rows), sharex=True)
     ax = axes[0, 0]
     _losses(ax, result, legend=True)
     ax.set_ylabel("cross-entropy (nats/token)", fontsize=10)
@@ -87,12 +130,15 @@ def draw(result, folder: Path) -> list[Path]:
     ax.set_ylabel("squared weight norm (log)", fontsize=10)
     ax.set_title("weight norm (dashed: at initialization)", fontsize=11)
     ax.legend(fontsize=10)
+    if result.llc:
+        _llc(axes[2, 0], result)
+        _strategy(axes[2, 1], result)
     for ax in axes.ravel():
         ax.set_xscale("log")
         ax.grid(alpha=0.3)
         ax.tick_params(labelsize=10)
         _marks(ax, result)
-    for ax in axes[1]:
+    for ax in axes[-1]:
         ax.set_xlabel("training step (log)", fontsize=10)
     fig.tight_layout()
     return save_figure(fig, folder, "progress")
