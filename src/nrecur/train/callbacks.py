@@ -279,6 +279,7 @@ class ProgressBar(Callback):
         if train.time_budget > 0:
             line += f"; stops at a time budget of {train.time_budget:g} s of training (train.time_budget; 0: none)"
         logger().info(line)
+        logger().info(f"{self.description}: {trainer.compile_choice.reason}")
         evaluation = trainer.evaluations.get("eval")
         if evaluation is not None:
             self._kl = evaluation.kl

@@ -70,6 +70,8 @@ class TrainConfig(Config):
     """Seed of the fixed evaluation set."""
     device: Literal["auto", "cpu", "cuda"] = "auto"
     """Where to train: auto picks cuda when available, else cpu."""
+    compile: Literal["auto", "on", "off"] = "auto"
+    """Compile the training step with torch.compile (inductor, cached across runs): auto where it is measured faster than eager on the device, on always, off never; the next_token objective without interventions only (nrecur.train.compiled)."""
 
     # --- evaluation, memorization and the KL threshold
     eval_every: int = 250

@@ -52,6 +52,7 @@ from nrecur.train.checkpoint import (
     save_checkpoint,
     tensor_digest,
 )
+from nrecur.train.compiled import compile_choice, compiled_loss
 from nrecur.train.config import RunConfig, TrainConfig
 from nrecur.train.data import held_out_rules, make_data
 from nrecur.train.evaluate import Evaluation, Grokking
@@ -256,6 +257,9 @@ class Trainer:
         if config.init_from is not None and load_init_from:
             self.init_source = init_weights_from(self.model, config.init_from, expected_init)
         self.optimizer = make_optimizer(self.model, config.train)
+        self.compile_choice = compile_choice(config, self.device)
+        """Whether the training step is compiled, and why (:mod:`nrecur.train.compiled`)."""
+        self._compiled_loss = compiled_loss(self.model, config.task) if self.compile_choice.compiled else None
         train = config.train
         self.grokfast = GrokfastEMA(self.model, train.grokfast_alpha, train.grokfast_lambda) if train.grokfast_lambda > 0 else None
         self.held_out = held_out_rules(config.task, train.held_out_fraction, train.data_seed)
@@ -301,7 +305,10 @@ class Trainer:
         train = self.config.train
         tokens = torch.from_numpy(np.ascontiguousarray(self.data.batch(self.step))).to(self.device)  # [batch, pos + 1]
         with self.interventions():
-            loss = OBJECTIVES[train.objective](self.model, tokens, self.config.task)
+            if self._compiled_loss is not None:
+                loss = self._compiled_loss(tokens)
+            else:
+                loss = OBJECTIVES[train.objective](self.model, tokens, self.config.task)
         loss_value = float(loss.detach())
         if not math.isfinite(loss_value):
             self.fail(loss_value)
