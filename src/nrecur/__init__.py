@@ -5,8 +5,9 @@ on them, and the tools to open those models up. What users call is re-exported
 here; everything else may change.
 """
 
-# OpenMP's wait policy is left to the user (a lone process trains ~1.5x as fast with OpenMP's default as
-# with PASSIVE); the workers nrecur starts side by side get PASSIVE: nrecur._threads.
+# OpenMP's wait policy of a process that imports nrecur is left to it (a lone process trains faster with
+# OpenMP's default than with PASSIVE); `nrecur train` chooses threads and policy from the load, and the
+# workers nrecur starts side by side get PASSIVE: nrecur._threads.
 #
 # The names below are imported on first use (PEP 562), so that ``import nrecur.cli`` (every ``nrecur``
 # command, ``--help`` included) does not pay for torch before it needs it; ``from nrecur import GPT`` and
