@@ -30,7 +30,8 @@ same scan on the same pairs on the run's own initialization
 so there even the final residual stream moves little; a model trained for one
 step sits at that control. Steering's figures stand beside a random direction
 of the same norm (``steer_*_random``), no edit (``steer_success_best_no_edit``)
-and the same scan on the initialization.
+and the same scan on the initialization; its hook and α are chosen on half the
+destinations and every steering figure is read on the other half.
 
 The batched path patches one site for every position (and head) at once:
 the batch is expanded to pairs × cells, each row patching one cell. Three

@@ -14,6 +14,10 @@ destination's own period and phase. An edit *succeeds* when, on a sequence
 whose next position is a target position, the model's most likely token is
 ``t*``.
 
+The best hook and ``α`` are chosen on half the destination sequences (the
+selection split, by sequence) and every figure reported — the headline and the
+curves — is read on the other half, so the choice does not flatter the number.
+
 How to read it: moved against ``α`` per hook, beside the same scan along a
 random direction of the same norm (the baseline: any large push disturbs the
 prediction). A direction that carries the belief moves the prediction toward
@@ -65,12 +69,14 @@ def target_directions(probe: RidgeProbe) -> np.ndarray:
 
 @dataclass(frozen=True)
 class SteeringScan:
-    """Moved toward ``(n, t*)`` for each hook × α, along the probe direction and a random one."""
+    """Moved toward ``(n, t*)`` for each hook × α, along the probe direction and a random one: chosen on the
+    selection sequences, every figure read on the held-out ones."""
 
     hooks: tuple[str, ...]
     alphas: tuple[float, ...]
     moved: list[list[float]]
-    """``[hook, alpha]`` mean moved toward the rule with the target swapped to ``t*``."""
+    """``[hook, alpha]`` mean moved toward the rule with the target swapped to ``t*`` (held-out sequences, as
+    every figure below)."""
     moved_random: list[list[float]]
     """``[hook, alpha]`` the same along a random direction of the same norm."""
     success: list[list[float]]
@@ -81,12 +87,18 @@ class SteeringScan:
     probe_r2: dict[str, float]
     """hook → held-out R² of the ridge probe to the target marginal."""
     best_hook: str
-    """The hook and α where the probe direction moves the prediction most."""
+    """The hook and α where the probe direction moves the prediction most on the selection sequences."""
     best_alpha: float
     headline: dict[str, float]
-    """At the best hook and α: ``steer_moved_best`` beside ``steer_moved_best_random`` (a random direction),
-    ``steer_success_best`` beside ``…_random`` and ``…_no_edit`` (α = 0), ``steer_alpha_best``,
-    ``steer_probe_r2``."""
+    """At the best hook and α, on the held-out sequences: ``steer_moved_best`` beside ``steer_moved_best_random``
+    (a random direction), ``steer_success_best`` beside ``…_random`` and ``…_no_edit`` (α = 0),
+    ``steer_alpha_best``, ``steer_probe_r2``."""
+    moved_selection: list[list[float]] | None = None
+    """``[hook, alpha]`` moved on the selection sequences: what chose the best hook and α."""
+    selection: tuple[int, ...] = ()
+    """The destination sequences (indices) the best hook and α were chosen on."""
+    held_out: tuple[int, ...] = ()
+    """The destination sequences (indices) every other figure is read on."""
 
 
 def kl_per_row(target: Tensor, log_probs: Tensor) -> Tensor:
@@ -106,10 +118,9 @@ def _last_log_probs(model: GPT, tokens: Tensor, hook: str | None = None, add: Te
         return F.log_softmax(model(tokens)[:, -1].double(), -1)
 
 
-def _success(log_probs: Tensor, new_target: np.ndarray, next_is_target: np.ndarray) -> float:
-    """Share of the sequences whose next position is a target position where ``t*`` is most likely."""
-    hits = log_probs.argmax(-1).numpy() == new_target
-    return float(hits[next_is_target].mean()) if next_is_target.any() else float("nan")
+def _share(hits: np.ndarray, counted: np.ndarray) -> float:
+    """Share of ``hits [..., batch]`` among the rows ``counted [batch]`` (NaN when none is counted)."""
+    return hits[..., counted].mean(-1) if counted.any() else np.full(hits.shape[:-1], np.nan)
 
 
 @dataclass(frozen=True)
@@ -158,8 +169,10 @@ def probe_directions(run, hooks: list[str], seed: int = 0, n_sequences: int = 10
 
 @torch.no_grad()
 def steering_scan(run, destination: Batch, seed: int = 0, alphas=ALPHAS, probe_sequences: int = 1024) -> SteeringScan:
-    """Steer ``run.model`` on the ``destination`` sequences (each following one rule) toward a random other
-    target ``t*`` along ridge-probe directions at every :func:`steering_hooks` point; see the module docstring."""
+    """Steer ``run.model`` on the ``destination`` sequences (each following one rule, at least two) toward a random
+    other target ``t*`` along ridge-probe directions at every :func:`steering_hooks` point: the best hook and α
+    chosen on half of them (by sequence, seeded by ``seed``), every figure read on the other half; see the module
+    docstring."""
     model, task = run.model, run.task
     if not isinstance(task, NRecurrence):
         raise ValueError(f"steering needs an n-recurrence task, not {task.kind!r}")
@@ -182,22 +195,28 @@ def steering_scan(run, destination: Batch, seed: int = 0, alphas=ALPHAS, probe_s
         kl_clean = kl_per_row(desired, _last_log_probs(model, tokens).cpu())
         index = torch.as_tensor(new_target)
         generator = torch.Generator().manual_seed(seed)
-        moved, moved_random, success, success_random = (np.zeros((len(hooks), len(alphas))) for _ in range(4))
+        shape = (len(hooks), len(alphas), len(target))  # [hook, alpha, batch]
+        moved_rows, moved_random_rows = np.zeros(shape), np.zeros(shape)
+        hits, hits_random = np.zeros(shape, dtype=bool), np.zeros(shape, dtype=bool)
         for i, hook in enumerate(hooks):
             direction = directions[hook][index]  # [batch, d_model]
             random = torch.randn(vocab, direction.shape[-1], generator=generator, dtype=torch.float64)
             random = random * (directions[hook].norm(dim=-1) / random.norm(dim=-1))[:, None]
             random = random[index]
             for j, alpha in enumerate(alphas):
-                log_probs = _last_log_probs(model, tokens, hook, (alpha * direction).to(device)).cpu()
-                moved[i, j] = float((1 - kl_per_row(desired, log_probs) / kl_clean).mean())
-                success[i, j] = _success(log_probs, new_target, next_is_target)
-                log_probs = _last_log_probs(model, tokens, hook, (alpha * random).to(device)).cpu()
-                moved_random[i, j] = float((1 - kl_per_row(desired, log_probs) / kl_clean).mean())
-                success_random[i, j] = _success(log_probs, new_target, next_is_target)
+                for rows, top, push in ((moved_rows, hits, direction), (moved_random_rows, hits_random, random)):
+                    log_probs = _last_log_probs(model, tokens, hook, (alpha * push).to(device)).cpu()
+                    rows[i, j] = (1 - kl_per_row(desired, log_probs) / kl_clean).numpy()
+                    top[i, j] = log_probs.argmax(-1).numpy() == new_target
     finally:
         model.train(was_training)
-    i, j = np.unravel_index(int(np.argmax(moved)), moved.shape)
+    selection, held_out = split_sequences(len(target), 0.5, seed + 5)
+    moved_selection = moved_rows[..., selection].mean(-1)  # [hook, alpha]: what chooses
+    moved, moved_random = moved_rows[..., held_out].mean(-1), moved_random_rows[..., held_out].mean(-1)  # what is reported
+    counted = np.zeros(len(target), dtype=bool)
+    counted[held_out] = next_is_target[held_out]
+    success, success_random = _share(hits, counted), _share(hits_random, counted)
+    i, j = np.unravel_index(int(np.argmax(moved_selection)), moved_selection.shape)
     headline = {
         "steer_moved_best": float(moved[i, j]),
         "steer_moved_best_random": float(moved_random[i, j]),
@@ -218,4 +237,7 @@ def steering_scan(run, destination: Batch, seed: int = 0, alphas=ALPHAS, probe_s
         best_hook=hooks[i],
         best_alpha=float(alphas[j]),
         headline=headline,
+        moved_selection=moved_selection.tolist(),
+        selection=tuple(int(k) for k in selection),
+        held_out=tuple(int(k) for k in held_out),
     )

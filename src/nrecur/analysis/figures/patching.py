@@ -139,10 +139,16 @@ def draw_steering(result, folder: Path) -> list[Path]:
             axes[1].plot(scan.alphas, getattr(scan, success)[index], ls=style, marker=marker, color=colour)
     hooks = [plt.Line2D([], [], color=OKABE_ITO[i % len(OKABE_ITO)], label=f"{hook} (probe R² {result.steering.probe_r2[hook]:.2f})") for i, hook in enumerate(result.steering.hooks)]
     styles = [plt.Line2D([], [], color="#555555", ls=style, marker=marker, label=label) for _, style, marker, label, _, _ in scans]
+    steering = result.steering
+    best = steering.hooks.index(steering.best_hook), steering.alphas.index(steering.best_alpha)
+    axes[0].plot(steering.best_alpha, steering.moved[best[0]][best[1]], marker="*", ms=14, color="#000000", ls="none")
+    styles.append(plt.Line2D([], [], color="#000000", marker="*", ms=10, ls="none", label="hook and α chosen on the selection half"))
     axes[0].axhline(0, color="#999999", lw=0.8)
     axes[0].axhline(1, color="#999999", lw=0.8, ls=":")
     axes[0].set_ylabel("moved toward (n, t*)", fontsize=10)
     axes[0].set_title("steering along the target probe's direction", fontsize=11)
+    if steering.held_out:
+        fig.suptitle(f"steering: hook and α chosen on {len(steering.selection)} destinations, every curve on the {len(steering.held_out)} held out", fontsize=11)
     axes[1].set_ylabel("share with t* most likely\n(next position a target position)", fontsize=10)
     axes[1].set_ylim(-0.02, 1.02)
     axes[1].set_title("edit success", fontsize=11)
