@@ -10,7 +10,7 @@ from nrecur.analysis.contract import ANALYSES, Analysis, OptionError, Options, R
 from nrecur.analysis.driver import Outcome, OverTraining, analyze, compute, over_checkpoints, read_result, write_result
 
 # Importing each analysis module registers it; this order is the order of ``--what all`` and of the report.
-from nrecur.analysis import probes, geometry, updates, failure, heads, progress, patching, prior, edit, strategy  # noqa: E402, F401
+from nrecur.analysis import probes, geometry, updates, failure, heads, progress, patching, prior, edit, strategy, causal  # noqa: E402, F401
 from nrecur.analysis.edit import EditOptions, EditResult, edit_belief  # noqa: E402
 from nrecur.analysis.failure import FailureComparison, FailureOptions, FailureResult, compare_failure  # noqa: E402
 from nrecur.analysis.heads import HeadsOptions, HeadsResult  # noqa: E402
