@@ -218,7 +218,7 @@ def test_the_observer_as_model_reproduces_the_observer_exactly(stochastic_sample
         assert np.all(result.kl == 0.0)
         assert np.any(~np.isnan(result.observer.learning_rate)) and np.any(~np.isnan(result.observer.discreteness))
     model, ceiling = scores_of(by_kind, "model"), scores_of(by_kind, "observer")
-    assert same(model, ceiling) and summary(model, ceiling)["overreaction_gap"] == 0.0
+    assert same(model, ceiling) and summary(model, ceiling).overreaction_gap == 0.0
     # The observer does learn the new target after most transitions.
     assert np.mean(np.isnan(by_kind["transition"].observer.learning_rate)) < 0.5
 

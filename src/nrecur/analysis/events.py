@@ -3,10 +3,13 @@
 An :class:`Events` holds the events of one kind (a rule transition, or a noise
 token) found in a batch: where each is, the old and new target, the period
 after it, how long the rule after it holds, and the window of positions read
-from it on for the curves. :mod:`nrecur.analysis.updates` finds them and
-measures the model and the observer around them; :mod:`nrecur.analysis.decoded`
-reads the beliefs probes decode around the same events; both summarize a
-series over events as a :class:`Band`.
+from it on for the curves. :func:`find_events` finds them in a sampled batch
+(:func:`sample_events`), keeping those with a full window after them and a
+settled rule before them (the defaults: :func:`default_window`,
+:func:`default_settle`). :mod:`nrecur.analysis.event_curves` measures the
+model and the observer around them; :mod:`nrecur.analysis.decoded` reads the
+beliefs probes decode around the same events; both summarize a series over
+events as a :class:`Band`.
 """
 
 from __future__ import annotations
@@ -16,7 +19,13 @@ from typing import Literal
 
 import numpy as np
 
-__all__ = ["EVENT_KINDS", "Band", "EventKind", "Events", "mean_band", "window_index"]
+from nrecur.tasks import NRecurrence
+from nrecur.tasks.sampler import Batch
+
+__all__ = [
+    "EVENT_KINDS", "Band", "EventKind", "Events", "default_settle", "default_window", "find_events", "mean_band", "sample_events", "shortest_context",
+    "window_index",
+]  # fmt: skip
 
 EventKind = Literal["transition", "noise"]
 EVENT_KINDS: tuple[EventKind, ...] = ("transition", "noise")
@@ -97,3 +106,85 @@ class Band:
         """The band of ``values [event, offset]`` (NaN ignored)."""
         mean, half, count = mean_band(np.asarray(values, dtype=np.float64))
         return cls(tuple(float(v) for v in mean), tuple(float(v) for v in half), tuple(int(c) for c in count))
+
+
+def _rule_start(transition_after: np.ndarray) -> np.ndarray:
+    """``[batch, pos]``: first position of the rule in force at each position."""
+    batch, length = transition_after.shape
+    starts = np.zeros((batch, length), dtype=np.int64)
+    starts[:, 1:] = np.where(transition_after[:, :-1], np.arange(1, length), 0)
+    return np.maximum.accumulate(starts, axis=1)
+
+
+def _rule_end(transition_after: np.ndarray) -> np.ndarray:
+    """``[batch, pos]``: last position of the rule in force at each position (the sequence's last at most)."""
+    length = transition_after.shape[1]
+    ends = np.where(transition_after, np.arange(length), length - 1)
+    return np.minimum.accumulate(ends[:, ::-1], axis=1)[:, ::-1]
+
+
+def find_events(batch: Batch, kind: EventKind, window: int, settle: int = 0) -> Events:
+    """The events of ``kind`` in ``batch`` with a full window after them.
+
+    Kept: ``1 <= position`` and ``position + window <= length``; no transition after any of the
+    positions ``position .. position + window - 2`` (so the whole window follows one rule); the rule in
+    force before the event (for noise: at it) began at least ``settle`` positions before the event.
+    """
+    if window < 1:
+        raise ValueError(f"window must be >= 1, got {window}")
+    transition_after = np.asarray(batch.transition_after, dtype=bool)
+    length = transition_after.shape[1]
+    if kind == "transition":
+        candidate = np.zeros_like(transition_after)
+        candidate[:, 1:] = transition_after[:, :-1]
+    elif kind == "noise":
+        candidate = np.asarray(batch.is_fake, dtype=bool).copy()
+        candidate[:, 0] = False
+    else:
+        raise ValueError(f"unknown event kind {kind!r}; expected one of {EVENT_KINDS}")
+    sequence, position = np.nonzero(candidate)
+    keep = position + window <= length
+    sequence, position = sequence[keep], position[keep]
+    # No transition inside the window: transition_after[e .. e + window - 2] all False.
+    cumulative = np.concatenate([np.zeros((len(transition_after), 1), np.int64), np.cumsum(transition_after, 1)], 1)
+    inside = cumulative[sequence, position + window - 1] - cumulative[sequence, position]
+    keep = inside == 0
+    before = position - 1 if kind == "transition" else position
+    keep &= position - _rule_start(transition_after)[sequence, before] >= settle
+    sequence, position = sequence[keep], position[keep]
+    target = np.asarray(batch.target)
+    old = target[sequence, position - 1] if kind == "transition" else target[sequence, position]
+    return Events(
+        kind=kind,
+        sequence=sequence,
+        position=position,
+        old_target=old,
+        new_target=target[sequence, position],
+        period=np.asarray(batch.period)[sequence, position],
+        horizon=_rule_end(transition_after)[sequence, position] - position + 1,
+        window=window,
+        length=length,
+    )
+
+
+def default_window(task: NRecurrence, length: int) -> int:
+    """``min(4 × largest period, length // 2)``: several target positions, and room for events in the context."""
+    return max(1, min(4 * task.max_period, length // 2))
+
+
+def default_settle(task: NRecurrence) -> int:
+    """Twice the largest period: the positions the rule before an event must have held."""
+    return 2 * task.max_period
+
+
+def shortest_context(task: NRecurrence) -> int:
+    """The shortest context with room for an event under the default window and settle: an event is kept
+    only at positions ``settle ≤ p ≤ length − window``, so ``n`` needs ``2M + min(4M, n // 2) ≤ n`` (``M``
+    the largest period). For ``n < 8M`` that is ``2M ≤ ⌈n / 2⌉``, first true at ``n = 4M − 1``."""
+    return 4 * task.max_period - 1
+
+
+def sample_events(task: NRecurrence, n_sequences: int, length: int, seed: int) -> tuple[Batch, object]:
+    """A batch of ``task`` and its observer's posterior on it (``.predictive [batch, pos, vocab]``, marginals)."""
+    batch = task.sample(n_sequences, length, seed)
+    return batch, task.posterior(batch.tokens)

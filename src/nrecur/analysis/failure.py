@@ -41,16 +41,8 @@ import numpy as np
 import pydantic
 
 from nrecur.analysis.contract import Analysis, Options, Result, initial_model, register
-from nrecur.analysis.events import EVENT_KINDS, Band
-from nrecur.analysis.updates import (
-    EventUpdates,
-    default_settle,
-    default_window,
-    event_updates,
-    model_probs,
-    never_last_median,
-    sample_events,
-)
+from nrecur.analysis.event_curves import EventUpdates, event_updates, model_probs, never_last_median
+from nrecur.analysis.events import EVENT_KINDS, Band, default_settle, default_window, sample_events
 from nrecur.tasks import NRecurrence
 from nrecur.tasks.sampler import Batch
 
@@ -126,7 +118,7 @@ class Scores:
 
 
 def scores_of(by_kind: dict[str, EventUpdates], who: str) -> Scores:
-    """``who``'s (``model`` or ``observer``) scores from :func:`nrecur.analysis.updates.event_updates`."""
+    """``who``'s (``model`` or ``observer``) scores from :func:`nrecur.analysis.event_curves.event_updates`."""
     curves = {kind: getattr(by_kind[kind], who) for kind in EVENT_KINDS}
     kl = {kind: by_kind[kind].kl if who == "model" else np.zeros_like(by_kind[kind].kl) for kind in EVENT_KINDS}
     return Scores(

@@ -51,6 +51,10 @@ slowly has larger learning rates (perseverates), a model that jumps where the
 observer shifts gradually has a larger discreteness index. Passing the
 observer itself as the model reproduces the observer's values exactly
 (:func:`event_updates`), which the tests check.
+
+The events are found by :mod:`nrecur.analysis.events` and the curves and
+per-event measures computed by :mod:`nrecur.analysis.event_curves`; this module
+gathers them into the analysis and its result.
 """
 
 from __future__ import annotations
@@ -59,223 +63,23 @@ from dataclasses import dataclass
 
 import numpy as np
 import pydantic
-import torch
 
 from nrecur.analysis.contract import Analysis, Options, Result, initial_model, register
-from nrecur.analysis.decoded import Beliefs, Decoded, Decoder, beliefs_around, decode_rule_beliefs
-from nrecur.analysis.events import EVENT_KINDS, Band, EventKind, Events, window_index
+from nrecur.analysis.decoded import Decoded, Decoder, beliefs_around, decode_rule_beliefs
+from nrecur.analysis.event_curves import (
+    Curves, EventUpdates, aligned_curves, discreteness, event_updates, kl_by_offset, learning_rate, model_probs, never_last_median,
+)  # fmt: skip
+from nrecur.analysis.events import (
+    EVENT_KINDS, Band, EventKind, Events, default_settle, default_window, find_events, sample_events, shortest_context,
+)  # fmt: skip
 from nrecur.analysis.probes import MLP_ROWS
 from nrecur.tasks import NRecurrence
-from nrecur.tasks.sampler import Batch
-from nrecur.train.evaluate import model_log_probs
 
-__all__ = [
-    "Around",
-    "Curves",
-    "EventTable",
-    "EventUpdates",
-    "KindUpdates",
-    "UpdatesOptions",
-    "UpdatesResult",
-    "aligned_curves",
-    "compute",
-    "discreteness",
-    "event_updates",
-    "find_events",
-    "kl_by_offset",
-    "learning_rate",
-    "never_last_median",
-]
-
-# ---------------------------------------------------------------------------------------------------------- events
-
-
-def _rule_start(transition_after: np.ndarray) -> np.ndarray:
-    """``[batch, pos]``: first position of the rule in force at each position."""
-    batch, length = transition_after.shape
-    starts = np.zeros((batch, length), dtype=np.int64)
-    starts[:, 1:] = np.where(transition_after[:, :-1], np.arange(1, length), 0)
-    return np.maximum.accumulate(starts, axis=1)
-
-
-def _rule_end(transition_after: np.ndarray) -> np.ndarray:
-    """``[batch, pos]``: last position of the rule in force at each position (the sequence's last at most)."""
-    length = transition_after.shape[1]
-    ends = np.where(transition_after, np.arange(length), length - 1)
-    return np.minimum.accumulate(ends[:, ::-1], axis=1)[:, ::-1]
-
-
-def find_events(batch: Batch, kind: EventKind, window: int, settle: int = 0) -> Events:
-    """The events of ``kind`` in ``batch`` with a full window after them.
-
-    Kept: ``1 <= position`` and ``position + window <= length``; no transition after any of the
-    positions ``position .. position + window - 2`` (so the whole window follows one rule); the rule in
-    force before the event (for noise: at it) began at least ``settle`` positions before the event.
-    """
-    if window < 1:
-        raise ValueError(f"window must be >= 1, got {window}")
-    transition_after = np.asarray(batch.transition_after, dtype=bool)
-    length = transition_after.shape[1]
-    if kind == "transition":
-        candidate = np.zeros_like(transition_after)
-        candidate[:, 1:] = transition_after[:, :-1]
-    elif kind == "noise":
-        candidate = np.asarray(batch.is_fake, dtype=bool).copy()
-        candidate[:, 0] = False
-    else:
-        raise ValueError(f"unknown event kind {kind!r}; expected one of {EVENT_KINDS}")
-    sequence, position = np.nonzero(candidate)
-    keep = position + window <= length
-    sequence, position = sequence[keep], position[keep]
-    # No transition inside the window: transition_after[e .. e + window - 2] all False.
-    cumulative = np.concatenate([np.zeros((len(transition_after), 1), np.int64), np.cumsum(transition_after, 1)], 1)
-    inside = cumulative[sequence, position + window - 1] - cumulative[sequence, position]
-    keep = inside == 0
-    before = position - 1 if kind == "transition" else position
-    keep &= position - _rule_start(transition_after)[sequence, before] >= settle
-    sequence, position = sequence[keep], position[keep]
-    target = np.asarray(batch.target)
-    old = target[sequence, position - 1] if kind == "transition" else target[sequence, position]
-    return Events(
-        kind=kind,
-        sequence=sequence,
-        position=position,
-        old_target=old,
-        new_target=target[sequence, position],
-        period=np.asarray(batch.period)[sequence, position],
-        horizon=_rule_end(transition_after)[sequence, position] - position + 1,
-        window=window,
-        length=length,
-    )
-
-
-# ---------------------------------------------------------------------------------------------------------- curves
-
-
-@dataclass(frozen=True)
-class Curves:
-    """One predictor (model or observer) around events: arrays ``[event, offset]`` and ``[event]``."""
-
-    p_old: np.ndarray
-    """``[event, offset]``: probability of the old target at target positions of the new rule in the window, NaN
-    elsewhere."""
-    p_new: np.ndarray
-    """``[event, offset]``: probability of the new target there, NaN elsewhere."""
-    top_is_new: np.ndarray
-    """``[event, offset]``: the most likely token is the new target (False off target positions)."""
-    p_new_to_end: np.ndarray
-    """``[event, offset]``: ``p_new`` at every offset of the rule after the event (to the next transition or the
-    sequence's end), NaN past it; as many offsets as the longest such rule."""
-    top_is_new_to_end: np.ndarray
-    """``[event, offset]``: ``top_is_new`` over the same offsets."""
-    learning_rate: np.ndarray
-    """``[event]``: first offset (>= the kind's first offset) where ``p_new_to_end > 0.5``; NaN when never."""
-    discreteness: np.ndarray
-    """``[event]``: the discreteness index of ``p_new`` in the window (NaN when its total change is below
-    ``min_change``)."""
-
-
-def aligned_curves(probs: np.ndarray, events: Events, is_target_position: np.ndarray, min_change: float) -> Curves:
-    """``probs [batch, pos, vocab]`` (index i predicts token i+1) aligned on ``events``."""
-    span = max(int(events.horizon.max()), events.window) if len(events) else events.window
-    rows, columns = window_index(events, span)
-    inside = np.arange(span)[None, :] < events.horizon[:, None]
-    at_target = np.asarray(is_target_position, dtype=bool)[rows, columns] & inside  # [event, offset]
-    p_new = np.where(at_target, probs[rows, columns - 1, events.new_target[:, None]], np.nan)
-    p_old = np.where(at_target, probs[rows, columns - 1, events.old_target[:, None]], np.nan)
-    top_is_new = at_target & (probs.argmax(-1)[rows, columns - 1] == events.new_target[:, None])
-    window = events.window
-    return Curves(
-        p_old=p_old[:, :window],
-        p_new=p_new[:, :window],
-        top_is_new=top_is_new[:, :window],
-        p_new_to_end=p_new,
-        top_is_new_to_end=top_is_new,
-        learning_rate=learning_rate(p_new, events.first_offset),
-        discreteness=discreteness(p_new[:, :window], events.first_offset, min_change),
-    )
-
-
-def learning_rate(p: np.ndarray, first_offset: int = 0, threshold: float = 0.5) -> np.ndarray:
-    """``p [event, offset]`` (NaN off target positions) → ``[event]``: first offset >= ``first_offset`` with
-    ``p > threshold``, NaN when there is none."""
-    above = np.nan_to_num(p, nan=-np.inf) > threshold
-    above[:, :first_offset] = False
-    found = above.any(1)
-    return np.where(found, above.argmax(1), np.nan).astype(np.float64)
-
-
-def discreteness(p: np.ndarray, first_offset: int = 0, min_change: float = 0.1) -> np.ndarray:
-    """``p [event, offset]`` (NaN off target positions) → ``[event]``: largest step between consecutive
-    values (from ``first_offset`` on), in the direction of the total change, over ``|total change|``;
-    NaN when fewer than two values or ``|total change| < min_change``."""
-    out = np.full(len(p), np.nan)
-    for index, row in enumerate(p[:, first_offset:]):
-        values = row[~np.isnan(row)]
-        if len(values) < 2:
-            continue
-        total = values[-1] - values[0]
-        if abs(total) < min_change:
-            continue
-        out[index] = (np.diff(values) * np.sign(total)).max() / abs(total)
-    return out
-
-
-def kl_by_offset(observer: np.ndarray, model: np.ndarray, events: Events) -> np.ndarray:
-    """``[event, offset]``: KL(observer ‖ model) of the predictions of positions ``event + offset`` (nats)."""
-    rows, columns = window_index(events)
-    p = observer[rows, columns - 1]  # [event, offset, vocab]
-    q = model[rows, columns - 1]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        terms = np.where(p > 0, p * (np.log(p) - np.log(q)), 0.0)
-    return terms.sum(-1)
-
-
-def never_last_median(values: np.ndarray) -> float:
-    """Median with NaN ("never") counted as longer than any value (inf when more than half are never)."""
-    if len(values) == 0:
-        return float("nan")
-    return float(np.median(np.where(np.isnan(values), np.inf, values)))
-
-
-@dataclass(frozen=True)
-class EventUpdates:
-    """Model and observer around the events of one kind."""
-
-    events: Events
-    model: Curves
-    observer: Curves
-    kl: np.ndarray
-    """``[event, offset]``: KL(observer ‖ model) in nats."""
-
-
-def event_updates(
-    model_probs: np.ndarray,
-    observer_predictive: np.ndarray,
-    batch: Batch,
-    window: int,
-    settle: int = 0,
-    min_change: float = 0.1,
-) -> dict[EventKind, EventUpdates]:
-    """The core computation, one entry per event kind.
-
-    ``model_probs [batch, pos, vocab]`` and ``observer_predictive [batch, pos, vocab]`` are predictive
-    distributions (index i is P(x[i+1] | x[0..i])) on ``batch.tokens``; any predictor may stand in
-    for the model, the observer itself included (then every curve and index equals the observer's).
-    """
-    model_probs = np.asarray(model_probs, dtype=np.float64)
-    observer_predictive = np.asarray(observer_predictive, dtype=np.float64)
-    out = {}
-    for kind in EVENT_KINDS:
-        events = find_events(batch, kind, window, settle)
-        out[kind] = EventUpdates(
-            events=events,
-            model=aligned_curves(model_probs, events, batch.is_target_position, min_change),
-            observer=aligned_curves(observer_predictive, events, batch.is_target_position, min_change),
-            kl=kl_by_offset(observer_predictive, model_probs, events),
-        )
-    return out
-
+__all__ = [  # the events and their curves are re-exported from nrecur.analysis.events and .event_curves
+    "Around", "Curves", "EventTable", "EventUpdates", "KindUpdates", "UpdatesOptions", "UpdatesResult", "aligned_curves", "compute",
+    "default_settle", "default_window", "discreteness", "event_updates", "find_events", "kl_by_offset", "learning_rate", "model_probs",
+    "never_last_median", "sample_events", "shortest_context",
+]  # fmt: skip
 
 # ---------------------------------------------------------------------------------------------------------- the result
 
@@ -447,34 +251,6 @@ def _stochastic_reason(run) -> str | None:
     if task.is_deterministic:
         return "the run's task is deterministic (p_noise = p_transition = 0): there are no events to align on"
     return None
-
-
-def default_window(task: NRecurrence, length: int) -> int:
-    """``min(4 × largest period, length // 2)``: several target positions, and room for events in the context."""
-    return max(1, min(4 * task.max_period, length // 2))
-
-
-def default_settle(task: NRecurrence) -> int:
-    """Twice the largest period: the positions the rule before an event must have held."""
-    return 2 * task.max_period
-
-
-def shortest_context(task: NRecurrence) -> int:
-    """The shortest context with room for an event under the default window and settle: an event is kept
-    only at positions ``settle ≤ p ≤ length − window``, so ``n`` needs ``2M + min(4M, n // 2) ≤ n`` (``M``
-    the largest period). For ``n < 8M`` that is ``2M ≤ ⌈n / 2⌉``, first true at ``n = 4M − 1``."""
-    return 4 * task.max_period - 1
-
-
-def model_probs(model, tokens: np.ndarray) -> np.ndarray:
-    """``tokens [batch, pos]`` → the model's ``[batch, pos, vocab]`` float64 probabilities."""
-    return model_log_probs(model, torch.as_tensor(np.asarray(tokens), dtype=torch.long)).exp().numpy()
-
-
-def sample_events(task: NRecurrence, n_sequences: int, length: int, seed: int) -> tuple[Batch, object]:
-    """A batch of ``task`` and its observer's posterior on it (``.predictive [batch, pos, vocab]``, marginals)."""
-    batch = task.sample(n_sequences, length, seed)
-    return batch, task.posterior(batch.tokens)
 
 
 def compute(run, options: UpdatesOptions) -> UpdatesResult:
