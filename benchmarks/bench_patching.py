@@ -27,7 +27,8 @@ import numpy as np
 import torch
 
 from nrecur import load_run
-from nrecur.analysis.patching import PER_HEAD, _as_tokens, _clean_runs, _patch_from, patch_cell, sample_pairs, site_hooks
+from nrecur.analysis.patch_pairs import sample_pairs
+from nrecur.analysis.patch_runs import PER_HEAD, as_tokens, clean_runs, patch_cell, patch_from, site_hooks
 
 
 def main() -> None:
@@ -43,16 +44,16 @@ def main() -> None:
     run = load_run(args.run)
     model = run.model.eval()
     pairs = sample_pairs(run.task, args.pairs, run.config.length, args.seed)
-    destination, source = _as_tokens(model, pairs.destination.tokens), _as_tokens(model, pairs.source.tokens)
+    destination, source = as_tokens(model, pairs.destination.tokens), as_tokens(model, pairs.source.tokens)
     hooks = [hook for kind in site_hooks(model).values() for hook in kind]
     heads, length = model.config.n_heads, run.config.length
     cells = [(hook, p, h) for hook in hooks for p in range(length) for h in (range(heads) if hook.endswith(PER_HEAD) else [None])]
     print(f"run {args.run}: {len(hooks)} hooks, {len(cells)} cells (site, layer[, head], position) × {args.pairs} pairs")
 
-    _patch_from(model, _clean_runs(model, destination[:2], source[:2], hooks), hooks[0], max_rows=4096)  # warm-up
+    patch_from(model, clean_runs(model, destination[:2], source[:2], hooks), hooks[0], max_rows=4096)  # warm-up
     start = time.perf_counter()
-    clean = _clean_runs(model, destination, source, hooks)
-    batched = {hook: _patch_from(model, clean, hook, max_rows=4096) for hook in hooks}
+    clean = clean_runs(model, destination, source, hooks)
+    batched = {hook: patch_from(model, clean, hook, max_rows=4096) for hook in hooks}
     batched_seconds = time.perf_counter() - start
 
     timed = [cells[i] for i in np.linspace(0, len(cells) - 1, min(args.cells, len(cells))).round().astype(int)]
