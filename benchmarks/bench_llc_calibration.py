@@ -46,7 +46,7 @@ def main() -> None:
     parser.add_argument("--run", help="a trained run whose curvature to print beside the calibration model's")
     parser.add_argument("--scale", type=float, default=12.0, help="feature scale of the calibration model")
     parser.add_argument("--step-sizes", type=float, nargs="+", default=[1e-5, 3e-5, 1e-4, 3e-4])
-    parser.add_argument("--tolerance", type=float, default=0.15, help="relative tolerance on λ")
+    parser.add_argument("--tolerance", type=float, default=0.2, help="relative tolerance on λ")
     add_json_option(parser)
     args = parser.parse_args()
     torch.set_num_threads(1)

@@ -19,7 +19,7 @@ the expectation is unchanged, the minibatch's sampling noise cancels). The estim
 chain's λ̂, its spread their standard deviation.
 
 How to read it: λ̂ is only comparable between models estimated with the same settings and data; the settings are
-those recovered a known answer in ``benchmarks/bench_llc_calibration.py`` (λ = (K−1)·p/2 for a softmax regression with
+those that recover a known answer in ``benchmarks/bench_llc_calibration.py`` (λ = (K−1)·p/2 for a softmax regression with
 ``K`` classes and ``p`` features, whose shift symmetry removes ``p`` of its ``K·p`` parameters). A negative λ̂ means
 the chains found lower loss than ``w*``: the point is not a local minimum (early in training, before the loss
 settles), and the estimate there measures descent, not complexity.
