@@ -90,7 +90,10 @@ def estimate_llc(model: torch.nn.Module, loss: Callable[..., torch.Tensor], pool
     on it stay active for the sampler and afterwards. Each chain's minibatches and noise come from ``seed`` and the
     chain's index alone.
     """
-    from devinterp.optim import SGMCMC  # imported only when an LLC is estimated
+    try:
+        from devinterp.optim import SGMCMC  # imported only when an LLC is estimated
+    except ImportError as error:
+        raise ImportError("the local learning coefficient needs devinterp: pip install 'nrecur[llc]'") from error
 
     params = [p for p in model.parameters() if p.requires_grad]
     saved = [p.detach().clone() for p in params]
