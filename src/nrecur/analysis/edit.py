@@ -61,6 +61,12 @@ is ``hold_rate``; a weight edit acts after ``p`` too, so its hold stands beside
 the headline, never as it. An edit that installs the belief
 holds well above ``hold_rate_no_edit`` and ``hold_rate_random``; the ceiling says
 how far the model itself carries a belief it read from the tokens.
+
+The problems are drawn by :mod:`nrecur.analysis.edit_problems`, the edits
+carried out by :mod:`nrecur.analysis.edit_methods`, listed, run and ranked by
+:mod:`nrecur.analysis.edit_candidates` and scored by
+:mod:`nrecur.analysis.edit_scores`; this module chooses among them and gathers
+the result.
 """
 
 from __future__ import annotations
@@ -75,266 +81,20 @@ import torch
 
 from nrecur.analysis.base import progress_bar
 from nrecur.analysis.contract import Analysis, OptionError, Options, Result, initial_model, register
-from nrecur.analysis.edit_methods import EDIT_METHODS, EditedPredictions, Span, edit_belief, edit_hooks, steering_vectors
-from nrecur.analysis.patching import deterministic_task
-from nrecur.analysis.steering import ALPHAS, ProbeDirections, kl_per_row, probe_directions
-from nrecur.analysis.weight_edit import key_second_moment, rank_one_edits, specificity
-from nrecur.model import GPT
+from nrecur.analysis.edit_candidates import CEILING, Budget, EditMethod, best_of, edit_tools, method_candidates
+from nrecur.analysis.edit_methods import EDIT_METHODS, EditedPredictions, edit_belief, edit_hooks, steering_vectors
+from nrecur.analysis.edit_problems import FOLLOWING, EditProblems, default_position, edit_problems
+from nrecur.analysis.edit_scores import EditScore, hits, hold_by_rule, hold_rate, kl_from_desired, predict_log_probs, score, share_by_read
+from nrecur.analysis.steering import ALPHAS
+from nrecur.analysis.weight_edit import rank_one_edits, specificity
 from nrecur.tasks import NRecurrence
 
 __all__ = [
-    "CEILING", "EDIT_METHODS", "Budget", "EditMethod", "EditOptions", "EditProblems", "EditResult", "EditScore", "EditedPredictions",
+    "CEILING", "EDIT_METHODS", "FOLLOWING", "Budget", "EditMethod", "EditOptions", "EditProblems", "EditResult", "EditScore", "EditedPredictions",
     "MethodScore", "NoEdit", "compute", "default_position", "edit_belief", "edit_hooks", "edit_problems", "hits", "hold_rate",
     "method_candidates", "score", "steering_vectors",
-]  # fmt: skip (edit_belief and the methods live in edit_methods; re-exported here)
+]  # fmt: skip (the methods live in edit_methods, the problems in edit_problems, the scores in edit_scores, the candidates in edit_candidates; re-exported here)
 
-FOLLOWING = 3
-"""Target positions of ``(n*, t*)`` after the first (``p + 1``) at which the hold is read."""
-
-
-# ---------------------------------------------------------------------------- the sequences
-
-
-@dataclass(frozen=True)
-class EditProblems:
-    """Destinations spliced with donors at ``position``; everything ``[batch, ...]``."""
-
-    tokens: np.ndarray
-    """``[batch, pos]`` the destination up to ``position``, the donor after it (what the model reads)."""
-    donor: np.ndarray
-    """``[batch, pos]`` a sequence that follows ``(period, target)`` throughout, next target at ``position + 1``."""
-    random_donor: np.ndarray
-    """``[batch, pos]`` a sequence of another target than ``t*`` (its own period and phase): the random edit's donor."""
-    position: int
-    """``p``: the last position the edit acts on."""
-    period: np.ndarray
-    """``[batch]`` ``n*``."""
-    target: np.ndarray
-    """``[batch]`` ``t*``."""
-    destination_period: np.ndarray
-    """``[batch]`` ``n`` of the destination."""
-    destination_target: np.ndarray
-    """``[batch]`` ``t`` of the destination (never ``t*``)."""
-    desired: np.ndarray
-    """``[batch, pos, vocab]`` ``O*``: the observer's predictive for the donor."""
-    revealed: np.ndarray
-    """``[batch, 1 + FOLLOWING]`` bool: the exact observer of the tokens since ``p`` alone predicts ``t*`` at the
-    read (see :attr:`reads`); column 0, ``p`` itself, has no tokens since ``p`` (False)."""
-
-    @property
-    def reads(self) -> np.ndarray:
-        """``[batch, 1 + FOLLOWING]`` positions predicting the next target positions of ``(n*, t*)``: ``p``,
-        ``p + n*``, …; -1 past the end of the sequence."""
-        reads = self.position + self.period[:, None] * np.arange(1 + FOLLOWING)[None, :]
-        return np.where(reads < self.tokens.shape[1], reads, -1)
-
-    @property
-    def counted(self) -> np.ndarray:
-        """``[batch, 1 + FOLLOWING]`` bool: the reads the hold counts — after ``p``, inside the sequence, and
-        not yet revealed by the tokens since ``p``."""
-        counted = (self.reads >= 0) & ~self.revealed
-        counted[:, 0] = False
-        return counted
-
-
-def _draw_other_targets(pool, target: np.ndarray, what: str) -> np.ndarray:
-    """Row indices into ``pool``: for each ``t*`` the next unused sequence whose target differs."""
-    used = np.zeros(len(pool.tokens), dtype=bool)
-    chosen = np.empty(len(target), dtype=np.int64)
-    for i, t in enumerate(target):
-        candidates = np.flatnonzero(~used & (pool.target[:, 0] != t))
-        if not len(candidates):
-            raise ValueError(f"could not find {what} with a target other than t*; is there more than one target?")
-        chosen[i] = candidates[0]
-        used[chosen[i]] = True
-    return chosen
-
-
-def edit_problems(task: NRecurrence, per_rule: int, length: int, position: int, seed: int = 0) -> EditProblems:
-    """``per_rule`` problems for every rule ``(n*, t*)`` of ``task``, sequences from ``task`` made
-    deterministic; donors drawn by rejection until each rule has ``per_rule`` with its next target at
-    ``position + 1`` (so any token distribution of the task's variant is kept). ``O*`` and what the tokens
-    since ``position`` reveal come from ``task``'s own observer."""
-    if not 0 <= position < length - 1:
-        raise ValueError(f"the edit position must be in [0, {length - 2}] for sequences of length {length}, got {position}")
-    rules = deterministic_task(task)
-    wanted = task.rules()
-    donors: dict[tuple[int, int], list[np.ndarray]] = {rule: [] for rule in wanted}
-    pool_size, attempt = 256 * len(wanted), 0
-    while any(len(found) < per_rule for found in donors.values()):
-        if attempt > 12:
-            short = [rule for rule, found in donors.items() if len(found) < per_rule]
-            raise ValueError(f"could not draw {per_rule} donor sequences for the rules {short}; their prior is too small")
-        pool = rules.sample(pool_size, length, seed * 1000 + attempt + 1)
-        ok = pool.countdown[:, position + 1] == 0
-        for row in np.flatnonzero(ok):
-            found = donors[(int(pool.period[row, 0]), int(pool.target[row, 0]))]
-            if len(found) < per_rule:
-                found.append(pool.tokens[row])
-        pool_size, attempt = pool_size * 2, attempt + 1
-    donor = np.stack([tokens for rule in wanted for tokens in donors[rule]])
-    period = np.repeat([n for n, _ in wanted], per_rule)
-    target = np.repeat([t for _, t in wanted], per_rule)
-
-    # Destinations and random donors: the next unused sequences whose target differs from t*.
-    pool = rules.sample(4 * len(donor), length, seed * 1000 + 999)
-    destination = pool.select(_draw_other_targets(pool, target, "destinations"))
-    others = rules.sample(4 * len(donor), length, seed * 1000 + 998)
-    random_donor = others.tokens[_draw_other_targets(others, target, "random donors")]
-    tokens = np.concatenate([destination.tokens[:, : position + 1], donor[:, position + 1 :]], axis=1)
-    desired = np.asarray(task.posterior(donor).predictive, dtype=np.float64)
-
-    # What the tokens since p reveal: the observer of the continuation alone, read where the model is read.
-    since = np.asarray(task.posterior(donor[:, position + 1 :]).predictive)  # [batch, pos - p - 1, vocab]
-    reads = position + period[:, None] * np.arange(1 + FOLLOWING)[None, :]
-    inside = (reads > position) & (reads < length)
-    rows = np.arange(len(donor))[:, None]
-    best = since[rows, np.where(inside, reads - position - 1, 0)].argmax(-1)  # [batch, read]
-    revealed = inside & (best == target[:, None])
-    return EditProblems(
-        tokens=tokens,
-        donor=donor,
-        random_donor=random_donor,
-        position=position,
-        period=period,
-        target=target,
-        destination_period=destination.period[:, 0],
-        destination_target=destination.target[:, 0],
-        desired=desired,
-        revealed=revealed,
-    )
-
-
-# ---------------------------------------------------------------------------- the candidates
-
-
-@dataclass(frozen=True)
-class Budget:
-    """What an edit may touch."""
-
-    hooks: tuple[str, ...]
-    """The hook points whose activations it changes (a weight edit: where its change enters the residual stream)."""
-    positions: str
-    """``0..p``, ``p``, or ``every position of every sequence`` (a weight edit stays in the model)."""
-    rank: int
-    """The largest rank its change can have: of the added activations ``[edited position, d_model]`` for an
-    activation edit (a patch sets every coordinate; a steer adds one of at most ``max_period`` vectors per
-    position), of the weight change for a weight edit."""
-    random: str
-    """The random edit of this budget (``hold_rate_random``)."""
-
-
-@dataclass(frozen=True)
-class EditMethod:
-    """How and where to edit: ``patch`` from the donor, ``steer`` with strength ``alpha``, or ``rank_one``, at ``hook``."""
-
-    method: str
-    """A name in :data:`EDIT_METHODS`: ``patch``, ``steer`` or ``rank_one``."""
-    hook: str
-    span: Span = "context"
-    alpha: float = 0.0
-
-    @property
-    def name(self) -> str:
-        """``method[span]@hook``, e.g. ``patch[context]@blocks.1.hook_resid_pre``."""
-        return f"{self.method}[{self.span}]@{self.hook}"
-
-    def budget(self, model: GPT, position: int, max_period: int) -> Budget:
-        positions = position + 1 if self.span == "context" else 1
-        d_model = model.config.d_model
-        if self.method == "patch":
-            return Budget((self.hook,), "0..p" if self.span == "context" else "p", min(positions, d_model), "a patch from a random donor (a sequence of another target)")
-        if self.method == "steer":
-            return Budget((self.hook,), "0..p" if self.span == "context" else "p", min(positions, max_period, d_model), "α times random directions of the probe directions' norms")
-        return Budget((self.hook,), "every position of every sequence", 1, "a rank-one edit keyed at p toward a random donor (a sequence of another target)")
-
-    @property
-    def persistent(self) -> bool:
-        """A weight edit: it stays in the model, so it acts after ``p`` too (and on other sequences)."""
-        return self.method == "rank_one"
-
-    def automatic(self, model: GPT) -> bool:
-        """Whether success at ``p`` is given by construction: the prediction at ``p`` is the model's on the donor."""
-        final = f"blocks.{model.config.n_layers - 1}.hook_resid_post"
-        return self.method == "rank_one" or (self.method == "patch" and (self.span == "context" or self.hook == final))
-
-
-CEILING = EditMethod("patch", "blocks.0.hook_resid_pre", "context")
-"""Patching the token and position embeddings of the whole context: the model reads the donor's context itself
-(the ceiling, ``hold_rate_ceiling``; never a method)."""
-
-
-def method_candidates(model: GPT) -> list[EditMethod]:
-    """Every patch site (not the embeddings: patching them rewrites tokens) and, when the model has an MLP, the
-    rank-one edit of the last one; the steering sites are :func:`edit_hooks`, their α chosen by a scan."""
-    hooks = [hook for hook in edit_hooks(model) if hook != CEILING.hook]
-    candidates = [EditMethod("patch", hook, span) for span in ("context", "position") for hook in hooks]
-    if model.config.d_mlp:
-        candidates.append(EditMethod("rank_one", f"blocks.{model.config.n_layers - 1}.hook_mlp_out", "position"))
-    return candidates
-
-
-# ---------------------------------------------------------------------------- scoring
-
-
-@dataclass(frozen=True)
-class EditScore:
-    """Success, hold and moved of one edit on a set of problems."""
-
-    success: np.ndarray
-    """``[batch, 1 + FOLLOWING]`` t* most likely at the k-th next target position (NaN past the end)."""
-    success_clean: np.ndarray
-    """The same without the edit."""
-    moved: np.ndarray
-    """``[batch, pos - position]`` moved toward ``O*`` at positions ``p, p + 1, …``."""
-    hold: float
-    """Share of the counted reads (:attr:`EditProblems.counted`) with t* most likely; NaN if none counts."""
-    hold_clean: float
-    """The same without the edit."""
-
-
-def hits(problems: EditProblems, log_probs) -> np.ndarray:
-    """``[batch, 1 + FOLLOWING]``: 1 where t* is most likely at the read, 0 where not, NaN past the end."""
-    reads = problems.reads
-    best = torch.as_tensor(log_probs).argmax(-1).cpu().numpy()[np.arange(len(reads))[:, None], np.maximum(reads, 0)]
-    return np.where(reads >= 0, best == problems.target[:, None], np.nan)
-
-
-def hold_rate(problems: EditProblems, log_probs) -> float:
-    """Share of the counted reads where t* is most likely under ``log_probs [batch, pos, vocab]``."""
-    counted = problems.counted
-    return float(hits(problems, log_probs)[counted].mean()) if counted.any() else math.nan
-
-
-def score(problems: EditProblems, edited: EditedPredictions) -> EditScore:
-    p = problems.position
-    desired = torch.as_tensor(problems.desired[:, p:])
-    before = kl_per_row(desired, edited.clean[:, p:])
-    after = kl_per_row(desired, edited.log_probs[:, p:])
-    moved = (1.0 - after / before).numpy()
-    return EditScore(
-        success=hits(problems, edited.log_probs),
-        success_clean=hits(problems, edited.clean),
-        moved=moved,
-        hold=hold_rate(problems, edited.log_probs),
-        hold_clean=hold_rate(problems, edited.clean),
-    )
-
-
-def _share(values: np.ndarray) -> tuple[float, ...]:
-    """``[batch, read]`` 0/1/NaN → per read the share of hits among the sequences long enough (NaN if none is)."""
-    counted = np.isfinite(values).sum(0)
-    return tuple(float(v) for v in np.where(counted > 0, np.nansum(values, 0) / np.maximum(counted, 1), np.nan))
-
-
-def _kl(problems: EditProblems, log_probs) -> tuple[tuple[float, ...], float]:
-    """Mean KL(O* ‖ model) at each position from ``p`` on, and its mean after ``p``."""
-    p = problems.position
-    kl = kl_per_row(torch.as_tensor(problems.desired[:, p:]), torch.as_tensor(log_probs)[:, p:]).mean(0)  # [pos - p]
-    return tuple(float(v) for v in kl), float(kl[1:].mean()) if len(kl) > 1 else math.nan
-
-
-# ---------------------------------------------------------------------------- the result
 
 
 class EditOptions(Options):
@@ -437,65 +197,6 @@ class EditResult(Result):
 # ---------------------------------------------------------------------------- the analysis
 
 
-@dataclass(frozen=True)
-class _Tools:
-    """What the edit methods need besides the problems, for one model."""
-
-    model: GPT
-    directions: dict[str, ProbeDirections]
-    second_moment: torch.Tensor | None
-    periods: tuple[int, ...]
-
-    def run(self, candidate: EditMethod, problems: EditProblems, clean: torch.Tensor, random: bool = False, seed: int = 0) -> EditedPredictions:
-        """``candidate`` on ``problems`` (``clean``: the model's log-probs on their tokens), or its random edit."""
-        directions = self.directions.get(candidate.hook)
-        if random and directions is not None:
-            directions = _random_like(directions, seed)
-        return edit_belief(
-            self.model, problems.tokens, problems.period, problems.target, position=problems.position, method=candidate.method,
-            span=candidate.span, hook=candidate.hook, donor=problems.random_donor if random else problems.donor,
-            directions=directions, periods=self.periods, alpha=candidate.alpha, second_moment=self.second_moment, clean=clean,
-        )  # fmt: skip
-
-    def rank(self, candidate: EditMethod, problems: EditProblems, clean: torch.Tensor, seed: int) -> tuple[float, float]:
-        """What edits are chosen by: the hold rate's gain over the random edit of the same budget, and ``kl_after``."""
-        edited = self.run(candidate, problems, clean).log_probs
-        random = self.run(candidate, problems, clean, random=True, seed=seed).log_probs
-        return hold_rate(problems, edited) - hold_rate(problems, random), _kl(problems, edited)[1]
-
-
-def _tools(run, model: GPT, hooks: list[str], options: EditOptions) -> _Tools:
-    task, length, seed = run.task, run.config.length, options.seed
-    on_model = dataclasses.replace(run, model=model)
-    directions = probe_directions(on_model, hooks, seed, options.probe_sequences) if hooks else {}
-    second_moment = key_second_moment(model, task.sample(512, length, seed + 4).tokens) if model.config.d_mlp else None
-    return _Tools(model, directions, second_moment, tuple(task.periods))
-
-
-def _random_like(directions: ProbeDirections, seed: int) -> ProbeDirections:
-    """``directions`` with every vector replaced by a random one of the same norm."""
-    rng = np.random.default_rng(seed)
-
-    def same_norms(vectors: np.ndarray) -> np.ndarray:
-        random = rng.normal(size=vectors.shape)
-        return random * np.linalg.norm(vectors, axis=-1, keepdims=True) / np.linalg.norm(random, axis=-1, keepdims=True)
-
-    return dataclasses.replace(directions, target=same_norms(directions.target), countdown=same_norms(directions.countdown))
-
-
-def _best(scored: list[tuple[float, float, object]]):
-    """Of ``(gain, kl_after, item)`` on the selection problems (:meth:`_Tools.rank`): the largest gain; within
-    0.01 of it, the lowest ``kl_after``."""
-    holds = [hold if np.isfinite(hold) else -1.0 for hold, _, _ in scored]
-    near = [(kl, index) for index, (hold, (_, kl, _)) in enumerate(zip(holds, scored)) if hold >= max(holds) - 0.01]
-    return scored[min(near, key=lambda pair: (pair[0] if np.isfinite(pair[0]) else np.inf, pair[1]))[1]][2]
-
-
-def default_position(length: int, max_period: int) -> int:
-    """Room for FOLLOWING more target positions of the longest period after ``p``, and at least half the context before."""
-    return min(length - 2, max(length - 1 - FOLLOWING * max_period, length // 2))
-
-
 def _applies(run) -> str | None:
     if not isinstance(run.task, NRecurrence):
         return f"edits assert an n-recurrence rule; task kind {run.task.kind!r} has none"
@@ -522,48 +223,48 @@ def compute(run, options: EditOptions) -> EditResult:
     model.eval()
     try:
         hooks = edit_hooks(model)
-        tools = _tools(run, model, hooks, options)
-        clean_selection, clean = _log_probs(model, selection.tokens), _log_probs(model, held_out.tokens)
+        tools = edit_tools(run, model, hooks, options.seed, options.probe_sequences)
+        clean_selection, clean = predict_log_probs(model, selection.tokens), predict_log_probs(model, held_out.tokens)
         candidates = method_candidates(model)
         for hook in progress_bar(hooks, "edit: steering strengths", total=len(hooks)):
             scanned = [EditMethod("steer", hook, "context", float(alpha)) for alpha in options.alphas if alpha > 0]
-            candidates.append(_best([(*tools.rank(c, selection, clean_selection, seed), c) for c in scanned]))
+            candidates.append(best_of([(*tools.rank(c, selection, clean_selection, seed), c) for c in scanned]))
         methods, log_probs, ranks = [], {}, {}
         for candidate in progress_bar(candidates, "edit: methods", total=len(candidates)):
             ranks[candidate.name] = tools.rank(candidate, selection, clean_selection, seed)
             edited = tools.run(candidate, held_out, clean)
             log_probs[candidate.name] = edited.log_probs
             result = score(held_out, edited)
-            kl, kl_after = _kl(held_out, edited.log_probs)
+            kl, kl_after = kl_from_desired(held_out, edited.log_probs)
             methods.append(
                 MethodScore(
                     name=candidate.name, method=candidate.method, hook=candidate.hook, span=candidate.span, alpha=candidate.alpha,
                     budget=candidate.budget(model, position, task.max_period), hold_rate=result.hold,
                     hold_rate_random=hold_rate(held_out, tools.run(candidate, held_out, clean, random=True, seed=seed).log_probs),
-                    gain_selection=ranks[candidate.name][0], success=_share(result.success),
+                    gain_selection=ranks[candidate.name][0], success=share_by_read(result.success),
                     success_at_p_automatic=candidate.automatic(model), moved=float(np.mean(result.moved[:, 0])), kl=kl, kl_after=kl_after,
                 )  # fmt: skip
             )
         by_name = {c.name: c for c in candidates}
-        best = {method: _best([(*ranks[s.name], s) for s in methods if s.method == method]) for method in dict.fromkeys(s.method for s in methods)}
+        best = {method: best_of([(*ranks[s.name], s) for s in methods if s.method == method]) for method in dict.fromkeys(s.method for s in methods)}
         if "rank_one" in best:
             edits = rank_one_edits(model, held_out.tokens, held_out.donor, position, tools.second_moment)
             rows = np.unique(np.linspace(0, len(held_out.tokens) - 1, SPECIFICITY_EDITS).round().astype(int))  # across the rules
             reference = task.sample(SPECIFICITY_SEQUENCES, length, seed + 3).tokens  # unrelated sequences
             best["rank_one"] = dataclasses.replace(best["rank_one"], specificity_kl=float(specificity(model, edits, rows, reference).mean()))
             methods = [best["rank_one"] if s.name == best["rank_one"].name else s for s in methods]
-        chosen = _best([(*ranks[s.name], s) for s in best.values() if not by_name[s.name].persistent])
-        ceiling_log_probs = _log_probs(model, held_out.donor)
+        chosen = best_of([(*ranks[s.name], s) for s in best.values() if not by_name[s.name].persistent])
+        ceiling_log_probs = predict_log_probs(model, held_out.donor)
     finally:
         model.train(was_training)
 
     init = initial_model(run)
-    init_tools = _tools(run, init, [chosen.hook] if chosen.method == "steer" else [], options)
-    init_clean = _log_probs(init, held_out.tokens)
+    init_tools = edit_tools(run, init, [chosen.hook] if chosen.method == "steer" else [], options.seed, options.probe_sequences)
+    init_clean = predict_log_probs(init, held_out.tokens)
     init_edited = init_tools.run(by_name[chosen.name], held_out, init_clean)
 
-    no_edit = NoEdit(hold_rate(held_out, clean), _share(hits(held_out, clean)), *_kl(held_out, clean))
-    ceiling = NoEdit(hold_rate(held_out, ceiling_log_probs), _share(hits(held_out, ceiling_log_probs)), *_kl(held_out, ceiling_log_probs))
+    no_edit = NoEdit(hold_rate(held_out, clean), share_by_read(hits(held_out, clean)), *kl_from_desired(held_out, clean))
+    ceiling = NoEdit(hold_rate(held_out, ceiling_log_probs), share_by_read(hits(held_out, ceiling_log_probs)), *kl_from_desired(held_out, ceiling_log_probs))
     counted = held_out.counted
     headline = {
         "hold_rate": chosen.hold_rate,
@@ -601,33 +302,13 @@ def compute(run, options: EditOptions) -> EditResult:
         ceiling=ceiling,
         hold_rate_random_init=headline["hold_rate_random_init"],
         hold_rate_no_edit_random_init=hold_rate(held_out, init_clean),
-        by_rule=_by_rule(held_out, log_probs[chosen.name], task),
+        by_rule=hold_by_rule(held_out, log_probs[chosen.name], task),
         probe_r2={hook: {"target": d.target_r2, "countdown": d.countdown_r2} for hook, d in tools.directions.items()},
     )
 
 
 SPECIFICITY_EDITS, SPECIFICITY_SEQUENCES = 32, 64
 """Weight edits scored for specificity, and the unrelated sequences each is scored on."""
-
-
-def _log_probs(model: GPT, tokens: np.ndarray) -> torch.Tensor:
-    device = next(model.parameters()).device
-    logits = model(torch.as_tensor(tokens, dtype=torch.long, device=device))
-    return torch.log_softmax(logits.double(), -1).cpu()
-
-
-def _by_rule(problems: EditProblems, log_probs, task: NRecurrence) -> tuple[tuple[float, ...], ...]:
-    """``[period, vocab]`` hold rate per rule over its counted reads; NaN where none counts."""
-    found = hits(problems, log_probs)
-    counted = problems.counted
-    table = np.full((len(task.periods), task.vocab_size), np.nan)
-    for index, n in enumerate(task.periods):
-        for t in range(task.vocab_size):
-            rows = (problems.period == n) & (problems.target == t)
-            mask = counted & rows[:, None]
-            if mask.any():
-                table[index, t] = found[mask].mean()
-    return tuple(tuple(float(v) for v in row) for row in table)
 
 
 EDIT = register(
