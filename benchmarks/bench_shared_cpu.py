@@ -7,7 +7,8 @@ same mode, training until stopped) keeps the CPU busy; the busy one is stopped w
 
 * ``auto``: nrecur's choice (``OMP_NUM_THREADS`` and ``OMP_WAIT_POLICY`` unset; ``nrecur._threads``);
 * ``fixed``: every core and OpenMP's default wait policy for both processes, whatever the load
-  (``OMP_NUM_THREADS`` = the cores, policy unset): what a process gets that does not look at the load.
+  (``OMP_NUM_THREADS`` = the cores, ``GOMP_SPINCOUNT`` = GNU OpenMP's default spin count, which nrecur
+  takes as a given policy): what a process gets that does not look at the load.
 
 The table reports each run's wall time (start-up included), its time to the KL threshold
 (``summary.json``'s ``threshold_seconds``), the load average beside it, and the ratio of the time beside a
@@ -50,9 +51,10 @@ class Timed(NamedTuple):
 
 
 def mode_env(mode: str) -> dict[str, str]:
-    env = {key: value for key, value in os.environ.items() if key not in ("OMP_WAIT_POLICY", "OMP_NUM_THREADS", "MKL_NUM_THREADS")}
+    env = {key: value for key, value in os.environ.items() if key not in ("OMP_WAIT_POLICY", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "GOMP_SPINCOUNT")}
     if mode == "fixed":
         env["OMP_NUM_THREADS"] = str(usable_cores())
+        env["GOMP_SPINCOUNT"] = "300000"  # GNU OpenMP's default when no policy is set
     return env
 
 
@@ -63,7 +65,7 @@ def command(preset: str, out: Path, seed: int, steps: int | None = None) -> list
     if steps == 0:
         extra = ["--steps", "1000000", "--time-budget", "0", "--kl-threshold", "0"]
     elif steps is not None:
-        extra = ["--steps", str(steps)]
+        extra = ["--steps", str(steps), "--time-budget", "0"]
     return [sys.executable, "-m", "nrecur", "train", "--preset", preset, "--out", str(out), "--no-progress",
             "--init-seed", str(seed), "--data-seed", str(seed + 1), *extra]  # fmt: skip
 

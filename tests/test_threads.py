@@ -64,6 +64,8 @@ def test_explicit_threads_and_policy_win_over_the_load():
     assert "as given (OMP_NUM_THREADS)" in busy.reason and "OMP_WAIT_POLICY=ACTIVE as given" in busy.reason
     flag = choose_threading(cores=2, busy=0.0, env={"OMP_NUM_THREADS": "2"}, threads=1)  # --threads beats the variable
     assert (flag.threads, flag.threads_given) == (1, True) and "(--threads)" in flag.reason
+    spin = choose_threading(cores=2, busy=1.8, env={"GOMP_SPINCOUNT": "300000"})  # GNU OpenMP's own setting
+    assert (spin.threads, spin.wait_policy) == (1, None) and "GOMP_SPINCOUNT=300000 as given" in spin.reason
     quiet = choose_threading(cores=2, busy=0.0, env={"OMP_WAIT_POLICY": "PASSIVE"})
     assert (quiet.threads, quiet.wait_policy) == (2, "PASSIVE")
     unreadable = choose_threading(cores=2, busy=1.5, env={"OMP_NUM_THREADS": "two"})  # not a count: the load decides

@@ -33,6 +33,8 @@ __all__ = [
 
 VARIABLE = "OMP_WAIT_POLICY"
 THREADS_VARIABLE = "OMP_NUM_THREADS"
+SPIN_VARIABLE = "GOMP_SPINCOUNT"
+"""GNU OpenMP's own wait setting (how long a thread spins before it sleeps); given, it counts as a chosen policy."""
 
 QUIET = 0.5
 """Below this many cores' worth of other processes' work the machine counts as quiet."""
@@ -70,6 +72,8 @@ def choose_threading(cores: int, busy: float, env: Mapping[str, str], threads: i
         why_count = f"{count} of {cores} cores (the others are busy)"
     if VARIABLE in env:
         policy, why_policy = env[VARIABLE], f"{VARIABLE}={env[VARIABLE]} as given"
+    elif SPIN_VARIABLE in env:
+        policy, why_policy = None, f"{SPIN_VARIABLE}={env[SPIN_VARIABLE]} as given"
     elif quiet:
         policy, why_policy = None, "OpenMP's default wait policy (threads spin briefly: fastest alone)"
     else:
@@ -141,9 +145,10 @@ def plan_threads(threads: int | None = None, env: dict[str, str] | None = None) 
     policy it loaded with stays, and the choice says so."""
     env = os.environ if env is None else env
     given_threads = threads if threads is not None else _positive_int(env.get(THREADS_VARIABLE))
-    busy = float("nan") if given_threads is not None and VARIABLE in env else busy_cores()
+    policy_given = VARIABLE in env or SPIN_VARIABLE in env
+    busy = float("nan") if given_threads is not None and policy_given else busy_cores()
     choice = choose_threading(usable_cores(), busy, env, threads)
-    if choice.wait_policy is not None and VARIABLE not in env:
+    if choice.wait_policy is not None and not policy_given:
         if "torch" in sys.modules:
             loaded = f"torch loaded already with {VARIABLE} {env.get(VARIABLE, 'unset')}, kept"
             return Threading(choice.threads, env.get(VARIABLE), busy, f"{choice.reason}; {loaded}", choice.threads_given)
