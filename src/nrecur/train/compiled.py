@@ -38,7 +38,7 @@ __all__ = ["FASTER_COMPILED", "CompileChoice", "cache_directory", "compile_choic
 
 FASTER_COMPILED: dict[str, bool] = {"cpu": False, "cuda": False}
 """Device type → whether ``auto`` compiles there: where ``bench_step_limit.py --compile`` measured the compiled
-quick-preset step faster than eager, its first compile paid back within the preset's steps (CUDA: not measured yet)."""
+quick-preset step faster than eager, its first compile paid back within the preset's steps (CUDA: not measured)."""
 
 
 @dataclass(frozen=True)
