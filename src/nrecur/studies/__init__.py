@@ -9,6 +9,7 @@ from nrecur.studies.grokking import GrokkingResult, classify, grokking_diagram
 from nrecur.studies.icl_rate import IclRateResult, icl_rate
 from nrecur.studies.minimal_arch import MinimalArchResult, candidates, minimal_arch
 from nrecur.studies.modular_diversity import ModularDiversityResult, modular_diversity
+from nrecur.studies.rule_diversity import RuleDiversityResult, rule_diversity
 from nrecur.studies.spec import STUDIES, load_study, run_study
 
 __all__ = [
@@ -18,6 +19,7 @@ __all__ = [
     "IclRateResult",
     "MinimalArchResult",
     "ModularDiversityResult",
+    "RuleDiversityResult",
     "candidates",
     "classify",
     "faster_default",
@@ -26,5 +28,6 @@ __all__ = [
     "load_study",
     "minimal_arch",
     "modular_diversity",
+    "rule_diversity",
     "run_study",
 ]  # fmt: skip
