@@ -23,7 +23,11 @@ counterfactual (``_other_labels``: a subspace that carries only its variable
 scores low there), and the base model with no intervention (``_no_edit``, the
 floor: how often the counterfactual's token is what the model predicts anyway).
 The best cell is chosen on the held-out pairs for the trained model and for
-its initialization alike.
+its initialization alike. At the embeddings with every position swapped, a
+subspace holding the token identities rewrites the context itself, so *both*
+reaches its ceiling there by construction; the predicting-position cells say
+where the model keeps the belief it reads out. A dimension (below) means
+something only where its IIA stands above the controls.
 
 Factored or joint: ``dim_VAR`` is the smallest rank whose IIA reaches
 ``dim_share`` of the best IIA at that variable's best cell. At the cell where

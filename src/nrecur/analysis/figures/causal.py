@@ -82,7 +82,7 @@ def draw_best(result, folder: Path) -> list[Path]:
         ax.set_xlabel("rank k")
         ax.set_title(f"{variable}: {_short(best.hook)}, {best.positions}", fontsize=10)
     axes[0].set_ylabel("IIA (held out)")
-    axes[-1].legend(fontsize=9, loc="upper left")
+    axes[0].legend(fontsize=9, loc="upper left")  # the first panel has every line (both has no other variable)
     fig.suptitle("Best cell of each variable beside its controls")
     fig.tight_layout()
     return save_figure(fig, folder, "causal_best")
