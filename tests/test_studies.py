@@ -189,7 +189,7 @@ def test_the_modular_diversity_study_records_the_three_references(tmp_path):
 
     out = tmp_path / "modular"
     train = {"steps": 20, "eval_every": 20, "eval_size": 64}
-    result = modular_diversity(out, n_tasks=(4, 16), train=train, model={"n_layers": 1}, options=BackendOptions(workers=2), report=None)
+    result = modular_diversity(out, n_tasks=(4, 16), train=train, model={"n_layers": 1}, strategy_sequences=32, options=BackendOptions(workers=2), report=None)
     assert [row["n_tasks"] for row in result.rows] == [4, 16]
     table = load_sweep(out / "sweep")
     assert all(json.loads((Path(run) / "config.json").read_text())["model"]["n_layers"] == 1 for run in table["run_dir"])
@@ -197,6 +197,10 @@ def test_the_modular_diversity_study_records_the_three_references(tmp_path):
         trial = table[table["task.n_tasks"] == row["n_tasks"]].iloc[0]
         for name in ("eval/kl", "universal/kl", "out_dist/kl", "out_dist/z_acc", "eval/bayes_z_acc"):
             assert row[name] == pytest.approx(float(trial[name])), name
+        strategy = json.loads((Path(trial["run_dir"]) / "analysis" / "strategy.json").read_text())  # each run's, in the run
+        assert strategy["options"]["n_sequences"] == 32
+        for name in ("w_final/id", "w_final/ood", "w_final_random_init/id"):
+            assert row[name] == pytest.approx(strategy["headline"][name]), name
     options = json.loads((out / "modular_diversity.json").read_text())["options"]
     assert options["p"] == 7 and options["model"] == {"n_layers": 1}
     assert (out / "modular_diversity.png").stat().st_size > 0

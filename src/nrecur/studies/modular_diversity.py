@@ -21,7 +21,11 @@ How to read it: while ``eval/kl`` is far below ``universal/kl`` the model
 relies on the training vectors, and its ID accuracy against the in-distribution
 observer's says how well it fits them; the switch to the general algorithm
 shows as ``out_dist/kl`` falling to ``universal/kl`` and the out-of-distribution
-accuracy rising to the universal observer's.
+accuracy rising to the universal observer's. The ``strategy`` analysis of every
+run (:mod:`nrecur.analysis.strategy`) says the same in one number: the weight
+``w`` of the in-distribution observer in the mixture of the two observers
+closest to the model, on sequences of training and of unseen vectors (1: a
+switchboard, 0: the general algorithm), beside the run's initialization.
 """
 
 from __future__ import annotations
@@ -36,6 +40,8 @@ import pandas as pd
 from nrecur._io import atomic_write_text
 from nrecur.analysis.figures.common import OKABE_ITO, plain_log_ticks, pyplot, save_figure
 from nrecur.report.words import counted
+from nrecur.runs import load_run
+from nrecur.studies.rule_diversity import run_strategy
 from nrecur.sweep import BackendOptions, load_sweep, run_sweep, spec_from_data, study_options
 
 __all__ = ["ACCURACY", "SERIES", "ModularDiversityResult", "modular_diversity", "plot_modular_diversity"]
@@ -52,6 +58,13 @@ ACCURACY = {
     "out_dist/bayes_z_acc": "universal observer, OOD",
 }
 """Accuracy at the ``z`` positions: the model's (blue) and each reference's on its own sequences (grey); ID solid, OOD dashed."""
+STRATEGY = {
+    "w_final/id": "model, training vectors",
+    "w_final/ood": "model, unseen vectors",
+    "w_final_random_init/id": "initialization, training vectors",
+    "w_final_random_init/ood": "initialization, unseen vectors",
+}
+"""The strategy analysis's weight of the in-distribution observer at the end of training, and its control."""
 
 
 @dataclass(frozen=True)
@@ -72,12 +85,14 @@ def modular_diversity(
     seeds: int = 1,
     train: dict | None = None,
     model: dict | None = None,
+    strategy_sequences: int = 256,
     options: BackendOptions = BackendOptions(),
     report=print,
 ) -> ModularDiversityResult:
     """Train ``preset`` at every ``n_tasks`` (one sweep in ``out/sweep``) and write ``out/modular_diversity.json``
     and the figure; see the module docstring. ``train`` and ``model``: fields that replace the preset's (a
-    deeper model: ``model={"n_layers": 4}``)."""
+    deeper model: ``model={"n_layers": 4}``); ``strategy_sequences``: sequences of each kind the strategy
+    analysis of every run reads."""
     out = Path(out)
     metrics = sorted({*SERIES, *ACCURACY})
     spec = spec_from_data({
@@ -87,11 +102,17 @@ def modular_diversity(
     }, "modular-diversity")  # fmt: skip
     run_sweep(spec, out / "sweep", options=study_options(options), report=report)
     frame = load_sweep(out / "sweep")
-    frame = frame[frame["status"] == "ok"]
+    frame = frame[frame["status"] == "ok"].copy()
+    for name in STRATEGY:
+        frame[name] = np.nan
+    for index, run_dir in frame["run_dir"].items():  # each run's strategy, written into its analysis/
+        headline = (run_strategy(load_run(run_dir), strategy_sequences) or {}).get("headline", {})
+        for name in STRATEGY:
+            frame.loc[index, name] = np.nan if headline.get(name) is None else float(headline[name])
     rows = []
     for count, part in frame.groupby("task.n_tasks"):
         row = {"n_tasks": int(count), "runs": len(part), "steps": int(part["steps"].median())}
-        for name in metrics:
+        for name in [*metrics, *STRATEGY]:
             values = pd.to_numeric(part[name], errors="coerce") if name in part else pd.Series(dtype=float)
             row[name] = float(values.median()) if values.notna().any() else None
         rows.append(row)
@@ -112,11 +133,12 @@ def _series(result: ModularDiversityResult, name: str) -> np.ndarray:
 
 
 def plot_modular_diversity(result: ModularDiversityResult, folder: str | Path, stem: str = "modular_diversity") -> list[Path]:
-    """KL to the three references, and the accuracy at ``z``, against the number of training task vectors."""
+    """KL to the three references, the accuracy at ``z`` and the strategy weight ``w``, against the number of
+    training task vectors."""
     from matplotlib.ticker import NullLocator
 
     plt = pyplot()
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.2), layout="constrained")
+    fig, axes = plt.subplots(1, 3, figsize=(18, 4.8), layout="constrained")
     counts = np.array([row["n_tasks"] for row in result.rows])
     for colour, marker, size, (name, label) in zip(OKABE_ITO, ("o", "s", "^"), (9, 6, 6), SERIES.items()):
         values = _series(result, name)
@@ -130,6 +152,15 @@ def plot_modular_diversity(result: ModularDiversityResult, folder: str | Path, s
             counts, values, marker="s" if observer else "o", markersize=5 if observer else 6, ls="--" if name.startswith("out_dist/") else "-",
             color="#999999" if observer else OKABE_ITO[0], zorder=2 if observer else 3, label=label,
         )  # fmt: skip
+    for name, label in STRATEGY.items():
+        control = "_random_init" in name
+        axes[2].plot(
+            counts, _series(result, name), marker="s" if control else "o", markersize=5 if control else 6, ls="--" if name.endswith("/ood") else "-",
+            color="#999999" if control else OKABE_ITO[0], label=label,
+        )  # fmt: skip
+    axes[2].set_ylim(-0.03, 1.03)
+    axes[2].set_ylabel("w, weight of the ID observer")
+    axes[2].set_title("strategy: 1 switchboard, 0 general algorithm", fontsize=10)
     p = result.options["p"]
     axes[0].set_yscale("log")
     plain_log_ticks(axes[0].yaxis)

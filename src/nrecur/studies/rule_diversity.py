@@ -45,7 +45,7 @@ from nrecur.runs import load_run
 from nrecur.sweep import BackendOptions, load_sweep, run_sweep, spec_from_data, study_options
 from nrecur.train.presets import STUDY_PRESET, get_preset
 
-__all__ = ["RuleDiversityResult", "diversity_threshold", "plot_rule_diversity", "rule_diversity"]
+__all__ = ["RuleDiversityResult", "diversity_threshold", "plot_rule_diversity", "rule_diversity", "run_strategy"]
 
 METRICS = ("in_dist_mem/kl", "in_dist/kl", "out_dist/kl", "eval/kl")
 """Final metrics recorded per trial: KL to the in-distribution observer on in-distribution sequences, to the
@@ -84,9 +84,9 @@ def diversity_threshold(ood_kl: dict[int, float | None], threshold: float) -> in
     return answer
 
 
-def _strategy(run, n_sequences: int) -> dict | None:
-    """The strategy analysis of ``run`` (reused when it was written at this step with these sequences), or None
-    when it does not apply (nothing held out)."""
+def run_strategy(run, n_sequences: int) -> dict | None:
+    """The JSON of the strategy analysis of ``run``, written into its ``analysis/`` (reused when it was written at
+    this step with these sequences), or None when it does not apply (one observer)."""
     path = run.folder.analysis_dir / "strategy.json"
     if path.exists():
         data = json.loads(path.read_text())
@@ -139,7 +139,7 @@ def rule_diversity(
     trials = []
     for _, row in frame[frame["status"] == "ok"].iterrows():
         run = load_run(row["run_dir"])
-        strategy = _strategy(run, n_sequences)
+        strategy = run_strategy(run, n_sequences)
         headline = (strategy or {}).get("headline", {})
         points = (strategy or {}).get("checkpoints", [])
         trial = {
