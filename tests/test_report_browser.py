@@ -4,10 +4,12 @@ Checked: no console errors or uncaught script errors, no request for anything bu
 ``file:``/``data:``/``about:``, every figure with a non-zero size, every link of the
 index resolving to a page that passes the same checks; the slider and the sort work.
 A page with each of those faults planted shows the checks fail when they should.
-Legibility at a 1,400-px-wide window: no figure's text renders smaller than
-:data:`MIN_TEXT_PX` wherever it can be measured — every figure with an SVG (inlined,
+Legibility at a 1,400-px-wide window: no figure's text renders smaller than the
+page's body text wherever it can be measured — every figure with an SVG (inlined,
 or the SVG twin of an inlined PNG): the size of its text in the SVG, scaled by the
-width the figure takes on the page. The sections fold and unfold.
+width the figure takes on the page; a PNG without one: the smallest text size its
+metadata holds, at its resolution, scaled the same way — and no figure's metadata
+names overlapping tick labels. The sections fold and unfold.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from __future__ import annotations
 import base64
 import re
 import shutil
+import struct
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import unquote, urlparse
@@ -22,7 +26,6 @@ from urllib.parse import unquote, urlparse
 import pytest
 
 from nrecur.report import write_reports
-from test_report import tiny_run
 
 sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install -e '.[dev]')")
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -30,8 +33,8 @@ pytestmark = pytest.mark.skipif(
     CHROMIUM is None, reason="Debian's chromium package is not installed (scripts/install.sh installs it when run as root)"
 )
 LOCAL = ("file:", "data:", "about:")
-MIN_TEXT_PX = 12.0
-"""The smallest rendered size of a figure's text at a 1,400-px-wide window, in CSS pixels: about a caption's (12.5; the body text is 15)."""
+BODY_TEXT_PX = 15.0
+"""The report's body text, in CSS pixels: no figure's text renders smaller at a 1,400-px-wide window."""
 
 
 @dataclass
@@ -59,11 +62,10 @@ def browser():
 
 
 @pytest.fixture(scope="module")
-def reports(tmp_path_factory) -> Path:
+def reports(analyzed_runs, tmp_path_factory) -> Path:
+    """The session's runs (tests/conftest.py), copied, with their reports and index."""
     root = tmp_path_factory.mktemp("browser") / "runs"
-    tiny_run(root / "tiny")
-    (root / "fresh").mkdir()
-    shutil.copy(root / "tiny" / "config.json", root / "fresh" / "config.json")
+    shutil.copytree(analyzed_runs, root)
     write_reports(root)
     return root
 
@@ -109,34 +111,81 @@ def svg_text_sizes(svg: str) -> tuple[float, list[float]]:
     return width, sizes
 
 
-def figure_text_sizes(page, folder: Path) -> dict[str, float]:
-    """The smallest rendered text (CSS px) of every figure shown whose SVG is at hand, by its caption."""
+def png_facts(data: bytes) -> tuple[int, float | None, dict[str, str]]:
+    """A PNG's width in pixels, its resolution in dots per inch (None without a ``pHYs`` chunk) and its text
+    metadata (``tEXt`` and ``iTXt`` chunks), read chunk by chunk."""
+    width, dpi, texts, at = struct.unpack(">I", data[16:20])[0], None, {}, 8
+    while at + 8 <= len(data):
+        length, kind = struct.unpack(">I", data[at : at + 4])[0], data[at + 4 : at + 8]
+        body = data[at + 8 : at + 8 + length]
+        if kind == b"pHYs":
+            per_metre, unit = struct.unpack(">IB", body[4:9])
+            dpi = per_metre * 0.0254 if unit == 1 else None
+        elif kind == b"tEXt":
+            key, value = body.split(b"\0", 1)
+            texts[key.decode("latin-1")] = value.decode("latin-1")
+        elif kind == b"iTXt":
+            key, rest = body.split(b"\0", 1)
+            compressed, value = rest[0], rest[2:].split(b"\0", 2)[2]
+            texts[key.decode()] = (zlib.decompress(value) if compressed else value).decode()
+        at += 12 + length
+    return width, dpi, texts
+
+
+def shown_figures(page, folder: Path) -> list[dict]:
+    """Every figure shown (not a slider's hidden frame): its caption, the width it takes, its SVG (inlined or
+    its file's twin) and its PNG (inlined or its file's twin), where at hand."""
     shown = page.evaluate(
         """() => [...document.querySelectorAll('figure img, .slider img')].filter(img => img.closest('[hidden]') === null)
-            .map(img => ({alt: img.alt, width: img.getBoundingClientRect().width, src: img.src.startsWith('data:image/svg+xml;base64,') ? img.src : null,
-                          file: img.dataset.file || null}))"""
+            .map(img => ({alt: img.alt, width: img.getBoundingClientRect().width, src: img.src, file: img.dataset.file || null}))"""
     )
-    smallest = {}
     for image in shown:
-        if image["src"]:
-            svg = base64.b64decode(image["src"].split(",", 1)[1]).decode()
-        elif image["file"] and (folder / unquote(image["file"])).with_suffix(".svg").is_file():
-            svg = (folder / unquote(image["file"])).with_suffix(".svg").read_text()
-        else:
-            continue  # a PNG without an SVG (a slider frame, the KL heatmap): not measurable
-        width, sizes = svg_text_sizes(svg)
-        if sizes and image["width"] > 0:
-            smallest[image["alt"]] = min(sizes) * image["width"] / width
+        kind, _, data = image.pop("src").partition(";base64,")
+        data = base64.b64decode(data)
+        twin = (folder / unquote(image["file"])) if image["file"] else None
+        image["svg"] = data.decode() if kind.endswith("svg+xml") else twin.with_suffix(".svg").read_text() if twin and twin.with_suffix(".svg").is_file() else None
+        image["png"] = data if kind.endswith("png") else twin.with_suffix(".png").read_bytes() if twin and twin.with_suffix(".png").is_file() else None
+    return shown
+
+
+def figure_text_sizes(page, folder: Path) -> dict[str, float]:
+    """The smallest rendered text (CSS px) of every figure shown where it is measurable, by its caption: from
+    its SVG, else from its PNG's metadata (its smallest text in points) and resolution."""
+    smallest = {}
+    for image in shown_figures(page, folder):
+        if image["width"] <= 0:
+            continue
+        if image["svg"]:
+            width, sizes = svg_text_sizes(image["svg"])
+            if sizes:
+                smallest[image["alt"]] = min(sizes) * image["width"] / width
+        elif image["png"]:
+            pixels, dpi, texts = png_facts(image["png"])
+            if dpi and texts.get("Smallest text (pt)"):
+                smallest[image["alt"]] = float(texts["Smallest text (pt)"]) / 72 * dpi * image["width"] / pixels
     return smallest
+
+
+def overlapping_labels(page, folder: Path) -> dict[str, str]:
+    """Figures shown whose PNG's metadata names overlapping tick labels, by caption."""
+    found = {}
+    for image in shown_figures(page, folder):
+        overlaps = png_facts(image["png"])[2].get("Overlapping tick labels", "") if image["png"] else ""
+        if overlaps:
+            found[image["alt"]] = overlaps
+    return found
 
 
 def test_no_figure_text_is_smaller_than_the_minimum_and_the_sections_fold(browser, reports, tmp_path):
     page = browser.new_page(viewport={"width": 1400, "height": 900})
     page.goto((reports / "tiny" / "report.html").as_uri())
+    body = page.evaluate("parseFloat(getComputedStyle(document.body).fontSize)")
+    assert body == BODY_TEXT_PX
     sizes = figure_text_sizes(page, reports / "tiny")
-    assert len(sizes) >= 8, sizes  # the training curves and the analyses' figures
-    small = {caption: round(px, 1) for caption, px in sizes.items() if px < MIN_TEXT_PX}
-    assert small == {}, f"text under {MIN_TEXT_PX} px: {small}"
+    assert len(sizes) >= 10, sizes  # the training curves, the KL heatmap, the analyses' figures, the slider's frames
+    small = {caption: round(px, 1) for caption, px in sizes.items() if px < body - 0.01}
+    assert small == {}, f"text under the body's {body} px: {small}"
+    assert overlapping_labels(page, reports / "tiny") == {}
     folds = page.locator("details.fold")
     assert folds.count() >= 5 and page.evaluate("[...document.querySelectorAll('details.fold')].every(d => d.open)")
     height = page.evaluate("document.body.scrollHeight")
@@ -149,29 +198,39 @@ def test_no_figure_text_is_smaller_than_the_minimum_and_the_sections_fold(browse
 
 
 def test_the_size_check_catches_small_text(browser, tmp_path):
-    """A figure whose text is 6 pt, shown at its own size (8 px), and a 10-pt one shown at half its size."""
+    """A figure whose text is 6 pt, shown at its own size (8 px), a 10-pt one shown at half its size, and a PNG
+    at 120 dpi whose metadata says 8 pt (13.3 px), with tick labels drawn over each other."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from nrecur.analysis.figures.common import OVERLAPS_KEY, SMALLEST_TEXT_KEY, overlapping_tick_labels, smallest_text_pt
+
     figures = []
-    for name, size, style in (("six", 6, ""), ("ten, halved", 10, "width: 192px")):
+    for name, size, style, fmt in (("six", 6, "", "svg"), ("ten, halved", 10, "width: 192px", "svg"), ("eight, crowded", 8, "", "png")):
         fig, ax = plt.subplots(figsize=(4, 3))
         ax.set_title(name, fontsize=size)
         ax.tick_params(labelsize=size)
-        path = tmp_path / f"{name}.svg"
-        fig.savefig(path)
+        metadata = None
+        if fmt == "png":
+            ax.set_xticks(range(40), [str(1000 * i) for i in range(40)])
+            metadata = {SMALLEST_TEXT_KEY: f"{smallest_text_pt(fig):g}", OVERLAPS_KEY: "\n".join(overlapping_tick_labels(fig))}
+        path = tmp_path / f"{name}.{fmt}"
+        fig.savefig(path, dpi=120, metadata=metadata)
         plt.close(fig)
-        uri = "data:image/svg+xml;base64," + base64.b64encode(path.read_bytes()).decode()
+        uri = f"data:image/{'svg+xml' if fmt == 'svg' else 'png'};base64," + base64.b64encode(path.read_bytes()).decode()
         figures.append(f'<figure><img src="{uri}" alt="{name}" style="{style}"></figure>')
     (tmp_path / "small.html").write_text("<!doctype html><html><body>" + "".join(figures) + "</body></html>")
     page = browser.new_page(viewport={"width": 1400, "height": 900})
     page.goto((tmp_path / "small.html").as_uri())
     sizes = figure_text_sizes(page, tmp_path)
+    overlaps = overlapping_labels(page, tmp_path)
     page.close()
     assert sizes["six"] == pytest.approx(8.0, rel=0.01) and sizes["ten, halved"] == pytest.approx(10 * 4 / 3 / 2, rel=0.01)
-    assert all(px < MIN_TEXT_PX for px in sizes.values())
+    assert sizes["eight, crowded"] == pytest.approx(8 / 72 * 120, rel=0.01)
+    assert all(px < BODY_TEXT_PX for px in sizes.values())
+    assert list(overlaps) == ["eight, crowded"] and "2000 | 3000" in overlaps["eight, crowded"]
 
 
 def test_the_index_and_every_run_page_load_cleanly(browser, reports, tmp_path):

@@ -55,12 +55,12 @@ def _mark_steps(ax, record: RunRecord) -> None:
 
 def _legend_below(ax) -> None:
     """The legend under the axes, where it cannot hide a curve (the figure is saved with a tight box)."""
-    ax.legend(fontsize=9, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2, frameon=False)
+    ax.legend(fontsize=10, loc="upper center", bbox_to_anchor=(0.5, -0.18), ncol=2, frameon=False)
 
 
 def _loss_figure(record: RunRecord, sets: list[str], colours: dict[str, str]):
     plt = pyplot()
-    fig, ax = plt.subplots(figsize=(6.4, 3.8))
+    fig, ax = plt.subplots(figsize=(5.0, 3.4))
     steps, values = record.curve("train/loss")
     if steps:
         ax.plot(steps, values, color="#000000", lw=0.9, alpha=0.6, label="training loss (batches)")
@@ -81,7 +81,7 @@ def _loss_figure(record: RunRecord, sets: list[str], colours: dict[str, str]):
 
 def _kl_figure(record: RunRecord, sets: list[str], colours: dict[str, str]):
     plt = pyplot()
-    fig, ax = plt.subplots(figsize=(6.4, 3.8))
+    fig, ax = plt.subplots(figsize=(5.0, 3.4))
     for name in sets:
         steps, values = record.curve(f"{name}/kl")
         ax.plot(steps, np.maximum(values, KL_FLOOR), color=colours[name], lw=1.6, marker="o", ms=2.5,
@@ -113,7 +113,7 @@ def _position_figure(record: RunRecord):
     gaps = np.diff(steps) if len(steps) > 1 else np.array([1.0])
     edges = np.concatenate([[steps[0] - gaps[0] / 2], steps[:-1] + gaps / 2, [steps[-1] + gaps[-1] / 2]])
     plt = pyplot()
-    fig, ax = plt.subplots(figsize=(12.8, 3.6))
+    fig, ax = plt.subplots(figsize=(10.4, 3.4))
     finite = matrix[np.isfinite(matrix)]
     low = max(float(finite[finite > 0].min()) if (finite > 0).any() else KL_FLOOR, KL_FLOOR)
     high = max(float(finite.max()) if finite.size else 1.0, low * 10)
@@ -147,7 +147,7 @@ def training_figures(record: RunRecord, budget: Budget) -> tuple[list[Image], st
     if heatmap is None:
         note = "the metrics hold no per-position KL (eval/kl_per_position): no heatmap"
     else:
-        images.append(figure_image(heatmap, "each column one evaluation, each row one position; dashed: the step KL reached its threshold", budget, fmt="png", dpi=100))
+        images.append(figure_image(heatmap, "each column one evaluation, each row one position; dashed: the step KL reached its threshold", budget, fmt="png"))
     return images, note
 
 

@@ -12,6 +12,10 @@ A figure file is read only from inside the folder the page covers (``within``),
 and every link is relative and URL-encoded (:func:`relative_link`), so a folder
 named ``javascript:…`` or holding ``%`` or ``#`` is a path, never a scheme or a
 fragment.
+
+Every figure is shown at :data:`PIXELS_PER_INCH` CSS pixels per inch of the figure (its ``width``; a PNG
+written at that resolution is shown pixel for pixel), so text of a given size in points renders at the same
+size in every figure, PNG or SVG (:mod:`nrecur.analysis.figures.common` sizes figures and their text for it).
 """
 
 from __future__ import annotations
@@ -19,13 +23,33 @@ from __future__ import annotations
 import base64
 import io
 import os
+import re
+import struct
 import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["Budget", "Image", "figure_image", "file_image", "inside", "relative_link"]
+from nrecur.analysis.figures.common import PIXELS_PER_INCH
+
+__all__ = ["Budget", "Image", "figure_image", "file_image", "inches", "inside", "relative_link"]
 
 MIME = {".png": "image/png", ".svg": "image/svg+xml"}
+
+
+def inches(data: bytes, mime: str) -> float | None:
+    """The width of a figure file in inches: a PNG's pixels over its resolution (its ``pHYs`` chunk), an SVG's
+    ``width`` in points over 72; None when the file does not say."""
+    if mime == "image/png":
+        found = data.find(b"pHYs")
+        if data[:8] != b"\x89PNG\r\n\x1a\n" or found < 0:
+            return None
+        width = struct.unpack(">I", data[16:20])[0]
+        per_metre, unit = struct.unpack(">IB", data[found + 4 : found + 9])
+        return width / (per_metre * 0.0254) if unit == 1 and per_metre else None
+    head = re.search(rb'<svg[^>]*?\swidth="([0-9.]+)(pt|px)?"', data[:4000])
+    if head is None:
+        return None
+    return float(head[1]) / (72 if head[2] in (b"pt", None) else 96)
 
 
 @dataclass(frozen=True)
@@ -38,6 +62,8 @@ class Image:
     link: str | None = None
     """Relative path of the figure's file, from the page."""
     note: str = ""
+    width: int | None = None
+    """CSS pixels the figure is shown at: :data:`PIXELS_PER_INCH` per inch of it (None: its own size)."""
 
     @property
     def size(self) -> int:
@@ -55,7 +81,8 @@ class Budget:
         if len(uri) > self.left:
             return Image(title=title, uri=None, link=link, note=f"left out to keep the page small ({len(uri) / 1e6:.1f} MB inlined)")
         self.left -= len(uri)
-        return Image(title=title, uri=uri, link=link)
+        size = inches(data, mime)
+        return Image(title=title, uri=uri, link=link, width=round(size * PIXELS_PER_INCH) if size else None)
 
 
 def relative_link(path: str | os.PathLike, page_dir: str | os.PathLike) -> str:
@@ -86,12 +113,22 @@ def file_image(stem: Path, budget: Budget, page_dir: Path, title: str | None = N
     return budget.take(title or stem.name, path.read_bytes(), MIME[path.suffix], relative_link(path, page_dir))
 
 
-def figure_image(fig, title: str, budget: Budget, fmt: str = "svg", dpi: int = 110, tight: bool = True) -> Image:
+def figure_image(fig, title: str, budget: Budget, fmt: str = "svg", dpi: int = PIXELS_PER_INCH, tight: bool = True) -> Image:
     """A matplotlib figure, rendered in memory and inlined (closed afterwards); ``tight=False`` keeps the
-    figure's own size (frames of one slider must all be the same size)."""
+    figure's own size (frames of one slider must all be the same size). A PNG's metadata holds its smallest
+    text size and overlapping tick labels, as :func:`nrecur.analysis.figures.common.save_figure` writes them."""
     import matplotlib.pyplot as plt
 
+    from nrecur.analysis.figures.common import OVERLAPS_KEY, SMALLEST_TEXT_KEY, fit_page, overlapping_tick_labels, smallest_text_pt
+
+    if tight:
+        fit_page(fig)
     buffer = io.BytesIO()
-    fig.savefig(buffer, format=fmt, bbox_inches="tight" if tight else None, dpi=dpi, metadata={"Date": None} if fmt == "svg" else None)
+    if fmt == "svg":
+        metadata = {"Date": None}
+    else:
+        smallest = smallest_text_pt(fig)
+        metadata = {SMALLEST_TEXT_KEY: f"{smallest:g}" if smallest else "", OVERLAPS_KEY: "\n".join(overlapping_tick_labels(fig))}
+    fig.savefig(buffer, format=fmt, bbox_inches="tight" if tight else None, dpi=dpi, metadata=metadata)
     plt.close(fig)
     return budget.take(title, buffer.getvalue(), MIME[f".{fmt}"])

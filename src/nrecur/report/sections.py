@@ -284,7 +284,7 @@ def _geometry_slider(item: AnalysisFile, budget: Budget) -> Slider | None:
         ax.set_xlim(-1.25, 1.25)
         ax.set_ylim(-0.95, 1.35)
         fig.subplots_adjust(left=0.02, right=0.98, bottom=0.02, top=0.9)
-        return figure_image(fig, title, budget, fmt="png", dpi=80, tight=False)
+        return figure_image(fig, title, budget, fmt="png", tight=False)
 
     fixed = panel(truth, "observer's beliefs")
     images = tuple(panel(points, f"step {step}, R² {fmt(value, 3)}") for step, value, points in zip(steps, r2, frames))

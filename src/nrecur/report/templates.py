@@ -66,7 +66,7 @@ dl.numbers dd { margin: 0 0 0 10px; font-variant-numeric: tabular-nums; font-wei
 .paragraph { max-width: 980px; }
 .slider { border: 1px solid var(--line); padding: 10px; margin: 12px 0; }
 .slider .frames { display: flex; gap: 12px; align-items: flex-start; flex-wrap: wrap; }
-.slider .frames img { width: 300px; height: auto; border: 1px solid var(--line); }
+.slider .frames img { max-width: 100%; height: auto; border: 1px solid var(--line); }
 .slider input[type=range] { width: 420px; vertical-align: middle; }
 table.sortable th { cursor: pointer; user-select: none; }
 #runs td.name { white-space: normal; max-width: 16em; }  /* a study's trials: long paths, broken after a slash */
@@ -154,14 +154,14 @@ MACROS = """
 </table></div>
 {%- endmacro %}
 {% macro image(img) -%}
-<figure>{% if img.uri %}<img src="{{ img.uri }}" alt="{{ img.title }}"{% if img.link %} data-file="{{ img.link }}"{% endif %}>{% else %}<p class="note">{{ img.title }}: {{ img.note }}{% if img.link %} — <a href="{{ img.link }}">the figure's file</a>{% endif %}</p>{% endif %}
+<figure>{% if img.uri %}<img src="{{ img.uri }}" alt="{{ img.title }}"{% if img.width %} width="{{ img.width }}"{% endif %}{% if img.link %} data-file="{{ img.link }}"{% endif %}>{% else %}<p class="note">{{ img.title }}: {{ img.note }}{% if img.link %} — <a href="{{ img.link }}">the figure's file</a>{% endif %}</p>{% endif %}
 <figcaption>{{ img.title }}</figcaption></figure>
 {%- endmacro %}
 {% macro slider(s) -%}
 <div class="slider"><div><strong>{{ s.title }}</strong>:
 <input type="range" min="0" max="{{ s.frames|length - 1 }}" value="{{ s.frames|length - 1 }}" aria-label="checkpoint"> <span class="label"></span></div>
-<div class="frames">{% if s.fixed and s.fixed.uri %}<img src="{{ s.fixed.uri }}" alt="{{ s.fixed.title }}">{% endif %}
-{% for f in s.frames %}<div class="frame" data-label="{{ s.labels[loop.index0] }}">{% if f.uri %}<img src="{{ f.uri }}" alt="{{ f.title }}">{% else %}<p class="note">{{ f.note }}</p>{% endif %}</div>{% endfor %}
+<div class="frames">{% if s.fixed and s.fixed.uri %}<img src="{{ s.fixed.uri }}" alt="{{ s.fixed.title }}"{% if s.fixed.width %} width="{{ s.fixed.width }}"{% endif %}>{% endif %}
+{% for f in s.frames %}<div class="frame" data-label="{{ s.labels[loop.index0] }}">{% if f.uri %}<img src="{{ f.uri }}" alt="{{ f.title }}"{% if f.width %} width="{{ f.width }}"{% endif %}>{% else %}<p class="note">{{ f.note }}</p>{% endif %}</div>{% endfor %}
 </div></div>
 {%- endmacro %}
 {% macro analysis(section, prefix="") -%}
@@ -193,8 +193,7 @@ RUN_PAGE = HEAD + MACROS + """
 </details></section>
 <section id="training"><details class="fold" open><summary><h2>Training curves</h2></summary>
 {% if curves_note %}<p class="note">{{ curves_note }}</p>{% endif %}
-<div class="figures">{% for img in curves[:2] %}{{ image(img) }}{% endfor %}</div>
-<div class="figures wide">{% for img in curves[2:] %}{{ image(img) }}{% endfor %}</div>
+<div class="flow">{% for img in curves %}{{ image(img) }}{% endfor %}</div>
 </details></section>
 <section id="evaluation"><details class="fold" open><summary><h2>Evaluation</h2></summary>
 {% if not tables %}<p class="note">training has not evaluated yet: no evaluation tables.</p>{% endif %}
