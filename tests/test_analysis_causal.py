@@ -151,3 +151,46 @@ def test_bad_options_name_the_problem(one_step_run):
         compute(load_run(one_step_run), "causal", ranks=(4, 2))
     with pytest.raises(OptionError, match="positions"):
         compute(load_run(one_step_run), "causal", positions=("first",))
+
+
+def test_each_variable_is_reported_on_held_out_pairs_at_the_cell_best_on_the_selection_pairs(one_step_run):
+    from nrecur import load_run
+    from nrecur.analysis import compute
+
+    result = compute(load_run(one_step_run), "causal", **dict(SMALL, select_pairs=128, steps=20))
+    ranks = SMALL["ranks"]
+    for variable in ("what", "when", "both"):
+        for found, best, suffix in ((result.trained, result.best, ""), (result.random_init, result.best_random_init, "_random_init")):
+            rows = [
+                (-np.nan_to_num(cell.iia_select[variable][r], nan=-1.0), cell.kl_select[variable][r], ranks[r], index, r)
+                for index, cell in enumerate(found.cells) for r in range(len(ranks))
+            ]  # fmt: skip
+            _, _, _, index, r = sorted(rows)[0]
+            assert (best[variable].cell, best[variable].rank) == (index, ranks[r]), (variable, suffix)
+            assert result.headline[f"iia_{variable}{suffix}"] == found.cells[index].iia[variable][r]
+            assert best[variable].iia_select == found.cells[index].iia_select[variable][r]
+        # selection and held-out pairs are other pairs: their IIAs are not the same numbers everywhere
+        cells = result.trained.cells
+        assert any(c.iia[variable] != c.iia_select[variable] for c in cells)
+
+
+def test_causal_runs_when_named_and_not_under_all(one_step_run):
+    from nrecur import load_run
+    from nrecur.analysis.driver import choose
+    from nrecur.cli.analyze import list_analyses
+
+    run = load_run(one_step_run)
+    chosen, skipped = choose(run, ["all"])
+    assert "causal" not in [a.name for a in chosen] and "probes" in [a.name for a in chosen]
+    assert "--what causal" in dict(skipped)["causal"]
+    assert [a.name for a in choose(run, ["causal"])[0]] == ["causal"]
+    assert "causal" in [a.name for a in choose(run, ["all", "causal"])[0]]
+    from nrecur.analysis import ANALYSES
+
+    blocks, name = {}, None
+    for line in list_analyses().splitlines():
+        head = line.split(":", 1)[0]
+        name = head if head in ANALYSES and line.startswith(f"{head}: ") else name
+        blocks.setdefault(name, []).append(line)
+    assert any("under --what all: no" in line for line in blocks["causal"])
+    assert not any("under --what all" in line for line in blocks["probes"])

@@ -5,32 +5,33 @@ independently, of the run's context length), the exact observer's
 counterfactual (:mod:`nrecur.observer.counterfactual`) says what the next token
 would be if the base's belief about one variable were the source's: *what*
 (the target ``t``), *when* (the timing ``(n, c)``) or *both*. Distributed
-alignment search (:mod:`nrecur.analysis.das`) looks, at every residual hook and
-for two position sets — the predicting (last) position only, and every context
+alignment search (:mod:`nrecur.analysis.das`) looks, at every residual hook of
+the last block (``layers="all"``: of every block) and for two position sets — the predicting (last) position only, and every context
 position — for a subspace of rank ``k`` whose interchange from the source makes
 the model predict the counterfactual. One nested basis per (hook, positions,
-variable) serves every ``k`` in ``ranks``; it is trained on training pairs and
-scored on held-out pairs (other sequences) by interchange-intervention accuracy
+variable) serves every ``k`` in ``ranks``; it is trained on training pairs,
+scored on selection pairs to choose among cells, ranks and dimensions, and
+reported on held-out pairs (other sequences again) by interchange-intervention accuracy
 (IIA: the intervened model's most likely token is the counterfactual's, on
 pairs whose counterfactual has one) and by ``KL(counterfactual ‖ intervened)``.
 
-How to read it: ``iia_what`` and ``iia_when`` are the best cells (hook,
-positions, rank) on held-out pairs. Each stands beside controls computed in
+How to read it: ``iia_what`` and ``iia_when`` are, on held-out pairs, the
+cells (hook, positions, rank) best on the selection pairs. Each stands beside controls computed in
 the same call: the same search on the run's initialization
 (``_random_init``), a random basis of the same rank at the same cell
 (``_random``), the found intervention scored against the *other* variable's
 counterfactual (``_other_labels``: a subspace that carries only its variable
 scores low there), and the base model with no intervention (``_no_edit``, the
 floor: how often the counterfactual's token is what the model predicts anyway).
-The best cell is chosen on the held-out pairs for the trained model and for
-its initialization alike. At the embeddings with every position swapped, a
+The best cell is chosen on the selection pairs for the trained model and for
+its initialization alike, and both are reported on the held-out pairs. At the embeddings with every position swapped, a
 subspace holding the token identities rewrites the context itself, so *both*
 reaches its ceiling there by construction; the predicting-position cells say
 where the model keeps the belief it reads out. A dimension (below) means
 something only where its IIA stands above the controls.
 
-Factored or joint: ``dim_VAR`` is the smallest rank whose IIA reaches
-``dim_share`` of the best IIA at that variable's best cell. At the cell where
+Factored or joint: ``dim_VAR`` is the smallest rank whose IIA on the
+selection pairs reaches ``dim_share`` of the best there, at that variable's best cell. At the cell where
 both variables are best carried together, the principal angles between the
 *what* and the *when* subspaces (each at its own dimension) say whether they
 overlap: ``subspace_overlap`` is the mean squared cosine of those angles, 0 for
@@ -44,6 +45,7 @@ code over states about ``V·Σn − 1`` (``dim_joint_states``) against
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from dataclasses import dataclass
 from typing import Literal
 
@@ -68,13 +70,18 @@ OTHER = {"what": "when", "when": "what"}
 class CausalOptions(Options):
     train_pairs: int = pydantic.Field(768, ge=8)
     """(base, source) pairs the subspaces are trained on."""
+    select_pairs: int = pydantic.Field(256, ge=8)
+    """Selection pairs (other sequences): each variable's best cell and rank, and its dimension, are chosen on them."""
     test_pairs: int = pydantic.Field(512, ge=8)
-    """Held-out pairs (other sequences) the interventions are scored on."""
+    """Held-out pairs (other sequences again) the chosen interventions are reported on."""
     ranks: tuple[int, ...] = (1, 2, 4, 8, 16)
     """Ranks ``k`` of the interchange interventions (each at most d_model); one nested basis serves them all."""
     positions: tuple[Literal["last", "all"], ...] = ("last", "all")
     """Position sets swapped: the predicting position only, every context position (where it differs)."""
-    steps: int = pydantic.Field(300, ge=1)
+    layers: Literal["last", "all"] = "last"
+    """Blocks whose residual hooks are searched: the last (its input, middle and output, where the belief the
+    prediction reads must be by then) or every block (each earlier block's cells cost several times a last block's)."""
+    steps: int = pydantic.Field(1000, ge=1)
     """Adam steps per basis (one rank per step, in turn)."""
     batch_size: int = pydantic.Field(64, ge=1)
     """Training pairs per step (each run at every rank)."""
@@ -98,6 +105,7 @@ class Cell:
     hook: str
     positions: str
     iia: dict[str, list[float]]
+    """On the held-out pairs (what is reported)."""
     kl: dict[str, list[float]]
     iia_random: dict[str, list[float]]
     """A random orthonormal basis of the same rank (the same random basis for every variable)."""
@@ -107,7 +115,10 @@ class Cell:
     angles: list[float]
     """Principal angles (degrees) between the *what* and *when* subspaces, each at its dimension here."""
     dims: dict[str, int]
-    """Per variable, the smallest rank reaching ``dim_share`` of its best IIA in this cell."""
+    """Per variable, the smallest rank reaching ``dim_share`` of its best IIA in this cell (on the selection pairs)."""
+    iia_select: dict[str, list[float]] = dataclasses.field(default_factory=dict)
+    """On the selection pairs (what cells, ranks and dimensions are chosen by)."""
+    kl_select: dict[str, list[float]] = dataclasses.field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -130,7 +141,10 @@ class Best:
     cell: int
     """Index into ``Search.cells``."""
     iia: float
+    """On the held-out pairs."""
     kl: float
+    iia_select: float = float("nan")
+    """On the selection pairs, where the cell and rank were chosen."""
 
 
 @dataclass(frozen=True)
@@ -153,12 +167,12 @@ class CausalResult(Result):
 # ---------------------------------------------------------------------------- sites of a GPT
 
 
-def search_hooks(model: GPT) -> list[tuple[str, tuple[str, ...]]]:
-    """The residual hooks searched, each with the position sets that differ there: ``all`` only before the
-    last attention (after it only the predicting position reaches the prediction)."""
+def search_hooks(model: GPT, layers: Literal["last", "all"] = "all") -> list[tuple[str, tuple[str, ...]]]:
+    """The residual hooks searched (of the last block or of every one), each with the position sets that differ
+    there: ``all`` only before the last attention (after it only the predicting position reaches the prediction)."""
     n = model.config.n_layers
     hooks = []
-    for layer in range(n):
+    for layer in range(n - 1 if layers == "last" else 0, n):
         hooks.append((f"blocks.{layer}.hook_resid_pre", ("last", "all")))
         if model.blocks[layer].mlp is not None:
             hooks.append((f"blocks.{layer}.hook_resid_mid", ("last", "all") if layer < n - 1 else ("last",)))
@@ -215,13 +229,17 @@ def _dim(iia: np.ndarray, ranks: tuple[int, ...], share: float) -> int:
     return int(ranks[int(np.flatnonzero(iia >= share * np.nanmax(iia))[0])])
 
 
-def search(model: GPT, base_tokens: np.ndarray, source_tokens: np.ndarray, targets: dict[str, np.ndarray], split: int, options: CausalOptions, label: str = "") -> Search:
-    """Train a basis per (hook, positions, variable) on pairs ``:split`` and score it on pairs ``split:``
-    against ``targets`` (variable → counterfactual ``[batch, vocab]``); see the module docstring."""
+def search(
+    model: GPT, base_tokens: np.ndarray, source_tokens: np.ndarray, targets: dict[str, np.ndarray], splits: tuple[int, int], options: CausalOptions, label: str = ""
+) -> Search:
+    """Train a basis per (hook, positions, variable) on pairs ``:splits[0]``, score it on the selection pairs
+    ``splits[0]:splits[1]`` and on the held-out pairs ``splits[1]:`` against ``targets`` (variable →
+    counterfactual ``[batch, vocab]``); see the module docstring."""
+    fit, split = splits
     device = next(model.parameters()).device
     base = torch.as_tensor(base_tokens, dtype=torch.long, device=device)
     source = torch.as_tensor(source_tokens, dtype=torch.long, device=device)
-    plan = search_hooks(model)
+    plan = search_hooks(model, options.layers)
     ranks = tuple(k for k in options.ranks if k <= model.config.d_model)
     cells = []
     with _frozen(model):
@@ -230,20 +248,22 @@ def search(model: GPT, base_tokens: np.ndarray, source_tokens: np.ndarray, targe
         floor = {v: score_log_probs(targets[v][split:], clean) for v in targets}
         todo = [(hook, positions) for hook, allowed in plan for positions in options.positions if positions in allowed]
         for index, (hook, positions) in enumerate(progress_bar(todo, f"causal{label}: sites", total=len(todo))):
-            train_site, test_site = (_split_site(model_site(model, hook, positions, base_cache, source_cache), part, split) for part in (0, 1))
+            site = model_site(model, hook, positions, base_cache, source_cache)
+            train_site, select_site, test_site = (_rows(site, rows) for rows in (slice(None, fit), slice(fit, split), slice(split, None)))
             generator = torch.Generator().manual_seed(options.seed + 7919 * index)
             control = random_basis(model.config.d_model, max(ranks), generator).to(device)
-            bases, scores, random_scores, other = {}, {}, {}, {}
+            bases, scores, selected, random_scores, other = {}, {}, {}, {}, {}
             for v_index, variable in enumerate(targets):
                 bases[variable] = fit_subspace(
-                    train_site, torch.as_tensor(targets[variable][:split], device=device), ranks,
+                    train_site, torch.as_tensor(targets[variable][:fit], device=device), ranks,
                     steps=options.steps, batch_size=options.batch_size, lr=options.lr, seed=options.seed + 31 * index + v_index,
                 )  # fmt: skip
+                selected[variable] = score(select_site, targets[variable][fit:split], bases[variable], ranks)
                 scores[variable] = score(test_site, targets[variable][split:], bases[variable], ranks)
                 random_scores[variable] = score(test_site, targets[variable][split:], control, ranks)
                 if variable in OTHER and OTHER[variable] in targets:
                     other[variable] = score(test_site, targets[OTHER[variable]][split:], bases[variable], ranks).iia.tolist()
-            dims = {v: _dim(s.iia, ranks, options.dim_share) for v, s in scores.items()}
+            dims = {v: _dim(s.iia, ranks, options.dim_share) for v, s in selected.items()}
             angles = []
             if "what" in bases and "when" in bases:
                 angles = np.degrees(principal_angles(bases["what"][:, : dims["what"]].cpu(), bases["when"][:, : dims["when"]].cpu())).tolist()
@@ -252,25 +272,30 @@ def search(model: GPT, base_tokens: np.ndarray, source_tokens: np.ndarray, targe
                 iia={v: s.iia.tolist() for v, s in scores.items()}, kl={v: s.kl.tolist() for v, s in scores.items()},
                 iia_random={v: s.iia.tolist() for v, s in random_scores.items()}, kl_random={v: s.kl.tolist() for v, s in random_scores.items()},
                 iia_other_labels=other, angles=angles, dims=dims,
+                iia_select={v: s.iia.tolist() for v, s in selected.items()}, kl_select={v: s.kl.tolist() for v, s in selected.items()},
             ))  # fmt: skip
     return Search(cells=cells, iia_no_edit={v: f.iia.item() for v, f in floor.items()}, kl_no_edit={v: f.kl.item() for v, f in floor.items()})
 
 
-def _split_site(site: Site, part: int, split: int) -> Site:
-    rows = slice(None, split) if part == 0 else slice(split, None)
-    offset = 0 if part == 0 else split
+def _rows(site: Site, rows: slice) -> Site:
+    """``site`` on the pairs ``rows`` (a contiguous slice), renumbered from 0."""
+    offset = rows.start or 0
     return Site(base=site.base[rows], source=site.source[rows], positions=site.positions, run=lambda activation, pairs: site.run(activation, pairs + offset))
 
 
 def _best(found: Search, ranks: tuple[int, ...], variable: str) -> Best:
-    """The cell and rank of the highest IIA for ``variable`` (ties: the lower KL, then the lower rank)."""
+    """The cell and rank of the highest IIA for ``variable`` on the selection pairs (ties: the lower KL there,
+    then the lower rank), with its figures on the held-out pairs."""
     candidates = [
-        (np.nan_to_num(cell.iia[variable][r], nan=-1.0), -cell.kl[variable][r], -ranks[r], index, r)
-        for index, cell in enumerate(found.cells) for r in range(len(cell.iia[variable]))
+        (np.nan_to_num(cell.iia_select[variable][r], nan=-1.0), -cell.kl_select[variable][r], -ranks[r], index, r)
+        for index, cell in enumerate(found.cells) for r in range(len(cell.iia_select[variable]))
     ]  # fmt: skip
     _, _, _, index, r = max(candidates)
     cell = found.cells[index]
-    return Best(hook=cell.hook, positions=cell.positions, rank=ranks[r], cell=index, iia=cell.iia[variable][r], kl=cell.kl[variable][r])
+    return Best(
+        hook=cell.hook, positions=cell.positions, rank=ranks[r], cell=index, iia=cell.iia[variable][r], kl=cell.kl[variable][r],
+        iia_select=cell.iia_select[variable][r],
+    )  # fmt: skip
 
 
 def _overlap(angles_degrees: list[float]) -> float:
@@ -295,12 +320,23 @@ def _applies(run) -> str | None:
 
 
 def _pairs(run, options: CausalOptions) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
-    n = options.train_pairs + options.test_pairs
+    n = options.train_pairs + options.select_pairs + options.test_pairs
     base = run.task.sample(n, run.config.length, options.seed).tokens
     source = run.task.sample(n, run.config.length, options.seed + 1).tokens
     found = {v: counterfactual(run.task, base, source, v) for v in VARIABLES}
     keep = np.logical_and.reduce([c.defined[:, -1] for c in found.values()])
     return base[keep], source[keep], {v: c.predictive[keep, -1] for v, c in found.items()}
+
+
+def _splits(n_pairs: int, options: CausalOptions) -> tuple[int, int]:
+    """Where the training pairs end and where the selection pairs end, in proportion to the options (the pairs
+    whose counterfactual is undefined are dropped before)."""
+    total = options.train_pairs + options.select_pairs + options.test_pairs
+    fit = max(1, round(n_pairs * options.train_pairs / total))
+    split = max(fit + 1, round(n_pairs * (options.train_pairs + options.select_pairs) / total))
+    if split >= n_pairs:
+        raise ValueError(f"too few pairs with a defined counterfactual ({n_pairs}) for training, selection and held-out pairs")
+    return fit, split
 
 
 def compute(run, options: CausalOptions) -> CausalResult:
@@ -309,10 +345,11 @@ def compute(run, options: CausalOptions) -> CausalResult:
     if why is not None:
         raise ValueError(f"causal does not apply: {why}")
     base, source, targets = _pairs(run, options)
-    split = min(options.train_pairs, len(base) // 2)
+    splits = _splits(len(base), options)
+    split = splits[1]
     ranks = tuple(k for k in options.ranks if k <= run.model.config.d_model)
-    trained = search(run.model, base, source, targets, split, options)
-    control = search(initial_model(run), base, source, targets, split, options, " (initialization)")
+    trained = search(run.model, base, source, targets, splits, options)
+    control = search(initial_model(run), base, source, targets, splits, options, " (initialization)")
     best = {v: _best(trained, ranks, v) for v in VARIABLES}
     best_init = {v: _best(control, ranks, v) for v in VARIABLES}
     headline: dict[str, float] = {}
@@ -332,7 +369,7 @@ def compute(run, options: CausalOptions) -> CausalResult:
     for v in VARIABLES:
         headline[f"dim_{v}"] = float(trained.cells[best[v].cell].dims[v])
         headline[f"dim_{v}_random_init"] = float(control.cells[best_init[v].cell].dims[v])
-    shared = max(range(len(trained.cells)), key=lambda i: min(np.nanmax(trained.cells[i].iia["what"]), np.nanmax(trained.cells[i].iia["when"])))
+    shared = max(range(len(trained.cells)), key=lambda i: min(np.nanmax(trained.cells[i].iia_select["what"]), np.nanmax(trained.cells[i].iia_select["when"])))
     cell = trained.cells[shared]
     headline["subspace_overlap"] = _overlap(cell.angles)
     headline["subspace_overlap_random"] = _random_overlap(run.model.config.d_model, cell.dims["what"], cell.dims["when"], options.seed)
@@ -357,6 +394,7 @@ CAUSAL = register(
         compute=compute,
         applies=_applies,
         figures="nrecur.analysis.figures.causal:draw",
-        over_training={"train_pairs": 256, "test_pairs": 256, "steps": 100, "positions": ("last",)},
+        over_training={"train_pairs": 256, "select_pairs": 128, "test_pairs": 256, "steps": 100, "positions": ("last",)},
+        in_all=False,
     )
 )

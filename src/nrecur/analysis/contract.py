@@ -158,6 +158,9 @@ class Analysis:
     """Over training: the small part of each checkpoint's result kept beside its headline (a figure's points)."""
     over_training_figures: str | None = None
     """``"module:function"`` drawing the over-training result beside the generic headline curves, if any."""
+    in_all: bool = True
+    """Runs under ``--what all`` (every analysis that applies); False for a search that costs minutes: it runs
+    only when named (``--what NAME``)."""
 
     @property
     def module_doc(self) -> str:

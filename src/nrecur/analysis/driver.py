@@ -80,14 +80,18 @@ class Outcome:
 
 
 def choose(run, what: Iterable[str] = ("all",)) -> tuple[list[Analysis], list[tuple[str, str]]]:
-    """The analyses ``what`` names (``all``: every registered one that applies) and ``(name, why)`` for those
-    left out. An unknown name, or one named explicitly that does not apply, is an :class:`OptionError`."""
+    """The analyses ``what`` names (``all``: every registered one that applies and runs under ``all``, see
+    :attr:`Analysis.in_all`; those named beside ``all`` too) and ``(name, why)`` for those left out. An unknown
+    name, or one named explicitly that does not apply, is an :class:`OptionError`."""
     what = list(dict.fromkeys(what))
     unknown = [name for name in what if name != "all" and name not in ANALYSES]
     if unknown:
         raise OptionError(f"unknown analysis {', '.join(unknown)}; choose from {', '.join(ANALYSES)} or all")
     if "all" in what:
         reasons = {name: analysis.applies(run) for name, analysis in ANALYSES.items()}
+        for name, analysis in ANALYSES.items():
+            if reasons[name] is None and not analysis.in_all and name not in what:
+                reasons[name] = f"a search that costs minutes, not run under all; run it by name (--what {name})"
         return [ANALYSES[n] for n, why in reasons.items() if why is None], [(n, why) for n, why in reasons.items() if why is not None]
     chosen = [ANALYSES[name] for name in what]
     for analysis in chosen:

@@ -19,7 +19,7 @@ def register(subparsers) -> None:
         "to the run's task runs. `nrecur analyze --list` lists the analyses and the options each takes.",
     )
     parser.add_argument("run", metavar="RUN", nargs="?", type=existing_path, help="run folder")
-    parser.add_argument("--what", nargs="+", default=["all"], metavar="NAME", help="analyses to run, or all (default: all that apply; --list names them)")
+    parser.add_argument("--what", nargs="+", default=["all"], metavar="NAME", help="analyses to run, or all (default: all that apply, but for the searches that cost minutes, which run when named; --list names them)")
     parser.add_argument("--list", action="store_true", help="list the analyses, what each measures and the options each takes, then exit")
     parser.add_argument("--step", type=int, help="checkpoint step to analyze (default: the latest; an earlier step writes to RUN/analysis/step_NNNNNNNN/)")
     parser.add_argument(
@@ -89,6 +89,8 @@ def list_analyses() -> str:
             lines.append(f"    {option} (default {default!r}): {doc}")
         over = "yes" if analysis.over_training is not None else "no"
         lines.append(f"    over training (--checkpoints all): {over}")
+        if not analysis.in_all:
+            lines.append(f"    under --what all: no (it costs minutes; --what {analysis.name} runs it)")
     return "\n".join(lines)
 
 
