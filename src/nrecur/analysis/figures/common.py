@@ -67,6 +67,15 @@ def figure_title(fig) -> str | None:
     return "; ".join(titles) if titles else None
 
 
+def _renderer(fig):
+    """``fig``'s renderer, giving a closed figure (whose canvas is the bare base class) an Agg canvas again."""
+    if not hasattr(fig.canvas, "get_renderer"):
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+        FigureCanvasAgg(fig)
+    return fig.canvas.get_renderer()
+
+
 def _drawn_texts(fig) -> list:
     from matplotlib.text import Text
 
@@ -82,8 +91,8 @@ def smallest_text_pt(fig) -> float | None:
 def overlapping_tick_labels(fig) -> list[str]:
     """Neighbouring tick labels of any axis of ``fig`` (colour bars included) whose drawn boxes overlap, as
     ``"axis title: label | label"`` (empty when none do). Draws the figure's layout first."""
+    renderer = _renderer(fig)
     fig.draw_without_rendering()
-    renderer = fig.canvas.get_renderer()
     found = []
     for ax in fig.axes:
         for axis, along in ((ax.xaxis, 0), (ax.yaxis, 1)):
@@ -110,8 +119,9 @@ def fit_page(fig) -> None:
         if text.get_fontsize() < MIN_TEXT_PT:
             text.set_fontsize(MIN_TEXT_PT)
     for _ in range(4):  # the layout moves as the figure shrinks: a few rounds settle it
+        renderer = _renderer(fig)
         fig.draw_without_rendering()
-        width = fig.get_tightbbox(fig.canvas.get_renderer()).width + 0.2  # savefig's pad_inches on each side
+        width = fig.get_tightbbox(renderer).width + 0.2  # savefig's pad_inches on each side
         if width <= PAGE_INCHES:
             return
         fig.set_size_inches(fig.get_size_inches() * (PAGE_INCHES / width) * 0.995)
