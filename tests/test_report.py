@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from nrecur import NRecurrence, train
+from nrecur import NRecurrence
 from nrecur._text import seconds_text
 from nrecur.cli import main
 from nrecur.model import GPTConfig
@@ -19,34 +19,14 @@ from nrecur.report import PAGE_LIMIT, read_run, write_report, write_reports
 from nrecur.report.index import differences_among_siblings, figure_folders, path_labels
 from nrecur.report.reading import RUN_DEPTH
 from nrecur.report.embed import Budget
-from nrecur.train import RunConfig, TrainConfig
-from nrecur.train.interventions import Intervention
+from nrecur.train import RunConfig
 from nrecur.train.presets import get_preset
 
 
-def tiny_run(folder: Path) -> Path:
-    """A finite-mode run with held-out rules and an intervention, its probes and geometry (with the
-    geometry at every checkpoint): every kind of curve, table and section a page has."""
-    task = NRecurrence(vocab_size=4, periods=(2, 3, 4))
-    model = GPTConfig(vocab_size=4, n_ctx=12, d_model=32, n_layers=2, n_heads=4, d_head=8, d_mlp=64)
-    settings = TrainConfig(
-        mode="finite", train_size=128, held_out_fraction=0.25, steps=60, batch_size=64, eval_every=20, eval_size=128,
-        device="cpu", log_checkpoints=3, interventions=(Intervention(kind="ablate", layer=0, head=1, start=0, end=30),),
-    )  # fmt: skip
-    train(RunConfig(task=task, model=model, train=settings), folder, progress=False)
-    assert main(["analyze", str(folder), "--what", "probes", "geometry", "--checkpoints", "all", "--sequences", "48", "--no-progress"]) == 0
-    return folder
-
-
-@pytest.fixture(scope="module")
-def runs(tmp_path_factory) -> Path:
-    """A folder of runs: the tiny run and a copy of it without metrics (training has not evaluated yet)."""
-    root = tmp_path_factory.mktemp("report") / "runs"
-    run = tiny_run(root / "tiny")
-    fresh = root / "fresh"
-    fresh.mkdir()
-    shutil.copy(run / "config.json", fresh / "config.json")
-    return root
+@pytest.fixture
+def runs(analyzed_runs) -> Path:
+    """The session's folder of runs (tests/conftest.py): ``tiny``, analyzed, and ``fresh``, not yet evaluated."""
+    return analyzed_runs
 
 
 def copy_run(runs: Path, tmp_path: Path, name: str = "tiny") -> Path:
