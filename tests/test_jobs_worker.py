@@ -45,10 +45,28 @@ def _cannot_draw(result, folder):
     return result.figure_that_is_not_there
 
 
-def _registry_with_failures(monkeypatch) -> None:
+class _Fine(Result):
+    """A result that computes and draws at once."""
+
+    name = "fine"
+    headline: dict = {}
+
+
+def _draws_nothing(result, folder):
+    return []
+
+
+#: An analysis that computes and draws at once: the one that goes on beside those that fail.
+FINE = Analysis("fine", "computes", Options, _Fine, lambda run, options: _Fine(), lambda run: None, f"{__name__}:_draws_nothing")
+
+
+def _registry_with_failures(monkeypatch, keep: str = "probes") -> None:
+    """Only ``keep`` (a registered analysis, or ``fine``) of the real registry, and three that fail or do not apply."""
     always = lambda run: None  # noqa: E731
-    for name in [name for name in ANALYSES if name != "probes"]:
+    for name in [name for name in ANALYSES if name != keep]:
         monkeypatch.delitem(ANALYSES, name)
+    if keep == FINE.name:
+        monkeypatch.setitem(ANALYSES, FINE.name, FINE)
     for analysis in (
         Analysis("boom", "fails", Options, _Unplottable, _boom, always, f"{__name__}:_cannot_draw"),
         Analysis("unplottable", "cannot be drawn", Options, _Unplottable, lambda run, options: _Unplottable(), always, f"{__name__}:_cannot_draw"),
@@ -70,13 +88,13 @@ def test_a_failing_analysis_or_figure_is_recorded_and_the_others_go_on(trained, 
 def test_the_worker_writes_the_report_then_the_record_of_its_analyses(trained, tmp_path, monkeypatch, capsys):
     from nrecur.jobs.worker import main as worker
 
-    _registry_with_failures(monkeypatch)
+    _registry_with_failures(monkeypatch, keep=FINE.name)  # a real analysis goes on in the test above
     folder = RunFolder(trained)
     folder.analyzed_file.unlink(missing_ok=True)
     assert worker([str(trained), "--no-train", "--analyze", "--sequences", "32", "--no-progress"]) == 0
     assert folder.report_file.stat().st_size > 0
     outcomes = {record.name: record.outcome for record in read_analysis_records(trained)}
-    assert outcomes == {"probes": "wrote", "boom": "failed", "unplottable": "failed", "never": "skipped"}
+    assert outcomes == {"fine": "wrote", "boom": "failed", "unplottable": "failed", "never": "skipped"}
     assert "analysis boom: failed: RuntimeError: boom" in capsys.readouterr().out
 
 
@@ -88,6 +106,9 @@ def test_a_run_whose_report_failed_has_no_record_and_is_analyzed_again(trained, 
         raise OSError("disk full")
 
     monkeypatch.setattr(nrecur.report, "write_report", broken_report)
+    for name in list(ANALYSES):  # one analysis that computes is enough: the report after it fails
+        monkeypatch.delitem(ANALYSES, name)
+    monkeypatch.setitem(ANALYSES, FINE.name, FINE)
     folder = RunFolder(trained)
     folder.analyzed_file.unlink(missing_ok=True)
     with pytest.raises(OSError, match="disk full"):
