@@ -45,7 +45,7 @@ import numpy as np
 import pydantic
 import torch
 
-from nrecur.analysis.contract import Analysis, Options, Result, initial_model, register
+from nrecur.analysis.contract import Analysis, Options, Result, initial_model, register, seen_at
 from nrecur.analysis.base import progress_bar
 from nrecur.runs import load_run
 from nrecur.tasks import ModularICL, NRecurrence, Task
@@ -294,7 +294,7 @@ def _measure(model, step: int, task: Task, tokens: dict, observers: dict, valid:
 
 def compute(run, options: StrategyOptions) -> StrategyResult:
     """The strategy of ``run`` at each saved checkpoint up to the loaded step (each loaded on the model's
-    device; the loaded one is ``run.model``) and at its initialization."""
+    device, seen as training saw it there; the loaded one is ``run.model``) and at its initialization."""
     pair = two_observers(run)
     task, length = run.task, run.config.length
     tokens = {split: pair.sample(split, options.n_sequences, length, options.seed) for split in SPLITS}
@@ -305,7 +305,7 @@ def compute(run, options: StrategyOptions) -> StrategyResult:
     args = (task, tokens, observers, valid, options.floor)
     device = next(run.model.parameters()).device
     steps = [s for s in run.checkpoint_steps if s < run.step] if options.over_training else []
-    points = [_measure(load_run(run.path, step=s, device=device).model, s, *args) for s in progress_bar(steps, "strategy", total=len(steps))]
+    points = [_measure(seen_at(load_run(run.path, step=s, device=device).model, s), s, *args) for s in progress_bar(steps, "strategy", total=len(steps))]
     points.append(_measure(run.model, run.step, *args))
     control = _measure(initial_model(run), 0, *args)
 
