@@ -194,7 +194,7 @@ def test_a_model_trained_for_one_step_holds_as_much_with_an_edit_as_without(tmp_
     assert head["hold_positions"] >= 25
     for control in ("hold_rate_no_edit", "hold_rate_random", "hold_rate_ceiling", "hold_rate_random_init"):
         assert head["hold_rate"] == pytest.approx(head[control], abs=0.1), control
-    for method in ("patch", "steer", "rank_one"):
+    for method in ("patch", "steer", "rank_one", "subspace"):
         assert head[f"hold_rate/{method}"] == pytest.approx(head["hold_rate_no_edit"], abs=0.1), method
 
 
@@ -206,8 +206,10 @@ def test_the_edit_analysis_on_a_trained_model(trained, tmp_path, capsys):
     # The model has learned the rules: reading a context that followed (n*, t*), it holds far more than without.
     assert head["hold_rate_ceiling"] > head["hold_rate_no_edit"] + 0.3
     names = {m.name for m in result.methods}
-    assert CEILING.name not in names and {m.method for m in result.methods} == {"patch", "steer", "rank_one"}
-    assert set(result.best_by_method) == {"patch", "steer", "rank_one"} and result.chosen in result.best_by_method.values()
+    assert CEILING.name not in names and {m.method for m in result.methods} == {"patch", "steer", "rank_one", "subspace"}
+    assert set(result.best_by_method) == {"patch", "steer", "rank_one", "subspace"} and result.chosen in result.best_by_method.values()
+    subspace = result.method(result.best_by_method["subspace"])
+    assert subspace.budget.rank == subspace.rank <= 16 and head["rank/subspace"] == subspace.rank
     assert head["hold_rate"] == result.method(result.chosen).hold_rate and head["hold_rate_random"] == result.method(result.chosen).hold_rate_random
     rank_one = result.method(result.best_by_method["rank_one"])
     assert rank_one.specificity_kl > 0 and head["specificity_kl/rank_one"] == rank_one.specificity_kl and rank_one.budget.rank == 1

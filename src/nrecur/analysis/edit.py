@@ -13,6 +13,13 @@ alone (``position``), by one of :data:`EDIT_METHODS`, within its stated
   direction for ``t*`` plus the (period, countdown) probe's direction for
   ``(n*, (p - i) mod n*)`` at position ``i`` (:mod:`nrecur.analysis.steering`
   fits both); ``α`` is chosen on the selection problems;
+* ``subspace``: the donor's coordinates along a learned rank-``k`` subspace
+  replace the destination's there (:mod:`nrecur.analysis.edit_subspace`: the
+  subspace found by distributed alignment search against ``O*`` on problems of
+  its own), beside the donor's coordinates along a random subspace of the same
+  rank; its sites include the first attention's values, a linear map of the
+  embeddings, where a subspace holding the token identities rewrites the
+  context as that attention reads it — each edit's budget names its hook and rank;
 * ``rank_one``: a rank-one change of the last MLP's weights, ROME-style, keyed
   at ``p`` (:mod:`nrecur.analysis.weight_edit`); it stays in the model, so it
   also acts after ``p`` and on other sequences (its *specificity* cost, the mean
@@ -85,6 +92,7 @@ from nrecur.analysis.edit_candidates import CEILING, Budget, EditMethod, best_of
 from nrecur.analysis.edit_methods import EDIT_METHODS, EditedPredictions, edit_belief, edit_hooks, steering_vectors
 from nrecur.analysis.edit_problems import FOLLOWING, EditProblems, default_position, edit_problems
 from nrecur.analysis.edit_scores import EditScore, hits, hold_by_rule, hold_rate, kl_from_desired, predict_log_probs, score, share_by_read
+from nrecur.analysis.edit_subspace import fit_edit_subspace, subspace_hooks
 from nrecur.analysis.steering import ALPHAS
 from nrecur.analysis.weight_edit import rank_one_edits, specificity
 from nrecur.tasks import NRecurrence
@@ -106,6 +114,8 @@ class EditOptions(Options):
     """Steering strengths scanned on the selection problems (how much each probe's reading is raised)."""
     probe_sequences: int = pydantic.Field(1024, ge=8)
     """Fresh sequences the steering probes are fitted on."""
+    subspace_steps: int = pydantic.Field(200, ge=0)
+    """Adam steps fitting each subspace edit's basis, on problems of their own (0: no subspace edits)."""
 
     @pydantic.field_validator("alphas")
     @classmethod
@@ -144,6 +154,8 @@ class MethodScore:
     """Its mean after ``p``."""
     specificity_kl: float | None = None
     """A weight edit's cost: mean KL(clean ‖ edited) on unrelated sequences (the best weight edit's only)."""
+    rank: int = 0
+    """A subspace edit's rank (0 for the other methods; every budget's rank is in ``budget``)."""
 
 
 @dataclass(frozen=True)
@@ -224,8 +236,11 @@ def compute(run, options: EditOptions) -> EditResult:
     try:
         hooks = edit_hooks(model)
         tools = edit_tools(run, model, hooks, options.seed, options.probe_sequences)
+        fitting = edit_problems(task, per_rule, length, position, seed + 2) if options.subspace_steps else None
+        if fitting is not None:
+            tools = dataclasses.replace(tools, bases=_subspace_bases(model, subspace_hooks(model), fitting, options))
         clean_selection, clean = predict_log_probs(model, selection.tokens), predict_log_probs(model, held_out.tokens)
-        candidates = method_candidates(model)
+        candidates = method_candidates(model, subspace=fitting is not None)
         for hook in progress_bar(hooks, "edit: steering strengths", total=len(hooks)):
             scanned = [EditMethod("steer", hook, "context", float(alpha)) for alpha in options.alphas if alpha > 0]
             candidates.append(best_of([(*tools.rank(c, selection, clean_selection, seed), c) for c in scanned]))
@@ -238,7 +253,7 @@ def compute(run, options: EditOptions) -> EditResult:
             kl, kl_after = kl_from_desired(held_out, edited.log_probs)
             methods.append(
                 MethodScore(
-                    name=candidate.name, method=candidate.method, hook=candidate.hook, span=candidate.span, alpha=candidate.alpha,
+                    name=candidate.name, method=candidate.method, hook=candidate.hook, span=candidate.span, alpha=candidate.alpha, rank=candidate.rank,
                     budget=candidate.budget(model, position, task.max_period), hold_rate=result.hold,
                     hold_rate_random=hold_rate(held_out, tools.run(candidate, held_out, clean, random=True, seed=seed).log_probs),
                     gain_selection=ranks[candidate.name][0], success=share_by_read(result.success),
@@ -260,6 +275,8 @@ def compute(run, options: EditOptions) -> EditResult:
 
     init = initial_model(run)
     init_tools = edit_tools(run, init, [chosen.hook] if chosen.method == "steer" else [], options.seed, options.probe_sequences)
+    if chosen.method == "subspace":
+        init_tools = dataclasses.replace(init_tools, bases=_subspace_bases(init, [chosen.hook], fitting, options))
     init_clean = predict_log_probs(init, held_out.tokens)
     init_edited = init_tools.run(by_name[chosen.name], held_out, init_clean)
 
@@ -285,6 +302,8 @@ def compute(run, options: EditOptions) -> EditResult:
         headline[f"success_at_p{'_automatic' if s.success_at_p_automatic else ''}/{method}"] = s.success[0]
         if s.specificity_kl is not None:
             headline[f"specificity_kl/{method}"] = s.specificity_kl
+        if s.method == "subspace":
+            headline[f"rank/{method}"] = float(s.rank)
     return EditResult(
         headline=headline,
         options=options,
@@ -307,6 +326,16 @@ def compute(run, options: EditOptions) -> EditResult:
     )
 
 
+def _subspace_bases(model, hooks: list[str], problems: EditProblems, options: EditOptions) -> dict[str, torch.Tensor]:
+    """hook → the nested basis of the subspace edits there, fitted on ``problems`` (with gradients: the caller's
+    ``no_grad`` does not reach inside)."""
+    with torch.enable_grad():
+        return {
+            hook: fit_edit_subspace(model, hook, problems, steps=options.subspace_steps, batch_size=32, lr=0.01, seed=options.seed + index)
+            for index, hook in enumerate(progress_bar(hooks, "edit: subspaces", total=len(hooks)))
+        }  # fmt: skip
+
+
 SPECIFICITY_EDITS, SPECIFICITY_SEQUENCES = 32, 64
 """Weight edits scored for specificity, and the unrelated sequences each is scored on."""
 
@@ -314,7 +343,7 @@ SPECIFICITY_EDITS, SPECIFICITY_SEQUENCES = 32, 64
 EDIT = register(
     Analysis(
         name="edit",
-        description="make the model believe a rule (n*, t*) by patching, steering or a rank-one weight edit: does it hold after the edit, beside no edit, the ceiling and a random edit",
+        description="make the model believe a rule (n*, t*) by patching, steering, a learned subspace or a rank-one weight edit: does it hold after the edit, beside no edit, the ceiling and a random edit",
         options=EditOptions,
         result=EditResult,
         compute=compute,

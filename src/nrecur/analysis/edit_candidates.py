@@ -20,6 +20,7 @@ import torch
 from nrecur.analysis.edit_methods import EditedPredictions, Span, edit_belief, edit_hooks
 from nrecur.analysis.edit_problems import EditProblems
 from nrecur.analysis.edit_scores import hold_rate, kl_from_desired
+from nrecur.analysis.edit_subspace import SUBSPACE_RANKS, random_subspace, subspace_hooks, subspace_width
 from nrecur.analysis.steering import ProbeDirections, probe_directions
 from nrecur.analysis.weight_edit import key_second_moment
 from nrecur.model import GPT
@@ -45,18 +46,22 @@ class Budget:
 
 @dataclass(frozen=True)
 class EditMethod:
-    """How and where to edit: ``patch`` from the donor, ``steer`` with strength ``alpha``, or ``rank_one``, at ``hook``."""
+    """How and where to edit: ``patch`` from the donor, ``steer`` with strength ``alpha``, ``rank_one``, or
+    ``subspace`` of rank ``rank``, at ``hook``."""
 
     method: str
-    """A name in :data:`EDIT_METHODS`: ``patch``, ``steer`` or ``rank_one``."""
+    """A name in :data:`EDIT_METHODS`: ``patch``, ``steer``, ``rank_one`` or ``subspace``."""
     hook: str
     span: Span = "context"
     alpha: float = 0.0
+    rank: int = 0
+    """A ``subspace`` edit's rank (0 for the other methods)."""
 
     @property
     def name(self) -> str:
-        """``method[span]@hook``, e.g. ``patch[context]@blocks.1.hook_resid_pre``."""
-        return f"{self.method}[{self.span}]@{self.hook}"
+        """``method[span]@hook``, e.g. ``patch[context]@blocks.1.hook_resid_pre``; a subspace edit adds its rank
+        (``subspace[context]@blocks.0.attn.hook_v k=8``)."""
+        return f"{self.method}[{self.span}]@{self.hook}" + (f" k={self.rank}" if self.method == "subspace" else "")
 
     def budget(self, model: GPT, position: int, max_period: int) -> Budget:
         positions = position + 1 if self.span == "context" else 1
@@ -65,6 +70,8 @@ class EditMethod:
             return Budget((self.hook,), "0..p" if self.span == "context" else "p", min(positions, d_model), "a patch from a random donor (a sequence of another target)")
         if self.method == "steer":
             return Budget((self.hook,), "0..p" if self.span == "context" else "p", min(positions, max_period, d_model), "α times random directions of the probe directions' norms")
+        if self.method == "subspace":
+            return Budget((self.hook,), "0..p" if self.span == "context" else "p", self.rank, "the donor's coordinates along a random subspace of the same rank")
         return Budget((self.hook,), "every position of every sequence", 1, "a rank-one edit keyed at p toward a random donor (a sequence of another target)")
 
     @property
@@ -83,13 +90,18 @@ CEILING = EditMethod("patch", "blocks.0.hook_resid_pre", "context")
 (the ceiling, ``hold_rate_ceiling``; never a method)."""
 
 
-def method_candidates(model: GPT) -> list[EditMethod]:
-    """Every patch site (not the embeddings: patching them rewrites tokens) and, when the model has an MLP, the
-    rank-one edit of the last one; the steering sites are :func:`edit_hooks`, their α chosen by a scan."""
+def method_candidates(model: GPT, subspace: bool = False) -> list[EditMethod]:
+    """Every patch site (not the embeddings: patching them rewrites tokens), when the model has an MLP the
+    rank-one edit of the last one and, with ``subspace``, every subspace edit (:func:`subspace_hooks`, every rank
+    of :data:`SUBSPACE_RANKS` up to the hook's width); the steering sites are :func:`edit_hooks`, their α chosen
+    by a scan."""
     hooks = [hook for hook in edit_hooks(model) if hook != CEILING.hook]
     candidates = [EditMethod("patch", hook, span) for span in ("context", "position") for hook in hooks]
     if model.config.d_mlp:
         candidates.append(EditMethod("rank_one", f"blocks.{model.config.n_layers - 1}.hook_mlp_out", "position"))
+    if subspace:
+        for hook in subspace_hooks(model):
+            candidates += [EditMethod("subspace", hook, "context", rank=k) for k in SUBSPACE_RANKS if k <= subspace_width(model, hook)]
     return candidates
 
 
@@ -101,16 +113,22 @@ class EditTools:
     directions: dict[str, ProbeDirections]
     second_moment: torch.Tensor | None
     periods: tuple[int, ...]
+    bases: dict[str, torch.Tensor] = dataclasses.field(default_factory=dict)
+    """hook → the nested basis ``[width, max rank]`` of the subspace edits there (:func:`~nrecur.analysis.edit_subspace.fit_edit_subspace`)."""
 
     def run(self, candidate: EditMethod, problems: EditProblems, clean: torch.Tensor, random: bool = False, seed: int = 0) -> EditedPredictions:
         """``candidate`` on ``problems`` (``clean``: the model's log-probs on their tokens), or its random edit."""
         directions = self.directions.get(candidate.hook)
         if random and directions is not None:
             directions = random_like(directions, seed)
+        basis = None
+        if candidate.method == "subspace":
+            width = subspace_width(self.model, candidate.hook)
+            basis = random_subspace(width, candidate.rank, seed) if random else self.bases[candidate.hook][:, : candidate.rank]
         return edit_belief(
             self.model, problems.tokens, problems.period, problems.target, position=problems.position, method=candidate.method,
             span=candidate.span, hook=candidate.hook, donor=problems.random_donor if random else problems.donor,
-            directions=directions, periods=self.periods, alpha=candidate.alpha, second_moment=self.second_moment, clean=clean,
+            directions=directions, periods=self.periods, alpha=candidate.alpha, second_moment=self.second_moment, clean=clean, basis=basis,
         )  # fmt: skip
 
     def rank(self, candidate: EditMethod, problems: EditProblems, clean: torch.Tensor, seed: int) -> tuple[float, float]:

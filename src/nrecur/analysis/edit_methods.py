@@ -2,7 +2,8 @@
 
 An edit makes the model believe the rule ``(n*, t*)`` on given sequences by
 changing what it computes at positions ``0..p`` (or ``p`` alone) — how it is
-done is one of :data:`EDIT_METHODS` (``patch``, ``steer``, ``rank_one``;
+done is one of :data:`EDIT_METHODS` (``patch``, ``steer``, ``rank_one``,
+``subspace`` from :mod:`nrecur.analysis.edit_subspace`;
 a new method is a registered function returning the hook specs that carry it
 out). :mod:`nrecur.analysis.edit` builds the sequences, scores the edits and
 chooses among them; its docstring defines success, moved and hold.
@@ -76,6 +77,8 @@ class EditRequest:
     periods: tuple[int, ...] | None
     alpha: float
     second_moment: Tensor | None
+    basis: Tensor | None = None
+    """``[width, k]`` orthonormal: the subspace of a ``subspace`` edit (:mod:`nrecur.analysis.edit_subspace`)."""
 
 
 EDIT_METHODS: dict[str, Callable[[GPT, EditRequest], list[HookSpec]]] = {}
@@ -152,6 +155,7 @@ def edit_belief(
     alpha: float = 1.0,
     second_moment: Tensor | None = None,
     clean: Tensor | None = None,
+    basis: Tensor | None = None,
 ) -> EditedPredictions:
     """Make ``model`` believe the rule ``(period, target)`` (each ``[batch]`` or one value) on ``tokens
     [batch, pos]`` by editing ``hook`` (default: the input of the last block) at positions ``0..position``
@@ -161,7 +165,8 @@ def edit_belief(
     :func:`edit_problems`); ``steer`` adds ``alpha`` times :func:`steering_vectors` from ``directions`` (with
     ``periods``, the task's periods); ``rank_one`` edits the last MLP's weights for each sequence so that
     its prediction at ``position`` is the donor's (``second_moment``: :func:`key_second_moment` of fresh
-    sequences; default: of ``tokens``). Returns the edited and clean predictions at every position (``clean``:
+    sequences; default: of ``tokens``); ``subspace`` sets the coordinates along ``basis [width, k]`` to the
+    donor's (:mod:`nrecur.analysis.edit_subspace`). Returns the edited and clean predictions at every position (``clean``:
     the clean log-probs ``[batch, pos, vocab]`` already computed, to save a forward pass).
     """
     if method not in EDIT_METHODS:
@@ -189,6 +194,7 @@ def edit_belief(
         periods=periods,
         alpha=alpha,
         second_moment=second_moment,
+        basis=basis,
     )
     hooks = EDIT_METHODS[method](model, request)
     if clean is None:

@@ -10,7 +10,7 @@ from nrecur.analysis.figures.common import OKABE_ITO, pyplot, save_figure
 
 __all__ = ["draw", "draw_by_rule", "draw_hold", "draw_sites"]
 
-METHOD_COLOURS = {"patch": OKABE_ITO[0], "steer": OKABE_ITO[1], "rank_one": OKABE_ITO[2]}
+METHOD_COLOURS = {"patch": OKABE_ITO[0], "steer": OKABE_ITO[1], "rank_one": OKABE_ITO[2], "subspace": OKABE_ITO[5]}
 CONTROL_COLOURS = {"no edit": "#999999", "ceiling": OKABE_ITO[7], "initialization": OKABE_ITO[4]}
 
 
