@@ -2,15 +2,14 @@
 
     .venv/bin/python scripts/time_tests.py [--out docs/results/tests/times.json]
 
-Runs ``pytest -m "not slow"`` (the fast tier) and then the whole suite, each in a fresh process as
-``./test.sh`` runs it, and records the wall-clock seconds and pytest's counts. Run it on a quiet machine.
+Runs ``./test.sh -m "not slow"`` (the fast tier) and then ``./test.sh`` (the whole suite), each in a fresh
+process, and records the wall-clock seconds and pytest's counts. Run it on a quiet machine.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 import subprocess
 import sys
@@ -23,9 +22,9 @@ COUNT = re.compile(r"(\d+) (passed|failed|skipped|errors?|xfailed|xpassed|desele
 
 
 def run(tier: str, extra: list[str]) -> dict:
-    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *extra]
+    command = [str(ROOT / "test.sh"), "-q", "-p", "no:cacheprovider", *extra]
     start = time.perf_counter()
-    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, env={**os.environ, "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")})
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
     seconds = time.perf_counter() - start
     last = done.stdout.strip().splitlines()[-1] if done.stdout.strip() else ""
     counts = {name.rstrip("s") if name.startswith("error") else name: int(n) for n, name in COUNT.findall(last)}

@@ -87,6 +87,7 @@ def test_a_signal_at_a_random_moment_of_training_then_the_printed_command_ends_a
     assert metrics_without_time(whole) == metrics_without_time(run)
 
 
+@pytest.mark.slow
 def test_ctrl_c_during_analyses_writes_those_computed_and_prints_the_command_for_the_rest(whole, tmp_path):
     run = tmp_path / "run"
     subprocess.run(["cp", "-r", str(whole), str(run)], check=True)
