@@ -26,6 +26,8 @@ import sys
 import threading
 import warnings
 
+from nrecur.cli.paths import existing_path  # noqa: F401  (the commands import it from here)
+
 # Command modules, in the order ``nrecur --help`` lists them.
 COMMAND_MODULES = ("nrecur.cli.data", "nrecur.cli.train", "nrecur.cli.analyze", "nrecur.cli.report", "nrecur.cli.sweep", "nrecur.cli.studies")
 
@@ -52,15 +54,6 @@ def closest(word: str, candidates) -> str | None:
     """The candidate most like ``word`` (a mistyped option or choice), if one is close enough."""
     found = difflib.get_close_matches(word, list(candidates), n=1, cutoff=0.6)
     return found[0] if found else None
-
-
-def existing_path(text: str) -> str:
-    """An argparse ``type``: a path that must exist (a typo is caught before anything is imported or read)."""
-    import os
-
-    if not os.path.exists(text):
-        raise argparse.ArgumentTypeError(f"{text} does not exist")
-    return text
 
 
 class OneLineParser(argparse.ArgumentParser):

@@ -24,7 +24,7 @@ import os
 import sys
 from pathlib import Path
 
-from nrecur.cli import existing_path
+from nrecur.cli.paths import existing_path
 
 # The version of the description's format; part of the fingerprint.
 FORMAT = 1
