@@ -74,7 +74,8 @@ def test_the_fit_lowers_its_objective_from_its_starting_basis(model, problems):
 
 
 def test_the_subspace_candidates_name_their_hook_and_rank_within_the_budget(model):
-    candidates = [c for c in method_candidates(model, subspace=True) if c.method == "subspace"]
+    candidates = [c for c in method_candidates(model, (2, 16)) if c.method == "subspace"]
+    assert sorted({c.rank for c in candidates}) == [2, 16]
     assert {c.hook for c in candidates} == set(subspace_hooks(model)) == {"blocks.0.attn.hook_v", "blocks.0.hook_resid_mid", "blocks.1.hook_resid_pre"}
     assert not any(c.hook == "blocks.0.hook_resid_pre" for c in candidates)  # the embeddings are the ceiling's
     for c in candidates:
@@ -82,3 +83,12 @@ def test_the_subspace_candidates_name_their_hook_and_rank_within_the_budget(mode
         assert budget.hooks == (c.hook,) and budget.positions == "0..p" and budget.rank == c.rank <= 16 and f"k={c.rank}" in c.name
         assert not c.persistent and not c.automatic(model)
     assert not any(c.method == "subspace" for c in method_candidates(model))
+
+
+def test_subspace_ranks_outside_the_budget_are_refused():
+    from nrecur.analysis import ANALYSES, OptionError
+
+    for ranks in ((32,), (8, 4), ()):
+        with pytest.raises(OptionError, match="subspace_ranks"):
+            ANALYSES["edit"].make_options({"subspace_ranks": ranks})
+    assert ANALYSES["edit"].make_options({"subspace_ranks": (8,)}).subspace_ranks == (8,)

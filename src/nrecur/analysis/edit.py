@@ -114,8 +114,17 @@ class EditOptions(Options):
     """Steering strengths scanned on the selection problems (how much each probe's reading is raised)."""
     probe_sequences: int = pydantic.Field(1024, ge=8)
     """Fresh sequences the steering probes are fitted on."""
-    subspace_steps: int = pydantic.Field(200, ge=0)
+    subspace_steps: int = pydantic.Field(150, ge=0)
     """Adam steps fitting each subspace edit's basis, on problems of their own (0: no subspace edits)."""
+    subspace_ranks: tuple[int, ...] = (4, 16)
+    """Ranks of the subspace edits tried at each site (at most 16, the budget; one nested basis per site serves them all)."""
+
+    @pydantic.field_validator("subspace_ranks")
+    @classmethod
+    def _subspace_ranks(cls, ranks: tuple[int, ...]) -> tuple[int, ...]:
+        if not ranks or list(ranks) != sorted(set(ranks)) or ranks[0] < 1 or ranks[-1] > 16:
+            raise ValueError("give distinct ranks in increasing order, each in 1..16")
+        return ranks
 
     @pydantic.field_validator("alphas")
     @classmethod
@@ -240,7 +249,7 @@ def compute(run, options: EditOptions) -> EditResult:
         if fitting is not None:
             tools = dataclasses.replace(tools, bases=_subspace_bases(model, subspace_hooks(model), fitting, options))
         clean_selection, clean = predict_log_probs(model, selection.tokens), predict_log_probs(model, held_out.tokens)
-        candidates = method_candidates(model, subspace=fitting is not None)
+        candidates = method_candidates(model, options.subspace_ranks if fitting is not None else ())
         for hook in progress_bar(hooks, "edit: steering strengths", total=len(hooks)):
             scanned = [EditMethod("steer", hook, "context", float(alpha)) for alpha in options.alphas if alpha > 0]
             candidates.append(best_of([(*tools.rank(c, selection, clean_selection, seed), c) for c in scanned]))
@@ -331,7 +340,9 @@ def _subspace_bases(model, hooks: list[str], problems: EditProblems, options: Ed
     ``no_grad`` does not reach inside)."""
     with torch.enable_grad():
         return {
-            hook: fit_edit_subspace(model, hook, problems, steps=options.subspace_steps, batch_size=32, lr=0.01, seed=options.seed + index)
+            hook: fit_edit_subspace(
+                model, hook, problems, ranks=options.subspace_ranks, steps=options.subspace_steps, batch_size=32, lr=0.01, seed=options.seed + index
+            )
             for index, hook in enumerate(progress_bar(hooks, "edit: subspaces", total=len(hooks)))
         }  # fmt: skip
 

@@ -20,7 +20,7 @@ import torch
 from nrecur.analysis.edit_methods import EditedPredictions, Span, edit_belief, edit_hooks
 from nrecur.analysis.edit_problems import EditProblems
 from nrecur.analysis.edit_scores import hold_rate, kl_from_desired
-from nrecur.analysis.edit_subspace import SUBSPACE_RANKS, random_subspace, subspace_hooks, subspace_width
+from nrecur.analysis.edit_subspace import random_subspace, subspace_hooks, subspace_width
 from nrecur.analysis.steering import ProbeDirections, probe_directions
 from nrecur.analysis.weight_edit import key_second_moment
 from nrecur.model import GPT
@@ -90,18 +90,17 @@ CEILING = EditMethod("patch", "blocks.0.hook_resid_pre", "context")
 (the ceiling, ``hold_rate_ceiling``; never a method)."""
 
 
-def method_candidates(model: GPT, subspace: bool = False) -> list[EditMethod]:
+def method_candidates(model: GPT, subspace_ranks: tuple[int, ...] = ()) -> list[EditMethod]:
     """Every patch site (not the embeddings: patching them rewrites tokens), when the model has an MLP the
-    rank-one edit of the last one and, with ``subspace``, every subspace edit (:func:`subspace_hooks`, every rank
-    of :data:`SUBSPACE_RANKS` up to the hook's width); the steering sites are :func:`edit_hooks`, their α chosen
-    by a scan."""
+    rank-one edit of the last one, and a subspace edit at every :func:`subspace_hooks` for each of
+    ``subspace_ranks`` up to the hook's width (none by default); the steering sites are :func:`edit_hooks`, their α
+    chosen by a scan."""
     hooks = [hook for hook in edit_hooks(model) if hook != CEILING.hook]
     candidates = [EditMethod("patch", hook, span) for span in ("context", "position") for hook in hooks]
     if model.config.d_mlp:
         candidates.append(EditMethod("rank_one", f"blocks.{model.config.n_layers - 1}.hook_mlp_out", "position"))
-    if subspace:
-        for hook in subspace_hooks(model):
-            candidates += [EditMethod("subspace", hook, "context", rank=k) for k in SUBSPACE_RANKS if k <= subspace_width(model, hook)]
+    for hook in subspace_hooks(model) if subspace_ranks else ():
+        candidates += [EditMethod("subspace", hook, "context", rank=k) for k in subspace_ranks if k <= subspace_width(model, hook)]
     return candidates
 
 
