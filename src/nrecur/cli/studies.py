@@ -25,7 +25,7 @@ def register(subparsers) -> None:
         "study",
         help="run a study from its spec file (examples/studies/*.toml): one command reruns it",
         description="Run the study named in SPEC (a TOML file: study = minimal-arch | grokking | icl-rate | "
-        "faster-default | modular-diversity, workers, and the study's options; see examples/studies/) into DIR. "
+        "faster-default | modular-diversity | variants, workers, and the study's options; see examples/studies/) into DIR. "
         "Studies are resumable sweeps: running the same spec into the same DIR again reuses every finished run.",
     )
     study.add_argument("spec", metavar="SPEC", type=existing_path, help="study spec (.toml)")

@@ -11,15 +11,18 @@ from nrecur.studies.minimal_arch import MinimalArchResult, candidates, minimal_a
 from nrecur.studies.modular_diversity import ModularDiversityResult, modular_diversity
 from nrecur.studies.rule_diversity import RuleDiversityResult, rule_diversity
 from nrecur.studies.spec import STUDIES, load_study, run_study
+from nrecur.studies.variants import VARIANTS, VariantsResult, variants_study
 
 __all__ = [
     "STUDIES",
+    "VARIANTS",
     "FasterDefaultResult",
     "GrokkingResult",
     "IclRateResult",
     "MinimalArchResult",
     "ModularDiversityResult",
     "RuleDiversityResult",
+    "VariantsResult",
     "candidates",
     "classify",
     "faster_default",
@@ -30,4 +33,5 @@ __all__ = [
     "modular_diversity",
     "rule_diversity",
     "run_study",
+    "variants_study",
 ]  # fmt: skip

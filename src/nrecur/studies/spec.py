@@ -27,6 +27,7 @@ from nrecur.studies.icl_rate import icl_rate
 from nrecur.studies.minimal_arch import minimal_arch
 from nrecur.studies.modular_diversity import modular_diversity
 from nrecur.studies.rule_diversity import rule_diversity
+from nrecur.studies.variants import variants_study
 from nrecur.sweep import BackendOptions
 from nrecur.train.renames import RENAMED_TRAIN_FIELDS, renamed_fields
 
@@ -39,6 +40,7 @@ STUDIES: dict[str, Callable[..., Any]] = {
     "faster-default": faster_default,
     "modular-diversity": modular_diversity,
     "rule-diversity": rule_diversity,
+    "variants": variants_study,
 }
 """Study name → its function ``fn(out, **options, options=BackendOptions, report=...)``."""
 
