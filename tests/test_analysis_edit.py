@@ -207,7 +207,8 @@ def test_the_edit_analysis_on_a_trained_model(trained, tmp_path, capsys):
     assert head["hold_rate_ceiling"] > head["hold_rate_no_edit"] + 0.3
     names = {m.name for m in result.methods}
     assert CEILING.name not in names and {m.method for m in result.methods} == {"patch", "steer", "rank_one", "subspace"}
-    assert set(result.best_by_method) == {"patch", "steer", "rank_one", "subspace"} and result.chosen in result.best_by_method.values()
+    assert set(result.best_by_method) == {"patch", "steer", "rank_one", "subspace", "subspace_resid"} and result.chosen in result.best_by_method.values()
+    assert ".hook_resid_" in result.best_by_method["subspace_resid"]
     subspace = result.method(result.best_by_method["subspace"])
     assert subspace.budget.rank == subspace.rank <= 16 and head["rank/subspace"] == subspace.rank
     assert head["hold_rate"] == result.method(result.chosen).hold_rate and head["hold_rate_random"] == result.method(result.chosen).hold_rate_random

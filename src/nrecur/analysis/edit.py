@@ -19,7 +19,9 @@ alone (``position``), by one of :data:`EDIT_METHODS`, within its stated
   its own), beside the donor's coordinates along a random subspace of the same
   rank; its sites include the first attention's values, a linear map of the
   embeddings, where a subspace holding the token identities rewrites the
-  context as that attention reads it — each edit's budget names its hook and rank;
+  context as that attention reads it — each edit's budget names its hook and rank,
+  and the best subspace edit in the residual stream has its own headline
+  figures (``hold_rate/subspace_resid``);
 * ``rank_one``: a rank-one change of the last MLP's weights, ROME-style, keyed
   at ``p`` (:mod:`nrecur.analysis.weight_edit`); it stays in the model, so it
   also acts after ``p`` and on other sequences (its *specificity* cost, the mean
@@ -198,7 +200,7 @@ class EditResult(Result):
     """The name of the edit of ``hold_rate``: the best of the best sites of the methods that act on ``0..p`` or ``p``
     only (on the selection problems); a weight edit acts after ``p`` too, so its hold is beside it, never it."""
     best_by_method: dict[str, str]
-    """method → the name of its best site."""
+    """method → the name of its best site (``subspace_resid``: the best subspace edit in the residual stream)."""
     methods: tuple[MethodScore, ...]
     no_edit: NoEdit
     ceiling: NoEdit
@@ -271,6 +273,9 @@ def compute(run, options: EditOptions) -> EditResult:
             )
         by_name = {c.name: c for c in candidates}
         best = {method: best_of([(*ranks[s.name], s) for s in methods if s.method == method]) for method in dict.fromkeys(s.method for s in methods)}
+        in_residual = [s for s in methods if s.method == "subspace" and ".hook_resid_" in s.hook]
+        if in_residual:  # the belief's own home, apart from the first attention's values (close to the tokens)
+            best[RESIDUAL_SUBSPACE] = best_of([(*ranks[s.name], s) for s in in_residual])
         if "rank_one" in best:
             edits = rank_one_edits(model, held_out.tokens, held_out.donor, position, tools.second_moment)
             rows = np.unique(np.linspace(0, len(held_out.tokens) - 1, SPECIFICITY_EDITS).round().astype(int))  # across the rules
@@ -333,6 +338,11 @@ def compute(run, options: EditOptions) -> EditResult:
         by_rule=hold_by_rule(held_out, log_probs[chosen.name], task),
         probe_r2={hook: {"target": d.target_r2, "countdown": d.countdown_r2} for hook, d in tools.directions.items()},
     )
+
+
+RESIDUAL_SUBSPACE = "subspace_resid"
+"""The key of the best subspace edit in the residual stream (``hold_rate/subspace_resid``), beside the best
+subspace edit at any site (``hold_rate/subspace``, which may be at the first attention's values)."""
 
 
 def _subspace_bases(model, hooks: list[str], problems: EditProblems, options: EditOptions) -> dict[str, torch.Tensor]:

@@ -45,7 +45,7 @@ def draw_hold(result, folder: Path) -> list[Path]:
     plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(14, 5.6), layout="constrained", gridspec_kw={"width_ratios": [1.3, 1]})
     ax = axes[0]
-    best = [result.method(name) for name in result.best_by_method.values()]
+    best = [result.method(name) for name in dict.fromkeys(result.best_by_method.values())]
     bars = []
     for score in best:
         colour = METHOD_COLOURS.get(score.method, OKABE_ITO[3])
