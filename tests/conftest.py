@@ -1,3 +1,4 @@
+import fcntl
 import os
 import shutil
 from pathlib import Path
@@ -13,12 +14,7 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 
-@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
 def pytest_collection_modifyitems(config, items):
-    if config.pluginmanager.hasplugin("xdist"):
-        for item in items:
-            if "analyzed_runs" in getattr(item, "fixturenames", ()):
-                item.add_marker(pytest.mark.xdist_group("analyzed_runs"))
     if torch.cuda.is_available():
         return
     skip = pytest.mark.skip(reason="needs a CUDA device")
@@ -51,10 +47,18 @@ def tiny_analyzed_run(folder: Path) -> Path:
 def analyzed_runs(tmp_path_factory) -> Path:
     """A folder of runs, made once per session and only read: ``tiny`` (:func:`tiny_analyzed_run`) and ``fresh``,
     a copy of its config without metrics (training has not evaluated yet). A test that writes copies it first.
-    Under pytest-xdist its tests share one worker (``xdist_group("analyzed_runs")``), so it is made once."""
-    root = tmp_path_factory.mktemp("analyzed") / "runs"
-    run = tiny_analyzed_run(root / "tiny")
-    fresh = root / "fresh"
-    fresh.mkdir()
-    shutil.copy(run / "config.json", fresh / "config.json")
-    return root
+    pytest-xdist's workers share it: the first to need it makes it in their common temporary folder while
+    holding a lock, and the others wait for it there."""
+    shared = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        shared = shared.parent  # the session's folder, above each worker's own
+    folder, done = shared / "analyzed", shared / "analyzed.done"
+    with open(shared / "analyzed.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not done.exists():
+            shutil.rmtree(folder, ignore_errors=True)  # a worker that failed halfway left it
+            run = tiny_analyzed_run(folder / "runs" / "tiny")
+            (folder / "runs" / "fresh").mkdir()
+            shutil.copy(run / "config.json", folder / "runs" / "fresh" / "config.json")
+            done.touch()
+    return folder / "runs"

@@ -13,7 +13,7 @@ from nrecur.analysis import ANALYSES, Analysis, Options, Result
 from nrecur.cli import main
 from nrecur.jobs import main as job
 from nrecur.jobs.records import AnalysisRecord, read_analysis_records, write_analysis_records
-from nrecur.jobs.worker import analyze_run
+from nrecur.jobs.worker import JOB_CAPS, analyze_run
 from nrecur.model import GPTConfig
 from nrecur.train import RunConfig, TrainConfig
 from nrecur.train.folder import RunFolder
@@ -60,13 +60,12 @@ def _draws_nothing(result, folder):
 FINE = Analysis("fine", "computes", Options, _Fine, lambda run, options: _Fine(), lambda run: None, f"{__name__}:_draws_nothing")
 
 
-def _registry_with_failures(monkeypatch, keep: str = "probes") -> None:
-    """Only ``keep`` (a registered analysis, or ``fine``) of the real registry, and three that fail or do not apply."""
+def _registry_with_failures(monkeypatch) -> None:
+    """One analysis that computes (``fine``) and three that fail or do not apply, in place of the registry."""
     always = lambda run: None  # noqa: E731
-    for name in [name for name in ANALYSES if name != keep]:
+    for name in list(ANALYSES):
         monkeypatch.delitem(ANALYSES, name)
-    if keep == FINE.name:
-        monkeypatch.setitem(ANALYSES, FINE.name, FINE)
+    monkeypatch.setitem(ANALYSES, FINE.name, FINE)
     for analysis in (
         Analysis("boom", "fails", Options, _Unplottable, _boom, always, f"{__name__}:_cannot_draw"),
         Analysis("unplottable", "cannot be drawn", Options, _Unplottable, lambda run, options: _Unplottable(), always, f"{__name__}:_cannot_draw"),
@@ -76,19 +75,29 @@ def _registry_with_failures(monkeypatch, keep: str = "probes") -> None:
 
 
 def test_a_failing_analysis_or_figure_is_recorded_and_the_others_go_on(trained, tmp_path, monkeypatch, capsys):
-    _registry_with_failures(monkeypatch)
+    _registry_with_failures(monkeypatch)  # a real analysis through the worker: the next test
     records = {record.name: record for record in analyze_run(trained, max_sequences=32)}
-    assert records["probes"].outcome == "wrote" and (trained / "analysis" / "probes.json").is_file()
+    assert records["fine"].outcome == "wrote" and (trained / "analysis" / "fine.json").is_file()
     assert records["boom"].outcome == "failed" and records["boom"].detail == "RuntimeError: boom"
     assert records["unplottable"].outcome == "failed" and "AttributeError" in records["unplottable"].detail
     assert records["never"].outcome == "skipped" and records["never"].detail == "not for this run"
     assert "Traceback" in capsys.readouterr().err  # the worker's log keeps the tracebacks
 
 
+@pytest.mark.slow
+def test_a_real_analysis_runs_through_the_worker_with_its_caps(trained, monkeypatch):
+    for name in [name for name in ANALYSES if name != "probes"]:
+        monkeypatch.delitem(ANALYSES, name)
+    (record,) = analyze_run(trained, max_sequences=32)
+    assert (record.name, record.outcome) == ("probes", "wrote")
+    written = json.loads((trained / "analysis" / "probes.json").read_text())
+    assert written["options"]["n_sequences"] == 32 and written["options"]["mlp_rows"] <= JOB_CAPS["mlp_rows"]
+
+
 def test_the_worker_writes_the_report_then_the_record_of_its_analyses(trained, tmp_path, monkeypatch, capsys):
     from nrecur.jobs.worker import main as worker
 
-    _registry_with_failures(monkeypatch, keep=FINE.name)  # a real analysis goes on in the test above
+    _registry_with_failures(monkeypatch)
     folder = RunFolder(trained)
     folder.analyzed_file.unlink(missing_ok=True)
     assert worker([str(trained), "--no-train", "--analyze", "--sequences", "32", "--no-progress"]) == 0

@@ -41,6 +41,7 @@ def test_a_stem_with_a_dotted_last_part_finds_its_files(tmp_path):
     assert image.uri is not None and image.link == "final_kl__by__model.d_model__train.lr.svg"
 
 
+@pytest.mark.slow
 def test_every_figure_the_sweep_index_links_exists(sweep):
     written = [
         *plot_metric(sweep, "final_kl", "model.d_model", "train.lr"),

@@ -53,6 +53,7 @@ def records(sweep: Path) -> dict[str, str]:
     return {p.name: p.read_text() for p in (sweep / "records").glob("*.json")}
 
 
+@pytest.mark.slow
 def test_local_sweep_table_plots_and_nothing_rerun(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr("torch.cuda.is_available", lambda: False)  # the tiny preset's device "auto" is the CPU
     spec_file = write_spec(tmp_path)
@@ -113,6 +114,7 @@ def same(cell, value) -> bool:
     return cell is pd.NA if value is None else cell == value
 
 
+@pytest.mark.slow
 def test_failures_are_recorded_and_the_sweep_goes_on(tmp_path):
     spec = spec_from_data(
         {
