@@ -43,7 +43,8 @@ def draw_hold(result, folder: Path) -> list[Path]:
     and the chosen edit on the initialization. Right: the share with t* most likely at p and at each next target
     position of (n*, t*) (all problems, counted or not)."""
     plt = pyplot()
-    fig, axes = plt.subplots(1, 2, figsize=(14, 5.6), layout="constrained", gridspec_kw={"width_ratios": [1.3, 1]})
+    height = max(5.6, 0.32 * (2 * len(result.best_by_method) + 3) + 2.5)  # one row per bar
+    fig, axes = plt.subplots(1, 2, figsize=(14, height), layout="constrained", gridspec_kw={"width_ratios": [1.3, 1]})
     ax = axes[0]
     best = [result.method(name) for name in dict.fromkeys(result.best_by_method.values())]
     bars = []
@@ -64,24 +65,25 @@ def draw_hold(result, folder: Path) -> list[Path]:
     ax.set_yticks(y, [label for label, *_ in bars], fontsize=10)
     ax.set_xlim(0, 1.12)
     ax.set_xlabel("hold rate: share of counted positions with t* most likely", fontsize=10)
-    ax.set_title(f"does the edit hold after p? ({result.hold_positions} counted positions, held out)", fontsize=11)
+    ax.set_title(f"does the edit hold after p?\n({result.hold_positions} counted positions, held out)", fontsize=11)
     ax.grid(axis="x", alpha=0.3)
 
     ax = axes[1]
     ticks = np.arange(len(result.no_edit.success))
     for score in best:
         colour = METHOD_COLOURS.get(score.method, OKABE_ITO[3])
-        name = score.method.replace("rank_one", "rank-one")
-        ax.plot(ticks, score.success, marker="o", color=colour, lw=2, label=name + (" (automatic at p)" if score.success_at_p_automatic else ""))
+        name = _method_label(score) if score.method == "subspace" else score.method.replace("rank_one", "rank-one")
+        style = "--" if score.method == "subspace" and ".hook_resid_" in score.hook else "-"  # two subspace edits: the residual one dashed
+        ax.plot(ticks, score.success, marker="o", ls=style, color=colour, lw=2, label=name + (" (automatic at p)" if score.success_at_p_automatic else ""))
     ax.plot(ticks, result.no_edit.success, marker="x", ls="--", color=CONTROL_COLOURS["no edit"], label="no edit")
     ax.plot(ticks, result.ceiling.success, marker="s", ls=":", color=CONTROL_COLOURS["ceiling"], label="ceiling (tokens rewritten)")
     ax.set_xticks(ticks, _read_ticks(result), fontsize=10)
     ax.set_ylim(-0.02, 1.05)
     ax.set_ylabel("share with t* most likely", fontsize=10)
     ax.set_xlabel("where the next target of (n*, t*) is predicted", fontsize=10)
-    ax.set_title("success at p and at the following target positions (all problems)", fontsize=11)
+    ax.set_title("success at p and at the following\ntarget positions (all problems)", fontsize=11)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=10, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncols=2)
+    fig.legend(*ax.get_legend_handles_labels(), fontsize=10, loc="outside lower right", ncols=3)  # below the figure: an axis-anchored legend wider than its axis collapses the layout
     fig.suptitle(
         f"editing the belief to a rule (n*, t*) at positions 0..p = {result.position} of {result.length}: "
         f"{result.held_out_problems} held-out problems, step {result.step}",
@@ -123,7 +125,7 @@ def draw_sites(result, folder: Path) -> list[Path]:
     ax.set_xlabel("position (edits act on 0..p or on p)", fontsize=10)
     ax.set_ylabel("mean KL(O* ‖ model), nats", fontsize=10)
     ax.set_title("distance to the observer of a sequence\nthat followed (n*, t*) all along", fontsize=11)
-    ax.legend(fontsize=10, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncols=2)
+    fig.legend(*ax.get_legend_handles_labels(), fontsize=10, loc="outside lower right", ncols=3)  # below the figure: an axis-anchored legend wider than its axis collapses the layout
     ax.grid(alpha=0.3)
     return save_figure(fig, folder, "edit_sites")
 
