@@ -118,8 +118,10 @@ def test_the_statements_quote_the_numbers_they_compare():
     assert compare(mine, [r["final_kl"] for r in runs if r["kind"] == "stochastic" and r["variant"] == DEFAULT]).verdict == row["verdict"]
 
 
-def written(tmp_path: Path) -> Path:
-    """The synthetic study written into ``tmp_path/docs/results/studies/variants`` as the study writes it."""
+@pytest.fixture(scope="module")
+def written(tmp_path_factory) -> Path:
+    """The synthetic study written into ``TMP/docs/results/studies/variants`` as the study writes it (once)."""
+    tmp_path = tmp_path_factory.mktemp("variants")
     runs = synthetic_runs(2)
     curves = [{"kind": r["kind"], "variant": r["variant"], "seed": r["seed"], "step": step, "seconds": step / 10, "kl": 1 / (step + 1),
                "loss": 2 + 1 / (step + 1), "bayes": 2.0} for r in runs for step in (0, 50, 100)]  # fmt: skip
@@ -143,11 +145,12 @@ def docs_results():
     return module
 
 
-def test_the_docs_page_renders_from_what_the_study_writes(tmp_path):
+def test_the_docs_page_renders_from_what_the_study_writes(written):
     """Every number on docs/studies/variants.md is a macro over the study's own files (no number typed in)."""
     pytest.importorskip("jinja2")
     results = docs_results()
-    out = written(tmp_path)
+    out = written
+    tmp_path = out.parents[3]
     text = PAGE.read_text()
     assert text.startswith("---\nrender_macros: true\n---\n")
     rendered = results.render(text, docs=tmp_path / "docs")
@@ -165,15 +168,10 @@ def test_the_docs_page_renders_from_what_the_study_writes(tmp_path):
     assert key_of("probes.r2_mlp/period") in data["by_variant"]["target_outside"]["stochastic"]["statements"]
 
 
-def test_the_figures_are_drawn_from_the_json_alone(tmp_path):
-    from nrecur.studies.variants_figures import plot_variants
-
-    out = written(tmp_path)
-    data = json.loads((out / "variants.json").read_text())
-    paths = plot_variants(data, tmp_path / "again")
-    names = {p.name for p in paths if p.suffix == ".png"}
+def test_the_figures_are_drawn_beside_the_json(written):
+    names = {p.name for p in written.glob("*.png")}
     assert names == {"variants_difficulty.png", "variants_verdicts.png"} | {f"variants_{f}_{k}.png" for f in ("dynamics", "algorithm") for k in ("deterministic", "stochastic")}
-    assert all(p.stat().st_size > 0 for p in paths)
+    assert all(p.stat().st_size > 0 for p in written.glob("*.png"))
 
 
 def test_bad_options_are_refused_before_anything_runs(tmp_path):

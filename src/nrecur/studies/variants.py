@@ -199,8 +199,8 @@ MEASURES: tuple[Measure, ...] = (
     Measure("steps_to_threshold", "difficulty", "steps to the KL threshold", "train", "steps_to_threshold", infinite="not reached"),
     Measure("seconds_to_threshold", "difficulty", "seconds to the KL threshold", "train", "seconds_to_threshold", infinite="not reached"),
     Measure("period_heads_step", "dynamics", "step at which the period heads form", "derived", infinite="not formed"),
-    Measure("progress.restricted_gap", "dynamics", "restricted loss − loss (only period heads kept)", "derived", controls=(("initialization", "restricted_gap_random_init"),)),
-    Measure("progress.excluded_gap", "dynamics", "excluded loss − loss (period heads ablated)", "derived", controls=(("initialization", "excluded_gap_random_init"),)),
+    Measure("progress.restricted_gap", "dynamics", "restricted − full loss (period heads only)", "derived", controls=(("initialization", "restricted_gap_random_init"),)),
+    Measure("progress.excluded_gap", "dynamics", "excluded − full loss (period heads ablated)", "derived", controls=(("initialization", "excluded_gap_random_init"),)),
     *_analysis_measures(),
 )
 """Every measure compared, in the order the tables show them."""

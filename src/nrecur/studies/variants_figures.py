@@ -117,9 +117,9 @@ def plot_dynamics(data: dict, kind: str, folder) -> list[Path]:
         for ax in row:
             ax.grid(alpha=0.3)
         row[0].legend(fontsize=7, loc="upper right")
-    axes[0, 0].set_title("KL(observer ‖ model) (dotted: threshold)", fontsize=9)
-    axes[0, 1].set_title("eval loss (dashed: the observer's, the Bayes floor)", fontsize=9)
-    axes[0, 2].set_title("period heads: min over n of best score − uniform (dotted: margin)", fontsize=9)
+    axes[0, 0].set_title("KL(observer ‖ model)\n(dotted: threshold)", fontsize=9)
+    axes[0, 1].set_title("eval loss\n(dashed: the observer's, the Bayes floor)", fontsize=9)
+    axes[0, 2].set_title("period heads: min over n of best score − uniform\n(dotted: the margin; log steps)", fontsize=9)
     for ax in axes[-1]:
         ax.set_xlabel("step")
     fig.suptitle(f"Training dynamics, {kind} task: each variant (blue) beside the default (grey), every seed", fontsize=10)
@@ -150,10 +150,9 @@ def plot_algorithm(data: dict, kind: str, folder) -> list[Path]:
                 shown = [r[control_key] for r in mine if r.get(control_key) is not None]
                 ax.scatter([i + 0.2] * len(shown), shown, color="#888888", marker="x", s=20, zorder=2)
         ax.set_xticks(range(len(variants)), variants, rotation=35, ha="right", fontsize=7)
-        ax.set_title(labels.get(measure, measure), fontsize=8)
+        control = "" if control_key is None else "\n× " + control_key.split("|", 1)[1]
+        ax.set_title(labels.get(measure, measure) + control, fontsize=8)
         ax.grid(alpha=0.3)
-        if control_key is not None:
-            ax.text(0.01, 0.98, "× " + control_key.split("|", 1)[1], transform=ax.transAxes, fontsize=6, va="top", color="#555555")
     for ax in list(axes.flat)[len(panels):]:
         ax.axis("off")
     fig.suptitle(f"The algorithm, {kind} task: each seed a dot, the default's range shaded, the first control a grey ×", fontsize=10)
