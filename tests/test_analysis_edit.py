@@ -13,7 +13,7 @@ import torch.nn.functional as F
 
 from nrecur import NRecurrence, load_run, train
 from nrecur.analysis import ANALYSES, OptionError, compute, read_result, write_result
-from nrecur.analysis.edit import CEILING, EditedPredictions, EditOptions, edit_belief, edit_hooks, edit_problems, hold_rate, hits, method_candidates, score, steering_vectors
+from nrecur.analysis.edit import CEILING, EditedPredictions, EditOptions, edit_belief, edit_hooks, edit_problems, hold_rate, hits, method_candidates, reads_tokens, score, steering_vectors
 from nrecur.analysis.figures.edit import draw
 from nrecur.analysis.steering import ProbeDirections
 from nrecur.analysis.weight_edit import RankOneEdit, key_second_moment, rank_one_edits, specificity
@@ -207,8 +207,11 @@ def test_the_edit_analysis_on_a_trained_model(trained, tmp_path, capsys):
     assert head["hold_rate_ceiling"] > head["hold_rate_no_edit"] + 0.3
     names = {m.name for m in result.methods}
     assert CEILING.name not in names and {m.method for m in result.methods} == {"patch", "steer", "rank_one", "subspace"}
-    assert set(result.best_by_method) == {"patch", "steer", "rank_one", "subspace", "subspace_resid"} and result.chosen in result.best_by_method.values()
-    assert ".hook_resid_" in result.best_by_method["subspace_resid"]
+    assert set(result.best_by_method) == {"patch", "steer", "rank_one", "subspace", "subspace_tokens"} and result.chosen in result.best_by_method.values()
+    assert ".hook_resid_" in result.method(result.best_by_method["subspace"]).hook
+    assert result.method(result.best_by_method["subspace_tokens"]).hook == "blocks.0.attn.hook_v"
+    # The headline's edit is a belief edit: never one that rewrites what the first attention reads of the tokens.
+    assert not reads_tokens(result.method(result.chosen).hook) and result.chosen != result.best_by_method["subspace_tokens"]
     subspace = result.method(result.best_by_method["subspace"])
     assert subspace.budget.rank == subspace.rank <= 16 and head["rank/subspace"] == subspace.rank
     assert head["hold_rate"] == result.method(result.chosen).hold_rate and head["hold_rate_random"] == result.method(result.chosen).hold_rate_random
@@ -257,3 +260,10 @@ def test_bad_edit_input(untrained, problems):
     assert EditOptions(n_sequences=8).n_sequences == 8
     # Patching the embeddings rewrites tokens: the ceiling, never a method.
     assert all(c.hook != CEILING.hook or c.method != "patch" for c in method_candidates(untrained))
+
+
+def test_an_edit_before_the_first_attention_counts_as_rewriting_the_tokens():
+    for hook in ("hook_embed", "blocks.0.hook_resid_pre", "blocks.0.attn.hook_v", "blocks.0.attn.hook_k"):
+        assert reads_tokens(hook), hook
+    for hook in ("blocks.0.hook_resid_mid", "blocks.1.hook_resid_pre", "blocks.1.attn.hook_v", "blocks.0.attn.hook_z"):
+        assert not reads_tokens(hook), hook

@@ -19,9 +19,11 @@ alone (``position``), by one of :data:`EDIT_METHODS`, within its stated
   its own), beside the donor's coordinates along a random subspace of the same
   rank; its sites include the first attention's values, a linear map of the
   embeddings, where a subspace holding the token identities rewrites the
-  context as that attention reads it — each edit's budget names its hook and rank,
-  and the best subspace edit in the residual stream has its own headline
-  figures (``hold_rate/subspace_resid``);
+  context as that attention reads it: a function of each position's token
+  alone, like the ceiling. So ``hold_rate/subspace`` is the best subspace edit
+  in the residual stream (after an attention has read the context: a belief
+  edit), and the best at the first attention's values is reported beside it as
+  ``hold_rate/subspace_tokens`` and never chosen as the headline's edit;
 * ``rank_one``: a rank-one change of the last MLP's weights, ROME-style, keyed
   at ``p`` (:mod:`nrecur.analysis.weight_edit`); it stays in the model, so it
   also acts after ``p`` and on other sequences (its *specificity* cost, the mean
@@ -102,7 +104,7 @@ from nrecur.tasks import NRecurrence
 __all__ = [
     "CEILING", "EDIT_METHODS", "FOLLOWING", "Budget", "EditMethod", "EditOptions", "EditProblems", "EditResult", "EditScore", "EditedPredictions",
     "MethodScore", "NoEdit", "compute", "default_position", "edit_belief", "edit_hooks", "edit_problems", "hits", "hold_rate",
-    "method_candidates", "score", "steering_vectors",
+    "method_candidates", "reads_tokens", "score", "steering_vectors",
 ]  # fmt: skip (the methods live in edit_methods, the problems in edit_problems, the scores in edit_scores, the candidates in edit_candidates; re-exported here)
 
 
@@ -198,9 +200,11 @@ class EditResult(Result):
     """Counted reads at ``p + k·n*`` for ``k = 0 … FOLLOWING`` (``k = 0`` never counts)."""
     chosen: str
     """The name of the edit of ``hold_rate``: the best of the best sites of the methods that act on ``0..p`` or ``p``
-    only (on the selection problems); a weight edit acts after ``p`` too, so its hold is beside it, never it."""
+    only (on the selection problems); a weight edit acts after ``p`` too, and an edit at the first attention's
+    values rewrites what it reads of the tokens, so their holds are beside it, never it."""
     best_by_method: dict[str, str]
-    """method → the name of its best site (``subspace_resid``: the best subspace edit in the residual stream)."""
+    """method → the name of its best site (``subspace``: the best subspace edit in the residual stream;
+    ``subspace_tokens``: the best at the first attention's values)."""
     methods: tuple[MethodScore, ...]
     no_edit: NoEdit
     ceiling: NoEdit
@@ -273,16 +277,18 @@ def compute(run, options: EditOptions) -> EditResult:
             )
         by_name = {c.name: c for c in candidates}
         best = {method: best_of([(*ranks[s.name], s) for s in methods if s.method == method]) for method in dict.fromkeys(s.method for s in methods)}
-        in_residual = [s for s in methods if s.method == "subspace" and ".hook_resid_" in s.hook]
-        if in_residual:  # the belief's own home, apart from the first attention's values (close to the tokens)
-            best[RESIDUAL_SUBSPACE] = best_of([(*ranks[s.name], s) for s in in_residual])
+        best.pop("subspace", None)
+        for key, sites in (("subspace", [s for s in methods if s.method == "subspace" and not reads_tokens(s.hook)]),
+                           (TOKEN_SUBSPACE, [s for s in methods if s.method == "subspace" and reads_tokens(s.hook)])):
+            if sites:
+                best[key] = best_of([(*ranks[s.name], s) for s in sites])
         if "rank_one" in best:
             edits = rank_one_edits(model, held_out.tokens, held_out.donor, position, tools.second_moment)
             rows = np.unique(np.linspace(0, len(held_out.tokens) - 1, SPECIFICITY_EDITS).round().astype(int))  # across the rules
             reference = task.sample(SPECIFICITY_SEQUENCES, length, seed + 3).tokens  # unrelated sequences
             best["rank_one"] = dataclasses.replace(best["rank_one"], specificity_kl=float(specificity(model, edits, rows, reference).mean()))
             methods = [best["rank_one"] if s.name == best["rank_one"].name else s for s in methods]
-        chosen = best_of([(*ranks[s.name], s) for s in best.values() if not by_name[s.name].persistent])
+        chosen = best_of([(*ranks[s.name], s) for s in best.values() if not by_name[s.name].persistent and not reads_tokens(s.hook)])
         ceiling_log_probs = predict_log_probs(model, held_out.donor)
     finally:
         model.train(was_training)
@@ -340,9 +346,15 @@ def compute(run, options: EditOptions) -> EditResult:
     )
 
 
-RESIDUAL_SUBSPACE = "subspace_resid"
-"""The key of the best subspace edit in the residual stream (``hold_rate/subspace_resid``), beside the best
-subspace edit at any site (``hold_rate/subspace``, which may be at the first attention's values)."""
+TOKEN_SUBSPACE = "subspace_tokens"
+"""The key of the best subspace edit at the first attention's values (``hold_rate/subspace_tokens``), beside the best
+in the residual stream (``hold_rate/subspace``); never the headline's edit."""
+
+
+def reads_tokens(hook: str) -> bool:
+    """Whether an activation at ``hook`` is a function of its position's token alone (before the first attention
+    has read the context): editing it there rewrites the tokens as the model reads them, like the ceiling."""
+    return hook in ("hook_embed", "hook_pos_embed", "blocks.0.hook_resid_pre") or hook.startswith(("blocks.0.ln1", "blocks.0.attn.hook_q", "blocks.0.attn.hook_k", "blocks.0.attn.hook_v"))
 
 
 def _subspace_bases(model, hooks: list[str], problems: EditProblems, options: EditOptions) -> dict[str, torch.Tensor]:
