@@ -152,12 +152,11 @@ def save(parsers: dict[str, argparse.ArgumentParser], key: str | None = None) ->
     new = {name: d for name, parser in parsers.items() if name not in known and (d := describe(parser)) is not None}
     if not new:
         return
+    from nrecur._io import atomic_write_text  # here, not at the top: a mistake's light parser never writes
+
     path = _cache_file(key)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        temporary.write_text(json.dumps({**known, **new}))
-        os.replace(temporary, path)
+        atomic_write_text(path, json.dumps({**known, **new}))
         for old in path.parent.glob("commands-*.json"):
             if old != path:
                 old.unlink(missing_ok=True)
