@@ -96,7 +96,7 @@ from nrecur.analysis.edit_candidates import CEILING, Budget, EditMethod, best_of
 from nrecur.analysis.edit_methods import EDIT_METHODS, EditedPredictions, edit_belief, edit_hooks, steering_vectors
 from nrecur.analysis.edit_problems import FOLLOWING, EditProblems, default_position, edit_problems
 from nrecur.analysis.edit_scores import EditScore, hits, hold_by_rule, hold_rate, kl_from_desired, predict_log_probs, score, share_by_read
-from nrecur.analysis.edit_subspace import fit_edit_subspace, subspace_hooks
+from nrecur.analysis.edit_subspace import SUBSPACE_RANKS, fit_edit_subspace, subspace_hooks
 from nrecur.analysis.steering import ALPHAS
 from nrecur.analysis.weight_edit import rank_one_edits, specificity
 from nrecur.tasks import NRecurrence
@@ -121,13 +121,13 @@ class EditOptions(Options):
     subspace_steps: int = pydantic.Field(150, ge=0)
     """Adam steps fitting each subspace edit's basis, on problems of their own (0: no subspace edits)."""
     subspace_ranks: tuple[int, ...] = (4, 16)
-    """Ranks of the subspace edits tried at each site (at most 16, the budget; one nested basis per site serves them all)."""
+    """Ranks of the subspace edits tried at each site (at most ``max(SUBSPACE_RANKS)``, the budget; one nested basis per site serves them all)."""
 
     @pydantic.field_validator("subspace_ranks")
     @classmethod
     def _subspace_ranks(cls, ranks: tuple[int, ...]) -> tuple[int, ...]:
-        if not ranks or list(ranks) != sorted(set(ranks)) or ranks[0] < 1 or ranks[-1] > 16:
-            raise ValueError("give distinct ranks in increasing order, each in 1..16")
+        if not ranks or list(ranks) != sorted(set(ranks)) or ranks[0] < 1 or ranks[-1] > max(SUBSPACE_RANKS):
+            raise ValueError(f"give distinct ranks in increasing order, each in 1..{max(SUBSPACE_RANKS)}")
         return ranks
 
     @pydantic.field_validator("alphas")
