@@ -9,7 +9,8 @@ page's body text wherever it can be measured — every figure with an SVG (inlin
 or the SVG twin of an inlined PNG): the size of its text in the SVG, scaled by the
 width the figure takes on the page; a PNG without one: the smallest text size its
 metadata holds, at its resolution, scaled the same way — and no figure's metadata
-names overlapping tick labels. The sections fold and unfold.
+names overlapping texts (titles, labels, tick labels, legends, annotations). The
+sections fold and unfold.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from urllib.parse import unquote, urlparse
 
 import pytest
 
+from nrecur.analysis.figures.common import OVERLAPS_KEY, SMALLEST_TEXT_KEY
 from nrecur.report import write_reports
 
 sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install -e '.[dev]')")
@@ -167,10 +169,10 @@ def figure_text_sizes(page, folder: Path) -> dict[str, float]:
 
 
 def overlapping_labels(page, folder: Path) -> dict[str, str]:
-    """Figures shown whose PNG's metadata names overlapping tick labels, by caption."""
+    """Figures shown whose PNG's metadata names overlapping texts, by caption."""
     found = {}
     for image in shown_figures(page, folder):
-        overlaps = png_facts(image["png"])[2].get("Overlapping tick labels", "") if image["png"] else ""
+        overlaps = png_facts(image["png"])[2].get(OVERLAPS_KEY, "") if image["png"] else ""
         if overlaps:
             found[image["alt"]] = overlaps
     return found
@@ -198,24 +200,34 @@ def test_no_figure_text_is_smaller_than_the_minimum_and_the_sections_fold(browse
 
 
 def test_the_size_check_catches_small_text(browser, tmp_path):
-    """A figure whose text is 6 pt, shown at its own size (8 px), a 10-pt one shown at half its size, and a PNG
-    at 120 dpi whose metadata says 8 pt (13.3 px), with tick labels drawn over each other."""
+    """A figure whose text is 6 pt, shown at its own size (8 px), a 10-pt one shown at half its size, a PNG
+    at 120 dpi whose metadata says 8 pt (13.3 px), with tick labels drawn over each other, and a 10-pt PNG whose
+    suptitle and panel titles run into each other (its tick labels apart, slanted ones too)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from nrecur.analysis.figures.common import OVERLAPS_KEY, SMALLEST_TEXT_KEY, overlapping_tick_labels, smallest_text_pt
+    from nrecur.analysis.figures.common import overlapping_text, smallest_text_pt
 
     figures = []
-    for name, size, style, fmt in (("six", 6, "", "svg"), ("ten, halved", 10, "width: 192px", "svg"), ("eight, crowded", 8, "", "png")):
-        fig, ax = plt.subplots(figsize=(4, 3))
+    for name, size, style, fmt in (
+        ("six", 6, "", "svg"), ("ten, halved", 10, "width: 192px", "svg"), ("eight, crowded", 8, "", "png"), ("titles", 10, "", "png")
+    ):  # fmt: skip
+        fig, axes = plt.subplots(1, 2 if name == "titles" else 1, figsize=(4, 3), squeeze=False)
+        ax = axes[0, 0]
         ax.set_title(name, fontsize=size)
         ax.tick_params(labelsize=size)
         metadata = None
-        if fmt == "png":
+        if name == "eight, crowded":
             ax.set_xticks(range(40), [str(1000 * i) for i in range(40)])
-            metadata = {SMALLEST_TEXT_KEY: f"{smallest_text_pt(fig):g}", OVERLAPS_KEY: "\n".join(overlapping_tick_labels(fig))}
+        if name == "titles":
+            for panel, side in zip(axes[0], ("left", "right")):
+                panel.set_title(f"the {side} panel's long title, wider than its panel", fontsize=size)
+                panel.set_xticks(range(4), [f"slanted {i}" for i in range(4)], rotation=45, fontsize=size)
+            fig.suptitle("a suptitle drawn over the panels' titles", y=0.9, fontsize=size)
+        if fmt == "png":
+            metadata = {SMALLEST_TEXT_KEY: f"{smallest_text_pt(fig):g}", OVERLAPS_KEY: "\n".join(overlapping_text(fig))}
         path = tmp_path / f"{name}.{fmt}"
         fig.savefig(path, dpi=120, metadata=metadata)
         plt.close(fig)
@@ -229,8 +241,12 @@ def test_the_size_check_catches_small_text(browser, tmp_path):
     page.close()
     assert sizes["six"] == pytest.approx(8.0, rel=0.01) and sizes["ten, halved"] == pytest.approx(10 * 4 / 3 / 2, rel=0.01)
     assert sizes["eight, crowded"] == pytest.approx(8 / 72 * 120, rel=0.01)
-    assert all(px < BODY_TEXT_PX for px in sizes.values())
-    assert list(overlaps) == ["eight, crowded"] and "2000 | 3000" in overlaps["eight, crowded"]
+    assert all(px < BODY_TEXT_PX for caption, px in sizes.items() if caption != "titles")
+    assert sorted(overlaps) == ["eight, crowded", "titles"] and "2000 | 3000" in overlaps["eight, crowded"]
+    collided = {frozenset(pair.split(" | ")) for pair in overlaps["titles"].splitlines()}
+    suptitle, left, right = "a suptitle drawn over the panels' titles", *(f"the {side} panel's long title, wider than its panel" for side in ("left", "right"))
+    assert {frozenset({suptitle, left}), frozenset({suptitle, right}), frozenset({left, right})} <= collided
+    assert not any("slanted" in text for pair in collided for text in pair)  # slanted tick labels apart are no collision
 
 
 def test_the_index_and_every_run_page_load_cleanly(browser, reports, tmp_path):

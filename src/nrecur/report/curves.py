@@ -113,7 +113,7 @@ def _position_figure(record: RunRecord):
     gaps = np.diff(steps) if len(steps) > 1 else np.array([1.0])
     edges = np.concatenate([[steps[0] - gaps[0] / 2], steps[:-1] + gaps / 2, [steps[-1] + gaps[-1] / 2]])
     plt = pyplot()
-    fig, ax = plt.subplots(figsize=(10.4, 3.4))
+    fig, ax = plt.subplots(figsize=(10.4, 3.4), layout="constrained")
     finite = matrix[np.isfinite(matrix)]
     low = max(float(finite[finite > 0].min()) if (finite > 0).any() else KL_FLOOR, KL_FLOOR)
     high = max(float(finite.max()) if finite.size else 1.0, low * 10)
@@ -125,7 +125,6 @@ def _position_figure(record: RunRecord):
     for step, style in ((record.memorization_step, ":"), (record.threshold_step, "--")):
         if step is not None:
             ax.axvline(step, color="#FFFFFF", ls=style, lw=1.0)
-    fig.tight_layout()
     return fig
 
 

@@ -116,10 +116,10 @@ def file_image(stem: Path, budget: Budget, page_dir: Path, title: str | None = N
 def figure_image(fig, title: str, budget: Budget, fmt: str = "svg", dpi: int = PIXELS_PER_INCH, tight: bool = True) -> Image:
     """A matplotlib figure, rendered in memory and inlined (closed afterwards); ``tight=False`` keeps the
     figure's own size (frames of one slider must all be the same size). A PNG's metadata holds its smallest
-    text size and overlapping tick labels, as :func:`nrecur.analysis.figures.common.save_figure` writes them."""
+    text size and overlapping texts, as :func:`nrecur.analysis.figures.common.save_figure` writes them."""
     import matplotlib.pyplot as plt
 
-    from nrecur.analysis.figures.common import OVERLAPS_KEY, SMALLEST_TEXT_KEY, fit_page, overlapping_tick_labels, smallest_text_pt
+    from nrecur.analysis.figures.common import OVERLAPS_KEY, SMALLEST_TEXT_KEY, fit_page, overlapping_text, smallest_text_pt
 
     if tight:
         fit_page(fig)
@@ -128,7 +128,7 @@ def figure_image(fig, title: str, budget: Budget, fmt: str = "svg", dpi: int = P
         metadata = {"Date": None}
     else:
         smallest = smallest_text_pt(fig)
-        metadata = {SMALLEST_TEXT_KEY: f"{smallest:g}" if smallest else "", OVERLAPS_KEY: "\n".join(overlapping_tick_labels(fig))}
+        metadata = {SMALLEST_TEXT_KEY: f"{smallest:g}" if smallest else "", OVERLAPS_KEY: "\n".join(overlapping_text(fig))}
     fig.savefig(buffer, format=fmt, bbox_inches="tight" if tight else None, dpi=dpi, metadata=metadata)
     plt.close(fig)
     return budget.take(title, buffer.getvalue(), MIME[f".{fmt}"])

@@ -36,7 +36,7 @@ def draw_hooks(result, folder: Path) -> list[Path]:
     ranks = _ranks(result)
     position_sets = list(dict.fromkeys(cell.positions for cell in result.trained.cells))
     hooks = list(dict.fromkeys(cell.hook for cell in result.trained.cells))
-    fig, axes = plt.subplots(len(position_sets), 3, figsize=(10.8, 3.3 * len(position_sets)), sharey=True, squeeze=False)
+    fig, axes = plt.subplots(len(position_sets), 3, figsize=(10.8, 3.3 * len(position_sets)), sharey=True, squeeze=False, layout="constrained")
     for row, positions in enumerate(position_sets):
         for column, variable in enumerate(VARIABLES):
             ax = axes[row, column]
@@ -57,7 +57,6 @@ def draw_hooks(result, folder: Path) -> list[Path]:
                 ax.set_ylabel("IIA (held out)")
     axes[0, -1].legend(fontsize=9, loc="upper left", title="trained (dashed: init)", title_fontsize=9)
     fig.suptitle("Interchange-intervention accuracy per hook and rank (grey: no intervention)")
-    fig.tight_layout()
     return save_figure(fig, folder, "causal_hooks")
 
 
@@ -65,7 +64,7 @@ def draw_best(result, folder: Path) -> list[Path]:
     """Per variable, IIA against rank at its best cell beside the controls of the same call."""
     plt = pyplot()
     ranks = _ranks(result)
-    fig, axes = plt.subplots(1, 3, figsize=(10.8, 3.6), sharey=True)
+    fig, axes = plt.subplots(1, 3, figsize=(10.8, 3.6), sharey=True, layout="constrained")
     for ax, variable in zip(axes, VARIABLES):
         best = result.best[variable]
         cell = result.trained.cells[best.cell]
@@ -84,7 +83,6 @@ def draw_best(result, folder: Path) -> list[Path]:
     axes[0].set_ylabel("IIA (held out)")
     axes[0].legend(fontsize=9, loc="upper left")  # the first panel has every line (both has no other variable)
     fig.suptitle("Best cell of each variable beside its controls")
-    fig.tight_layout()
     return save_figure(fig, folder, "causal_best")
 
 
@@ -95,7 +93,7 @@ def draw_subspaces(result, folder: Path) -> list[Path]:
     plt = pyplot()
     head = result.headline
     cell = result.trained.cells[result.shared_cell]
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10.8, 3.6))
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10.8, 3.6), layout="constrained")
     angles = np.asarray(cell.angles, dtype=float)
     left.bar(np.arange(1, len(angles) + 1), angles, color=OKABE_ITO[0], label="what vs when")
     random_angle = float(np.degrees(np.arccos(np.sqrt(head["subspace_overlap_random"]))))
@@ -117,5 +115,4 @@ def draw_subspaces(result, folder: Path) -> list[Path]:
     right.set_title(f"states: factored {head['dim_factored_states']:.0f}, joint {head['dim_joint_states']:.0f} dimensions", fontsize=10)
     right.legend(fontsize=9)
     fig.suptitle("What and when: subspace angles and dimensions")
-    fig.tight_layout()
     return save_figure(fig, folder, "causal_subspaces")

@@ -4,8 +4,9 @@ atomically as PNG and SVG.
 A report shows every figure at :data:`PIXELS_PER_INCH` CSS pixels per figure inch (a PNG pixel for pixel),
 at most :data:`PAGE_INCHES` wide (the page's column at a 1,400-px-wide window). :func:`save_figure` raises
 text under :data:`MIN_TEXT_PT` to it and scales a wider figure down to that width, its text kept at its size,
-so no text on the page renders under 15 CSS px, the size of the report's body text. It writes into the PNG's
-metadata the smallest text size drawn and any tick labels that overlap, for the report's tests to check.
+so no text on the page renders under 15 CSS px, the size of the report's body text; as it shrinks, the figure is
+laid out again and titles too long for their room wrap. It writes into the PNG's metadata the smallest text size
+drawn and any texts that overlap (titles, labels, tick labels, legends, annotations), for the report's tests.
 """
 
 from __future__ import annotations
@@ -13,11 +14,13 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import numpy as np
+
 from nrecur._io import atomic_write
 
 __all__ = [
-    "MIN_TEXT_PT", "OKABE_ITO", "PAGE_INCHES", "PIXELS_PER_INCH", "figure_title", "fit_page", "overlapping_tick_labels",
-    "plain_log_ticks", "pyplot", "save_figure", "smallest_text_pt",
+    "MIN_TEXT_PT", "OKABE_ITO", "PAGE_INCHES", "PIXELS_PER_INCH", "drawn_texts", "figure_title", "fit_page", "overlapping_text",
+    "plain_log_ticks", "pyplot", "save_figure", "smallest_text_pt", "wrap_text",
 ]  # fmt: skip
 
 PIXELS_PER_INCH = 120
@@ -28,7 +31,7 @@ PAGE_INCHES = 10.8
 """The widest a figure is saved (its tight box), in inches: at :data:`PIXELS_PER_INCH`, within the 1,304-px
 column of a report at a 1,400-px-wide window, so it is shown unscaled."""
 SMALLEST_TEXT_KEY = "Smallest text (pt)"
-OVERLAPS_KEY = "Overlapping tick labels"
+OVERLAPS_KEY = "Overlapping text"
 
 OKABE_ITO = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000")
 """The Okabe–Ito colours, distinguishable with the common colour-vision deficiencies: lines of one figure."""
@@ -76,72 +79,194 @@ def _renderer(fig):
     return fig.canvas.get_renderer()
 
 
-def _drawn_texts(fig) -> list:
-    from matplotlib.text import Text
+def drawn_texts(fig) -> list:
+    """The text artists of ``fig`` that drawing it puts on the canvas (visible, non-empty, inside a shown axis):
+    found by laying the figure out and recording each text the renderer is asked to draw."""
+    renderer = _renderer(fig)
+    drawn = {}
 
-    return [t for t in fig.findobj(Text) if t.get_visible() and t.get_text().strip() and t.get_alpha() != 0]
+    def record(*args, mtext=None, **kwargs):
+        if mtext is not None and mtext.get_text().strip() and mtext.get_alpha() != 0:
+            drawn.setdefault(id(mtext), mtext)
+
+    with renderer._draw_disabled():
+        renderer.draw_text = renderer.draw_tex = record
+        fig.draw(renderer)
+    return list(drawn.values())
 
 
 def smallest_text_pt(fig) -> float | None:
-    """The size of the smallest visible text of ``fig``, in points (None without text)."""
-    sizes = [t.get_fontsize() for t in _drawn_texts(fig)]
+    """The size of the smallest text drawn on ``fig``, in points (None without text)."""
+    sizes = [t.get_fontsize() for t in drawn_texts(fig)]
     return min(sizes) if sizes else None
 
 
-def overlapping_tick_labels(fig) -> list[str]:
-    """Neighbouring tick labels of any axis of ``fig`` (colour bars included) whose drawn boxes overlap, as
-    ``"axis title: label | label"`` (empty when none do). Draws the figure's layout first."""
+def _outline(text, renderer) -> np.ndarray:
+    """The corners of ``text``'s drawn box in display pixels ``[4, 2]``, turned with the text (the window extent
+    of slanted text is the upright box around it, much larger than the text)."""
+    box = text.get_window_extent(renderer)
+    angle = text.get_rotation() % 90
+    if angle == 0:
+        return np.array([[box.x0, box.y0], [box.x1, box.y0], [box.x1, box.y1], [box.x0, box.y1]])
+    rotation = text.get_rotation()
+    text.set_rotation(0)
+    upright = text.get_window_extent(renderer)
+    text.set_rotation(rotation)
+    half = np.array([[-1, -1], [1, -1], [1, 1], [-1, 1]]) * [upright.width / 2, upright.height / 2]
+    turn = math.radians(rotation)
+    matrix = np.array([[math.cos(turn), -math.sin(turn)], [math.sin(turn), math.cos(turn)]])
+    return half @ matrix.T + [(box.x0 + box.x1) / 2, (box.y0 + box.y1) / 2]
+
+
+def _overlap(first: np.ndarray, second: np.ndarray, margin: float = 1.0) -> bool:
+    """Whether two convex outlines ``[corner, 2]`` overlap by more than ``margin`` pixels along every separating
+    direction (the edges' normals)."""
+    for outline in (first, second):
+        for edge in np.diff(np.vstack([outline, outline[:1]]), axis=0):
+            normal = np.array([-edge[1], edge[0]]) / (np.hypot(*edge) or 1.0)
+            a, b = first @ normal, second @ normal
+            if min(a.max(), b.max()) - max(a.min(), b.min()) <= margin:
+                return False
+    return True
+
+
+def _groups(fig) -> dict[int, int]:
+    """The id of each text of a legend or a table, mapped to that legend's or table's id: their texts are laid
+    out by it and not compared with each other."""
+    from matplotlib.legend import Legend
+    from matplotlib.table import Table
+
+    groups = {}
+    for legend in fig.findobj(Legend):
+        for text in [*legend.get_texts(), legend.get_title()]:
+            groups[id(text)] = id(legend)
+    for table in fig.findobj(Table):
+        for cell in table.get_celld().values():
+            groups[id(cell.get_text())] = id(table)
+    return groups
+
+
+def overlapping_text(fig) -> list[str]:
+    """Every pair of texts drawn on ``fig`` whose boxes overlap — titles, the suptitle, axis labels, tick labels
+    (colour bars' too), legends, annotations — as ``"text | text"`` (empty when none do). Texts of one legend or
+    one table are not compared with each other; text over lines or patches is not looked at. Lays the figure
+    out first."""
     renderer = _renderer(fig)
-    fig.draw_without_rendering()
+    texts = drawn_texts(fig)
+    if len(texts) < 2:
+        return []
+    groups = _groups(fig)
+    outlines = [_outline(text, renderer) for text in texts]
+    low, high = np.array([o.min(axis=0) for o in outlines]), np.array([o.max(axis=0) for o in outlines])
+    # candidate pairs: upright boxes overlapping by more than a pixel each way
+    crossing = (np.minimum(high[:, None], high[None]) - np.maximum(low[:, None], low[None]) > 1).all(axis=2)
     found = []
-    for ax in fig.axes:
-        for axis, along in ((ax.xaxis, 0), (ax.yaxis, 1)):
-            ticks = axis._update_ticks() if hasattr(axis, "_update_ticks") else axis.get_major_ticks()
-            labels = [label for tick in ticks for label in (tick.label1, tick.label2) if label.get_visible() and label.get_text().strip()]
-            boxes = sorted(((label.get_window_extent(renderer), label) for label in labels), key=lambda b: (b[0].x0 + b[0].x1, b[0].y0 + b[0].y1)[along])
-            for (first, a), (second, b) in zip(boxes, boxes[1:]):
-                slant = math.radians(a.get_rotation())
-                if math.sin(slant) * math.cos(slant) != 0:  # slanted lines of text: apart when their perpendicular distance exceeds a line
-                    anchors = [label.get_transform().transform(label.get_position())[along] for label in (a, b)]  # the ticks
-                    gap = abs(anchors[1] - anchors[0])
-                    apart = gap * abs(math.sin(slant) if along == 0 else math.cos(slant)) >= 0.9 * renderer.points_to_pixels(a.get_fontsize())
-                else:
-                    apart = not (min(first.x1, second.x1) - max(first.x0, second.x0) > 1 and min(first.y1, second.y1) - max(first.y0, second.y0) > 1)
-                if not apart:
-                    found.append(f"{ax.get_title() or ax.get_label()}: {a.get_text()} | {b.get_text()}")
+    for i, j in zip(*np.nonzero(np.triu(crossing, 1))):
+        same = groups.get(id(texts[i])) is not None and groups.get(id(texts[i])) == groups.get(id(texts[j]))
+        if not same and _overlap(outlines[i], outlines[j]):
+            found.append(f"{_short(texts[i])} | {_short(texts[j])}")
     return found
+
+
+def _short(text, limit: int = 60) -> str:
+    line = " ".join(text.get_text().split())
+    return line if len(line) <= limit else line[: limit - 1] + "…"
+
+
+SEPARATORS = (": ", "; ", " — ", ", ", " (")
+"""Where a long title is broken first, in order of preference, when the break falls in the line's last half."""
+
+
+def _width(renderer, text, line: str) -> float:
+    clean, ismath = text._preprocess_math(line)
+    return renderer.get_text_width_height_descent(clean, text.get_fontproperties(), ismath=ismath)[0]
+
+
+def wrap_text(text, renderer, width: float) -> bool:
+    """Break each line of ``text`` wider than ``width`` display pixels into lines that fit, between words (a
+    ``$…$`` span kept whole), preferring a break after a separator (:data:`SEPARATORS`) in the line's last half.
+    Returns whether it changed the text."""
+    import re
+
+    lines = []
+    for line in text.get_text().split("\n"):
+        words = re.findall(r"\S*\$[^$]*\$\S*|\S+", line)
+        while words:
+            fit = 1
+            while fit < len(words) and _width(renderer, text, " ".join(words[: fit + 1])) <= width:
+                fit += 1
+            if fit < len(words):
+                for separator in SEPARATORS:
+                    ends = [k for k in range(max(1, fit // 2), fit + 1) if (" ".join(words[:k]) + " ").endswith(separator)
+                            or (separator == " (" and k < len(words) and words[k].startswith("("))]  # fmt: skip
+                    if ends:
+                        fit = ends[-1]
+                        break
+            lines.append(" ".join(words[:fit]))
+            words = words[fit:]
+        if not line.split():
+            lines.append(line)
+    wrapped = "\n".join(lines)
+    if wrapped != text.get_text():
+        text.set_text(wrapped)
+        return True
+    return False
+
+
+def _wrap_titles(fig, renderer) -> bool:
+    """Wrap the suptitle to the figure's width, each axes' title and x label to its axes' width (a colour bar's
+    to its label's room). Returns whether any text changed."""
+    changed = False
+    if fig._suptitle is not None and fig._suptitle.get_text():
+        changed |= wrap_text(fig._suptitle, renderer, 0.98 * fig.bbox.width)
+    for ax in fig.axes:
+        if not ax.get_visible():
+            continue
+        room = max(ax.bbox.width, 0.25 * fig.bbox.width)
+        for title in (ax.title, ax._left_title, ax._right_title):
+            if title.get_text():
+                changed |= wrap_text(title, renderer, 1.04 * room)
+        if ax.xaxis.label.get_text() and ax.xaxis.label.get_rotation() == 0:
+            changed |= wrap_text(ax.xaxis.label, renderer, 1.1 * room)
+    return changed
 
 
 def fit_page(fig) -> None:
     """Raise text of ``fig`` under :data:`MIN_TEXT_PT` to it; scale ``fig`` down (text kept at its size) until its
-    tight box is at most :data:`PAGE_INCHES` wide."""
-    for text in _drawn_texts(fig):
+    tight box is at most :data:`PAGE_INCHES` wide, re-laying it out (constrained layout) and wrapping titles and
+    x labels wider than their room."""
+    for text in drawn_texts(fig):
         if text.get_fontsize() < MIN_TEXT_PT:
             text.set_fontsize(MIN_TEXT_PT)
-    for _ in range(4):  # the layout moves as the figure shrinks: a few rounds settle it
-        renderer = _renderer(fig)
+    renderer = _renderer(fig)
+    for _ in range(6):  # the layout moves as the figure shrinks and titles wrap: a few rounds settle it
         fig.draw_without_rendering()
+        wrapped = _wrap_titles(fig, renderer)
+        if wrapped:
+            fig.draw_without_rendering()
         width = fig.get_tightbbox(renderer).width + 0.2  # savefig's pad_inches on each side
         if width <= PAGE_INCHES:
-            return
+            if not wrapped:
+                return
+            continue
         fig.set_size_inches(fig.get_size_inches() * (PAGE_INCHES / width) * 0.995)
 
 
 def save_figure(fig, folder: str | Path, stem: str) -> list[Path]:
     """Save a matplotlib figure as ``stem.png`` and ``stem.svg`` in ``folder`` (atomically), fitted to a report
     page (:func:`fit_page`); close it. The first line of its title goes into both files' metadata (the SVG's
-    ``<title>``): a report's caption of the figure; the PNG's also holds the smallest text size and the tick
-    labels that overlap (:func:`smallest_text_pt`, :func:`overlapping_tick_labels`)."""
+    ``<title>``): a report's caption of the figure; the PNG's also holds the smallest text size and the texts
+    that overlap (:func:`smallest_text_pt`, :func:`overlapping_text`)."""
     import matplotlib.pyplot as plt
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
+    title = figure_title(fig)  # before fitting, which may wrap the title's first line
     fit_page(fig)
-    title = figure_title(fig)
     metadata = {"Title": title} if title else {}
     smallest = smallest_text_pt(fig)
-    measured = {SMALLEST_TEXT_KEY: f"{smallest:g}" if smallest else "", OVERLAPS_KEY: "\n".join(overlapping_tick_labels(fig))}
+    measured = {SMALLEST_TEXT_KEY: f"{smallest:g}" if smallest else "", OVERLAPS_KEY: "\n".join(overlapping_text(fig))}
     for suffix, kwargs in ((".png", {"dpi": PIXELS_PER_INCH, "metadata": {**metadata, **measured}}), (".svg", {"metadata": metadata})):
         path = folder / f"{stem}{suffix}"
         atomic_write(path, lambda handle, fmt=suffix[1:], kw=kwargs: fig.savefig(handle, format=fmt, bbox_inches="tight", **kw))

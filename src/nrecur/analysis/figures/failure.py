@@ -41,7 +41,7 @@ def _overreaction(ax, scores: dict, colours: dict, styles: dict) -> None:
 def draw(result, folder: Path) -> list[Path]:
     """``failure``: perseveration and over-reaction histograms, KL by offset after each kind of event."""
     plt = pyplot()
-    fig, axes = plt.subplots(1, 3, figsize=(14.5, 4.8))
+    fig, axes = plt.subplots(1, 3, figsize=(14.5, 4.8), layout="constrained")
     who = ("observer", "model", "random_init")
     colours = {LABELS[w]: COLOURS[w] for w in who}
     styles = {LABELS[w]: STYLES[w] for w in who}
@@ -61,7 +61,6 @@ def draw(result, folder: Path) -> list[Path]:
     task = result.scoring_task
     fig.suptitle(f"failure modes on p_noise = {task.p_noise}, p_transition = {task.p_transition} data "
                  f"({result.n_events['transition']} transitions, {result.n_events['noise']} noise tokens)", fontsize=12)  # fmt: skip
-    fig.tight_layout()
     return save_figure(fig, folder, "failure")
 
 
@@ -72,7 +71,7 @@ def draw_comparison(result, folder: Path) -> list[Path]:
     names = list(result.models)
     colours = {name: OKABE_ITO[i % 6] for i, name in enumerate(names)} | {"observer": OKABE_ITO[7]}
     styles = {name: "-" for name in names} | {"observer": ":"}
-    fig, axes = plt.subplots(1, 3, figsize=(14.5, 4.8))
+    fig, axes = plt.subplots(1, 3, figsize=(14.5, 4.8), layout="constrained")
     scores = {**{name: result.models[name] for name in names}, "observer": result.observer}
     _perseveration(axes[0], {k: s.perseveration for k, s in scores.items()}, result.length - 1, colours, styles)
     _overreaction(axes[1], {k: s.overreaction for k, s in scores.items()}, colours, styles)
@@ -93,5 +92,4 @@ def draw_comparison(result, folder: Path) -> list[Path]:
     ax.set_title("each run beside its initialization", fontsize=11)
     ax.legend(fontsize=10)
     fig.suptitle("failure modes of several runs on the same events", fontsize=12)
-    fig.tight_layout()
     return save_figure(fig, folder, "failure_comparison")

@@ -49,7 +49,7 @@ def simplex_grid(panels: list[tuple[str, np.ndarray]], colours: np.ndarray, colu
 
     columns = min(columns, len(panels))
     rows = -(-len(panels) // columns)
-    fig, axes = plt.subplots(rows, columns, figsize=(panel[0] * columns, panel[1] * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, columns, figsize=(panel[0] * columns, panel[1] * rows), squeeze=False, layout="constrained")
     axes = axes.ravel()
     for ax in axes[len(panels) :]:
         ax.axis("off")
@@ -79,7 +79,6 @@ def draw(result, folder: Path) -> list[Path]:
         "at each hook, and from the run's initialization (last panel); each point coloured by its true belief",
         fontsize=11,
     )
-    fig.tight_layout()
     return save_figure(fig, folder, "geometry")
 
 
@@ -95,5 +94,4 @@ def draw_over_training(over, folder: Path) -> list[Path]:
     ]
     fig, _ = simplex_grid(panels, belief_colours(truth), columns=5, panel=(2.7, 2.9), size=0.8)
     fig.suptitle("belief simplex decoded from the best hook at each checkpoint (coloured by the true belief)", fontsize=11)
-    fig.tight_layout()
     return save_figure(fig, folder, "geometry_over_training")

@@ -64,7 +64,7 @@ def draw(over, folder: Path) -> list[Path]:
     if panels:
         columns = min(3, len(panels))
         rows = math.ceil(len(panels) / columns)
-        fig, axes = plt.subplots(rows, columns, figsize=(4.6 * columns, 3.2 * rows), squeeze=False)
+        fig, axes = plt.subplots(rows, columns, figsize=(4.6 * columns, 3.2 * rows), squeeze=False, layout="constrained")
         steps = np.maximum(np.asarray(over.steps, dtype=float), 1)  # step 0 drawn at 1 on the log axis
         for ax in axes.ravel()[len(panels) :]:
             ax.axis("off")
@@ -81,7 +81,6 @@ def draw(over, folder: Path) -> list[Path]:
             if len(members) > 1:
                 ax.legend(fontsize=10)
         fig.suptitle(f"{over.analysis} over training: each headline figure (solid) beside its controls (dashed)", fontsize=12)
-        fig.tight_layout()
         paths += save_figure(fig, folder, f"{over.name}_headline")
     own = ANALYSES[over.analysis].over_training_figures if over.analysis in ANALYSES else None
     if own:

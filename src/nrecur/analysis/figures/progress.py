@@ -100,7 +100,7 @@ def draw(result, folder: Path) -> list[Path]:
     estimated, a third row: the LLC beside the held-out KL, and the strategy weight where the run has it."""
     plt = pyplot()
     rows = 3 if result.llc else 2
-    fig, axes = plt.subplots(rows, 2, figsize=(11, 4 * rows), sharex=True)
+    fig, axes = plt.subplots(rows, 2, figsize=(11, 4 * rows), sharex=True, layout="constrained")
     ax = axes[0, 0]
     _losses(ax, result, legend=True)
     ax.set_ylabel("cross-entropy (nats/token)", fontsize=10)
@@ -140,7 +140,6 @@ def draw(result, folder: Path) -> list[Path]:
         _marks(ax, result)
     for ax in axes[-1]:
         ax.set_xlabel("training step (log)", fontsize=10)
-    fig.tight_layout()
     return save_figure(fig, folder, "progress")
 
 

@@ -52,7 +52,7 @@ def _curves(result, folder: Path) -> list[Path]:
     plt = pyplot()
     from matplotlib.ticker import MaxNLocator
 
-    fig, axes = plt.subplots(1, 3, figsize=(14.5, 4.8))
+    fig, axes = plt.subplots(1, 3, figsize=(14.5, 4.8), layout="constrained")
     for ax, kind in zip(axes[:2], ("transition", "noise")):
         data = result.kind(kind)
         for who in WHO:
@@ -78,13 +78,12 @@ def _curves(result, folder: Path) -> list[Path]:
     ax.legend(fontsize=10)
     fig.suptitle("updates around events: the model (blue) beside the observer (orange, the ceiling) and the run's initialization "
                  "(black dotted, the control)", fontsize=12)  # fmt: skip
-    fig.tight_layout()
     return save_figure(fig, folder, "updates_curves")
 
 
 def _histograms(result, folder: Path) -> list[Path]:
     plt = pyplot()
-    fig, axes = plt.subplots(2, 2, figsize=(13, 8))
+    fig, axes = plt.subplots(2, 2, figsize=(13, 8), layout="constrained")
     for row, kind in enumerate(("transition", "noise")):
         data = result.kind(kind)
         never = max(data.events.horizon, default=len(data.offsets))
@@ -111,7 +110,6 @@ def _histograms(result, folder: Path) -> list[Path]:
         ax.set_title(f"after {EVENT[kind]}: discreteness over the {len(data.offsets)}-token window", fontsize=11)
         ax.legend(fontsize=10)
     fig.suptitle("per event: how fast (left) and how abruptly (right) the new target's probability rises", fontsize=12)
-    fig.tight_layout()
     return save_figure(fig, folder, "updates_histograms")
 
 
@@ -126,7 +124,7 @@ def draw_decoded(result, folder: Path) -> list[Path]:
     plt = pyplot()
     from matplotlib.ticker import MaxNLocator
 
-    fig, axes = plt.subplots(1, 2, figsize=(15, 5.6))
+    fig, axes = plt.subplots(1, 2, figsize=(15, 5.6), layout="constrained")
     for ax, kind in zip(axes, ("transition", "noise")):
         data = result.kind(kind)
         names = ("target_new", "target_old", "period_new") if kind == "transition" else ("target_new", "period_new")
@@ -143,11 +141,10 @@ def draw_decoded(result, folder: Path) -> list[Path]:
     quantities = {"target_new": "P(new target) (noise: true target)", "target_old": "P(old target)", "period_new": "P(new period)"}
     handles = [Line2D([], [], color=DECODED[name], label=label) for name, label in quantities.items()]
     handles += [Line2D([], [], color="#555555", linestyle=DECODED_STYLES[who], label=DECODED_LABELS[who]) for who in DECODED_STYLES]
-    fig.legend(handles=handles, loc="lower center", ncol=3, fontsize=10, frameon=False)
+    fig.legend(handles=handles, loc="outside lower center", ncol=3, fontsize=10, frameon=False)
     readers = "; ".join(
         f"{quantity}: {d.kind} probe at {d.hook}, R² {d.r2:.2f} (initialization {result.decoders_random_init[quantity].r2:.2f})"
         for quantity, d in result.decoders.items()
     )
     fig.suptitle(f"beliefs over the rule around events: the observer's and those probes read from the activations\n{readers}", fontsize=11)
-    fig.tight_layout(rect=(0, 0.12, 1, 1))
     return save_figure(fig, folder, "updates_decoded")
