@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from nrecur import NRecurrence
-from nrecur.analysis.das import Site, fit_subspace, principal_angles, random_basis, score
+from nrecur.analysis.das import Site, fit_subspace, frozen, principal_angles, random_basis, score
 from nrecur.observer.counterfactual import counterfactual
 
 V, PERIODS, NOISE = 8, (2, 3, 4, 5), 6
@@ -95,6 +95,17 @@ def test_principal_angles_of_known_subspaces():
     np.testing.assert_allclose(np.degrees(principal_angles(eye[:, :2], eye[:, 2:])), [90, 90], atol=1e-6)
     tilted = torch.stack([torch.tensor([1.0, 0, 0, 0]), torch.tensor([0, np.cos(0.3), np.sin(0.3), 0])], 1)
     np.testing.assert_allclose(principal_angles(eye[:, :2], tilted), [0.0, 0.3], atol=1e-6)
+
+
+def test_frozen_restores_the_mode_and_each_parameters_gradient_flag_even_on_error():
+    model = torch.nn.Sequential(torch.nn.Linear(3, 3), torch.nn.Linear(3, 1)).train()
+    model[1].weight.requires_grad_(False)  # one already frozen: it stays so
+    flags = [p.requires_grad for p in model.parameters()]
+    with pytest.raises(RuntimeError, match="inside"):
+        with frozen(model):
+            assert not model.training and not any(p.requires_grad for p in model.parameters())
+            raise RuntimeError("inside")
+    assert model.training and [p.requires_grad for p in model.parameters()] == flags == [True, True, False, True]
 
 
 # ---------------------------------------------------------------------------- the analysis

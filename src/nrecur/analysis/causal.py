@@ -44,7 +44,6 @@ code over states about ``V·Σn − 1`` (``dim_joint_states``) against
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 from dataclasses import dataclass
 from typing import Literal
@@ -55,7 +54,7 @@ import torch
 
 from nrecur.analysis.base import progress_bar
 from nrecur.analysis.contract import Analysis, Options, Result, initial_model, register
-from nrecur.analysis.das import Site, decisive, fit_subspace, principal_angles, random_basis, score, score_log_probs
+from nrecur.analysis.das import Site, decisive, fit_subspace, frozen, principal_angles, random_basis, score, score_log_probs
 from nrecur.model import GPT
 from nrecur.observer.counterfactual import counterfactual
 from nrecur.tasks import NRecurrence
@@ -180,19 +179,6 @@ def search_hooks(model: GPT, layers: Literal["last", "all"] = "all") -> list[tup
     return hooks
 
 
-@contextlib.contextmanager
-def _frozen(model: GPT):
-    """The model in eval mode with no parameter gradients inside the block (restored after)."""
-    was_training, needed = model.training, [p.requires_grad for p in model.parameters()]
-    model.eval().requires_grad_(False)
-    try:
-        yield model
-    finally:
-        for parameter, need in zip(model.parameters(), needed):
-            parameter.requires_grad_(need)
-        model.train(was_training)
-
-
 @torch.no_grad()
 def _caches(model: GPT, base: torch.Tensor, source: torch.Tensor, hooks: list[str]) -> tuple[dict, dict, torch.Tensor]:
     starts = {f"blocks.{int(h.split('.')[1])}.hook_resid_pre" for h in hooks}
@@ -242,7 +228,7 @@ def search(
     plan = search_hooks(model, options.layers)
     ranks = tuple(k for k in options.ranks if k <= model.config.d_model)
     cells = []
-    with _frozen(model):
+    with frozen(model):
         base_cache, source_cache, clean = _caches(model, base, source, [hook for hook, _ in plan])
         clean = torch.log_softmax(clean.double(), -1).cpu().numpy()[split:]
         floor = {v: score_log_probs(targets[v][split:], clean) for v in targets}

@@ -26,6 +26,7 @@ a hand-built stand-in whose coordinates are known goes through the same code.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from typing import Callable
 
@@ -35,7 +36,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.parametrizations import orthogonal
 
-__all__ = ["Score", "Site", "Subspace", "decisive", "fit_subspace", "interchange", "principal_angles", "random_basis", "score", "score_log_probs"]
+__all__ = ["Score", "Site", "Subspace", "decisive", "fit_subspace", "frozen", "interchange", "principal_angles", "random_basis", "score", "score_log_probs"]
 
 TIE = 1e-6
 """A counterfactual whose two most likely tokens are closer than this has no most likely token."""
@@ -54,6 +55,20 @@ class Site:
     run: Callable[[Tensor, Tensor], Tensor]
     """``run(activation [row, pos, d_model], pairs [row]) -> logits [row, vocab]`` at the predicting position,
     the rest of the model from the hook with ``activation`` there (row ``r`` is pair ``pairs[r]``)."""
+
+
+@contextlib.contextmanager
+def frozen(model: nn.Module):
+    """``model`` in eval mode with no parameter gradients inside the block (both restored after, also on error):
+    a subspace is fitted through the model, never the model itself."""
+    was_training, needed = model.training, [p.requires_grad for p in model.parameters()]
+    model.eval().requires_grad_(False)
+    try:
+        yield model
+    finally:
+        for parameter, need in zip(model.parameters(), needed):
+            parameter.requires_grad_(need)
+        model.train(was_training)
 
 
 class Subspace(nn.Module):

@@ -29,14 +29,12 @@ edit is the donor's coordinates along a random subspace of the same rank.
 
 from __future__ import annotations
 
-import contextlib
-
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from nrecur.analysis.das import Subspace, interchange, random_basis
+from nrecur.analysis.das import Subspace, frozen, interchange, random_basis
 from nrecur.analysis.edit_methods import EditRequest, register_edit_method
 from nrecur.analysis.edit_problems import EditProblems
 from nrecur.hooks import HookSpec
@@ -89,24 +87,12 @@ def _subspace(model: GPT, request: EditRequest) -> list[HookSpec]:
     return [(request.hook, _swap(cache[request.hook], request.basis.to(request.tokens.device), request.edited))]
 
 
-@contextlib.contextmanager
-def _frozen(model: GPT):
-    """No parameter gradients inside the block (restored after)."""
-    needed = [p.requires_grad for p in model.parameters()]
-    model.requires_grad_(False)
-    try:
-        yield model
-    finally:
-        for parameter, need in zip(model.parameters(), needed):
-            parameter.requires_grad_(need)
-
-
 def fit_edit_subspace(
     model: GPT, hook: str, problems: EditProblems, *, ranks: tuple[int, ...] = SUBSPACE_RANKS, steps: int, batch_size: int, lr: float, seed: int
 ) -> Tensor:
     """A basis ``[width, max(ranks)]`` at ``hook`` whose rank-``k`` donor swap at ``0..p`` makes the model
     predict ``O*`` from ``p`` on (soft cross-entropy, Adam, one rank of ``ranks`` per step in turn) on
-    ``problems``; see the module docstring. The model is run as it is (put it in eval mode first)."""
+    ``problems``; see the module docstring. The model runs in eval mode with its weights frozen (both restored after)."""
     device = next(model.parameters()).device
     generator = torch.Generator().manual_seed(seed)
     p = problems.position
@@ -117,7 +103,7 @@ def fit_edit_subspace(
     ranks = tuple(k for k in ranks if k <= width)
     subspace = Subspace(width, max(ranks), generator).to(device)
     optimizer = torch.optim.Adam(subspace.parameters(), lr=lr)
-    with _frozen(model):
+    with frozen(model):
         with torch.no_grad():
             _, cache = model.run_with_cache(donor, names_filter=[hook])
         source = cache[hook]
