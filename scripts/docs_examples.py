@@ -17,6 +17,7 @@ import shutil
 import sys
 from pathlib import Path
 
+from nrecur._io import atomic_write_text
 from nrecur.analysis.contract import initialization_of
 from nrecur.train.folder import RunFolder
 
@@ -57,7 +58,7 @@ def main(argv: list[str]) -> int:
                     shutil.copyfile(folder / "analysis" / f"{name}.json", DOCS / f"{name}.json")
                 else:  # a file that does not say what the control model is: the run's config does
                     data = _with_initialization(data, initialization_of(RunFolder(folder).read_config()))
-                    (DOCS / f"{name}.json").write_text(json.dumps(data, indent=1) + "\n")
+                    atomic_write_text(DOCS / f"{name}.json", json.dumps(data, indent=1) + "\n")
                 for figure in data.get("figures", []):
                     if figure.endswith(".png"):
                         shutil.copyfile(folder / "analysis" / figure, DOCS / figure)
@@ -66,7 +67,7 @@ def main(argv: list[str]) -> int:
                 ended = f", {summary['stop_reason']} at step {summary['steps']}, KL {kl:.3f}" if kl is not None else ""
                 sources[name] = f"the main job's run {folder.name}{ended}"
                 break
-    (DOCS / "source.json").write_text(json.dumps({"command": "./run.sh; python scripts/docs_examples.py runs", "runs": sources}, indent=1) + "\n")
+    atomic_write_text(DOCS / "source.json", json.dumps({"command": "./run.sh; python scripts/docs_examples.py runs", "runs": sources}, indent=1) + "\n")
     print(f"copied {len(sources)} example results into {DOCS}: " + ", ".join(f"{k} from {v}" for k, v in sources.items()))
     return 0
 
