@@ -279,7 +279,10 @@ class ProgressBar(Callback):
         if train.time_budget > 0:
             line += f"; stops at a time budget of {train.time_budget:g} s of training (train.time_budget; 0: none)"
         logger().info(line)
-        logger().info(f"{self.description}: {trainer.compile_choice.reason}")
+        # The default (an eager step where compiling is not measured faster) goes to the debug level: a line on
+        # every run's console only where the step is compiled or the setting was chosen.
+        choice = trainer.compile_choice
+        (logger().info if choice.compiled or train.compile != "auto" else logger().debug)(f"{self.description}: {choice.reason}")
         evaluation = trainer.evaluations.get("eval")
         if evaluation is not None:
             self._kl = evaluation.kl
