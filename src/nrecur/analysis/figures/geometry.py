@@ -59,9 +59,12 @@ def simplex_grid(panels: list[tuple[str, np.ndarray]], colours: np.ndarray, colu
 
 
 def label_vertices(ax, names) -> None:
-    """Write the vertex names at the corners of the simplex drawn by :func:`draw_simplex`."""
+    """Write the vertex names at the corners of the simplex drawn by :func:`draw_simplex`, inside the axes (so
+    the title clears them)."""
     for (x, y), name in zip(simplex_xy(np.eye(len(names))), names):
         ax.annotate(name, (x, y), fontsize=10, ha="center", va="bottom" if y > 0 else "top")
+    low, high = ax.get_ylim()
+    ax.set_ylim(low - 0.15 * (high - low), high + 0.15 * (high - low))
 
 
 def draw(result, folder: Path) -> list[Path]:

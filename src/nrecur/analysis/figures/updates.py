@@ -67,7 +67,6 @@ def _curves(result, folder: Path) -> list[Path]:
         ax.set_ylabel("probability", fontsize=10)
         ax.set_ylim(-0.02, 1.02)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.legend(fontsize=10, loc="center right")
     ax = axes[2]
     for kind in ("transition", "noise"):
         data = result.kind(kind)
@@ -75,7 +74,8 @@ def _curves(result, folder: Path) -> list[Path]:
         band(ax, data.offsets, data.random_init.kl, KIND_COLOURS[kind], ":", f"initialization, after {EVENT[kind]}", marker=None)
     kl_axis(ax)
     ax.set_title("distance from the observer by offset\n(all positions of the window)", fontsize=11)
-    ax.legend(fontsize=10)
+    handles, labels = (sum(pair, []) for pair in zip(axes[0].get_legend_handles_labels(), ax.get_legend_handles_labels()))
+    fig.legend(handles, labels, loc="outside lower center", ncols=4, fontsize=10, frameon=False)  # under the panels, off the curves
     fig.suptitle("updates around events: the model (blue) beside the observer (orange, the ceiling) and the run's initialization "
                  "(black dotted, the control)", fontsize=12)  # fmt: skip
     return save_figure(fig, folder, "updates_curves")
@@ -83,6 +83,8 @@ def _curves(result, folder: Path) -> list[Path]:
 
 def _histograms(result, folder: Path) -> list[Path]:
     plt = pyplot()
+    from matplotlib.ticker import MaxNLocator
+
     fig, axes = plt.subplots(2, 2, figsize=(13, 8), layout="constrained")
     for row, kind in enumerate(("transition", "noise")):
         data = result.kind(kind)
@@ -93,13 +95,12 @@ def _histograms(result, folder: Path) -> list[Path]:
             values = np.where(np.isnan(values), never, values)  # "never" in a bin of its own, past every horizon
             ax.hist(values, bins=np.arange(-0.5, never + 1.5), histtype="step", linewidth=2, color=COLOURS[who],
                     linestyle=STYLES[who], label=LABELS[who])  # fmt: skip
-        ticks = [t for t in ax.get_xticks() if 0 <= t < never - 1]
+        ticks = [t for t in MaxNLocator(nbins=6, integer=True).tick_values(0, never) if 0 <= t <= never - 0.15 * (never + 2)]  # room for "never"
         ax.set_xticks([*ticks, never], [f"{t:g}" for t in ticks] + ["never"], fontsize=10)
         ax.set_xlim(-1, never + 1)
         ax.set_xlabel("learning rate: tokens until P(new target) > 0.5, to the end of the rule", fontsize=10)
         ax.set_ylabel("events", fontsize=10)
         ax.set_title(f"after {EVENT[kind]}: in-context learning rate", fontsize=11)
-        ax.legend(fontsize=10)
         ax = axes[row, 1]
         for who in WHO:
             values = np.asarray(getattr(data, who).discreteness, dtype=float)
@@ -108,7 +109,7 @@ def _histograms(result, folder: Path) -> list[Path]:
         ax.set_xlabel("discreteness index (1: one jump; near 0: gradual; clipped at 1.5)", fontsize=10)
         ax.set_ylabel("events", fontsize=10)
         ax.set_title(f"after {EVENT[kind]}: discreteness over the {len(data.offsets)}-token window", fontsize=11)
-        ax.legend(fontsize=10)
+    fig.legend(*axes[0, 0].get_legend_handles_labels(), loc="outside lower center", ncols=3, fontsize=10, frameon=False)
     fig.suptitle("per event: how fast (left) and how abruptly (right) the new target's probability rises", fontsize=12)
     return save_figure(fig, folder, "updates_histograms")
 
