@@ -80,14 +80,27 @@ def test_the_search_finds_the_coordinates_a_hand_built_stand_in_keeps_each_varia
 
 
 def test_the_stand_in_with_its_coordinates_scrambled_is_still_found_by_rotation():
-    """A rotation of the whole activation moves the coordinates; the search learns a rotation, so it finds them."""
+    """A rotation of the whole activation moves the coordinates; the search learns a rotation, so it finds them.
+    It trains each rank one step in five, so rank 16 needs 3000 steps to reach 0.85 for every seed tried (0..3)."""
     site, targets = stand_in(768, seed=4)
     rotation = random_basis(D_MODEL, D_MODEL, torch.Generator().manual_seed(2))
     readout = site.run
     turned = Site(site.base @ rotation.T, site.source @ rotation.T, site.positions, lambda activation, pairs: readout(activation @ rotation, pairs))
     train, test = halves(turned, 512)
-    basis = fit_subspace(train, torch.as_tensor(targets["what"][:512]), RANKS, steps=1000, batch_size=64, lr=0.01, seed=0)
+    basis = fit_subspace(train, torch.as_tensor(targets["what"][:512]), RANKS, steps=3000, batch_size=64, lr=0.01, seed=0)
     assert score(test, targets["what"][512:], basis, RANKS).iia[RANKS.index(16)] >= 0.85
+
+
+def test_the_search_depends_on_its_seed_alone_not_on_torchs_global_random_state():
+    site, targets = stand_in(64, seed=5)
+    fit = lambda: fit_subspace(site, torch.as_tensor(targets["what"]), RANKS, steps=20, batch_size=16, lr=0.01, seed=0)
+    torch.manual_seed(0)
+    first = fit()
+    torch.manual_seed(1)
+    state = torch.get_rng_state()
+    second = fit()
+    assert torch.equal(first, second)
+    assert torch.equal(torch.get_rng_state(), state)  # and it leaves the global state as it found it
 
 
 def test_principal_angles_of_known_subspaces():

@@ -78,10 +78,16 @@ class Subspace(nn.Module):
         super().__init__()
         if not 1 <= rank <= d_model:
             raise ValueError(f"rank must lie in 1..d_model={d_model}, got {rank}")
-        self.map = nn.Linear(rank, d_model, bias=False)  # weight [d_model, rank]
-        with torch.no_grad():
-            self.map.weight.copy_(random_basis(d_model, rank, generator))
-        orthogonal(self.map)
+        # The orthogonal parametrization completes the basis to a square rotation with torch's global random
+        # state (and the layer's initialization draws from it too): both draw from a seed taken from
+        # ``generator`` inside a forked state, so the fit depends on ``generator`` alone and leaves the global
+        # state as it was.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(torch.randint(2**62, (1,), generator=generator)))
+            self.map = nn.Linear(rank, d_model, bias=False)  # weight [d_model, rank]
+            with torch.no_grad():
+                self.map.weight.copy_(random_basis(d_model, rank, generator))
+            orthogonal(self.map)
 
     @property
     def basis(self) -> Tensor:
