@@ -107,6 +107,14 @@ def test_a_model_trained_one_step_sits_at_its_control(tmp_path):
     assert result.headline["kl_mem/id"] == pytest.approx(result.headline["kl_mem_random_init/id"], rel=0.1)
 
 
+def test_the_icl_grokking_delay_is_the_positive_difference_only():
+    from nrecur.analysis.strategy import icl_grokking_delay
+
+    assert icl_grokking_delay(100, 350) == 250.0
+    for fit, general in ((100, 100), (300, 100), (None, 100), (100, None)):
+        assert math.isnan(icl_grokking_delay(fit, general)), (fit, general)
+
+
 def test_fit_and_generalization_steps_are_read_from_the_runs_evaluations(nrec_run):
     steps, fit_kl = nrec_run.metric("in_dist_mem/kl")
     _, general_kl = nrec_run.metric("out_dist/kl")
@@ -118,7 +126,7 @@ def test_fit_and_generalization_steps_are_read_from_the_runs_evaluations(nrec_ru
     expected_general = next((s for s, v in zip(steps, general_kl) if v <= threshold), None)
     assert result.fit_step == expected_fit and result.headline["fit_step"] == expected_fit
     assert result.generalization_step == expected_general
-    if expected_general is None:
+    if expected_general is None or expected_general <= expected_fit:
         assert math.isnan(result.headline["icl_grokking_delay"])
     else:
         assert result.headline["icl_grokking_delay"] == expected_general - expected_fit

@@ -242,6 +242,9 @@ class StrategyResult(Result):
     """The strategy weight over training, on in- and out-of-distribution sequences, beside the initialization's."""
 
     headline: dict[str, float]
+    """Named figures; ``icl_grokking_delay`` is ``generalization_step - fit_step`` when positive (the delay of
+    in-context grokking, SPEC §5) and NaN otherwise: when either step is missing, or when the run generalized
+    no later than it fitted (no grokking to time)."""
     options: StrategyOptions
     step: int
     checkpoints: tuple[Point, ...]
@@ -275,6 +278,14 @@ def _applies(run) -> str | None:
     except ValueError as error:
         return str(error)
     return None
+
+
+def icl_grokking_delay(fit_step: int | None, generalization_step: int | None) -> float:
+    """``generalization_step - fit_step`` when both exist and the difference is positive, else NaN: the delay
+    of in-context grokking is defined only when generalization comes after the fit (SPEC §5)."""
+    if fit_step is None or generalization_step is None or generalization_step <= fit_step:
+        return math.nan
+    return float(generalization_step - fit_step)
 
 
 def _first_at_or_below(steps, values, threshold: float) -> int | None:
@@ -330,7 +341,7 @@ def compute(run, options: StrategyOptions) -> StrategyResult:
     headline |= {
         "fit_step": math.nan if fit_step is None else float(fit_step),
         "generalization_step": math.nan if general_step is None else float(general_step),
-        "icl_grokking_delay": math.nan if fit_step is None or general_step is None else float(general_step - fit_step),
+        "icl_grokking_delay": icl_grokking_delay(fit_step, general_step),
         "checkpoints": float(len(points)),
     }
     return StrategyResult(
