@@ -224,3 +224,16 @@ def test_a_tiny_study_end_to_end_through_the_spec(tmp_path):
     assert (tmp_path / "out" / "variants_comparisons.csv").is_file() and (tmp_path / "out" / "variants_difficulty.png").is_file()
     measured = {r["measure"] for r in data["comparisons"] if r["verdict"] != "not measured"}
     assert {"final_kl", "bayes_floor", "heads.period_score", "progress.restricted_gap"} <= measured
+
+
+def test_an_analysis_that_fails_is_recorded_with_its_error_in_the_result(tmp_path):
+    """variants.json says why a measure is not measured: the analysis, the model and the error's first line."""
+    from nrecur.studies.variants import _analyze_all
+    from nrecur.sweep import BackendOptions
+
+    row = {"kind": "deterministic", "variant": DEFAULT, "seed": 3, "run_dir": str(tmp_path / "no-such-run")}
+    failures = _analyze_all([row], ["heads"], {}, BackendOptions(workers=1), report=None)
+    assert [(f["kind"], f["variant"], f["seed"], f["analysis"]) for f in failures] == [("deterministic", DEFAULT, 3, "heads")]
+    assert "no-such-run" in failures[0]["error"] and "\n" not in failures[0]["error"]
+    runs = [{"kind": "deterministic", "variant": v, "seed": s, "final_kl": 0.1 + s} for v in (DEFAULT, "target_outside") for s in (0, 1)]
+    assert tabulate(runs, {}, failures=failures).to_json()["failures"] == failures  # written into variants.json

@@ -351,12 +351,15 @@ class VariantsResult:
     """``wall_seconds`` of the call that wrote it (every step it had to do), ``train_seconds_sum`` over the
     runs, the 1-minute ``load_average`` at its end and the ``workers``."""
     machine: str = field(default_factory=lambda: f"{platform.machine()}, {len(_cpus())} CPUs, Python {sys.version.split()[0]}")
+    failures: list[dict] = field(default_factory=list)
+    """``kind``, ``variant``, ``seed``, ``analysis``, ``error`` (one line): every analysis that failed, whose
+    measures are "not measured" for that model."""
 
     def to_json(self) -> dict:
         return {
             "command": self.options.get("command", "nrecur study"), "machine": self.machine, "options": self.options,
             "summary": self.summary, "difficulty": self.difficulty, "comparisons": self.comparisons, "runs": self.runs,
-            "timing": self.timing, "curves": self.curves, "period_curves": self.period_curves,
+            "timing": self.timing, "curves": self.curves, "period_curves": self.period_curves, "failures": self.failures,
         }  # fmt: skip
 
 
@@ -410,6 +413,7 @@ def variants_study(
     names = [DEFAULT, *variants]
     runs: list[dict] = []
     floors: dict[tuple[str, str, str], list[float]] = {}
+    failures: list[dict] = []
     for kind in kinds:
         chosen = [name for name in names if kind in VARIANTS[name].kinds]
         if len(chosen) < 2:
@@ -419,7 +423,7 @@ def variants_study(
         for _, row in frame[frame["status"] == "ok"].iterrows():
             variant = chosen[int(row["trial"]) // seeds]  # the zip axis, then the seeds, the last fastest
             runs.append(_train_row(kind, variant, row))
-        _analyze_all([r for r in runs if r["kind"] == kind], analyses, analysis_options or {}, options, report)
+        failures += _analyze_all([r for r in runs if r["kind"] == kind], analyses, analysis_options or {}, options, report)
         for variant in chosen:
             task = config.task.model_copy(update=VARIANTS[variant].fields(config.task))
             floors[(kind, variant, "bayes_floor")] = _bayes_floors(task, config.length, bayes_sequences, bayes_batches)
@@ -447,16 +451,16 @@ def variants_study(
         "wall_seconds": time.perf_counter() - started, "train_seconds_sum": sum(r["seconds"] for r in runs),
         "load_average": os.getloadavg()[0], "workers": options.workers or len(_cpus()),
     }  # fmt: skip
-    result = tabulate(runs, run_options, curves, period_curves, floors, timing)
+    result = tabulate(runs, run_options, curves, period_curves, floors, timing, failures)
     write_variants(result, out)
     return result
 
 
-def tabulate(runs: list[dict], options: dict, curves=(), period_curves=(), samples=None, timing=None) -> VariantsResult:
+def tabulate(runs: list[dict], options: dict, curves=(), period_curves=(), samples=None, timing=None, failures=()) -> VariantsResult:
     """The study's tables from its per-run rows (``kind``, ``variant``, ``seed``, a column per measure of
     :data:`MEASURES` and ``MEASURE|CONTROL_KEY`` per control): every variant against the default on every kind
     it ran on. ``samples``: ``(kind, variant, measure) → values`` in place of the per-seed ones (the Bayes floor's
-    batches)."""
+    batches). ``failures``: the analyses that failed (see :attr:`VariantsResult.failures`)."""
     comparisons, summary_rows, difficulty = [], [], []
     for kind in dict.fromkeys(r["kind"] for r in runs):
         for variant in dict.fromkeys(r["variant"] for r in runs if r["kind"] == kind and r["variant"] != DEFAULT):
@@ -468,7 +472,9 @@ def tabulate(runs: list[dict], options: dict, curves=(), period_curves=(), sampl
                 "statement": summary(rows),
             })  # fmt: skip
             difficulty.append(_difficulty_row(kind, variant, rows, runs))
-    return VariantsResult(options, _uniform(runs), summary_rows, difficulty, comparisons, list(curves), list(period_curves), dict(timing or {}))
+    return VariantsResult(
+        options, _uniform(runs), summary_rows, difficulty, comparisons, list(curves), list(period_curves), dict(timing or {}), failures=list(failures)
+    )
 
 
 LOG_CHECKPOINTS = 10
@@ -514,9 +520,10 @@ def _planned(name: str, row: dict) -> bool:
     return row["kind"] in plan.kinds and (plan.variants is None or row["variant"] in plan.variants)
 
 
-def _analyze_all(rows: list[dict], analyses, analysis_options: dict, options: BackendOptions, report) -> None:
+def _analyze_all(rows: list[dict], analyses, analysis_options: dict, options: BackendOptions, report) -> list[dict]:
     """Every planned analysis of every model in ``rows``, side by side in worker processes (one thread each),
-    written into each run's ``analysis/``; a result already there for the same step and options is kept."""
+    written into each run's ``analysis/``; a result already there for the same step and options is kept.
+    Returns the failures (``kind``, ``variant``, ``seed``, ``analysis``, ``error``)."""
     from nrecur.analysis.contract import ANALYSES
     from nrecur.sweep.local import available_cpus
 
@@ -527,15 +534,19 @@ def _analyze_all(rows: list[dict], analyses, analysis_options: dict, options: Ba
             if _planned(name, row) and not _done(Path(row["run_dir"]), name, wanted):
                 jobs.append((row, name, wanted))
     if not jobs:
-        return
+        return []
+    failures = []
     workers = max(1, min(options.workers or available_cpus(), len(jobs)))
     with side_by_side(), ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=_init_worker, initargs=(options.threads,)) as pool:
         futures = [(row, name, pool.submit(_analyze_one, row["run_dir"], name, wanted)) for row, name, wanted in jobs]
         for row, name, future in futures:
             wall, cpu, error = future.result()
+            if error:
+                failures.append({"kind": row["kind"], "variant": row["variant"], "seed": row["seed"], "analysis": name, "error": error})
             if report:
                 done = f"failed, {error}" if error else f"{wall:.0f} s, {cpu:.0f} CPU s"
                 report(f"{name}: {row['kind']} {row['variant']} seed {row['seed']} ({done})")
+    return failures
 
 
 def _done(run_dir: Path, name: str, wanted: dict) -> bool:
@@ -557,11 +568,12 @@ def _analyze_one(run_dir: str, name: str, wanted: dict) -> tuple[float, float, s
     """Compute and write one analysis of one run: its wall and CPU seconds, and the error it failed with (its
     measures are then not measured; the other analyses go on)."""
     start, cpu = time.perf_counter(), time.process_time()
-    run = load_run(run_dir)
     try:
+        run = load_run(run_dir)
         result = compute(run, name, **wanted)
     except Exception as error:  # noqa: BLE001 - one analysis's failure leaves its measures unmeasured, not the study
-        return time.perf_counter() - start, time.process_time() - cpu, f"{type(error).__name__}: {error}"
+        line = (str(error).splitlines() or [""])[0]
+        return time.perf_counter() - start, time.process_time() - cpu, f"{type(error).__name__}: {line}"
     write_result(result, run.folder.analysis_dir, step=run.step)
     return time.perf_counter() - start, time.process_time() - cpu, None
 
