@@ -70,6 +70,10 @@ def test_explicit_threads_and_policy_win_over_the_load():
     assert (quiet.threads, quiet.wait_policy) == (2, "PASSIVE")
     unreadable = choose_threading(cores=2, busy=1.5, env={"OMP_NUM_THREADS": "two"})  # not a count: the load decides
     assert (unreadable.threads, unreadable.threads_given) == (1, False)
+    assert "OMP_NUM_THREADS='two' ignored: not a positive integer" in unreadable.reason and "\n" not in unreadable.reason
+    zero = choose_threading(cores=2, busy=0.0, env={"OMP_NUM_THREADS": "0"})
+    assert zero.threads == 2 and "all 2 cores (OMP_NUM_THREADS='0' ignored" in zero.reason
+    assert "ignored" not in choose_threading(cores=2, busy=0.0, env={"OMP_NUM_THREADS": "two"}, threads=1).reason  # --threads wins
 
 
 def test_an_unmeasured_load_leaves_openmp_its_own_choice():

@@ -59,7 +59,8 @@ def choose_threading(cores: int, busy: float, env: Mapping[str, str], threads: i
     """The threads and wait policy for a training on ``cores`` cores while other processes keep ``busy`` cores'
     worth of work going: all cores with OpenMP's default policy when the machine is quiet (``busy`` < :data:`QUIET`),
     else the cores left free (at least one) with ``PASSIVE``. ``threads`` (``--threads``), then ``env``'s
-    ``OMP_NUM_THREADS``, fix the threads; ``env``'s ``OMP_WAIT_POLICY`` fixes the policy."""
+    ``OMP_NUM_THREADS``, fix the threads (a variable that is not a positive integer is ignored, and the reason says
+    so); ``env``'s ``OMP_WAIT_POLICY`` fixes the policy."""
     cores = max(1, cores)
     quiet = not busy >= QUIET  # NaN (not measured): as quiet, OpenMP's own choice
     given = threads if threads is not None else _positive_int(env.get(THREADS_VARIABLE))
@@ -79,6 +80,9 @@ def choose_threading(cores: int, busy: float, env: Mapping[str, str], threads: i
     else:
         policy, why_policy = "PASSIVE", f"{VARIABLE}=PASSIVE (spinning threads would fight the busy processes for the cores)"
     load = "load not measured" if busy != busy else f"other processes busy on {busy:.1f} of {cores} cores"
+    raw = env.get(THREADS_VARIABLE)
+    if threads is None and raw is not None and given is None:
+        why_count += f" ({THREADS_VARIABLE}={raw!r} ignored: not a positive integer)"
     return Threading(count, policy, busy, f"{load}: {why_count}, {why_policy}", threads_given=given is not None)
 
 
