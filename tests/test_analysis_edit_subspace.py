@@ -73,6 +73,14 @@ def test_the_fit_lowers_its_objective_from_its_starting_basis(model, problems):
     assert all(p.requires_grad for p in model.parameters())  # the model's parameters are as they were
 
 
+def test_ranks_wider_than_the_hook_are_refused_with_its_width(model, problems):
+    hook = "blocks.0.attn.hook_v"
+    width = subspace_width(model, hook)
+    with pytest.raises(ValueError, match=rf"width {width}; ranks must lie in 1\.\.{width}"):
+        fit_edit_subspace(model, hook, problems, ranks=(width + 1, 2 * width), steps=0, batch_size=16, lr=0.05, seed=0)
+    assert fit_edit_subspace(model, hook, problems, ranks=(2, 2 * width), steps=0, batch_size=16, lr=0.05, seed=0).shape == (width, 2)
+
+
 def test_the_subspace_candidates_name_their_hook_and_rank_within_the_budget(model):
     candidates = [c for c in method_candidates(model, (2, 16)) if c.method == "subspace"]
     assert sorted({c.rank for c in candidates}) == [2, 16]

@@ -92,7 +92,8 @@ def fit_edit_subspace(
 ) -> Tensor:
     """A basis ``[width, max(ranks)]`` at ``hook`` whose rank-``k`` donor swap at ``0..p`` makes the model
     predict ``O*`` from ``p`` on (soft cross-entropy, Adam, one rank of ``ranks`` per step in turn) on
-    ``problems``; see the module docstring. The model runs in eval mode with its weights frozen (both restored after)."""
+    ``problems``; see the module docstring. The model runs in eval mode with its weights frozen (both restored after).
+    Ranks wider than the hook are left out; none at most the width is a ValueError naming the width."""
     device = next(model.parameters()).device
     generator = torch.Generator().manual_seed(seed)
     p = problems.position
@@ -100,7 +101,9 @@ def fit_edit_subspace(
     donor = torch.as_tensor(problems.donor, dtype=torch.long, device=device)
     desired = torch.as_tensor(problems.desired[:, p:], dtype=torch.float32, device=device)  # [batch, pos - p, vocab]
     width = subspace_width(model, hook)
-    ranks = tuple(k for k in ranks if k <= width)
+    if not any(1 <= k <= width for k in ranks):
+        raise ValueError(f"ranks {tuple(ranks)} at {hook}: none fits its width {width}; ranks must lie in 1..{width}")
+    ranks = tuple(k for k in ranks if 1 <= k <= width)  # the ranks wider than this hook are the wider hooks' only
     subspace = Subspace(width, max(ranks), generator).to(device)
     optimizer = torch.optim.Adam(subspace.parameters(), lr=lr)
     with frozen(model):
