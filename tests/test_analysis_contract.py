@@ -277,3 +277,20 @@ def test_over_training_on_a_run_with_one_checkpoint_says_so_in_one_line(confiden
     notes = [line for line in capsys.readouterr().out.splitlines() if "over training" in line]
     assert notes == [f"note: nothing runs over training: {folder} has 1 saved checkpoint (train with --log-checkpoints N for more)"]
     assert not (folder / "analysis" / "confidence_over_training.json").exists()
+
+
+def test_a_stored_result_is_reused_only_for_the_same_analysis_step_and_every_option(tmp_path):
+    from nrecur.analysis.driver import reusable
+
+    options = ANALYSES["strategy"].make_options({"n_sequences": 32})
+    path = tmp_path / "strategy.json"
+    assert reusable(path, "strategy", {"n_sequences": 32}, 5) is None  # nothing written
+    path.write_text(json.dumps({"name": "strategy", "step": 5, "headline": {}, "options": options.model_dump(mode="json")}))
+    assert reusable(path, "strategy", {"n_sequences": 32}, 5)["step"] == 5
+    assert reusable(path, "strategy", options.model_dump(mode="json"), 5) is not None  # the options in full: the same
+    for other in ({"n_sequences": 64}, {"n_sequences": 32, "seed": options.seed + 1}, {"n_sequences": 32, "floor": options.floor * 2}):
+        assert reusable(path, "strategy", other, 5) is None, other
+    assert reusable(path, "strategy", {"n_sequences": 32}, 6) is None
+    assert reusable(path, "probes", {}, 5) is None
+    path.write_text("{not json")
+    assert reusable(path, "strategy", {"n_sequences": 32}, 5) is None

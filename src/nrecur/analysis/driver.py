@@ -29,8 +29,8 @@ from nrecur.runs import load_run
 from nrecur.train.interventions import Intervention
 
 __all__ = [
-    "AnalysisInterrupted", "Outcome", "OverTraining", "analyze", "choose", "compute", "over_checkpoints", "read_result", "resolve_options", "seen_with",
-    "write_result",
+    "AnalysisInterrupted", "Outcome", "OverTraining", "analyze", "choose", "compute", "over_checkpoints", "read_result", "resolve_options", "reusable",
+    "seen_with", "write_result",
 ]  # fmt: skip
 
 OVER_TRAINING = "_over_training"
@@ -184,6 +184,21 @@ def write_result(
     path = folder / f"{result.name}.json"
     atomic_write_text(path, json.dumps(json_ready(data), indent=1) + "\n")
     return [path, *figures]
+
+
+def reusable(path: str | Path, name: str, options: Mapping[str, Any], step: int | None) -> dict | None:
+    """The JSON written at ``path`` when it is a result of analysis ``name`` at checkpoint ``step`` whose stored
+    options equal, in full, ``options`` made into that analysis's typed options (defaults filled in); else None
+    (no file, an unreadable one, another analysis, step or option). A caller that gets None computes and writes."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    wanted = ANALYSES[name].make_options(dict(options)).model_dump(mode="json")
+    if not isinstance(data, dict) or data.get("name") != name or data.get("step") != step:
+        return None
+    return data if data.get("options") == json_ready(wanted) else None
 
 
 def read_result(path: str | Path) -> Result | OverTraining:

@@ -38,7 +38,7 @@ import pandas as pd
 
 from nrecur._io import atomic_write_text
 from nrecur.analysis import ANALYSES
-from nrecur.analysis.driver import compute, write_result
+from nrecur.analysis.driver import compute, reusable, write_result
 from nrecur.analysis.figures.common import OKABE_ITO, plain_log_ticks, pyplot, save_figure
 from nrecur.report.words import counted
 from nrecur.runs import load_run
@@ -86,12 +86,12 @@ def diversity_threshold(ood_kl: dict[int, float | None], threshold: float) -> in
 
 def run_strategy(run, n_sequences: int) -> dict | None:
     """The JSON of the strategy analysis of ``run``, written into its ``analysis/`` (reused when it was written at
-    this step with these sequences), or None when it does not apply (one observer)."""
+    this step with these options, every other one its default: :func:`~nrecur.analysis.driver.reusable`), or
+    None when it does not apply (one observer)."""
     path = run.folder.analysis_dir / "strategy.json"
-    if path.exists():
-        data = json.loads(path.read_text())
-        if data.get("step") == run.step and data.get("options", {}).get("n_sequences") == n_sequences:
-            return data
+    data = reusable(path, "strategy", {"n_sequences": n_sequences}, run.step)
+    if data is not None:
+        return data
     if ANALYSES["strategy"].applies(run) is not None:
         return None
     result = compute(run, "strategy", n_sequences=n_sequences)

@@ -50,7 +50,7 @@ import pandas as pd
 
 from nrecur._io import atomic_write_text
 from nrecur._threads import side_by_side
-from nrecur.analysis.driver import compute, write_result
+from nrecur.analysis.driver import compute, reusable, write_result
 from nrecur.observer.bayes import bayes_cross_entropy
 from nrecur.runs import load_run
 from nrecur.sweep import BackendOptions, load_sweep, run_sweep, spec_from_data, study_options
@@ -553,9 +553,8 @@ def _done(run_dir: Path, name: str, wanted: dict) -> bool:
     path = run_dir / "analysis" / f"{name}.json"
     if not path.exists():
         return False
-    data = json.loads(path.read_text())
     summary = json.loads((run_dir / "summary.json").read_text())
-    return data.get("options") == wanted and data.get("step") == summary.get("steps")
+    return reusable(path, name, wanted, summary.get("steps")) is not None
 
 
 def _init_worker(threads: int) -> None:
