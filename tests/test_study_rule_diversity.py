@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from nrecur.studies.rule_diversity import RuleDiversityResult, diversity_threshold, plot_rule_diversity
+from nrecur.studies.rule_diversity import RuleDiversityResult, diversity_threshold
+from nrecur.studies.rule_diversity_figures import plot_rule_diversity
 
 
 def test_k_star_is_the_smallest_k_from_which_on_every_k_generalizes():

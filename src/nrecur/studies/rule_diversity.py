@@ -39,13 +39,11 @@ import pandas as pd
 from nrecur._io import atomic_write_text
 from nrecur.analysis import ANALYSES
 from nrecur.analysis.driver import compute, reusable, write_result
-from nrecur.analysis.figures.common import OKABE_ITO, plain_log_ticks, pyplot, save_figure
-from nrecur.report.words import counted
 from nrecur.runs import load_run
 from nrecur.sweep import BackendOptions, load_sweep, run_sweep, spec_from_data, study_options
 from nrecur.train.presets import STUDY_PRESET, get_preset
 
-__all__ = ["RuleDiversityResult", "diversity_threshold", "plot_rule_diversity", "rule_diversity", "run_strategy"]
+__all__ = ["RuleDiversityResult", "diversity_threshold", "rule_diversity", "run_strategy"]
 
 METRICS = ("in_dist_mem/kl", "in_dist/kl", "out_dist/kl", "eval/kl")
 """Final metrics recorded per trial: KL to the in-distribution observer on in-distribution sequences, to the
@@ -171,6 +169,8 @@ def rule_diversity(
     }  # fmt: skip
     result = RuleDiversityResult(trials=trials, thresholds=thresholds, options=run_options)
     atomic_write_text(out / "rule_diversity.json", json.dumps(result.to_json(), indent=1) + "\n")
+    from nrecur.studies.rule_diversity_figures import plot_rule_diversity
+
     plot_rule_diversity(result, out)
     if report:
         for entry in thresholds:
@@ -178,103 +178,3 @@ def rule_diversity(
             report(f"weight decay {entry['weight_decay']:g}: K* = {k_star if k_star is not None else f'none up to {counts[-1]}'} of {total} rules")
     return result
 
-
-# ---------------------------------------------------------------------------------------------- figures
-
-
-def _median(trials: list[dict], name: str, k: int, decay: float) -> float:
-    values = [t[name] for t in trials if t["n_rules"] == k and t["weight_decay"] == decay and t.get(name) is not None]
-    return float(np.median(values)) if values else np.nan
-
-
-def plot_rule_diversity(result: RuleDiversityResult, folder: str | Path, stem: str = "rule_diversity") -> list[Path]:
-    """``rule_diversity.png``: final KLs, final ``w`` and the fit/generalization delay against K (colour: weight
-    decay); ``rule_diversity_phase.png``: ``w`` against K and training step (one seed), in and out of distribution."""
-    from matplotlib.lines import Line2D
-    from matplotlib.ticker import NullLocator
-
-    plt = pyplot()
-    o = result.options
-    counts, decays = o["n_rules"], o["decays"]
-    fig, axes = plt.subplots(1, 3, figsize=(16, 5.2))
-    kls = (("out_dist/kl", "-", "KL(O_gen ‖ M), held-out rules"), ("in_dist_mem/kl", ":", "KL(O_mem ‖ M), training rules"))
-    weights = (("w_final/id", "-", "in-distribution sequences"), ("w_final/ood", "--", "out-of-distribution sequences"))
-    for colour, decay in zip(OKABE_ITO, decays):
-        for name, style, _ in kls:
-            axes[0].plot(counts, [_median(result.trials, name, k, decay) for k in counts], color=colour, ls=style, marker="o", ms=5)
-        for name, style, _ in weights:
-            axes[1].plot(counts, [_median(result.trials, name, k, decay) for k in counts], color=colour, ls=style, marker="o", ms=5)
-        axes[2].plot(counts, [_median(result.trials, "delay", k, decay) for k in counts], color=colour, marker="o", ms=5)
-        k_star = next(e["k_star"] for e in result.thresholds if e["weight_decay"] == decay)
-        if k_star is not None:
-            axes[0].axvline(k_star, color=colour, lw=1, ls="-.")
-    axes[0].axhline(o["kl_threshold"], color="#777777", lw=1.5)
-    style_legend = lambda ax, entries: ax.legend(  # noqa: E731 - black lines: what each line style means
-        [Line2D([], [], color="#000000", ls=style) for _, style, _ in entries], [label for _, _, label in entries], fontsize=9, loc="best"
-    )
-    handles = [Line2D([], [], color="#000000", ls=style) for _, style, _ in kls] + [Line2D([], [], color="#000000", ls="-."), Line2D([], [], color="#777777", lw=1.5)]
-    axes[0].legend(handles, [label for _, _, label in kls] + ["K* (colour: weight decay)", f"threshold {o['kl_threshold']:g}"], fontsize=9, loc="best")
-    style_legend(axes[1], weights)
-    axes[0].set_yscale("log")
-    plain_log_ticks(axes[0].yaxis)
-    axes[0].set_ylabel("final KL, nats/token")
-    axes[0].set_title("KL at the end of training", fontsize=11)
-    axes[1].set_ylim(-0.03, 1.03)
-    axes[1].set_ylabel("w (1: O_mem, 0: O_gen)")
-    axes[1].set_title("strategy weight at the end of training", fontsize=11)
-    axes[2].axhline(0, color="#555555", lw=0.8)
-    if not any(t.get("delay") is not None for t in result.trials):
-        axes[2].text(0.5, 0.7, "no run reached both the fit\nand the generalization step", transform=axes[2].transAxes, ha="center", fontsize=10)
-    axes[2].set_ylabel("generalization step − fit step")
-    axes[2].set_title("in-context grokking delay", fontsize=11)
-    for ax in axes:
-        ax.set_xscale("log", base=2)
-        ax.set_xlim(counts[0] / 1.3, counts[-1] * 1.3)
-        ax.set_xticks(counts, [str(k) for k in counts])
-        ax.xaxis.set_minor_locator(NullLocator())
-        ax.set_xlabel(f"training rules K (of {o['rules']})")
-        ax.grid(alpha=0.3)
-    fig.legend(
-        [Line2D([], [], color=c, marker="o") for c, _ in zip(OKABE_ITO, decays)], [f"weight decay {d:g}" for d in decays],
-        loc="lower center", ncol=len(decays), fontsize=10, bbox_to_anchor=(0.5, 0.0),
-    )  # fmt: skip
-    seeds = "median over " + counted(o["seeds"], "seed") if o["seeds"] != 1 else "one seed"
-    fig.suptitle(f"Memorize or generalize against rule diversity ({seeds}, up to {o['steps']:,} steps)\n{o['preset']}: {o['task']}", fontsize=11)
-    fig.tight_layout(rect=(0, 0.1, 1, 0.9))
-    paths = save_figure(fig, folder, stem)
-    return paths + _phase_diagram(result, folder, f"{stem}_phase")
-
-
-def _phase_diagram(result: RuleDiversityResult, folder, stem: str) -> list[Path]:
-    """``w`` at every checkpoint of the first seed's run of each K (rows) and weight decay (panel rows), as cells
-    spanning the log-step interval around each checkpoint."""
-    from matplotlib.colors import Normalize
-
-    plt = pyplot()
-    o = result.options
-    counts = [k for k in o["n_rules"] if any(t["n_rules"] == k and t["checkpoint_steps"] for t in result.trials)]
-    decays = o["decays"]
-    fig, axes = plt.subplots(len(decays), 2, figsize=(12, 1.2 + 0.45 * max(len(counts), 2) * len(decays) + 1), squeeze=False, layout="constrained")
-    norm = Normalize(0, 1)
-    image = None
-    for r, decay in enumerate(decays):
-        for c, (split, name) in enumerate((("w_id", "in-distribution"), ("w_ood", "out-of-distribution"))):
-            ax = axes[r, c]
-            for row, k in enumerate(counts):
-                trial = min((t for t in result.trials if t["n_rules"] == k and t["weight_decay"] == decay and t["checkpoint_steps"]), key=lambda t: t["seed"], default=None)
-                if trial is None:
-                    continue
-                steps = np.maximum(np.asarray(trial["checkpoint_steps"], dtype=float), 1)
-                edges = np.concatenate([[steps[0] / 1.5], np.sqrt(steps[1:] * steps[:-1]), [steps[-1] * 1.5]])
-                values = np.array([np.nan if v is None else v for v in trial[split]], dtype=float)[None, :]
-                image = ax.pcolormesh(edges, [row - 0.5, row + 0.5], values, cmap="viridis", norm=norm)
-            ax.set_xscale("log")
-            ax.set_yticks(range(len(counts)), [str(k) for k in counts])
-            ax.set_ylim(-0.5, len(counts) - 0.5)
-            ax.set_xlabel("training step (log; step 0 at 1)")
-            ax.set_ylabel("training rules K")
-            ax.set_title(f"w on {name} sequences, weight decay {decay:g}", fontsize=10)
-    if image is not None:
-        fig.colorbar(image, ax=axes, label="w (1: memorizing observer, 0: universal)")
-    fig.suptitle(f"{o['preset']}: the strategy weight against rule diversity and training step (first seed)", fontsize=10)
-    return save_figure(fig, folder, stem)
