@@ -54,7 +54,7 @@ def _show(value: Any) -> str:
     return ",".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
 
 
-ADDED_FIELDS: dict[tuple[str, str], Any] = {("train", "optimizer"): "adamw"}
+ADDED_FIELDS: dict[tuple[str, str], Any] = {("train", "optimizer"): "adamw", ("train", "compile"): "auto"}
 """Config fields added after sweeps were first written, with the value runs had before: left out of the id
 at that value, so a trial finished by an earlier version keeps its id and is not trained again."""
 
