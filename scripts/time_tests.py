@@ -30,7 +30,8 @@ def run(tier: str, extra: list[str]) -> dict:
     counts = {name.rstrip("s") if name.startswith("error") else name: int(n) for n, name in COUNT.findall(last)}
     shown = "./test.sh" + "".join(f' {a}' if " " not in a else f' "{a}"' for a in extra)
     return {"tier": tier, "command": shown, "seconds": round(seconds, 1), "passed": counts.get("passed", 0),
-            "failed": counts.get("failed", 0), "skipped": counts.get("skipped", 0), "exit_code": done.returncode}  # fmt: skip
+            "failed": counts.get("failed", 0), "skipped": counts.get("skipped", 0), "exit_code": done.returncode,
+            "failures": [line.split(" - ")[0] for line in done.stdout.splitlines() if line.startswith(("FAILED ", "ERROR "))]}  # fmt: skip
 
 
 def main() -> None:
