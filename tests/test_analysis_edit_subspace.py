@@ -15,20 +15,12 @@ from nrecur.analysis.edit import edit_belief, edit_problems, method_candidates
 from nrecur.analysis.edit_subspace import _swap, fit_edit_subspace, subspace_hooks, subspace_width
 from nrecur.model import GPT, GPTConfig
 
-TASK = NRecurrence(vocab_size=4, periods=(2, 3))
-LENGTH, POSITION = 12, 5
+from test_analysis_edit import LENGTH, POSITION, TASK, problems, untrained  # noqa: F401  (the edit tests' problems and model)
 
 
 @pytest.fixture(scope="module")
-def problems():
-    return edit_problems(TASK, 3, LENGTH, POSITION, seed=2)
-
-
-@pytest.fixture(scope="module")
-def model() -> GPT:
-    torch.manual_seed(0)
-    config = GPTConfig(vocab_size=4, n_ctx=LENGTH, d_model=16, n_layers=2, n_heads=2, d_head=8, d_mlp=32, init_std=0.4)
-    return GPT(config).eval()
+def model(untrained) -> GPT:
+    return untrained
 
 
 def test_the_swap_sets_the_donors_coordinates_along_the_basis_and_leaves_the_rest():
