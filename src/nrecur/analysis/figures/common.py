@@ -19,8 +19,8 @@ import numpy as np
 from nrecur._io import atomic_write
 
 __all__ = [
-    "MIN_TEXT_PT", "OKABE_ITO", "PAGE_INCHES", "PIXELS_PER_INCH", "drawn_texts", "figure_title", "fit_page", "overlapping_text",
-    "plain_log_ticks", "pyplot", "save_figure", "smallest_text_pt", "wrap_text",
+    "MIN_TEXT_PT", "OKABE_ITO", "PAGE_INCHES", "PIXELS_PER_INCH", "drawn_texts", "figure_title", "fit_page", "freeze_layout",
+    "overlapping_text", "plain_log_ticks", "pyplot", "save_figure", "smallest_text_pt", "text_checks", "wrap_text",
 ]  # fmt: skip
 
 PIXELS_PER_INCH = 120
@@ -95,9 +95,10 @@ def drawn_texts(fig) -> list:
     return list(drawn.values())
 
 
-def smallest_text_pt(fig) -> float | None:
-    """The size of the smallest text drawn on ``fig``, in points (None without text)."""
-    sizes = [t.get_fontsize() for t in drawn_texts(fig)]
+def smallest_text_pt(fig, texts: list | None = None) -> float | None:
+    """The size of the smallest text drawn on ``fig``, in points (None without text); ``texts``: its
+    :func:`drawn_texts` when the caller has them already."""
+    sizes = [t.get_fontsize() for t in (drawn_texts(fig) if texts is None else texts)]
     return min(sizes) if sizes else None
 
 
@@ -146,13 +147,13 @@ def _groups(fig) -> dict[int, int]:
     return groups
 
 
-def overlapping_text(fig) -> list[str]:
+def overlapping_text(fig, texts: list | None = None) -> list[str]:
     """Every pair of texts drawn on ``fig`` whose boxes overlap — titles, the suptitle, axis labels, tick labels
     (colour bars' too), legends, annotations — as ``"text | text"`` (empty when none do). Texts of one legend or
     one table are not compared with each other; text over lines or patches is not looked at. Lays the figure
-    out first."""
+    out first; ``texts``: its :func:`drawn_texts` when the caller has them already (and has laid it out)."""
     renderer = _renderer(fig)
-    texts = drawn_texts(fig)
+    texts = drawn_texts(fig) if texts is None else texts
     if len(texts) < 2:
         return []
     groups = _groups(fig)
@@ -234,29 +235,57 @@ def _wrap_titles(fig, renderer) -> bool:
 def fit_page(fig) -> None:
     """Raise text of ``fig`` under :data:`MIN_TEXT_PT` to it; scale ``fig`` down (text kept at its size) until its
     tight box is at most :data:`PAGE_INCHES` wide, re-laying it out (constrained layout) and wrapping titles and
-    x labels wider than their room."""
-    for text in drawn_texts(fig):
-        if text.get_fontsize() < MIN_TEXT_PT:
-            text.set_fontsize(MIN_TEXT_PT)
+    x labels wider than their room. Leaves ``fig`` laid out at the size it ends with."""
+    size = fig.get_size_inches()
+    if size[0] > PAGE_INCHES:  # a constrained layout's tight box is about the figure: start at the page's width
+        fig.set_size_inches(size * (PAGE_INCHES - 0.2) / size[0])
+    small = [text for text in drawn_texts(fig) if text.get_fontsize() < MIN_TEXT_PT]  # drawing them lays it out
+    for text in small:
+        text.set_fontsize(MIN_TEXT_PT)
     renderer = _renderer(fig)
+    laid_out = not small
     for _ in range(6):  # the layout moves as the figure shrinks and titles wrap: a few rounds settle it
-        fig.draw_without_rendering()
+        if not laid_out:
+            fig.draw_without_rendering()
+        laid_out = False
         wrapped = _wrap_titles(fig, renderer)
         if wrapped:
             fig.draw_without_rendering()
         width = fig.get_tightbbox(renderer).width + 0.2  # savefig's pad_inches on each side
         if width <= PAGE_INCHES:
-            if not wrapped:
-                return
-            continue
+            return  # wrapping moves text down, never sideways: what fits stays fitting
         fig.set_size_inches(fig.get_size_inches() * (PAGE_INCHES / width) * 0.995)
+    fig.draw_without_rendering()  # rounds used up: lay it out at the size it ends with
+
+
+def text_checks(fig) -> dict[str, str]:
+    """The smallest text size and the overlapping texts of a laid-out ``fig``, as a PNG's metadata holds them
+    (one drawing of the figure for both)."""
+    texts = drawn_texts(fig)
+    smallest = smallest_text_pt(fig, texts)
+    return {SMALLEST_TEXT_KEY: f"{smallest:g}" if smallest else "", OVERLAPS_KEY: "\n".join(overlapping_text(fig, texts))}
+
+
+def freeze_layout(fig, pad_inches: float | None = None):
+    """Keep the layout of ``fig`` (laid out once more where an axes keeps its shape): later draws — the text checks, each
+    file written — skip the layout engine, which costs about half of each. Returns the figure's tight box padded
+    by ``pad_inches`` (default: savefig's), to save every file with instead of measuring it again per file."""
+    import matplotlib
+
+    if any(ax.get_aspect() != "auto" or ax.get_box_aspect() is not None for ax in fig.axes):
+        fig.draw_without_rendering()  # constrained layout settles in two passes where axes keep their shape (images)
+    with matplotlib.rc_context({"figure.autolayout": False, "figure.constrained_layout.use": False}):
+        fig.set_layout_engine(None)  # no engine at all: savefig draws once more before printing for any engine
+    pad = matplotlib.rcParams["savefig.pad_inches"] if pad_inches is None else pad_inches
+    return fig.get_tightbbox(_renderer(fig)).padded(pad)
 
 
 def save_figure(fig, folder: str | Path, stem: str) -> list[Path]:
     """Save a matplotlib figure as ``stem.png`` and ``stem.svg`` in ``folder`` (atomically), fitted to a report
     page (:func:`fit_page`); close it. The first line of its title goes into both files' metadata (the SVG's
     ``<title>``): a report's caption of the figure; the PNG's also holds the smallest text size and the texts
-    that overlap (:func:`smallest_text_pt`, :func:`overlapping_text`)."""
+    that overlap (:func:`text_checks`). The layout is made once (:func:`freeze_layout`) and both files are cut
+    to the same tight box."""
     import matplotlib.pyplot as plt
 
     folder = Path(folder)
@@ -264,13 +293,12 @@ def save_figure(fig, folder: str | Path, stem: str) -> list[Path]:
     paths = []
     title = figure_title(fig)  # before fitting, which may wrap the title's first line
     fit_page(fig)
+    box = freeze_layout(fig)
     metadata = {"Title": title} if title else {}
-    smallest = smallest_text_pt(fig)
-    measured = {SMALLEST_TEXT_KEY: f"{smallest:g}" if smallest else "", OVERLAPS_KEY: "\n".join(overlapping_text(fig))}
+    measured = text_checks(fig)
     for suffix, kwargs in ((".png", {"dpi": PIXELS_PER_INCH, "metadata": {**metadata, **measured}}), (".svg", {"metadata": metadata})):
         path = folder / f"{stem}{suffix}"
-        atomic_write(path, lambda handle, fmt=suffix[1:], kw=kwargs: fig.savefig(handle, format=fmt, bbox_inches="tight", **kw))
+        atomic_write(path, lambda handle, fmt=suffix[1:], kw=kwargs: fig.savefig(handle, format=fmt, bbox_inches=box, **kw))
         paths.append(path)
     plt.close(fig)
     return paths
-
