@@ -218,6 +218,13 @@ def test_every_example_study_spec_names_a_study_and_its_options(spec):
         assert set(options["arch"]) <= set(inspect.signature(candidates).parameters)
 
 
+def test_the_help_names_every_study():
+    from nrecur.cli.studies import STUDY_NAMES
+    from nrecur.studies import STUDIES
+
+    assert STUDY_NAMES == tuple(STUDIES)
+
+
 def test_a_bad_study_spec_fails_before_anything_runs(tmp_path, capsys):
     spec = tmp_path / "bad.toml"
     spec.write_text('study = "grokking"\nsizes = [64]\nwidth = 3\n')

@@ -8,6 +8,11 @@ import argparse
 from nrecur.cli import UsageError, existing_path, same_command
 
 
+STUDY_NAMES = ("minimal-arch", "grokking", "icl-rate", "faster-default", "modular-diversity", "rule-diversity", "variants")
+"""The names a study spec's ``study`` takes: those of :data:`nrecur.studies.STUDIES`, listed here so that the help
+text is written without importing the studies (a test keeps the two the same)."""
+
+
 def _again(args: argparse.Namespace, error: KeyboardInterrupt) -> str:
     """A study is a resumable sweep: the same command continues it."""
     return same_command(args)
@@ -24,8 +29,8 @@ def register(subparsers) -> None:
     study = subparsers.add_parser(
         "study",
         help="run a study from its spec file (examples/studies/*.toml): one command reruns it",
-        description="Run the study named in SPEC (a TOML file: study = minimal-arch | grokking | icl-rate | "
-        "faster-default | modular-diversity | variants, workers, and the study's options; see examples/studies/) into DIR. "
+        description=f"Run the study named in SPEC (a TOML file: study = {' | '.join(STUDY_NAMES)}, workers, and the "
+        "study's options; see examples/studies/) into DIR. "
         "Studies are resumable sweeps: running the same spec into the same DIR again reuses every finished run.",
     )
     study.add_argument("spec", metavar="SPEC", type=existing_path, help="study spec (.toml)")
