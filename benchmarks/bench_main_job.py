@@ -6,7 +6,9 @@ run the training time, the step at which it reached its KL threshold, and the wo
 analyses and report (from ``RUN/analyzed.json`` and the worker's log line). The CPU time of the whole job
 (user + system, its workers included) says more than the wall clock on a busy machine.
 
-    python benchmarks/bench_main_job.py [--preset quick] [--json PATH]
+    python benchmarks/bench_main_job.py [--preset quick] [--out DIR] [--json PATH]
+
+``--out DIR`` keeps the runs (a folder that does not exist yet: runs already there would be reused, not timed).
 """
 
 from __future__ import annotations
@@ -39,12 +41,15 @@ def _analysis_seconds(run: Path) -> tuple[float, float | None]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--preset", default="quick", help="the main job's preset (default: quick)")
+    parser.add_argument("--out", metavar="DIR", help="keep the runs in DIR, which must not exist yet (default: a temporary folder)")
     add_json_option(parser)
     args = parser.parse_args()
+    if args.out and Path(args.out).exists():
+        parser.error(f"--out {args.out} exists: its runs would be reused, not timed; give a new folder")
     machine_text = machine()
     nrecur = Path(sys.executable).with_name("nrecur")
     with tempfile.TemporaryDirectory() as folder:
-        out = Path(folder) / "runs"
+        out = Path(args.out) if args.out else Path(folder) / "runs"
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
         start = time.perf_counter()
         subprocess.run([str(nrecur), "run", "--preset", args.preset, "--out", str(out), "--no-progress"], check=True, stdout=subprocess.DEVNULL)
