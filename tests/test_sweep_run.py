@@ -141,6 +141,11 @@ def test_failures_are_recorded_and_the_sweep_goes_on(tmp_path):
     assert retried.ran == 3 and retried.status_counts == {"ok": 1, "failed": 3}
 
 
+KILLED_STEPS = 48
+KILLED_SPEC = SPEC.replace("seeds = 2", "seeds = 3").replace("steps = 24", f"steps = {KILLED_STEPS}")
+"""12 trials that the SIGKILL tests interrupt: evaluated and checkpointed every 8 steps."""
+
+
 def _start(spec_file: Path, out: Path) -> subprocess.Popen:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     # one trial at a time per worker: records appear one by one, so kills land between and inside trials
@@ -160,9 +165,9 @@ def _checkpointed(out: Path, trial_id: str) -> bool:
 
 
 @pytest.mark.slow
-def test_sigkill_of_the_parent_and_of_a_worker_loses_nothing_and_reruns_nothing(tmp_path):
-    # trials long enough (96 steps) that a kill lands inside one on a fast machine too
-    spec_file = write_spec(tmp_path, SPEC.replace("seeds = 2", "seeds = 3").replace("steps = 24", "steps = 96"))
+def test_sigkill_of_the_parent_and_of_a_worker_loses_nothing_and_reruns_nothing(tmp_path, capsys):
+    # trials long enough (48 steps, 7 evaluations and checkpoints) that a kill lands inside one on a fast machine too
+    spec_file = write_spec(tmp_path, KILLED_SPEC)
     out = tmp_path / "sweep"
     n_trials = 12
     rng = random.Random(11)
@@ -190,7 +195,7 @@ def test_sigkill_of_the_parent_and_of_a_worker_loses_nothing_and_reruns_nothing(
     frame = load_sweep(out)
     assert len(frame) == n_trials and frame["trial_id"].is_unique
     assert (frame["status"] == "ok").all(), frame[["status", "reason"]]
-    assert (frame["steps"] == 96).all()
+    assert (frame["steps"] == KILLED_STEPS).all()
     assert all(records(out)[name] == text for name, text in seen.items())
     attempts = SweepDir(out).attempts()
     assert len(attempts) <= n_trials + 2 * kills  # each kill interrupts at most the 2 trials in flight
@@ -198,13 +203,14 @@ def test_sigkill_of_the_parent_and_of_a_worker_loses_nothing_and_reruns_nothing(
     assert frame.set_index("trial_id").loc[victim["trial_id"], "attempts"] == len(resumed)
     if len(resumed) > 1:  # killed before it ended (the usual case): resumed from its checkpoint, not from scratch
         assert resumed[-1]["from_step"] > 0
-    # no evaluation counted twice: each run's metrics go 0, 8, …, 96 exactly once
+    # no evaluation counted twice: each run's metrics go 0, 8, …, 48 exactly once
     for row in frame.itertuples():
         steps = [json.loads(line)["step"] for line in (Path(row.run_dir) / "metrics.jsonl").read_text().splitlines()]
-        assert steps == list(range(0, 97, 8)), (row.trial_id, steps)
-    # and the whole sweep, run again, starts nothing
-    again = subprocess.run([sys.executable, "-m", "nrecur", "sweep", str(spec_file), "--out", str(out)], capture_output=True, text=True)
-    assert again.returncode == 0 and "0 ran now, 12 were done before" in again.stdout
+        assert steps == list(range(0, KILLED_STEPS + 1, 8)), (row.trial_id, steps)
+    # and the whole sweep, run again (in this process: nothing is killed now), starts nothing
+    capsys.readouterr()
+    assert main(["sweep", str(spec_file), "--out", str(out)]) == 0
+    assert "0 ran now, 12 were done before" in capsys.readouterr().out
     assert SweepDir(out).attempts() == attempts
 
 
@@ -285,9 +291,9 @@ def test_groups_are_halved_to_keep_every_cpu_worker_busy(monkeypatch):
 
 
 @pytest.mark.slow
-def test_sigkill_of_an_ensemble_sweep_loses_nothing(tmp_path):
+def test_sigkill_of_an_ensemble_sweep_loses_nothing(tmp_path, capsys):
     """The ensemble runner, killed while its groups train: the rerun resumes the members alone and ends every trial once."""
-    spec_file = write_spec(tmp_path, SPEC.replace("seeds = 2", "seeds = 3").replace("steps = 24", "steps = 96"))
+    spec_file = write_spec(tmp_path, KILLED_SPEC)
     out = tmp_path / "sweep"
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     command = [sys.executable, "-m", "nrecur", "sweep", str(spec_file), "--out", str(out), "--workers", "2", "--quiet", "--group-runner", "ensemble"]
@@ -297,13 +303,13 @@ def test_sigkill_of_an_ensemble_sweep_loses_nothing(tmp_path):
     process.wait()
     before = records(out)
     assert len(before) < 12, "the kill came too late to interrupt anything"
-    again = subprocess.run(command, capture_output=True, text=True, env=env)
-    assert again.returncode == 0, again.stderr
+    capsys.readouterr()
+    assert main(command[3:]) == 0, capsys.readouterr().err  # the same command again, in this process
     frame = load_sweep(out)
     assert len(frame) == 12 and frame["trial_id"].is_unique
     assert (frame["status"] == "ok").all(), frame[["status", "reason"]]
-    assert (frame["steps"] == 96).all()
+    assert (frame["steps"] == KILLED_STEPS).all()
     assert all(records(out)[name] == text for name, text in before.items())  # a record is never rewritten
     for row in frame.itertuples():  # each evaluation once: a resumed member continues its own metrics
         steps = [json.loads(line)["step"] for line in (Path(row.run_dir) / "metrics.jsonl").read_text().splitlines()]
-        assert steps == list(range(0, 97, 8)), (row.trial_id, steps)
+        assert steps == list(range(0, KILLED_STEPS + 1, 8)), (row.trial_id, steps)
