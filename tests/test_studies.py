@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 from pathlib import Path
 
@@ -28,14 +30,24 @@ def test_candidates_are_ordered_by_parameter_count_and_count_them_right():
         assert c.n_params == sum(p.numel() for p in GPT(config).parameters())
 
 
+@pytest.fixture(scope="module")
+def easy_walk(tmp_path_factory) -> tuple[Path, str]:
+    """A walk whose threshold (KL <= 5 nats) any model meets, and what it printed; read, never written, by the
+    tests that use it."""
+    easy = tmp_path_factory.mktemp("minimal-arch") / "easy"
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        assert main(["minimal-arch", "--out", str(easy), *WALK, "--threshold", "5"]) == 0
+    return easy, printed.getvalue()
+
+
 @pytest.mark.slow
-def test_the_walk_stops_at_the_first_qualifier_and_runs_everything_when_none_qualifies(tmp_path, capsys):
-    easy = tmp_path / "easy"  # KL <= 5 nats: any model qualifies, so the first candidate is the answer
-    assert main(["minimal-arch", "--out", str(easy), *WALK, "--threshold", "5"]) == 0
+def test_the_walk_stops_at_the_first_qualifier_and_runs_everything_when_none_qualifies(easy_walk, tmp_path, capsys):
+    easy, printed = easy_walk  # any model qualifies, so the first candidate is the answer
     data = json.loads((easy / "minimal_arch.json").read_text())
     assert data["options"]["candidates_run"] == 1 and data["options"]["candidates_in_grid"] == 2
     assert data["minimal"]["name"] == data["candidates"][0]["name"] and data["minimal"]["seeds_at_threshold"] >= 1
-    assert (easy / "minimal_arch.png").stat().st_size > 0 and "smallest: L1 d16" in capsys.readouterr().out
+    assert (easy / "minimal_arch.png").stat().st_size > 0 and "smallest: L1 d16" in printed
 
     hard = tmp_path / "hard"  # KL <= 1e-9 within 40 steps: nobody qualifies, every candidate runs
     assert main(["minimal-arch", "--out", str(hard), *WALK, "--threshold", "1e-9"]) == 0
@@ -46,9 +58,8 @@ def test_the_walk_stops_at_the_first_qualifier_and_runs_everything_when_none_qua
 
 
 @pytest.mark.slow
-def test_a_fine_tuning_walk_trains_a_studys_answer_and_plots_each_seeds_kl(tmp_path):
-    study = tmp_path / "study"
-    assert main(["minimal-arch", "--out", str(study), *WALK, "--threshold", "5"]) == 0
+def test_a_fine_tuning_walk_trains_a_studys_answer_and_plots_each_seeds_kl(easy_walk, tmp_path):
+    study, _ = easy_walk
     tuned = tmp_path / "tuned"  # out of reach: the seed trains its whole budget, evaluated at 0, 20, 40
     assert main(["minimal-arch", "--out", str(tuned), *WALK, "--threshold", "1e-9", "--init-from", str(study)]) == 0
     result = MinimalArchResult.from_json(json.loads((tuned / "minimal_arch.json").read_text()))
@@ -111,7 +122,7 @@ def test_cells_take_their_most_common_class_and_median_delay():
 @pytest.mark.slow
 def test_the_grokking_study_end_to_end(tmp_path, capsys):
     out = tmp_path / "grok"
-    args = ["grokking", "--out", str(out), "--preset", "tiny", "--sizes", "32", "--decays", "0", "1", "--seeds", "1", "--steps", "300", "--workers", "2", "--quiet"]
+    args = ["grokking", "--out", str(out), "--preset", "tiny", "--sizes", "32", "--decays", "0", "1", "--seeds", "1", "--steps", "300", "--workers", "1", "--quiet"]
     assert main(args) == 0
     data = json.loads((out / "grokking.json").read_text())
     assert len(data["cells"]) == 2 and len(data["trials"]) == 2
@@ -189,7 +200,7 @@ def test_the_modular_diversity_study_records_the_three_references(tmp_path):
 
     out = tmp_path / "modular"
     train = {"steps": 20, "eval_every": 20, "eval_size": 64}
-    result = modular_diversity(out, n_tasks=(4, 16), train=train, model={"n_layers": 1}, strategy_sequences=32, options=BackendOptions(workers=2), report=None)
+    result = modular_diversity(out, n_tasks=(4, 16), train=train, model={"n_layers": 1}, strategy_sequences=32, options=BackendOptions(workers=1), report=None)
     assert [row["n_tasks"] for row in result.rows] == [4, 16]
     table = load_sweep(out / "sweep")
     assert all(json.loads((Path(run) / "config.json").read_text())["model"]["n_layers"] == 1 for run in table["run_dir"])
@@ -246,7 +257,7 @@ def test_the_faster_default_study_estimates_and_confirms(tmp_path):
     from nrecur.studies import faster_default
     from nrecur.sweep import BackendOptions
 
-    result = faster_default(tmp_path / "fd", preset="tiny", samples=1, steps=60, confirm=1, confirm_seeds=1, threshold=0.6, threads=1, options=BackendOptions(workers=2), report=None)
+    result = faster_default(tmp_path / "fd", preset="tiny", samples=1, steps=60, confirm=1, confirm_seeds=1, threshold=0.6, threads=1, options=BackendOptions(workers=1), report=None)
     assert len(result.searched) == 3  # one random setting × three widths
     for trial in result.searched:
         assert trial["seconds_per_step"] > 0
