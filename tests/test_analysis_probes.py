@@ -222,9 +222,13 @@ def test_a_trained_model_beats_its_initialization_and_shuffled_targets_with_ever
 
 @pytest.mark.slow
 def test_over_training_the_last_point_is_the_latest_checkpoints_probe(trained, tmp_path):
-    outcomes = analyze(trained, ["probes"], {"n_sequences": 64}, over_training=True, folder=tmp_path)
+    """The latest checkpoint's probes ask for MLP and softmax probes (one Adam step on a few rows each: only
+    their being left out over training is checked, not what they read)."""
+    options = {"n_sequences": 64, "mlp_steps": 1, "mlp_rows": 16}
+    outcomes = analyze(trained, ["probes"], options, over_training=True, folder=tmp_path)
     over = next(o.result for o in outcomes if o.name == "probes_over_training")
     single = next(o.result for o in outcomes if o.name == "probes")
+    assert single.options.mlp and single.options.softmax and single.r2_mlp is not None
     assert over.options["mlp"] is False and over.options["softmax"] is False and list(over.steps) == list(trained.checkpoint_steps)
     assert "r2_mlp/period" not in over.series and "kl_softmax/period" not in over.series  # ridge probes only over training
     for quantity in single.quantities:
