@@ -25,7 +25,8 @@ def pytest_collection_modifyitems(config, items):
 
 def tiny_analyzed_run(folder: Path) -> Path:
     """A finite-mode run with held-out rules and an intervention, its probes and geometry (with the
-    geometry at every checkpoint): every kind of curve, table and section a report page has."""
+    geometry at every checkpoint): every kind of curve, table and section a report page has. Its MLP and
+    softmax probes take a few Adam steps each: the page shows their tables, whatever they read."""
     from nrecur import NRecurrence, train
     from nrecur.cli import main
     from nrecur.model import GPTConfig
@@ -39,7 +40,7 @@ def tiny_analyzed_run(folder: Path) -> Path:
         device="cpu", log_checkpoints=3, interventions=(Intervention(kind="ablate", layer=0, head=1, start=0, end=30),),
     )  # fmt: skip
     train(RunConfig(task=task, model=model, train=settings), folder, progress=False)
-    assert main(["analyze", str(folder), "--what", "probes", "geometry", "--checkpoints", "all", "--sequences", "48", "--no-progress"]) == 0
+    assert main(["analyze", str(folder), "--what", "probes", "geometry", "--checkpoints", "all", "--sequences", "48", "--set", "probes.mlp_steps=10", "--no-progress"]) == 0
     return folder
 
 
