@@ -77,10 +77,11 @@ def test_progress_at_an_earlier_checkpoint_follows_the_checkpoints_up_to_it_and_
 
 
 @pytest.mark.slow
-def test_progress_end_to_end_redrawn_from_its_json_and_refused_without_checkpoints_to_follow(tmp_path, capsys):
+def test_progress_end_to_end_redrawn_from_its_json_and_refused_without_checkpoints_to_follow(tmp_path, capsys, monkeypatch):
     folder = tmp_path / "run"
     finite = ["--mode", "finite", "--train-size", "256"]  # the grokking setting: a fixed training set
     assert main(["train", "--out", str(folder), *TINY_RUN, *finite, "--steps", "300", "--eval-every", "100", "--log-checkpoints", "3"]) == 0
+    monkeypatch.setattr("nrecur.analysis.figures.heads.draw", lambda result, folder: [])  # heads are read for their JSON
     assert main(["analyze", str(folder), "--what", "heads", "progress", "--sequences", "128"]) == 0
     data = json.loads((folder / "analysis" / "progress.json").read_text())
     heads = json.loads((folder / "analysis" / "heads.json").read_text())
@@ -149,7 +150,7 @@ def test_ablating_a_hand_built_period_head_costs_loss_on_its_period_and_the_rest
 
 
 @pytest.mark.slow
-def test_progress_sees_the_interventions_where_they_were_active_and_runs_side_by_side(tmp_path, capsys):
+def test_progress_sees_the_interventions_where_they_were_active_and_runs_side_by_side(tmp_path, capsys, monkeypatch):
     from nrecur.analysis.figures.progress import draw_side_by_side
     from nrecur.train.interventions import intervention_hooks
 
@@ -172,6 +173,10 @@ def test_progress_sees_the_interventions_where_they_were_active_and_runs_side_by
     assert [p.suffix for p in paths] == [".png", ".svg"] and all(p.stat().st_size > 0 for p in paths)
 
     capsys.readouterr()
+    # The heads runs below are read for their note and JSON: their figures (drawn and redrawn in
+    # test_analysis_heads.py; no intervention on them) are left out. The progress figure, which shades the
+    # intervention, is drawn.
+    monkeypatch.setattr("nrecur.analysis.figures.heads.draw", lambda result, folder: [])
     assert main(["analyze", str(folder), "--what", "heads", "--sequences", "64", "--no-progress"]) == 0
     assert "trained with interventions (ablate 0.1@0:60)" in capsys.readouterr().out
     assert main(["analyze", str(folder), "--what", "progress", "--sequences", "64", "--with-interventions", "--no-progress"]) == 0
