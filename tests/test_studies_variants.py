@@ -206,7 +206,7 @@ def test_a_tiny_study_end_to_end_through_the_spec(tmp_path):
 
     spec = tmp_path / "tiny.toml"
     spec.write_text(
-        'study = "variants"\nworkers = 2\npreset = "tiny"\nseeds = 2\nvariants = ["target_outside"]\nkinds = ["deterministic"]\n'
+        'study = "variants"\nworkers = 1\npreset = "tiny"\nseeds = 2\nvariants = ["target_outside"]\nkinds = ["deterministic"]\n'
         'analyses = ["heads", "progress"]\nbayes_sequences = 64\nbayes_batches = 2\n'
         "[analysis_options]\nheads = { n_sequences = 32 }\nprogress = { n_sequences = 32, head_sequences = 16 }\n"
     )
