@@ -26,7 +26,7 @@ def test_the_study_end_to_end_on_a_tiny_grid(tmp_path):
     out = tmp_path / "rules"
     train = {"steps": 20, "eval_every": 10, "eval_size": 64, "log_checkpoints": 2}
     task = {"p_noise": 0.05, "target_outside": True}
-    result = rule_diversity(out, preset="tiny", n_rules=(1, 3, 8), task=task, train=train, n_sequences=32, options=BackendOptions(workers=2), report=None)
+    result = rule_diversity(out, preset="tiny", n_rules=(1, 3, 8), task=task, train=train, n_sequences=32, options=BackendOptions(workers=1), report=None)
     assert result.options["rules"] == 8 and sorted(t["n_rules"] for t in result.trials) == [1, 3, 8]
     table = load_sweep(out / "sweep")
     for trial in result.trials:
@@ -45,7 +45,7 @@ def test_the_study_end_to_end_on_a_tiny_grid(tmp_path):
     data = json.loads((out / "rule_diversity.json").read_text())
     assert data["trials"] == json.loads(json.dumps(result.trials))
     assert all((out / name).stat().st_size > 0 for name in ("rule_diversity.png", "rule_diversity_phase.png"))
-    again = rule_diversity(out, preset="tiny", n_rules=(1, 3, 8), task=task, train=train, n_sequences=32, options=BackendOptions(workers=2), report=None)
+    again = rule_diversity(out, preset="tiny", n_rules=(1, 3, 8), task=task, train=train, n_sequences=32, options=BackendOptions(workers=1), report=None)
     assert again.trials == result.trials  # a rerun reuses the runs and their analyses
     redrawn = plot_rule_diversity(RuleDiversityResult(**{k: data[k] for k in ("trials", "thresholds", "options")}), tmp_path / "redrawn")
     assert {p.name for p in redrawn} == {"rule_diversity.png", "rule_diversity.svg", "rule_diversity_phase.png", "rule_diversity_phase.svg"}
