@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 
@@ -49,6 +50,24 @@ def continue_command(stderr: str) -> list[str]:
     words = shlex.split(line.removeprefix("continue it: "))
     assert words[0] == "nrecur", line
     return [*NRECUR, *words[1:]]
+
+
+class Ran(NamedTuple):
+    code: int
+    out: str
+    err: str
+
+
+def run_here(command: list[str], capsys) -> Ran:
+    """``command`` (``python -m nrecur …``) run by :func:`nrecur.cli.main` in this process: the same arguments, without
+    starting and importing a second interpreter for a command that is not interrupted."""
+    from nrecur.cli import main
+
+    assert command[: len(NRECUR)] == NRECUR, command
+    capsys.readouterr()
+    code = main(command[len(NRECUR) :])
+    out, err = capsys.readouterr()
+    return Ran(code, out, err)
 
 
 @pytest.fixture(scope="module")
@@ -88,7 +107,7 @@ def test_a_signal_at_a_random_moment_of_training_then_the_printed_command_ends_a
 
 
 @pytest.mark.slow
-def test_ctrl_c_during_analyses_writes_those_computed_and_prints_the_command_for_the_rest(whole, tmp_path):
+def test_ctrl_c_during_analyses_writes_those_computed_and_prints_the_command_for_the_rest(whole, tmp_path, capsys):
     run = tmp_path / "run"
     subprocess.run(["cp", "-r", str(whole), str(run)], check=True)
     command = [*NRECUR, "analyze", str(run), "--what", "probes", "geometry", "--sequences", "64"]
@@ -105,7 +124,7 @@ def test_ctrl_c_during_analyses_writes_those_computed_and_prints_the_command_for
     assert (run / "analysis" / "probes.json").is_file() and not (run / "analysis" / "geometry.json").exists()
     rest = continue_command(err)
     assert rest == [*NRECUR, "analyze", str(run), "--sequences", "64", "--what", "geometry"]
-    assert subprocess.run(rest, env=ENV, capture_output=True, text=True).returncode == 0
+    assert run_here(rest, capsys).code == 0
     assert (run / "analysis" / "geometry.json").is_file()
 
 
@@ -115,7 +134,7 @@ preset = "tiny"
 seeds = 1
 
 [base.train]
-steps = 3000
+steps = 1000
 eval_every = 10
 eval_size = 32
 checkpoint_every = 100000
@@ -128,7 +147,7 @@ device = "cpu"
 
 
 @pytest.mark.slow
-def test_ctrl_c_of_a_sweep_checkpoints_its_trials_and_the_same_command_finishes_it(tmp_path):
+def test_ctrl_c_of_a_sweep_checkpoints_its_trials_and_the_same_command_finishes_it(tmp_path, capsys):
     spec = tmp_path / "spec.toml"
     spec.write_text(SPEC)
     out = tmp_path / "sweep"
@@ -142,13 +161,13 @@ def test_ctrl_c_of_a_sweep_checkpoints_its_trials_and_the_same_command_finishes_
     assert continue_command(err) == command
     (trial,) = [t for t in trials() if RunFolder(t).checkpoints()[-1:] and RunFolder(t).checkpoints()[-1][0] > 0]
     assert RunFolder(trial).checkpoints()[-1][0] >= steps_logged(trial)[-1] > 0  # the step the worker had reached
-    done = subprocess.run(continue_command(err), env=ENV, capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr
-    assert "2 trials (2 ok)" in done.stdout
+    done = run_here(continue_command(err), capsys)
+    assert done.code == 0, done.err
+    assert "2 trials (2 ok)" in done.out
 
 
 @pytest.mark.slow
-def test_ctrl_c_of_the_main_job_checkpoints_its_runs_and_the_same_command_finishes_it(tmp_path):
+def test_ctrl_c_of_the_main_job_checkpoints_its_runs_and_the_same_command_finishes_it(tmp_path, capsys):
     """Ctrl-C at a terminal reaches the whole process group: the job and its workers."""
     out = tmp_path / "runs"
     command = [*NRECUR, "run", "--preset", "tiny", "--out", str(out), "--no-analyze", "--no-progress"]
@@ -161,6 +180,6 @@ def test_ctrl_c_of_the_main_job_checkpoints_its_runs_and_the_same_command_finish
     assert "nrecur run: interrupted (SIGINT)" in err and continue_command(err) == command
     (step, _), = RunFolder(det).checkpoints()[-1:]
     assert step >= steps_logged(det)[-1] > 0  # the step the worker had reached, saved
-    done = subprocess.run(continue_command(err), env=ENV, capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr
+    done = run_here(continue_command(err), capsys)
+    assert done.code == 0, done.err
     assert all(RunFolder(out / f"tiny-{kind}").is_finished() for kind in ("det", "stoch-scratch", "stoch-finetune", "mess3"))
