@@ -221,9 +221,11 @@ def test_a_trained_model_beats_its_initialization_and_shuffled_targets_with_ever
 
 
 @pytest.mark.slow
-def test_over_training_the_last_point_is_the_latest_checkpoints_probe(trained, tmp_path):
+def test_over_training_the_last_point_is_the_latest_checkpoints_probe(trained, tmp_path, monkeypatch):
     """The latest checkpoint's probes ask for MLP and softmax probes (one Adam step on a few rows each: only
-    their being left out over training is checked, not what they read)."""
+    their being left out over training is checked, not what they read). Their figures are drawn and redrawn by
+    the test above; here only the curves' are drawn."""
+    monkeypatch.setattr("nrecur.analysis.figures.probes.draw", lambda result, folder: [])
     options = {"n_sequences": 64, "mlp_steps": 1, "mlp_rows": 16}
     outcomes = analyze(trained, ["probes"], options, over_training=True, folder=tmp_path)
     over = next(o.result for o in outcomes if o.name == "probes_over_training")
@@ -234,4 +236,4 @@ def test_over_training_the_last_point_is_the_latest_checkpoints_probe(trained, t
     for quantity in single.quantities:
         for name in (f"r2_linear/{quantity}", f"r2_linear_random_init/{quantity}", f"r2_linear_shuffled/{quantity}"):
             assert over.series[name][-1] == pytest.approx(single.headline[name], abs=1e-12)
-    assert (tmp_path / "probes_over_training.json").is_file()
+    assert (tmp_path / "probes_over_training.json").is_file() and (tmp_path / "probes_over_training_headline.png").is_file()
