@@ -149,7 +149,7 @@ def test_an_analysis_interrupted_while_writing_leaves_the_old_json_whole(mess3_r
 
 
 @pytest.mark.slow
-def test_an_earlier_step_writes_beside_the_latest_results_never_over_them(mess3_run, capsys):
+def test_an_earlier_step_writes_beside_the_latest_results_never_over_them(mess3_run, capsys, monkeypatch):
     assert main(["analyze", str(mess3_run), "--what", "geometry", "--sequences", "64"]) == 0
     latest = (mess3_run / "analysis" / "geometry.json").read_bytes()
     earlier = load_run(mess3_run).checkpoint_steps[1]
@@ -159,8 +159,11 @@ def test_an_earlier_step_writes_beside_the_latest_results_never_over_them(mess3_
     data = json.loads((mess3_run / "analysis" / f"step_{earlier:08d}" / "geometry.json").read_text())
     assert data["step"] == earlier and json.loads(latest)["step"] == load_run(mess3_run).step
     # --what all names what does not apply to the run instead of leaving it out silently (the probes that apply run
-    # without their MLP and softmax fits: what they read is not checked here).
+    # without their MLP and softmax fits, and draw no figures, nor do the heads: what they read and draw is
+    # checked in their own tests).
     no_fits = ["--set", "probes.mlp=false", "--set", "probes.softmax=false"]
+    for name in ("probes", "heads"):
+        monkeypatch.setattr(f"nrecur.analysis.figures.{name}.draw", lambda result, folder: [])
     assert main(["analyze", str(mess3_run), "--what", "all", "--sequences", "64", "--step", str(earlier), *no_fits]) == 0
     out = capsys.readouterr().out
     assert "skipped updates: needs an n-recurrence task, not mess3" in out
