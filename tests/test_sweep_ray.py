@@ -28,7 +28,7 @@ def local_ray():
 @pytest.mark.slow
 def test_ray_gives_the_local_table_and_asha_stops_trials(tmp_path, local_ray):
     spec = spec_from_data(SPEC)
-    run_sweep(spec, tmp_path / "local", "local", BackendOptions(workers=2), report=None)
+    run_sweep(spec, tmp_path / "local", "local", BackendOptions(workers=1), report=None)
     result = run_sweep(spec, tmp_path / "ray", "ray", report=None)
     assert result.status_counts == {"ok": 4}
     here, there = load_sweep(tmp_path / "local"), load_sweep(tmp_path / "ray")
