@@ -63,8 +63,10 @@ def test_every_results_page_renders_from_its_files(page):
     text = page.read_text()
     rendered = results.render(text)
     live = re.sub(r"\{% raw %\}.*?\{% endraw %\}|\{#.*?#\}", "", text, flags=re.S)  # not quoted examples or comments
-    for call in re.findall(r"\{\{\s*table\(\s*\"([^\"]+)\"", live):
-        rows = results.load(call)["rows"]
+    for call in re.findall(r"\{\{\s*table\((.*?)\}\}", live, flags=re.S):
+        path = re.match(r"\s*\"([^\"]+)\"", call).group(1)
+        key = re.search(r"key=\"([^\"]+)\"", call)
+        rows = results.load(path)[key.group(1) if key else "rows"]
         assert rows and "|---|" in rendered, call
 
 
