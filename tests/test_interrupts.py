@@ -24,6 +24,12 @@ from test_train_resume import assert_bitwise_equal, metrics_without_time
 
 NRECUR = [sys.executable, "-m", "nrecur"]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "OMP_WAIT_POLICY": "PASSIVE", "PYTHONUNBUFFERED": "1"}
+
+
+def as_at_a_terminal() -> None:
+    """In the child before it starts: SIGINT's default disposition, as for a command typed at a terminal (a suite
+    started from a script's background job would pass SIGINT on ignored, POSIX, and the Ctrl-C never arrive)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 OPTIONS = [
     "--vocab-size", "8", "--n-ctx", "12", "--d-model", "16", "--n-layers", "1", "--n-heads", "2", "--d-head", "8",
     "--d-mlp", "32", "--steps", "400", "--batch-size", "16", "--eval-every", "5", "--eval-size", "32",
@@ -82,7 +88,7 @@ def whole(tmp_path_factory) -> Path:
 @pytest.mark.parametrize("signal_number", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_a_signal_at_a_random_moment_of_training_then_the_printed_command_ends_as_an_uninterrupted_run(whole, tmp_path, signal_number):
     run = tmp_path / "run"
-    process = subprocess.Popen([*NRECUR, "train", "--out", str(run), *OPTIONS], env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen([*NRECUR, "train", "--out", str(run), *OPTIONS], env=ENV, preexec_fn=as_at_a_terminal, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     wait_for(lambda: len(steps_logged(run)) >= 2, process=process)  # training has started: step 5 is evaluated
     delay = random.uniform(0.0, 1.0)
     time.sleep(delay)
@@ -111,7 +117,7 @@ def test_ctrl_c_during_analyses_writes_those_computed_and_prints_the_command_for
     run = tmp_path / "run"
     subprocess.run(["cp", "-r", str(whole), str(run)], check=True)
     command = [*NRECUR, "analyze", str(run), "--what", "probes", "geometry", "--sequences", "64"]
-    process = subprocess.Popen(command, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(command, env=ENV, preexec_fn=as_at_a_terminal, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     lines = []
     for line in process.stdout:  # the driver names each analysis as it starts it
         lines.append(line)
@@ -152,7 +158,7 @@ def test_ctrl_c_of_a_sweep_checkpoints_its_trials_and_the_same_command_finishes_
     spec.write_text(SPEC)
     out = tmp_path / "sweep"
     command = [*NRECUR, "sweep", str(spec), "--out", str(out), "--workers", "1", "--group-runner", "one-by-one", "--quiet"]
-    process = subprocess.Popen(command, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(command, env=ENV, preexec_fn=as_at_a_terminal, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     trials = lambda: [p for p in (out / "trials").iterdir()] if (out / "trials").is_dir() else []  # noqa: E731
     wait_for(lambda: any(len(steps_logged(t)) >= 3 for t in trials()), process=process)
     process.send_signal(signal.SIGINT)  # the parent alone: it ends its workers with SIGTERM
@@ -171,7 +177,7 @@ def test_ctrl_c_of_the_main_job_checkpoints_its_runs_and_the_same_command_finish
     """Ctrl-C at a terminal reaches the whole process group: the job and its workers."""
     out = tmp_path / "runs"
     command = [*NRECUR, "run", "--preset", "tiny", "--out", str(out), "--no-analyze", "--no-progress"]
-    process = subprocess.Popen(command, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    process = subprocess.Popen(command, env=ENV, preexec_fn=as_at_a_terminal, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     det = out / "tiny-det"
     wait_for(lambda: len(steps_logged(det)) >= 2, process=process)
     os.killpg(process.pid, signal.SIGINT)
