@@ -297,10 +297,10 @@ def analyze(
     pending: list[tuple[Outcome, bool]] = []
     with showing_progress(progress):
         for index, (name, job, is_series) in enumerate(jobs):
-            if progress:
-                log(f"{name}: computing ({index + 1} of {len(jobs)})")
             start = time.perf_counter()
-            try:
+            try:  # the line too: a signal right after it (a reader acting on it) still writes what is pending
+                if progress:
+                    log(f"{name}: computing ({index + 1} of {len(jobs)})")
                 result = job()
             except KeyboardInterrupt as error:
                 _interrupted(error, jobs[index:], pending, outcomes, folder, run, seen, log, on_error, write)
