@@ -1,7 +1,7 @@
 """How long the main job (``nrecur run``) takes, and where its time goes.
 
 Runs ``nrecur run --preset PRESET --out TMP --no-progress`` as a user types it, in a fresh folder, and reads
-back what the job wrote: its wall-clock time against the target (3 minutes for ``quick`` on 2 cores), and per
+back what the job wrote: its wall-clock time against :data:`TARGET_SECONDS`, and per
 run the training time, the step at which it reached its KL threshold, and the worker's time for the run's
 analyses and report (from ``RUN/analyzed.json`` and the worker's log line). The CPU time of the whole job
 (user + system, its workers included) says more than the wall clock on a busy machine.
@@ -69,11 +69,11 @@ def main() -> None:
               "over_target": wall / target if target else None}]  # fmt: skip
     print(machine_text)
     print(f"\nnrecur run --preset {args.preset}: {wall:.0f} s wall, {cpu:.0f} s CPU" + (f" (target {target:.0f} s: {wall / target:.1f}x)" if target else ""))
-    print(f"\n{'run':24s} {'train (s)':>10s} {'steps':>6s} {'threshold':>10s} {'final KL':>9s} {'analyses (s)':>13s} {'+ figures, report (s)':>22s}")
+    print(f"\n{'run':24s} {'train (s)':>10s} {'steps':>6s} {'threshold':>10s} {'final KL':>9s} {'analyses (s)':>13s} {'analyses+figures+report (s)':>28s}")
     for row in rows:
         worker = "" if row["analyses_and_report_seconds"] is None else f"{row['analyses_and_report_seconds']:.0f}"
         print(f"{row['run']:24s} {row['train_seconds']:10.0f} {row['steps']:6d} {str(row['threshold_step']):>10s} {row['final_kl']:9.4f} "
-              f"{row['analysis_seconds']:13.0f} {worker:>22s}")  # fmt: skip
+              f"{row['analysis_seconds']:13.0f} {worker:>28s}")  # fmt: skip
     write_json(args.json, machine_text, {"preset": args.preset}, total=total, runs=rows)
 
 

@@ -119,7 +119,7 @@ def figure_image(fig, title: str, budget: Budget, fmt: str = "svg", dpi: int = P
     text size and overlapping texts, as :func:`nrecur.analysis.figures.common.save_figure` writes them."""
     import matplotlib.pyplot as plt
 
-    from nrecur.analysis.figures.common import OVERLAPS_KEY, SMALLEST_TEXT_KEY, fit_page, overlapping_text, smallest_text_pt
+    from nrecur.analysis.figures.common import fit_page, text_checks
 
     if tight:
         fit_page(fig)
@@ -127,8 +127,7 @@ def figure_image(fig, title: str, budget: Budget, fmt: str = "svg", dpi: int = P
     if fmt == "svg":
         metadata = {"Date": None}
     else:
-        smallest = smallest_text_pt(fig)
-        metadata = {SMALLEST_TEXT_KEY: f"{smallest:g}" if smallest else "", OVERLAPS_KEY: "\n".join(overlapping_text(fig))}
+        metadata = text_checks(fig)
     fig.savefig(buffer, format=fmt, bbox_inches="tight" if tight else None, dpi=dpi, metadata=metadata)
     plt.close(fig)
     return budget.take(title, buffer.getvalue(), MIME[f".{fmt}"])

@@ -19,7 +19,7 @@ import numpy as np
 from nrecur._io import atomic_write
 
 __all__ = [
-    "MIN_TEXT_PT", "OKABE_ITO", "PAGE_INCHES", "PIXELS_PER_INCH", "drawn_texts", "figure_title", "fit_page", "freeze_layout",
+    "MIN_TEXT_PT", "OKABE_ITO", "PAGE_INCHES", "PIXELS_PER_INCH", "drawn_texts", "figure_title", "fit_page",
     "overlapping_text", "plain_log_ticks", "pyplot", "save_figure", "smallest_text_pt", "text_checks", "wrap_text",
 ]  # fmt: skip
 
@@ -232,13 +232,20 @@ def _wrap_titles(fig, renderer) -> bool:
     return changed
 
 
+def _padding() -> float:
+    """The inches savefig adds around a figure's tight box, both sides together."""
+    import matplotlib
+
+    return 2 * matplotlib.rcParams["savefig.pad_inches"]
+
+
 def fit_page(fig) -> None:
     """Raise text of ``fig`` under :data:`MIN_TEXT_PT` to it; scale ``fig`` down (text kept at its size) until its
     tight box is at most :data:`PAGE_INCHES` wide, re-laying it out (constrained layout) and wrapping titles and
     x labels wider than their room. Leaves ``fig`` laid out at the size it ends with."""
     size = fig.get_size_inches()
     if size[0] > PAGE_INCHES:  # a constrained layout's tight box is about the figure: start at the page's width
-        fig.set_size_inches(size * (PAGE_INCHES - 0.2) / size[0])
+        fig.set_size_inches(size * (PAGE_INCHES - _padding()) / size[0])
     small = [text for text in drawn_texts(fig) if text.get_fontsize() < MIN_TEXT_PT]  # drawing them lays it out
     for text in small:
         text.set_fontsize(MIN_TEXT_PT)
@@ -251,7 +258,7 @@ def fit_page(fig) -> None:
         wrapped = _wrap_titles(fig, renderer)
         if wrapped:
             fig.draw_without_rendering()
-        width = fig.get_tightbbox(renderer).width + 0.2  # savefig's pad_inches on each side
+        width = fig.get_tightbbox(renderer).width + _padding()
         if width <= PAGE_INCHES:
             return  # wrapping moves text down, never sideways: what fits stays fitting
         fig.set_size_inches(fig.get_size_inches() * (PAGE_INCHES / width) * 0.995)
@@ -266,25 +273,26 @@ def text_checks(fig) -> dict[str, str]:
     return {SMALLEST_TEXT_KEY: f"{smallest:g}" if smallest else "", OVERLAPS_KEY: "\n".join(overlapping_text(fig, texts))}
 
 
-def freeze_layout(fig, pad_inches: float | None = None):
-    """Keep the layout of ``fig`` (laid out once more where an axes keeps its shape): later draws — the text checks, each
-    file written — skip the layout engine, which costs about half of each. Returns the figure's tight box padded
-    by ``pad_inches`` (default: savefig's), to save every file with instead of measuring it again per file."""
+def _freeze_layout(fig):
+    """Keep the layout of ``fig`` (laid out once more first when an axes has a fixed aspect): later draws — the
+    text checks, each file written — skip the layout engine. Returns the figure's tight box (a matplotlib
+    ``Bbox``, inches) padded by savefig's ``pad_inches``, to save every file with instead of measuring it per file."""
     import matplotlib
 
     if any(ax.get_aspect() != "auto" or ax.get_box_aspect() is not None for ax in fig.axes):
         fig.draw_without_rendering()  # constrained layout settles in two passes where axes keep their shape (images)
+    # No engine at all (savefig lays out and draws once more for any engine); set_layout_engine(None) would fall
+    # back to an engine the rcParams name, hence the context.
     with matplotlib.rc_context({"figure.autolayout": False, "figure.constrained_layout.use": False}):
-        fig.set_layout_engine(None)  # no engine at all: savefig draws once more before printing for any engine
-    pad = matplotlib.rcParams["savefig.pad_inches"] if pad_inches is None else pad_inches
-    return fig.get_tightbbox(_renderer(fig)).padded(pad)
+        fig.set_layout_engine(None)
+    return fig.get_tightbbox(_renderer(fig)).padded(matplotlib.rcParams["savefig.pad_inches"])
 
 
 def save_figure(fig, folder: str | Path, stem: str) -> list[Path]:
     """Save a matplotlib figure as ``stem.png`` and ``stem.svg`` in ``folder`` (atomically), fitted to a report
     page (:func:`fit_page`); close it. The first line of its title goes into both files' metadata (the SVG's
     ``<title>``): a report's caption of the figure; the PNG's also holds the smallest text size and the texts
-    that overlap (:func:`text_checks`). The layout is made once (:func:`freeze_layout`) and both files are cut
+    that overlap (:func:`text_checks`). The layout is made once (:func:`_freeze_layout`) and both files are cut
     to the same tight box."""
     import matplotlib.pyplot as plt
 
@@ -293,7 +301,7 @@ def save_figure(fig, folder: str | Path, stem: str) -> list[Path]:
     paths = []
     title = figure_title(fig)  # before fitting, which may wrap the title's first line
     fit_page(fig)
-    box = freeze_layout(fig)
+    box = _freeze_layout(fig)
     metadata = {"Title": title} if title else {}
     measured = text_checks(fig)
     for suffix, kwargs in ((".png", {"dpi": PIXELS_PER_INCH, "metadata": {**metadata, **measured}}), (".svg", {"metadata": metadata})):
