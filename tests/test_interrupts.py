@@ -189,3 +189,30 @@ def test_ctrl_c_of_the_main_job_checkpoints_its_runs_and_the_same_command_finish
     done = run_here(continue_command(err), capsys)
     assert done.code == 0, done.err
     assert all(RunFolder(out / f"tiny-{kind}").is_finished() for kind in ("det", "stoch-scratch", "stoch-finetune", "mess3"))
+
+
+def test_a_signal_right_after_an_analysis_is_announced_still_writes_what_was_computed(analyzed_runs, tmp_path):
+    """The announcement of the next analysis is inside the guard: a Ctrl-C there (a reader acting on the line)
+    writes the results computed before it and names the rest, instead of losing them."""
+    import shutil
+
+    from nrecur.analysis.driver import AnalysisInterrupted, analyze
+    from nrecur.runs import load_run
+
+    run = tmp_path / "run"
+    shutil.copytree(analyzed_runs / "tiny", run)
+    shutil.rmtree(run / "analysis")
+
+    def log(line: str) -> None:
+        if line.startswith("heads: computing"):
+            raise KeyboardInterrupt
+
+    try:
+        analyze(load_run(run), ["geometry", "heads"], {"n_sequences": 32}, progress=True, log=log)
+    except KeyboardInterrupt as error:  # caught here: a bare one would end the test session
+        interrupted = error
+    else:
+        interrupted = None
+    assert isinstance(interrupted, AnalysisInterrupted), interrupted
+    assert interrupted.written == ["geometry"] and interrupted.remaining == ["heads"]
+    assert (run / "analysis" / "geometry.json").is_file() and not (run / "analysis" / "heads.json").exists()
