@@ -119,15 +119,17 @@ def figure_image(fig, title: str, budget: Budget, fmt: str = "svg", dpi: int = P
     text size and overlapping texts, as :func:`nrecur.analysis.figures.common.save_figure` writes them."""
     import matplotlib.pyplot as plt
 
-    from nrecur.analysis.figures.common import fit_page, text_checks
+    from nrecur.analysis.figures.common import fit_page, freeze_layout, text_checks
 
+    box = None
     if tight:
         fit_page(fig)
+        box = freeze_layout(fig)  # laid out once for the text checks and the file
     buffer = io.BytesIO()
     if fmt == "svg":
         metadata = {"Date": None}
     else:
         metadata = text_checks(fig)
-    fig.savefig(buffer, format=fmt, bbox_inches="tight" if tight else None, dpi=dpi, metadata=metadata)
+    fig.savefig(buffer, format=fmt, bbox_inches=box, dpi=dpi, metadata=metadata)
     plt.close(fig)
     return budget.take(title, buffer.getvalue(), MIME[f".{fmt}"])

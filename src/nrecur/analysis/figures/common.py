@@ -19,7 +19,7 @@ import numpy as np
 from nrecur._io import atomic_write
 
 __all__ = [
-    "MIN_TEXT_PT", "OKABE_ITO", "PAGE_INCHES", "PIXELS_PER_INCH", "drawn_texts", "figure_title", "fit_page",
+    "MIN_TEXT_PT", "OKABE_ITO", "PAGE_INCHES", "PIXELS_PER_INCH", "drawn_texts", "figure_title", "fit_page", "freeze_layout",
     "overlapping_text", "plain_log_ticks", "pyplot", "save_figure", "smallest_text_pt", "text_checks", "wrap_text",
 ]  # fmt: skip
 
@@ -273,7 +273,7 @@ def text_checks(fig) -> dict[str, str]:
     return {SMALLEST_TEXT_KEY: f"{smallest:g}" if smallest else "", OVERLAPS_KEY: "\n".join(overlapping_text(fig, texts))}
 
 
-def _freeze_layout(fig):
+def freeze_layout(fig):
     """Keep the layout of ``fig`` (laid out once more first when an axes has a fixed aspect): later draws — the
     text checks, each file written — skip the layout engine. Returns the figure's tight box (a matplotlib
     ``Bbox``, inches) padded by savefig's ``pad_inches``, to save every file with instead of measuring it per file."""
@@ -292,7 +292,7 @@ def save_figure(fig, folder: str | Path, stem: str) -> list[Path]:
     """Save a matplotlib figure as ``stem.png`` and ``stem.svg`` in ``folder`` (atomically), fitted to a report
     page (:func:`fit_page`); close it. The first line of its title goes into both files' metadata (the SVG's
     ``<title>``): a report's caption of the figure; the PNG's also holds the smallest text size and the texts
-    that overlap (:func:`text_checks`). The layout is made once (:func:`_freeze_layout`) and both files are cut
+    that overlap (:func:`text_checks`). The layout is made once (:func:`freeze_layout`) and both files are cut
     to the same tight box."""
     import matplotlib.pyplot as plt
 
@@ -301,7 +301,7 @@ def save_figure(fig, folder: str | Path, stem: str) -> list[Path]:
     paths = []
     title = figure_title(fig)  # before fitting, which may wrap the title's first line
     fit_page(fig)
-    box = _freeze_layout(fig)
+    box = freeze_layout(fig)
     metadata = {"Title": title} if title else {}
     measured = text_checks(fig)
     for suffix, kwargs in ((".png", {"dpi": PIXELS_PER_INCH, "metadata": {**metadata, **measured}}), (".svg", {"metadata": metadata})):
