@@ -1,14 +1,14 @@
 """The local backend: trials in worker processes sized to the machine, one thread each.
 
-Workers are started once (``spawn``: no inherited torch state) and trained one
-group after another, so the start-up (importing torch, ~2 s) is paid once per
-worker, not per trial. Each worker sets ``torch.set_num_threads(threads)``
+Workers are started once, forked from a server that has imported torch
+(:func:`nrecur._processes.worker_context`: no inherited torch state, no import
+per worker), and trained one group after another. Each worker sets ``torch.set_num_threads(threads)``
 (default 1) and starts with ``OMP_WAIT_POLICY=PASSIVE`` (unless the environment sets
 it): on a busy machine, OpenMP threads that spin while they wait cut throughput
 several fold.
 
 Safety: a worker asks the kernel to kill it when the sweep process dies
-(Linux ``PR_SET_PDEATHSIG``), and holds each trial's lock while it works, so
+(:func:`nrecur._processes.die_with`), and holds each trial's lock while it works, so
 a rerun never trains a folder that an orphan still writes. A worker that dies
 (killed, out of memory) is replaced and its trials go back in the queue — they
 resume from their run folders; a trial whose worker died ``max_deaths`` times
@@ -18,7 +18,6 @@ in one invocation is recorded as failed.
 from __future__ import annotations
 
 import collections
-import ctypes
 import multiprocessing
 import os
 import signal
@@ -27,7 +26,7 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from typing import Callable
 
-from nrecur._threads import side_by_side
+from nrecur._processes import die_with, worker_context
 from nrecur.sweep.groups import GROUP_RUNNERS, TrialGroup
 from nrecur.sweep.store import SweepDir, TrialRecord
 from nrecur.sweep.trial import record_from_folder
@@ -42,17 +41,8 @@ def available_cpus() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def _die_with_parent() -> None:
-    try:
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):  # pragma: no cover - not Linux: the trial locks still keep folders safe
-        pass
-
-
 def _worker_main(connection: Connection, sweep_path: str, runner: str, threads: int, parent: int) -> None:
-    _die_with_parent()
-    if os.getppid() != parent:  # the sweep died before the death signal was armed
+    if not die_with(parent):  # the sweep died before the death signal was armed
         return
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the sweep's to handle: it ends the workers
     import torch
@@ -96,7 +86,7 @@ def run_local(
     if not groups:
         return
     count = max(1, min(workers or available_cpus(), len(groups)))
-    context = multiprocessing.get_context("spawn")
+    context = worker_context()
     queue = collections.deque(groups)
     deaths: collections.Counter[str] = collections.Counter()
     pool: list[_Worker] = []
@@ -106,8 +96,7 @@ def run_local(
         process = context.Process(
             target=_worker_main, args=(theirs, str(sweep.path), runner, threads, os.getpid()), daemon=True, name="nrecur-sweep-worker"
         )
-        with side_by_side():
-            process.start()
+        process.start()
         theirs.close()
         return _Worker(process, mine)
 

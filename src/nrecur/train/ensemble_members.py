@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from nrecur._processes import worker_context
 from nrecur.train.callbacks import Evaluator
 from nrecur.train.data import DataSource, draw_batches
 from nrecur.train.evaluate import EvalSet, Evaluation
@@ -107,9 +108,9 @@ class Batches:
     """The training batches of the active members, step by step, drawn ahead in the background.
 
     ``workers=0``: one thread draws the next step's batches while the main thread is inside torch
-    kernels (which release the GIL). ``workers=N``: N processes (spawned, each holding every member's
-    data source) draw the next N steps' in parallel, for when drawing batches is slower than a step
-    (a GPU). Batches are pure functions of the seed and the step, so where they are drawn changes no
+    kernels (which release the GIL). ``workers=N``: N processes (from
+    :func:`~nrecur._processes.worker_context`, each holding every member's data source) draw the next N
+    steps' in parallel, for when drawing batches is slower than a step (a GPU). Batches are pure functions of the seed and the step, so where they are drawn changes no
     number. Close it (or use it as a context manager) to end the thread or processes.
     """
 
@@ -125,7 +126,7 @@ class Batches:
             workers = 0
         self.workers = workers
         if workers > 0:
-            context = multiprocessing.get_context("spawn")  # no fork of a process with torch threads or CUDA
+            context = worker_context()  # forked from a server: no torch threads or CUDA of this process
             self._pool: Executor = ProcessPoolExecutor(workers, context, _start_worker, (self.sources,))
         else:
             self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="nrecur-batches")
