@@ -8,6 +8,7 @@ from types import SimpleNamespace
 import pytest
 
 from nrecur.cli import main
+from nrecur.jobs.main import PRESET_ANALYSIS_CAPS
 from nrecur.runs import load_run
 
 TINY = [
@@ -127,6 +128,11 @@ def test_run_main_job_tiny_preset_writes_four_runs_and_a_summary(tmp_path, capsy
         assert any((folder / "analysis").glob("*.json")), name
         assert f'href="{name["name"]}/report.html"' in index
     assert "tiny-det analysis probes: wrote" in (tmp_path / "tiny-det" / "train.log").read_text()
+    # The preset's caps reached the worker's analyses (probes fitted in a second, as a tiny model deserves).
+    probes = json.loads((tmp_path / "tiny-det" / "analysis" / "probes.json").read_text())["options"]
+    assert {name: probes[name] for name in ("n_sequences", "mlp_rows", "mlp_steps")} == {
+        name: PRESET_ANALYSIS_CAPS["tiny"][name] for name in ("n_sequences", "mlp_rows", "mlp_steps")
+    }
     reports = {name["name"]: (tmp_path / name["name"] / "report.html").stat().st_mtime_ns for name in summary["rows"]}
     # A second call reuses the finished runs and their reports.
     assert main(["run", "--preset", "tiny", "--out", str(tmp_path), "--jobs", "1", "--no-progress"]) == 0

@@ -76,7 +76,7 @@ def _registry_with_failures(monkeypatch) -> None:
 
 def test_a_failing_analysis_or_figure_is_recorded_and_the_others_go_on(trained, tmp_path, monkeypatch, capsys):
     _registry_with_failures(monkeypatch)  # a real analysis through the worker: the next test
-    records = {record.name: record for record in analyze_run(trained, max_sequences=32)}
+    records = {record.name: record for record in analyze_run(trained, caps={"n_sequences": 32})}
     assert records["fine"].outcome == "wrote" and (trained / "analysis" / "fine.json").is_file()
     assert records["boom"].outcome == "failed" and records["boom"].detail == "RuntimeError: boom"
     assert records["unplottable"].outcome == "failed" and "AttributeError" in records["unplottable"].detail
@@ -88,10 +88,11 @@ def test_a_failing_analysis_or_figure_is_recorded_and_the_others_go_on(trained, 
 def test_a_real_analysis_runs_through_the_worker_with_its_caps(trained, monkeypatch):
     for name in [name for name in ANALYSES if name != "probes"]:
         monkeypatch.delitem(ANALYSES, name)
-    (record,) = analyze_run(trained, max_sequences=32)
+    # A preset's caps lower an option further; one above the job's own cap does not raise it.
+    (record,) = analyze_run(trained, caps={"n_sequences": 32, "mlp_steps": 5, "mlp_rows": 10 * JOB_CAPS["mlp_rows"]})
     assert (record.name, record.outcome) == ("probes", "wrote")
-    written = json.loads((trained / "analysis" / "probes.json").read_text())
-    assert written["options"]["n_sequences"] == 32 and written["options"]["mlp_rows"] <= JOB_CAPS["mlp_rows"]
+    written = json.loads((trained / "analysis" / "probes.json").read_text())["options"]
+    assert written["n_sequences"] == 32 and written["mlp_steps"] == 5 and written["mlp_rows"] <= JOB_CAPS["mlp_rows"]
 
 
 def test_the_worker_writes_the_report_then_the_record_of_its_analyses(trained, tmp_path, monkeypatch, capsys):
@@ -100,7 +101,7 @@ def test_the_worker_writes_the_report_then_the_record_of_its_analyses(trained, t
     _registry_with_failures(monkeypatch)
     folder = RunFolder(trained)
     folder.analyzed_file.unlink(missing_ok=True)
-    assert worker([str(trained), "--no-train", "--analyze", "--sequences", "32", "--no-progress"]) == 0
+    assert worker([str(trained), "--no-train", "--analyze", "--cap=n_sequences=32", "--no-progress"]) == 0
     assert folder.report_file.stat().st_size > 0
     outcomes = {record.name: record.outcome for record in read_analysis_records(trained)}
     assert outcomes == {"fine": "wrote", "boom": "failed", "unplottable": "failed", "never": "skipped"}
@@ -121,7 +122,7 @@ def test_a_run_whose_report_failed_has_no_record_and_is_analyzed_again(trained, 
     folder = RunFolder(trained)
     folder.analyzed_file.unlink(missing_ok=True)
     with pytest.raises(OSError, match="disk full"):
-        worker([str(trained), "--no-train", "--analyze", "--sequences", "32", "--no-progress"])
+        worker([str(trained), "--no-train", "--analyze", "--cap=n_sequences=32", "--no-progress"])
     assert not folder.analyzed_file.exists() and job.needs_analysis(folder)
 
 

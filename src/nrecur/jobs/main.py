@@ -58,11 +58,15 @@ from nrecur.train.presets import Preset
 #: The runs of the main job, in the order they start (the first one before all others).
 MAIN_JOB_RUNS = ("det", "stoch-scratch", "stoch-finetune", "mess3")
 
-PRESET_ANALYSIS_SEQUENCES = {"tiny": 128, "quick": 256}
-"""Preset → the most sequences one of its runs' analyses uses (others: the worker's ``ANALYSIS_SEQUENCES``).
-The tiny preset's runs are for tests and take seconds, their analyses should too. The quick main job must end
-within 10 minutes on 2 cores: with 512 sequences it took 588 s (the analyses 85–93 s per n-recurrence run,
-one thread), with 1,024 and MLP probes on 20,000 positions 669 s; the report states the numbers used."""
+PRESET_ANALYSIS_CAPS = {
+    "tiny": {"n_sequences": 128, "decode_sequences": 128, "mlp_rows": 256, "mlp_steps": 30},
+    "quick": {"n_sequences": 256, "decode_sequences": 256},
+}
+"""Preset → the analysis options its runs' analyses cap, beyond the worker's :data:`~nrecur.jobs.worker.JOB_CAPS`.
+The tiny preset's runs are for tests and take seconds, their analyses should too (its MLP probes, fitted as
+for a real model, took 12–20 s of a run's 45). The quick main job must end within 10 minutes on 2 cores: with
+512 sequences it took 588 s (the analyses 85–93 s per n-recurrence run, one thread), with 1,024 and MLP probes
+on 20,000 positions 669 s. Each result and report states the numbers used."""
 
 
 @dataclass(frozen=True)
@@ -255,8 +259,8 @@ def _run_main_job(preset: Preset, out: Path, jobs: int, fresh: bool, progress: b
     failed = []
     if queue:
         slots = min(jobs, len(queue))
-        sequences = PRESET_ANALYSIS_SEQUENCES.get(preset.name)
-        failed = run_in_workers(queue, slots, max(1, threads // slots), progress, index if analyze else None, sequences)
+        caps = PRESET_ANALYSIS_CAPS.get(preset.name)
+        failed = run_in_workers(queue, slots, max(1, threads // slots), progress, index if analyze else None, caps)
     finished = [kind for kind in MAIN_JOB_RUNS if folders[kind].is_finished()]
     rows = tuple(RunRow.from_folder(names[kind], folders[kind]) for kind in finished)
     notes = []
@@ -294,7 +298,7 @@ def _failures(failed: list[tuple[WorkerJob, int | None]]) -> str:
 
 
 def run_in_workers(
-    jobs: list[WorkerJob], slots: int, threads: int, progress: bool, index: Path | None = None, sequences: int | None = None
+    jobs: list[WorkerJob], slots: int, threads: int, progress: bool, index: Path | None = None, caps: dict[str, int] | None = None
 ) -> list[tuple[WorkerJob, int | None]]:
     """Run each job in its own worker process with ``threads`` threads, ``slots`` at a time, a free slot taking
     the first waiting job whose ``after`` job has ended well; wait for all and return the jobs that failed, with
@@ -303,7 +307,7 @@ def run_in_workers(
     A single worker draws its own progress bar; side-by-side workers write theirs to ``train.log`` and this
     process shows each job's progress from its ``metrics.jsonl`` (:class:`JobsProgress`: waiting until it
     starts, then training, analyzing, done). ``index``: the page the reports link to;
-    ``sequences``: the most sequences an analysis uses.
+    ``caps``: analysis option → the most it may be, beyond the worker's own caps.
     """
     env = side_by_side_env({**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)})
     alone = len(jobs) == 1
@@ -328,7 +332,7 @@ def run_in_workers(
                 command = [sys.executable, "-m", "nrecur.jobs.worker", str(folder.path), *([] if progress else ["--no-progress"])]
                 command += ([] if job.train else ["--no-train"]) + (["--analyze"] if job.analyze else [])
                 command += ["--index", str(index)] if index is not None and job.analyze else []
-                command += ["--sequences", str(sequences)] if sequences is not None and job.analyze else []
+                command += [f"--cap={name}={value}" for name, value in (caps or {}).items()] if job.analyze else []
                 stderr = None if alone and progress else subprocess.STDOUT
                 running.append((job, subprocess.Popen(command, stdout=log, stderr=stderr, env=env), log))
                 if shown:

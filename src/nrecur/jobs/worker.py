@@ -1,4 +1,4 @@
-"""A worker process: ``python -m nrecur.jobs.worker RUN_DIR [--no-train] [--analyze] [--index PATH] [--sequences N] [--no-progress]``.
+"""A worker process: ``python -m nrecur.jobs.worker RUN_DIR [--no-train] [--analyze] [--index PATH] [--cap OPTION=N ...] [--no-progress]``.
 
 Resumes (or starts) the run folder ``RUN_DIR`` and prints one line when it
 ends; with ``--analyze`` it then runs every analysis that applies to the run
@@ -37,16 +37,27 @@ JOB_CAPS = {"n_sequences": ANALYSIS_SEQUENCES, "decode_sequences": ANALYSIS_SEQU
 """The options a job's analyses cap where their default is larger."""
 
 
-def analyze_run(folder: str | Path, max_sequences: int = ANALYSIS_SEQUENCES, progress: bool = False) -> list[AnalysisRecord]:
+def analyze_run(folder: str | Path, caps: dict[str, int] | None = None, progress: bool = False) -> list[AnalysisRecord]:
     """Every registered analysis that applies to the run at ``folder`` (latest checkpoint), and over training
     where the run has saved more than one checkpoint; each result written to ``analysis/`` as soon as it is
-    done. An analysis that fails is recorded and the others go on (a job should not lose every report to one)."""
+    done. An analysis that fails is recorded and the others go on (a job should not lose every report to one).
+    ``caps``: options capped further than :data:`JOB_CAPS` (the smaller cap wins)."""
     from nrecur.analysis import analyze
     from nrecur.runs import load_run
 
-    caps = {**JOB_CAPS, "n_sequences": max_sequences, "decode_sequences": max_sequences}
-    outcomes = analyze(load_run(folder), ["all"], over_training=True, caps=caps, on_error="record", progress=progress)
+    lowest = dict(JOB_CAPS)
+    for name, value in (caps or {}).items():
+        lowest[name] = min(value, lowest.get(name, value))
+    outcomes = analyze(load_run(folder), ["all"], over_training=True, caps=lowest, on_error="record", progress=progress)
     return [AnalysisRecord(o.name, o.status, o.detail, o.seconds) for o in outcomes]
+
+
+def _cap(text: str) -> tuple[str, int]:
+    name, _, value = text.partition("=")
+    try:
+        return name, int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not OPTION=N: {text!r}") from None
 
 
 def main(argv: list[str]) -> int:
@@ -64,7 +75,7 @@ def _main(argv: list[str]) -> int:
     parser.add_argument("--no-train", action="store_true", help="do not train: the run has finished")
     parser.add_argument("--analyze", action="store_true", help="run the analyses that apply, then write the report")
     parser.add_argument("--index", help="the index page the report links to")
-    parser.add_argument("--sequences", type=int, default=ANALYSIS_SEQUENCES, help="the most sequences an analysis uses")
+    parser.add_argument("--cap", action="append", default=[], type=_cap, metavar="OPTION=N", help="the most an analysis option may be (beyond JOB_CAPS)")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
     folder = Path(args.run)
@@ -75,7 +86,7 @@ def _main(argv: list[str]) -> int:
         from nrecur.report import write_report
 
         start = time.perf_counter()
-        records = analyze_run(folder, max_sequences=args.sequences, progress=not args.no_progress)
+        records = analyze_run(folder, caps=dict(args.cap), progress=not args.no_progress)
         for record in records:
             print(f"{folder.name} analysis {record.line()}", flush=True)
         report = write_report(folder, index=args.index)
