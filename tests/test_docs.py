@@ -64,9 +64,11 @@ def test_every_results_page_renders_from_its_files(page):
     rendered = results.render(text)
     live = re.sub(r"\{% raw %\}.*?\{% endraw %\}|\{#.*?#\}", "", text, flags=re.S)  # not quoted examples or comments
     for call in re.findall(r"\{\{\s*table\((.*?)\}\}", live, flags=re.S):
-        path = re.match(r"\s*\"([^\"]+)\"", call).group(1)
+        literal = re.match(r"\s*\"([^\"]+)\"", call)
+        if literal is None:  # the file named by a {% set %}, its key built in a loop: the render above checked them
+            continue
         key = re.search(r"key=\"([^\"]+)\"", call)
-        rows = results.load(path)[key.group(1) if key else "rows"]
+        rows = results.load(literal.group(1))[key.group(1) if key else "rows"]
         assert rows and "|---|" in rendered, call
 
 
