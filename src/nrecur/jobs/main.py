@@ -35,18 +35,18 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 import time
 from dataclasses import asdict, dataclass
+from multiprocessing.process import BaseProcess
 from pathlib import Path
 
 from nrecur._io import atomic_write_text
 from nrecur._log import Ticker, is_terminal, logger
 from nrecur._lock import folder_lock
+from nrecur._processes import worker_context
 from nrecur._text import seconds_text
-from nrecur._threads import side_by_side_env
 from nrecur.jobs.records import read_analysis_records
+from nrecur.jobs.worker import WorkerOutput, run_worker
 from nrecur.report import read_run, write_index
 from nrecur.tasks import NRecurrence
 from nrecur.train.config import RunConfig
@@ -309,10 +309,10 @@ def run_in_workers(
     starts, then training, analyzing, done). ``index``: the page the reports link to;
     ``caps``: analysis option → the most it may be, beyond the worker's own caps.
     """
-    env = side_by_side_env({**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)})
+    context = worker_context()
     alone = len(jobs) == 1
     waiting = list(jobs)
-    running: list[tuple[WorkerJob, subprocess.Popen, object]] = []
+    running: list[tuple[WorkerJob, BaseProcess]] = []
     finished: list[tuple[WorkerJob, int | None]] = []
     codes: dict[int, int | None] = {}  # id(job) → the exit code of a job that ended (None: it never started)
     shown = JobsProgress(jobs) if progress and not alone else None
@@ -328,38 +328,37 @@ def run_in_workers(
                     break
                 waiting.remove(job)
                 folder = job.folder
-                log = open(folder.train_log, "w" if job.train else "a")
-                command = [sys.executable, "-m", "nrecur.jobs.worker", str(folder.path), *([] if progress else ["--no-progress"])]
-                command += ([] if job.train else ["--no-train"]) + (["--analyze"] if job.analyze else [])
-                command += ["--index", str(index)] if index is not None and job.analyze else []
-                command += [f"--cap={name}={value}" for name, value in (caps or {}).items()] if job.analyze else []
-                stderr = None if alone and progress else subprocess.STDOUT
-                running.append((job, subprocess.Popen(command, stdout=log, stderr=stderr, env=env), log))
+                argv = [str(folder.path), *([] if progress else ["--no-progress"])]
+                argv += ([] if job.train else ["--no-train"]) + (["--analyze"] if job.analyze else [])
+                argv += ["--index", str(index)] if index is not None and job.analyze else []
+                argv += [f"--cap={name}={value}" for name, value in (caps or {}).items()] if job.analyze else []
+                output = WorkerOutput(str(folder.train_log), append=not job.train, stderr=not (alone and progress))
+                process = context.Process(target=run_worker, args=(argv, output, threads), name=f"nrecur-job-{folder.path.name}")
+                process.start()
+                running.append((job, process))
                 if shown:
                     shown.started(job)
             if waiting and not running:
                 raise ValueError(f"{waiting[0].describe()} waits for a job that is not in the queue")
             for item in list(running):
-                job, process, log = item
-                if process.poll() is not None:
-                    log.close()
+                job, process = item
+                if process.exitcode is not None:
                     running.remove(item)
-                    finished.append((job, process.returncode))
-                    codes[id(job)] = process.returncode
+                    finished.append((job, process.exitcode))
+                    codes[id(job)] = process.exitcode
                     if shown:
-                        shown.ended(job, process.returncode)
+                        shown.ended(job, process.exitcode)
             if shown:
                 shown.update()
             if running:
                 time.sleep(0.5)
     except BaseException:
-        for _, process, _ in running:
+        for _, process in running:
             process.terminate()
         raise
     finally:
-        for _, process, log in running:
-            process.wait()
-            log.close()
+        for _, process in running:
+            process.join()
         if shown:
             shown.close()
     return [(job, code) for job, code in finished if code != 0]

@@ -6,23 +6,27 @@ ends; with ``--analyze`` it then runs every analysis that applies to the run
 last ``RUN_DIR/analyzed.json``, the record of what each analysis did, which
 tells a job that the run is analyzed (or which analyses to retry).
 ``--no-train`` only analyzes and reports a run that has finished. Jobs start
-workers so that each run has its own process, its own thread count and
-``OMP_WAIT_POLICY=PASSIVE`` (see :mod:`nrecur.jobs.main`); analyzing in the
-worker that trained the run lets one run's analyses overlap another's training.
+workers (:func:`run_worker`, forked from the server of :mod:`nrecur._processes`
+with torch already imported) so that each run has its own process, its own
+thread count and ``OMP_WAIT_POLICY=PASSIVE`` (see :mod:`nrecur.jobs.main`);
+analyzing in the worker that trained the run lets one run's analyses overlap
+another's training.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from nrecur._text import seconds_text
 from nrecur.jobs.records import AnalysisRecord, write_analysis_records
 from nrecur.train import resume
 
-__all__ = ["ANALYSIS_MLP_ROWS", "ANALYSIS_SEQUENCES", "JOB_CAPS", "analyze_run", "main"]
+__all__ = ["ANALYSIS_MLP_ROWS", "ANALYSIS_SEQUENCES", "JOB_CAPS", "WorkerOutput", "analyze_run", "main", "run_worker"]
 
 ANALYSIS_SEQUENCES = 1024
 """The most fresh sequences a job's analysis uses: analyses whose default asks for more get this many
@@ -50,6 +54,31 @@ def analyze_run(folder: str | Path, caps: dict[str, int] | None = None, progress
         lowest[name] = min(value, lowest.get(name, value))
     outcomes = analyze(load_run(folder), ["all"], over_training=True, caps=lowest, on_error="record", progress=progress)
     return [AnalysisRecord(o.name, o.status, o.detail, o.seconds) for o in outcomes]
+
+
+@dataclass(frozen=True)
+class WorkerOutput:
+    """Where a worker started by a job writes: its ``log`` (``append``, or a new one), stderr too unless
+    ``stderr`` is False (a lone worker's progress bar stays on the terminal)."""
+
+    log: str
+    append: bool = False
+    stderr: bool = True
+
+
+def run_worker(argv: list[str], output: WorkerOutput, threads: int) -> None:
+    """The body of a worker process a job starts (:func:`nrecur._processes.worker_context`): its output to
+    ``output``, ``threads`` torch threads, then :func:`main` on ``argv``; the process exits with main's code."""
+    import torch
+
+    flags = os.O_WRONLY | os.O_CREAT | (os.O_APPEND if output.append else os.O_TRUNC)
+    log = os.open(output.log, flags, 0o644)
+    os.dup2(log, 1)
+    if output.stderr:
+        os.dup2(log, 2)
+    os.close(log)
+    torch.set_num_threads(threads)
+    sys.exit(main(argv))
 
 
 def _cap(text: str) -> tuple[str, int]:
