@@ -8,7 +8,7 @@ from types import SimpleNamespace
 import pytest
 
 from nrecur.cli import main
-from nrecur.jobs.main import PRESET_ANALYSIS_CAPS
+from nrecur.train.presets import get_preset
 from nrecur.runs import load_run
 
 TINY = [
@@ -131,7 +131,7 @@ def test_run_main_job_tiny_preset_writes_four_runs_and_a_summary(tmp_path, capsy
     # The preset's caps reached the worker's analyses (probes fitted in a second, as a tiny model deserves).
     probes = json.loads((tmp_path / "tiny-det" / "analysis" / "probes.json").read_text())["options"]
     assert {name: probes[name] for name in ("n_sequences", "mlp_rows", "mlp_steps")} == {
-        name: PRESET_ANALYSIS_CAPS["tiny"][name] for name in ("n_sequences", "mlp_rows", "mlp_steps")
+        name: get_preset("tiny").analysis_caps[name] for name in ("n_sequences", "mlp_rows", "mlp_steps")
     }
     reports = {name["name"]: (tmp_path / name["name"] / "report.html").stat().st_mtime_ns for name in summary["rows"]}
     # A second call reuses the finished runs and their reports.

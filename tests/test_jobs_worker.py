@@ -225,3 +225,39 @@ def test_a_jobs_analyses_cap_the_sequences_and_the_mlp_probe_rows():
     assert resolved["probes"].n_sequences == JOB_CAPS["n_sequences"] and resolved["probes"].mlp_rows == JOB_CAPS["mlp_rows"]
     resolved, _ = resolve_options([probes], caps={**JOB_CAPS, "n_sequences": 4096})
     assert resolved["probes"].n_sequences == probes.options.model_fields["n_sequences"].default  # below the cap: kept
+
+
+def test_the_worker_refuses_a_cap_no_analysis_has_and_one_below_one(tmp_path, capsys):
+    from nrecur.jobs.worker import main as worker
+
+    errors = {}
+    for cap in ("--cap=nope=3", "--cap=mlp=1", "--cap=n_sequences=0", "--cap=n_sequences=x"):
+        with pytest.raises(SystemExit) as raised:
+            worker([str(tmp_path), "--no-train", "--analyze", cap])
+        assert raised.value.code == 2
+        errors[cap] = capsys.readouterr().err.splitlines()[-1]  # argparse's usage, then the one line of the error
+    assert "argument --cap: 'nope' is not an integer analysis option; options: " in errors["--cap=nope=3"]
+    assert "mlp_steps, " in errors["--cap=nope=3"] and "n_sequences" in errors["--cap=nope=3"]  # the allowed ones named
+    assert "'mlp' is not an integer analysis option" in errors["--cap=mlp=1"]  # a switch, not a size
+    assert "the cap must be an integer >= 1" in errors["--cap=n_sequences=0"] and "must be an integer" in errors["--cap=n_sequences=x"]
+
+
+def test_a_job_worker_writes_into_its_log_appending_or_anew_and_exits_with_mains_code(tmp_path):
+    """run_worker as a job starts it: forked from the server, fd 1 (and 2) onto the run's log."""
+    import os
+
+    from nrecur._processes import worker_context
+    from nrecur.jobs.worker import WorkerOutput, run_worker
+
+    context = worker_context(preload=("nrecur.jobs.worker",))
+    log = tmp_path / "train.log"
+    log.write_text("before\n")
+    bad = [str(tmp_path), "--no-train", "--cap=nope=1"]  # argparse's error, on stderr, exit code 2
+    for output, expected in ((WorkerOutput(str(log), append=True), "before\n"), (WorkerOutput(str(log), stderr=False), "")):
+        process = context.Process(target=run_worker, args=(bad, output, 1, os.getpid()))
+        process.start()
+        process.join(timeout=60)
+        assert process.exitcode == 2
+        text = log.read_text()
+        assert text.startswith(expected)
+        assert ("is not an integer analysis option" in text) == output.stderr, text

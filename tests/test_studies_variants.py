@@ -28,9 +28,7 @@ from nrecur.studies.variants import (
 )
 
 ROOT = Path(__file__).resolve().parent.parent
-PAGE = next(p for p in (ROOT / "docs" / "studies" / "variants.md", ROOT / "docs" / "studies" / "variants.md.in") if p.exists())
-"""The study's page: ``variants.md.in`` until the study's result files are in docs/results/studies/variants/
-(the build fails on a page whose files are missing), then ``variants.md``."""
+PAGE = ROOT / "docs" / "studies" / "variants.md"
 RESULTS = "results/studies/variants"
 
 

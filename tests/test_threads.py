@@ -12,7 +12,7 @@ import types
 import pytest
 
 import nrecur._threads as threads_module
-from nrecur._threads import choose_threading, side_by_side, side_by_side_env
+from nrecur._threads import choose_threading, side_by_side
 
 CHILD = [sys.executable, "-c", "import os; print(os.environ.get('OMP_WAIT_POLICY', 'unset'))"]
 
@@ -34,8 +34,6 @@ def test_a_policy_the_environment_sets_is_kept(monkeypatch):
         with side_by_side():
             assert child_policy() == given
         assert os.environ["OMP_WAIT_POLICY"] == given
-    assert side_by_side_env({"OMP_WAIT_POLICY": "ACTIVE"})["OMP_WAIT_POLICY"] == "ACTIVE"
-    assert side_by_side_env({"PATH": "/bin"}) == {"PATH": "/bin", "OMP_WAIT_POLICY": "PASSIVE"}
 
 
 # --- a training's threads and wait policy, chosen from the load

@@ -14,8 +14,8 @@ throughput collapses. ``PASSIVE`` threads sleep instead.
   trainer's :class:`~nrecur.train.threads.ThreadWatcher` then follows the
   load while training (threads only). ``OMP_WAIT_POLICY``, ``OMP_NUM_THREADS``
   and ``--threads`` given by the user always win.
-* Workers nrecur starts side by side (:func:`side_by_side`,
-  :func:`side_by_side_env`) get ``PASSIVE`` unless the environment sets a policy.
+* Workers nrecur starts side by side (:func:`side_by_side`) get ``PASSIVE``
+  unless the environment sets a policy.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
 __all__ = [
-    "CpuMeter", "Threading", "busy_cores", "choose_threading", "plan_threads", "side_by_side", "side_by_side_env", "usable_cores",
+    "CpuMeter", "Threading", "busy_cores", "choose_threading", "plan_threads", "side_by_side", "usable_cores",
 ]  # fmt: skip
 
 VARIABLE = "OMP_WAIT_POLICY"
@@ -158,11 +158,6 @@ def plan_threads(threads: int | None = None, env: dict[str, str] | None = None) 
             return Threading(choice.threads, env.get(VARIABLE), busy, f"{choice.reason}; {loaded}", choice.threads_given)
         env[VARIABLE] = choice.wait_policy
     return choice
-
-
-def side_by_side_env(env: dict[str, str]) -> dict[str, str]:
-    """``env`` with ``OMP_WAIT_POLICY=PASSIVE`` unless it sets a policy (for ``subprocess`` calls)."""
-    return env if VARIABLE in env else {**env, VARIABLE: "PASSIVE"}
 
 
 @contextlib.contextmanager

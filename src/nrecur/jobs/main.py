@@ -18,9 +18,10 @@ start: a lone run with two threads is only ~1.5× as fast as with one.
 4. Summarize: steps and time to reach the KL threshold, final KL and
    cross-entropies against the Bayes floor.
 
-Every training runs in a worker process (:mod:`nrecur.jobs.worker`) with
-``OMP_WAIT_POLICY=PASSIVE`` unless the environment sets a policy
-(:mod:`nrecur._threads`): on a busy machine, OpenMP threads that spin while
+Every training runs in a worker process (:func:`nrecur.jobs.worker.run_worker`,
+forked from the server of :mod:`nrecur._processes`) with its share of the
+threads and ``OMP_WAIT_POLICY=PASSIVE`` unless the environment set a policy
+when the server started: on a busy machine, OpenMP threads that spin while
 waiting cut throughput several fold. Every run lives in its own folder under
 ``out``. Running the job again reuses finished runs and resumes interrupted
 ones, and analyzes only runs that no job has analyzed yet or whose analyses
@@ -57,16 +58,6 @@ from nrecur.train.presets import Preset
 
 #: The runs of the main job, in the order they start (the first one before all others).
 MAIN_JOB_RUNS = ("det", "stoch-scratch", "stoch-finetune", "mess3")
-
-PRESET_ANALYSIS_CAPS = {
-    "tiny": {"n_sequences": 128, "decode_sequences": 128, "mlp_rows": 256, "mlp_steps": 30},
-    "quick": {"n_sequences": 256, "decode_sequences": 256},
-}
-"""Preset → the analysis options its runs' analyses cap, beyond the worker's :data:`~nrecur.jobs.worker.JOB_CAPS`.
-The tiny preset's runs are for tests and take seconds, their analyses should too (its MLP probes, fitted as
-for a real model, took 12–20 s of a run's 45). The quick main job must end within 10 minutes on 2 cores: with
-512 sequences it took 588 s (the analyses 85–93 s per n-recurrence run, one thread), with 1,024 and MLP probes
-on 20,000 positions 669 s. Each result and report states the numbers used."""
 
 
 @dataclass(frozen=True)
@@ -259,7 +250,7 @@ def _run_main_job(preset: Preset, out: Path, jobs: int, fresh: bool, progress: b
     failed = []
     if queue:
         slots = min(jobs, len(queue))
-        caps = PRESET_ANALYSIS_CAPS.get(preset.name)
+        caps = dict(preset.analysis_caps)
         failed = run_in_workers(queue, slots, max(1, threads // slots), progress, index if analyze else None, caps)
     finished = [kind for kind in MAIN_JOB_RUNS if folders[kind].is_finished()]
     rows = tuple(RunRow.from_folder(names[kind], folders[kind]) for kind in finished)
@@ -309,7 +300,7 @@ def run_in_workers(
     starts, then training, analyzing, done). ``index``: the page the reports link to;
     ``caps``: analysis option → the most it may be, beyond the worker's own caps.
     """
-    context = worker_context()
+    context = worker_context(preload=("nrecur.jobs.worker",))
     alone = len(jobs) == 1
     waiting = list(jobs)
     running: list[tuple[WorkerJob, BaseProcess]] = []
@@ -333,7 +324,7 @@ def run_in_workers(
                 argv += ["--index", str(index)] if index is not None and job.analyze else []
                 argv += [f"--cap={name}={value}" for name, value in (caps or {}).items()] if job.analyze else []
                 output = WorkerOutput(str(folder.train_log), append=not job.train, stderr=not (alone and progress))
-                process = context.Process(target=run_worker, args=(argv, output, threads), name=f"nrecur-job-{folder.path.name}")
+                process = context.Process(target=run_worker, args=(argv, output, threads, os.getpid()), name=f"nrecur-job-{folder.path.name}")
                 process.start()
                 running.append((job, process))
                 if shown:

@@ -22,6 +22,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from nrecur._processes import worker_started
 from nrecur._text import seconds_text
 from nrecur.jobs.records import AnalysisRecord, write_analysis_records
 from nrecur.train import resume
@@ -66,27 +67,33 @@ class WorkerOutput:
     stderr: bool = True
 
 
-def run_worker(argv: list[str], output: WorkerOutput, threads: int) -> None:
+def run_worker(argv: list[str], output: WorkerOutput, threads: int, parent: int) -> None:
     """The body of a worker process a job starts (:func:`nrecur._processes.worker_context`): its output to
-    ``output``, ``threads`` torch threads, then :func:`main` on ``argv``; the process exits with main's code."""
-    import torch
-
+    ``output``, ``threads`` threads, its end tied to the job's process ``parent``
+    (:func:`~nrecur._processes.worker_started`), then :func:`main` on ``argv``; the process exits with main's code."""
     flags = os.O_WRONLY | os.O_CREAT | (os.O_APPEND if output.append else os.O_TRUNC)
     log = os.open(output.log, flags, 0o644)
     os.dup2(log, 1)
     if output.stderr:
         os.dup2(log, 2)
     os.close(log)
-    torch.set_num_threads(threads)
+    if not worker_started(parent, threads):
+        sys.exit(1)  # the job ended before this worker started: nobody waits for it
     sys.exit(main(argv))
 
 
 def _cap(text: str) -> tuple[str, int]:
+    """``OPTION=N``: an integer option of a registered analysis (or of :data:`JOB_CAPS`) and N >= 1."""
+    from nrecur.analysis import ANALYSES
+
     name, _, value = text.partition("=")
-    try:
-        return name, int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not OPTION=N: {text!r}") from None
+    options = [analysis.options.model_fields for analysis in ANALYSES.values()]
+    allowed = sorted(set(JOB_CAPS) | {name for fields in options for name, field in fields.items() if field.annotation is int})
+    if name not in allowed:
+        raise argparse.ArgumentTypeError(f"{name!r} is not an integer analysis option; options: {', '.join(allowed)}")
+    if not value.isdigit() or int(value) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: the cap must be an integer >= 1")
+    return name, int(value)
 
 
 def main(argv: list[str]) -> int:

@@ -2,14 +2,14 @@
 
 Workers are started once, forked from a server that has imported torch
 (:func:`nrecur._processes.worker_context`: no inherited torch state, no import
-per worker), and trained one group after another. Each worker sets ``torch.set_num_threads(threads)``
-(default 1) and starts with ``OMP_WAIT_POLICY=PASSIVE`` (unless the environment sets
-it): on a busy machine, OpenMP threads that spin while they wait cut throughput
-several fold.
+per worker), and trained one group after another. Each uses ``threads``
+threads (default 1) and OpenMP's ``PASSIVE`` wait policy (unless the
+environment set one when the server started): on a busy machine, OpenMP
+threads that spin while they wait cut throughput several fold.
 
-Safety: a worker asks the kernel to kill it when the sweep process dies
-(:func:`nrecur._processes.die_with`), and holds each trial's lock while it works, so
-a rerun never trains a folder that an orphan still writes. A worker that dies
+Safety: a worker is killed as soon as the sweep process ends
+(:func:`nrecur._processes.worker_started`), and holds each trial's lock while
+it works, so a rerun never trains a folder that an orphan still writes. A worker that dies
 (killed, out of memory) is replaced and its trials go back in the queue — they
 resume from their run folders; a trial whose worker died ``max_deaths`` times
 in one invocation is recorded as failed.
@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from typing import Callable
 
-from nrecur._processes import die_with, worker_context
+from nrecur._processes import worker_context, worker_started
 from nrecur.sweep.groups import GROUP_RUNNERS, TrialGroup
 from nrecur.sweep.store import SweepDir, TrialRecord
 from nrecur.sweep.trial import record_from_folder
@@ -42,12 +42,9 @@ def available_cpus() -> int:
 
 
 def _worker_main(connection: Connection, sweep_path: str, runner: str, threads: int, parent: int) -> None:
-    if not die_with(parent):  # the sweep died before the death signal was armed
+    if not worker_started(parent, threads):  # the sweep ended before this worker started
         return
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the sweep's to handle: it ends the workers
-    import torch
-
-    torch.set_num_threads(threads)
     sweep = SweepDir(sweep_path)
     while True:
         try:
@@ -86,7 +83,7 @@ def run_local(
     if not groups:
         return
     count = max(1, min(workers or available_cpus(), len(groups)))
-    context = worker_context()
+    context = worker_context(preload=("nrecur.sweep.groups",))
     queue = collections.deque(groups)
     deaths: collections.Counter[str] = collections.Counter()
     pool: list[_Worker] = []

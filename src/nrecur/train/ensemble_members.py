@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import multiprocessing
+import os
 import warnings
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
@@ -21,7 +22,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from nrecur._processes import worker_context
+from nrecur._processes import worker_context, worker_started
 from nrecur.train.callbacks import Evaluator
 from nrecur.train.data import DataSource, draw_batches
 from nrecur.train.evaluate import EvalSet, Evaluation
@@ -95,8 +96,9 @@ _WORKER_SOURCES: list[DataSource] = []
 """In a worker process of :class:`Batches`: the data sources of all members."""
 
 
-def _start_worker(sources: list[DataSource]) -> None:
+def _start_worker(sources: list[DataSource], parent: int) -> None:
     global _WORKER_SOURCES
+    worker_started(parent, threads=1)
     _WORKER_SOURCES = sources
 
 
@@ -110,8 +112,8 @@ class Batches:
     ``workers=0``: one thread draws the next step's batches while the main thread is inside torch
     kernels (which release the GIL). ``workers=N``: N processes (from
     :func:`~nrecur._processes.worker_context`, each holding every member's data source) draw the next N
-    steps' in parallel, for when drawing batches is slower than a step (a GPU). Batches are pure functions of the seed and the step, so where they are drawn changes no
-    number. Close it (or use it as a context manager) to end the thread or processes.
+    steps' in parallel, for when drawing batches is slower than a step (a GPU). Batches are pure functions
+    of the seed and the step, so where they are drawn changes no number. Close it (or use it as a context manager) to end the thread or processes.
     """
 
     def __init__(self, members: Sequence[Trainer], workers: int = 0) -> None:
@@ -127,7 +129,7 @@ class Batches:
         self.workers = workers
         if workers > 0:
             context = worker_context()  # forked from a server: no torch threads or CUDA of this process
-            self._pool: Executor = ProcessPoolExecutor(workers, context, _start_worker, (self.sources,))
+            self._pool: Executor = ProcessPoolExecutor(workers, context, _start_worker, (self.sources, os.getpid()))
         else:
             self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="nrecur-batches")
         self._ahead: dict[tuple[tuple[int, ...], int], Future] = {}

@@ -21,7 +21,8 @@ The other task kinds have one run each:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from typing import Callable, Literal
 
 from nrecur.architecture import GPTConfig
@@ -48,6 +49,10 @@ class Preset:
     filled in by ``nrecur run``, or by ``--init-from`` of ``nrecur train``)."""
     mess3: RunConfig | None = None
     """n-recurrence presets: the Mess3 belief-geometry model the main job trains alongside, at this scale."""
+    analysis_caps: Mapping[str, int] = field(default_factory=dict)
+    """Analysis option → the most the main job's analyses of this preset's runs use, beyond the job's own caps
+    (:data:`nrecur.jobs.worker.JOB_CAPS`): smaller models, fewer sequences, so that the main job ends in minutes.
+    Each result and report states the numbers used."""
 
     @property
     def deterministic(self) -> RunConfig:
@@ -85,10 +90,12 @@ def quick() -> Preset:
     # The stochastic task from scratch reaches KL <= 0.02 at step 4,000 with 5e-3 (CPU, seed 0, one thread beside
     # another; 3,750 when its worker ran on two). A lower peak
     # learning rate keeps what the deterministic model knows: 1e-3 fine-tunes to it at step 3,000, 2e-3 at 3,250.
-    return _quick_preset(
+    preset = _quick_preset(
         "quick", "vocab 8, periods 2-5, context 32, 2 layers d_model 64, Muon: about a minute on a 2-core CPU",
         det_train, stochastic_steps=5000,
     )  # fmt: skip
+    # Fewer sequences per analysis than a job's own cap: the quick main job is to end in minutes on 2 cores.
+    return replace(preset, analysis_caps={"n_sequences": 256, "decode_sequences": 256})
 
 
 def quick_adamw() -> Preset:
@@ -154,6 +161,8 @@ def tiny() -> Preset:
         stochastic=stochastic,
         finetune=stochastic,
         mess3=RunConfig(task=Mess3(), model=model.model_copy(update={"vocab_size": 3, "n_ctx": 10}), train=det_train),
+        # Seconds of analyses for a model of seconds: few sequences, MLP probes on 256 positions for 30 steps.
+        analysis_caps={"n_sequences": 128, "decode_sequences": 128, "mlp_rows": 256, "mlp_steps": 30},
     )
 
 
