@@ -57,6 +57,7 @@ def halves(site: Site, split: int) -> tuple[Site, Site]:
     return train, test
 
 
+@pytest.mark.slow
 def test_the_search_finds_the_coordinates_a_hand_built_stand_in_keeps_each_variable_in():
     site, targets = stand_in(768, seed=3)
     train, test = halves(site, 512)

@@ -85,6 +85,7 @@ def whole(tmp_path_factory) -> Path:
     return run
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("signal_number", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_a_signal_at_a_random_moment_of_training_then_the_printed_command_ends_as_an_uninterrupted_run(whole, tmp_path, signal_number):
     run = tmp_path / "run"
@@ -191,6 +192,7 @@ def test_ctrl_c_of_the_main_job_checkpoints_its_runs_and_the_same_command_finish
     assert all(RunFolder(out / f"tiny-{kind}").is_finished() for kind in ("det", "stoch-scratch", "stoch-finetune", "mess3"))
 
 
+@pytest.mark.slow
 def test_a_signal_right_after_an_analysis_is_announced_still_writes_what_was_computed(analyzed_runs, tmp_path):
     """The announcement of the next analysis is inside the guard: a Ctrl-C there (a reader acting on the line)
     writes the results computed before it and names the rest, instead of losing them."""

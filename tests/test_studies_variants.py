@@ -143,6 +143,7 @@ def docs_results():
     return module
 
 
+@pytest.mark.slow
 def test_the_docs_page_renders_from_what_the_study_writes(written):
     """Every number on docs/studies/variants.md is a macro over the study's own files (no number typed in)."""
     pytest.importorskip("jinja2")
@@ -166,6 +167,7 @@ def test_the_docs_page_renders_from_what_the_study_writes(written):
     assert key_of("probes.r2_mlp/period") in data["by_variant"]["target_outside"]["stochastic"]["statements"]
 
 
+@pytest.mark.slow
 def test_the_figures_are_drawn_beside_the_json(written):
     names = {p.name for p in written.glob("*.png")}
     assert names == {"variants_difficulty.png", "variants_verdicts.png"} | {f"variants_{f}_{k}.png" for f in ("dynamics", "algorithm") for k in ("deterministic", "stochastic")}
