@@ -26,6 +26,7 @@ What a caller should know:
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import multiprocessing.context
 import multiprocessing.forkserver
@@ -34,7 +35,7 @@ import select
 import signal
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from nrecur._threads import side_by_side
@@ -62,20 +63,17 @@ def worker_context(preload: Sequence[str] = ()) -> multiprocessing.context.ForkS
     return context
 
 
-class _ignoring:
+@contextlib.contextmanager
+def _ignoring(signals: Sequence[signal.Signals]) -> Iterator[None]:
     """Inside: ``signals`` ignored by this process, hence by a program it starts (an ignored signal stays ignored
-    across ``exec``); outside: as before. Only the main thread sets handlers; elsewhere nothing changes."""
-
-    def __init__(self, signals: Sequence[signal.Signals]) -> None:
-        self.signals = signals
-        self.before: dict[signal.Signals, object] = {}
-
-    def __enter__(self) -> None:
-        if threading.current_thread() is threading.main_thread():
-            self.before = {sig: signal.signal(sig, signal.SIG_IGN) for sig in self.signals}
-
-    def __exit__(self, *exc) -> None:
-        for sig, handler in self.before.items():
+    across ``exec``); afterwards as before. Only the main thread sets handlers; elsewhere nothing changes."""
+    before = {}
+    if threading.current_thread() is threading.main_thread():
+        before = {sig: signal.signal(sig, signal.SIG_IGN) for sig in signals}
+    try:
+        yield
+    finally:
+        for sig, handler in before.items():
             signal.signal(sig, signal.SIG_DFL if handler is None else handler)  # None: set outside Python
 
 

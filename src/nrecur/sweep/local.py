@@ -9,10 +9,10 @@ threads that spin while they wait cut throughput several fold.
 
 Safety: a worker is killed as soon as the sweep process ends
 (:func:`nrecur._processes.worker_started`), and holds each trial's lock while
-it works, so a rerun never trains a folder that an orphan still writes. A worker that dies
-(killed, out of memory) is replaced and its trials go back in the queue — they
-resume from their run folders; a trial whose worker died ``max_deaths`` times
-in one invocation is recorded as failed.
+it works, so a rerun never trains a folder that an orphan still writes. A
+worker that dies (killed, out of memory) is replaced and its trials go back in
+the queue — they resume from their run folders; a trial whose worker died
+``max_deaths`` times in one invocation is recorded as failed.
 """
 
 from __future__ import annotations

@@ -113,7 +113,8 @@ class Batches:
     kernels (which release the GIL). ``workers=N``: N processes (from
     :func:`~nrecur._processes.worker_context`, each holding every member's data source) draw the next N
     steps' in parallel, for when drawing batches is slower than a step (a GPU). Batches are pure functions
-    of the seed and the step, so where they are drawn changes no number. Close it (or use it as a context manager) to end the thread or processes.
+    of the seed and the step, so where they are drawn changes no number. Close it (or use it as a context
+    manager) to end the thread or processes.
     """
 
     def __init__(self, members: Sequence[Trainer], workers: int = 0) -> None:
