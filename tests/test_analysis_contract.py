@@ -142,6 +142,39 @@ def test_options_given_to_all_reach_the_analyses_that_take_them():
     assert resolved["a"].n_sequences == 48  # … never a value given
 
 
+@pytest.mark.parametrize(
+    "what, given, written",
+    [
+        (["probes", "geometry"], ["--sequences", "64", "--set", "probes.mlp_steps=20", "--set=probes.mlp_rows=256"], ["probes"]),
+        (["all"], ["--set", "mlp_rows=256", "--set", "window=12", "--sequences=96", "--seed", "2"], ["probes", "geometry"]),
+        (["edit", "heads", "prior"], ["--set", "heads.margin=0.1", "--set", "edit.subspace_steps=0"], ["edit"]),
+    ],
+)
+def test_the_command_printed_after_an_interrupt_gives_the_analyses_left_the_options_they_had(what, given, written, tmp_path):
+    """The rest of an interrupted ``nrecur analyze`` runs (no option of a written analysis is left over to be
+    refused) and each analysis left gets the options the whole command gave it."""
+    import shlex
+
+    from nrecur.analysis.driver import AnalysisInterrupted
+    from nrecur.cli import build_parser
+    from nrecur.cli.analyze import analyze_again, parse_settings
+
+    def options(argv: list[str], names: list[str], explicit: bool) -> dict:
+        args = build_parser().parse_args(argv)
+        given = parse_settings(args.set) | ({"n_sequences": args.sequences} if args.sequences else {}) | {"seed": args.seed}
+        return resolve_options([ANALYSES[name] for name in names], given, explicit=explicit)[0]
+
+    argv = ["analyze", str(tmp_path), "--what", *what, *given]
+    names = [name for name in ANALYSES if name != "causal"] if what == ["all"] else what
+    left = [name for name in names if name not in written]
+    args = build_parser().parse_args(argv)
+    args.argv = argv
+    rest = shlex.split(analyze_again(args, AnalysisInterrupted(written, left, KeyboardInterrupt())))
+    assert rest[:3] == ["nrecur", "analyze", str(tmp_path)] and rest[rest.index("--what") + 1 :] == left
+    before = options(argv, names, explicit=what != ["all"])
+    assert options(rest[1:], left, explicit=True) == {name: before[name] for name in left}
+
+
 @dataclass(frozen=True)
 class Inner:
     values: tuple[float, ...]

@@ -117,7 +117,8 @@ def test_a_signal_at_a_random_moment_of_training_then_the_printed_command_ends_a
 def test_ctrl_c_during_analyses_writes_those_computed_and_prints_the_command_for_the_rest(whole, tmp_path):
     run = tmp_path / "run"
     subprocess.run(["cp", "-r", str(whole), str(run)], check=True)
-    command = [*NRECUR, "analyze", str(run), "--what", "probes", "geometry", "--sequences", "64"]
+    # MLP probes of a few steps: the test is of the interrupt, not of what they read
+    command = [*NRECUR, "analyze", str(run), "--what", "probes", "geometry", "--sequences", "64", "--set", "probes.mlp_steps=20", "--set", "probes.mlp_rows=256"]
     process = subprocess.Popen(command, env=ENV, preexec_fn=as_at_a_terminal, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     lines = []
     for line in process.stdout:  # the driver names each analysis as it starts it
@@ -130,7 +131,7 @@ def test_ctrl_c_during_analyses_writes_those_computed_and_prints_the_command_for
     assert "nrecur analyze: interrupted (SIGINT); wrote probes" in err, err
     assert (run / "analysis" / "probes.json").is_file() and not (run / "analysis" / "geometry.json").exists()
     rest = continue_command(err)
-    assert rest == [*NRECUR, "analyze", str(run), "--sequences", "64", "--what", "geometry"]
+    assert rest == [*NRECUR, "analyze", str(run), "--sequences", "64", "--what", "geometry"]  # the probes' options left out
     assert subprocess.run(rest, env=ENV, capture_output=True, text=True).returncode == 0
     assert (run / "analysis" / "geometry.json").is_file()
 

@@ -47,19 +47,37 @@ def register(subparsers) -> None:
 
 
 def analyze_again(args: argparse.Namespace, error: KeyboardInterrupt) -> str:
-    """After an interrupt: the same command for the analyses not written yet (``error.remaining``)."""
+    """After an interrupt: the same command for the analyses not written yet (``error.remaining``), with the
+    options that only written analyses took left out and a plain option that only some of the rest take given
+    to those by name (``--set probes.mlp_steps=20``): the rest runs as those analyses would have."""
     remaining = getattr(error, "remaining", None)
     if not remaining:
         return same_command(args)
-    words, in_what = [], False
-    for word in args.argv:
-        if word == "--what" or word.startswith("--what="):
-            in_what = word == "--what"
-            continue
-        if in_what and not word.startswith("-"):
-            continue
-        in_what = False
-        words.append(word)
+    from nrecur.analysis import ANALYSES
+
+    def kept(key: str, value: str) -> list[str]:
+        if "." in key:
+            return [f"{key}={value}"] if key.split(".", 1)[0] in remaining else []
+        takers = [name for name in remaining if key in ANALYSES[name].options.model_fields]
+        return [f"{key}={value}"] if takers == remaining else [f"{name}.{key}={value}" for name in takers]
+
+    words, argv = [], list(args.argv)
+    while argv:
+        word = argv.pop(0)
+        flag, equals, attached = word.partition("=")
+        if flag == "--what":
+            while not equals and argv and not argv[0].startswith("-"):
+                argv.pop(0)
+        elif flag in ("--set", "--sequences"):
+            text = attached if equals else argv.pop(0)
+            key, _, value = text.partition("=") if flag == "--set" else ("n_sequences", "=", text)
+            settings = kept(key.strip(), value)
+            if flag == "--sequences" and settings == [f"n_sequences={text}"]:
+                words += ["--sequences", text]
+            else:
+                words += [part for setting in settings for part in ("--set", setting)]
+        else:
+            words.append(word)
     return shlex.join(["nrecur", *words, "--what", *remaining])
 
 

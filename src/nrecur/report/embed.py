@@ -121,15 +121,14 @@ def figure_image(fig, title: str, budget: Budget, fmt: str = "svg", dpi: int = P
 
     from nrecur.analysis.figures.common import fit_page, freeze_layout, text_checks
 
-    box = None
+    box = texts = None
     if tight:
-        fit_page(fig)
-        box = freeze_layout(fig)  # laid out once for the text checks and the file
+        box, texts = freeze_layout(fig, fit_page(fig))  # laid out once for the text checks and the file
     buffer = io.BytesIO()
     if fmt == "svg":
         metadata = {"Date": None}
     else:
-        metadata = text_checks(fig)
+        metadata = text_checks(fig, texts)
     fig.savefig(buffer, format=fmt, bbox_inches=box, dpi=dpi, metadata=metadata)
     plt.close(fig)
     return budget.take(title, buffer.getvalue(), MIME[f".{fmt}"])

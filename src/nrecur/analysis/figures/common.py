@@ -239,53 +239,58 @@ def _padding() -> float:
     return 2 * matplotlib.rcParams["savefig.pad_inches"]
 
 
-def fit_page(fig) -> None:
+def fit_page(fig) -> list:
     """Raise text of ``fig`` under :data:`MIN_TEXT_PT` to it; scale ``fig`` down (text kept at its size) until its
     tight box is at most :data:`PAGE_INCHES` wide, re-laying it out (constrained layout) and wrapping titles and
-    x labels wider than their room. Leaves ``fig`` laid out at the size it ends with."""
+    x labels wider than their room. Leaves ``fig`` laid out at the size it ends with; returns the texts its last
+    layout drew (:func:`drawn_texts`)."""
     size = fig.get_size_inches()
     if size[0] > PAGE_INCHES:  # a constrained layout's tight box is about the figure: start at the page's width
         fig.set_size_inches(size * (PAGE_INCHES - _padding()) / size[0])
-    small = [text for text in drawn_texts(fig) if text.get_fontsize() < MIN_TEXT_PT]  # drawing them lays it out
+    texts = drawn_texts(fig)  # drawing them lays it out
+    small = [text for text in texts if text.get_fontsize() < MIN_TEXT_PT]
     for text in small:
         text.set_fontsize(MIN_TEXT_PT)
     renderer = _renderer(fig)
     laid_out = not small
     for _ in range(6):  # the layout moves as the figure shrinks and titles wrap: a few rounds settle it
         if not laid_out:
-            fig.draw_without_rendering()
+            texts = drawn_texts(fig)
         laid_out = False
-        wrapped = _wrap_titles(fig, renderer)
-        if wrapped:
-            fig.draw_without_rendering()
+        if _wrap_titles(fig, renderer):
+            texts = drawn_texts(fig)
         width = fig.get_tightbbox(renderer).width + _padding()
         if width <= PAGE_INCHES:
-            return  # wrapping moves text down, never sideways: what fits stays fitting
+            return texts  # wrapping moves text down, never sideways: what fits stays fitting
         fig.set_size_inches(fig.get_size_inches() * (PAGE_INCHES / width) * 0.995)
-    fig.draw_without_rendering()  # rounds used up: lay it out at the size it ends with
+    return drawn_texts(fig)  # rounds used up: lay it out at the size it ends with
 
 
-def text_checks(fig) -> dict[str, str]:
+def text_checks(fig, texts: list | None = None) -> dict[str, str]:
     """The smallest text size and the overlapping texts of a laid-out ``fig``, as a PNG's metadata holds them
-    (one drawing of the figure for both)."""
-    texts = drawn_texts(fig)
+    (one drawing of the figure for both; none with ``texts``, its :func:`drawn_texts` in the layout it keeps)."""
+    texts = drawn_texts(fig) if texts is None else texts
     smallest = smallest_text_pt(fig, texts)
     return {SMALLEST_TEXT_KEY: f"{smallest:g}" if smallest else "", OVERLAPS_KEY: "\n".join(overlapping_text(fig, texts))}
 
 
-def freeze_layout(fig):
-    """Keep the layout of ``fig`` (laid out once more first when an axes has a fixed aspect): later draws — the
-    text checks, each file written — skip the layout engine. Returns the figure's tight box (a matplotlib
-    ``Bbox``, inches) padded by savefig's ``pad_inches``, to save every file with instead of measuring it per file."""
+def freeze_layout(fig, texts: list | None = None) -> tuple:
+    """Keep the layout of ``fig`` (laid out once more first when an axes has a fixed aspect): later draws — each
+    file written — skip the layout engine. Returns the figure's tight box (a matplotlib ``Bbox``, inches) padded
+    by savefig's ``pad_inches``, to save every file with instead of measuring it per file, and the texts drawn
+    in the layout kept (:func:`drawn_texts`; ``texts``: those of the last layout, where none is drawn here):
+    the files draw the same texts at the same places, so :func:`text_checks` reads them without drawing again."""
     import matplotlib
 
     if any(ax.get_aspect() != "auto" or ax.get_box_aspect() is not None for ax in fig.axes):
-        fig.draw_without_rendering()  # constrained layout settles in two passes where axes keep their shape (images)
+        texts = drawn_texts(fig)  # constrained layout settles in two passes where axes keep their shape (images)
     # No engine at all (savefig lays out and draws once more for any engine); set_layout_engine(None) would fall
     # back to an engine the rcParams name, hence the context.
     with matplotlib.rc_context({"figure.autolayout": False, "figure.constrained_layout.use": False}):
         fig.set_layout_engine(None)
-    return fig.get_tightbbox(_renderer(fig)).padded(matplotlib.rcParams["savefig.pad_inches"])
+    if texts is None:
+        texts = drawn_texts(fig)
+    return fig.get_tightbbox(_renderer(fig)).padded(matplotlib.rcParams["savefig.pad_inches"]), texts
 
 
 def save_figure(fig, folder: str | Path, stem: str) -> list[Path]:
@@ -300,10 +305,9 @@ def save_figure(fig, folder: str | Path, stem: str) -> list[Path]:
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
     title = figure_title(fig)  # before fitting, which may wrap the title's first line
-    fit_page(fig)
-    box = freeze_layout(fig)
+    box, texts = freeze_layout(fig, fit_page(fig))
     metadata = {"Title": title} if title else {}
-    measured = text_checks(fig)
+    measured = text_checks(fig, texts)
     for suffix, kwargs in ((".png", {"dpi": PIXELS_PER_INCH, "metadata": {**metadata, **measured}}), (".svg", {"metadata": metadata})):
         path = folder / f"{stem}{suffix}"
         atomic_write(path, lambda handle, fmt=suffix[1:], kw=kwargs: fig.savefig(handle, format=fmt, bbox_inches=box, **kw))
