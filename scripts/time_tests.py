@@ -31,7 +31,7 @@ def run(tier: str, extra: list[str]) -> dict:
     shown = "./test.sh" + "".join(f' {a}' if " " not in a else f' "{a}"' for a in extra)
     return {"tier": tier, "command": shown, "seconds": round(seconds, 1), "passed": counts.get("passed", 0),
             "failed": counts.get("failed", 0), "skipped": counts.get("skipped", 0), "exit_code": done.returncode,
-            "failures": [line.split(" - ")[0] for line in done.stdout.splitlines() if line.startswith(("FAILED ", "ERROR "))]}  # fmt: skip
+            "failures": "; ".join(line.split(" - ")[0] for line in done.stdout.splitlines() if line.startswith(("FAILED ", "ERROR ")))}  # fmt: skip
 
 
 def main() -> None:
