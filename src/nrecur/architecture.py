@@ -71,3 +71,15 @@ class GPTConfig(Config):
     def attn_only(self) -> bool:
         """True when the blocks have no MLP (``d_mlp == 0``)."""
         return self.d_mlp == 0
+
+    @property
+    def n_params(self) -> int:
+        """Number of scalars of ``GPT(self)``, from the shapes alone (no model built, torch not needed):
+        embeddings, each block's norms, attention (``qkv`` and ``out`` with their biases) and MLP, the final norm
+        and the unembedding (no bias)."""
+        d, attn, mlp = self.d_model, self.d_attn, self.d_mlp
+        norm = {"layernorm": 2 * d, "rmsnorm": d, "none": 0}[self.norm]
+        block = norm + (d + 1) * 3 * attn + (attn + 1) * d
+        if not self.attn_only:
+            block += norm + (d + 1) * mlp + (mlp + 1) * d
+        return (self.vocab_size + self.n_ctx) * d + self.n_layers * block + norm + d * self.vocab_size

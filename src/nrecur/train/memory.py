@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import torch
 
 from nrecur._memory import available_memory, format_bytes
-from nrecur.model import GPT, GPTConfig
+from nrecur.model import GPTConfig
 from nrecur.train.config import RunConfig
 
 FLOAT32 = 4
@@ -38,9 +38,8 @@ residual stream, a normalized copy, a sublayer's output, their sum and the kerne
 
 
 def parameter_count(model: GPTConfig) -> int:
-    """Number of scalars of ``GPT(model)``, counted on the meta device (shapes only, nothing allocated)."""
-    with torch.device("meta"):
-        return GPT(model).num_params
+    """Number of scalars of ``GPT(model)`` (:attr:`GPTConfig.n_params`: from the shapes, nothing built)."""
+    return model.n_params
 
 
 @dataclass(frozen=True)
