@@ -18,20 +18,11 @@ import time
 import traceback
 from typing import Sequence
 
-import torch
-
-from nrecur.model import GPT
 from nrecur.sweep.expand import Trial
 from nrecur.sweep.store import SweepDir, TrialRecord
 from nrecur.train import Callback, NonFiniteLossError, resume, train
 from nrecur.train.config import RunConfig
 from nrecur.train.folder import RunFolder
-
-
-def n_params(config: RunConfig) -> int:
-    """Parameter count of the trial's model (built on the meta device: no memory, no time)."""
-    with torch.device("meta"):
-        return GPT(config.model).num_params
 
 
 def run_trial(trial: Trial, sweep: SweepDir, callbacks: Sequence[Callback] = (), note: str | None = None) -> TrialRecord:
@@ -121,7 +112,7 @@ def record_from_folder(trial: Trial, folder: RunFolder, status: str, reason: str
         final_eval_ce=evaluation.get("eval/model_ce"),
         bayes_eval_ce=evaluation.get("eval/bayes_ce"),
         final_train_ce=train_set.get("train/model_ce"),
-        n_params=n_params(trial.config),
+        n_params=trial.config.model.n_params,
         metrics=metrics,
         ended=round(time.time(), 3),
     )
