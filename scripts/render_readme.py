@@ -92,10 +92,11 @@ def benchmarks_block() -> str:
         load = re.search(r"load average ([\d.]+)", data.get("machine", ""))
         where = f"{machine}, load {load.group(1)}" if load else machine
         for row in data.get("rows", []):
-            ours = next((v for k, v in row.items() if k.startswith("ours")), None)
+            ours = next((v for k, v in row.items() if k.startswith(("ours", "fast"))), None)
             reference = next((v for k, v in row.items() if k.startswith(("loop", "reference", "dense", "brute"))), None)
             ratio = row.get("ratio")
-            what = next((str(v) for v in row.values() if isinstance(v, str)), "")
+            named = [(k, v) for k, v in row.items() if isinstance(v, str)]
+            what = named[0][1] if len(named) == 1 else " · ".join(f"{k} {v}" for k, v in named)
             if ratio is None:
                 continue
             lines.append(f"| {path.stem} | {what} | {_number(ours)} | {_number(reference)} | {ratio:.1f}× | {where} |")

@@ -327,3 +327,12 @@ def test_a_stored_result_is_reused_only_for_the_same_analysis_step_and_every_opt
     assert reusable(path, "probes", {}, 5) is None
     path.write_text("{not json")
     assert reusable(path, "strategy", {"n_sequences": 32}, 5) is None
+
+
+def test_the_list_of_analyses_reads_as_plain_text(capsys):
+    """``nrecur analyze --list`` names every analysis and option, one line each, with no docstring markup left."""
+    assert main(["analyze", "--list"]) == 0
+    out = capsys.readouterr().out
+    assert all(f"{name}: " in out for name in ANALYSES)
+    assert ":attr:" not in out and ":func:" not in out and "``" not in out
+    assert all(line.startswith((" " * 4, *ANALYSES)) for line in out.splitlines()), "a wrapped line lost its indent"

@@ -32,3 +32,15 @@ def test_the_readme_is_short_and_undated():
     import re
 
     assert not re.search(r"\b20\d\d-\d\d-\d\d\b", text) and not re.search(r"\bcommit [0-9a-f]{7,40}\b", text)
+
+
+def test_every_benchmark_row_shows_both_speeds():
+    """A row with a ratio has the two speeds it is the ratio of (a result file whose keys the renderer does not
+    know showed "–" beside a ratio)."""
+    sys.path.insert(0, str(ROOT / "scripts"))
+    try:
+        import render_readme
+    finally:
+        sys.path.pop(0)
+    rows = [line.split(" | ") for line in render_readme.benchmarks_block().splitlines()[2:]]
+    assert rows and all(row[2] != "–" and row[3] != "–" for row in rows), rows

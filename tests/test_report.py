@@ -357,3 +357,15 @@ def test_the_training_text_names_the_optimizer_and_where_the_decay_ends():
     assert "AdamW lr 0.003" in adamw and "Muon" not in adamw
     extended = quick.model_copy(update={"train": quick.train.model_copy(update={"steps": 4000, "decay_steps": 1750})})
     assert "cosine schedule to 0.02·lr ending at step 1750; at most 4000 steps" in training_in_words(extended)
+
+
+def test_a_docstrings_literal_block_shows_as_preformatted_text_after_one_colon():
+    """A section's text is its analysis's module docstring: an RST literal block (``text::`` then an indented
+    paragraph, the patching analysis's formula) shows as the formula, not as ``::`` and run-on prose."""
+    from nrecur.analysis import patching
+    from nrecur.report.sections import _paragraphs
+
+    doc = "Title.\n\nWe measure (see below)::\n\n    moved = 1 - a / b\n    and < c\n\nwith a the rest."
+    assert _paragraphs(doc) == ("<p>We measure (see below):</p>", "<pre>moved = 1 - a / b\nand &lt; c</pre>", "<p>with a the rest.</p>")
+    blocks = _paragraphs(patching.__doc__)
+    assert not any("::" in block for block in blocks) and any(block.startswith("<pre>moved = 1 - KL(") for block in blocks)

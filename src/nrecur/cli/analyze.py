@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import shlex
 
 from nrecur.cli import UsageError, existing_path, same_command
@@ -96,6 +97,14 @@ def parse_settings(settings: list[str]) -> dict:
     return options
 
 
+def plain(doc: str) -> str:
+    """A docstring's text for a terminal: on one line, a cross-reference as the name it points at (the last part
+    after ``~``) and double backticks as single ones."""
+    doc = re.sub(r":\w+:`~[^`]*?([^.`]+)`", r"`\1`", " ".join(doc.split()))
+    doc = re.sub(r":\w+:`([^`]+)`", r"`\1`", doc)
+    return re.sub(r"``(.+?)``", r"`\1`", doc)
+
+
 def list_analyses() -> str:
     """Every analysis, what it measures and its options with their defaults and meaning."""
     from nrecur.analysis import ANALYSES
@@ -104,7 +113,7 @@ def list_analyses() -> str:
     for analysis in ANALYSES.values():
         lines.append(f"{analysis.name}: {analysis.description}")
         for option, (default, doc) in analysis.options.documented().items():
-            lines.append(f"    {option} (default {default!r}): {doc}")
+            lines.append(f"    {option} (default {default!r}): {plain(doc)}")
         over = "yes" if analysis.over_training is not None else "no"
         lines.append(f"    over training (--checkpoints all): {over}")
         if not analysis.in_all:

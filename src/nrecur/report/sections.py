@@ -17,6 +17,7 @@ from __future__ import annotations
 import html
 import math
 import re
+import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -154,12 +155,19 @@ def _inline(text: str) -> str:
 
 
 def _paragraphs(doc: str | None) -> tuple[str, ...]:
-    """The module docstring after its first line, as safe HTML blocks: paragraphs, and lists where the
-    lines start with ``* `` or ``- ``."""
+    """The module docstring after its first line, as safe HTML blocks: paragraphs, lists where the lines start
+    with ``* `` or ``- ``, and literal blocks (an indented paragraph after one ending in ``::``, which shows
+    one ``:``) as preformatted text."""
     if not doc:
         return ()
     blocks = []
+    literal = False
     for paragraph in doc.strip().split("\n\n")[1:]:
+        if literal and all(line[:1].isspace() for line in paragraph.splitlines() if line.strip()):
+            blocks.append(f"<pre>{html.escape(textwrap.dedent(paragraph).strip(), quote=False)}</pre>")
+            continue
+        literal = paragraph.rstrip().endswith("::")
+        paragraph = paragraph.rstrip().removesuffix(":") if literal else paragraph
         items: list[list[str]] = []
         prose: list[str] = []
         for line in (line.strip() for line in paragraph.splitlines()):
