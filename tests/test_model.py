@@ -87,7 +87,7 @@ def test_num_params_matches_the_architecture():
     assert GPT(c).num_params == expected
 
 
-@pytest.mark.parametrize("norm", ["layernorm", "rmsnorm", "none"])
+@pytest.mark.parametrize("norm", list(NORMS))
 @pytest.mark.parametrize("shape", [dict(), dict(d_mlp=0), dict(n_layers=0), dict(n_heads=3, d_head=5, d_model=7, d_mlp=11, n_layers=3, vocab_size=5, n_ctx=9)])
 def test_the_configs_count_of_parameters_is_the_models(norm, shape):
     """``GPTConfig.n_params`` counts from the shapes what the built model holds (and what the memory estimate uses)."""

@@ -367,5 +367,32 @@ def test_a_docstrings_literal_block_shows_as_preformatted_text_after_one_colon()
 
     doc = "Title.\n\nWe measure (see below)::\n\n    moved = 1 - a / b\n    and < c\n\nwith a the rest."
     assert _paragraphs(doc) == ("<p>We measure (see below):</p>", "<pre>moved = 1 - a / b\nand &lt; c</pre>", "<p>with a the rest.</p>")
+    assert _paragraphs("Title.\n\nWe measure ::\n\n    a = b") == ("<p>We measure</p>", "<pre>a = b</pre>")
+    assert _paragraphs("Title.\n\nWe measure.\n\n::\n\n    a = b") == ("<p>We measure.</p>", "<pre>a = b</pre>")
     blocks = _paragraphs(patching.__doc__)
     assert not any("::" in block for block in blocks) and any(block.startswith("<pre>moved = 1 - KL(") for block in blocks)
+
+
+@pytest.mark.parametrize("kind", ["lines", "image", "crowded"])
+def test_the_text_checks_of_the_layout_kept_equal_those_of_a_fresh_drawing(kind):
+    """A figure's PNG carries its text checks read from the texts of the layout it keeps (no extra drawing): the
+    same as drawing the frozen figure again and measuring, for plain axes, a fixed-aspect image and crowded ticks."""
+    import numpy as np
+
+    from nrecur.analysis.figures.common import fit_page, freeze_layout, pyplot, text_checks
+
+    plt = pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(14, 3.5), layout="constrained")
+    for ax in axes:
+        if kind == "image":
+            ax.imshow(np.arange(12.0).reshape(3, 4))
+        else:
+            ax.plot(range(40), np.sin(np.arange(40)), label="a line")
+            ax.legend()
+        if kind == "crowded":
+            ax.set_xticks(range(40), [f"label {i}" for i in range(40)], fontsize=6)
+        ax.set_title("a title long enough to be wrapped when the figure is scaled down to the page's width")
+    _, texts = freeze_layout(fig, fit_page(fig))
+    assert text_checks(fig, texts) == text_checks(fig)
+    assert (kind == "crowded") == bool(text_checks(fig, texts)["Overlapping text"])
+    plt.close(fig)

@@ -167,7 +167,10 @@ def _paragraphs(doc: str | None) -> tuple[str, ...]:
             blocks.append(f"<pre>{html.escape(textwrap.dedent(paragraph).strip(), quote=False)}</pre>")
             continue
         literal = paragraph.rstrip().endswith("::")
-        paragraph = paragraph.rstrip().removesuffix(":") if literal else paragraph
+        if literal:  # RST: "text::" shows "text:", "text ::" shows "text", a bare "::" nothing
+            paragraph = re.sub(r"\s+::$", "", paragraph.rstrip()).removesuffix(":")
+            if paragraph == ":":
+                continue
         items: list[list[str]] = []
         prose: list[str] = []
         for line in (line.strip() for line in paragraph.splitlines()):

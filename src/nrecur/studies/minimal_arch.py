@@ -32,7 +32,7 @@ import pandas as pd
 
 from nrecur._io import atomic_write_text
 from nrecur.analysis.figures.common import OKABE_ITO, pyplot, save_figure
-from nrecur.model import GPT, GPTConfig
+from nrecur.model import GPTConfig
 from nrecur.runs import load_run
 from nrecur.sweep import BackendOptions, load_sweep, run_sweep, spec_from_data, study_options
 from nrecur.train.folder import RunFolder
@@ -80,8 +80,7 @@ def candidates(base: GPTConfig, layers=(1, 2, 3), widths=(16, 32, 64), heads=(1,
                 for with_mlp in mlp:
                     d_mlp = 4 * d_model if with_mlp else 0
                     config = base.model_copy(update={"n_layers": n_layers, "d_model": d_model, "n_heads": n_heads, "d_head": d_model // n_heads, "d_mlp": d_mlp})
-                    n_params = sum(p.numel() for p in GPT(config).parameters())
-                    found.add(Candidate(n_params, n_layers, d_model, n_heads, d_mlp))
+                    found.add(Candidate(config.n_params, n_layers, d_model, n_heads, d_mlp))
     return sorted(found)
 
 
@@ -193,7 +192,7 @@ def minimal_arch(
     if init_from is not None:
         init_from = str(answer_run(init_from) if (Path(init_from) / "minimal_arch.json").exists() else init_from)
         model = load_run(init_from).config.model
-        only = Candidate(sum(p.numel() for p in GPT(model).parameters()), model.n_layers, model.d_model, model.n_heads, model.d_mlp)
+        only = Candidate(model.n_params, model.n_layers, model.d_model, model.n_heads, model.d_mlp)
         pool = [only]
         base["init_from"] = str(Path(init_from).resolve())
     else:
