@@ -108,6 +108,28 @@ def test_the_worker_writes_the_report_then_the_record_of_its_analyses(trained, t
     assert "analysis boom: failed: RuntimeError: boom" in capsys.readouterr().out
 
 
+def test_the_worker_says_which_analysis_it_computes_in_lines_the_job_reads_back(trained, tmp_path, monkeypatch, capsys):
+    from nrecur.jobs.worker import analysis_under_way
+    from nrecur.jobs.worker import main as worker
+
+    _registry_with_failures(monkeypatch)
+    assert worker([str(trained), "--no-train", "--analyze", "--cap=n_sequences=32"]) == 0
+    lines = capsys.readouterr().err.splitlines()
+    computing = [line for line in lines if "computing" in line]
+    assert computing == ["analysis: fine: computing (1 of 3)", "analysis: boom: computing (2 of 3)", "analysis: unplottable: computing (3 of 3)"]
+    log = tmp_path / "train.log"
+    assert analysis_under_way(log) is None  # no log yet
+    log.write_text("training lines\n")
+    assert analysis_under_way(log) is None
+    for line in lines:  # as the job reads the log while the worker writes it
+        with log.open("a") as file:
+            file.write(line + "\n")
+        if line == computing[1]:
+            assert analysis_under_way(log) == "boom (2 of 3)"
+            assert analysis_under_way(log, start=log.stat().st_size) is None  # lines before start are not this worker's
+    assert analysis_under_way(log) == "the report"
+
+
 def test_a_run_whose_report_failed_has_no_record_and_is_analyzed_again(trained, monkeypatch):
     import nrecur.report
     from nrecur.jobs.worker import main as worker

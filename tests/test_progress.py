@@ -119,6 +119,27 @@ def test_the_main_job_shows_queued_runs_waiting_until_they_start(tmp_path, caplo
     assert not any(code in json.dumps(lines) for code in CONTROL)
 
 
+def test_the_main_job_says_once_which_analysis_each_analyzing_job_computes(tmp_path, caplog):
+    from nrecur.jobs.main import JobsProgress, WorkerJob
+
+    folder = RunFolder(tmp_path / "run")
+    folder.write_config(config())
+    folder.train_log.write_text("analysis: old: computing (9 of 9)\n")  # an earlier job's line in the log it appends to
+    job = WorkerJob(folder, train=False, analyze=True)
+    shown = JobsProgress([job])
+    shown.started(job)
+    shown.update()
+    for line in ["analysis: probes: computing (1 of 2)", "probes: 50 %", "analysis: probes (step 40, 1.0 s): r2 0.5", "analysis: writing the report"]:
+        with folder.train_log.open("a") as file:
+            file.write(line + "\n")
+        shown.update()
+        shown.update()
+    shown.ended(job, 0)
+    lines = messages(caplog)
+    assert lines[:3] == ["run analyses: analyzing", "run analyses: analyzing probes (1 of 2)", "run analyses: analyzing the report"]
+    assert lines[3].startswith("run analyses: done in ") and len(lines) == 4
+
+
 def test_the_main_job_says_which_runs_stopped_short_and_how_to_continue_them():
     from types import SimpleNamespace
 

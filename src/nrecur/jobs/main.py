@@ -47,7 +47,7 @@ from nrecur._lock import folder_lock
 from nrecur._processes import worker_context
 from nrecur._text import seconds_text
 from nrecur.jobs.records import read_analysis_records
-from nrecur.jobs.worker import WorkerOutput, run_worker
+from nrecur.jobs.worker import WorkerOutput, analysis_under_way, run_worker
 from nrecur.report import read_run, write_index
 from nrecur.tasks import NRecurrence
 from nrecur.train.config import RunConfig
@@ -297,7 +297,7 @@ def run_in_workers(
 
     A single worker draws its own progress bar; side-by-side workers write theirs to ``train.log`` and this
     process shows each job's progress from its ``metrics.jsonl`` (:class:`JobsProgress`: waiting until it
-    starts, then training, analyzing, done). ``index``: the page the reports link to;
+    starts, then training, analyzing — which analysis, from the worker's log — done). ``index``: the page the reports link to;
     ``caps``: analysis option → the most it may be, beyond the worker's own caps.
     """
     context = worker_context(preload=("nrecur.jobs.worker",))
@@ -358,14 +358,16 @@ def run_in_workers(
 class JobsProgress:
     """The progress of side-by-side jobs, from their run folders: on a terminal one tqdm bar per job, its clock
     started when the job starts ("waiting" until then); elsewhere plain lines through the ``nrecur`` logger — one
-    when a job starts, trains to its end or ends, and every :data:`~nrecur._log.PLAIN_EVERY` seconds one on
-    the jobs in training."""
+    when a job starts, trains to its end, starts an analysis or its report (:func:`~nrecur.jobs.worker.analysis_under_way`)
+    or ends, and every :data:`~nrecur._log.PLAIN_EVERY` seconds one on the jobs in training."""
 
     def __init__(self, jobs: list[WorkerJob]) -> None:
         self.jobs = jobs
         self.state = {id(job): "waiting" for job in jobs}
         self.steps = {id(job): job.folder.read_config().train.steps for job in jobs if job.train}
         self.step = {id(job): 0 for job in jobs}
+        self.analysis: dict[int, str] = {}  # id(job) → what its worker analyzed when last shown
+        self.log_start: dict[int, int] = {}  # id(job) → where its worker's lines start in a log it appends to
         self.start = {id(job): time.perf_counter() for job in jobs}
         self.ticker = Ticker()
         self.bars = None
@@ -384,6 +386,8 @@ class JobsProgress:
     def started(self, job: WorkerJob) -> None:
         self.state[id(job)] = "training" if job.train else "analyzing"
         self.start[id(job)] = time.perf_counter()
+        if not job.train and job.folder.train_log.exists():  # the worker appends: earlier jobs' lines are not its own
+            self.log_start[id(job)] = job.folder.train_log.stat().st_size
         if self.bars is not None:
             bar = self.bars[id(job)]
             bar.bar_format = None if job.train else "{desc}: {elapsed}{postfix}"  # the usual bar, or the time so far
@@ -404,28 +408,47 @@ class JobsProgress:
     def update(self) -> None:
         lines = []
         for job in self.jobs:
-            if self.state[id(job)] not in ("training", "analyzing") or not job.train:
+            if self.state[id(job)] not in ("training", "analyzing"):
                 continue
-            metrics = job.folder.read_metrics()
-            last = metrics[-1] if metrics else None
-            if last is not None and last["step"] != self.step[id(job)]:
-                self.step[id(job)] = last["step"]
-                if self.bars is not None:
-                    bar = self.bars[id(job)]
-                    bar.update(last["step"] - bar.n)
-                    bar.set_postfix_str(f"loss {last.get('train/loss', float('nan')):.4f} KL {last['eval/kl']:.4f}")
-            if self.state[id(job)] == "training" and job.analyze and job.folder.is_finished():
-                self.state[id(job)] = "analyzing"  # trained: the same worker analyzes it now
-                if self.bars is not None:
-                    self.bars[id(job)].set_postfix_str("trained; analyzing")
-                else:
-                    logger().info(f"{self._name(job)}: trained to step {self.step[id(job)]:,}; analyzing")
-            if self.state[id(job)] == "training" and last is not None:
-                total = self.steps[id(job)]
-                lines.append(f"{self._name(job)} step {last['step']:,}/{total:,} ({100 * last['step'] / total:.0f} %), KL {last['eval/kl']:.4f}")
+            if job.train:
+                last = self._trained(job)
+                if self.state[id(job)] == "training" and last is not None:
+                    total = self.steps[id(job)]
+                    lines.append(f"{self._name(job)} step {last['step']:,}/{total:,} ({100 * last['step'] / total:.0f} %), KL {last['eval/kl']:.4f}")
+            if self.state[id(job)] == "analyzing":
+                self._analyzing(job)
         if self.bars is None and lines and self.ticker.due():
             waiting = [self._name(job) for job in self.jobs if self.state[id(job)] == "waiting"]
             logger().info("; ".join(lines + ([f"waiting: {', '.join(waiting)}"] if waiting else [])))
+
+    def _trained(self, job: WorkerJob) -> dict | None:
+        """Show the last step ``job`` logged; the job analyzes once its run has finished. Returns that step's metrics."""
+        metrics = job.folder.read_metrics()
+        last = metrics[-1] if metrics else None
+        if last is not None and last["step"] != self.step[id(job)]:
+            self.step[id(job)] = last["step"]
+            if self.bars is not None:
+                bar = self.bars[id(job)]
+                bar.update(last["step"] - bar.n)
+                bar.set_postfix_str(f"loss {last.get('train/loss', float('nan')):.4f} KL {last['eval/kl']:.4f}")
+        if self.state[id(job)] == "training" and job.analyze and job.folder.is_finished():
+            self.state[id(job)] = "analyzing"  # trained: the same worker analyzes it now
+            if self.bars is not None:
+                self.bars[id(job)].set_postfix_str("trained; analyzing")
+            else:
+                logger().info(f"{self._name(job)}: trained to step {self.step[id(job)]:,}; analyzing")
+        return last
+
+    def _analyzing(self, job: WorkerJob) -> None:
+        """Show what ``job``'s worker analyzes now (from its log), once per analysis."""
+        now = analysis_under_way(job.folder.train_log, self.log_start.get(id(job), 0))
+        if now is None or now == self.analysis.get(id(job)):
+            return
+        self.analysis[id(job)] = now
+        if self.bars is not None:
+            self.bars[id(job)].set_postfix_str(f"analyzing {now}")
+        else:
+            logger().info(f"{self._name(job)}: analyzing {now}")
 
     def close(self) -> None:
         for bar in (self.bars or {}).values():

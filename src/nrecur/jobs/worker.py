@@ -4,7 +4,9 @@ Resumes (or starts) the run folder ``RUN_DIR`` and prints one line when it
 ends; with ``--analyze`` it then runs every analysis that applies to the run
 (:func:`analyze_run`), writes the run's report (linking to ``--index``) and
 last ``RUN_DIR/analyzed.json``, the record of what each analysis did, which
-tells a job that the run is analyzed (or which analyses to retry).
+tells a job that the run is analyzed (or which analyses to retry). On stderr
+it says which analysis it computes, and when it writes the report, in lines
+the job reads back to show its progress (:func:`analysis_under_way`).
 ``--no-train`` only analyzes and reports a run that has finished. Jobs start
 workers (:func:`run_worker`, forked from the server of :mod:`nrecur._processes`
 with torch already imported) so that each run has its own process, its own
@@ -17,8 +19,10 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,7 +31,7 @@ from nrecur._text import seconds_text
 from nrecur.jobs.records import AnalysisRecord, write_analysis_records
 from nrecur.train import resume
 
-__all__ = ["ANALYSIS_MLP_ROWS", "ANALYSIS_SEQUENCES", "JOB_CAPS", "WorkerOutput", "analyze_run", "main", "run_worker"]
+__all__ = ["ANALYSIS_LINE", "ANALYSIS_MLP_ROWS", "ANALYSIS_SEQUENCES", "JOB_CAPS", "WorkerOutput", "analysis_under_way", "analyze_run", "main", "run_worker"]
 
 ANALYSIS_SEQUENCES = 1024
 """The most fresh sequences a job's analysis uses: analyses whose default asks for more get this many
@@ -42,19 +46,45 @@ JOB_CAPS = {"n_sequences": ANALYSIS_SEQUENCES, "decode_sequences": ANALYSIS_SEQU
 """The options a job's analyses cap where their default is larger."""
 
 
-def analyze_run(folder: str | Path, caps: dict[str, int] | None = None, progress: bool = False) -> list[AnalysisRecord]:
+ANALYSIS_LINE = "analysis: "
+"""How each line a worker logs about its analyses starts (:func:`analysis_under_way` reads them back)."""
+_COMPUTING = re.compile(r"^analysis: (\S+): computing \((\d+ of \d+)\)$")
+_REPORT = "writing the report"
+
+
+def analyze_run(
+    folder: str | Path, caps: dict[str, int] | None = None, progress: bool = False, log: Callable[[str], None] | None = None
+) -> list[AnalysisRecord]:
     """Every registered analysis that applies to the run at ``folder`` (latest checkpoint), and over training
     where the run has saved more than one checkpoint; each result written to ``analysis/`` as soon as it is
     done. An analysis that fails is recorded and the others go on (a job should not lose every report to one).
-    ``caps``: options capped further than :data:`JOB_CAPS` (the smaller cap wins)."""
+    ``caps``: options capped further than :data:`JOB_CAPS` (the smaller cap wins); ``log``: one line per
+    analysis started (with ``progress``), note and result (:func:`nrecur.analysis.analyze`)."""
     from nrecur.analysis import analyze
     from nrecur.runs import load_run
 
     lowest = dict(JOB_CAPS)
     for name, value in (caps or {}).items():
         lowest[name] = min(value, lowest.get(name, value))
-    outcomes = analyze(load_run(folder), ["all"], over_training=True, caps=lowest, on_error="record", progress=progress)
+    outcomes = analyze(load_run(folder), ["all"], over_training=True, caps=lowest, on_error="record", progress=progress, log=log)
     return [AnalysisRecord(o.name, o.status, o.detail, o.seconds) for o in outcomes]
+
+
+def analysis_under_way(log: str | Path, start: int = 0) -> str | None:
+    """What the worker writing ``log`` (from byte ``start`` on) analyzes now, from the last analysis line in
+    its tail: e.g. ``"probes (3 of 12)"``, ``"the report"``; None before its first analysis (or without the file)."""
+    try:
+        with open(log, "rb") as file:
+            file.seek(max(start, os.fstat(file.fileno()).st_size - 16384))
+            lines = file.read().decode("utf-8", errors="replace").splitlines()
+    except FileNotFoundError:
+        return None
+    for line in reversed(lines):
+        if line == ANALYSIS_LINE + _REPORT:
+            return "the report"
+        if match := _COMPUTING.match(line):
+            return f"{match[1]} ({match[2]})"
+    return None
 
 
 @dataclass(frozen=True)
@@ -122,9 +152,14 @@ def _main(argv: list[str]) -> int:
         from nrecur.report import write_report
 
         start = time.perf_counter()
-        records = analyze_run(folder, caps=dict(args.cap), progress=not args.no_progress)
+
+        def log(line: str) -> None:  # stderr: the job's log when side by side, the terminal when alone
+            print(ANALYSIS_LINE + line, file=sys.stderr, flush=True)
+
+        records = analyze_run(folder, caps=dict(args.cap), progress=not args.no_progress, log=log)
         for record in records:
             print(f"{folder.name} analysis {record.line()}", flush=True)
+        log(_REPORT)
         report = write_report(folder, index=args.index)
         write_analysis_records(folder, records)  # last: a run whose report failed is analyzed again next time
         print(f"{folder}: analyses and report in {seconds_text(time.perf_counter() - start)} s: {report.path}", flush=True)
