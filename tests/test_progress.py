@@ -95,6 +95,23 @@ def test_an_application_with_its_own_logging_gets_the_lines_once(tmp_path):
     assert done.stdout.count("run: ran all its steps") == 1 and "ran all its steps" not in done.stderr
 
 
+def test_compute_from_python_says_what_it_computes_its_progress_and_when_it_is_done(tmp_path, caplog, every_step):
+    from nrecur.analysis import compute
+    from nrecur.runs import load_run
+
+    train(config(steps=10), tmp_path / "run", progress=False)
+    run = load_run(tmp_path / "run")
+    compute(run, "probes", n_sequences=16, mlp_steps=2, mlp_rows=64)
+    lines = messages(caplog)
+    assert lines[0] == f"probes: computing on {run.path} at step 10"
+    assert any(line.startswith("probes: activations") for line in lines[1:-1])  # the analysis's own progress
+    assert lines[-1].startswith("probes: done in ") and lines[-1].endswith(" s")
+    assert not any(code in json.dumps(lines) for code in CONTROL)
+    caplog.clear()
+    compute(run, "probes", progress=False, n_sequences=16, mlp_steps=2, mlp_rows=64)
+    assert messages(caplog) == []
+
+
 def test_the_main_job_shows_queued_runs_waiting_until_they_start(tmp_path, caplog, every_step):
     from nrecur.jobs.main import JobsProgress, WorkerJob
 

@@ -21,6 +21,8 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Literal, Mapping, Sequence
 
 from nrecur._io import atomic_write_text, remove_stale_temporaries
+from nrecur._log import logger
+from nrecur._text import seconds_text
 from nrecur.analysis.base import showing_progress, progress_bar
 from nrecur.analysis.contract import (
     ANALYSES, Analysis, OptionError, Options, Result, as_training_saw_it, initialization_of, json_ready, resolve_reference, seen_at,
@@ -144,10 +146,21 @@ def resolve_options(
     return resolved, notes
 
 
-def compute(run, name: str, **options) -> Result:
-    """One analysis's result on ``run`` (nothing written, nothing drawn): ``compute(run, "probes", seed=1)``."""
+def compute(run, name: str, *, progress: bool = True, **options) -> Result:
+    """One analysis's result on ``run`` (nothing written, nothing drawn): ``compute(run, "probes", seed=1)``.
+
+    With ``progress``, it says through the ``nrecur`` logger (:mod:`nrecur._log`) what it computes, shows the
+    analysis's own progress, and says when it is done."""
     (analysis,), _ = choose(run, [name])
-    return analysis.compute(run, analysis.make_options(options))
+    chosen = analysis.make_options(options)
+    start = time.perf_counter()
+    if progress:
+        logger().info(f"{name}: computing on {run.path} at step {run.step:,}")
+    with showing_progress(progress):
+        result = analysis.compute(run, chosen)
+    if progress:
+        logger().info(f"{name}: done in {seconds_text(time.perf_counter() - start)} s")
+    return result
 
 
 def write_result(
