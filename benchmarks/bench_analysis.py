@@ -3,8 +3,11 @@
 For each run of the main job that is there (``nrecur run`` writes them under
 ``runs/``): the wall-clock time of ``nrecur analyze RUN --what all`` as a user
 types it (a fresh process, default sizes, latest checkpoint, every headline
-beside its controls; target ≤ 90 s on 2 cores for the deterministic run), the time of each analysis inside it, and the analyses
-over every saved checkpoint (``--checkpoints all``: each analysis that has an
+beside its controls; target ≤ 90 s on 2 cores for the deterministic run), the
+time of each analysis inside it, for the first run the same command with its
+figures drawn in its own process instead of a forked one beside the next
+analysis (``NRECUR_WRITE_IN_BACKGROUND=0``, :mod:`nrecur.analysis.writer`),
+and the analyses over every saved checkpoint (``--checkpoints all``: each analysis that has an
 over-training form; target ≤ 1 minute). Side by side in this process: the table of
 held-out ridge R² for every hook × quantity with one Gram matrix and one solve
 per hook (ours) against a :class:`RidgeProbe` fitted per hook and quantity
@@ -29,6 +32,7 @@ from _common import add_json_option, machine, write_json
 
 from nrecur import load_run
 from nrecur.analysis import ANALYSES
+from nrecur.analysis.writer import BACKGROUND_VARIABLE
 from nrecur.analysis.probes import RidgeProbe, probe_inputs, probe_targets, r2_score, ridge_r2_table, split_sequences
 
 RUNS = ("det", "stoch-finetune", "stoch-scratch", "mess3")
@@ -77,6 +81,14 @@ def main() -> None:
         for name, _, took in LINE.findall(out.stdout):
             print(f"{'':<22} {'  ' + name:<34} {float(took):>8.1f}")
             rows.append({"run": folder.name, "what": name, "seconds": float(took), "target_seconds": None})
+        if folder == folders[0]:  # the reference: the same command with every figure drawn in its own process
+            start = time.perf_counter()
+            here = subprocess.run([str(nrecur), "analyze", str(folder), "--what", "all"], capture_output=True, text=True, env={**env, BACKGROUND_VARIABLE: "0"})
+            reference = time.perf_counter() - start
+            if here.returncode != 0:
+                sys.exit(here.stderr)
+            print(f"{'':<22} {'figures drawn in the same process':<34} {reference:>8.1f}   ratio {reference / seconds:.2f}x")
+            rows.append({"run": folder.name, "what": "all, figures in the same process (reference)", "seconds": round(reference, 1), "target_seconds": None})
         over = [name for name, a in ANALYSES.items() if a.over_training is not None and a.applies(load_run(folder)) is None]
         if not over:
             continue

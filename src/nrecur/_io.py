@@ -14,6 +14,7 @@ from __future__ import annotations
 import errno
 import os
 import re
+import shutil
 import socket
 import tempfile
 import time
@@ -132,10 +133,37 @@ def remove_stale_temporaries(
     found = [p for pattern in patterns for p in (folder.rglob(pattern) if recursive else folder.glob(pattern))]
     removed = []
     for path in found:
-        if path.is_file() and is_stale_temporary(path):
+        if path.is_dir() and is_stale_temporary(path):
+            shutil.rmtree(path, ignore_errors=True)  # a temporary folder (:func:`temporary_folder`)
+            removed.append(path)
+        elif path.is_file() and is_stale_temporary(path):
             path.unlink(missing_ok=True)
             removed.append(path)
     return removed
+
+
+def temporary_folder(parent: str | os.PathLike, name: str) -> Path:
+    """A new empty folder in ``parent``, named as temporaries are (``.NAME.PID@HOST.XXXX.tmp``): removed by
+    :func:`remove_stale_temporaries` once its process is gone."""
+    return Path(tempfile.mkdtemp(dir=parent, prefix=f".{name}.{_owner_tag()}.", suffix=".tmp"))
+
+
+def move_files(source: str | os.PathLike, target: str | os.PathLike) -> list[Path]:
+    """Move every file under ``source`` to the same place under ``target`` (the same file system), each by a
+    rename, leaving temporaries behind; returns the files' new paths. A reader of ``target`` sees each file
+    old or new, never a part."""
+    source, target = Path(source), Path(target)
+    moved = []
+    for path in sorted(source.rglob("*")):
+        if not path.is_file() or path.match(TEMPORARY_GLOB):
+            continue
+        destination = target / path.relative_to(source)
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(path, destination)
+        moved.append(destination)
+    for folder in {path.parent for path in moved}:
+        _fsync_directory(folder)
+    return moved
 
 
 def _fsync_directory(directory: Path) -> None:

@@ -14,6 +14,7 @@ Python entry: ``compute(run, "probes", n_sequences=512)``.
 from __future__ import annotations
 
 import json
+import sys
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -24,6 +25,7 @@ from nrecur._io import atomic_write_text, remove_stale_temporaries
 from nrecur._log import logger
 from nrecur._text import seconds_text
 from nrecur.analysis.base import showing_progress, progress_bar
+from nrecur.analysis.writer import ResultWriter, Written
 from nrecur.analysis.contract import (
     ANALYSES, Analysis, OptionError, Options, Result, as_training_saw_it, initialization_of, json_ready, resolve_reference, seen_at,
 )  # fmt: skip
@@ -307,7 +309,8 @@ def analyze(
             jobs.append((analysis.name + OVER_TRAINING, lambda a=analysis, o=opts: over_checkpoints(a, run, o, interventions=interventions), True))
     if over_training and len(run.checkpoint_steps) < 2:
         log(f"note: nothing runs over training: {run.path} has {len(run.checkpoint_steps)} saved checkpoint (train with --log-checkpoints N for more)")
-    pending: list[tuple[Outcome, bool]] = []
+    done: dict[int, Outcome] = {}  # by job index: failed, or computed (then written, when writing)
+    writer = ResultWriter(folder, staged=on_error == "raise") if write else None
     with showing_progress(progress):
         for index, (name, job, is_series) in enumerate(jobs):
             start = time.perf_counter()
@@ -315,24 +318,28 @@ def analyze(
                 if progress:
                     log(f"{name}: computing ({index + 1} of {len(jobs)})")
                 result = job()
+                done[index] = Outcome(name, "computed", "", time.perf_counter() - start, result)
+                if writer:  # in the background where it can (nrecur.analysis.writer), while the next one computes
+                    about = {"initialization": initialization_of(run.config), **seen.get("series" if is_series else "checkpoint", {})}
+                    step = None if is_series else run.step
+                    writer.submit(index, lambda target, r=result, s=step, a=about: write_result(r, target, step=s, about=a))
+                    done.update(_written(writer.take(), done, run, jobs, log, on_error))  # those written by now
             except KeyboardInterrupt as error:
-                _interrupted(error, jobs[index:], pending, outcomes, folder, run, seen, log, on_error, write)
+                if writer:
+                    done.update(_written(writer.finish(), done, run, jobs, log, on_error))
+                _interrupted(error, jobs[index:], outcomes + [done[i] for i in sorted(done)])
             except Exception as error:  # noqa: BLE001 - a job records it and goes on; the CLI raises it
                 if on_error == "raise":
+                    if writer:
+                        writer.abandon()  # staged: the folder stays as it was
                     raise
                 traceback.print_exc()
-                outcomes.append(Outcome(name, "failed", f"{type(error).__name__}: {error}", time.perf_counter() - start))
+                done[index] = Outcome(name, "failed", f"{type(error).__name__}: {error}", time.perf_counter() - start)
                 log(f"{name} failed: {type(error).__name__}: {error}")
                 continue
-            outcome = Outcome(name, "computed", "", time.perf_counter() - start, result)
-            if on_error == "record" and write:
-                outcome = _write(outcome, folder, run, is_series, seen, log, on_error)
-                outcomes.append(outcome)
-            else:
-                pending.append((outcome, is_series))
-    for outcome, is_series in pending:
-        outcomes.append(_write(outcome, folder, run, is_series, seen, log, on_error) if write else outcome)
-    return outcomes
+    if writer:
+        done.update(_written(writer.finish(), done, run, jobs, log, on_error))
+    return outcomes + [done[i] for i in sorted(done)]
 
 
 class AnalysisInterrupted(KeyboardInterrupt):
@@ -349,33 +356,33 @@ class AnalysisInterrupted(KeyboardInterrupt):
         super().__init__(f"{self.done}; still to run: {', '.join(remaining)}")
 
 
-def _interrupted(error, left, pending, outcomes, folder, run, seen, log, on_error, write) -> None:
-    """Write what was computed before the interrupt, then raise :class:`AnalysisInterrupted`."""
-    if write:
-        for outcome, is_series in pending:
-            outcomes.append(_write(outcome, folder, run, is_series, seen, log, on_error))
+def _interrupted(error: KeyboardInterrupt, left: list, outcomes: list[Outcome]) -> None:
+    """Raise :class:`AnalysisInterrupted`: ``outcomes`` are those before the interrupt (what computed is
+    written), ``left`` the jobs it stopped."""
     written = [o.name for o in outcomes if o.status == "wrote"]
     remaining = list(dict.fromkeys(name.removesuffix(OVER_TRAINING) for name, _, _ in left))
     raise AnalysisInterrupted(written, remaining, error) from error
 
 
-def _write(outcome: Outcome, folder, run, is_series: bool, seen: dict, log, on_error: str) -> Outcome:
-    start = time.perf_counter()
-    try:
-        about = {"initialization": initialization_of(run.config), **seen.get("series" if is_series else "checkpoint", {})}
-        paths = write_result(outcome.result, folder, step=None if is_series else run.step, about=about)
-    except Exception as error:  # noqa: BLE001
-        if on_error == "raise":
-            raise
-        traceback.print_exc()
-        log(f"{outcome.name} failed while writing: {type(error).__name__}: {error}")
-        return Outcome(outcome.name, "failed", f"{type(error).__name__}: {error}", outcome.seconds)
-    written = time.perf_counter() - start
-    head = ", ".join(f"{k} {v:.3f}" for k, v in list(outcome.result.headline.items())[:6])
-    at = "all checkpoints" if is_series else f"step {run.step}"
-    log(f"{outcome.name} ({at}, {outcome.seconds:.1f} s): {head}{' …' if len(outcome.result.headline) > 6 else ''}")
-    log(f"  wrote {paths[0]} and {len(paths) - 1} figure files in {written:.1f} s")
-    return Outcome(outcome.name, "wrote", f"{len(paths)} files", outcome.seconds, outcome.result, tuple(paths))
+def _written(writes: list[Written], done: dict[int, Outcome], run, jobs, log, on_error: str) -> dict[int, Outcome]:
+    """The outcomes of ``writes`` (of the computed outcomes in ``done``), by job index; one line each through
+    ``log``. With ``on_error="raise"``, a write that failed raises its error."""
+    outcomes = {}
+    for written in writes:
+        outcome = done[written.key]
+        if written.error is not None:
+            if on_error == "raise":
+                raise written.error
+            sys.stderr.write(written.trace)
+            log(f"{outcome.name} failed while writing: {type(written.error).__name__}: {written.error}")
+            outcomes[written.key] = Outcome(outcome.name, "failed", f"{type(written.error).__name__}: {written.error}", outcome.seconds)
+            continue
+        head = ", ".join(f"{k} {v:.3f}" for k, v in list(outcome.result.headline.items())[:6])
+        at = "all checkpoints" if jobs[written.key][2] else f"step {run.step}"
+        log(f"{outcome.name} ({at}, {outcome.seconds:.1f} s): {head}{' …' if len(outcome.result.headline) > 6 else ''}")
+        log(f"  wrote {written.paths[0]} and {len(written.paths) - 1} figure files in {written.seconds:.1f} s")
+        outcomes[written.key] = Outcome(outcome.name, "wrote", f"{len(written.paths)} files", outcome.seconds, outcome.result, written.paths)
+    return outcomes
 
 
 def seen_with(interventions: Sequence[Intervention], step: int) -> dict[str, dict[str, list[str]]]:

@@ -299,6 +299,7 @@ def save_figure(fig, folder: str | Path, stem: str) -> list[Path]:
     ``<title>``): a report's caption of the figure; the PNG's also holds the smallest text size and the texts
     that overlap (:func:`text_checks`). The layout is made once (:func:`freeze_layout`) and both files are cut
     to the same tight box."""
+    import matplotlib
     import matplotlib.pyplot as plt
 
     folder = Path(folder)
@@ -308,9 +309,11 @@ def save_figure(fig, folder: str | Path, stem: str) -> list[Path]:
     box, texts = freeze_layout(fig, fit_page(fig))
     metadata = {"Title": title} if title else {}
     measured = text_checks(fig, texts)
-    for suffix, kwargs in ((".png", {"dpi": PIXELS_PER_INCH, "metadata": {**metadata, **measured}}), (".svg", {"metadata": metadata})):
+    svg = {"metadata": {**metadata, "Date": None}}  # no date, and ids from a fixed salt: the same figure, the same bytes
+    for suffix, kwargs in ((".png", {"dpi": PIXELS_PER_INCH, "metadata": {**metadata, **measured}}), (".svg", svg)):
         path = folder / f"{stem}{suffix}"
-        atomic_write(path, lambda handle, fmt=suffix[1:], kw=kwargs: fig.savefig(handle, format=fmt, bbox_inches=box, **kw))
+        with matplotlib.rc_context({"svg.hashsalt": "nrecur"}):
+            atomic_write(path, lambda handle, fmt=suffix[1:], kw=kwargs: fig.savefig(handle, format=fmt, bbox_inches=box, **kw))
         paths.append(path)
     plt.close(fig)
     return paths
