@@ -214,6 +214,7 @@ def test_the_index_has_one_sortable_row_per_run_linking_to_its_page(runs, tmp_pa
     links = re.findall(r'<a href="([^"]+)">', page)
     assert links == ["fresh/report.html", "tiny/report.html"] and all((root / link).is_file() for link in links)
     assert 'table class="sortable"' in page and "<svg class=\"spark\"" in page and "not evaluated yet" in page
+    assert "<td class=\"text\">finished: reached its step limit</td>" in page  # why it stopped, not only that it did
     assert "does not hold a valid run config" in page or "broken" in page
     tiny_page = (root / "tiny" / "report.html").read_text()
     assert '<a href="../index.html">all runs</a>' in tiny_page

@@ -33,7 +33,7 @@ from nrecur.report.page import PAGE_LIMIT, ReportResult, version, write_report
 from nrecur.report.reading import RUN_DEPTH, RunRecord, find_runs, read_run
 from nrecur.report.sections import figure_caption, fmt
 from nrecur.report.templates import render
-from nrecur.report.words import task_label
+from nrecur.report.words import status_in_words, task_label
 from nrecur.train.config import RunConfig
 from nrecur.train.folder import RunFolder
 from nrecur.train.memory import parameter_count
@@ -89,7 +89,7 @@ class IndexRow:
             threshold=f"{record.config.train.kl_threshold:g}",
             threshold_step=_count_text(reached),
             threshold_step_sort="" if reached is None else str(reached),
-            status=record.status if last is not None else "not evaluated yet",
+            status=status_in_words(record.status, record.summary) if last is not None else "not evaluated yet",
             spark=kl_sparkline(record),
         )
 

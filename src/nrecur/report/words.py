@@ -13,7 +13,7 @@ from nrecur._text import seconds_text
 from nrecur.tasks import HMM, RRXOR, Mess3, ModularICL, NRecurrence, Task
 from nrecur.train.config import RunConfig
 
-__all__ = ["TASK_WORDS", "counted", "ending_in_words", "interventions_in_words", "model_in_words", "task_in_words", "training_in_words"]
+__all__ = ["TASK_WORDS", "counted", "ending_in_words", "interventions_in_words", "model_in_words", "status_in_words", "task_in_words", "training_in_words"]
 
 
 def _probability(value) -> str:
@@ -154,14 +154,19 @@ def _time(seconds: float | None) -> str:
     return "" if seconds is None else f", {seconds_text(seconds)} s"
 
 
+def status_in_words(status: str, summary: dict | None) -> str:
+    """The run's status with why it stopped, from ``summary.json``: ``finished: ran out of its time budget``."""
+    reason = (summary or {}).get("stop_reason")
+    return f"{status}: {STOP_REASONS.get(reason, f'stopped ({reason})')}" if reason else status
+
+
 def ending_in_words(status: str, summary: dict | None, evaluated: bool) -> str:
     """How the run ended (or where it stands)."""
     if not evaluated:
         return "training has not evaluated yet: no evaluation in metrics.jsonl"
     if summary is None:
         return "running, or interrupted before it ended (no summary.json): the figures show the evaluations so far"
-    reason = summary.get("stop_reason", "?")
-    text = f"{status}: {STOP_REASONS.get(reason, f'stopped ({reason})')} after {summary.get('steps', '?')} steps{_time(summary.get('seconds'))}"
+    text = f"{status_in_words(status, {'stop_reason': '?', **summary})} after {summary.get('steps', '?')} steps{_time(summary.get('seconds'))}"
     if summary.get("error"):
         text += f"; error: {summary['error']}"
     return text
