@@ -47,6 +47,11 @@ def pyplot():
     return plt
 
 
+def legend_outside(ax, **kwargs):
+    """``ax``'s legend beside it, on the right, where it covers no curve (the layout makes room for it)."""
+    return ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False, **{"fontsize": 10, **kwargs})
+
+
 def plain_log_ticks(axis) -> None:
     """Label a log-scaled matplotlib ``axis`` (``ax.yaxis``, a colour bar's ``bar.ax.yaxis``) in plain numbers
     (0.2, 0.001 rather than 2×10⁻¹, 10⁻³), its minor ticks too where it spans under a decade (there the

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from nrecur.analysis.figures.common import OKABE_ITO, pyplot, save_figure
+from nrecur.analysis.figures.common import OKABE_ITO, legend_outside, pyplot, save_figure
 
 __all__ = ["draw"]
 
@@ -114,6 +114,6 @@ def _by_position(result, folder: Path) -> list[Path]:
     ax.set_title("how readable each quantity is along the sequence (trained model)", fontsize=11)
     ax.set_ylim(-0.1, 1.02)
     ax.tick_params(labelsize=10)
-    ax.legend(fontsize=10)
+    legend_outside(ax)
     ax.grid(alpha=0.3)
     return save_figure(fig, folder, "probes_by_position")

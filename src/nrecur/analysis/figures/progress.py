@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from nrecur.analysis.figures.common import OKABE_ITO, plain_log_ticks, pyplot, save_figure
+from nrecur.analysis.figures.common import OKABE_ITO, legend_outside, plain_log_ticks, pyplot, save_figure
 
 __all__ = ["draw", "draw_side_by_side"]
 
@@ -27,7 +27,7 @@ def _losses(ax, result, legend: bool) -> None:
     ax.axhline(result.loss_bayes, color="#000000", ls=":", lw=1.2, label="observer (Bayes)")
     ax.plot([], [], color="#777777", ls="--", lw=1, label="dashed: the same at initialization")
     if legend:
-        ax.legend(fontsize=10)
+        legend_outside(ax)
 
 
 def _scores(ax, result, legend: bool) -> None:
@@ -39,7 +39,7 @@ def _scores(ax, result, legend: bool) -> None:
         ax.plot(steps, [m.probe_r2[quantity] for m in result.checkpoints], style, color="#000000", lw=1.2, label=f"probe R², {quantity}")
     ax.set_ylim(-0.05, 1.02)
     if legend:
-        ax.legend(fontsize=10, ncols=2)
+        legend_outside(ax)
 
 
 def _marks(ax, result) -> None:
