@@ -36,7 +36,6 @@ from nrecur.report.templates import render
 from nrecur.report.words import status_in_words, task_label
 from nrecur.train.config import RunConfig
 from nrecur.train.folder import RunFolder
-from nrecur.train.memory import parameter_count
 
 __all__ = ["INDEX_FILE", "FolderReport", "IndexRow", "differences_among_siblings", "path_labels", "write_index", "write_reports"]
 
@@ -70,7 +69,7 @@ class IndexRow:
     @classmethod
     def of(cls, record: RunRecord, name: str, link: str | None, varied: tuple[str, ...] = ()) -> "IndexRow":
         last = record.last
-        parameters = parameter_count(record.config.model)
+        parameters = record.config.model.n_params
         kl = last["eval/kl"] if last else None
         reached = record.threshold_step
         return cls(

@@ -25,7 +25,6 @@ from nrecur.report.reading import RunRecord, read_run
 from nrecur.report.sections import analysis_sections, evaluation_tables, fmt
 from nrecur.report.templates import render
 from nrecur.report.words import ending_in_words, interventions_in_words, model_in_words, task_in_words, task_label, training_in_words
-from nrecur.train.memory import parameter_count
 
 __all__ = ["PAGE_LIMIT", "ReportResult", "write_report"]
 
@@ -62,7 +61,7 @@ def _facts(record: RunRecord) -> list[tuple[str, str]]:
     evaluated = record.last is not None
     facts = [
         ("task", task_in_words(config.task)),
-        ("model", model_in_words(config, parameter_count(config.model))),
+        ("model", model_in_words(config, config.model.n_params)),
         ("training", training_in_words(config)),
         ("ended", ending_in_words(record.status, record.summary, evaluated)),
     ]

@@ -22,7 +22,6 @@ from dataclasses import dataclass
 import torch
 
 from nrecur._memory import available_memory, format_bytes
-from nrecur.model import GPTConfig
 from nrecur.train.config import RunConfig
 
 FLOAT32 = 4
@@ -35,11 +34,6 @@ EVAL_LIVE_TENSORS = 5
 """``[sequences, pos, d_model]`` tensors alive at once at the peak of a forward pass without gradients: the
 residual stream, a normalized copy, a sublayer's output, their sum and the kernels' scratch
 (``tests/test_faults.py`` checks the estimate against a measured peak)."""
-
-
-def parameter_count(model: GPTConfig) -> int:
-    """Number of scalars of ``GPT(model)`` (:attr:`GPTConfig.n_params`: from the shapes, nothing built)."""
-    return model.n_params
 
 
 @dataclass(frozen=True)
@@ -93,7 +87,7 @@ class MemoryEstimate:
 def estimate_training_memory(config: RunConfig) -> MemoryEstimate:
     """Estimate the memory ``config`` needs (see the module docstring)."""
     model, train = config.model, config.train
-    params = parameter_count(model)
+    params = model.n_params
     weights = FLOAT32 * params
     # Gradients and AdamW's two moments (Muon keeps one buffer for its matrices: this bounds it), Grokfast's EMA.
     optimizer = FLOAT32 * params * (3 + (1 if train.grokfast_lambda > 0 else 0))
