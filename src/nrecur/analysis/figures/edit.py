@@ -26,12 +26,14 @@ def _site(name: str) -> str:
 
 def _method_label(score) -> str:
     label = _site(score.name)
+    if score.method == "subspace" and ".attn" in score.hook:  # the tokens as the first attention reads them
+        label += " (token rewrite, like the ceiling)"
     return label + (f" α={score.alpha:g}" if score.method == "steer" else "")
 
 
 def _read_ticks(result) -> list[str]:
     counted = result.hold_positions_by_read
-    return ["p\n(edited)"] + [f"p+{k}·n*\n{counted[k]} counted" for k in range(1, len(counted))]
+    return ["p\nedited"] + [f"p+{k}·n*\n{counted[k]:,}" for k in range(1, len(counted))]
 
 
 def draw(result, folder: Path) -> list[Path]:
@@ -80,7 +82,7 @@ def draw_hold(result, folder: Path) -> list[Path]:
     ax.set_xticks(ticks, _read_ticks(result), fontsize=10)
     ax.set_ylim(-0.02, 1.05)
     ax.set_ylabel("share with t* most likely", fontsize=10)
-    ax.set_xlabel("where the next target of (n*, t*) is predicted", fontsize=10)
+    ax.set_xlabel("next target position of (n*, t*)\n(under each: positions counted)", fontsize=10)
     ax.set_title("success at p and at the following\ntarget positions (all problems)", fontsize=11)
     ax.grid(alpha=0.3)
     fig.legend(*ax.get_legend_handles_labels(), fontsize=10, loc="outside lower right", ncols=3)  # below the figure: an axis-anchored legend wider than its axis collapses the layout
