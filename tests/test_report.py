@@ -77,7 +77,7 @@ def test_the_headline_is_a_compact_table_a_figure_beside_its_controls():
     assert tuned.header == ("figure", "value", "fine-tuning source")
 
 
-def test_a_figure_caption_is_the_first_line_of_its_title(tmp_path):
+def test_a_figure_caption_is_its_whole_title_or_the_first_lines_of_its_panels_titles(tmp_path):
     from nrecur.analysis.figures.common import pyplot, save_figure
     from nrecur.report.sections import figure_caption
 
@@ -85,7 +85,7 @@ def test_a_figure_caption_is_the_first_line_of_its_title(tmp_path):
     fig, ax = plt.subplots()
     fig.suptitle("what the figure shows & <why>\nhow to read it")
     save_figure(fig, tmp_path, "probes_r2")
-    assert figure_caption(tmp_path / "probes_r2") == "what the figure shows & <why>"
+    assert figure_caption(tmp_path / "probes_r2") == "what the figure shows & <why> how to read it"  # every line: none cut off
     fig, (left, right) = plt.subplots(1, 2)
     left.set_title("a panel")
     save_figure(fig, tmp_path, "one_title")  # one titled panel: its title

@@ -67,10 +67,11 @@ def plain_log_ticks(axis) -> None:
 
 
 def figure_title(fig) -> str | None:
-    """The first line of a figure's title: its suptitle, else those of its panels' titles, joined (None without)."""
+    """A figure's title in one line: its suptitle (every line), else the first lines of its panels' titles,
+    joined (None without)."""
     text = fig.get_suptitle().strip() if hasattr(fig, "get_suptitle") else ""
     if text:
-        return text.splitlines()[0]
+        return " ".join(text.split())
     titles = list(dict.fromkeys(ax.get_title().strip().splitlines()[0] for ax in fig.axes if ax.get_title().strip()))
     return "; ".join(titles) if titles else None
 
@@ -300,7 +301,7 @@ def freeze_layout(fig, texts: list | None = None) -> tuple:
 
 def save_figure(fig, folder: str | Path, stem: str) -> list[Path]:
     """Save a matplotlib figure as ``stem.png`` and ``stem.svg`` in ``folder`` (atomically), fitted to a report
-    page (:func:`fit_page`); close it. The first line of its title goes into both files' metadata (the SVG's
+    page (:func:`fit_page`); close it. Its title in one line (:func:`figure_title`) goes into both files' metadata (the SVG's
     ``<title>``): a report's caption of the figure; the PNG's also holds the smallest text size and the texts
     that overlap (:func:`text_checks`). The layout is made once (:func:`freeze_layout`) and both files are cut
     to the same tight box."""

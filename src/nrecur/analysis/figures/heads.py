@@ -94,7 +94,11 @@ def _draw_offsets(result, folder: Path) -> list[Path]:
     bar = fig.colorbar(image, ax=axes.ravel().tolist(), shrink=0.8)
     bar.set_label("mean attention from query i to key j", fontsize=10)
     bar.ax.tick_params(labelsize=10)
-    fig.suptitle("attention by relative offset on sequences of each period (trained model);\na period-n head looks at offsets n−1, 2n−1, …", fontsize=12)
+    fig.suptitle(
+        "attention by relative offset on sequences of each period (trained model): a head that follows the period\n"
+        "looks at offsets n−1, 2n−1, … in the period-n panel; one with the same pattern in every panel attends by position",
+        fontsize=12,
+    )
     return save_figure(fig, folder, "heads_offsets")
 
 
