@@ -18,6 +18,35 @@ def test_k_star_is_the_smallest_k_from_which_on_every_k_generalizes():
     assert diversity_threshold({1: None}, 0.01) is None
 
 
+def _trial(k: int, decay: float, ood: float | None, w: float | None, delay: int | None = None) -> dict:
+    return {
+        "n_rules": k, "weight_decay": decay, "out_dist/kl": ood, "in_dist_mem/kl": 0.002 * k, "w_final/ood": w, "w_final/id": w,
+        "w_final_random_init/ood": 0.5 if w is not None else None, "fit_step": 100 if ood is not None else None,
+        "generalization_step": None if delay is None else 100 + delay, "delay": delay,
+    }  # fmt: skip
+
+
+def test_the_answer_in_words_says_k_star_or_how_close_the_grid_came_from_the_numbers():
+    from nrecur.studies.rule_diversity import answer_in_words
+
+    options = {"kl_threshold": 0.01, "steps": 5000, "rules": 8}
+    trials = [_trial(1, 0.1, 0.5, 0.9), _trial(4, 0.1, 0.005, 0.1, delay=400), _trial(8, 0.1, None, None)]
+    trials += [_trial(1, 1.0, 0.7, 0.95), _trial(4, 1.0, 0.3, 0.6)]
+    thresholds = [
+        {"weight_decay": 0.1, "k_star": 4, "median_ood_kl": {"1": 0.5, "4": 0.005, "8": None}},
+        {"weight_decay": 1.0, "k_star": None, "median_ood_kl": {"1": 0.7, "4": 0.3}},
+    ]
+    first, second = answer_in_words(trials, thresholds, options)
+    assert first.startswith("Weight decay 0.1: K* = 4 of 8 rules — from K = 4 on, the final KL to the universal observer on held-out rules is at most the threshold 0.01 within 5,000 steps.")
+    assert "within KL 0.002–0.008 of the memorizing observer" in first
+    assert "At K = 1 the final strategy weight is w = 0.9 on held-out sequences and 0.9 on training ones (initialization: 0.5)." in first
+    assert "At K = 4 the final strategy weight is w = 0.1" in first
+    assert first.endswith("In-context grokking: 1 of 2 runs generalized after fitting (2 fitted their training rules), 400 steps later.")
+    assert second.startswith("Weight decay 1: no K of the grid generalizes within 5,000 steps — the final KL to the universal observer on held-out "
+                             "rules stays above the threshold 0.01 for every K up to 4 (smallest: 0.3 at K = 4, largest: 0.7).")  # fmt: skip
+    assert second.endswith("In-context grokking: 0 of 2 runs generalized after fitting (2 fitted their training rules).")
+
+
 @pytest.mark.slow
 def test_the_study_end_to_end_on_a_tiny_grid(tmp_path):
     from nrecur.studies import rule_diversity

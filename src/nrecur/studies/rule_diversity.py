@@ -30,7 +30,7 @@ where a number exists (its in-distribution KL).
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -43,7 +43,7 @@ from nrecur.runs import load_run
 from nrecur.sweep import BackendOptions, load_sweep, run_sweep, spec_from_data, study_options
 from nrecur.train.presets import STUDY_PRESET, get_preset
 
-__all__ = ["RuleDiversityResult", "diversity_threshold", "rule_diversity", "run_strategy"]
+__all__ = ["RuleDiversityResult", "answer_in_words", "diversity_threshold", "rule_diversity", "run_strategy"]
 
 METRICS = ("in_dist_mem/kl", "in_dist/kl", "out_dist/kl", "eval/kl")
 """Final metrics recorded per trial: KL to the in-distribution observer on in-distribution sequences, to the
@@ -61,9 +61,11 @@ class RuleDiversityResult:
     thresholds: list[dict]
     """Per weight decay: ``weight_decay``, ``k_star`` (None: no K of the grid generalizes)."""
     options: dict
+    answer: list[str] = field(default_factory=list)
+    """The answer in words, one paragraph per weight decay, written from the numbers (:func:`answer_in_words`)."""
 
     def to_json(self) -> dict:
-        return {"options": self.options, "thresholds": self.thresholds, "trials": self.trials}
+        return {"options": self.options, "thresholds": self.thresholds, "answer": self.answer, "trials": self.trials}
 
 
 def _float(value) -> float | None:
@@ -80,6 +82,52 @@ def diversity_threshold(ood_kl: dict[int, float | None], threshold: float) -> in
             break
         answer = k
     return answer
+
+
+def _range(values: list[float], form: str = ".2g") -> str:
+    low, high = format(min(values), form), format(max(values), form)
+    return low if low == high else f"{low}–{high}"
+
+
+def answer_in_words(trials: list[dict], thresholds: list[dict], options: dict) -> list[str]:
+    """One paragraph per weight decay: K\\* (or the smallest held-out KL when no K reaches the threshold), how
+    closely the model follows the memorizing observer on its training rules, the strategy weight ``w`` at the
+    smallest and largest K with held-out rules (beside the initialization's), and the grokking delays."""
+    threshold, steps, rules = options["kl_threshold"], options["steps"], options["rules"]
+    paragraphs = []
+    for entry in thresholds:
+        decay = entry["weight_decay"]
+        mine = [t for t in trials if t["weight_decay"] == decay]
+        ood = {int(k): v for k, v in entry["median_ood_kl"].items() if v is not None}
+        if not ood:
+            paragraphs.append(f"Weight decay {decay:g}: no run with held-out rules finished.")
+            continue
+        if entry["k_star"] is not None:
+            text = (f"Weight decay {decay:g}: K* = {entry['k_star']} of {rules} rules — from K = {entry['k_star']} on, the final KL to the "
+                    f"universal observer on held-out rules is at most the threshold {threshold:g} within {steps:,} steps.")  # fmt: skip
+        else:
+            best = min(ood, key=ood.get)
+            text = (f"Weight decay {decay:g}: no K of the grid generalizes within {steps:,} steps — the final KL to the universal observer "
+                    f"on held-out rules stays above the threshold {threshold:g} for every K up to {max(ood)} (smallest: {ood[best]:.3g} at K = {best}, "
+                    f"largest: {max(ood.values()):.3g}).")  # fmt: skip
+        fitted = [t["in_dist_mem/kl"] for t in mine if t["in_dist_mem/kl"] is not None and t["n_rules"] in ood]
+        if fitted:
+            text += f" On its training rules the model is within KL {_range(fitted)} of the memorizing observer."
+        ends = [k for k in (min(ood), max(ood)) if any(t["n_rules"] == k and t["w_final/ood"] is not None for t in mine)]
+        for k in dict.fromkeys(ends):
+            at = [t for t in mine if t["n_rules"] == k and t["w_final/ood"] is not None]
+            w = [t["w_final/ood"] for t in at]
+            w_id = [t["w_final/id"] for t in at if t["w_final/id"] is not None]
+            control = [t["w_final_random_init/ood"] for t in at if t["w_final_random_init/ood"] is not None]
+            text += (f" At K = {k} the final strategy weight is w = {_range(w)} on held-out sequences"
+                     f"{f' and {_range(w_id)} on training ones' if w_id else ''}"
+                     f"{f' (initialization: {_range(control)})' if control else ''}.")  # fmt: skip
+        delays = [t["delay"] for t in mine if t["delay"] is not None]
+        fits = sum(t["fit_step"] is not None for t in mine if t["n_rules"] in ood)
+        text += (f" In-context grokking: {len(delays)} of {sum(t['n_rules'] in ood for t in mine)} runs generalized after fitting "
+                 f"({fits} fitted their training rules)" + (f", {_range(delays, ',.0f')} steps later." if delays else "."))  # fmt: skip
+        paragraphs.append(text)
+    return paragraphs
 
 
 def run_strategy(run, n_sequences: int) -> dict | None:
@@ -167,7 +215,7 @@ def rule_diversity(
         "preset": preset, "task": base_task.describe(), "rules": total, "n_rules": counts, "decays": sorted(float(d) for d in decays),
         "seeds": seeds, "steps": int(base_train["steps"]), "kl_threshold": threshold, "n_sequences": n_sequences, "model": dict(model or {}),
     }  # fmt: skip
-    result = RuleDiversityResult(trials=trials, thresholds=thresholds, options=run_options)
+    result = RuleDiversityResult(trials=trials, thresholds=thresholds, options=run_options, answer=answer_in_words(trials, thresholds, run_options))
     atomic_write_text(out / "rule_diversity.json", json.dumps(result.to_json(), indent=1) + "\n")
     from nrecur.studies.rule_diversity_figures import plot_rule_diversity
 
