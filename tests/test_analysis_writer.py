@@ -42,8 +42,16 @@ def _dies(result, folder: Path) -> list[Path]:
 
 
 def _gets_ctrl_c(result, folder: Path) -> list[Path]:
-    os.kill(os.getpid(), signal.SIGINT)  # the writing process gets Ctrl-C: it goes on
+    os.kill(os.getpid(), signal.SIGINT)  # the writing process gets Ctrl-C and SIGTERM: it goes on
+    os.kill(os.getpid(), signal.SIGTERM)
     time.sleep(0.2)
+    return _draw_fine(result, folder)
+
+
+def _interrupts_its_parent(result, folder: Path) -> list[Path]:
+    time.sleep(0.3)
+    os.kill(os.getppid(), signal.SIGINT)  # Ctrl-C reaches the analysis while it waits for this write
+    time.sleep(0.7)
     return _draw_fine(result, folder)
 
 
@@ -146,7 +154,7 @@ def test_a_forked_writer_that_dies_or_gets_ctrl_c_is_handled(run_path, registry,
     registry(_analysis("dies", _dies), _analysis("steady", _gets_ctrl_c))
     outcomes = analyze(load_run(run_path), ["dies", "steady"], folder=tmp_path / "out", on_error="record")
     assert [(o.name, o.status) for o in outcomes] == [("dies", "failed"), ("steady", "wrote")]
-    assert outcomes[0].detail == "RuntimeError: the process writing 0 ended with exit code 3"
+    assert outcomes[0].detail == "RuntimeError: the process writing dies ended with exit code 3"
     assert set(_files(tmp_path / "out")) == {"steady.json", "steady.png", "steady.svg"}
 
 
@@ -170,3 +178,25 @@ def test_a_bad_choice_of_writer_in_the_environment_is_one_line_naming_the_values
     error = capsys.readouterr().err
     assert error == f"nrecur analyze: error: {BACKGROUND_VARIABLE}='yes': allowed values are 0 (write in this process) and 1 (in a forked one)\n"
     assert not (run_path / "analysis").exists()
+
+
+@pytest.mark.parametrize("mode", ["raise", "record"])
+@pytest.mark.parametrize("last", [True, False], ids=["in-the-last-wait", "while-submitting"])
+def test_ctrl_c_while_waiting_for_a_write_keeps_every_result_computed(run_path, registry, monkeypatch, tmp_path, mode, last):
+    """Ctrl-C while the analysis waits for a forked write — its last one, or the one before it submits the next
+    result — writes that result and every one computed, then says so."""
+    monkeypatch.setattr("nrecur.analysis.writer.in_background", lambda: True)
+    registry(_analysis("slow", _interrupts_its_parent), _analysis("quick", _draw_fine))
+    what = ["quick", "slow"] if last else ["slow", "quick"]
+    with pytest.raises(AnalysisInterrupted) as stopped:
+        analyze(load_run(run_path), what, folder=tmp_path / "out", on_error=mode)
+    assert (sorted(stopped.value.written), stopped.value.remaining) == (["quick", "slow"], [])
+    assert set(_files(tmp_path / "out")) == {f"{name}.{kind}" for name in ("quick", "slow") for kind in ("json", "png", "svg")}
+
+
+def test_the_cli_mode_says_nothing_was_written_when_a_figure_fails(run_path, registry, forked, tmp_path):
+    registry(_analysis("fine", _draw_fine), _analysis("undrawable", _cannot_draw))
+    lines = []
+    with pytest.raises(RuntimeError, match="no ink"):
+        analyze(load_run(run_path), ["fine", "undrawable"], folder=tmp_path / "out", log=lines.append)
+    assert not any("wrote" in line for line in lines) and not (tmp_path / "out").exists()

@@ -19,7 +19,7 @@ import socket
 import tempfile
 import time
 from pathlib import Path
-from typing import BinaryIO, Callable
+from typing import BinaryIO, Callable, Iterable
 
 TEMPORARY_GLOB = ".*.tmp"
 
@@ -127,8 +127,9 @@ def remove_stale_temporaries(
 ) -> list[Path]:
     """Delete the temporaries atomic writes left behind when their process was killed
     (``.NAME.PID@HOST.XXXX.tmp`` in ``folder``, and in its subfolders when ``recursive``; ``patterns``
-    narrows that to one kind of file), never one a live process is writing (:func:`is_stale_temporary`).
-    Every writer of a folder calls it before it writes there. Returns what was removed."""
+    narrows that to one kind of file), and the temporary folders (:func:`temporary_folder`) with what is in
+    them, never one a live process is writing (:func:`is_stale_temporary`). Every writer of a folder calls it
+    before it writes there. Returns what was removed."""
     folder = Path(folder)
     found = [p for pattern in patterns for p in (folder.rglob(pattern) if recursive else folder.glob(pattern))]
     removed = []
@@ -148,15 +149,12 @@ def temporary_folder(parent: str | os.PathLike, name: str) -> Path:
     return Path(tempfile.mkdtemp(dir=parent, prefix=f".{name}.{_owner_tag()}.", suffix=".tmp"))
 
 
-def move_files(source: str | os.PathLike, target: str | os.PathLike) -> list[Path]:
-    """Move every file under ``source`` to the same place under ``target`` (the same file system), each by a
-    rename, leaving temporaries behind; returns the files' new paths. A reader of ``target`` sees each file
-    old or new, never a part."""
+def move_files(paths: Iterable[str | os.PathLike], source: str | os.PathLike, target: str | os.PathLike) -> list[Path]:
+    """Move the files ``paths`` (under ``source``) to the same places under ``target`` (the same file system),
+    each by a rename; returns their new paths. A reader of ``target`` sees each file old or new, never a part."""
     source, target = Path(source), Path(target)
     moved = []
-    for path in sorted(source.rglob("*")):
-        if not path.is_file() or path.match(TEMPORARY_GLOB):
-            continue
+    for path in map(Path, paths):
         destination = target / path.relative_to(source)
         destination.parent.mkdir(parents=True, exist_ok=True)
         os.replace(path, destination)

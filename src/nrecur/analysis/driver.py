@@ -13,7 +13,9 @@ Python entry: ``compute(run, "probes", n_sequences=512)``.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import re
 import sys
 import time
 import traceback
@@ -33,8 +35,8 @@ from nrecur.runs import load_run
 from nrecur.train.interventions import Intervention
 
 __all__ = [
-    "AnalysisInterrupted", "Outcome", "OverTraining", "analyze", "choose", "compute", "over_checkpoints", "read_result", "resolve_options", "reusable",
-    "seen_with", "write_result",
+    "AnalysisInterrupted", "Outcome", "OverTraining", "analyze", "choose", "compute", "computing_in", "computing_line", "over_checkpoints",
+    "read_result", "resolve_options", "reusable", "seen_with", "write_result",
 ]  # fmt: skip
 
 OVER_TRAINING = "_over_training"
@@ -310,35 +312,45 @@ def analyze(
     if over_training and len(run.checkpoint_steps) < 2:
         log(f"note: nothing runs over training: {run.path} has {len(run.checkpoint_steps)} saved checkpoint (train with --log-checkpoints N for more)")
     done: dict[int, Outcome] = {}  # by job index: failed, or computed (then written, when writing)
-    writer = ResultWriter(folder, staged=on_error == "raise") if write else None
-    with showing_progress(progress):
-        for index, (name, job, is_series) in enumerate(jobs):
-            start = time.perf_counter()
-            try:  # the line too: a signal right after it (a reader acting on it) still writes what is pending
-                if progress:
-                    log(f"{name}: computing ({index + 1} of {len(jobs)})")
-                result = job()
-                done[index] = Outcome(name, "computed", "", time.perf_counter() - start, result)
-                if writer:  # in the background where it can (nrecur.analysis.writer), while the next one computes
-                    about = {"initialization": initialization_of(run.config), **seen.get("series" if is_series else "checkpoint", {})}
-                    step = None if is_series else run.step
-                    writer.submit(index, lambda target, r=result, s=step, a=about: write_result(r, target, step=s, about=a))
-                    done.update(_written(writer.take(), done, run, jobs, log, on_error))  # those written by now
-            except KeyboardInterrupt as error:
+    left = 0  # the first job not computed
+    with ResultWriter(folder, staged=on_error == "raise") if write else contextlib.nullcontext() as writer:
+
+        def submit(index: int) -> None:
+            name, _, is_series = jobs[index]
+            about = {"initialization": initialization_of(run.config), **seen.get("series" if is_series else "checkpoint", {})}
+            step, result = None if is_series else run.step, done[index].result
+            writer.submit(index, name, lambda target: write_result(result, target, step=step, about=about))
+
+        try:
+            with showing_progress(progress):
+                for index, (name, job, is_series) in enumerate(jobs):
+                    left, start = index, time.perf_counter()
+                    try:  # the line too: a signal right after it (a reader acting on it) still writes what is pending
+                        if progress:
+                            log(computing_line(name, index + 1, len(jobs)))
+                        result = job()
+                    except KeyboardInterrupt:
+                        raise
+                    except Exception as error:  # noqa: BLE001 - a job records it and goes on; the CLI raises it
+                        if on_error == "raise":
+                            raise  # the writer, left, drops what it staged: the folder stays as it was
+                        traceback.print_exc()
+                        done[index] = Outcome(name, "failed", f"{type(error).__name__}: {error}", time.perf_counter() - start)
+                        log(f"{name} failed: {type(error).__name__}: {error}")
+                        continue
+                    done[index], left = Outcome(name, "computed", "", time.perf_counter() - start, result), index + 1
+                    if writer:  # in the background where it can (nrecur.analysis.writer), while the next one computes
+                        submit(index)
+                        done.update(_written(writer.take(), done, run, jobs, log, on_error))  # those written by now
+                left = len(jobs)
                 if writer:
                     done.update(_written(writer.finish(), done, run, jobs, log, on_error))
-                _interrupted(error, jobs[index:], outcomes + [done[i] for i in sorted(done)])
-            except Exception as error:  # noqa: BLE001 - a job records it and goes on; the CLI raises it
-                if on_error == "raise":
-                    if writer:
-                        writer.abandon()  # staged: the folder stays as it was
-                    raise
-                traceback.print_exc()
-                done[index] = Outcome(name, "failed", f"{type(error).__name__}: {error}", time.perf_counter() - start)
-                log(f"{name} failed: {type(error).__name__}: {error}")
-                continue
-    if writer:
-        done.update(_written(writer.finish(), done, run, jobs, log, on_error))
+        except KeyboardInterrupt as error:
+            if writer:  # what was computed is written (a write that fails is recorded: the interrupt is the news)
+                for index in sorted(i for i, o in done.items() if o.status == "computed" and i not in writer.accepted):
+                    submit(index)
+                done.update(_written(writer.finish(), done, run, jobs, log, "record"))
+            _interrupted(error, jobs[left:], outcomes + [done[i] for i in sorted(done)])
     return outcomes + [done[i] for i in sorted(done)]
 
 
@@ -366,23 +378,40 @@ def _interrupted(error: KeyboardInterrupt, left: list, outcomes: list[Outcome]) 
 
 def _written(writes: list[Written], done: dict[int, Outcome], run, jobs, log, on_error: str) -> dict[int, Outcome]:
     """The outcomes of ``writes`` (of the computed outcomes in ``done``), by job index; one line each through
-    ``log``. With ``on_error="raise"``, a write that failed raises its error."""
+    ``log``. With ``on_error="raise"``, a write that failed raises its error before any line is logged (nothing
+    was written, where staged)."""
+    failed = [written for written in writes if written.error is not None]
+    if failed and on_error == "raise":
+        raise failed[0].error
     outcomes = {}
     for written in writes:
         outcome = done[written.key]
         if written.error is not None:
-            if on_error == "raise":
-                raise written.error
             sys.stderr.write(written.trace)
             log(f"{outcome.name} failed while writing: {type(written.error).__name__}: {written.error}")
             outcomes[written.key] = Outcome(outcome.name, "failed", f"{type(written.error).__name__}: {written.error}", outcome.seconds)
             continue
         head = ", ".join(f"{k} {v:.3f}" for k, v in list(outcome.result.headline.items())[:6])
-        at = "all checkpoints" if jobs[written.key][2] else f"step {run.step}"
+        _, _, is_series = jobs[written.key]
+        at = "all checkpoints" if is_series else f"step {run.step}"
         log(f"{outcome.name} ({at}, {outcome.seconds:.1f} s): {head}{' …' if len(outcome.result.headline) > 6 else ''}")
         log(f"  wrote {written.paths[0]} and {len(written.paths) - 1} figure files in {written.seconds:.1f} s")
         outcomes[written.key] = Outcome(outcome.name, "wrote", f"{len(written.paths)} files", outcome.seconds, outcome.result, written.paths)
     return outcomes
+
+
+_COMPUTING = re.compile(r"^(\S+): computing \((\d+) of (\d+)\)$")
+
+
+def computing_line(name: str, number: int, total: int) -> str:
+    """The line :func:`analyze` logs as it starts an analysis (with ``progress``): ``probes: computing (1 of 9)``."""
+    return f"{name}: computing ({number} of {total})"
+
+
+def computing_in(line: str) -> str | None:
+    """What a :func:`computing_line` says is being computed (``probes (1 of 9)``); None for any other line."""
+    match = _COMPUTING.match(line)
+    return f"{match[1]} ({match[2]} of {match[3]})" if match else None
 
 
 def seen_with(interventions: Sequence[Intervention], step: int) -> dict[str, dict[str, list[str]]]:

@@ -325,10 +325,10 @@ def run_in_workers(
                 argv += [f"--cap={name}={value}" for name, value in (caps or {}).items()] if job.analyze else []
                 output = WorkerOutput(str(folder.train_log), append=not job.train, stderr=not (alone and progress))
                 process = context.Process(target=run_worker, args=(argv, output, threads, os.getpid()), name=f"nrecur-job-{folder.path.name}")
+                if shown:
+                    shown.started(job)  # before the worker writes its log: where its own lines start
                 process.start()
                 running.append((job, process))
-                if shown:
-                    shown.started(job)
             if waiting and not running:
                 raise ValueError(f"{waiting[0].describe()} waits for a job that is not in the queue")
             for item in list(running):

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import sys
 import time
 from collections.abc import Callable
@@ -28,6 +27,7 @@ from pathlib import Path
 
 from nrecur._processes import worker_started
 from nrecur._text import seconds_text
+from nrecur.analysis.driver import computing_in
 from nrecur.jobs.records import AnalysisRecord, write_analysis_records
 from nrecur.train import resume
 
@@ -48,8 +48,9 @@ JOB_CAPS = {"n_sequences": ANALYSIS_SEQUENCES, "decode_sequences": ANALYSIS_SEQU
 
 ANALYSIS_LINE = "analysis: "
 """How each line a worker logs about its analyses starts (:func:`analysis_under_way` reads them back)."""
-_COMPUTING = re.compile(r"^analysis: (\S+): computing \((\d+ of \d+)\)$")
 _REPORT = "writing the report"
+_TAIL_BYTES = 16384
+"""How much of the end of a worker's log :func:`analysis_under_way` reads."""
 
 
 def analyze_run(
@@ -75,15 +76,15 @@ def analysis_under_way(log: str | Path, start: int = 0) -> str | None:
     its tail: e.g. ``"probes (3 of 12)"``, ``"the report"``; None before its first analysis (or without the file)."""
     try:
         with open(log, "rb") as file:
-            file.seek(max(start, os.fstat(file.fileno()).st_size - 16384))
+            file.seek(max(start, os.fstat(file.fileno()).st_size - _TAIL_BYTES))
             lines = file.read().decode("utf-8", errors="replace").splitlines()
     except FileNotFoundError:
         return None
     for line in reversed(lines):
         if line == ANALYSIS_LINE + _REPORT:
             return "the report"
-        if match := _COMPUTING.match(line):
-            return f"{match[1]} ({match[2]})"
+        if line.startswith(ANALYSIS_LINE) and (computing := computing_in(line.removeprefix(ANALYSIS_LINE))):
+            return computing
     return None
 
 

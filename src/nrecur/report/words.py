@@ -154,9 +154,10 @@ def _time(seconds: float | None) -> str:
     return "" if seconds is None else f", {seconds_text(seconds)} s"
 
 
-def status_in_words(status: str, summary: dict | None) -> str:
-    """The run's status with why it stopped, from ``summary.json``: ``finished: ran out of its time budget``."""
-    reason = (summary or {}).get("stop_reason")
+def status_in_words(status: str, summary: dict | None, unknown: str | None = None) -> str:
+    """The run's status with why it stopped, from ``summary.json``: ``finished: ran out of its time budget``;
+    without a stop reason, ``unknown`` in its place (None: the status alone)."""
+    reason = (summary or {}).get("stop_reason") or unknown
     return f"{status}: {STOP_REASONS.get(reason, f'stopped ({reason})')}" if reason else status
 
 
@@ -166,7 +167,7 @@ def ending_in_words(status: str, summary: dict | None, evaluated: bool) -> str:
         return "training has not evaluated yet: no evaluation in metrics.jsonl"
     if summary is None:
         return "running, or interrupted before it ended (no summary.json): the figures show the evaluations so far"
-    text = f"{status_in_words(status, {'stop_reason': '?', **summary})} after {summary.get('steps', '?')} steps{_time(summary.get('seconds'))}"
+    text = f"{status_in_words(status, summary, unknown='?')} after {summary.get('steps', '?')} steps{_time(summary.get('seconds'))}"
     if summary.get("error"):
         text += f"; error: {summary['error']}"
     return text

@@ -146,7 +146,7 @@ def grokking_diagram(
         chosen = max(grokked, key=lambda t: t["delay"])
         run = load_run(chosen["run_dir"])
         if len(run.checkpoint_steps) >= 2:
-            write_result(compute(run, "progress", n_sequences=progress_sequences), out / "progress")
+            write_result(compute(run, "progress", progress=False, n_sequences=progress_sequences), out / "progress")
             result.options["progress_of"] = {key: chosen[key] for key in ("train_size", "weight_decay", "seed", "delay", "run_dir")}
     atomic_write_text(out / "grokking.json", json.dumps(result.to_json(), indent=1) + "\n")
     plot_grokking(result, out)

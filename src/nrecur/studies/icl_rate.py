@@ -96,7 +96,7 @@ def icl_rate(
         if earlier.get("step") == run.step and "learning_rate_ceiling/transition" in earlier.get("headline", {}):
             headline = earlier["headline"]  # analysed before: a rerun reuses it
         else:
-            result = compute(run, "updates", n_sequences=n_sequences, decode=False)
+            result = compute(run, "updates", progress=False, n_sequences=n_sequences, decode=False)
             write_result(result, run.folder.analysis_dir, step=run.step)
             headline = result.headline
         entry = {

@@ -140,7 +140,7 @@ def run_strategy(run, n_sequences: int) -> dict | None:
         return data
     if ANALYSES["strategy"].applies(run) is not None:
         return None
-    result = compute(run, "strategy", n_sequences=n_sequences)
+    result = compute(run, "strategy", progress=False, n_sequences=n_sequences)
     write_result(result, run.folder.analysis_dir, step=run.step)
     return json.loads(path.read_text())
 

@@ -569,7 +569,7 @@ def _analyze_one(run_dir: str, name: str, wanted: dict) -> tuple[float, float, s
     start, cpu = time.perf_counter(), time.process_time()
     try:
         run = load_run(run_dir)
-        result = compute(run, name, **wanted)
+        result = compute(run, name, progress=False, **wanted)
     except Exception as error:  # noqa: BLE001 - one analysis's failure leaves its measures unmeasured, not the study
         line = (str(error).splitlines() or [""])[0]
         return time.perf_counter() - start, time.process_time() - cpu, f"{type(error).__name__}: {line}"

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
+from nrecur.analysis.edit import reads_tokens
 from nrecur.analysis.figures.common import OKABE_ITO, pyplot, save_figure
 
 __all__ = ["draw", "draw_by_rule", "draw_hold", "draw_sites"]
@@ -26,7 +27,7 @@ def _site(name: str) -> str:
 
 def _method_label(score) -> str:
     label = _site(score.name)
-    if score.method == "subspace" and ".attn" in score.hook:  # the tokens as the first attention reads them
+    if score.method == "subspace" and reads_tokens(score.hook):  # the tokens as the first attention reads them
         label += " (token rewrite, like the ceiling)"
     return label + (f" α={score.alpha:g}" if score.method == "steer" else "")
 
