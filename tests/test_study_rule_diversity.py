@@ -30,7 +30,7 @@ def test_the_answer_in_words_says_k_star_or_how_close_the_grid_came_from_the_num
     from nrecur.studies.rule_diversity import answer_in_words
 
     options = {"kl_threshold": 0.01, "steps": 5000, "rules": 8}
-    trials = [_trial(1, 0.1, 0.5, 0.9), _trial(4, 0.1, 0.005, 0.1, delay=400), _trial(8, 0.1, None, None)]
+    trials = [_trial(1, 0.1, 0.5, 0.9), _trial(4, 0.1, 0.005, 0.1, delay=400), {**_trial(8, 0.1, None, None), "eval/kl": 0.004}]
     trials += [_trial(1, 1.0, 0.7, 0.95), _trial(4, 1.0, 0.3, 0.6)]
     thresholds = [
         {"weight_decay": 0.1, "k_star": 4, "median_ood_kl": {"1": 0.5, "4": 0.005, "8": None}},
@@ -41,6 +41,7 @@ def test_the_answer_in_words_says_k_star_or_how_close_the_grid_came_from_the_num
     assert "within KL 0.002–0.008 of the memorizing observer" in first
     assert "At K = 1 the final strategy weight is w = 0.9 on held-out sequences and 0.9 on training ones (initialization: 0.5)." in first
     assert "At K = 4 the final strategy weight is w = 0.1" in first
+    assert "The run on all 8 rules (nothing held out) ends at KL 0.004 to the universal observer: the budget suffices for the task itself." in first
     assert first.endswith("In-context grokking: 1 of 2 runs generalized after fitting (2 fitted their training rules), 400 steps later.")
     assert second.startswith("Weight decay 1: no K of the grid generalizes within 5,000 steps — the final KL to the universal observer on held-out "
                              "rules stays above the threshold 0.01 for every K up to 4 (smallest: 0.3 at K = 4, largest: 0.7).")  # fmt: skip

@@ -92,7 +92,8 @@ def _range(values: list[float], form: str = ".2g") -> str:
 def answer_in_words(trials: list[dict], thresholds: list[dict], options: dict) -> list[str]:
     """One paragraph per weight decay: K\\* (or the smallest held-out KL when no K reaches the threshold), how
     closely the model follows the memorizing observer on its training rules, the strategy weight ``w`` at the
-    smallest and largest K with held-out rules (beside the initialization's), and the grokking delays."""
+    smallest and largest K with held-out rules (beside the initialization's), the run on every rule (whether
+    the step budget suffices for the task itself), and the grokking delays."""
     threshold, steps, rules = options["kl_threshold"], options["steps"], options["rules"]
     paragraphs = []
     for entry in thresholds:
@@ -122,6 +123,11 @@ def answer_in_words(trials: list[dict], thresholds: list[dict], options: dict) -
             text += (f" At K = {k} the final strategy weight is w = {_range(w)} on held-out sequences"
                      f"{f' and {_range(w_id)} on training ones' if w_id else ''}"
                      f"{f' (initialization: {_range(control)})' if control else ''}.")  # fmt: skip
+        everything = [t["eval/kl"] for t in mine if t["n_rules"] == rules and t.get("eval/kl") is not None]
+        if everything:  # the budget's control: the task itself, nothing held out
+            reached = max(everything) <= threshold
+            text += (f" The run on all {rules} rules (nothing held out) ends at KL {_range(everything, '.3g')} to the universal observer: "
+                     + ("the budget suffices for the task itself." if reached else "the budget does not bring even the task itself under the threshold."))  # fmt: skip
         delays = [t["delay"] for t in mine if t["delay"] is not None]
         fits = sum(t["fit_step"] is not None for t in mine if t["n_rules"] in ood)
         text += (f" In-context grokking: {len(delays)} of {sum(t['n_rules'] in ood for t in mine)} runs generalized after fitting "
