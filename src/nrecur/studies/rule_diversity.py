@@ -229,6 +229,8 @@ def rule_diversity(
     if report:
         for entry in thresholds:
             k_star = entry["k_star"]
-            report(f"weight decay {entry['weight_decay']:g}: K* = {k_star if k_star is not None else f'none up to {counts[-1]}'} of {total} rules")
+            held_out = [int(k) for k, v in entry["median_ood_kl"].items() if v is not None]
+            none = f"none up to {max(held_out)}" if held_out else "none (no run with held-out rules)"
+            report(f"weight decay {entry['weight_decay']:g}: K* = {k_star if k_star is not None else none} of {total} rules")
     return result
 

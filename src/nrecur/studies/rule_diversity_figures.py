@@ -33,7 +33,7 @@ def plot_rule_diversity(result, folder: str | Path, stem: str = "rule_diversity"
     plt = pyplot()
     o = result.options
     counts, decays = o["n_rules"], o["decays"]
-    fig, axes = plt.subplots(1, 3, figsize=(16, 5.2))
+    fig, axes = plt.subplots(1, 3, figsize=(16, 6.2), layout="constrained", gridspec_kw={"width_ratios": [1.15, 1.15, 1.0]})
     kls = (("out_dist/kl", "-", "KL(O_gen ‖ M), held-out rules"), ("in_dist_mem/kl", ":", "KL(O_mem ‖ M), training rules"))
     weights = (("w_final/id", "-", "in-distribution sequences"), ("w_final/ood", "--", "out-of-distribution sequences"))
     for colour, decay in zip(OKABE_ITO, decays):
@@ -41,17 +41,17 @@ def plot_rule_diversity(result, folder: str | Path, stem: str = "rule_diversity"
             axes[0].plot(counts, [_median(result.trials, name, k, decay) for k in counts], color=colour, ls=style, marker="o", ms=5)
         for name, style, _ in weights:
             axes[1].plot(counts, [_median(result.trials, name, k, decay) for k in counts], color=colour, ls=style, marker="o", ms=5)
+        axes[1].plot(counts, [_median(result.trials, "w_final_random_init/ood", k, decay) for k in counts], color=colour, ls="none", marker="x", ms=7)
         axes[2].plot(counts, [_median(result.trials, "delay", k, decay) for k in counts], color=colour, marker="o", ms=5)
         k_star = next(e["k_star"] for e in result.thresholds if e["weight_decay"] == decay)
         if k_star is not None:
             axes[0].axvline(k_star, color=colour, lw=1, ls="-.")
     axes[0].axhline(o["kl_threshold"], color="#777777", lw=1.5)
-    style_legend = lambda ax, entries: ax.legend(  # noqa: E731 - black lines: what each line style means
-        [Line2D([], [], color="#000000", ls=style) for _, style, _ in entries], [label for _, _, label in entries], fontsize=9, loc="best"
-    )
-    handles = [Line2D([], [], color="#000000", ls=style) for _, style, _ in kls] + [Line2D([], [], color="#000000", ls="-."), Line2D([], [], color="#777777", lw=1.5)]
-    axes[0].legend(handles, [label for _, _, label in kls] + ["K* (colour: weight decay)", f"threshold {o['kl_threshold']:g}"], fontsize=9, loc="best")
-    style_legend(axes[1], weights)
+    legend = [(Line2D([], [], color=c, marker="o"), f"weight decay {d:g}") for c, d in zip(OKABE_ITO, decays)]
+    legend += [(Line2D([], [], color="#000000", ls=style), f"left: {label}") for _, style, label in kls]
+    legend += [(Line2D([], [], color="#000000", ls="-."), "left: K*"), (Line2D([], [], color="#777777", lw=1.5), f"left: threshold {o['kl_threshold']:g}")]
+    legend += [(Line2D([], [], color="#000000", ls=style), f"middle: w, {label}") for _, style, label in weights]
+    legend += [(Line2D([], [], color="#000000", ls="none", marker="x"), "middle: w of the run's initialization, out-of-distribution (control)")]
     axes[0].set_yscale("log")
     plain_log_ticks(axes[0].yaxis)
     axes[0].set_ylabel("final KL, nats/token")
@@ -61,23 +61,19 @@ def plot_rule_diversity(result, folder: str | Path, stem: str = "rule_diversity"
     axes[1].set_title("strategy weight at the end of training", fontsize=11)
     axes[2].axhline(0, color="#555555", lw=0.8)
     if not any(t.get("delay") is not None for t in result.trials):
-        axes[2].text(0.5, 0.7, "no run reached both the fit\nand the generalization step", transform=axes[2].transAxes, ha="center", fontsize=10)
+        axes[2].text(0.5, 0.7, "no run reached both\nthe fit and the\ngeneralization step", transform=axes[2].transAxes, ha="center", fontsize=10)
     axes[2].set_ylabel("generalization step − fit step")
     axes[2].set_title("in-context grokking delay", fontsize=11)
     for ax in axes:
         ax.set_xscale("log", base=2)
         ax.set_xlim(counts[0] / 1.3, counts[-1] * 1.3)
-        ax.set_xticks(counts, [str(k) for k in counts])
+        ax.set_xticks(counts, [("\n" if i and k / counts[i - 1] < 1.5 else "") + str(k) for i, k in enumerate(counts)])  # close ones a row lower
         ax.xaxis.set_minor_locator(NullLocator())
         ax.set_xlabel(f"training rules K (of {o['rules']})")
         ax.grid(alpha=0.3)
-    fig.legend(
-        [Line2D([], [], color=c, marker="o") for c, _ in zip(OKABE_ITO, decays)], [f"weight decay {d:g}" for d in decays],
-        loc="lower center", ncol=len(decays), fontsize=10, bbox_to_anchor=(0.5, 0.0),
-    )  # fmt: skip
+    fig.legend(*zip(*legend), loc="outside lower center", ncol=2, fontsize=10, frameon=False)  # below the panels: covers no point
     seeds = "median over " + counted(o["seeds"], "seed") if o["seeds"] != 1 else "one seed"
     fig.suptitle(f"Memorize or generalize against rule diversity ({seeds}, up to {o['steps']:,} steps)\n{o['preset']}: {o['task']}", fontsize=11)
-    fig.tight_layout(rect=(0, 0.1, 1, 0.9))
     paths = save_figure(fig, folder, stem)
     return paths + _phase_diagram(result, folder, f"{stem}_phase")
 
