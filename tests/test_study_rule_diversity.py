@@ -33,8 +33,8 @@ def test_the_answer_in_words_says_k_star_or_how_close_the_grid_came_from_the_num
     trials = [_trial(1, 0.1, 0.5, 0.9), _trial(4, 0.1, 0.005, 0.1, delay=400), {**_trial(8, 0.1, None, None), "eval/kl": 0.004}]
     trials += [_trial(1, 1.0, 0.7, 0.95), _trial(4, 1.0, 0.3, 0.6)]
     thresholds = [
-        {"weight_decay": 0.1, "k_star": 4, "median_ood_kl": {"1": 0.5, "4": 0.005, "8": None}},
-        {"weight_decay": 1.0, "k_star": None, "median_ood_kl": {"1": 0.7, "4": 0.3}},
+        {"weight_decay": 0.1, "k_star": 4, "median_ood_kl/1": 0.5, "median_ood_kl/4": 0.005, "median_ood_kl/8": None},
+        {"weight_decay": 1.0, "k_star": None, "median_ood_kl/1": 0.7, "median_ood_kl/4": 0.3},
     ]
     first, second = answer_in_words(trials, thresholds, options)
     assert first.startswith("Weight decay 0.1: K* = 4 of 8 rules — from K = 4 on, the final KL to the universal observer on held-out rules is at most the threshold 0.01 within 5,000 steps.")
@@ -66,7 +66,8 @@ def test_the_study_end_to_end_on_a_tiny_grid(tmp_path):
         if trial["n_rules"] < 8:  # the strategy analysis of each run with held-out rules, written into the run
             analysis = json.loads((Path(trial["run_dir"]) / "analysis" / "strategy.json").read_text())
             assert trial["w_final/id"] == pytest.approx(analysis["headline"]["w_final/id"])
-            assert trial["checkpoint_steps"] == [p["step"] for p in analysis["checkpoints"]] and len(trial["w_ood"]) == len(trial["checkpoint_steps"])
+            phase = result.phase[Path(trial["run_dir"]).name]
+            assert phase["checkpoint_steps"] == [p["step"] for p in analysis["checkpoints"]] and len(phase["w_ood"]) == len(phase["checkpoint_steps"])
             row = table[table["run_dir"] == trial["run_dir"]].iloc[0]
             assert trial["out_dist/kl"] == pytest.approx(float(row["out_dist/kl"]))
         else:  # nothing held out: no second observer
@@ -77,7 +78,7 @@ def test_the_study_end_to_end_on_a_tiny_grid(tmp_path):
     assert all((out / name).stat().st_size > 0 for name in ("rule_diversity.png", "rule_diversity_phase.png"))
     again = rule_diversity(out, preset="tiny", n_rules=(1, 3, 8), task=task, train=train, n_sequences=32, options=BackendOptions(workers=1), report=None)
     assert again.trials == result.trials  # a rerun reuses the runs and their analyses
-    redrawn = plot_rule_diversity(RuleDiversityResult(**{k: data[k] for k in ("trials", "thresholds", "options")}), tmp_path / "redrawn")
+    redrawn = plot_rule_diversity(RuleDiversityResult(**{k: data[k] for k in ("trials", "thresholds", "options", "phase")}), tmp_path / "redrawn")
     assert {p.name for p in redrawn} == {"rule_diversity.png", "rule_diversity.svg", "rule_diversity_phase.png", "rule_diversity_phase.svg"}
 
 

@@ -43,7 +43,7 @@ from nrecur.runs import load_run
 from nrecur.sweep import BackendOptions, load_sweep, run_sweep, spec_from_data, study_options
 from nrecur.train.presets import STUDY_PRESET, get_preset
 
-__all__ = ["RuleDiversityResult", "answer_in_words", "diversity_threshold", "rule_diversity", "run_strategy"]
+__all__ = ["RuleDiversityResult", "answer_in_words", "diversity_threshold", "median_ood_kl", "rule_diversity", "run_strategy"]
 
 METRICS = ("in_dist_mem/kl", "in_dist/kl", "out_dist/kl", "eval/kl")
 """Final metrics recorded per trial: KL to the in-distribution observer on in-distribution sequences, to the
@@ -58,14 +58,19 @@ class RuleDiversityResult:
     """Per trial its ``K``, weight decay, final KLs, strategy and steps; per weight decay ``K*``."""
 
     trials: list[dict]
+    """One flat row per trial (a table)."""
     thresholds: list[dict]
-    """Per weight decay: ``weight_decay``, ``k_star`` (None: no K of the grid generalizes)."""
+    """Per weight decay: ``weight_decay``, ``k_star`` (None: no K of the grid generalizes) and the median final
+    KL on held-out rules of each K, ``median_ood_kl/K`` (:func:`median_ood_kl`)."""
     options: dict
-    answer: list[str] = field(default_factory=list)
-    """The answer in words, one paragraph per weight decay, written from the numbers (:func:`answer_in_words`)."""
+    phase: dict = field(default_factory=dict)
+    """Per trial (its run folder's name): ``n_rules``, ``weight_decay``, ``seed``, and ``w_id`` / ``w_ood`` at
+    each of its ``checkpoint_steps`` (the phase diagram)."""
+    answer: list[dict] = field(default_factory=list)
+    """Per weight decay: ``weight_decay`` and the ``answer`` in words, written from the numbers (:func:`answer_in_words`)."""
 
     def to_json(self) -> dict:
-        return {"options": self.options, "thresholds": self.thresholds, "answer": self.answer, "trials": self.trials}
+        return {"options": self.options, "thresholds": self.thresholds, "answer": self.answer, "trials": self.trials, "phase": self.phase}
 
 
 def _float(value) -> float | None:
@@ -84,6 +89,12 @@ def diversity_threshold(ood_kl: dict[int, float | None], threshold: float) -> in
     return answer
 
 
+def median_ood_kl(entry: dict) -> dict[int, float | None]:
+    """``K → median final KL on held-out rules`` of one weight decay's entry of :attr:`RuleDiversityResult.thresholds`."""
+    prefix = "median_ood_kl/"
+    return {int(key.removeprefix(prefix)): value for key, value in entry.items() if key.startswith(prefix)}
+
+
 def _range(values: list[float], form: str = ".2g") -> str:
     low, high = format(min(values), form), format(max(values), form)
     return low if low == high else f"{low}–{high}"
@@ -99,7 +110,7 @@ def answer_in_words(trials: list[dict], thresholds: list[dict], options: dict) -
     for entry in thresholds:
         decay = entry["weight_decay"]
         mine = [t for t in trials if t["weight_decay"] == decay]
-        ood = {int(k): v for k, v in entry["median_ood_kl"].items() if v is not None}
+        ood = {k: v for k, v in median_ood_kl(entry).items() if v is not None}
         if not ood:
             paragraphs.append(f"Weight decay {decay:g}: no run with held-out rules finished.")
             continue
@@ -188,7 +199,7 @@ def rule_diversity(
     run_sweep(spec, out / "sweep", options=study_options(options), report=report)
     frame = load_sweep(out / "sweep")
     by_fraction = {round(f, 12): k for k, f in fraction.items()}
-    trials = []
+    trials, phase = [], {}
     for _, row in frame[frame["status"] == "ok"].iterrows():
         run = load_run(row["run_dir"])
         strategy = run_strategy(run, n_sequences)
@@ -200,7 +211,9 @@ def rule_diversity(
             **{name: _float(row.get(name)) for name in METRICS},
             **{name: _float(headline.get(name)) for name in STRATEGY},
             "fit_step": (strategy or {}).get("fit_step"), "generalization_step": (strategy or {}).get("generalization_step"),
-            "checkpoint_steps": [p["step"] for p in points],
+        }  # fmt: skip
+        phase[Path(trial["run_dir"]).name] = {
+            "n_rules": trial["n_rules"], "weight_decay": trial["weight_decay"], "seed": trial["seed"], "checkpoint_steps": [p["step"] for p in points],
             "w_id": [_float(p["id"]["w"]) for p in points], "w_ood": [_float(p["ood"]["w"]) for p in points],
         }  # fmt: skip
         if trial["n_rules"] == total:  # nothing held out: the in-distribution observer is the universal one
@@ -216,12 +229,14 @@ def rule_diversity(
         for k in counts:
             values = [t["out_dist/kl"] for t in trials if t["n_rules"] == k and t["weight_decay"] == decay and t["out_dist/kl"] is not None]
             ood[k] = float(np.median(values)) if values else None
-        thresholds.append({"weight_decay": decay, "k_star": diversity_threshold(ood, threshold), "median_ood_kl": {str(k): v for k, v in ood.items()}})
+        thresholds.append({"weight_decay": decay, "k_star": diversity_threshold(ood, threshold), **{f"median_ood_kl/{k}": v for k, v in ood.items()}})
     run_options = {
         "preset": preset, "task": base_task.describe(), "rules": total, "n_rules": counts, "decays": sorted(float(d) for d in decays),
         "seeds": seeds, "steps": int(base_train["steps"]), "kl_threshold": threshold, "n_sequences": n_sequences, "model": dict(model or {}),
     }  # fmt: skip
-    result = RuleDiversityResult(trials=trials, thresholds=thresholds, options=run_options, answer=answer_in_words(trials, thresholds, run_options))
+    words = answer_in_words(trials, thresholds, run_options)
+    answer = [{"weight_decay": entry["weight_decay"], "answer": text} for entry, text in zip(thresholds, words)]
+    result = RuleDiversityResult(trials=trials, thresholds=thresholds, options=run_options, phase=phase, answer=answer)
     atomic_write_text(out / "rule_diversity.json", json.dumps(result.to_json(), indent=1) + "\n")
     from nrecur.studies.rule_diversity_figures import plot_rule_diversity
 
@@ -229,7 +244,7 @@ def rule_diversity(
     if report:
         for entry in thresholds:
             k_star = entry["k_star"]
-            held_out = [int(k) for k, v in entry["median_ood_kl"].items() if v is not None]
+            held_out = [k for k, v in median_ood_kl(entry).items() if v is not None]
             none = f"none up to {max(held_out)}" if held_out else "none (no run with held-out rules)"
             report(f"weight decay {entry['weight_decay']:g}: K* = {k_star if k_star is not None else none} of {total} rules")
     return result

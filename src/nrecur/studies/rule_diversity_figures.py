@@ -25,8 +25,8 @@ def _median(trials: list[dict], name: str, k: int, decay: float) -> float:
 def plot_rule_diversity(result, folder: str | Path, stem: str = "rule_diversity") -> list[Path]:
     """``rule_diversity.png``: final KLs, final ``w`` and the fit/generalization delay against K (colour: weight
     decay); ``rule_diversity_phase.png``: ``w`` against K and training step (one seed), in and out of distribution.
-    ``result``: a :class:`~nrecur.studies.rule_diversity.RuleDiversityResult` (its ``trials``, ``thresholds`` and
-    ``options``; not imported here, since the study imports this module to draw)."""
+    ``result``: a :class:`~nrecur.studies.rule_diversity.RuleDiversityResult` (its ``trials``, ``thresholds``,
+    ``phase`` and ``options``; not imported here, since the study imports this module to draw)."""
     from matplotlib.lines import Line2D
     from matplotlib.ticker import NullLocator
 
@@ -85,7 +85,8 @@ def _phase_diagram(result, folder, stem: str) -> list[Path]:
 
     plt = pyplot()
     o = result.options
-    counts = [k for k in o["n_rules"] if any(t["n_rules"] == k and t["checkpoint_steps"] for t in result.trials)]
+    runs = [run for run in result.phase.values() if run["checkpoint_steps"]]
+    counts = [k for k in o["n_rules"] if any(run["n_rules"] == k for run in runs)]
     decays = o["decays"]
     fig, axes = plt.subplots(len(decays), 2, figsize=(12, 1.2 + 0.45 * max(len(counts), 2) * len(decays) + 1), squeeze=False, layout="constrained")
     norm = Normalize(0, 1)
@@ -94,7 +95,7 @@ def _phase_diagram(result, folder, stem: str) -> list[Path]:
         for c, (split, name) in enumerate((("w_id", "in-distribution"), ("w_ood", "out-of-distribution"))):
             ax = axes[r, c]
             for row, k in enumerate(counts):
-                trial = min((t for t in result.trials if t["n_rules"] == k and t["weight_decay"] == decay and t["checkpoint_steps"]), key=lambda t: t["seed"], default=None)
+                trial = min((run for run in runs if run["n_rules"] == k and run["weight_decay"] == decay), key=lambda run: run["seed"], default=None)
                 if trial is None:
                     continue
                 steps = np.maximum(np.asarray(trial["checkpoint_steps"], dtype=float), 1)
