@@ -180,9 +180,18 @@ def test_a_bad_choice_of_writer_in_the_environment_is_one_line_naming_the_values
     assert not (run_path / "analysis").exists()
 
 
+@pytest.fixture
+def ctrl_c_raises():
+    """Ctrl-C raises KeyboardInterrupt here, as in a terminal, even where this process was started ignoring it (a
+    non-interactive shell's background job)."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
 @pytest.mark.parametrize("mode", ["raise", "record"])
 @pytest.mark.parametrize("last", [True, False], ids=["in-the-last-wait", "while-submitting"])
-def test_ctrl_c_while_waiting_for_a_write_keeps_every_result_computed(run_path, registry, monkeypatch, tmp_path, mode, last):
+def test_ctrl_c_while_waiting_for_a_write_keeps_every_result_computed(run_path, registry, monkeypatch, tmp_path, mode, last, ctrl_c_raises):
     """Ctrl-C while the analysis waits for a forked write — its last one, or the one before it submits the next
     result — writes that result and every one computed, then says so."""
     monkeypatch.setattr("nrecur.analysis.writer.in_background", lambda: True)
