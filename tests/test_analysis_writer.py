@@ -86,16 +86,17 @@ def forked(request, monkeypatch) -> bool:
 
 
 @pytest.fixture
-def registry(monkeypatch):
-    """Put ``analyses`` in place of the registered ones."""
+def registry():
+    """Put ``analyses`` in place of the registered ones; the registry comes back as it was, in its order."""
+    registered = dict(ANALYSES)
 
     def use(*analyses: Analysis) -> None:
-        for name in list(ANALYSES):
-            monkeypatch.delitem(ANALYSES, name)
-        for analysis in analyses:
-            monkeypatch.setitem(ANALYSES, analysis.name, analysis)
+        ANALYSES.clear()
+        ANALYSES.update({analysis.name: analysis for analysis in analyses})
 
-    return use
+    yield use
+    ANALYSES.clear()
+    ANALYSES.update(registered)
 
 
 def _files(folder: Path) -> dict[str, bytes]:

@@ -325,12 +325,10 @@ def analyze(
             with showing_progress(progress):
                 for index, (name, job, is_series) in enumerate(jobs):
                     left, start = index, time.perf_counter()
-                    try:  # the line too: a signal right after it (a reader acting on it) still writes what is pending
+                    try:  # a signal (KeyboardInterrupt) goes to the handler below, which writes what was computed
                         if progress:
                             log(computing_line(name, index + 1, len(jobs)))
                         result = job()
-                    except KeyboardInterrupt:
-                        raise
                     except Exception as error:  # noqa: BLE001 - a job records it and goes on; the CLI raises it
                         if on_error == "raise":
                             raise  # the writer, left, drops what it staged: the folder stays as it was
