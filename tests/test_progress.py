@@ -125,6 +125,7 @@ def test_the_main_job_shows_queued_runs_waiting_until_they_start(tmp_path, caplo
     shown.started(jobs[0])
     folders[0].append_metrics({"step": 10, "seconds": 1.0, "eval/kl": 0.5, "train/loss": 1.0})
     shown.update()
+    shown.update()  # nothing new since: no second line
     shown.ended(jobs[0], 0)
     shown.started(jobs[1])
     shown.ended(jobs[1], 3)

@@ -368,6 +368,7 @@ class JobsProgress:
         self.step = {id(job): 0 for job in jobs}
         self.analysis: dict[int, str] = {}  # id(job) → what its worker analyzed when last shown
         self.log_start: dict[int, int] = {}  # id(job) → where its worker's lines start in a log it appends to
+        self.last_line = ""  # the last plain line on the jobs in training
         self.start = {id(job): time.perf_counter() for job in jobs}
         self.ticker = Ticker()
         self.bars = None
@@ -419,7 +420,10 @@ class JobsProgress:
                 self._analyzing(job)
         if self.bars is None and lines and self.ticker.due():
             waiting = [self._name(job) for job in self.jobs if self.state[id(job)] == "waiting"]
-            logger().info("; ".join(lines + ([f"waiting: {', '.join(waiting)}"] if waiting else [])))
+            line = "; ".join(lines + ([f"waiting: {', '.join(waiting)}"] if waiting else []))
+            if line != self.last_line:  # no evaluation since the last line: nothing new to say
+                logger().info(line)
+                self.last_line = line
 
     def _trained(self, job: WorkerJob) -> dict | None:
         """Show the last step ``job`` logged; the job analyzes once its run has finished. Returns that step's metrics."""
