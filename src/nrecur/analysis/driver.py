@@ -389,7 +389,7 @@ def _written(writes: list[Written], done: dict[int, Outcome], run, jobs, log, on
             log(f"{outcome.name} failed while writing: {type(written.error).__name__}: {written.error}")
             outcomes[written.key] = Outcome(outcome.name, "failed", f"{type(written.error).__name__}: {written.error}", outcome.seconds)
             continue
-        head = ", ".join(f"{k} {v:.3f}" for k, v in list(outcome.result.headline.items())[:6])
+        head = ", ".join(f"{k} {v:.4g}" for k, v in list(outcome.result.headline.items())[:6])
         _, _, is_series = jobs[written.key]
         at = "all checkpoints" if is_series else f"step {run.step}"
         log(f"{outcome.name} ({at}, {outcome.seconds:.1f} s): {head}{' …' if len(outcome.result.headline) > 6 else ''}")
