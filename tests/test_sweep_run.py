@@ -313,3 +313,14 @@ def test_sigkill_of_an_ensemble_sweep_loses_nothing(tmp_path, capsys):
     for row in frame.itertuples():  # each evaluation once: a resumed member continues its own metrics
         steps = [json.loads(line)["step"] for line in (Path(row.run_dir) / "metrics.jsonl").read_text().splitlines()]
         assert steps == list(range(0, KILLED_STEPS + 1, 8)), (row.trial_id, steps)
+
+
+@pytest.mark.slow
+def test_a_sweep_ends_without_the_resource_trackers_leaked_semaphore_warning(tmp_path):
+    """A worker leaves with multiprocessing's finalizers run: numba's pool makes a semaphore in each worker, which
+    an exit without them left to the resource tracker, whose warning ended every sweep."""
+    spec_file = write_spec(tmp_path, SPEC.replace("seeds = 2", "seeds = 1").replace('"train.lr" = [0.001, 0.003]', '"train.lr" = [0.001]'))
+    command = [sys.executable, "-m", "nrecur", "sweep", str(spec_file), "--out", str(tmp_path / "sweep"), "--workers", "2", "--quiet"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "leaked semaphore" not in done.stderr, done.stderr

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import collections
 import multiprocessing
+import multiprocessing.util
 import os
 import signal
 import sys
@@ -53,7 +54,10 @@ def _worker_main(connection: Connection, sweep_path: str, runner: str, threads: 
             return
         if group is None:
             # Every run folder and record is written and closed (atomically) before its group's answer is sent:
-            # leave without the interpreter's teardown (torch's takes ~0.5 s; no exit handlers are needed).
+            # leave without the interpreter's teardown (torch's takes ~0.5 s), but with multiprocessing's
+            # finalizers, which release the semaphores this process made (numba's thread pool makes one; left
+            # behind, each ends the sweep with the resource tracker's "leaked semaphore" warning).
+            multiprocessing.util._run_finalizers()
             sys.stdout.flush()
             sys.stderr.flush()
             os._exit(0)
