@@ -122,7 +122,8 @@ def answer_in_words(trials: list[dict], thresholds: list[dict], options: dict) -
             text = (f"Weight decay {decay:g}: no K of the grid generalizes within {steps:,} steps — the final KL to the universal observer "
                     f"on held-out rules stays above the threshold {threshold:g} for every K up to {max(ood)} (smallest: {ood[best]:.3g} at K = {best}, "
                     f"largest: {max(ood.values()):.3g}).")  # fmt: skip
-        fitted = [t["in_dist_mem/kl"] for t in mine if t["in_dist_mem/kl"] is not None and t["n_rules"] in ood]
+        held_out = [t for t in mine if t["n_rules"] in ood]  # the runs with held-out rules
+        fitted = [t["in_dist_mem/kl"] for t in held_out if t["in_dist_mem/kl"] is not None]
         if fitted:
             text += f" On its training rules the model is within KL {_range(fitted)} of the memorizing observer."
         ends = [k for k in (min(ood), max(ood)) if any(t["n_rules"] == k and t["w_final/ood"] is not None for t in mine)]
@@ -140,8 +141,8 @@ def answer_in_words(trials: list[dict], thresholds: list[dict], options: dict) -
             text += (f" The run on all {rules} rules (nothing held out) ends at KL {_range(everything, '.3g')} to the universal observer: "
                      + ("the budget suffices for the task itself." if reached else "the budget does not bring even the task itself under the threshold."))  # fmt: skip
         delays = [t["delay"] for t in mine if t["delay"] is not None]
-        fits = sum(t["fit_step"] is not None for t in mine if t["n_rules"] in ood)
-        text += (f" In-context grokking: {len(delays)} of {sum(t['n_rules'] in ood for t in mine)} runs generalized after fitting "
+        fits = sum(t["fit_step"] is not None for t in held_out)
+        text += (f" In-context grokking: {len(delays)} of {len(held_out)} runs generalized after fitting "
                  f"({fits} fitted their training rules)" + (f", {_range(delays, ',.0f')} steps later." if delays else "."))  # fmt: skip
         paragraphs.append(text)
     return paragraphs
